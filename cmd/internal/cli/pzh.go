@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone"
+)
+
+// HubCommand is the pzh root command.
+func HubCommand() *cobra.Command {
+	g := &globals{envVar: "PZH_DATA", sub: "hub"}
+	root := &cobra.Command{
+		Use:   "pzh",
+		Short: "pzone hub: the always-reachable centre of a personal zone",
+		Long: `pzh runs the hub of a personal zone. Create a zone once with 'pzh init',
+run the hub with 'pzh serve', and pair each device with 'pzh invite' (and
+'pzp pair' on the device). Every other subcommand talks to the running hub
+through the socket in its data directory.`,
+	}
+	g.register(root)
+	root.AddCommand(newHubInitCmd(g), newHubServeCmd(g), newHubInviteCmd(g), newHubInvitesCmd(g),
+		newHubDevicesCmd(g), newHubRevokeCmd(g), newHubStatusCmd(g), newHubWaitCmd(g))
+	return root
+}
+
+// hubClient returns a client for the running hub of g's data directory.
+func hubClient(g *globals) (*zone.Client, string, error) {
+	dir, err := g.dataDir()
+	if err != nil {
+		return nil, "", err
+	}
+	return zone.NewClient(zone.SocketPath(dir, zone.HubSocketName)), dir, nil
+}
+
+// hubDo calls the running hub and explains a hub that is not running.
+func hubDo(ctx context.Context, g *globals, method, path string, in, out any) error {
+	c, dir, err := hubClient(g)
+	if err != nil {
+		return err
+	}
+	err = c.Do(ctx, method, path, in, out)
+	return notRunningHint(err, "the hub", "pzh serve --data "+dir)
+}

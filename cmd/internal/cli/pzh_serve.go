@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone"
+)
+
+type hubServeOptions struct {
+	listen     string
+	noQUIC     bool
+	noTCP      bool
+	heartbeat  time.Duration
+	renewGrace time.Duration
+}
+
+func newHubServeCmd(g *globals) *cobra.Command {
+	o := &hubServeOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the hub",
+		Long: `serve runs the hub: QUIC on UDP and TLS 1.3 + yamux on TCP, both on the same
+port, plus the admin socket in the data directory. It runs until SIGINT or
+SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.noQUIC && o.noTCP {
+				return usagef("--no-quic and --no-tcp together leave nothing to serve")
+			}
+			dir, err := g.dataDir()
+			if err != nil {
+				return err
+			}
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			var kinds []transport.Kind
+			if !o.noQUIC {
+				kinds = append(kinds, transport.KindQUIC)
+			}
+			if !o.noTCP {
+				kinds = append(kinds, transport.KindTCP)
+			}
+			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
+				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "", "HOST:PORT to listen on, UDP and TCP (default: all interfaces, the public address's port)")
+	f.BoolVar(&o.noQUIC, "no-quic", false, "serve TCP only (devices fall back to it)")
+	f.BoolVar(&o.noTCP, "no-tcp", false, "serve QUIC only")
+	f.DurationVar(&o.heartbeat, "heartbeat", zone.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
+	f.DurationVar(&o.renewGrace, "renew-grace", zone.DefaultRenewGrace, "how long after its certificate expired a device may still renew")
+	return cmd
+}

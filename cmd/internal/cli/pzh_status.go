@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone"
+)
+
+func newHubStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running hub: zone, addresses, sessions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st zone.HubStatus
+			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, st)
+			}
+			fmt.Fprintf(out, "zone:        %s\nzone ID:     %s\npublic:      %v\nlistening:   %s %v\ndevices:     %d paired, %d online\nhub cert:    expires %s\nrunning:     since %s (pid %d)\n",
+				st.Zone, st.ZoneID, st.PublicAddrs, st.Listen, st.Transports, st.Devices, st.Online,
+				st.CertExpires.Local().Format(time.DateOnly), st.Started.Local().Format(time.DateTime), st.PID)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/zone"
+)
+
+func newHubWaitCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "wait ready | wait STATE DEVICE...",
+		Short: "Wait until the hub answers, or until devices reach a state (online, offline, revoked)",
+		Long: `wait blocks until the condition holds, then exits 0; after --timeout it
+exits 1 saying what it saw. 'pzh wait ready' waits for the hub's socket to
+answer; 'pzh wait online phone laptop' for both devices' sessions. Useful in
+scripts that start a hub and act once devices are up.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("say what to wait for: ready, or online/offline/revoked and device names")
+			}
+			switch args[0] {
+			case "ready":
+				if len(args) != 1 {
+					return usagef("wait ready takes no device names")
+				}
+			case "online", "offline", "revoked":
+				if len(args) < 2 {
+					return usagef("name the devices to wait for: pzh wait %s DEVICE...", args[0])
+				}
+				for _, d := range args[1:] {
+					if err := certs.ValidateName("device", d); err != nil {
+						return usageError{err}
+					}
+				}
+			default:
+				return usagef("unknown state %q: use ready, online, offline or revoked", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, dir, err := hubClient(g)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if args[0] == "ready" {
+				var st zone.HubStatus
+				if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
+					return fmt.Errorf("hub in %s not ready after %v: %w", dir, timeout, err)
+				}
+				return nil
+			}
+			want, names := args[0], args[1:]
+			v, err := watch(ctx, c, "/v1/devices", func(v *zone.DevicesView) uint64 { return v.Version }, func(v *zone.DevicesView) bool {
+				for _, n := range names {
+					i := slices.IndexFunc(v.Devices, func(d zone.DeviceView) bool { return d.Name == n })
+					if i < 0 || v.Devices[i].State != want {
+						return false
+					}
+				}
+				return true
+			})
+			if err != nil {
+				if v == nil {
+					return notRunningHint(err, "the hub", "pzh serve --data "+dir)
+				}
+				return fmt.Errorf("devices not all %s after %v: %s", want, timeout, describeDevices(v, names))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultWait, "give up after this long")
+	return cmd
+}
+
+func describeDevices(v *zone.DevicesView, names []string) string {
+	s := ""
+	for _, n := range names {
+		state := "not paired"
+		for _, d := range v.Devices {
+			if d.Name == n {
+				state = d.State
+			}
+		}
+		s += fmt.Sprintf("%s is %s; ", n, state)
+	}
+	return s
+}

@@ -1,0 +1,165 @@
+// Package transport carries pzone sessions between nodes: one connection
+// interface with two implementations, QUIC (quic-go) and TLS 1.3 over TCP
+// multiplexed with yamux, plus the length-prefixed CBOR framing every stream
+// uses.
+//
+// It is not for deciding who may connect: callers pass a *tls.Config whose
+// verification callbacks encode the zone's trust rules (see package certs),
+// and read the verified identity back from ConnectionState.
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// ALPN protocol names. The version is part of the name so that an
+// incompatible change is negotiated in the TLS handshake rather than
+// discovered mid-session.
+const (
+	// ALPNSession is the authenticated session protocol, version 1. Both ends
+	// present certificates from the zone CA (or a friend zone's CA).
+	ALPNSession = "pz/1"
+	// ALPNPairing is the invite redemption protocol, version 1. The client
+	// presents no certificate; it pins the hub by zone ID instead.
+	ALPNPairing = "pz-pair/1"
+)
+
+// Kind names a transport implementation.
+type Kind string
+
+const (
+	KindQUIC Kind = "quic" // QUIC over UDP
+	KindTCP  Kind = "tcp"  // TLS 1.3 over TCP, streams multiplexed by yamux
+)
+
+// Mode selects which transports a dialer tries.
+type Mode string
+
+const (
+	ModeAuto Mode = "auto" // QUIC first, TCP after a short head start (see AutoFallbackDelay)
+	ModeQUIC Mode = "quic"
+	ModeTCP  Mode = "tcp"
+)
+
+// ParseMode parses a --transport flag value.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case ModeAuto, ModeQUIC, ModeTCP:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("unknown transport %q: use auto, quic or tcp", s)
+}
+
+// Stream is one bidirectional, ordered byte stream within a Conn.
+type Stream interface {
+	io.Reader
+	io.Writer
+	// Close closes the write direction: the other end reads io.EOF after the
+	// data already written. Reading remains possible until the other end
+	// closes its write direction too.
+	Close() error
+	// Reset aborts both directions at once; pending data may be discarded.
+	Reset()
+	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
+// Conn is one authenticated, multiplexed connection between two nodes.
+type Conn interface {
+	// OpenStream opens a new stream. It blocks while the peer's stream limit
+	// is reached, until ctx ends.
+	OpenStream(ctx context.Context) (Stream, error)
+	// AcceptStream waits for the next stream opened by the other end.
+	AcceptStream(ctx context.Context) (Stream, error)
+	// ConnectionState is the completed TLS handshake: negotiated ALPN and
+	// the peer's verified certificates.
+	ConnectionState() tls.ConnectionState
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+	Kind() Kind
+	// CloseWithError closes the connection and every stream in it. Over QUIC
+	// the code and message reach the other end as an application error;
+	// over TCP they cannot, so protocols that need the other end to learn a
+	// reason send it in-band first. Closing twice is harmless.
+	CloseWithError(code uint64, msg string) error
+	// Done is closed once the connection is closed, by either end or by
+	// failure.
+	Done() <-chan struct{}
+	// Err reports why the connection ended once Done is closed (nil before).
+	// A close by the other end over QUIC is a *RemoteCloseError.
+	Err() error
+}
+
+// RemoteCloseError is the reason the other end gave when it closed a QUIC
+// connection with CloseWithError.
+type RemoteCloseError struct {
+	Code uint64
+	Msg  string
+}
+
+func (e *RemoteCloseError) Error() string {
+	return fmt.Sprintf("closed by peer: %s (code %d)", e.Msg, e.Code)
+}
+
+// Listener accepts connections of one or more kinds.
+type Listener interface {
+	// Accept returns the next connection whose TLS handshake completed. A
+	// failed handshake is logged by the listener and never returned.
+	Accept(ctx context.Context) (Conn, error)
+	// Addr is the bound address (for ListenBoth: the TCP address; the UDP
+	// socket has the same IP and port).
+	Addr() net.Addr
+	Close() error
+}
+
+// Config holds the settings shared by listeners and dialers.
+type Config struct {
+	// TLS is the base configuration. Transport sets MinVersion to TLS 1.3
+	// and never weakens verification. Listeners route by the NextProtos
+	// the configuration allows.
+	TLS *tls.Config
+	// HandshakeTimeout bounds a TLS handshake (TCP) or QUIC handshake.
+	// Zero means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection after this long without any traffic
+	// from the peer. Zero means DefaultIdleTimeout. Session heartbeats keep
+	// a live connection above it.
+	IdleTimeout time.Duration
+	// MaxIncomingStreams caps concurrently open streams the other end may
+	// open. Zero means DefaultMaxIncomingStreams.
+	MaxIncomingStreams int
+	// Logger receives debug-level notes about failed handshakes. Nil
+	// discards them.
+	Logger Logger
+}
+
+// Logger is the part of *slog.Logger the transport uses.
+type Logger interface {
+	Debug(msg string, args ...any)
+}
+
+// Defaults, with why they are what they are.
+const (
+	// DefaultHandshakeTimeout: a loopback handshake takes ~1 ms and a
+	// handshake over a slow mobile link well under 2 s; 10 s leaves room
+	// for retransmits without letting a stalled client hold a slot for long.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultIdleTimeout is above three missed session heartbeats at the
+	// default interval, so the session layer, which knows the reason,
+	// decides first.
+	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultMaxIncomingStreams bounds the memory one peer can pin on the
+	// other by opening streams it never uses.
+	DefaultMaxIncomingStreams = 256
+	// AutoFallbackDelay is the head start QUIC gets in ModeAuto before TCP
+	// is dialled too. A loopback or LAN QUIC handshake finishes in a few
+	// ms; 300 ms keeps QUIC preferred on slow links while a network that
+	// drops UDP costs only this much extra.
+	AutoFallbackDelay = 300 * time.Millisecond
+)

@@ -1,0 +1,871 @@
+package zone
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/transport"
+)
+
+// Hub defaults, with why.
+const (
+	// DefaultRenewGrace is how long after expiry a device that is not
+	// revoked may still connect to renew: a laptop left in a drawer for a
+	// month must not be locked out of its own zone.
+	DefaultRenewGrace = 180 * 24 * time.Hour
+	// hubCertLifetime: the hub signs its own certificate and renews it at
+	// 2/3, like devices.
+	hubCertLifetime = 90 * 24 * time.Hour
+	// hubCertCheck is how often the hub checks whether its own certificate
+	// is due for renewal.
+	hubCertCheck = time.Hour
+	// tlsAnyExpiry lets the TLS layer accept expired-but-genuine device
+	// certificates, so that admission (which can tell the device why) decides.
+	tlsAnyExpiry = 100 * 365 * 24 * time.Hour
+)
+
+// HubConfig configures RunHub.
+type HubConfig struct {
+	DataDir string
+	// Listen is host:port for both UDP (QUIC) and TCP. Empty: all
+	// interfaces, on the port of the zone's first public address.
+	Listen string
+	// Transports to serve; empty means both.
+	Transports []transport.Kind
+	// Heartbeat is the ping interval devices are told to use.
+	Heartbeat time.Duration
+	// RenewGrace is how long past expiry a device may still renew.
+	RenewGrace time.Duration
+	Logger     *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Ready, if set, is called once the hub listens, with its address.
+	Ready func(net.Addr)
+}
+
+func (c *HubConfig) setDefaults() {
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.RenewGrace == 0 {
+		c.RenewGrace = DefaultRenewGrace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if len(c.Transports) == 0 {
+		c.Transports = []transport.Kind{transport.KindQUIC, transport.KindTCP}
+	}
+}
+
+// Validate checks the configuration.
+func (c *HubConfig) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("no data directory given")
+	}
+	if c.Heartbeat < MinHeartbeat {
+		return fmt.Errorf("heartbeat %v is below the minimum %v", c.Heartbeat, MinHeartbeat)
+	}
+	if c.RenewGrace < 0 {
+		return fmt.Errorf("renewal grace period %v is negative", c.RenewGrace)
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("listen address %q: %v (want HOST:PORT, e.g. 0.0.0.0:7443)", c.Listen, err)
+		}
+	}
+	return nil
+}
+
+// Hub is a running zone hub.
+type Hub struct {
+	cfg     HubConfig
+	log     *slog.Logger
+	store   *hubStore
+	zone    *ZoneInfo
+	ca      *certs.CA
+	cert    atomic.Pointer[tls.Certificate]
+	limiter *pairing.Limiter
+	changes notifier
+	started time.Time
+	addr    net.Addr
+
+	mu       sync.Mutex
+	sessions map[string]*hubSession // live sessions by device
+	devices  map[string]*DeviceRecord
+	revoked  map[string]bool // serials
+	closing  bool
+
+	conns sync.WaitGroup // connection handlers
+}
+
+// RunHub runs a hub until ctx ends, then closes every session with reason
+// "shutdown" and the store.
+func RunHub(ctx context.Context, cfg HubConfig) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	store, err := openHubStore(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	h, err := newHub(cfg, store)
+	if err != nil {
+		return err
+	}
+	if err := h.renewHubCertIfDue(); err != nil {
+		return err
+	}
+
+	listen := cfg.Listen
+	if listen == "" {
+		_, port, _ := net.SplitHostPort(h.zone.PublicAddrs[0])
+		listen = net.JoinHostPort("", port)
+	}
+	ln, err := transport.ListenBoth(listen, h.transportConfig(), cfg.Transports...)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	h.addr = ln.Addr()
+	api, err := listenUnix(SocketPath(cfg.DataDir, HubSocketName))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer os.Remove(SocketPath(cfg.DataDir, HubSocketName))
+
+	h.log.Info("hub serving", "zone", h.zone.Name, "zone_id", h.zone.ID, "listen", ln.Addr().String(), "transports", cfg.Transports)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.acceptLoop(gctx, ln) })
+	g.Go(func() error { return serveAPI(gctx, api, h.apiHandler()) })
+	g.Go(func() error { return h.hubCertLoop(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		ln.Close()
+		return nil
+	})
+	err = g.Wait()
+	h.shutdown()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
+		err = nil
+	}
+	h.log.Info("hub stopped")
+	return err
+}
+
+func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
+	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: pairing.NewLimiter(), started: cfg.Now(),
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}}
+	var err error
+	if h.zone, err = store.Zone(); err != nil {
+		return nil, err
+	}
+	if h.ca, err = store.CA(); err != nil {
+		return nil, err
+	}
+	cert, key, err := store.HubCert()
+	if err != nil {
+		return nil, err
+	}
+	h.setHubCert(cert, key)
+	devs, err := store.Devices()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		h.devices[d.Name] = d
+	}
+	if h.revoked, err = store.RevokedSerials(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Hub) setHubCert(cert *x509.Certificate, key ed25519.PrivateKey) {
+	h.cert.Store(&tls.Certificate{Certificate: [][]byte{cert.Raw, h.ca.Cert.Raw}, PrivateKey: key, Leaf: cert})
+}
+
+// renewHubCertIfDue re-issues the hub's own certificate at 2/3 of its
+// lifetime (the hub holds the CA key, so no request is needed).
+func (h *Hub) renewHubCertIfDue() error {
+	cur := h.cert.Load().Leaf
+	if h.cfg.Now().Before(renewAt(cur)) {
+		return nil
+	}
+	key, err := certs.NewKey()
+	if err != nil {
+		return err
+	}
+	cert, err := h.ca.Sign(key.Public(), certs.HubDevice, h.cfg.Now(), hubCertLifetime)
+	if err != nil {
+		return fmt.Errorf("renew hub certificate: %w", err)
+	}
+	if err := h.store.SaveHubCert(cert, key); err != nil {
+		return fmt.Errorf("save renewed hub certificate: %w", err)
+	}
+	h.setHubCert(cert, key)
+	h.log.Info("hub certificate renewed", "expires", cert.NotAfter)
+	return nil
+}
+
+func (h *Hub) hubCertLoop(ctx context.Context) error {
+	t := time.NewTicker(hubCertCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := h.renewHubCertIfDue(); err != nil {
+				h.log.Error("hub certificate renewal failed; will retry", "err", err)
+			}
+		}
+	}
+}
+
+// renewAt is 2/3 through a certificate's validity.
+func renewAt(c *x509.Certificate) time.Time {
+	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
+}
+
+// transportConfig routes by ALPN: sessions need a zone certificate,
+// pairing needs none (the device pins the hub instead).
+func (h *Hub) transportConfig() transport.Config {
+	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.cert.Load(), nil }
+	session := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNSession},
+		GetCertificate: getCert,
+		ClientAuth:     tls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := certs.Verify(h.ca.Cert, raw, h.cfg.Now(), tlsAnyExpiry)
+			return err
+		},
+	}
+	pair := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNPairing},
+		GetCertificate: getCert,
+		ClientAuth:     tls.NoClientCert,
+	}
+	base := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing},
+		GetCertificate: getCert,
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			switch {
+			case slices.Contains(hello.SupportedProtos, transport.ALPNSession):
+				return session, nil
+			case slices.Contains(hello.SupportedProtos, transport.ALPNPairing):
+				return pair, nil
+			}
+			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
+		},
+	}
+	return transport.Config{TLS: base, Logger: h.log}
+}
+
+func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		h.mu.Lock()
+		closing := h.closing
+		if !closing {
+			h.conns.Add(1)
+		}
+		h.mu.Unlock()
+		if closing {
+			conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+			continue
+		}
+		go func() {
+			defer h.conns.Done()
+			h.handleConn(ctx, conn)
+		}()
+	}
+}
+
+func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug in one connection's handling must not take down every
+			// other device's session.
+			h.log.Error("connection handler panicked", "remote", conn.RemoteAddr().String(), "panic", r)
+			conn.CloseWithError(uint64(ReasonProtocol), "internal error")
+		}
+	}()
+	switch alpn := conn.ConnectionState().NegotiatedProtocol; alpn {
+	case transport.ALPNPairing:
+		h.servePairing(ctx, conn)
+	case transport.ALPNSession:
+		h.serveSession(ctx, conn)
+	default:
+		conn.CloseWithError(uint64(ReasonProtocol), "no protocol negotiated")
+	}
+}
+
+// shutdown closes every session with reason "shutdown", in parallel, and
+// waits for all connection handlers.
+func (h *Hub) shutdown() {
+	h.mu.Lock()
+	h.closing = true
+	live := make([]*hubSession, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		live = append(live, s)
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range live {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.close(ReasonShutdown, "hub is shutting down")
+		}()
+	}
+	wg.Wait()
+	h.conns.Wait()
+}
+
+// ---- pairing ----
+
+func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
+	defer conn.CloseWithError(0, "pairing done")
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		return
+	}
+	defer st.Reset()
+	deadline, _ := ctx.Deadline()
+	st.SetDeadline(deadline)
+	ip := remoteIP(conn.RemoteAddr())
+
+	var req pairing.Request
+	var resp *pairing.Response
+	if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+		h.limiter.Fail(ip, h.cfg.Now())
+		h.log.Info("pairing request unreadable", "remote", conn.RemoteAddr().String(), "err", err)
+		resp = &pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed pairing request"}}
+	} else {
+		resp = h.redeem(conn, &req, ip)
+	}
+	if err := transport.WriteFrame(st, resp); err != nil {
+		return
+	}
+	st.Close()
+	// Let the device read the answer and hang up first.
+	select {
+	case <-conn.Done():
+	case <-time.After(closeLinger):
+	}
+}
+
+var errBadProof = errors.New("bad proof")
+
+func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *pairing.Response {
+	now := h.cfg.Now()
+	remote := conn.RemoteAddr().String()
+	fail := func(code, msg string) *pairing.Response {
+		h.limiter.Fail(ip, now)
+		h.log.Info("pairing refused", "remote", remote, "invite", req.InviteID, "code", code)
+		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
+	}
+	if ok, wait := h.limiter.Allow(ip, now); !ok {
+		secs := uint32(wait/time.Second) + 1
+		h.log.Warn("pairing rate-limited", "remote", remote)
+		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeRateLimited, RetryAfter: secs,
+			Message: fmt.Sprintf("too many failed pairing attempts from %s; try again in %d s", ip, secs)}}
+	}
+	if req.Version != pairing.ProtocolVersion {
+		return fail(pairing.CodeVersion, fmt.Sprintf("pairing protocol version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", req.Version, pairing.ProtocolVersion))
+	}
+	id, err := pairing.NormalizeInviteID(req.InviteID)
+	if err != nil {
+		return fail(pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
+	}
+	pub, err := certs.ParseCSR(req.CSR)
+	if err != nil {
+		return fail(pairing.CodeBadRequest, "bad certificate request: "+err.Error())
+	}
+	cs := conn.ConnectionState()
+	rec, cert, err := h.store.Redeem(id, now, func(inv *pairing.Invite, device string) (*x509.Certificate, error) {
+		if !pairing.CheckProof(cs, id, inv.Verifier, req.Proof) {
+			return nil, errBadProof
+		}
+		if err := inv.Usable(now); err != nil {
+			return nil, err
+		}
+		return h.ca.Sign(pub, device, now, inv.CertLifetime)
+	})
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, errBadProof):
+		return fail(pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
+	case errors.Is(err, pairing.ErrInviteExpired):
+		return fail(pairing.CodeExpired, "this invite has expired; ask the hub's owner for a new one (pzh invite)")
+	case errors.Is(err, pairing.ErrInviteUsedUp):
+		return fail(pairing.CodeUsed, "this invite has already been used; ask the hub's owner for a new one (pzh invite)")
+	case errors.Is(err, pairing.ErrInviteCancelled):
+		return fail(pairing.CodeCancelled, "this invite was cancelled; ask the hub's owner for a new one (pzh invite)")
+	case err != nil:
+		h.log.Error("pairing failed", "remote", remote, "err", err)
+		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete pairing; try again"}}
+	}
+	h.mu.Lock()
+	h.devices[rec.Name] = rec
+	h.mu.Unlock()
+	h.changes.bump()
+	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
+	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.zone.PublicAddrs}
+}
+
+// ---- sessions ----
+
+type hubSession struct {
+	h         *Hub
+	id        string
+	device    string
+	conn      transport.Conn
+	ctrl      transport.Stream
+	since     time.Time
+	renewOnly bool
+
+	wmu        sync.Mutex // serialises control-stream writes
+	lastActive atomic.Int64
+	rttUs      atomic.Int64
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	reason    CloseReason
+}
+
+func (s *hubSession) send(c *Control) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	return transport.WriteFrame(s.ctrl, c)
+}
+
+// close ends the session once: it tells the device why, gives it a moment
+// to read that, then closes the connection with the reason as error code.
+func (s *hubSession) close(reason CloseReason, msg string) {
+	s.closeOnce.Do(func() {
+		s.reason = reason
+		s.send(&Control{Type: MsgClose, Reason: reason, Message: msg})
+		select {
+		case <-s.conn.Done():
+		case <-time.After(closeLinger):
+		}
+		s.conn.CloseWithError(uint64(reason), reason.String())
+		close(s.closed)
+	})
+}
+
+func newSessionID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
+	cs := conn.ConnectionState()
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	v, err := certs.Verify(h.ca.Cert, raw, h.cfg.Now(), tlsAnyExpiry)
+	if err != nil { // cannot happen after the TLS check, unless the clock jumped
+		conn.CloseWithError(uint64(ReasonProtocol), "certificate check failed")
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	ctrl, err := conn.AcceptStream(hctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(uint64(ReasonTimeout), "no hello")
+		return
+	}
+	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
+	fr := transport.NewFrameReader(ctrl, maxControlFrame)
+	var hdr StreamHeader
+	var hello Control
+	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != StreamControl {
+		h.protocolError(conn, v.Identity.Device, "first stream is not a control stream", err)
+		return
+	}
+	if err := fr.ReadFrame(&hello); err != nil || hello.Type != MsgHello {
+		h.protocolError(conn, v.Identity.Device, "control stream does not start with hello", err)
+		return
+	}
+	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{})}
+	s.lastActive.Store(s.since.UnixNano())
+
+	if reason, msg := h.admit(v); reason != ReasonNone {
+		h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", reason, "detail", msg)
+		s.close(reason, msg)
+		return
+	}
+	s.renewOnly = v.Expired
+	if !s.renewOnly {
+		if old := h.register(s); old != nil {
+			h.log.Info("session replaced", "device", s.device, "old_remote", old.conn.RemoteAddr().String(), "new_remote", conn.RemoteAddr().String())
+			go old.close(ReasonReplaced, fmt.Sprintf("another pzp for device %q connected from %s", s.device, conn.RemoteAddr()))
+		}
+	}
+	if err := s.send(&Control{Type: MsgWelcome, Version: SessionVersion, SessionID: s.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), RenewOnly: s.renewOnly}); err != nil {
+		s.close(ReasonProtocol, "")
+		h.unregister(s)
+		return
+	}
+	if s.renewOnly {
+		h.log.Info("expired certificate connected for renewal", "device", s.device, "expired", v.Cert.NotAfter)
+	} else {
+		h.log.Info("session online", "device", s.device, "remote", conn.RemoteAddr().String(), "via", conn.Kind(), "session", s.id)
+	}
+
+	go h.acceptStreams(ctx, s)
+	reason, msg := h.controlLoop(s, fr)
+	s.close(reason, msg)
+	if h.unregister(s) {
+		h.log.Info("session offline", "device", s.device, "reason", s.reason, "session", s.id)
+		if err := h.store.Seen(s.device, h.cfg.Now(), conn.RemoteAddr().String(), string(conn.Kind())); err != nil {
+			h.log.Warn("record last seen", "device", s.device, "err", err)
+		}
+	}
+}
+
+func (h *Hub) protocolError(conn transport.Conn, device, what string, err error) {
+	h.log.Info("session protocol error", "device", device, "remote", conn.RemoteAddr().String(), "problem", what, "err", err)
+	conn.CloseWithError(uint64(ReasonProtocol), what)
+}
+
+// admit decides whether an authenticated device may hold a session.
+func (h *Hub) admit(v *certs.Verified) (CloseReason, string) {
+	serial := serialHex(v.Cert)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec := h.devices[v.Identity.Device]
+	switch {
+	case h.revoked[serial] || rec != nil && rec.Revoked && rec.hasSerial(serial):
+		when := ""
+		if rec != nil && rec.Revoked {
+			when = " on " + rec.RevokedAt.Format(time.RFC3339)
+		}
+		return ReasonRevoked, fmt.Sprintf("device %q was revoked%s", v.Identity.Device, when)
+	case rec == nil || !rec.hasSerial(serial):
+		return ReasonUnknown, fmt.Sprintf("the hub has no pairing for this certificate of device %q; pair again with a new invite", v.Identity.Device)
+	case v.Expired && h.cfg.Now().Sub(v.Cert.NotAfter) > h.cfg.RenewGrace:
+		return ReasonExpired, fmt.Sprintf("certificate expired on %s, past the hub's %v grace period; pair again with a new invite", v.Cert.NotAfter.Format(time.RFC3339), h.cfg.RenewGrace)
+	}
+	return ReasonNone, ""
+}
+
+// register makes s the device's live session and returns the one it
+// replaced, if any.
+func (h *Hub) register(s *hubSession) *hubSession {
+	h.mu.Lock()
+	old := h.sessions[s.device]
+	h.sessions[s.device] = s
+	h.mu.Unlock()
+	h.changes.bump()
+	return old
+}
+
+// unregister removes s if it is still the device's live session.
+func (h *Hub) unregister(s *hubSession) bool {
+	h.mu.Lock()
+	cur := h.sessions[s.device] == s
+	if cur {
+		delete(h.sessions, s.device)
+	}
+	h.mu.Unlock()
+	if cur {
+		h.changes.bump()
+	}
+	return cur
+}
+
+// controlLoop answers pings until the session ends, and returns why.
+func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (CloseReason, string) {
+	dead := DeadAfter(h.cfg.Heartbeat)
+	for {
+		s.ctrl.SetReadDeadline(time.Now().Add(dead))
+		var c Control
+		if err := fr.ReadFrame(&c); err != nil {
+			select {
+			case <-s.closed:
+				return s.reason, ""
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead)
+			}
+			if errors.Is(err, transport.ErrFrameTooLarge) {
+				return ReasonProtocol, "control frame too large"
+			}
+			return ReasonShutdown, "" // the device went away
+		}
+		s.lastActive.Store(h.cfg.Now().UnixNano())
+		switch c.Type {
+		case MsgPing:
+			if err := s.send(&Control{Type: MsgPong, Seq: c.Seq}); err != nil {
+				return ReasonShutdown, ""
+			}
+			if c.RTTus > 0 && s.rttUs.Swap(int64(c.RTTus)) == 0 {
+				h.changes.bump() // the first RTT figure is news to watchers
+			}
+		case MsgClose:
+			h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
+			return c.Reason, ""
+		default:
+			return ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type)
+		}
+	}
+}
+
+func (h *Hub) acceptStreams(ctx context.Context, s *hubSession) {
+	for {
+		st, err := s.conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		go h.handleStream(s, st)
+	}
+}
+
+func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
+	defer st.Reset()
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	fr := transport.NewFrameReader(st, maxRequestFrame)
+	var hdr StreamHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		return
+	}
+	if s.renewOnly && hdr.Kind != StreamRenew {
+		return
+	}
+	switch hdr.Kind {
+	case StreamRenew:
+		h.handleRenew(s, st, fr)
+	case StreamUnpair:
+		h.handleUnpair(s, st, fr)
+	default:
+		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
+	}
+}
+
+func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	var req RenewRequest
+	if err := fr.ReadFrame(&req); err != nil {
+		return
+	}
+	resp := RenewResponse{}
+	cert, err := h.renewDevice(s.device, req.CSR)
+	if err != nil {
+		resp.Error = err.Error()
+		h.log.Warn("renewal refused", "device", s.device, "err", err)
+	} else {
+		resp.Cert = cert.Raw
+		h.log.Info("device certificate renewed", "device", s.device, "expires", cert.NotAfter)
+	}
+	if transport.WriteFrame(st, &resp) == nil {
+		st.Close()
+	}
+	if s.renewOnly && err == nil {
+		s.close(ReasonRenewed, "certificate renewed: reconnect with it")
+	}
+}
+
+func (h *Hub) renewDevice(device string, csr []byte) (*x509.Certificate, error) {
+	pub, err := certs.ParseCSR(csr)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	rec := h.devices[device]
+	h.mu.Unlock()
+	if rec == nil || rec.Revoked {
+		return nil, fmt.Errorf("device %q is not paired", device)
+	}
+	life := rec.CertLifetime
+	if life == 0 {
+		life = pairing.DefaultCertLifetime
+	}
+	cert, err := h.ca.Sign(pub, device, h.cfg.Now(), life)
+	if err != nil {
+		return nil, err
+	}
+	nrec, err := h.store.AddSerial(device, cert)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.devices[device] = nrec
+	h.mu.Unlock()
+	h.changes.bump()
+	return cert, nil
+}
+
+func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	var req UnpairRequest
+	if err := fr.ReadFrame(&req); err != nil {
+		return
+	}
+	resp := UnpairResponse{}
+	if _, err := h.revoke(s.device, "unpaired by the device", ReasonUnpaired); err != nil {
+		resp.Error = err.Error()
+	}
+	if transport.WriteFrame(st, &resp) == nil {
+		st.Close()
+	}
+}
+
+// revoke revokes a device, persists it, and cuts its live session.
+func (h *Hub) revoke(device, why string, reason CloseReason) (*DeviceRecord, error) {
+	rec, err := h.store.Revoke(device, why, h.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.devices[device] = rec
+	for _, serial := range rec.Serials {
+		h.revoked[serial] = true
+	}
+	s := h.sessions[device]
+	h.mu.Unlock()
+	h.changes.bump()
+	h.log.Info("device revoked", "device", device, "why", why)
+	if s != nil {
+		go s.close(reason, fmt.Sprintf("device %q was %s", device, reason))
+	}
+	return rec, nil
+}
+
+// ---- views for the admin API ----
+
+// DeviceView is one row of pzh devices; its JSON is stable (docs/PROTOCOL.md).
+type DeviceView struct {
+	Name         string     `json:"name"`
+	State        string     `json:"state"` // online, renewing, offline, revoked
+	Transport    string     `json:"transport,omitempty"`
+	RemoteAddr   string     `json:"remote_addr,omitempty"`
+	Since        *time.Time `json:"since,omitempty"`
+	LastActivity *time.Time `json:"last_activity,omitempty"`
+	RTTMs        *float64   `json:"rtt_ms,omitempty"`
+	CertExpires  time.Time  `json:"cert_expires"`
+	Paired       time.Time  `json:"paired"`
+	LastSeen     *time.Time `json:"last_seen,omitempty"`
+	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
+	RevokeReason string     `json:"revoke_reason,omitempty"`
+}
+
+// DevicesView is the answer of GET /v1/devices.
+type DevicesView struct {
+	Version uint64       `json:"version"`
+	Devices []DeviceView `json:"devices"`
+}
+
+func (h *Hub) devicesView(ver uint64) DevicesView {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := DevicesView{Version: ver, Devices: []DeviceView{}}
+	for _, d := range h.devices {
+		v := DeviceView{Name: d.Name, State: "offline", CertExpires: d.CertExpires, Paired: d.Paired}
+		if !d.LastSeen.IsZero() {
+			t := d.LastSeen
+			v.LastSeen = &t
+		}
+		if d.Revoked {
+			v.State = "revoked"
+			t := d.RevokedAt
+			v.RevokedAt, v.RevokeReason = &t, d.RevokeReason
+		} else if s := h.sessions[d.Name]; s != nil {
+			v.State = "online"
+			v.Transport = string(s.conn.Kind())
+			v.RemoteAddr = s.conn.RemoteAddr().String()
+			since := s.since
+			la := time.Unix(0, s.lastActive.Load())
+			v.Since, v.LastActivity = &since, &la
+			if us := s.rttUs.Load(); us > 0 {
+				ms := float64(us) / 1000
+				v.RTTMs = &ms
+			}
+		}
+		out.Devices = append(out.Devices, v)
+	}
+	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].Name < out.Devices[j].Name })
+	return out
+}
+
+// HubStatus is the answer of GET /v1/status.
+type HubStatus struct {
+	Zone        string       `json:"zone"`
+	ZoneID      certs.ZoneID `json:"zone_id"`
+	PublicAddrs []string     `json:"public_addrs"`
+	Listen      string       `json:"listen"`
+	Transports  []string     `json:"transports"`
+	Started     time.Time    `json:"started"`
+	Devices     int          `json:"devices"`
+	Online      int          `json:"online"`
+	CertExpires time.Time    `json:"cert_expires"`
+	Software    string       `json:"software"`
+	PID         int          `json:"pid"`
+}
+
+func (h *Hub) status() HubStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := HubStatus{Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
+		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid()}
+	for _, k := range h.cfg.Transports {
+		st.Transports = append(st.Transports, string(k))
+	}
+	for _, d := range h.devices {
+		if !d.Revoked {
+			st.Devices++
+		}
+	}
+	return st
+}
+
+func remoteIP(a net.Addr) netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}

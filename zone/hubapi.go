@@ -1,0 +1,170 @@
+package zone
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+)
+
+// InviteRequest is the body of POST /v1/invites. Durations are Go duration
+// strings ("15m", "2160h"); empty means the default.
+type InviteRequest struct {
+	Device       string `json:"device"`
+	TTL          string `json:"ttl,omitempty"`
+	Uses         int    `json:"uses,omitempty"`
+	CertLifetime string `json:"cert_lifetime,omitempty"`
+}
+
+// InviteView describes an invite; Token is set only when it is created.
+type InviteView struct {
+	ID           string    `json:"id"`
+	Device       string    `json:"device"`
+	State        string    `json:"state"` // open, expired, used, cancelled
+	Uses         int       `json:"uses"`
+	UsesLeft     int       `json:"uses_left"`
+	Created      time.Time `json:"created"`
+	Expires      time.Time `json:"expires"`
+	CertLifetime string    `json:"cert_lifetime"`
+	Devices      []string  `json:"devices,omitempty"`
+	Token        string    `json:"token,omitempty"`
+}
+
+func inviteView(inv *pairing.Invite, now time.Time) InviteView {
+	state := "open"
+	switch inv.Usable(now) {
+	case pairing.ErrInviteCancelled:
+		state = "cancelled"
+	case pairing.ErrInviteUsedUp:
+		state = "used"
+	case pairing.ErrInviteExpired:
+		state = "expired"
+	}
+	return InviteView{ID: inv.ID, Device: inv.Device, State: state, Uses: inv.Uses, UsesLeft: inv.UsesLeft,
+		Created: inv.Created, Expires: inv.Expires, CertLifetime: inv.CertLifetime.String(), Devices: inv.Devices}
+}
+
+// RevokeResponse is the answer of POST /v1/devices/{name}/revoke.
+type RevokeResponse struct {
+	Device    string    `json:"device"`
+	RevokedAt time.Time `json:"revoked_at"`
+	WasOnline bool      `json:"was_online"`
+}
+
+func (h *Hub) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.status())
+	})
+	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.devicesView(longPoll(r, &h.changes)))
+	})
+	mux.HandleFunc("POST /v1/devices/{name}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		h.mu.Lock()
+		online := h.sessions[name] != nil
+		h.mu.Unlock()
+		rec, err := h.revoke(name, "revoked by the hub operator", ReasonRevoked)
+		if err != nil {
+			status := http.StatusConflict
+			if errors.Is(err, ErrNoDevice) {
+				status = http.StatusNotFound
+			}
+			writeErr(w, status, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
+	})
+	mux.HandleFunc("GET /v1/invites", func(w http.ResponseWriter, r *http.Request) {
+		now := h.cfg.Now()
+		invs, err := h.store.Invites(now)
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		out := []InviteView{}
+		for _, inv := range invs {
+			out = append(out, inviteView(inv, now))
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /v1/invites", func(w http.ResponseWriter, r *http.Request) {
+		var req InviteRequest
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		v, err := h.createInvite(req)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("DELETE /v1/invites/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := pairing.NormalizeInviteID(r.PathValue("id"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		inv, err := h.store.CancelInvite(id)
+		if err != nil {
+			status := http.StatusConflict
+			if errors.Is(err, ErrNoInvite) {
+				status = http.StatusNotFound
+			}
+			writeErr(w, status, err)
+			return
+		}
+		h.log.Info("invite cancelled", "invite", id)
+		writeJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
+	})
+	return mux
+}
+
+func parseDurationField(name, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: not a duration (examples: 15m, 24h, 2160h)", name, s)
+	}
+	return d, nil
+}
+
+func (h *Hub) createInvite(req InviteRequest) (*InviteView, error) {
+	if err := certs.ValidateName("device", req.Device); err != nil {
+		return nil, err
+	}
+	if req.Device == certs.HubDevice {
+		return nil, fmt.Errorf("device name %q is reserved for the hub itself", certs.HubDevice)
+	}
+	ttl, err := parseDurationField("ttl", req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	life, err := parseDurationField("cert lifetime", req.CertLifetime)
+	if err != nil {
+		return nil, err
+	}
+	if h.store.ActiveDevice(req.Device) {
+		return nil, fmt.Errorf("device %q is already paired; revoke it first (pzh revoke %s) or choose another name", req.Device, req.Device)
+	}
+	now := h.cfg.Now()
+	inv, secret, err := pairing.NewInvite(pairing.Template{Device: req.Device, TTL: ttl, Uses: req.Uses, CertLifetime: life}, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.store.AddInvite(inv); err != nil {
+		return nil, err
+	}
+	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
+	v := inviteView(inv, now)
+	v.Token = tok.String()
+	h.log.Info("invite created", "invite", inv.ID, "device", inv.Device, "uses", inv.Uses, "expires", inv.Expires)
+	return &v, nil
+}

@@ -1,0 +1,519 @@
+package zone
+
+import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/transport"
+)
+
+// HubDBName is the hub's store inside its data directory.
+const HubDBName = "pzh.db"
+
+// StoreVersion is the on-disk format version of both stores; a store with
+// a newer version is refused rather than misread.
+const StoreVersion = 1
+
+// lockTimeout is how long opening a store waits for bbolt's file lock
+// before concluding another daemon holds it.
+const lockTimeout = time.Second
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketDevices = []byte("devices")
+	bucketInvites = []byte("invites")
+	bucketRevoked = []byte("revoked")
+)
+
+var (
+	keyVersion  = []byte("version")
+	keyZoneInfo = []byte("zone")
+	keyCACert   = []byte("ca-cert")
+	keyCAKey    = []byte("ca-key")
+	keyHubCert  = []byte("hub-cert")
+	keyHubKey   = []byte("hub-key")
+)
+
+// ErrNoZone: the data directory holds no zone.
+var ErrNoZone = errors.New("no zone here")
+
+// ZoneInfo is the hub's description of its zone.
+type ZoneInfo struct {
+	Name        string       `cbor:"1,keyasint" json:"zone"`
+	ID          certs.ZoneID `cbor:"2,keyasint" json:"zone_id"`
+	PublicAddrs []string     `cbor:"3,keyasint" json:"public_addrs"`
+	Created     time.Time    `cbor:"4,keyasint" json:"created"`
+}
+
+// DeviceRecord is the hub's record of a paired device.
+type DeviceRecord struct {
+	Name         string        `cbor:"1,keyasint"`
+	Paired       time.Time     `cbor:"2,keyasint"`
+	Invite       string        `cbor:"3,keyasint"`
+	CertLifetime time.Duration `cbor:"4,keyasint"`
+	// Serials of every certificate issued to this pairing, oldest first
+	// (hex). A handshake with a certificate whose serial is not here is
+	// refused, so a certificate issued to an earlier pairing of the same
+	// name cannot come back.
+	Serials      []string  `cbor:"5,keyasint"`
+	CertExpires  time.Time `cbor:"6,keyasint"`
+	Revoked      bool      `cbor:"7,keyasint,omitempty"`
+	RevokedAt    time.Time `cbor:"8,keyasint,omitempty"`
+	RevokeReason string    `cbor:"9,keyasint,omitempty"`
+	LastSeen     time.Time `cbor:"10,keyasint,omitempty"`
+	LastAddr     string    `cbor:"11,keyasint,omitempty"`
+	LastVia      string    `cbor:"12,keyasint,omitempty"`
+}
+
+// maxSerials bounds a device record: renewal at 2/3 of a 90-day lifetime
+// adds about six a year; older ones have long expired.
+const maxSerials = 16
+
+func (d *DeviceRecord) hasSerial(s string) bool {
+	for _, x := range d.Serials {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *DeviceRecord) addSerial(s string, expires time.Time) {
+	d.Serials = append(d.Serials, s)
+	if len(d.Serials) > maxSerials {
+		d.Serials = d.Serials[len(d.Serials)-maxSerials:]
+	}
+	d.CertExpires = expires
+}
+
+func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
+
+// hubStore is the hub's bbolt database. Only the running hub (or pzh init,
+// before any hub runs) opens it.
+type hubStore struct {
+	db *bolt.DB
+}
+
+// createHubStore writes a new zone into dir atomically: everything goes
+// into a temporary file that is renamed into place only when complete.
+func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certificate, hubKey ed25519.PrivateKey) error {
+	path := filepath.Join(dir, HubDBName)
+	tmp := path + ".new"
+	os.Remove(tmp)
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		return err
+	}
+	caKey, err := marshalKey(ca.Key)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	hk, err := marshalKey(hubKey)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketDevices, bucketInvites, bucketRevoked} {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if err := putCBOR(m, keyVersion, StoreVersion); err != nil {
+			return err
+		}
+		if err := putCBOR(m, keyZoneInfo, info); err != nil {
+			return err
+		}
+		for k, v := range map[string][]byte{string(keyCACert): ca.Cert.Raw, string(keyCAKey): caKey, string(keyHubCert): hubCert.Raw, string(keyHubKey): hk} {
+			if err := m.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+// openHubStore opens an existing zone.
+func openHubStore(dir string) (*hubStore, error) {
+	path := filepath.Join(dir, HubDBName)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s has no %s; create a zone first with: pzh init --data %s --zone NAME --public-addr HOST:PORT", ErrNoZone, dir, HubDBName, dir)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%s is in use by another pzh process; stop it first, or talk to it through its socket", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &hubStore{db: db}
+	if err := s.checkVersion(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *hubStore) Close() error { return s.db.Close() }
+
+func (s *hubStore) checkVersion() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if m == nil {
+			return fmt.Errorf("store has no meta bucket: not a pzh store, or damaged")
+		}
+		var v int
+		if err := getCBOR(m, keyVersion, &v); err != nil {
+			return err
+		}
+		if v != StoreVersion {
+			return fmt.Errorf("store format version %d; this pzh understands %d: use a matching pzh", v, StoreVersion)
+		}
+		return nil
+	})
+}
+
+// Zone returns the zone description.
+func (s *hubStore) Zone() (*ZoneInfo, error) {
+	var z ZoneInfo
+	err := s.db.View(func(tx *bolt.Tx) error { return getCBOR(tx.Bucket(bucketMeta), keyZoneInfo, &z) })
+	return &z, err
+}
+
+// CA loads the zone CA.
+func (s *hubStore) CA() (*certs.CA, error) {
+	var c, k []byte
+	s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		c, k = clone(m.Get(keyCACert)), clone(m.Get(keyCAKey))
+		return nil
+	})
+	return certs.LoadCA(c, k)
+}
+
+// HubCert loads the hub's own certificate and key.
+func (s *hubStore) HubCert() (*x509.Certificate, ed25519.PrivateKey, error) {
+	var c, k []byte
+	s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		c, k = clone(m.Get(keyHubCert)), clone(m.Get(keyHubKey))
+		return nil
+	})
+	cert, err := x509.ParseCertificate(c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hub certificate: %w", err)
+	}
+	key, err := parseKey(k)
+	return cert, key, err
+}
+
+// SaveHubCert replaces the hub's certificate and key together.
+func (s *hubStore) SaveHubCert(cert *x509.Certificate, key ed25519.PrivateKey) error {
+	k, err := marshalKey(key)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(keyHubCert, cert.Raw); err != nil {
+			return err
+		}
+		return m.Put(keyHubKey, k)
+	})
+}
+
+// Devices lists device records by name.
+func (s *hubStore) Devices() ([]*DeviceRecord, error) {
+	var out []*DeviceRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
+			var d DeviceRecord
+			if err := transport.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("device %q: %w", k, err)
+			}
+			out = append(out, &d)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// RevokedSerials returns every revoked serial.
+func (s *hubStore) RevokedSerials() (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRevoked).ForEach(func(k, _ []byte) error {
+			out[string(k)] = true
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Revocation is the stored record of one revoked certificate.
+type Revocation struct {
+	Device string    `cbor:"1,keyasint"`
+	At     time.Time `cbor:"2,keyasint"`
+	Reason string    `cbor:"3,keyasint"`
+}
+
+// ErrNoDevice: no paired device has that name.
+var ErrNoDevice = errors.New("no such device")
+
+// Revoke marks a device revoked and every certificate it was issued, in one
+// transaction.
+func (s *hubStore) Revoke(name, reason string, now time.Time) (*DeviceRecord, error) {
+	var d DeviceRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDevices)
+		if err := getCBOR(b, []byte(name), &d); err != nil {
+			return err
+		}
+		if d.Revoked {
+			return fmt.Errorf("device %q was already revoked on %s", name, d.RevokedAt.Format(time.RFC3339))
+		}
+		d.Revoked, d.RevokedAt, d.RevokeReason = true, now.UTC(), reason
+		rb := tx.Bucket(bucketRevoked)
+		for _, serial := range d.Serials {
+			if err := putCBOR(rb, []byte(serial), Revocation{Device: name, At: now.UTC(), Reason: reason}); err != nil {
+				return err
+			}
+		}
+		return putCBOR(b, []byte(name), &d)
+	})
+	if errors.Is(err, errNotFound) {
+		return nil, fmt.Errorf("%w %q: pzh devices lists the paired ones", ErrNoDevice, name)
+	}
+	return &d, err
+}
+
+// AddSerial records a renewal for a device.
+func (s *hubStore) AddSerial(name string, cert *x509.Certificate) (*DeviceRecord, error) {
+	var d DeviceRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDevices)
+		if err := getCBOR(b, []byte(name), &d); err != nil {
+			return err
+		}
+		if d.Revoked {
+			return fmt.Errorf("device %q is revoked", name)
+		}
+		d.addSerial(serialHex(cert), cert.NotAfter)
+		return putCBOR(b, []byte(name), &d)
+	})
+	return &d, err
+}
+
+// Seen records where a device was last connected from.
+func (s *hubStore) Seen(name string, at time.Time, addr, via string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDevices)
+		var d DeviceRecord
+		if err := getCBOR(b, []byte(name), &d); err != nil {
+			return nil // unpaired meanwhile: nothing to record
+		}
+		d.LastSeen, d.LastAddr, d.LastVia = at.UTC(), addr, via
+		return putCBOR(b, []byte(name), &d)
+	})
+}
+
+// AddInvite stores a new invite; ids are random, a collision is refused.
+func (s *hubStore) AddInvite(inv *pairing.Invite) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInvites)
+		if b.Get([]byte(inv.ID)) != nil {
+			return fmt.Errorf("invite id collision; try again")
+		}
+		return putCBOR(b, []byte(inv.ID), inv)
+	})
+}
+
+// Invites lists invites, newest first, dropping those expired, used up or
+// cancelled more than inviteKeep ago.
+func (s *hubStore) Invites(now time.Time) ([]*pairing.Invite, error) {
+	var out []*pairing.Invite
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInvites)
+		var stale [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var inv pairing.Invite
+			if err := transport.Unmarshal(v, &inv); err != nil {
+				return fmt.Errorf("invite %q: %w", k, err)
+			}
+			if inv.Usable(now) != nil && now.Sub(inv.Expires) > inviteKeep {
+				stale = append(stale, clone(k))
+				return nil
+			}
+			out = append(out, &inv)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, err
+}
+
+// inviteKeep is how long a dead invite stays listed, so the operator can
+// see what happened to it.
+const inviteKeep = 24 * time.Hour
+
+// ErrNoInvite: no invite has that id.
+var ErrNoInvite = errors.New("no such invite")
+
+// CancelInvite cancels an invite.
+func (s *hubStore) CancelInvite(id string) (*pairing.Invite, error) {
+	var inv pairing.Invite
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInvites)
+		if err := getCBOR(b, []byte(id), &inv); err != nil {
+			return err
+		}
+		if inv.Cancelled {
+			return fmt.Errorf("invite %s is already cancelled", id)
+		}
+		inv.Cancelled = true
+		return putCBOR(b, []byte(id), &inv)
+	})
+	if errors.Is(err, errNotFound) {
+		return nil, fmt.Errorf("%w %q: pzh invites lists them", ErrNoInvite, id)
+	}
+	return &inv, err
+}
+
+// redeemFunc checks a looked-up invite inside the redemption transaction
+// and, if the device may pair, signs its certificate. It must not do I/O.
+type redeemFunc func(inv *pairing.Invite, device string) (*x509.Certificate, error)
+
+// Redeem atomically finds an invite, picks the device name for this use
+// (skipping names held by active devices), lets fn check and sign, then
+// records the device and spends one use. Nothing is written if fn fails.
+func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecord, *x509.Certificate, error) {
+	var rec *DeviceRecord
+	var cert *x509.Certificate
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		ib, db := tx.Bucket(bucketInvites), tx.Bucket(bucketDevices)
+		var inv pairing.Invite
+		if err := getCBOR(ib, []byte(id), &inv); err != nil {
+			return err
+		}
+		name := inv.DeviceForUse()
+		for i := 2; activeDevice(db, name); i++ {
+			name = fmt.Sprintf("%s-%d", inv.DeviceForUse(), i)
+			if i > pairing.MaxInviteUses+1 {
+				return fmt.Errorf("no free device name for %q", inv.Device)
+			}
+		}
+		c, err := fn(&inv, name)
+		if err != nil {
+			return err
+		}
+		cert = c
+		rec = &DeviceRecord{Name: name, Paired: now.UTC(), Invite: inv.ID, CertLifetime: inv.CertLifetime}
+		rec.addSerial(serialHex(c), c.NotAfter)
+		inv.UsesLeft--
+		inv.Devices = append(inv.Devices, name)
+		if err := putCBOR(ib, []byte(id), &inv); err != nil {
+			return err
+		}
+		return putCBOR(db, []byte(name), rec)
+	})
+	return rec, cert, err
+}
+
+func activeDevice(b *bolt.Bucket, name string) bool {
+	var d DeviceRecord
+	return getCBOR(b, []byte(name), &d) == nil && !d.Revoked
+}
+
+// ActiveDevice reports whether name is paired and not revoked.
+func (s *hubStore) ActiveDevice(name string) bool {
+	var ok bool
+	s.db.View(func(tx *bolt.Tx) error {
+		ok = activeDevice(tx.Bucket(bucketDevices), name)
+		return nil
+	})
+	return ok
+}
+
+// Helpers shared by both stores.
+
+var errNotFound = errors.New("not found")
+
+func putCBOR(b *bolt.Bucket, k []byte, v any) error {
+	data, err := transport.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, data)
+}
+
+func getCBOR(b *bolt.Bucket, k []byte, v any) error {
+	data := b.Get(k)
+	if data == nil {
+		return errNotFound
+	}
+	if err := transport.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode %q: %w", k, err)
+	}
+	return nil
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+func marshalKey(k ed25519.PrivateKey) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
+
+func parseKey(der []byte) (ed25519.PrivateKey, error) {
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("private key is %T, want Ed25519", k)
+	}
+	return ek, nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

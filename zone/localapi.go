@@ -1,0 +1,237 @@
+package zone
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The daemons' local API: HTTP with JSON bodies over a Unix socket in the
+// data directory, mode 0600. The CLI is its first client; applications use
+// the same socket. See docs/PROTOCOL.md, "Local API".
+
+// Socket names inside a data directory.
+const (
+	HubSocketName  = "pzh.sock"
+	PeerSocketName = "pzp.sock"
+)
+
+// maxSocketPath is the portable limit on a Unix socket path (sun_path is
+// 108 bytes on Linux, 104 on BSDs).
+const maxSocketPath = 104
+
+// maxAPIBody bounds a request body on the local API.
+const maxAPIBody = 1 << 20
+
+// ErrNotRunning: no daemon answers on the socket.
+var ErrNotRunning = errors.New("daemon is not running")
+
+// listenUnix binds the local API socket. A live daemon already answering
+// there is an error; a stale socket file left by a crash is replaced.
+func listenUnix(path string) (net.Listener, error) {
+	if len(path) >= maxSocketPath {
+		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d-byte limit of Unix sockets: use a shorter --data directory", path, len(path), maxSocketPath)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another daemon is already running with this data directory (it answers on %s)", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	// The data directory is 0700 already; 0600 on the socket keeps it
+	// private even if someone loosens the directory.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// serveAPI serves h on ln until ctx ends.
+func serveAPI(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-errc
+		return nil
+	}
+}
+
+// apiError is the JSON body of every non-2xx answer.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, apiError{Error: err.Error()})
+}
+
+func readJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAPIBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("bad request body: %w", err)
+	}
+	return nil
+}
+
+// Client talks to a daemon's local API.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{socket: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// APIError is a refusal from the daemon.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Do sends a request with an optional JSON body and decodes the JSON answer
+// into out (if non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e apiError
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("daemon answered %s", resp.Status)
+		}
+		return &APIError{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// SocketPath is where the daemon of kind ("pzh" or "pzp") listens in dir.
+func SocketPath(dir, name string) string { return filepath.Join(dir, name) }
+
+// notifier versions a piece of state so API clients can long-poll for
+// change instead of polling.
+type notifier struct {
+	mu  sync.Mutex
+	ver uint64
+	ch  chan struct{}
+}
+
+func (n *notifier) bump() {
+	n.mu.Lock()
+	n.ver++
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+	n.mu.Unlock()
+}
+
+// wait returns the current version once it differs from since, or when
+// ctx ends (then with the unchanged version).
+func (n *notifier) wait(ctx context.Context, since uint64) uint64 {
+	for {
+		n.mu.Lock()
+		v := n.ver
+		if v != since {
+			n.mu.Unlock()
+			return v
+		}
+		if n.ch == nil {
+			n.ch = make(chan struct{})
+		}
+		ch := n.ch
+		n.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return v
+		}
+	}
+}
+
+// maxLongPoll bounds one long-poll request; clients ask again.
+const maxLongPoll = 60 * time.Second
+
+// longPoll waits, if the request asks with ?wait=VERSION, until n moves
+// past it (or ?timeout / maxLongPoll passes), and returns the version to
+// report.
+func longPoll(r *http.Request, n *notifier) uint64 {
+	q := r.URL.Query()
+	if !q.Has("wait") {
+		return n.wait(context.Background(), ^uint64(0))
+	}
+	var since uint64
+	fmt.Sscan(q.Get("wait"), &since)
+	d := maxLongPoll
+	if t, err := time.ParseDuration(q.Get("timeout")); err == nil && t > 0 && t < d {
+		d = t
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	defer cancel()
+	return n.wait(ctx, since)
+}

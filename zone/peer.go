@@ -1,0 +1,677 @@
+package zone
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/transport"
+)
+
+// Reconnect backoff, with why.
+const (
+	// DefaultBackoffMin: a hub restart takes about a second; the first
+	// retry should not wait much longer than that.
+	DefaultBackoffMin = 500 * time.Millisecond
+	// DefaultBackoffMax caps the wait so a device is back within half a
+	// minute of its hub; with jitter, 10,000 devices spread their
+	// reconnects over that window rather than arriving at once.
+	DefaultBackoffMax = 30 * time.Second
+)
+
+// PeerConfig configures RunPeer.
+type PeerConfig struct {
+	DataDir    string
+	Mode       transport.Mode
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+func (c *PeerConfig) setDefaults() {
+	if c.Mode == "" {
+		c.Mode = transport.ModeAuto
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate checks the configuration.
+func (c *PeerConfig) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("no data directory given")
+	}
+	if _, err := transport.ParseMode(string(c.Mode)); err != nil {
+		return err
+	}
+	if c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin {
+		return fmt.Errorf("backoff %v..%v: minimum must be positive and not above the maximum", c.BackoffMin, c.BackoffMax)
+	}
+	return nil
+}
+
+// EndError is a session end after which the device must not reconnect:
+// revoked, replaced by another pzp, unpaired, expired past grace.
+type EndError struct {
+	Reason  CloseReason
+	Message string
+}
+
+func (e *EndError) Error() string {
+	hint := ""
+	switch e.Reason {
+	case ReasonRevoked:
+		hint = "; this device can no longer connect: pair it again with a new invite"
+	case ReasonReplaced:
+		hint = "; another pzp with this device's credentials took over the session"
+	}
+	if e.Message == "" {
+		return fmt.Sprintf("session ended: %s%s", e.Reason, hint)
+	}
+	return fmt.Sprintf("session ended: %s: %s%s", e.Reason, e.Message, hint)
+}
+
+// PeerStatus is the answer of GET /v1/status on the peer socket, and of
+// pzp status; its JSON is stable (docs/PROTOCOL.md).
+type PeerStatus struct {
+	Version     uint64       `json:"version"`
+	Running     bool         `json:"running"`
+	State       string       `json:"state"` // online, connecting, renewing, stopped
+	Zone        string       `json:"zone"`
+	ZoneID      certs.ZoneID `json:"zone_id"`
+	Device      string       `json:"device"`
+	Hub         string       `json:"hub"`
+	HubAddrs    []string     `json:"hub_addrs"`
+	Transport   string       `json:"transport,omitempty"`
+	Session     string       `json:"session,omitempty"`
+	Since       *time.Time   `json:"since,omitempty"`
+	RTTMs       *float64     `json:"rtt_ms,omitempty"`
+	CertExpires time.Time    `json:"cert_expires"`
+	CertRenews  time.Time    `json:"cert_renews"`
+	LastError   string       `json:"last_error,omitempty"`
+	Software    string       `json:"software"`
+}
+
+// Peer is a running device.
+type Peer struct {
+	cfg   PeerConfig
+	log   *slog.Logger
+	store *peerStore
+	id    atomic.Pointer[Identity]
+
+	mu      sync.Mutex
+	st      PeerStatus
+	changes notifier
+
+	unpairReq chan *unpairCall
+}
+
+type unpairCall struct {
+	told chan error // the hub's answer (nil: it confirmed)
+	done chan error // after local deletion
+}
+
+// RunPeer keeps a session with the hub until ctx ends (nil) or the hub
+// ends it for good (*EndError).
+func RunPeer(ctx context.Context, cfg PeerConfig) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	store, err := openPeerStore(cfg.DataDir, false)
+	if err != nil {
+		return err
+	}
+	p, err := newPeer(cfg, store)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	sock := SocketPath(cfg.DataDir, PeerSocketName)
+	ln, err := listenUnix(sock)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	defer os.Remove(sock)
+	apiCtx, apiStop := context.WithCancel(context.Background())
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- serveAPI(apiCtx, ln, p.apiHandler()) }()
+
+	id := p.id.Load()
+	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
+	call, err := p.loop(ctx)
+	store.Close()
+	if call != nil {
+		derr := RemovePairing(cfg.DataDir)
+		call.done <- derr
+		if derr == nil {
+			p.log.Info("credentials deleted: device unpaired")
+		}
+	}
+	apiStop()
+	<-apiDone
+	return err
+}
+
+func newPeer(cfg PeerConfig, store *peerStore) (*Peer, error) {
+	id, err := store.Identity()
+	if err != nil {
+		return nil, err
+	}
+	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall)}
+	p.id.Store(id)
+	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
+		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
+	return p, nil
+}
+
+func (p *Peer) setStatus(f func(*PeerStatus)) {
+	p.mu.Lock()
+	f(&p.st)
+	p.mu.Unlock()
+	p.changes.bump()
+}
+
+func (p *Peer) status(ver uint64) PeerStatus {
+	p.mu.Lock()
+	st := p.st
+	p.mu.Unlock()
+	id := p.id.Load()
+	st.Version, st.CertExpires, st.CertRenews = ver, id.Cert.NotAfter, renewAt(id.Cert)
+	return st
+}
+
+// errReconnect ends a session that should be followed at once by a new one.
+var errReconnect = errors.New("reconnect")
+
+// loop connects, runs sessions and backs off between them. It returns an
+// unpair call if the local API asked to unpair.
+func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
+	bo := backoff{min: p.cfg.BackoffMin, max: p.cfg.BackoffMax}
+	for {
+		sess, err := p.connect(ctx)
+		if err == nil {
+			bo.reset()
+			var call *unpairCall
+			call, err = p.runSession(ctx, sess)
+			if call != nil {
+				return call, nil
+			}
+		}
+		var end *EndError
+		switch {
+		case ctx.Err() != nil:
+			p.setStatus(func(s *PeerStatus) { s.State, s.Running = "stopped", false })
+			return nil, nil
+		case errors.As(err, &end):
+			p.log.Error("hub ended the session for good", "reason", end.Reason, "detail", end.Message)
+			p.setStatus(func(s *PeerStatus) { s.State, s.LastError = "stopped", err.Error() })
+			return nil, err
+		case errors.Is(err, errReconnect):
+			continue
+		}
+		wait := bo.next()
+		p.log.Warn("not connected to hub; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		p.setStatus(func(s *PeerStatus) {
+			s.State, s.LastError, s.Transport, s.Session, s.Since, s.RTTMs = "connecting", err.Error(), "", "", nil, nil
+		})
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		case call := <-p.unpairReq:
+			// Offline: the hub cannot be told now.
+			t.Stop()
+			call.told <- errors.New("hub not reachable")
+			return call, nil
+		}
+	}
+}
+
+// backoff is capped exponential backoff with equal jitter: each wait is
+// between half and all of the current step, so devices that lost the hub
+// at the same moment spread out.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else if b.cur *= 2; b.cur > b.max {
+		b.cur = b.max
+	}
+	half := b.cur / 2
+	return half + rand.N(half+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// peerSession is an admitted session on the device side.
+type peerSession struct {
+	conn      transport.Conn
+	ctrl      transport.Stream
+	fr        *transport.FrameReader
+	welcome   Control
+	heartbeat time.Duration
+	addr      string
+	wmu       sync.Mutex
+}
+
+func (ps *peerSession) send(c *Control) error {
+	ps.wmu.Lock()
+	defer ps.wmu.Unlock()
+	ps.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	return transport.WriteFrame(ps.ctrl, c)
+}
+
+func (p *Peer) sessionTLS() *tls.Config {
+	id := p.id.Load()
+	conf := pairing.PinnedHubTLS(id.ZoneID, transport.ALPNSession, nil)
+	conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		cur := p.id.Load()
+		return &tls.Certificate{Certificate: [][]byte{cur.Cert.Raw}, PrivateKey: cur.Key, Leaf: cur.Cert}, nil
+	}
+	return conf
+}
+
+// connect dials the hub's addresses in order and says Hello.
+func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
+	id := p.id.Load()
+	var errs []error
+	for _, addr := range id.HubAddrs {
+		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, transport.Config{TLS: p.sessionTLS(), Logger: p.log})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		ps, err := p.hello(ctx, conn, addr)
+		if err != nil {
+			conn.CloseWithError(uint64(ReasonProtocol), "hello failed")
+			return nil, err
+		}
+		return ps, nil
+	}
+	err := errors.Join(errs...)
+	if now := p.cfg.Now(); now.After(id.Cert.NotAfter) {
+		err = fmt.Errorf("%w (note: this device's certificate expired on %s; it renews on its next session if the hub's grace period allows)", err, id.Cert.NotAfter.Format(time.RFC3339))
+	}
+	return nil, err
+}
+
+func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*peerSession, error) {
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	ctrl, err := conn.OpenStream(hctx)
+	if err != nil {
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	ps := &peerSession{conn: conn, ctrl: ctrl, fr: transport.NewFrameReader(ctrl, maxControlFrame), addr: addr}
+	ctrl.SetDeadline(time.Now().Add(helloTimeout))
+	if err := transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl}); err != nil {
+		return nil, err
+	}
+	if err := ps.send(&Control{Type: MsgHello, Version: SessionVersion, Software: SoftwareVersion}); err != nil {
+		return nil, err
+	}
+	var c Control
+	if err := ps.fr.ReadFrame(&c); err != nil {
+		return nil, p.readErr(conn, err)
+	}
+	ctrl.SetDeadline(time.Time{})
+	switch c.Type {
+	case MsgWelcome:
+	case MsgClose:
+		return nil, closeErr(&c)
+	default:
+		return nil, fmt.Errorf("hub answered hello with message %d", c.Type)
+	}
+	ps.welcome = c
+	ps.heartbeat = time.Duration(c.HeartbeatMs) * time.Millisecond
+	if ps.heartbeat < MinHeartbeat {
+		ps.heartbeat = MinHeartbeat
+	}
+	return ps, nil
+}
+
+// closeErr turns a hub's Close frame into the error the loop acts on.
+func closeErr(c *Control) error {
+	if c.Reason.final() {
+		return &EndError{Reason: c.Reason, Message: c.Message}
+	}
+	if c.Reason == ReasonRenewed {
+		return errReconnect
+	}
+	if c.Message != "" {
+		return fmt.Errorf("hub closed the session: %s: %s", c.Reason, c.Message)
+	}
+	return fmt.Errorf("hub closed the session: %s", c.Reason)
+}
+
+// readErr explains a failed control read, using the QUIC close code when
+// the Close frame itself was lost.
+func (p *Peer) readErr(conn transport.Conn, err error) error {
+	select {
+	case <-conn.Done():
+		var rc *transport.RemoteCloseError
+		if errors.As(conn.Err(), &rc) && rc.Code != 0 {
+			return closeErr(&Control{Type: MsgClose, Reason: CloseReason(rc.Code)})
+		}
+	default:
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("hub stopped answering heartbeats: %w", err)
+	}
+	return fmt.Errorf("lost the hub: %w", err)
+}
+
+// runSession drives one admitted session: heartbeats, renewal, unpair
+// requests, and reading the hub's frames.
+func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, error) {
+	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+	now := p.cfg.Now()
+	if ps.welcome.RenewOnly {
+		p.log.Info("certificate expired; renewing before going online")
+		p.setStatus(func(s *PeerStatus) { s.State = "renewing" })
+	} else {
+		p.log.Info("online", "hub", ps.addr, "via", ps.conn.Kind(), "session", ps.welcome.SessionID)
+		p.setStatus(func(s *PeerStatus) {
+			s.State, s.Hub, s.Transport, s.Session, s.Since, s.LastError, s.RTTMs = "online", ps.addr, string(ps.conn.Kind()), ps.welcome.SessionID, &now, "", nil
+		})
+	}
+
+	frames := make(chan Control)
+	readErr := make(chan error, 1)
+	dead := DeadAfter(ps.heartbeat)
+	go func() {
+		for {
+			ps.ctrl.SetReadDeadline(time.Now().Add(dead))
+			var c Control
+			if err := ps.fr.ReadFrame(&c); err != nil {
+				readErr <- p.readErr(ps.conn, err)
+				return
+			}
+			select {
+			case frames <- c:
+			case <-ps.conn.Done():
+				readErr <- errors.New("session closed")
+				return
+			}
+		}
+	}()
+
+	tick := time.NewTicker(ps.heartbeat)
+	defer tick.Stop()
+	renewIn := renewAt(p.id.Load().Cert).Sub(now)
+	if ps.welcome.RenewOnly || renewIn < 0 {
+		renewIn = 0
+	}
+	renew := time.NewTimer(renewIn)
+	defer renew.Stop()
+	renewDone := make(chan error, 1)
+
+	var seq uint64
+	var pingSent time.Time
+	var rtt time.Duration
+	ping := func() error {
+		seq++
+		pingSent = time.Now()
+		return ps.send(&Control{Type: MsgPing, Seq: seq, RTTus: uint64(rtt / time.Microsecond)})
+	}
+	if err := ping(); err != nil { // measure RTT at once
+		return nil, p.readErr(ps.conn, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "device shutting down"})
+			ps.ctrl.Close()
+			select {
+			case <-ps.conn.Done():
+			case <-time.After(closeLinger):
+			}
+			return nil, ctx.Err()
+		case err := <-readErr:
+			return nil, err
+		case c := <-frames:
+			switch c.Type {
+			case MsgPong:
+				if c.Seq == seq {
+					rtt = time.Since(pingSent)
+					ms := float64(rtt) / float64(time.Millisecond)
+					p.setStatus(func(s *PeerStatus) { s.RTTMs = &ms })
+				}
+			case MsgClose:
+				return nil, closeErr(&c)
+			default:
+				p.log.Debug("ignoring control message", "type", c.Type)
+			}
+		case <-tick.C:
+			if err := ping(); err != nil {
+				return nil, p.readErr(ps.conn, err)
+			}
+		case <-renew.C:
+			go func() { renewDone <- p.renew(ctx, ps) }()
+		case err := <-renewDone:
+			if err != nil {
+				p.log.Warn("certificate renewal failed; will retry", "err", err)
+				renew.Reset(renewRetry)
+				continue
+			}
+			if ps.welcome.RenewOnly {
+				// The hub closes this session; the next uses the new certificate.
+				continue
+			}
+			renew.Reset(renewAt(p.id.Load().Cert).Sub(p.cfg.Now()))
+		case call := <-p.unpairReq:
+			call.told <- p.unpairOn(ctx, ps)
+			return call, nil
+		}
+	}
+}
+
+// renewRetry is the wait after a failed renewal attempt.
+const renewRetry = time.Minute
+
+// renew gets a certificate for a fresh key over the session and stores
+// both together before using them.
+func (p *Peer) renew(ctx context.Context, ps *peerSession) error {
+	key, err := certs.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := certs.NewCSR(key)
+	if err != nil {
+		return err
+	}
+	var resp RenewResponse
+	if err := exchange(ctx, ps.conn, StreamRenew, &RenewRequest{CSR: csr}, &resp); err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("hub refused renewal: %s", resp.Error)
+	}
+	id := p.id.Load()
+	cert, err := checkIssued(id, key, resp.Cert, p.cfg.Now())
+	if err != nil {
+		return err
+	}
+	nid, err := p.store.SaveCert(key, cert)
+	if err != nil {
+		return fmt.Errorf("save renewed certificate: %w", err)
+	}
+	p.id.Store(nid)
+	p.changes.bump()
+	p.log.Info("certificate renewed", "expires", cert.NotAfter)
+	return nil
+}
+
+func checkIssued(id *Identity, key ed25519.PrivateKey, der []byte, now time.Time) (*x509.Certificate, error) {
+	v, err := certs.Verify(id.CA, [][]byte{der}, now, 0)
+	if err != nil {
+		return nil, fmt.Errorf("renewed certificate: %w", err)
+	}
+	if v.Identity.Device != id.Device {
+		return nil, fmt.Errorf("renewed certificate names %q, not %q", v.Identity.Device, id.Device)
+	}
+	if pub, ok := v.Cert.PublicKey.(ed25519.PublicKey); !ok || !pub.Equal(key.Public()) {
+		return nil, errors.New("renewed certificate is not for the new key")
+	}
+	return v.Cert, nil
+}
+
+// exchange runs a one-shot request/response on a new stream of kind.
+func exchange(ctx context.Context, conn transport.Conn, kind StreamKind, req, resp any) error {
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	st, err := conn.OpenStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Reset()
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	if err := transport.WriteFrame(st, &StreamHeader{Kind: kind}); err != nil {
+		return err
+	}
+	if err := transport.WriteFrame(st, req); err != nil {
+		return err
+	}
+	st.Close()
+	return transport.NewFrameReader(st, maxRequestFrame).ReadFrame(resp)
+}
+
+func (p *Peer) unpairOn(ctx context.Context, ps *peerSession) error {
+	var resp UnpairResponse
+	if err := exchange(ctx, ps.conn, StreamUnpair, &UnpairRequest{}, &resp); err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return errors.New(resp.Error)
+	}
+	return nil
+}
+
+// UnpairResult is the answer of POST /v1/unpair and of pzp unpair.
+type UnpairResult struct {
+	Device   string `json:"device"`
+	HubTold  bool   `json:"hub_told"`
+	HubError string `json:"hub_error,omitempty"`
+}
+
+func (p *Peer) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, p.status(longPoll(r, &p.changes)))
+	})
+	mux.HandleFunc("POST /v1/unpair", func(w http.ResponseWriter, r *http.Request) {
+		call := &unpairCall{told: make(chan error, 1), done: make(chan error, 1)}
+		select {
+		case p.unpairReq <- call:
+		case <-r.Context().Done():
+			return
+		}
+		told := <-call.told
+		if err := <-call.done; err != nil {
+			writeErr(w, http.StatusInternalServerError, fmt.Errorf("delete credentials: %w", err))
+			return
+		}
+		res := UnpairResult{Device: p.id.Load().Device, HubTold: told == nil}
+		if told != nil {
+			res.HubError = told.Error()
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	return mux
+}
+
+// UnpairOffline unpairs a device whose daemon is not running: it tells the
+// hub if it can within timeout, then deletes the credentials either way.
+func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout time.Duration) (*UnpairResult, error) {
+	store, err := openPeerStore(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	cfg := PeerConfig{DataDir: dir, Mode: mode}
+	cfg.setDefaults()
+	p, err := newPeer(cfg, store)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	res := &UnpairResult{Device: p.id.Load().Device}
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	ps, err := p.connect(tctx)
+	if err == nil {
+		err = p.unpairOn(tctx, ps)
+		ps.send(&Control{Type: MsgClose, Reason: ReasonUnpaired})
+		ps.conn.CloseWithError(uint64(ReasonUnpaired), ReasonUnpaired.String())
+	}
+	cancel()
+	var end *EndError
+	if errors.As(err, &end) && end.Reason == ReasonRevoked {
+		err = nil // already revoked: the hub will not accept it again either way
+	}
+	res.HubTold = err == nil
+	if err != nil {
+		res.HubError = err.Error()
+	}
+	store.Close()
+	if err := RemovePairing(dir); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ReadPeerStatus reports a device's status: from its running daemon if
+// there is one, else from its store.
+func ReadPeerStatus(ctx context.Context, dir string) (*PeerStatus, error) {
+	var st PeerStatus
+	err := NewClient(SocketPath(dir, PeerSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	if err == nil {
+		return &st, nil
+	}
+	if !errors.Is(err, ErrNotRunning) {
+		return nil, err
+	}
+	store, err := openPeerStore(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	id, err := store.Identity()
+	if err != nil {
+		return nil, err
+	}
+	return &PeerStatus{State: "stopped", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device, Hub: id.HubAddrs[0],
+		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: renewAt(id.Cert), Software: SoftwareVersion}, nil
+}

@@ -1,0 +1,158 @@
+// Package zone runs a personal zone: the hub runtime (pzh serve) that
+// accepts device sessions, redeems invites, renews and revokes
+// certificates, and answers its admin socket; and the peer runtime (pzp run)
+// that keeps one session with its hub. The session protocol spoken between
+// them is defined here and in docs/PROTOCOL.md.
+//
+// It is not for transport mechanics (package transport) or PKI primitives
+// (package certs).
+package zone
+
+import (
+	"fmt"
+	"time"
+)
+
+// SessionVersion is the version of the session protocol carried in Hello.
+// History: 1 — control stream, heartbeats, renewal, unpair.
+const SessionVersion = 1
+
+// StreamKind says what a stream carries; it is the first frame on every
+// stream of a session (a StreamHeader).
+type StreamKind uint8
+
+const (
+	// StreamControl is the first stream a peer opens: Hello, Welcome,
+	// Ping/Pong and Close frames.
+	StreamControl StreamKind = 1
+	// StreamRenew carries one RenewRequest and one RenewResponse.
+	StreamRenew StreamKind = 2
+	// StreamUnpair carries one UnpairRequest and one UnpairResponse.
+	StreamUnpair StreamKind = 3
+)
+
+// StreamHeader opens every stream.
+type StreamHeader struct {
+	Kind StreamKind `cbor:"1,keyasint"`
+}
+
+// MsgType is the type of a control-stream frame.
+type MsgType uint8
+
+const (
+	MsgHello   MsgType = 1 // peer → hub, first frame after the header
+	MsgWelcome MsgType = 2 // hub → peer, the session is admitted
+	MsgPing    MsgType = 3 // peer → hub, heartbeat
+	MsgPong    MsgType = 4 // hub → peer, answers a Ping with its Seq
+	MsgClose   MsgType = 5 // either way: the session ends, with a reason
+)
+
+// Control is one control-stream frame. Which fields are set depends on
+// Type; unknown fields are ignored so that later versions can add some.
+type Control struct {
+	Type MsgType `cbor:"1,keyasint"`
+	// Hello
+	Version  uint   `cbor:"2,keyasint,omitempty"`
+	Software string `cbor:"3,keyasint,omitempty"`
+	// Ping / Pong
+	Seq   uint64 `cbor:"4,keyasint,omitempty"`
+	RTTus uint64 `cbor:"5,keyasint,omitempty"` // Ping: the peer's last measured round trip, µs
+	// Welcome
+	SessionID   string `cbor:"6,keyasint,omitempty"`
+	HeartbeatMs uint64 `cbor:"7,keyasint,omitempty"` // how often the peer must ping
+	RenewOnly   bool   `cbor:"8,keyasint,omitempty"` // certificate expired: renew, then reconnect
+	// Close
+	Reason  CloseReason `cbor:"9,keyasint,omitempty"`
+	Message string      `cbor:"10,keyasint,omitempty"`
+}
+
+// CloseReason says why a session ended. The same number is the QUIC
+// application error code of the close, so a peer learns the reason even if
+// the Close frame is lost.
+type CloseReason uint8
+
+const (
+	ReasonNone     CloseReason = 0
+	ReasonShutdown CloseReason = 1  // the closing side is stopping
+	ReasonRevoked  CloseReason = 2  // the device was revoked: do not retry
+	ReasonReplaced CloseReason = 3  // a newer session of this device took over: do not retry
+	ReasonTimeout  CloseReason = 4  // heartbeats stopped
+	ReasonLogout   CloseReason = 5  // reserved for management sessions
+	ReasonUnpaired CloseReason = 6  // the device unpaired itself: do not retry
+	ReasonProtocol CloseReason = 7  // the other side broke the protocol
+	ReasonRenewed  CloseReason = 8  // renewal-only session done: reconnect now with the new certificate
+	ReasonQuota    CloseReason = 9  // reserved for service tokens
+	ReasonExpired  CloseReason = 10 // certificate expired past the grace period: pair again
+	ReasonUnknown  CloseReason = 11 // the hub does not know this device: pair again
+)
+
+var reasonNames = map[CloseReason]string{
+	ReasonNone: "none", ReasonShutdown: "shutdown", ReasonRevoked: "revoked",
+	ReasonReplaced: "replaced", ReasonTimeout: "timeout", ReasonLogout: "logout",
+	ReasonUnpaired: "unpaired", ReasonProtocol: "protocol error", ReasonRenewed: "renewed",
+	ReasonQuota: "quota", ReasonExpired: "expired", ReasonUnknown: "unknown device",
+}
+
+func (r CloseReason) String() string {
+	if s, ok := reasonNames[r]; ok {
+		return s
+	}
+	return fmt.Sprintf("reason %d", uint8(r))
+}
+
+// final reports whether a peer must stop rather than reconnect.
+func (r CloseReason) final() bool {
+	switch r {
+	case ReasonRevoked, ReasonReplaced, ReasonUnpaired, ReasonExpired, ReasonUnknown:
+		return true
+	}
+	return false
+}
+
+// RenewRequest asks for a fresh certificate for a new key.
+type RenewRequest struct {
+	CSR []byte `cbor:"1,keyasint"`
+}
+
+// RenewResponse carries the new certificate or an error.
+type RenewResponse struct {
+	Cert  []byte `cbor:"1,keyasint,omitempty"`
+	Error string `cbor:"2,keyasint,omitempty"`
+}
+
+// UnpairRequest asks the hub to forget this device.
+type UnpairRequest struct{}
+
+// UnpairResponse confirms it.
+type UnpairResponse struct {
+	Error string `cbor:"1,keyasint,omitempty"`
+}
+
+// Session timing, with why.
+const (
+	// DefaultHeartbeat is how often a peer pings. It bounds how fast a
+	// silently dead link is noticed (DeadAfter) against idle traffic on a
+	// sleeping phone's radio.
+	DefaultHeartbeat = 30 * time.Second
+	// MinHeartbeat keeps a misconfigured hub from flooding its devices.
+	MinHeartbeat = 100 * time.Millisecond
+	// helloTimeout bounds how long an authenticated connection may sit
+	// without saying Hello.
+	helloTimeout = 10 * time.Second
+	// closeLinger is how long a side that sent Close waits for the other to
+	// hang up, so the frame is read before the connection is torn down.
+	closeLinger = 500 * time.Millisecond
+	// streamTimeout bounds a one-shot exchange (renew, unpair).
+	streamTimeout = 15 * time.Second
+	// maxControlFrame: control frames are a few dozen bytes.
+	maxControlFrame = 4 << 10
+	// maxRequestFrame: one CSR or certificate.
+	maxRequestFrame = 16 << 10
+)
+
+// DeadAfter is how long without a frame from the other side before a
+// session is declared dead: three missed heartbeats.
+func DeadAfter(heartbeat time.Duration) time.Duration { return 3 * heartbeat }
+
+// SoftwareVersion is sent in Hello and shown by status commands.
+const SoftwareVersion = "pzone/0.1"
