@@ -110,12 +110,14 @@ func NewInvite(t Template, now time.Time) (*Invite, []byte, error) {
 	}, secret, nil
 }
 
+// validInviteID accepts the form NewInvite makes: lower case only, since
+// the hub checks the proof against the lower-case id.
 func validInviteID(id string) bool {
 	if len(id) != 8 {
 		return false
 	}
 	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7' || c >= 'A' && c <= 'Z') {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
 			return false
 		}
 	}

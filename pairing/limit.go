@@ -9,7 +9,8 @@ import (
 // Limiter rate-limits failed pairing attempts per source address with a
 // token bucket: Burst failures at once, then one per Refill. With 256-bit
 // secrets guessing is hopeless anyway; the limit keeps a misbehaving client
-// from burning the hub's CPU on handshakes and logs.
+// from burning the hub's CPU on handshakes and logs. Zero fields mean the
+// defaults.
 type Limiter struct {
 	Burst  int
 	Refill time.Duration
@@ -38,10 +39,25 @@ func NewLimiter() *Limiter {
 	return &Limiter{Burst: DefaultLimitBurst, Refill: DefaultLimitRefill, MaxTracked: DefaultMaxTracked}
 }
 
+func (l *Limiter) settings() (burst int, refill time.Duration, max int) {
+	burst, refill, max = l.Burst, l.Refill, l.MaxTracked
+	if burst < 1 {
+		burst = DefaultLimitBurst
+	}
+	if refill <= 0 {
+		refill = DefaultLimitRefill
+	}
+	if max < 1 {
+		max = DefaultMaxTracked
+	}
+	return
+}
+
 func (l *Limiter) level(b *bucket, now time.Time) float64 {
-	t := b.tokens + float64(now.Sub(b.at))/float64(l.Refill)
-	if t > float64(l.Burst) {
-		t = float64(l.Burst)
+	burst, refill, _ := l.settings()
+	t := b.tokens + float64(now.Sub(b.at))/float64(refill)
+	if t > float64(burst) {
+		t = float64(burst)
 	}
 	return t
 }
@@ -58,7 +74,8 @@ func (l *Limiter) Allow(addr netip.Addr, now time.Time) (bool, time.Duration) {
 	if t >= 1 {
 		return true, 0
 	}
-	return false, time.Duration((1 - t) * float64(l.Refill))
+	_, refill, _ := l.settings()
+	return false, time.Duration((1 - t) * float64(refill))
 }
 
 // Fail records a failed attempt from addr.
@@ -72,7 +89,8 @@ func (l *Limiter) Fail(addr netip.Addr, now time.Time) {
 	b := l.buckets[addr]
 	if b == nil {
 		l.makeRoom(now)
-		b = &bucket{tokens: float64(l.Burst), at: now}
+		burst, _, _ := l.settings()
+		b = &bucket{tokens: float64(burst), at: now}
 		l.buckets[addr] = b
 	}
 	b.tokens = l.level(b, now) - 1
@@ -83,13 +101,14 @@ func (l *Limiter) Fail(addr netip.Addr, now time.Time) {
 }
 
 func (l *Limiter) makeRoom(now time.Time) {
-	if len(l.buckets) < l.MaxTracked {
+	burst, _, max := l.settings()
+	if len(l.buckets) < max {
 		return
 	}
 	var oldest netip.Addr
 	var oldestAt time.Time
 	for a, b := range l.buckets {
-		if l.level(b, now) >= float64(l.Burst) {
+		if l.level(b, now) >= float64(burst) {
 			delete(l.buckets, a)
 			continue
 		}
@@ -97,7 +116,7 @@ func (l *Limiter) makeRoom(now time.Time) {
 			oldest, oldestAt = a, b.at
 		}
 	}
-	if len(l.buckets) >= l.MaxTracked {
+	if len(l.buckets) >= max {
 		delete(l.buckets, oldest)
 	}
 }

@@ -88,6 +88,13 @@ func ParseToken(s string) (*Token, error) {
 	if err != nil || len(raw) <= checksumSize {
 		return nil, fmt.Errorf("%w: damaged (not valid base32); copy it again", ErrBadToken)
 	}
+	// The decoder ignores the unused low bits of the last character, so a
+	// changed last character can decode to the same bytes; only the
+	// spelling String writes is valid (line breaks, which the decoder
+	// skips, aside).
+	if tokenEncoding.EncodeToString(raw) != strings.NewReplacer("\r", "", "\n", "").Replace(rest) {
+		return nil, fmt.Errorf("%w: damaged (last character changed); copy it again", ErrBadToken)
+	}
 	body, sum := raw[:len(raw)-checksumSize], raw[len(raw)-checksumSize:]
 	want := sha256.Sum256(body)
 	if !bytes.Equal(sum, want[:checksumSize]) {

@@ -139,6 +139,11 @@ func dialQUIC(ctx context.Context, addr string, cfg Config) (Conn, error) {
 	defer cancel()
 	qc, err := quic.DialAddr(ctx, addr, cfg.clientTLS(addr), quicConfig(cfg))
 	if err != nil {
+		var idleErr *quic.IdleTimeoutError
+		var hsErr *quic.HandshakeTimeoutError
+		if errors.As(err, &idleErr) || errors.As(err, &hsErr) {
+			return nil, fmt.Errorf("quic %s: handshake timed out (nothing listening, or UDP blocked?): %w", addr, err)
+		}
 		return nil, fmt.Errorf("quic %s: %w", addr, quicErr(err))
 	}
 	if err := checkALPN(qc.ConnectionState().TLS); err != nil {

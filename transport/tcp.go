@@ -485,6 +485,10 @@ type tcpStream struct {
 	readDone  bool // read direction finished: EOF, or a reset by either end
 	writeDone bool // write direction finished: Close or Reset
 	released  bool
+	// writeDeadline is kept here too: yamux checks it only while a Write
+	// waits for window, and a Write past its deadline must fail at once as
+	// on QUIC and net.Conn.
+	writeDeadline time.Time
 }
 
 func newTCPStream(c *tcpConn, s *yamux.Stream, release func()) *tcpStream {
@@ -533,7 +537,11 @@ func (t *tcpStream) Write(p []byte) (int, error) {
 		t.mu.Unlock()
 		return 0, ErrStreamReset
 	}
+	deadline := t.writeDeadline
 	t.mu.Unlock()
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return 0, os.ErrDeadlineExceeded
+	}
 
 	n, err := t.s.Write(p)
 	if err == nil {
@@ -637,6 +645,7 @@ func (t *tcpStream) SetDeadline(d time.Time) error {
 	if t.reset {
 		return nil
 	}
+	t.writeDeadline = d
 	return t.s.SetDeadline(d)
 }
 
@@ -655,5 +664,6 @@ func (t *tcpStream) SetWriteDeadline(d time.Time) error {
 	if t.reset {
 		return nil
 	}
+	t.writeDeadline = d
 	return t.s.SetWriteDeadline(d)
 }

@@ -60,6 +60,10 @@ type HubConfig struct {
 	Now func() time.Time
 	// Ready, if set, is called once the hub listens, with its address.
 	Ready func(net.Addr)
+	// PairBurst and PairRefill tune the per-address limit on failed
+	// pairing attempts; zero means pairing.DefaultLimitBurst/Refill.
+	PairBurst  int
+	PairRefill time.Duration
 }
 
 func (c *HubConfig) setDefaults() {
@@ -78,6 +82,12 @@ func (c *HubConfig) setDefaults() {
 	if len(c.Transports) == 0 {
 		c.Transports = []transport.Kind{transport.KindQUIC, transport.KindTCP}
 	}
+	if c.PairBurst == 0 {
+		c.PairBurst = pairing.DefaultLimitBurst
+	}
+	if c.PairRefill == 0 {
+		c.PairRefill = pairing.DefaultLimitRefill
+	}
 }
 
 // Validate checks the configuration.
@@ -87,6 +97,9 @@ func (c *HubConfig) Validate() error {
 	}
 	if c.Heartbeat < MinHeartbeat {
 		return fmt.Errorf("heartbeat %v is below the minimum %v", c.Heartbeat, MinHeartbeat)
+	}
+	if c.PairBurst < 1 || c.PairRefill < 0 {
+		return fmt.Errorf("pairing limit: burst must be at least 1 and refill not negative")
 	}
 	if c.RenewGrace < 0 {
 		return fmt.Errorf("renewal grace period %v is negative", c.RenewGrace)
@@ -169,11 +182,13 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
+		// Sessions first, so devices hear "shutdown" before the listener
+		// (which owns the QUIC socket) goes away.
+		h.shutdown()
 		ln.Close()
 		return nil
 	})
 	err = g.Wait()
-	h.shutdown()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
 		err = nil
 	}
@@ -182,7 +197,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 }
 
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
-	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: pairing.NewLimiter(), started: cfg.Now(),
+	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
@@ -669,14 +684,11 @@ func (h *Hub) acceptStreams(ctx context.Context, s *hubSession) {
 }
 
 func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
-	defer st.Reset()
 	st.SetDeadline(time.Now().Add(streamTimeout))
 	fr := transport.NewFrameReader(st, maxRequestFrame)
 	var hdr StreamHeader
-	if err := fr.ReadFrame(&hdr); err != nil {
-		return
-	}
-	if s.renewOnly && hdr.Kind != StreamRenew {
+	if err := fr.ReadFrame(&hdr); err != nil || (s.renewOnly && hdr.Kind != StreamRenew) {
+		st.Reset()
 		return
 	}
 	switch hdr.Kind {
@@ -686,12 +698,25 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 		h.handleUnpair(s, st, fr)
 	default:
 		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
+		st.Reset()
 	}
+}
+
+// reply writes a one-shot answer and closes the stream. Only a failed
+// write resets it: a reset after Close may discard the answer in flight.
+func reply(st transport.Stream, v any) bool {
+	if err := transport.WriteFrame(st, v); err != nil {
+		st.Reset()
+		return false
+	}
+	st.Close()
+	return true
 }
 
 func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
 	var req RenewRequest
 	if err := fr.ReadFrame(&req); err != nil {
+		st.Reset()
 		return
 	}
 	resp := RenewResponse{}
@@ -703,9 +728,7 @@ func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.Fram
 		resp.Cert = cert.Raw
 		h.log.Info("device certificate renewed", "device", s.device, "expires", cert.NotAfter)
 	}
-	if transport.WriteFrame(st, &resp) == nil {
-		st.Close()
-	}
+	reply(st, &resp)
 	if s.renewOnly && err == nil {
 		s.close(ReasonRenewed, "certificate renewed: reconnect with it")
 	}
@@ -744,22 +767,39 @@ func (h *Hub) renewDevice(device string, csr []byte) (*x509.Certificate, error) 
 func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
 	var req UnpairRequest
 	if err := fr.ReadFrame(&req); err != nil {
+		st.Reset()
 		return
 	}
 	resp := UnpairResponse{}
-	if _, err := h.revoke(s.device, "unpaired by the device", ReasonUnpaired); err != nil {
+	_, live, err := h.revokeRecord(s.device, "unpaired by the device")
+	if err != nil {
 		resp.Error = err.Error()
 	}
-	if transport.WriteFrame(st, &resp) == nil {
-		st.Close()
+	reply(st, &resp)
+	if live != nil {
+		// After the answer, so the device reads it before the session ends.
+		live.close(ReasonUnpaired, "device unpaired itself")
 	}
 }
 
 // revoke revokes a device, persists it, and cuts its live session.
 func (h *Hub) revoke(device, why string, reason CloseReason) (*DeviceRecord, error) {
-	rec, err := h.store.Revoke(device, why, h.cfg.Now())
+	rec, s, err := h.revokeRecord(device, why)
 	if err != nil {
 		return nil, err
+	}
+	if s != nil {
+		go s.close(reason, fmt.Sprintf("device %q was %s", device, reason))
+	}
+	return rec, nil
+}
+
+// revokeRecord persists a revocation and updates the handshake caches; it
+// returns the device's live session, which the caller closes.
+func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, error) {
+	rec, err := h.store.Revoke(device, why, h.cfg.Now())
+	if err != nil {
+		return nil, nil, err
 	}
 	h.mu.Lock()
 	h.devices[device] = rec
@@ -770,10 +810,7 @@ func (h *Hub) revoke(device, why string, reason CloseReason) (*DeviceRecord, err
 	h.mu.Unlock()
 	h.changes.bump()
 	h.log.Info("device revoked", "device", device, "why", why)
-	if s != nil {
-		go s.close(reason, fmt.Sprintf("device %q was %s", device, reason))
-	}
-	return rec, nil
+	return rec, s, nil
 }
 
 // ---- views for the admin API ----

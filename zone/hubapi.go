@@ -140,6 +140,9 @@ func (h *Hub) createInvite(req InviteRequest) (*InviteView, error) {
 	if err := certs.ValidateName("device", req.Device); err != nil {
 		return nil, err
 	}
+	if req.Uses > 1 && len(req.Device)+len(fmt.Sprintf("-%d", req.Uses)) > 63 {
+		return nil, fmt.Errorf("device name %q is too long for %d uses: devices get names up to %s-%d, at most 63 characters", req.Device, req.Uses, req.Device, req.Uses)
+	}
 	if req.Device == certs.HubDevice {
 		return nil, fmt.Errorf("device name %q is reserved for the hub itself", certs.HubDevice)
 	}

@@ -15,9 +15,19 @@ import (
 // ErrZoneExists: pzh init found a zone already in the data directory.
 var ErrZoneExists = errors.New("a zone already exists here")
 
+// Public address bounds: what an invite token (and a QR code of it) can
+// carry comfortably.
+const (
+	maxPublicAddrs   = 4
+	maxPublicAddrLen = 100
+)
+
 // ValidateHubAddr checks a public hub address: host:port with a port from
 // 1 to 65535.
 func ValidateHubAddr(addr string) error {
+	if len(addr) > maxPublicAddrLen {
+		return fmt.Errorf("address %q is longer than %d characters", addr, maxPublicAddrLen)
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("address %q: want HOST:PORT, e.g. hub.example.net:7443", addr)
@@ -39,6 +49,9 @@ func InitZone(dir, name string, publicAddrs []string, now time.Time) (*ZoneInfo,
 	}
 	if len(publicAddrs) == 0 {
 		return nil, errors.New("no public address given: use --public-addr HOST:PORT, the address devices will reach the hub at")
+	}
+	if len(publicAddrs) > maxPublicAddrs {
+		return nil, fmt.Errorf("%d public addresses given; at most %d fit in an invite token", len(publicAddrs), maxPublicAddrs)
 	}
 	for _, a := range publicAddrs {
 		if err := ValidateHubAddr(a); err != nil {

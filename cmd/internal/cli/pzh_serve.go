@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
 )
@@ -15,6 +16,8 @@ type hubServeOptions struct {
 	noTCP      bool
 	heartbeat  time.Duration
 	renewGrace time.Duration
+	pairBurst  int
+	pairRefill time.Duration
 }
 
 func newHubServeCmd(g *globals) *cobra.Command {
@@ -46,7 +49,7 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
 				kinds = append(kinds, transport.KindTCP)
 			}
 			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
-				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log})
+				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill})
 		},
 	}
 	f := cmd.Flags()
@@ -55,5 +58,7 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
 	f.BoolVar(&o.noTCP, "no-tcp", false, "serve QUIC only")
 	f.DurationVar(&o.heartbeat, "heartbeat", zone.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
 	f.DurationVar(&o.renewGrace, "renew-grace", zone.DefaultRenewGrace, "how long after its certificate expired a device may still renew")
+	f.IntVar(&o.pairBurst, "pair-burst", pairing.DefaultLimitBurst, "failed pairing attempts one address may make before it is slowed down")
+	f.DurationVar(&o.pairRefill, "pair-refill", pairing.DefaultLimitRefill, "after the burst, one more pairing attempt per this long")
 	return cmd
 }

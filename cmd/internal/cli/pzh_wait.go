@@ -51,11 +51,11 @@ scripts that start a hub and act once devices are up.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			var st zone.HubStatus
+			if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
+				return fmt.Errorf("hub in %s not ready after %v: %w", dir, timeout, err)
+			}
 			if args[0] == "ready" {
-				var st zone.HubStatus
-				if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
-					return fmt.Errorf("hub in %s not ready after %v: %w", dir, timeout, err)
-				}
 				return nil
 			}
 			want, names := args[0], args[1:]

@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/transport"
+)
+
+// TestMain lets the test binary act as pzh and pzp: scripts exec them as
+// real child processes with their own sockets, stores and signals.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"pzh": func() { os.Exit(Run(HubCommand())) },
+		"pzp": func() { os.Exit(Run(PeerCommand())) },
+	})
+}
+
+// TestScripts runs the CLI scripts in testdata/script: each reads like a
+// terminal session of a person running a hub and devices on loopback.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: filepath.Join("..", "..", "..", "testdata", "script"),
+		Setup: func(env *testscript.Env) error {
+			// Keep socket paths short and logs quiet unless a script asks.
+			env.Setenv("HOME", env.WorkDir)
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"freeport":  cmdFreePort,
+			"udpsink":   cmdUDPSink,
+			"forge":     cmdForgeToken,
+			"garbage":   cmdGarbage,
+			"tokenfile": cmdTokenFile,
+		},
+	})
+}
+
+// freeport VAR: set VAR to a port free for both TCP and UDP on 127.0.0.1.
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport VAR")
+	}
+	for range 50 {
+		tl, err := net.Listen("tcp", "127.0.0.1:0")
+		ts.Check(err)
+		port := tl.Addr().(*net.TCPAddr).Port
+		ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		tl.Close()
+		if err != nil {
+			continue
+		}
+		ul.Close()
+		ts.Setenv(args[0], strconv.Itoa(port))
+		return
+	}
+	ts.Fatalf("no free port")
+}
+
+// udpsink PORT: bind UDP 127.0.0.1:PORT and swallow every packet until the
+// script ends, as a firewall dropping UDP would.
+func cmdUDPSink(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: udpsink PORT")
+	}
+	c, err := net.ListenPacket("udp", "127.0.0.1:"+args[0])
+	ts.Check(err)
+	ts.Defer(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// tokenfile FILE: keep only the first line of FILE (the token pzh invite
+// printed) so it can be fed to pzp pair - or forged.
+func cmdTokenFile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: tokenfile FILE")
+	}
+	data := ts.ReadFile(args[0])
+	for i, c := range data {
+		if c == '\n' {
+			data = data[:i]
+			break
+		}
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(data+"\n"), 0o600))
+}
+
+// forge IN OUT: write to OUT a token with IN's hub, zone and invite id but
+// another secret: well-formed, so only the hub can refuse it.
+func cmdForgeToken(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: forge IN OUT")
+	}
+	tok, err := pairing.ParseToken(ts.ReadFile(args[0]))
+	ts.Check(err)
+	rand.Read(tok.Secret)
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(tok.String()+"\n"), 0o600))
+}
+
+// garbage ADDR: throw junk at a hub: raw bytes on TCP and UDP, then, over a
+// real TLS pairing connection, an oversized frame header and a frame of
+// malformed CBOR. The hub must shrug all of it off.
+func cmdGarbage(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: garbage ADDR")
+	}
+	addr := args[0]
+	junk := make([]byte, 4096)
+	rand.Read(junk)
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Write(junk)
+		c.Close()
+	}
+	if c, err := net.Dial("udp", addr); err == nil {
+		for i := 0; i < 20; i++ {
+			c.Write(junk[:1200])
+		}
+		c.Close()
+	}
+	insecure := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{transport.ALPNPairing}, MinVersion: tls.VersionTLS13}
+	for _, payload := range [][]byte{
+		{0xff, 0xff, 0xff, 0xff, 0x0f},       // uvarint length of ~4 GiB
+		{0x05, 0xa2, 0x01, 0x01, 0x01, 0x01}, // map with a duplicate key
+		{0x03, 0xff, 0xfe, 0xfd},             // not CBOR
+	} {
+		for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			conn, err := transport.Dial(ctx, addr, mode, transport.Config{TLS: insecure})
+			if err != nil {
+				cancel()
+				ts.Fatalf("garbage: dial %s over %s: %v", addr, mode, err)
+			}
+			st, err := conn.OpenStream(ctx)
+			ts.Check(err)
+			st.Write(payload)
+			st.Close()
+			// The hub answers with an error frame or hangs up; either way
+			// it must not wait on us forever.
+			buf := make([]byte, 512)
+			st.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				if _, err := st.Read(buf); err != nil {
+					break
+				}
+			}
+			conn.CloseWithError(0, "")
+			cancel()
+		}
+	}
+}
