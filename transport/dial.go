@@ -11,6 +11,11 @@ import (
 // the first to succeed and closes the other; if both have succeeded by the
 // time one is picked, QUIC wins. The TLS client configuration is cfg.TLS
 // (certificates, verification, NextProtos), restricted to TLS 1.3.
+//
+// In TLS 1.3 the server checks the client's certificate after the client
+// has finished its handshake. Over TCP, Dial waits one more round trip so
+// that a refusal is its error; over QUIC a refusal can arrive just after
+// Dial returns, as the connection closing.
 func Dial(ctx context.Context, addr string, mode Mode, cfg Config) (Conn, error) {
 	cfg, err := cfg.resolve()
 	if err != nil {

@@ -105,10 +105,11 @@ func Unmarshal(data []byte, v any) error {
 // frame goes out in a single Write, so writers sharing a stream need only
 // serialise their calls.
 func WriteFrame(w io.Writer, v any) error {
-	var buf bytes.Buffer
 	// Encode after room for the longest length prefix, then put the
-	// prefix right before the body.
-	buf.Write(make([]byte, maxVarintLen))
+	// prefix right before the body: one buffer, one Write.
+	var buf bytes.Buffer
+	var room [maxVarintLen]byte
+	buf.Write(room[:])
 	if err := encMode.MarshalToBuffer(v, &buf); err != nil {
 		return err
 	}
@@ -176,7 +177,10 @@ func (fr *FrameReader) ReadFrame(v any) error {
 	return nil
 }
 
-// next reads one frame body.
+// next reads one frame body. A length above the limit is refused before
+// anything is allocated for it. Up to frameChunk is allocated at once; a
+// larger body grows by doubling as its bytes arrive, so no buffer exceeds
+// the declared length and all of them together stay under twice it.
 func (fr *FrameReader) next() ([]byte, error) {
 	n, err := fr.readLength()
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"sync"
 )
 
@@ -37,7 +36,7 @@ func ListenBoth(addr string, cfg Config, kinds ...Kind) (Listener, error) {
 		return ListenQUIC(addr, cfg)
 	}
 
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
@@ -51,12 +50,11 @@ func ListenBoth(addr string, cfg Config, kinds ...Kind) (Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 		}
-		p := tln.Addr().(*net.TCPAddr).Port
-		uaddr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, strconv.Itoa(p)))
-		if err != nil {
-			tln.Close()
-			return nil, fmt.Errorf("listen udp %s: %w", addr, err)
-		}
+		// The very address TCP got, so that a host name resolving to
+		// several addresses cannot put UDP on a different one.
+		taddr := tln.Addr().(*net.TCPAddr)
+		p := taddr.Port
+		uaddr := &net.UDPAddr{IP: taddr.IP, Port: p, Zone: taddr.Zone}
 		udp, uerr := net.ListenUDP("udp", uaddr)
 		if uerr != nil {
 			tln.Close()

@@ -170,7 +170,7 @@ func TestConfigNotMutated(t *testing.T) {
 func TestGarbageDoesNotBreakListener(t *testing.T) {
 	pki := newPKI(t)
 	log := newTestLogger(t)
-	l, err := ListenBoth("127.0.0.1:0", Config{TLS: pki.serverTLS(), Logger: log, HandshakeTimeout: time.Second})
+	l, err := ListenBoth("127.0.0.1:0", Config{TLS: pki.serverTLS(), Logger: log, HandshakeTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

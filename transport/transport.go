@@ -5,7 +5,9 @@
 //
 // It is not for deciding who may connect: callers pass a *tls.Config whose
 // verification callbacks encode the zone's trust rules (see package certs),
-// and read the verified identity back from ConnectionState.
+// and read the verified identity back from ConnectionState. Nor does it
+// keep sessions alive: heartbeats, reconnection and close reasons that
+// must survive TCP belong to the session layer (package zone).
 package transport
 
 import (
@@ -64,6 +66,10 @@ type Stream interface {
 	// closes its write direction too.
 	Close() error
 	// Reset aborts both directions at once; pending data may be discarded.
+	// This end's Reads and Writes then fail with ErrStreamReset. Over QUIC
+	// the other end's do too; over TCP (yamux has no reset an application
+	// can send) the other end reads io.EOF and its writes are discarded
+	// until it closes its side.
 	Reset()
 	SetDeadline(t time.Time) error
 	SetReadDeadline(t time.Time) error
@@ -73,7 +79,9 @@ type Stream interface {
 // Conn is one authenticated, multiplexed connection between two nodes.
 type Conn interface {
 	// OpenStream opens a new stream. It blocks while the peer's stream limit
-	// is reached, until ctx ends.
+	// is reached, until ctx ends. (Over TCP the stream is returned at once
+	// and waits, unacknowledged, for the peer to accept it; OpenStream
+	// blocks only once 64 such streams are waiting.)
 	OpenStream(ctx context.Context) (Stream, error)
 	// AcceptStream waits for the next stream opened by the other end.
 	AcceptStream(ctx context.Context) (Stream, error)
@@ -92,7 +100,10 @@ type Conn interface {
 	// failure.
 	Done() <-chan struct{}
 	// Err reports why the connection ended once Done is closed (nil before).
-	// A close by the other end over QUIC is a *RemoteCloseError.
+	// A close by the other end over QUIC is a *RemoteCloseError, over TCP
+	// ErrPeerGone; a close by this end is ErrClosed; silence for
+	// IdleTimeout is ErrIdleTimeout. Stream operations on an ended
+	// connection fail with the same error.
 	Err() error
 }
 
@@ -111,18 +122,25 @@ func (e *RemoteCloseError) Error() string {
 type Listener interface {
 	// Accept returns the next connection whose TLS handshake completed. A
 	// failed handshake is logged by the listener and never returned.
+	// (quic-go does not report failed QUIC handshakes, so only TCP ones and
+	// connections refused after the handshake are logged.)
 	Accept(ctx context.Context) (Conn, error)
 	// Addr is the bound address (for ListenBoth: the TCP address; the UDP
 	// socket has the same IP and port).
 	Addr() net.Addr
+	// Close stops accepting and closes every connection the listener
+	// accepted: QUIC connections share the listener's UDP socket, and TCP
+	// ones are closed too so that both kinds behave alike.
 	Close() error
 }
 
 // Config holds the settings shared by listeners and dialers.
 type Config struct {
-	// TLS is the base configuration. Transport sets MinVersion to TLS 1.3
+	// TLS is the base configuration; it must set NextProtos. Transport
+	// works on a copy that requires TLS 1.3 and disables session
+	// resumption (a resumed handshake would skip VerifyPeerCertificate),
 	// and never weakens verification. Listeners route by the NextProtos
-	// the configuration allows.
+	// the configuration allows; a client that negotiates none is refused.
 	TLS *tls.Config
 	// HandshakeTimeout bounds a TLS handshake (TCP) or QUIC handshake.
 	// Zero means DefaultHandshakeTimeout.
@@ -132,7 +150,9 @@ type Config struct {
 	// a live connection above it.
 	IdleTimeout time.Duration
 	// MaxIncomingStreams caps concurrently open streams the other end may
-	// open. Zero means DefaultMaxIncomingStreams.
+	// open. Zero means DefaultMaxIncomingStreams. A stream counts until
+	// this end has closed it and read it to io.EOF, or has reset it. Over TCP the cap applies to accepted
+	// streams; up to 64 more may wait to be accepted.
 	MaxIncomingStreams int
 	// Logger receives debug-level notes about failed handshakes. Nil
 	// discards them.

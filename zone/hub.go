@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -266,9 +267,16 @@ func (h *Hub) hubCertLoop(ctx context.Context) error {
 	}
 }
 
-// renewAt is 2/3 through a certificate's validity.
+// renewAt is 2/3 through a certificate's lifetime, counted from when it
+// was issued: certs.Sign backdates NotBefore by certs.ClockSkew, and
+// counting from there would put the renewal point of a short-lived
+// certificate in the past.
 func renewAt(c *x509.Certificate) time.Time {
-	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
+	issued := c.NotBefore
+	if c.NotAfter.Sub(issued) > certs.ClockSkew {
+		issued = issued.Add(certs.ClockSkew)
+	}
+	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
 }
 
 // transportConfig routes by ALPN: sessions need a zone certificate,
@@ -486,6 +494,9 @@ type hubSession struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 	reason    CloseReason
+	// gone is closed when the device ended the session itself, so a close
+	// lingering for it to hang up stops waiting.
+	gone chan struct{}
 }
 
 func (s *hubSession) send(c *Control) error {
@@ -497,13 +508,20 @@ func (s *hubSession) send(c *Control) error {
 
 // close ends the session once: it tells the device why, gives it a moment
 // to read that, then closes the connection with the reason as error code.
-func (s *hubSession) close(reason CloseReason, msg string) {
+func (s *hubSession) close(reason CloseReason, msg string) { s.end(reason, msg, true) }
+
+// end closes the session once; tell=false skips the Close frame and the
+// linger, for a session the device itself ended.
+func (s *hubSession) end(reason CloseReason, msg string, tell bool) {
 	s.closeOnce.Do(func() {
 		s.reason = reason
-		s.send(&Control{Type: MsgClose, Reason: reason, Message: msg})
-		select {
-		case <-s.conn.Done():
-		case <-time.After(closeLinger):
+		if tell {
+			s.send(&Control{Type: MsgClose, Reason: reason, Message: msg})
+			select {
+			case <-s.conn.Done():
+			case <-s.gone:
+			case <-time.After(closeLinger):
+			}
 		}
 		s.conn.CloseWithError(uint64(reason), reason.String())
 		close(s.closed)
@@ -546,7 +564,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		h.protocolError(conn, v.Identity.Device, "control stream does not start with hello", err)
 		return
 	}
-	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{})}
+	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
 	s.lastActive.Store(s.since.UnixNano())
 
 	if reason, msg := h.admit(v); reason != ReasonNone {
@@ -573,8 +591,11 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	}
 
 	go h.acceptStreams(ctx, s)
-	reason, msg := h.controlLoop(s, fr)
-	s.close(reason, msg)
+	reason, msg, byDevice := h.controlLoop(s, fr)
+	if byDevice {
+		close(s.gone)
+	}
+	s.end(reason, msg, !byDevice)
 	if h.unregister(s) {
 		h.log.Info("session offline", "device", s.device, "reason", s.reason, "session", s.id)
 		if err := h.store.Seen(s.device, h.cfg.Now(), conn.RemoteAddr().String(), string(conn.Kind())); err != nil {
@@ -634,8 +655,9 @@ func (h *Hub) unregister(s *hubSession) bool {
 	return cur
 }
 
-// controlLoop answers pings until the session ends, and returns why.
-func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (CloseReason, string) {
+// controlLoop answers pings until the session ends, and returns why and
+// whether the device ended it (went away or said Close).
+func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason CloseReason, msg string, byDevice bool) {
 	dead := DeadAfter(h.cfg.Heartbeat)
 	for {
 		s.ctrl.SetReadDeadline(time.Now().Add(dead))
@@ -643,32 +665,32 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (CloseReason
 		if err := fr.ReadFrame(&c); err != nil {
 			select {
 			case <-s.closed:
-				return s.reason, ""
+				return s.reason, "", false
 			default:
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead)
+				return ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), false
 			}
-			if errors.Is(err, transport.ErrFrameTooLarge) {
-				return ReasonProtocol, "control frame too large"
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return ReasonShutdown, "", true // the device went away
 			}
-			return ReasonShutdown, "" // the device went away
+			return ReasonProtocol, "malformed control frame: " + err.Error(), false
 		}
 		s.lastActive.Store(h.cfg.Now().UnixNano())
 		switch c.Type {
 		case MsgPing:
 			if err := s.send(&Control{Type: MsgPong, Seq: c.Seq}); err != nil {
-				return ReasonShutdown, ""
+				return ReasonShutdown, "", true
 			}
 			if c.RTTus > 0 && s.rttUs.Swap(int64(c.RTTus)) == 0 {
 				h.changes.bump() // the first RTT figure is news to watchers
 			}
 		case MsgClose:
 			h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
-			return c.Reason, ""
+			return c.Reason, "", true
 		default:
-			return ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type)
+			return ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), false
 		}
 	}
 }

@@ -467,9 +467,17 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			switch c.Type {
 			case MsgPong:
 				if c.Seq == seq {
+					first := rtt == 0
 					rtt = time.Since(pingSent)
 					ms := float64(rtt) / float64(time.Millisecond)
 					p.setStatus(func(s *PeerStatus) { s.RTTMs = &ms })
+					if first {
+						// Report the first figure now rather than a
+						// heartbeat later: the hub shows it in pzh devices.
+						if err := ping(); err != nil {
+							return nil, p.readErr(ps.conn, err)
+						}
+					}
 				}
 			case MsgClose:
 				return nil, closeErr(&c)
@@ -492,7 +500,13 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 				// The hub closes this session; the next uses the new certificate.
 				continue
 			}
-			renew.Reset(renewAt(p.id.Load().Cert).Sub(p.cfg.Now()))
+			next := renewAt(p.id.Load().Cert).Sub(p.cfg.Now())
+			if next < minRenewInterval {
+				// A fresh certificate already due means the clocks
+				// disagree; do not spin on renewals.
+				next = minRenewInterval
+			}
+			renew.Reset(next)
 		case call := <-p.unpairReq:
 			call.told <- p.unpairOn(ctx, ps)
 			return call, nil
@@ -502,6 +516,10 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 
 // renewRetry is the wait after a failed renewal attempt.
 const renewRetry = time.Minute
+
+// minRenewInterval is the least time between two renewals of one session,
+// a third of the shortest certificate lifetime an invite may set.
+const minRenewInterval = pairing.MinCertLifetime / 3
 
 // renew gets a certificate for a fresh key over the session and stores
 // both together before using them.
