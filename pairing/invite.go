@@ -35,16 +35,16 @@ const (
 // Invite is the hub's record of an invite. It never holds the secret, only
 // Verifier = SHA-256 over a label and the secret.
 type Invite struct {
-	ID           string        `cbor:"1,keyasint" json:"id"`
-	Device       string        `cbor:"2,keyasint" json:"device"`
-	Verifier     []byte        `cbor:"3,keyasint" json:"-"`
-	Created      time.Time     `cbor:"4,keyasint" json:"created"`
-	Expires      time.Time     `cbor:"5,keyasint" json:"expires"`
-	Uses         int           `cbor:"6,keyasint" json:"uses"`      // total allowed
-	UsesLeft     int           `cbor:"7,keyasint" json:"uses_left"` // decremented on each redemption
-	CertLifetime time.Duration `cbor:"8,keyasint" json:"cert_lifetime_ns"`
-	Cancelled    bool          `cbor:"9,keyasint" json:"cancelled"`
-	Devices      []string      `cbor:"10,keyasint,omitempty" json:"devices,omitempty"` // devices paired with it
+	ID           string        `cbor:"1,keyasint"`
+	Device       string        `cbor:"2,keyasint"`
+	Verifier     []byte        `cbor:"3,keyasint"`
+	Created      time.Time     `cbor:"4,keyasint"`
+	Expires      time.Time     `cbor:"5,keyasint"`
+	Uses         int           `cbor:"6,keyasint"` // total allowed
+	UsesLeft     int           `cbor:"7,keyasint"` // decremented on each redemption
+	CertLifetime time.Duration `cbor:"8,keyasint"`
+	Cancelled    bool          `cbor:"9,keyasint"`
+	Devices      []string      `cbor:"10,keyasint,omitempty"` // devices paired with it
 }
 
 // Template is what the hub operator asks for.

@@ -24,9 +24,11 @@ type Response struct {
 // ProtocolVersion is the version of Request/Response.
 const ProtocolVersion = 1
 
-// Error codes of a refused pairing. Until the proof checks out the hub
-// says only CodeInvalid, so that only a holder of the token learns
-// anything about the invite.
+// Error codes of a refused pairing. Nothing about a particular invite is
+// said before the proof checks out: an unknown invite and a wrong proof
+// both get CodeInvalid, so only a holder of the token learns the invite's
+// state (expired, used, cancelled). The codes that come earlier
+// (rate-limited, version, bad-request) concern the request, not the invite.
 const (
 	CodeInvalid     = "invalid"      // unknown invite or wrong proof
 	CodeExpired     = "expired"      // invite past its expiry

@@ -96,8 +96,8 @@ func (c *HubConfig) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("no data directory given")
 	}
-	if c.Heartbeat < MinHeartbeat {
-		return fmt.Errorf("heartbeat %v is below the minimum %v", c.Heartbeat, MinHeartbeat)
+	if c.Heartbeat < MinHeartbeat || c.Heartbeat > MaxHeartbeat {
+		return fmt.Errorf("heartbeat %v out of range: use %v to %v", c.Heartbeat, MinHeartbeat, MaxHeartbeat)
 	}
 	if c.PairBurst < 1 || c.PairRefill < 0 {
 		return fmt.Errorf("pairing limit: burst must be at least 1 and refill not negative")
@@ -313,7 +313,7 @@ func (h *Hub) transportConfig() transport.Config {
 			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
 		},
 	}
-	return transport.Config{TLS: base, Logger: h.log}
+	return transport.Config{TLS: base, Logger: h.log, IdleTimeout: transportIdle}
 }
 
 func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
@@ -400,7 +400,10 @@ func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
 
 	var req pairing.Request
 	var resp *pairing.Response
-	if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+	if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+		resp = rateLimited(ip, wait)
+		h.log.Warn("pairing rate-limited", "remote", conn.RemoteAddr().String())
+	} else if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
 		h.limiter.Fail(ip, h.cfg.Now())
 		h.log.Info("pairing request unreadable", "remote", conn.RemoteAddr().String(), "err", err)
 		resp = &pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed pairing request"}}
@@ -420,25 +423,25 @@ func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
 
 var errBadProof = errors.New("bad proof")
 
+func rateLimited(ip netip.Addr, wait time.Duration) *pairing.Response {
+	secs := uint32(wait/time.Second) + 1
+	return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeRateLimited, RetryAfter: secs,
+		Message: fmt.Sprintf("too many failed pairing attempts from %s; try again in %d s", ip, secs)}}
+}
+
 func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *pairing.Response {
 	now := h.cfg.Now()
 	remote := conn.RemoteAddr().String()
+	id, idErr := pairing.NormalizeInviteID(req.InviteID)
 	fail := func(code, msg string) *pairing.Response {
 		h.limiter.Fail(ip, now)
-		h.log.Info("pairing refused", "remote", remote, "invite", req.InviteID, "code", code)
+		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code) // id is "" unless well-formed
 		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
-	}
-	if ok, wait := h.limiter.Allow(ip, now); !ok {
-		secs := uint32(wait/time.Second) + 1
-		h.log.Warn("pairing rate-limited", "remote", remote)
-		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeRateLimited, RetryAfter: secs,
-			Message: fmt.Sprintf("too many failed pairing attempts from %s; try again in %d s", ip, secs)}}
 	}
 	if req.Version != pairing.ProtocolVersion {
 		return fail(pairing.CodeVersion, fmt.Sprintf("pairing protocol version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", req.Version, pairing.ProtocolVersion))
 	}
-	id, err := pairing.NormalizeInviteID(req.InviteID)
-	if err != nil {
+	if idErr != nil {
 		return fail(pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
 	}
 	pub, err := certs.ParseCSR(req.CSR)
@@ -564,6 +567,12 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		h.protocolError(conn, v.Identity.Device, "control stream does not start with hello", err)
 		return
 	}
+	// The ALPN carries the major version; Hello.Version numbers compatible
+	// revisions of it, so anything from 1 up is spoken to as version 1.
+	if hello.Version < 1 {
+		h.protocolError(conn, v.Identity.Device, "hello without a session version", nil)
+		return
+	}
 	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
 	s.lastActive.Store(s.since.UnixNano())
 
@@ -574,6 +583,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	}
 	s.renewOnly = v.Expired
 	if !s.renewOnly {
+		h.retireOlder(s.device, serialHex(v.Cert))
 		if old := h.register(s); old != nil {
 			h.log.Info("session replaced", "device", s.device, "old_remote", old.conn.RemoteAddr().String(), "new_remote", conn.RemoteAddr().String())
 			go old.close(ReasonReplaced, fmt.Sprintf("another pzp for device %q connected from %s", s.device, conn.RemoteAddr()))
@@ -604,6 +614,20 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	}
 }
 
+// wentAway tells a device that disappeared (closed, reset, idle, network
+// gone) from one that sent something malformed.
+func wentAway(conn transport.Conn, err error) bool {
+	select {
+	case <-conn.Done():
+		return true
+	default:
+	}
+	var rc *transport.RemoteCloseError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, transport.ErrPeerGone) ||
+		errors.Is(err, transport.ErrIdleTimeout) || errors.Is(err, transport.ErrStreamReset) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &rc)
+}
+
 func (h *Hub) protocolError(conn transport.Conn, device, what string, err error) {
 	h.log.Info("session protocol error", "device", device, "remote", conn.RemoteAddr().String(), "problem", what, "err", err)
 	conn.CloseWithError(uint64(ReasonProtocol), what)
@@ -628,6 +652,27 @@ func (h *Hub) admit(v *certs.Verified) (CloseReason, string) {
 		return ReasonExpired, fmt.Sprintf("certificate expired on %s, past the hub's %v grace period; pair again with a new invite", v.Cert.NotAfter.Format(time.RFC3339), h.cfg.RenewGrace)
 	}
 	return ReasonNone, ""
+}
+
+// retireOlder forgets the certificates a device held before serial, once
+// it has connected with serial: a renewed device has proven it saved the
+// new certificate, so the old one (and its key) can no longer be used.
+func (h *Hub) retireOlder(device, serial string) {
+	h.mu.Lock()
+	rec := h.devices[device]
+	due := rec != nil && len(rec.Serials) > 1 && rec.Serials[len(rec.Serials)-1] == serial
+	h.mu.Unlock()
+	if !due {
+		return
+	}
+	nrec, err := h.store.RetireOlder(device, serial)
+	if err != nil {
+		h.log.Warn("retire old certificates", "device", device, "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.devices[device] = nrec
+	h.mu.Unlock()
 }
 
 // register makes s the device's live session and returns the one it
@@ -672,8 +717,8 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason Clos
 			if errors.As(err, &ne) && ne.Timeout() {
 				return ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), false
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return ReasonShutdown, "", true // the device went away
+			if wentAway(s.conn, err) {
+				return ReasonShutdown, "", true
 			}
 			return ReasonProtocol, "malformed control frame: " + err.Error(), false
 		}
@@ -742,7 +787,7 @@ func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.Fram
 		return
 	}
 	resp := RenewResponse{}
-	cert, err := h.renewDevice(s.device, req.CSR)
+	cert, err := h.renewDevice(s.device, s.conn.ConnectionState().PeerCertificates[0], req.CSR)
 	if err != nil {
 		resp.Error = err.Error()
 		h.log.Warn("renewal refused", "device", s.device, "err", err)
@@ -756,10 +801,13 @@ func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.Fram
 	}
 }
 
-func (h *Hub) renewDevice(device string, csr []byte) (*x509.Certificate, error) {
+func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) (*x509.Certificate, error) {
 	pub, err := certs.ParseCSR(csr)
 	if err != nil {
 		return nil, err
+	}
+	if old, ok := current.PublicKey.(ed25519.PublicKey); ok && old.Equal(pub) {
+		return nil, errors.New("renewal must use a fresh key")
 	}
 	h.mu.Lock()
 	rec := h.devices[device]
@@ -840,7 +888,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 // DeviceView is one row of pzh devices; its JSON is stable (docs/PROTOCOL.md).
 type DeviceView struct {
 	Name         string     `json:"name"`
-	State        string     `json:"state"` // online, renewing, offline, revoked
+	State        string     `json:"state"` // online, offline, revoked
 	Transport    string     `json:"transport,omitempty"`
 	RemoteAddr   string     `json:"remote_addr,omitempty"`
 	Since        *time.Time `json:"since,omitempty"`

@@ -69,11 +69,7 @@ func (h *Hub) apiHandler() http.Handler {
 		h.mu.Unlock()
 		rec, err := h.revoke(name, "revoked by the hub operator", ReasonRevoked)
 		if err != nil {
-			status := http.StatusConflict
-			if errors.Is(err, ErrNoDevice) {
-				status = http.StatusNotFound
-			}
-			writeErr(w, status, err)
+			writeErr(w, errStatus(err, []error{ErrNoDevice}, []error{ErrAlreadyDone}), err)
 			return
 		}
 		writeJSON(w, http.StatusOK, RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
@@ -99,7 +95,11 @@ func (h *Hub) apiHandler() http.Handler {
 		}
 		v, err := h.createInvite(req)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			status := http.StatusInternalServerError
+			if errors.Is(err, errBadInvite) {
+				status = http.StatusBadRequest
+			}
+			writeErr(w, status, err)
 			return
 		}
 		writeJSON(w, http.StatusCreated, v)
@@ -112,18 +112,20 @@ func (h *Hub) apiHandler() http.Handler {
 		}
 		inv, err := h.store.CancelInvite(id)
 		if err != nil {
-			status := http.StatusConflict
-			if errors.Is(err, ErrNoInvite) {
-				status = http.StatusNotFound
-			}
-			writeErr(w, status, err)
+			writeErr(w, errStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
 			return
 		}
 		h.log.Info("invite cancelled", "invite", id)
 		writeJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
 	})
+	mux.HandleFunc("/", notFound)
 	return mux
 }
+
+// errBadInvite marks invite requests refused for what they ask.
+var errBadInvite = errors.New("bad invite request")
+
+func badInvite(err error) error { return fmt.Errorf("%w: %w", errBadInvite, err) }
 
 func parseDurationField(name, s string) (time.Duration, error) {
 	if s == "" {
@@ -138,27 +140,31 @@ func parseDurationField(name, s string) (time.Duration, error) {
 
 func (h *Hub) createInvite(req InviteRequest) (*InviteView, error) {
 	if err := certs.ValidateName("device", req.Device); err != nil {
-		return nil, err
+		return nil, badInvite(err)
 	}
 	if req.Uses > 1 && len(req.Device)+len(fmt.Sprintf("-%d", req.Uses)) > 63 {
-		return nil, fmt.Errorf("device name %q is too long for %d uses: devices get names up to %s-%d, at most 63 characters", req.Device, req.Uses, req.Device, req.Uses)
+		return nil, badInvite(fmt.Errorf("device name %q is too long for %d uses: devices get names up to %s-%d, at most 63 characters", req.Device, req.Uses, req.Device, req.Uses))
 	}
 	if req.Device == certs.HubDevice {
-		return nil, fmt.Errorf("device name %q is reserved for the hub itself", certs.HubDevice)
+		return nil, badInvite(fmt.Errorf("device name %q is reserved for the hub itself", certs.HubDevice))
 	}
 	ttl, err := parseDurationField("ttl", req.TTL)
 	if err != nil {
-		return nil, err
+		return nil, badInvite(err)
 	}
 	life, err := parseDurationField("cert lifetime", req.CertLifetime)
 	if err != nil {
-		return nil, err
+		return nil, badInvite(err)
 	}
 	if h.store.ActiveDevice(req.Device) {
-		return nil, fmt.Errorf("device %q is already paired; revoke it first (pzh revoke %s) or choose another name", req.Device, req.Device)
+		return nil, badInvite(fmt.Errorf("device %q is already paired; revoke it first (pzh revoke %s) or choose another name", req.Device, req.Device))
 	}
 	now := h.cfg.Now()
-	inv, secret, err := pairing.NewInvite(pairing.Template{Device: req.Device, TTL: ttl, Uses: req.Uses, CertLifetime: life}, now)
+	tmpl := pairing.Template{Device: req.Device, TTL: ttl, Uses: req.Uses, CertLifetime: life}.WithDefaults()
+	if err := tmpl.Validate(); err != nil {
+		return nil, badInvite(err)
+	}
+	inv, secret, err := pairing.NewInvite(tmpl, now)
 	if err != nil {
 		return nil, err
 	}

@@ -283,6 +283,9 @@ type Revocation struct {
 	Reason string    `cbor:"3,keyasint"`
 }
 
+// ErrAlreadyDone: a revocation or cancellation that was already made.
+var ErrAlreadyDone = errors.New("already done")
+
 // ErrNoDevice: no paired device has that name.
 var ErrNoDevice = errors.New("no such device")
 
@@ -296,7 +299,7 @@ func (s *hubStore) Revoke(name, reason string, now time.Time) (*DeviceRecord, er
 			return err
 		}
 		if d.Revoked {
-			return fmt.Errorf("device %q was already revoked on %s", name, d.RevokedAt.Format(time.RFC3339))
+			return fmt.Errorf("%w: device %q was already revoked on %s", ErrAlreadyDone, name, d.RevokedAt.Format(time.RFC3339))
 		}
 		d.Revoked, d.RevokedAt, d.RevokeReason = true, now.UTC(), reason
 		rb := tx.Bucket(bucketRevoked)
@@ -326,6 +329,25 @@ func (s *hubStore) AddSerial(name string, cert *x509.Certificate) (*DeviceRecord
 		}
 		d.addSerial(serialHex(cert), cert.NotAfter)
 		return putCBOR(b, []byte(name), &d)
+	})
+	return &d, err
+}
+
+// RetireOlder drops every serial issued to a device before serial.
+func (s *hubStore) RetireOlder(name, serial string) (*DeviceRecord, error) {
+	var d DeviceRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDevices)
+		if err := getCBOR(b, []byte(name), &d); err != nil {
+			return err
+		}
+		for i, x := range d.Serials {
+			if x == serial {
+				d.Serials = append([]string(nil), d.Serials[i:]...)
+				return putCBOR(b, []byte(name), &d)
+			}
+		}
+		return nil
 	})
 	return &d, err
 }
@@ -403,7 +425,7 @@ func (s *hubStore) CancelInvite(id string) (*pairing.Invite, error) {
 			return err
 		}
 		if inv.Cancelled {
-			return fmt.Errorf("invite %s is already cancelled", id)
+			return fmt.Errorf("%w: invite %s is already cancelled", ErrAlreadyDone, id)
 		}
 		inv.Cancelled = true
 		return putCBOR(b, []byte(id), &inv)

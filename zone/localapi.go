@@ -94,9 +94,31 @@ func writeErr(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, apiError{Error: err.Error()})
 }
 
+// notFound answers unknown paths in the same JSON shape as other errors.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+}
+
+// errStatus maps an error to its HTTP status: the sentinels listed are the
+// client's doing (404, 409); anything else is the daemon's own failure (500).
+func errStatus(err error, notFoundErrs, conflictErrs []error) int {
+	for _, e := range notFoundErrs {
+		if errors.Is(err, e) {
+			return http.StatusNotFound
+		}
+	}
+	for _, e := range conflictErrs {
+		if errors.Is(err, e) {
+			return http.StatusConflict
+		}
+	}
+	return http.StatusInternalServerError
+}
+
 func readJSON(r *http.Request, v any) error {
+	// Unknown fields are ignored: a newer client may send fields an older
+	// daemon does not know yet.
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxAPIBody))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("bad request body: %w", err)
 	}

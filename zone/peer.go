@@ -306,7 +306,7 @@ func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
 	id := p.id.Load()
 	var errs []error
 	for _, addr := range id.HubAddrs {
-		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, transport.Config{TLS: p.sessionTLS(), Logger: p.log})
+		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: transportIdle})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -356,10 +356,7 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 		return nil, fmt.Errorf("hub answered hello with message %d", c.Type)
 	}
 	ps.welcome = c
-	ps.heartbeat = time.Duration(c.HeartbeatMs) * time.Millisecond
-	if ps.heartbeat < MinHeartbeat {
-		ps.heartbeat = MinHeartbeat
-	}
+	ps.heartbeat = min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, MinHeartbeat), MaxHeartbeat)
 	return ps, nil
 }
 

@@ -136,6 +136,12 @@ const (
 	DefaultHeartbeat = 30 * time.Second
 	// MinHeartbeat keeps a misconfigured hub from flooding its devices.
 	MinHeartbeat = 100 * time.Millisecond
+	// MaxHeartbeat keeps DeadAfter below transportIdle, so the session
+	// layer, which can say why, always notices a dead link first.
+	MaxHeartbeat = 3 * time.Minute
+	// transportIdle is the QUIC/TCP idle timeout of sessions on both
+	// sides: a backstop above DeadAfter(MaxHeartbeat).
+	transportIdle = 10 * time.Minute
 	// helloTimeout bounds how long an authenticated connection may sit
 	// without saying Hello.
 	helloTimeout = 10 * time.Second

@@ -35,6 +35,9 @@ func TestScripts(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			// Keep socket paths short and logs quiet unless a script asks.
 			env.Setenv("HOME", env.WorkDir)
+			// Under -race every child would otherwise sleep 1 s at exit
+			// (the race runtime's atexit_sleep_ms), for ~100 commands.
+			env.Setenv("GORACE", "atexit_sleep_ms=0")
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
