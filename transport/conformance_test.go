@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func TestConformance(t *testing.T) {
 		{"ClientWithoutCertRefused", testClientWithoutCert},
 		{"WrongALPNRefused", testWrongALPN},
 		{"ListenerCloseClosesConns", testListenerClose},
+		{"StatsCountWireBytes", testStats},
 	}
 	for _, kind := range kinds {
 		t.Run(string(kind), func(t *testing.T) {
@@ -499,5 +501,34 @@ func testListenerClose(t *testing.T, kind Kind) {
 	waitClosed(t, p.client.Done(), "client of a closed listener")
 	if _, err := p.l.Accept(testCtx(t)); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// Stats must count what crossed the wire: at least the payload, both ways,
+// and the same bytes on both ends once they have settled.
+func testStats(t *testing.T, kind Kind) {
+	p := newPair(t, kind, nil)
+	base := p.client.Stats()
+	if base.BytesSent == 0 || base.BytesReceived == 0 {
+		t.Fatalf("after the handshake: %+v, want both directions counted", base)
+	}
+	payload := strings.Repeat("x", 64<<10)
+	cs := openWith(t, p.client, payload)
+	ss := acceptStream(t, p.server)
+	if got := readN(t, ss, len(payload)); got != payload {
+		t.Fatal("payload corrupted")
+	}
+	if _, err := ss.Write([]byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, cs, len(payload)); got != payload {
+		t.Fatal("echo corrupted")
+	}
+	after := p.client.Stats()
+	if sent := after.BytesSent - base.BytesSent; sent < uint64(len(payload)) {
+		t.Errorf("client counted %d bytes sent, below the %d-byte payload", sent, len(payload))
+	}
+	if recv := after.BytesReceived - base.BytesReceived; recv < uint64(len(payload)) {
+		t.Errorf("client counted %d bytes received, below the %d-byte payload", recv, len(payload))
 	}
 }

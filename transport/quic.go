@@ -180,6 +180,11 @@ func (q *quicConn) RemoteAddr() net.Addr                 { return q.c.RemoteAddr
 func (q *quicConn) Kind() Kind                           { return KindQUIC }
 func (q *quicConn) Done() <-chan struct{}                { return q.c.Context().Done() }
 
+func (q *quicConn) Stats() Stats {
+	st := q.c.ConnectionStats()
+	return Stats{BytesSent: st.BytesSent, BytesReceived: st.BytesReceived}
+}
+
 func (q *quicConn) CloseWithError(code uint64, msg string) error {
 	if len(msg) > maxCloseReasonLen {
 		msg = strings.ToValidUTF8(msg[:maxCloseReasonLen], "")

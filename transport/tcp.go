@@ -160,7 +160,8 @@ func (l *tcpListener) handshake(raw net.Conn) {
 
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
 	defer cancel()
-	tc := tls.Server(raw, l.tls)
+	counted := &countConn{Conn: raw}
+	tc := tls.Server(counted, l.tls)
 	err := tc.HandshakeContext(ctx)
 	if err == nil {
 		err = checkALPN(tc.ConnectionState())
@@ -170,7 +171,7 @@ func (l *tcpListener) handshake(raw net.Conn) {
 		raw.Close()
 		return
 	}
-	c, err := newTCPConn(tc, l.cfg, false)
+	c, err := newTCPConn(tc, counted, l.cfg, false)
 	if err != nil {
 		l.cfg.debug("transport: yamux setup failed", "remote", raw.RemoteAddr(), "err", err)
 		raw.Close()
@@ -213,7 +214,8 @@ func dialTCP(ctx context.Context, addr string, cfg Config) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tcp %s: %w", addr, err)
 	}
-	tc := tls.Client(raw, cfg.clientTLS(addr))
+	counted := &countConn{Conn: raw}
+	tc := tls.Client(counted, cfg.clientTLS(addr))
 	err = tc.HandshakeContext(ctx)
 	if err == nil {
 		err = checkALPN(tc.ConnectionState())
@@ -222,7 +224,7 @@ func dialTCP(ctx context.Context, addr string, cfg Config) (Conn, error) {
 		raw.Close()
 		return nil, fmt.Errorf("tcp %s: %w", addr, err)
 	}
-	c, err := newTCPConn(tc, cfg, true)
+	c, err := newTCPConn(tc, counted, cfg, true)
 	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("tcp %s: %w", addr, err)
@@ -275,16 +277,17 @@ func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...
 // so the other end's writes to them stall rather than fail, much as QUIC's
 // stream limit makes the opener wait.
 type tcpConn struct {
-	sess  *yamux.Session
-	wire  *idleConn
-	state tls.ConnectionState
-	slots chan struct{}
+	sess    *yamux.Session
+	wire    *idleConn
+	counted *countConn
+	state   tls.ConnectionState
+	slots   chan struct{}
 
 	mu  sync.Mutex
 	err error // set once the session has ended
 }
 
-func newTCPConn(tc *tls.Conn, cfg Config, client bool) (*tcpConn, error) {
+func newTCPConn(tc *tls.Conn, counted *countConn, cfg Config, client bool) (*tcpConn, error) {
 	w := &idleConn{Conn: tc, idle: cfg.IdleTimeout}
 	var sess *yamux.Session
 	var err error
@@ -297,10 +300,11 @@ func newTCPConn(tc *tls.Conn, cfg Config, client bool) (*tcpConn, error) {
 		return nil, err
 	}
 	return &tcpConn{
-		sess:  sess,
-		wire:  w,
-		state: tc.ConnectionState(),
-		slots: make(chan struct{}, cfg.MaxIncomingStreams),
+		sess:    sess,
+		wire:    w,
+		counted: counted,
+		state:   tc.ConnectionState(),
+		slots:   make(chan struct{}, cfg.MaxIncomingStreams),
 	}, nil
 }
 
@@ -388,6 +392,28 @@ func (c *tcpConn) LocalAddr() net.Addr                  { return c.wire.LocalAdd
 func (c *tcpConn) RemoteAddr() net.Addr                 { return c.wire.RemoteAddr() }
 func (c *tcpConn) Kind() Kind                           { return KindTCP }
 func (c *tcpConn) Done() <-chan struct{}                { return c.sess.CloseChan() }
+
+func (c *tcpConn) Stats() Stats {
+	return Stats{BytesSent: c.counted.sent.Load(), BytesReceived: c.counted.recv.Load()}
+}
+
+// countConn counts the bytes of a TCP connection below TLS.
+type countConn struct {
+	net.Conn
+	sent, recv atomic.Uint64
+}
+
+func (c *countConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.recv.Add(uint64(n))
+	return n, err
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.sent.Add(uint64(n))
+	return n, err
+}
 
 // CloseWithError closes the session. TCP has no way to carry code and msg,
 // so they are dropped; the other end's Err is ErrPeerGone.

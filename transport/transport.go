@@ -105,6 +105,17 @@ type Conn interface {
 	// IdleTimeout is ErrIdleTimeout. Stream operations on an ended
 	// connection fail with the same error.
 	Err() error
+	// Stats counts the bytes this connection has put on and taken off the
+	// wire so far, handshake included.
+	Stats() Stats
+}
+
+// Stats counts a connection's traffic above UDP or TCP: QUIC packets (with
+// their headers and retransmissions), or TLS records on TCP. IP, UDP and
+// TCP headers are not included.
+type Stats struct {
+	BytesSent     uint64
+	BytesReceived uint64
 }
 
 // RemoteCloseError is the reason the other end gave when it closed a QUIC

@@ -941,6 +941,7 @@ func (h *Hub) devicesView(ver uint64) DevicesView {
 
 // HubStatus is the answer of GET /v1/status.
 type HubStatus struct {
+	Version     uint64       `json:"version"`
 	Zone        string       `json:"zone"`
 	ZoneID      certs.ZoneID `json:"zone_id"`
 	PublicAddrs []string     `json:"public_addrs"`
@@ -954,10 +955,10 @@ type HubStatus struct {
 	PID         int          `json:"pid"`
 }
 
-func (h *Hub) status() HubStatus {
+func (h *Hub) status(ver uint64) HubStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := HubStatus{Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
+	st := HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
 		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))

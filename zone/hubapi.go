@@ -57,7 +57,7 @@ type RevokeResponse struct {
 func (h *Hub) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, h.status())
+		writeJSON(w, http.StatusOK, h.status(longPoll(r, &h.changes)))
 	})
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.devicesView(longPoll(r, &h.changes)))
@@ -117,6 +117,11 @@ func (h *Hub) apiHandler() http.Handler {
 		}
 		h.log.Info("invite cancelled", "invite", id)
 		writeJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
+	})
+	registerDebug(mux, func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.sessions)
 	})
 	mux.HandleFunc("/", notFound)
 	return mux

@@ -183,11 +183,49 @@ func newPeer(cfg PeerConfig, store *peerStore) (*Peer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newPeerWith(cfg, id, store), nil
+}
+
+// NewPeer returns a peer runtime for id with no store and no local API:
+// renewed certificates live only in memory. It is for tools that run many
+// devices in one process (the benchmark); pzp run uses RunPeer.
+func NewPeer(cfg PeerConfig, id *Identity) (*Peer, error) {
+	cfg.setDefaults()
+	if cfg.DataDir == "" {
+		cfg.DataDir = "-" // unused without a store
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return newPeerWith(cfg, id, nil), nil
+}
+
+// Run keeps the session until ctx ends (nil) or the hub ends it for good.
+func (p *Peer) Run(ctx context.Context) error {
+	_, err := p.loop(ctx)
+	return err
+}
+
+// Status reports the peer's state, as GET /v1/status would.
+func (p *Peer) Status() PeerStatus { return p.status(0) }
+
+// NewIdentity builds a device identity from a pairing result.
+func NewIdentity(res *pairing.Result) (*Identity, error) {
+	key, err := marshalKey(res.Key)
+	if err != nil {
+		return nil, err
+	}
+	id := &Identity{Zone: res.Zone, ZoneID: res.ZoneID, Device: res.Device, KeyDER: key, CertDER: res.Cert.Raw,
+		CADER: res.CA.Raw, HubAddrs: res.HubAddrs}
+	return id, id.parse()
+}
+
+func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
 	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall)}
 	p.id.Store(id)
 	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
-	return p, nil
+	return p
 }
 
 func (p *Peer) setStatus(f func(*PeerStatus)) {
@@ -541,9 +579,19 @@ func (p *Peer) renew(ctx context.Context, ps *peerSession) error {
 	if err != nil {
 		return err
 	}
-	nid, err := p.store.SaveCert(key, cert)
-	if err != nil {
-		return fmt.Errorf("save renewed certificate: %w", err)
+	var nid *Identity
+	if p.store != nil {
+		if nid, err = p.store.SaveCert(key, cert); err != nil {
+			return fmt.Errorf("save renewed certificate: %w", err)
+		}
+	} else {
+		kder, err := marshalKey(key)
+		if err != nil {
+			return err
+		}
+		c := *id
+		c.KeyDER, c.CertDER, c.Key, c.Cert = kder, cert.Raw, key, cert
+		nid = &c
 	}
 	p.id.Store(nid)
 	p.changes.bump()
@@ -689,4 +737,31 @@ func ReadPeerStatus(ctx context.Context, dir string) (*PeerStatus, error) {
 	}
 	return &PeerStatus{State: "stopped", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device, Hub: id.HubAddrs[0],
 		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: renewAt(id.Cert), Software: SoftwareVersion}, nil
+}
+
+// Session is one admitted session opened by DialSession: no heartbeats, no
+// renewal, no reconnect. It is for tools that measure session setup.
+type Session struct {
+	ps *peerSession
+}
+
+// DialSession opens a session for id and returns once the hub has
+// admitted it (registered it and sent Welcome).
+func DialSession(ctx context.Context, id *Identity, mode transport.Mode) (*Session, error) {
+	cfg := PeerConfig{DataDir: "-", Mode: mode}
+	cfg.setDefaults()
+	ps, err := newPeerWith(cfg, id, nil).connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{ps: ps}, nil
+}
+
+// Conn is the session's connection.
+func (s *Session) Conn() transport.Conn { return s.ps.conn }
+
+// Close says goodbye and closes at once.
+func (s *Session) Close() error {
+	s.ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown})
+	return s.ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
 }
