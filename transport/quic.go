@@ -77,19 +77,60 @@ func ListenQUIC(addr string, cfg Config) (Listener, error) {
 type quicListener struct {
 	cfg   Config
 	udp   *net.UDPConn
+	tr    *quic.Transport
 	ln    *quic.Listener
 	conns connSet
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// quic-go queues only 32 finished handshakes for Accept and refuses
+	// any beyond that, so under a reconnect storm connections that had
+	// completed their handshake were turned away (and their devices backed
+	// off). A pump moves them into a queue of our own as they finish.
+	pumpOnce sync.Once
+	ready    chan quicAccepted
+	done     chan struct{} // closed by Close
+}
+
+// acceptQueue is how many finished QUIC handshakes wait for Accept: a
+// second's worth of handshakes at the rates measured on 2 cores.
+const acceptQueue = 2048
+
+type quicAccepted struct {
+	c   *quic.Conn
+	err error
+}
+
+// pump drains quic-go's accept queue until the listener closes.
+func (l *quicListener) pump() {
+	for {
+		qc, err := l.ln.Accept(context.Background())
+		select {
+		case l.ready <- quicAccepted{qc, err}:
+		case <-l.done:
+			if qc != nil {
+				qc.CloseWithError(closeCodeListener, "listener closed")
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newQUICListener(udp *net.UDPConn, cfg Config) (*quicListener, error) {
-	ln, err := quic.Listen(udp, cfg.serverTLS(), quicConfig(cfg))
+	tr := &quic.Transport{Conn: udp}
+	if cfg.StatelessResetKey != nil {
+		k := quic.StatelessResetKey(*cfg.StatelessResetKey)
+		tr.StatelessResetKey = &k
+	}
+	ln, err := tr.Listen(cfg.serverTLS(), quicConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
-	return &quicListener{cfg: cfg, udp: udp, ln: ln}, nil
+	return &quicListener{cfg: cfg, udp: udp, tr: tr, ln: ln, ready: make(chan quicAccepted, acceptQueue), done: make(chan struct{})}, nil
 }
 
 // Accept returns the next connection whose handshake completed. quic-go
@@ -97,8 +138,19 @@ func newQUICListener(udp *net.UDPConn, cfg Config) (*quicListener, error) {
 // or garbage client never blocks it; it does not report failed handshakes,
 // so only the checks made here are logged.
 func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
+	l.pumpOnce.Do(func() { go l.pump() })
 	for {
-		qc, err := l.ln.Accept(ctx)
+		var qc *quic.Conn
+		var err error
+		select {
+		case r := <-l.ready:
+			qc, err = r.c, r.err
+			if err != nil {
+				l.ready <- r // every later Accept sees the same end
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		if err != nil {
 			if errors.Is(err, quic.ErrServerClosed) {
 				return nil, ErrClosed
@@ -125,9 +177,22 @@ func (l *quicListener) Addr() net.Addr { return l.udp.LocalAddr() }
 // (they share its UDP socket) and releases the socket.
 func (l *quicListener) Close() error {
 	l.closeOnce.Do(func() {
+		close(l.done)
 		l.conns.closeAll()
 		err := l.ln.Close()
-		l.closeErr = errors.Join(err, l.udp.Close())
+		// Finished handshakes nobody accepted go with the listener.
+		for {
+			select {
+			case r := <-l.ready:
+				if r.c != nil {
+					r.c.CloseWithError(closeCodeListener, "listener closed")
+				}
+				continue
+			default:
+			}
+			break
+		}
+		l.closeErr = errors.Join(err, l.tr.Close(), l.udp.Close())
 	})
 	return l.closeErr
 }

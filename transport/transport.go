@@ -168,6 +168,12 @@ type Config struct {
 	// Logger receives debug-level notes about failed handshakes. Nil
 	// discards them.
 	Logger Logger
+	// StatelessResetKey, on a listener, lets a restarted server that uses
+	// the same key answer packets of connections it no longer knows with a
+	// QUIC stateless reset (RFC 9000 §10.3), so clients learn at once that
+	// their connection died instead of waiting for a timeout. Derive it
+	// from a long-lived secret; nil disables resets.
+	StatelessResetKey *[32]byte
 }
 
 // Logger is the part of *slog.Logger the transport uses.

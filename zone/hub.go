@@ -3,7 +3,9 @@ package zone
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -131,6 +133,9 @@ type Hub struct {
 	devices  map[string]*DeviceRecord
 	revoked  map[string]bool // serials
 	closing  bool
+	// lastSeen holds where devices were last connected from until the
+	// next flush: it is not worth an fsync per session end.
+	lastSeen map[string]seenRecord
 
 	conns sync.WaitGroup // connection handlers
 }
@@ -181,6 +186,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
 	g.Go(func() error { return serveAPI(gctx, api, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
+	g.Go(func() error { return h.seenLoop(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Sessions first, so devices hear "shutdown" before the listener
@@ -199,7 +205,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
-		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}}
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err
@@ -279,6 +285,17 @@ func renewAt(c *x509.Certificate) time.Time {
 	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
 }
 
+// resetKey derives the QUIC stateless reset key from the CA key, so it is
+// the same after a restart (that is the point) and secret like the CA key
+// (forging resets would let an attacker cut sessions).
+func (h *Hub) resetKey() *[32]byte {
+	m := hmac.New(sha256.New, h.ca.Key.Seed())
+	m.Write([]byte("pzone quic stateless reset v1"))
+	var k [32]byte
+	copy(k[:], m.Sum(nil))
+	return &k
+}
+
 // transportConfig routes by ALPN: sessions need a zone certificate,
 // pairing needs none (the device pins the hub instead).
 func (h *Hub) transportConfig() transport.Config {
@@ -313,7 +330,7 @@ func (h *Hub) transportConfig() transport.Config {
 			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
 		},
 	}
-	return transport.Config{TLS: base, Logger: h.log, IdleTimeout: transportIdle}
+	return transport.Config{TLS: base, Logger: h.log, IdleTimeout: transportIdle, StatelessResetKey: h.resetKey()}
 }
 
 func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
@@ -381,6 +398,7 @@ func (h *Hub) shutdown() {
 	}
 	wg.Wait()
 	h.conns.Wait()
+	h.flushSeen()
 }
 
 // ---- pairing ----
@@ -608,9 +626,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	s.end(reason, msg, !byDevice)
 	if h.unregister(s) {
 		h.log.Info("session offline", "device", s.device, "reason", s.reason, "session", s.id)
-		if err := h.store.Seen(s.device, h.cfg.Now(), conn.RemoteAddr().String(), string(conn.Kind())); err != nil {
-			h.log.Warn("record last seen", "device", s.device, "err", err)
-		}
+		h.seen(s.device, conn.RemoteAddr().String(), string(conn.Kind()))
 	}
 }
 
@@ -671,7 +687,7 @@ func (h *Hub) retireOlder(device, serial string) {
 		return
 	}
 	h.mu.Lock()
-	h.devices[device] = nrec
+	h.putDevice(nrec)
 	h.mu.Unlock()
 }
 
@@ -828,7 +844,7 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 		return nil, err
 	}
 	h.mu.Lock()
-	h.devices[device] = nrec
+	h.putDevice(nrec)
 	h.mu.Unlock()
 	h.changes.bump()
 	return cert, nil
@@ -852,6 +868,70 @@ func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.Fra
 	}
 }
 
+// putDevice caches a record read back from the store, keeping the
+// last-seen fields that are newer in memory than on disk (h.mu held).
+func (h *Hub) putDevice(rec *DeviceRecord) {
+	if old := h.devices[rec.Name]; old != nil && old.LastSeen.After(rec.LastSeen) {
+		rec.LastSeen, rec.LastAddr, rec.LastVia = old.LastSeen, old.LastAddr, old.LastVia
+	}
+	h.devices[rec.Name] = rec
+}
+
+type seenRecord struct {
+	at        time.Time
+	addr, via string
+}
+
+// seenFlush is how often last-seen records reach the store; at most this
+// much of "last seen" is lost if the hub crashes.
+const seenFlush = time.Minute
+
+// seen notes where a device was connected from when its session ended.
+func (h *Hub) seen(device, addr, via string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastSeen[device] = seenRecord{at: h.cfg.Now(), addr: addr, via: via}
+	if d := h.devices[device]; d != nil {
+		c := *d
+		c.LastSeen, c.LastAddr, c.LastVia = h.cfg.Now().UTC(), addr, via
+		h.devices[device] = &c
+	}
+}
+
+// flushSeen writes pending last-seen records in one transaction.
+func (h *Hub) flushSeen() {
+	h.mu.Lock()
+	pending := h.lastSeen
+	h.lastSeen = map[string]seenRecord{}
+	h.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	err := h.store.SeenMany(func(yield func(string, time.Time, string, string) bool) {
+		for d, r := range pending {
+			if !yield(d, r.at, r.addr, r.via) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		h.log.Warn("record last seen", "devices", len(pending), "err", err)
+	}
+}
+
+func (h *Hub) seenLoop(ctx context.Context) error {
+	t := time.NewTicker(seenFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			h.flushSeen()
+		}
+	}
+}
+
 // revoke revokes a device, persists it, and cuts its live session.
 func (h *Hub) revoke(device, why string, reason CloseReason) (*DeviceRecord, error) {
 	rec, s, err := h.revokeRecord(device, why)
@@ -872,7 +952,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 		return nil, nil, err
 	}
 	h.mu.Lock()
-	h.devices[device] = rec
+	h.putDevice(rec)
 	for _, serial := range rec.Serials {
 		h.revoked[serial] = true
 	}

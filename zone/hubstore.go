@@ -352,16 +352,22 @@ func (s *hubStore) RetireOlder(name, serial string) (*DeviceRecord, error) {
 	return &d, err
 }
 
-// Seen records where a device was last connected from.
-func (s *hubStore) Seen(name string, at time.Time, addr, via string) error {
+// SeenMany records where devices were last connected from, in one
+// transaction.
+func (s *hubStore) SeenMany(each func(yield func(name string, at time.Time, addr, via string) bool)) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
-		var d DeviceRecord
-		if err := getCBOR(b, []byte(name), &d); err != nil {
-			return nil // unpaired meanwhile: nothing to record
-		}
-		d.LastSeen, d.LastAddr, d.LastVia = at.UTC(), addr, via
-		return putCBOR(b, []byte(name), &d)
+		var err error
+		each(func(name string, at time.Time, addr, via string) bool {
+			var d DeviceRecord
+			if getCBOR(b, []byte(name), &d) != nil {
+				return true // unpaired meanwhile: nothing to record
+			}
+			d.LastSeen, d.LastAddr, d.LastVia = at.UTC(), addr, via
+			err = putCBOR(b, []byte(name), &d)
+			return err == nil
+		})
+		return err
 	})
 }
 

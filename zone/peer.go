@@ -128,6 +128,16 @@ type Peer struct {
 	changes notifier
 
 	unpairReq chan *unpairCall
+	conn      atomic.Pointer[transport.Conn] // the live session's connection
+}
+
+// Traffic is the wire byte count of the current session's connection
+// (zero when there is none).
+func (p *Peer) Traffic() transport.Stats {
+	if c := p.conn.Load(); c != nil {
+		return (*c).Stats()
+	}
+	return transport.Stats{}
 }
 
 type unpairCall struct {
@@ -434,6 +444,8 @@ func (p *Peer) readErr(conn transport.Conn, err error) error {
 // requests, and reading the hub's frames.
 func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, error) {
 	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+	p.conn.Store(&ps.conn)
+	defer p.conn.Store(nil)
 	now := p.cfg.Now()
 	if ps.welcome.RenewOnly {
 		p.log.Info("certificate expired; renewing before going online")
@@ -478,10 +490,14 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	var seq uint64
 	var pingSent time.Time
 	var rtt time.Duration
+	var pad []byte
+	if ps.conn.Kind() == transport.KindQUIC {
+		pad = make([]byte, pingPad)
+	}
 	ping := func() error {
 		seq++
 		pingSent = time.Now()
-		return ps.send(&Control{Type: MsgPing, Seq: seq, RTTus: uint64(rtt / time.Microsecond)})
+		return ps.send(&Control{Type: MsgPing, Seq: seq, RTTus: uint64(rtt / time.Microsecond), Pad: pad})
 	}
 	if err := ping(); err != nil { // measure RTT at once
 		return nil, p.readErr(ps.conn, err)

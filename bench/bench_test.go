@@ -1,0 +1,61 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for the benchmark's child
+// processes (the raw server, the hub).
+func TestMain(m *testing.M) {
+	if handled, code := ChildMain(context.Background(), os.Args[1:]); handled {
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs the whole benchmark at toy sizes: every row must come out
+// with a figure (or a reason it is unavailable). It checks that the
+// benchmark works, not how fast anything is.
+func TestSmoke(t *testing.T) {
+	cfg := ShortConfig()
+	cfg.Self = os.Args[0]
+	cfg.HubCommand = []string{os.Args[0], "hub"}
+	cfg.Work = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rows, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"session setup": 2, "reconnect storm": 2, "idle keepalive traffic": 2, "idle heap per session": 2, "idle RSS per session": 2}
+	for _, r := range rows {
+		if r.Unit == "" {
+			if !strings.HasPrefix(r.Note, "not available") {
+				t.Errorf("row %q has no figure and no reason", r.Name)
+			}
+			continue
+		}
+		want[r.Name]--
+		// RSS moves in pages and may not grow at all for a few sessions.
+		if (r.Value <= 0 && r.Name != "idle RSS per session") || r.Runs < 1 {
+			t.Errorf("row %q over %s: value %v, runs %d", r.Name, r.Transport, r.Value, r.Runs)
+		}
+		if r.Name != "idle keepalive traffic" && r.Name != "idle RSS per session" && (r.Baseline <= 0 || r.Ratio <= 0) {
+			t.Errorf("row %q over %s: no baseline (%v) or ratio (%v)", r.Name, r.Transport, r.Baseline, r.Ratio)
+		}
+	}
+	for name, n := range want {
+		if n != 0 {
+			t.Errorf("row %q: %d missing", name, n)
+		}
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + b.String())
+}

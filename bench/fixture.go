@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone"
+)
+
+// fixture is one zone with many paired devices and an in-process hub.
+type fixture struct {
+	cfg    *Config
+	dir    string
+	addr   string
+	ids    []*zone.Identity
+	client *zone.Client
+
+	hubCancel context.CancelFunc
+	hubDone   chan error
+}
+
+// pairWorkers pair devices in parallel; the hub serialises the store
+// commits, so more would only queue.
+const pairWorkers = 8
+
+func newFixture(ctx context.Context, cfg *Config) (*fixture, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	f := &fixture{cfg: cfg, dir: filepath.Join(cfg.Work, "hub"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	f.client = zone.NewClient(zone.SocketPath(f.dir, zone.HubSocketName))
+	if _, err := zone.InitZone(f.dir, "bench", []string{f.addr}, time.Now()); err != nil {
+		return nil, err
+	}
+	if err := f.startHub(ctx, 0); err != nil {
+		return nil, err
+	}
+	need := max(cfg.StormPeers, cfg.IdlePeers, 4*cfg.Concurrency, trafficPeers)
+	start := time.Now()
+	if err := f.pairMany(ctx, need); err != nil {
+		f.close()
+		return nil, err
+	}
+	cfg.logf("paired %d devices in %v", need, time.Since(start).Round(time.Millisecond))
+	return f, nil
+}
+
+func (f *fixture) close() { f.stopHub() }
+
+// startHub runs the hub in this process (heartbeat 0: the default).
+func (f *fixture) startHub(ctx context.Context, heartbeat time.Duration) error {
+	hctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- zone.RunHub(hctx, zone.HubConfig{DataDir: f.dir, Listen: f.addr, Heartbeat: heartbeat,
+			Ready: func(net.Addr) { close(ready) }})
+	}()
+	select {
+	case <-ready:
+		f.hubCancel, f.hubDone = cancel, done
+		return nil
+	case err := <-done:
+		cancel()
+		return fmt.Errorf("hub did not start: %w", err)
+	}
+}
+
+func (f *fixture) stopHub() {
+	if f.hubCancel == nil {
+		return
+	}
+	f.hubCancel()
+	<-f.hubDone
+	f.hubCancel = nil
+}
+
+// pairMany pairs n devices through the real pairing exchange.
+func (f *fixture) pairMany(ctx context.Context, n int) error {
+	f.ids = make([]*zone.Identity, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, pairWorkers)
+	var tokens []*pairing.Token
+	for i := 0; i < n; i += pairing.MaxInviteUses {
+		var inv zone.InviteView
+		uses := min(pairing.MaxInviteUses, n-i)
+		if err := f.client.Do(ctx, http.MethodPost, "/v1/invites", zone.InviteRequest{Device: fmt.Sprintf("d%d", i/pairing.MaxInviteUses), Uses: uses, TTL: "1h"}, &inv); err != nil {
+			return err
+		}
+		tok, err := pairing.ParseToken(inv.Token)
+		if err != nil {
+			return err
+		}
+		tokens = append(tokens, tok)
+	}
+	for range pairWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				res, err := pairing.Pair(ctx, tokens[i/pairing.MaxInviteUses], transport.ModeTCP)
+				if err == nil {
+					f.ids[i], err = zone.NewIdentity(res)
+				}
+				if err != nil {
+					errc <- fmt.Errorf("pair device %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+// hubStatus reads the hub's status, long-polling past version since when
+// wait is set.
+func (f *fixture) hubStatus(ctx context.Context, since uint64, wait bool) (*zone.HubStatus, error) {
+	path := "/v1/status"
+	if wait {
+		path = fmt.Sprintf("/v1/status?wait=%d&timeout=5s", since)
+	}
+	var st zone.HubStatus
+	return &st, f.client.Do(ctx, http.MethodGet, path, nil, &st)
+}
+
+// waitOnline waits until the hub counts want live sessions (or, with
+// atMost, no more than want), and returns how long that took.
+func (f *fixture) waitOnline(ctx context.Context, want int, atMost bool, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	st, err := f.hubStatus(ctx, 0, false)
+	for {
+		if err != nil {
+			if errors.Is(err, zone.ErrNotRunning) && ctx.Err() == nil {
+				st, err = f.hubStatus(ctx, 0, false) // a hub child still starting
+				continue
+			}
+			if ctx.Err() != nil {
+				return time.Since(start), fmt.Errorf("%d of %d sessions online after %v", st.Online, want, timeout)
+			}
+			return 0, err
+		}
+		if (!atMost && st.Online >= want) || (atMost && st.Online <= want) {
+			return time.Since(start), nil
+		}
+		var next *zone.HubStatus
+		next, err = f.hubStatus(ctx, st.Version, true)
+		if err == nil {
+			st = next
+		}
+	}
+}
+
+// fleet is a set of running peers.
+type fleet struct {
+	peers  []*zone.Peer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startFleet runs a peer runtime for each identity, as pzp run would.
+func startFleet(ctx context.Context, ids []*zone.Identity, kind transport.Kind) (*fleet, error) {
+	fctx, cancel := context.WithCancel(ctx)
+	fl := &fleet{cancel: cancel}
+	for _, id := range ids {
+		p, err := zone.NewPeer(zone.PeerConfig{Mode: transport.Mode(kind)}, id)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		fl.peers = append(fl.peers, p)
+		fl.wg.Add(1)
+		go func() {
+			defer fl.wg.Done()
+			p.Run(fctx)
+		}()
+	}
+	return fl, nil
+}
+
+func (fl *fleet) stop() {
+	fl.cancel()
+	fl.wg.Wait()
+}
+
+// traffic sums the wire bytes of every peer's current session.
+func (fl *fleet) traffic() uint64 {
+	var sum uint64
+	for _, p := range fl.peers {
+		st := p.Traffic()
+		sum += st.BytesSent + st.BytesReceived
+	}
+	return sum
+}
+
+func freePort() (int, error) {
+	for range 50 {
+		tl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := tl.Addr().(*net.TCPAddr).Port
+		ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		tl.Close()
+		if err != nil {
+			continue
+		}
+		ul.Close()
+		return port, nil
+	}
+	return 0, errors.New("no port free for both TCP and UDP")
+}

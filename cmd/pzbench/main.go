@@ -1,0 +1,85 @@
+// Command pzbench measures pzone against raw baselines taken in the same
+// run. See README.md, "Benchmarks".
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/pzone/pzone/bench"
+	"github.com/pzone/pzone/transport"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if handled, code := bench.ChildMain(ctx, os.Args[1:]); handled {
+		os.Exit(code)
+	}
+	cfg := bench.DefaultConfig()
+	short := flag.Bool("short", false, "a quick smoke run with tiny sizes")
+	out := flag.String("json", "", "also write the rows as JSON to this file")
+	transports := flag.String("transports", "quic,tcp", "transports to measure")
+	runs := flag.Int("runs", 0, "runs per cheap row (median reported)")
+	storm := flag.Int("storm-peers", 0, "peers in the reconnect storm (default 2000; 10000 for the full target)")
+	idle := flag.Int("idle-peers", 0, "sessions held for the idle-cost rows (default 10000)")
+	handshakes := flag.Int("handshakes", 0, "handshakes per session-setup run")
+	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the idle-cost rows")
+	flag.Parse()
+	if *short {
+		cfg = bench.ShortConfig()
+	}
+	for _, o := range []struct{ flag, dst *int }{{runs, &cfg.Runs}, {storm, &cfg.StormPeers}, {idle, &cfg.IdlePeers}, {handshakes, &cfg.Handshakes}} {
+		if *o.flag > 0 {
+			*o.dst = *o.flag
+		}
+	}
+	cfg.Transports = nil
+	for _, t := range strings.Split(*transports, ",") {
+		k := transport.Kind(strings.TrimSpace(t))
+		if k != transport.KindQUIC && k != transport.KindTCP {
+			fmt.Fprintf(os.Stderr, "pzbench: unknown transport %q: use quic and/or tcp\n", t)
+			os.Exit(2)
+		}
+		cfg.Transports = append(cfg.Transports, k)
+	}
+	pzhPath, err := filepath.Abs(*pzh)
+	if err == nil {
+		cfg.Self, err = os.Executable()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pzbench:", err)
+		os.Exit(1)
+	}
+	if _, err := os.Stat(pzhPath); err != nil {
+		fmt.Fprintf(os.Stderr, "pzbench: no pzh binary at %s: build it first (make bench does)\n", pzhPath)
+		os.Exit(1)
+	}
+	cfg.HubCommand = []string{pzhPath, "serve"}
+	cfg.Log = os.Stderr
+	rows, err := bench.Run(ctx, cfg)
+	bench.WriteTable(os.Stdout, rows)
+	if *out != "" {
+		f, ferr := os.Create(*out)
+		if ferr == nil {
+			ferr = bench.WriteJSON(f, rows)
+			if cerr := f.Close(); ferr == nil {
+				ferr = cerr
+			}
+		}
+		if ferr != nil {
+			fmt.Fprintln(os.Stderr, "pzbench: write JSON:", ferr)
+			os.Exit(1)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pzbench:", err)
+		os.Exit(1)
+	}
+}
