@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,14 +176,30 @@ type fleet struct {
 	peers  []*zone.Peer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// retries counts failed connection attempts across the fleet.
+	retries *atomic.Int64
 }
+
+// retryCounter is a log handler that counts the peers' "retrying" warnings.
+type retryCounter struct{ n *atomic.Int64 }
+
+func (r retryCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (r retryCounter) Handle(_ context.Context, rec slog.Record) error {
+	if strings.Contains(rec.Message, "retrying") {
+		r.n.Add(1)
+	}
+	return nil
+}
+func (r retryCounter) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r retryCounter) WithGroup(string) slog.Handler      { return r }
 
 // startFleet runs a peer runtime for each identity, as pzp run would.
 func startFleet(ctx context.Context, ids []*zone.Identity, kind transport.Kind) (*fleet, error) {
 	fctx, cancel := context.WithCancel(ctx)
-	fl := &fleet{cancel: cancel}
+	fl := &fleet{cancel: cancel, retries: new(atomic.Int64)}
+	log := slog.New(retryCounter{fl.retries})
 	for _, id := range ids {
-		p, err := zone.NewPeer(zone.PeerConfig{Mode: transport.Mode(kind)}, id)
+		p, err := zone.NewPeer(zone.PeerConfig{Mode: transport.Mode(kind), Logger: log}, id)
 		if err != nil {
 			cancel()
 			return nil, err

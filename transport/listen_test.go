@@ -323,3 +323,30 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 	}
 }
+
+// Closing a listener ends an Accept that has no deadline of its own.
+func TestCloseUnblocksAccept(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			pki := newPKI(t)
+			l := listenKind(t, kind, Config{TLS: pki.serverTLS()})
+			// A connection first, so the QUIC accept pump is running.
+			c, _ := dialAccept(t, l, kind, Config{TLS: pki.clientTLS()})
+			defer c.CloseWithError(0, "")
+			errc := make(chan error, 1)
+			go func() {
+				_, err := l.Accept(context.Background())
+				errc <- err
+			}()
+			l.Close()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, ErrClosed) && !errors.Is(err, net.ErrClosed) {
+					t.Errorf("Accept after Close: %v", err)
+				}
+			case <-testCtx(t).Done():
+				t.Fatal("Accept still blocked after Close")
+			}
+		})
+	}
+}

@@ -150,6 +150,8 @@ func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-l.done:
+			return nil, ErrClosed
 		}
 		if err != nil {
 			if errors.Is(err, quic.ErrServerClosed) {
