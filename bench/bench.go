@@ -104,6 +104,13 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		rows = append(rows, r)
 	}
 	for _, k := range cfg.Transports {
+		r, err := f.setupLatency(ctx, k)
+		if err != nil {
+			return rows, fmt.Errorf("session setup latency over %s: %w", k, err)
+		}
+		rows = append(rows, r)
+	}
+	for _, k := range cfg.Transports {
 		r, err := f.reconnectStorm(ctx, k, raw[k])
 		if err != nil {
 			return rows, fmt.Errorf("reconnect storm over %s: %w", k, err)

@@ -31,7 +31,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{"session setup": 2, "reconnect storm": 2, "idle keepalive traffic": 2, "idle heap per session": 2, "idle RSS per session": 2}
+	want := map[string]int{"session setup": 2, "session setup latency p50": 2, "reconnect storm": 2, "idle keepalive traffic": 2, "idle heap per session": 2, "idle RSS per session": 2}
 	for _, r := range rows {
 		if r.Unit == "" {
 			if !strings.HasPrefix(r.Note, "not available") {

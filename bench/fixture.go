@@ -177,18 +177,62 @@ type fleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// retries counts failed connection attempts across the fleet.
-	retries *atomic.Int64
+	retries retryCounter
 }
 
-// retryCounter is a log handler that counts the peers' "retrying" warnings.
-type retryCounter struct{ n *atomic.Int64 }
+// retryCounter is a log handler that counts the peers' "retrying"
+// warnings and why they happened.
+type retryCounter struct {
+	n    *atomic.Int64
+	mu   *sync.Mutex
+	why  map[string]int
+	skip *atomic.Bool // while set, count nothing (a planned shutdown)
+}
+
+func newRetryCounter() retryCounter {
+	return retryCounter{n: new(atomic.Int64), mu: new(sync.Mutex), why: map[string]int{}, skip: new(atomic.Bool)}
+}
 
 func (r retryCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 func (r retryCounter) Handle(_ context.Context, rec slog.Record) error {
-	if strings.Contains(rec.Message, "retrying") {
-		r.n.Add(1)
+	if !strings.Contains(rec.Message, "retrying") {
+		return nil
 	}
+	var why string
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			why = a.Value.String()
+		}
+		return true
+	})
+	if strings.Contains(why, "shutdown") {
+		return nil // the hub's own goodbye, not a failed attempt
+	}
+	r.n.Add(1)
+	// Addresses and ports differ per peer; keep the part after them.
+	if i := strings.LastIndex(why, ": "); i >= 0 {
+		why = why[i+2:]
+	}
+	r.mu.Lock()
+	r.why[why]++
+	r.mu.Unlock()
 	return nil
+}
+
+// top is the most common reason for a failed attempt.
+func (r retryCounter) top() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	best, n := "", 0
+	for w, c := range r.why {
+		if c > n {
+			best, n = w, c
+		}
+	}
+	if n == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%q ×%d", best, n)
 }
 func (r retryCounter) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r retryCounter) WithGroup(string) slog.Handler      { return r }
@@ -196,8 +240,8 @@ func (r retryCounter) WithGroup(string) slog.Handler      { return r }
 // startFleet runs a peer runtime for each identity, as pzp run would.
 func startFleet(ctx context.Context, ids []*zone.Identity, kind transport.Kind) (*fleet, error) {
 	fctx, cancel := context.WithCancel(ctx)
-	fl := &fleet{cancel: cancel, retries: new(atomic.Int64)}
-	log := slog.New(retryCounter{fl.retries})
+	fl := &fleet{cancel: cancel, retries: newRetryCounter()}
+	log := slog.New(fl.retries)
 	for _, id := range ids {
 		p, err := zone.NewPeer(zone.PeerConfig{Mode: transport.Mode(kind), Logger: log}, id)
 		if err != nil {

@@ -123,6 +123,48 @@ func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, e
 		Note: fmt.Sprintf("%d dialers", cfg.Concurrency)}, nil
 }
 
+// setupLatency: how long one device waits from dialling until the hub has
+// admitted its session, one dialer at a time, against one raw handshake.
+func (f *fixture) setupLatency(ctx context.Context, kind transport.Kind) (Row, error) {
+	pki, err := newRawPKI()
+	if err != nil {
+		return Row{}, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return Row{}, err
+	}
+	rawAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv, err := startRawServer(rawAddr, kind, pki)
+	if err != nil {
+		return Row{}, err
+	}
+	defer srv.close()
+	ccfg := pki.clientConfig()
+	mode := transport.Mode(kind)
+	n := max(f.cfg.Handshakes/5, 10)
+	var raws, zs []float64
+	for i := range n {
+		start := time.Now()
+		c, err := transport.Dial(ctx, rawAddr, mode, ccfg)
+		if err != nil {
+			return Row{}, err
+		}
+		raws = append(raws, float64(time.Since(start))/float64(time.Millisecond))
+		c.CloseWithError(0, "")
+		start = time.Now()
+		s, err := zone.DialSession(ctx, f.ids[i%len(f.ids)], mode)
+		if err != nil {
+			return Row{}, err
+		}
+		zs = append(zs, float64(time.Since(start))/float64(time.Millisecond))
+		s.Close()
+	}
+	v, b := median(zs), median(raws)
+	return Row{Name: "session setup latency p50", Transport: string(kind), Value: v, Unit: "ms", Baseline: b, Ratio: ratio(v, b),
+		Target: "report", Met: true, Runs: n, Note: "one dialer; handshake + hello + admission + welcome vs a raw handshake"}, nil
+}
+
 // reconnectStorm: N peers online, the hub restarts, seconds until every one
 // is back, against N ÷ the raw handshake rate.
 func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRate float64) (Row, error) {
@@ -136,14 +178,12 @@ func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRa
 		return Row{}, fmt.Errorf("bringing peers online: %w", err)
 	}
 	f.stopHub()
-	retriesBefore := fl.retries.Load()
+	retriesBefore := fl.retries.n.Load()
 	if err := f.startHub(ctx, 0); err != nil {
 		return Row{}, err
 	}
 	took, werr := f.waitOnline(ctx, n, false, 5*time.Minute)
-	// Every peer logs one "retrying" for the shutdown itself; the rest are
-	// attempts that failed during the storm.
-	failed := fl.retries.Load() - retriesBefore
+	failed := fl.retries.n.Load() - retriesBefore
 	fl.stop()
 	if _, err := f.waitOnline(ctx, 0, true, time.Minute); err != nil {
 		return Row{}, err
@@ -151,7 +191,7 @@ func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRa
 	base := float64(n) / rawRate
 	row := Row{Name: "reconnect storm", Transport: string(kind), Value: took.Seconds(), Unit: "s", Baseline: base,
 		Ratio: ratio(took.Seconds(), base), Target: fmt.Sprintf("≤ %.1f×, all back", targetStormRatio), Runs: 1,
-		Note: fmt.Sprintf("%d peers; %d reconnect attempts failed; backoff %v..%v", n, failed, zone.DefaultBackoffMin, zone.DefaultBackoffMax)}
+		Note: fmt.Sprintf("%d peers; %d attempts failed, most: %s", n, failed, fl.retries.top())}
 	row.Met = werr == nil && row.Ratio <= targetStormRatio
 	if werr != nil {
 		row.Note += "; NOT ALL BACK: " + werr.Error()
@@ -283,31 +323,36 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 	if err != nil {
 		return nil, err
 	}
-	// The server records a connection just after the dialer returns.
-	var raw1 *zone.MemStats
-	for deadline := time.Now().Add(time.Minute); ; {
+	// The server records a connection just after the dialer returns. Over
+	// QUIC a handful of a 10,000-connection burst can stay finished on the
+	// client but never on the server; the figure is then per connection
+	// actually held, as long as that is nearly all of them.
+	held := 0
+	for deadline := time.Now().Add(10 * time.Second); ; {
 		var m zone.MemStats
 		if err := rc.Do(ctx, http.MethodGet, "/v1/debug/memstats", nil, &m); err != nil {
 			return nil, err
 		}
-		if m.Sessions == n {
+		held = m.Sessions
+		if held == n || time.Now().After(deadline) {
 			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("raw server holds %d connections, want %d", m.Sessions, n)
 		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
-	if raw1, err = memstats(ctx, rc); err != nil {
+	if held < n*99/100 {
+		return nil, fmt.Errorf("raw server holds %d connections, want %d", held, n)
+	}
+	raw1, err := memstats(ctx, rc)
+	if err != nil {
 		return nil, err
 	}
-	per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(n) / 1024 }
-	heap, rheap := per(pz0.HeapAlloc, pz1.HeapAlloc), per(raw0.HeapAlloc, raw1.HeapAlloc)
-	rss, rrss := per(pz0.RSS, pz1.RSS), per(raw0.RSS, raw1.RSS)
+	per := func(a, b uint64, k int) float64 { return (float64(b) - float64(a)) / float64(k) / 1024 }
+	heap, rheap := per(pz0.HeapAlloc, pz1.HeapAlloc, pz1.Sessions), per(raw0.HeapAlloc, raw1.HeapAlloc, raw1.Sessions)
+	rss, rrss := per(pz0.RSS, pz1.RSS, pz1.Sessions), per(raw0.RSS, raw1.RSS, raw1.Sessions)
 	f.cfg.logf("idle memory %s: pzone %.1f KiB heap/session (%d goroutines), raw %.1f KiB (%d goroutines)", kind, heap, pz1.Goroutines, rheap, raw1.Goroutines)
-	note := fmt.Sprintf("%d sessions; hub goroutines %d vs raw %d", n, pz1.Goroutines, raw1.Goroutines)
+	note := fmt.Sprintf("%d sessions vs %d raw connections; goroutines %d vs %d", pz1.Sessions, raw1.Sessions, pz1.Goroutines, raw1.Goroutines)
 	return []Row{
 		{Name: "idle heap per session", Transport: string(kind), Value: heap, Unit: "KiB", Baseline: rheap, Ratio: ratio(heap, rheap),
 			Target: fmt.Sprintf("≤ %.1f×", targetIdleRatio), Met: ratio(heap, rheap) <= targetIdleRatio, Runs: 1, Note: note},
