@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -11,9 +13,12 @@ import (
 // TestMain lets the test binary stand in for the benchmark's child
 // processes (the raw server, the hub).
 func TestMain(m *testing.M) {
-	if handled, code := ChildMain(context.Background(), os.Args[1:]); handled {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if handled, code := ChildMain(ctx, os.Args[1:]); handled {
+		stop()
 		os.Exit(code)
 	}
+	stop()
 	os.Exit(m.Run())
 }
 

@@ -152,7 +152,11 @@ func (f *fixture) waitOnline(ctx context.Context, want int, atMost bool, timeout
 	for {
 		if err != nil {
 			if errors.Is(err, zone.ErrNotRunning) && ctx.Err() == nil {
-				st, err = f.hubStatus(ctx, 0, false) // a hub child still starting
+				// A hub process still starting: its socket is not there yet.
+				if err := sleep(ctx, 10*time.Millisecond); err != nil {
+					return time.Since(start), err
+				}
+				st, err = f.hubStatus(ctx, 0, false)
 				continue
 			}
 			if ctx.Err() != nil {
@@ -239,8 +243,12 @@ func (r retryCounter) WithGroup(string) slog.Handler      { return r }
 
 // startFleet runs a peer runtime for each identity, as pzp run would.
 func startFleet(ctx context.Context, ids []*zone.Identity, kind transport.Kind) (*fleet, error) {
+	return startFleetCounting(ctx, ids, kind, newRetryCounter())
+}
+
+func startFleetCounting(ctx context.Context, ids []*zone.Identity, kind transport.Kind, rc retryCounter) (*fleet, error) {
 	fctx, cancel := context.WithCancel(ctx)
-	fl := &fleet{cancel: cancel, retries: newRetryCounter()}
+	fl := &fleet{cancel: cancel, retries: rc}
 	log := slog.New(fl.retries)
 	for _, id := range ids {
 		p, err := zone.NewPeer(zone.PeerConfig{Mode: transport.Mode(kind), Logger: log}, id)

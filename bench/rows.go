@@ -165,29 +165,37 @@ func (f *fixture) setupLatency(ctx context.Context, kind transport.Kind) (Row, e
 		Target: "report", Met: true, Runs: n, Note: "one dialer; handshake + hello + admission + welcome vs a raw handshake"}, nil
 }
 
-// reconnectStorm: N peers online, the hub restarts, seconds until every one
-// is back, against N ÷ the raw handshake rate.
+// reconnectStorm: N peers online, the hub (its own pzh process, as in
+// production) restarts, seconds from the new process's start until every
+// peer is back, against N ÷ the raw handshake rate.
 func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRate float64) (Row, error) {
 	n := f.cfg.StormPeers
-	fl, err := startFleet(ctx, f.ids[:n], kind)
+	f.stopHub()
+	defer f.startHub(ctx, 0)
+	hub, err := f.startHubProcess(ctx, kind)
 	if err != nil {
 		return Row{}, err
 	}
-	defer fl.stop()
-	if _, err := f.waitOnline(ctx, n, false, 5*time.Minute); err != nil {
+	fl, err := f.fillFleet(ctx, kind, n)
+	if err != nil {
+		stopChild(hub)
 		return Row{}, fmt.Errorf("bringing peers online: %w", err)
 	}
-	f.stopHub()
+	defer fl.stop()
+	stopChild(hub)
 	retriesBefore := fl.retries.n.Load()
-	if err := f.startHub(ctx, 0); err != nil {
+	start := time.Now()
+	hub, err = f.startHubProcess(ctx, kind)
+	if err != nil {
 		return Row{}, err
 	}
-	took, werr := f.waitOnline(ctx, n, false, 5*time.Minute)
+	defer stopChild(hub)
+	_, werr := f.waitOnline(ctx, n, false, 5*time.Minute)
+	took := time.Since(start)
 	failed := fl.retries.n.Load() - retriesBefore
+	f.cfg.logf("reconnect storm %s: %d failed attempts, most: %s", kind, failed, fl.retries.top())
 	fl.stop()
-	if _, err := f.waitOnline(ctx, 0, true, time.Minute); err != nil {
-		return Row{}, err
-	}
+	stopChild(hub)
 	base := float64(n) / rawRate
 	row := Row{Name: "reconnect storm", Transport: string(kind), Value: took.Seconds(), Unit: "s", Baseline: base,
 		Ratio: ratio(took.Seconds(), base), Target: fmt.Sprintf("≤ %.1f×, all back", targetStormRatio), Runs: 1,
@@ -252,20 +260,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 // N sessions, against a raw server process holding N idle connections.
 func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, error) {
 	n := f.cfg.IdlePeers
-	only := "--no-tcp"
-	if kind == transport.KindTCP {
-		only = "--no-quic"
-	}
-	args := append(append([]string(nil), f.cfg.HubCommand[1:]...), "--data", f.dir, "--listen", f.addr, "--log-level", "error", only)
-	hub := exec.CommandContext(ctx, f.cfg.HubCommand[0], args...)
-	hub.Stderr = os.Stderr
-	if err := hub.Start(); err != nil {
-		return nil, fmt.Errorf("start %v: %w", f.cfg.HubCommand, err)
-	}
-	defer stopChild(hub)
-	if _, err := f.waitOnline(ctx, 0, true, 30*time.Second); err != nil {
+	hub, err := f.startHubProcess(ctx, kind)
+	if err != nil {
 		return nil, err
 	}
+	defer stopChild(hub)
 	pz0, err := memstats(ctx, f.client)
 	if err != nil {
 		return nil, err
@@ -361,12 +360,33 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 	}, nil
 }
 
+// startHubProcess runs the hub as its own process serving one transport
+// and returns once it answers on its socket.
+func (f *fixture) startHubProcess(ctx context.Context, kind transport.Kind) (*exec.Cmd, error) {
+	only := "--no-tcp"
+	if kind == transport.KindTCP {
+		only = "--no-quic"
+	}
+	args := append(append([]string(nil), f.cfg.HubCommand[1:]...), "--data", f.dir, "--listen", f.addr, "--log-level", "error", only)
+	hub := exec.CommandContext(ctx, f.cfg.HubCommand[0], args...)
+	hub.Stderr = os.Stderr
+	if err := hub.Start(); err != nil {
+		return nil, fmt.Errorf("start %v: %w", f.cfg.HubCommand, err)
+	}
+	// Ready once it answers; devices may already be coming back.
+	if _, err := f.waitOnline(ctx, 0, false, 30*time.Second); err != nil {
+		stopChild(hub)
+		return nil, err
+	}
+	return hub, nil
+}
+
 // fillFleet starts n peers in batches and waits until all are online.
 func (f *fixture) fillFleet(ctx context.Context, kind transport.Kind, n int) (*fleet, error) {
 	fctx, cancel := context.WithCancel(ctx)
-	all := &fleet{cancel: cancel}
+	all := &fleet{cancel: cancel, retries: newRetryCounter()}
 	for i := 0; i < n; i += dialersInFlight {
-		part, err := startFleet(fctx, f.ids[i:min(i+dialersInFlight, n)], kind)
+		part, err := startFleetCounting(fctx, f.ids[i:min(i+dialersInFlight, n)], kind, all.retries)
 		if err != nil {
 			all.stop()
 			return nil, err

@@ -388,12 +388,15 @@ func (h *Hub) shutdown() {
 		live = append(live, s)
 	}
 	h.mu.Unlock()
+	// Devices spread their reconnects over a window sized to how fast this
+	// hub can take them back, instead of all arriving at once.
+	window := uint64(retryWindow(len(live)) / time.Millisecond)
 	var wg sync.WaitGroup
 	for _, s := range live {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.close(ReasonShutdown, "hub is shutting down")
+			s.closeWith(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: window})
 		}()
 	}
 	wg.Wait()
@@ -531,13 +534,24 @@ func (s *hubSession) send(c *Control) error {
 // to read that, then closes the connection with the reason as error code.
 func (s *hubSession) close(reason CloseReason, msg string) { s.end(reason, msg, true) }
 
+// closeWith is close with a Close frame of the caller's making.
+func (s *hubSession) closeWith(c *Control) { s.finish(c.Reason, c) }
+
 // end closes the session once; tell=false skips the Close frame and the
 // linger, for a session the device itself ended.
 func (s *hubSession) end(reason CloseReason, msg string, tell bool) {
+	var c *Control
+	if tell {
+		c = &Control{Type: MsgClose, Reason: reason, Message: msg}
+	}
+	s.finish(reason, c)
+}
+
+func (s *hubSession) finish(reason CloseReason, c *Control) {
 	s.closeOnce.Do(func() {
 		s.reason = reason
-		if tell {
-			s.send(&Control{Type: MsgClose, Reason: reason, Message: msg})
+		if c != nil {
+			s.send(c)
 			select {
 			case <-s.conn.Done():
 			case <-s.gone:

@@ -284,6 +284,13 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			continue
 		}
 		wait := bo.next()
+		var rw *retryWithin
+		if errors.As(err, &rw) {
+			// The hub said how to spread out; the backoff starts afresh
+			// in case it is not back by then.
+			wait = rand.N(rw.Window + 1)
+			bo.reset()
+		}
 		p.log.Warn("not connected to hub; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		p.setStatus(func(s *PeerStatus) {
 			s.State, s.LastError, s.Transport, s.Session, s.Since, s.RTTMs = "connecting", err.Error(), "", "", nil, nil
@@ -408,6 +415,17 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 	return ps, nil
 }
 
+// retryWithin is a hub shutdown that asked devices to reconnect at a
+// random moment within Window.
+type retryWithin struct {
+	Window time.Duration
+	Msg    string
+}
+
+func (e *retryWithin) Error() string {
+	return fmt.Sprintf("hub closed the session: shutdown: %s (reconnecting within %v)", e.Msg, e.Window)
+}
+
 // closeErr turns a hub's Close frame into the error the loop acts on.
 func closeErr(c *Control) error {
 	if c.Reason.final() {
@@ -415,6 +433,10 @@ func closeErr(c *Control) error {
 	}
 	if c.Reason == ReasonRenewed {
 		return errReconnect
+	}
+	if c.Reason == ReasonShutdown && c.RetryWindowMs > 0 {
+		w := min(time.Duration(c.RetryWindowMs)*time.Millisecond, maxRetryWindow)
+		return &retryWithin{Window: w, Msg: c.Message}
 	}
 	if c.Message != "" {
 		return fmt.Errorf("hub closed the session: %s: %s", c.Reason, c.Message)

@@ -396,3 +396,26 @@ func TestInitZoneRefusesExisting(t *testing.T) {
 		t.Error("empty zone id parsed")
 	}
 }
+
+func TestRetryWindowAfterShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		sessions int
+		want     time.Duration
+	}{
+		{0, minRetryWindow}, {1, minRetryWindow}, {2000, 2 * time.Second}, {10000, 10 * time.Second}, {1 << 30, maxRetryWindow},
+	} {
+		if got := retryWindow(tc.sessions); got != tc.want {
+			t.Errorf("retryWindow(%d) = %v, want %v", tc.sessions, got, tc.want)
+		}
+	}
+	var rw *retryWithin
+	if err := closeErr(&Control{Type: MsgClose, Reason: ReasonShutdown, RetryWindowMs: 2500}); !errors.As(err, &rw) || rw.Window != 2500*time.Millisecond {
+		t.Errorf("shutdown with a window: %v", err)
+	}
+	if err := closeErr(&Control{Type: MsgClose, Reason: ReasonShutdown, RetryWindowMs: 1 << 40}); !errors.As(err, &rw) || rw.Window != maxRetryWindow {
+		t.Errorf("a hub cannot ask for more than %v: %v", maxRetryWindow, err)
+	}
+	if err := closeErr(&Control{Type: MsgClose, Reason: ReasonShutdown}); errors.As(err, &rw) {
+		t.Errorf("shutdown without a window is plain backoff: %v", err)
+	}
+}

@@ -63,6 +63,7 @@ func main() {
 	}
 	cfg.HubCommand = []string{pzhPath, "serve"}
 	cfg.Log = os.Stderr
+	raiseFileLimit(2*max(cfg.StormPeers, cfg.IdlePeers) + 4096)
 	rows, err := bench.Run(ctx, cfg)
 	bench.WriteTable(os.Stdout, rows)
 	if *out != "" {
@@ -81,5 +82,19 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pzbench:", err)
 		os.Exit(1)
+	}
+}
+
+// raiseFileLimit lifts the open-file limit to at least want where the
+// system allows it: peers and hub share this process, so each session
+// costs two descriptors over TCP.
+func raiseFileLimit(want int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= uint64(want) {
+		return
+	}
+	next := syscall.Rlimit{Cur: uint64(want), Max: max(lim.Max, uint64(want))}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &next); err != nil {
+		fmt.Fprintf(os.Stderr, "# open-file limit is %d and could not be raised to %d (%v): large runs may fail to connect; raise it with ulimit -n\n", lim.Cur, want, err)
 	}
 }
