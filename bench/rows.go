@@ -64,26 +64,35 @@ func measure(ctx context.Context, n, c int, fn func(worker, op int) error) (floa
 	return float64(n) / time.Since(start).Seconds(), ctx.Err()
 }
 
+// startRawLocal starts an in-process raw server on a free loopback port
+// and returns it with its address and a client configuration for it.
+func startRawLocal(kind transport.Kind) (*rawServer, string, transport.Config, error) {
+	pki, err := newRawPKI()
+	if err != nil {
+		return nil, "", transport.Config{}, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, "", transport.Config{}, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv, err := startRawServer(addr, kind, pki)
+	if err != nil {
+		return nil, "", transport.Config{}, err
+	}
+	return srv, addr, pki.clientConfig(), nil
+}
+
 // sessionSetup: sessions per second the hub brings online (handshake,
 // hello, admission, registry, welcome) against raw mutual-TLS handshakes
 // per second, same transport, same concurrency, same certificates.
 func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, error) {
 	cfg := f.cfg
-	pki, err := newRawPKI()
-	if err != nil {
-		return Row{}, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return Row{}, err
-	}
-	rawAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	srv, err := startRawServer(rawAddr, kind, pki)
+	srv, rawAddr, ccfg, err := startRawLocal(kind)
 	if err != nil {
 		return Row{}, err
 	}
 	defer srv.close()
-	ccfg := pki.clientConfig()
 	mode := transport.Mode(kind)
 	// Each worker cycles over its own devices, so a device's previous
 	// session is gone before it dials again (no "replaced" churn).
@@ -126,21 +135,11 @@ func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, e
 // setupLatency: how long one device waits from dialling until the hub has
 // admitted its session, one dialer at a time, against one raw handshake.
 func (f *fixture) setupLatency(ctx context.Context, kind transport.Kind) (Row, error) {
-	pki, err := newRawPKI()
-	if err != nil {
-		return Row{}, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return Row{}, err
-	}
-	rawAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	srv, err := startRawServer(rawAddr, kind, pki)
+	srv, rawAddr, ccfg, err := startRawLocal(kind)
 	if err != nil {
 		return Row{}, err
 	}
 	defer srv.close()
-	ccfg := pki.clientConfig()
 	mode := transport.Mode(kind)
 	n := max(f.cfg.Handshakes/5, 10)
 	var raws, zs []float64

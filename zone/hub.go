@@ -259,16 +259,23 @@ func (h *Hub) renewHubCertIfDue() error {
 }
 
 func (h *Hub) hubCertLoop(ctx context.Context) error {
-	t := time.NewTicker(hubCertCheck)
+	return every(ctx, hubCertCheck, func() {
+		if err := h.renewHubCertIfDue(); err != nil {
+			h.log.Error("hub certificate renewal failed; will retry", "err", err)
+		}
+	})
+}
+
+// every runs fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) error {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := h.renewHubCertIfDue(); err != nil {
-				h.log.Error("hub certificate renewal failed; will retry", "err", err)
-			}
+			fn()
 		}
 	}
 }
@@ -933,18 +940,7 @@ func (h *Hub) flushSeen() {
 	}
 }
 
-func (h *Hub) seenLoop(ctx context.Context) error {
-	t := time.NewTicker(seenFlush)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			h.flushSeen()
-		}
-	}
-}
+func (h *Hub) seenLoop(ctx context.Context) error { return every(ctx, seenFlush, h.flushSeen) }
 
 // revoke revokes a device, persists it, and cuts its live session.
 func (h *Hub) revoke(device, why string, reason CloseReason) (*DeviceRecord, error) {

@@ -23,6 +23,13 @@ import (
 
 // Reconnect backoff, with why.
 const (
+	// sessionHandshakeTimeout bounds a session dial. A QUIC dial to a hub
+	// that is down gets no answer at all (ICMP errors do not reach
+	// unconnected UDP sockets), so it runs to this limit (quic-go gives up
+	// after half of it without a reply): 4 s lets several Initial
+	// retransmissions through on a slow link, while a device that dialled
+	// into a restarting hub's gap tries again 2 s later rather than 5.
+	sessionHandshakeTimeout = 4 * time.Second
 	// DefaultBackoffMin: a hub restart takes about a second; the first
 	// retry should not wait much longer than that.
 	DefaultBackoffMin = 500 * time.Millisecond
@@ -361,7 +368,7 @@ func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
 	id := p.id.Load()
 	var errs []error
 	for _, addr := range id.HubAddrs {
-		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: transportIdle})
+		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: transportIdle, HandshakeTimeout: sessionHandshakeTimeout})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
