@@ -214,13 +214,26 @@ func (r retryCounter) Handle(_ context.Context, rec slog.Record) error {
 	}
 	r.n.Add(1)
 	// Addresses and ports differ per peer; keep the part after them.
-	if i := strings.LastIndex(why, ": "); i >= 0 {
-		why = why[i+2:]
+	if i := strings.Index(why, "127.0.0.1:"); i >= 0 {
+		if j := strings.Index(why[i:], " "); j >= 0 {
+			why = why[:i] + "ADDR" + why[i+j:]
+		}
 	}
 	r.mu.Lock()
 	r.why[why]++
 	r.mu.Unlock()
 	return nil
+}
+
+// all lists every reason with its count.
+func (r retryCounter) all() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := ""
+	for w, c := range r.why {
+		out += fmt.Sprintf("\n#   %5d × %s", c, w)
+	}
+	return out
 }
 
 // top is the most common reason for a failed attempt.

@@ -181,7 +181,9 @@ func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRa
 		return Row{}, fmt.Errorf("bringing peers online: %w", err)
 	}
 	defer fl.stop()
+	stopStart := time.Now()
 	stopChild(hub)
+	f.cfg.logf("reconnect storm %s: the old hub took %v to shut down", kind, time.Since(stopStart).Round(time.Millisecond))
 	retriesBefore := fl.retries.n.Load()
 	start := time.Now()
 	hub, err = f.startHubProcess(ctx, kind)
@@ -192,7 +194,7 @@ func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRa
 	_, werr := f.waitOnline(ctx, n, false, 5*time.Minute)
 	took := time.Since(start)
 	failed := fl.retries.n.Load() - retriesBefore
-	f.cfg.logf("reconnect storm %s: %d failed attempts, most: %s", kind, failed, fl.retries.top())
+	f.cfg.logf("reconnect storm %s: %d failed attempts:%s", kind, failed, fl.retries.all())
 	fl.stop()
 	stopChild(hub)
 	base := float64(n) / rawRate

@@ -89,6 +89,7 @@ type quicListener struct {
 	// completed their handshake were turned away (and their devices backed
 	// off). A pump moves them into a queue of our own as they finish.
 	pumpOnce sync.Once
+	pumping  sync.WaitGroup
 	ready    chan quicAccepted
 	done     chan struct{} // closed by Close
 }
@@ -104,6 +105,7 @@ type quicAccepted struct {
 
 // pump drains quic-go's accept queue until the listener closes.
 func (l *quicListener) pump() {
+	defer l.pumping.Done()
 	for {
 		qc, err := l.ln.Accept(context.Background())
 		select {
@@ -138,7 +140,10 @@ func newQUICListener(udp *net.UDPConn, cfg Config) (*quicListener, error) {
 // or garbage client never blocks it; it does not report failed handshakes,
 // so only the checks made here are logged.
 func (l *quicListener) Accept(ctx context.Context) (Conn, error) {
-	l.pumpOnce.Do(func() { go l.pump() })
+	l.pumpOnce.Do(func() {
+		l.pumping.Add(1)
+		go l.pump()
+	})
 	for {
 		var qc *quic.Conn
 		var err error
@@ -182,7 +187,12 @@ func (l *quicListener) Close() error {
 		close(l.done)
 		l.conns.closeAll()
 		err := l.ln.Close()
-		// Finished handshakes nobody accepted go with the listener.
+		// Once the pump has stopped (quic-go's Accept fails after Close),
+		// nothing can join the queue: the finished handshakes nobody
+		// accepted are closed here, so their clients hear about it instead
+		// of waiting for an answer that will never come.
+		l.pumpOnce.Do(func() {}) // a pump can no longer start
+		l.pumping.Wait()
 		for {
 			select {
 			case r := <-l.ready:

@@ -407,6 +407,10 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 	}
 	var c Control
 	if err := ps.fr.ReadFrame(&c); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fmt.Errorf("the hub took the connection but did not answer hello within %v", helloTimeout)
+		}
 		return nil, p.readErr(conn, err)
 	}
 	ctrl.SetDeadline(time.Time{})
