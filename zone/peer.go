@@ -25,11 +25,12 @@ import (
 const (
 	// sessionHandshakeTimeout bounds a session dial. A QUIC dial to a hub
 	// that is down gets no answer at all (ICMP errors do not reach
-	// unconnected UDP sockets), so it runs to this limit (quic-go gives up
-	// after half of it without a reply): 4 s lets several Initial
-	// retransmissions through on a slow link, while a device that dialled
-	// into a restarting hub's gap tries again 2 s later rather than 5.
-	sessionHandshakeTimeout = 4 * time.Second
+	// unconnected UDP sockets) and runs to this limit, so shorter would
+	// help a device that dialled into a restart's gap. It stays at the
+	// transport default: with 4 s, 10,000 devices reconnecting to an
+	// overloaded hub gave up on handshakes that were merely slow and
+	// retried, doubling the storm (measured by make bench).
+	sessionHandshakeTimeout = transport.DefaultHandshakeTimeout
 	// DefaultBackoffMin: a hub restart takes about a second; the first
 	// retry should not wait much longer than that.
 	DefaultBackoffMin = 500 * time.Millisecond
