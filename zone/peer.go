@@ -406,6 +406,29 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 	if err := ps.send(&Control{Type: MsgHello, Version: SessionVersion, Software: SoftwareVersion}); err != nil {
 		return nil, err
 	}
+	// Over QUIC, keep talking while Welcome is awaited: if the hub that
+	// took the handshake died before answering (a restart), the packets
+	// reach its successor, which answers with a stateless reset, and this
+	// dial fails at once instead of after helloTimeout. The hub answers
+	// Welcome before it reads these pings; their Pongs (Seq 0) are ignored.
+	waiting := make(chan struct{})
+	defer close(waiting)
+	if conn.Kind() == transport.KindQUIC {
+		go func() {
+			t := time.NewTicker(helloNudge)
+			defer t.Stop()
+			for {
+				select {
+				case <-waiting:
+					return
+				case <-t.C:
+					if ps.send(&Control{Type: MsgPing, Pad: make([]byte, pingPad)}) != nil {
+						return
+					}
+				}
+			}
+		}()
+	}
 	var c Control
 	if err := ps.fr.ReadFrame(&c); err != nil {
 		var ne net.Error
@@ -598,6 +621,11 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		}
 	}
 }
+
+// helloNudge is how often a device waiting for Welcome over QUIC sends a
+// ping, so that a hub which died after the handshake is found out by its
+// successor's stateless reset. Welcome normally comes within one RTT.
+const helloNudge = time.Second
 
 // renewRetry is the wait after a failed renewal attempt.
 const renewRetry = time.Minute
