@@ -225,6 +225,13 @@ func (r retryCounter) Handle(_ context.Context, rec slog.Record) error {
 	return nil
 }
 
+// reset forgets the reasons seen so far (the count keeps running).
+func (r retryCounter) reset() {
+	r.mu.Lock()
+	clear(r.why)
+	r.mu.Unlock()
+}
+
 // all lists every reason with its count.
 func (r retryCounter) all() string {
 	r.mu.Lock()

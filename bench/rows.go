@@ -185,6 +185,7 @@ func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRa
 	stopChild(hub)
 	f.cfg.logf("reconnect storm %s: the old hub took %v to shut down", kind, time.Since(stopStart).Round(time.Millisecond))
 	retriesBefore := fl.retries.n.Load()
+	fl.retries.reset()
 	start := time.Now()
 	hub, err = f.startHubProcess(ctx, kind)
 	if err != nil {
