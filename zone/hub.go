@@ -623,7 +623,12 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	s.renewOnly = v.Expired
 	if !s.renewOnly {
 		h.retireOlder(s.device, serialHex(v.Cert))
-		if old := h.register(s); old != nil {
+		old, ok := h.register(s)
+		if !ok {
+			s.closeWith(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: uint64(minRetryWindow / time.Millisecond)})
+			return
+		}
+		if old != nil {
 			h.log.Info("session replaced", "device", s.device, "old_remote", old.conn.RemoteAddr().String(), "new_remote", conn.RemoteAddr().String())
 			go old.close(ReasonReplaced, fmt.Sprintf("another pzp for device %q connected from %s", s.device, conn.RemoteAddr()))
 		}
@@ -713,14 +718,19 @@ func (h *Hub) retireOlder(device, serial string) {
 }
 
 // register makes s the device's live session and returns the one it
-// replaced, if any.
-func (h *Hub) register(s *hubSession) *hubSession {
+// replaced, if any. Once shutdown has begun it registers nothing and
+// reports false: shutdown has already taken its list of sessions to close.
+func (h *Hub) register(s *hubSession) (*hubSession, bool) {
 	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return nil, false
+	}
 	old := h.sessions[s.device]
 	h.sessions[s.device] = s
 	h.mu.Unlock()
 	h.changes.bump()
-	return old
+	return old, true
 }
 
 // unregister removes s if it is still the device's live session.
@@ -791,7 +801,9 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 	st.SetDeadline(time.Now().Add(streamTimeout))
 	fr := transport.NewFrameReader(st, maxRequestFrame)
 	var hdr StreamHeader
-	if err := fr.ReadFrame(&hdr); err != nil || (s.renewOnly && hdr.Kind != StreamRenew) {
+	// A renew-only session (expired but genuine certificate) may renew or
+	// unpair, nothing else.
+	if err := fr.ReadFrame(&hdr); err != nil || (s.renewOnly && hdr.Kind != StreamRenew && hdr.Kind != StreamUnpair) {
 		st.Reset()
 		return
 	}

@@ -58,10 +58,12 @@ func InitZone(dir, name string, publicAddrs []string, now time.Time) (*ZoneInfo,
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
-	}
 	path := filepath.Join(dir, HubDBName)
+	if _, err := os.Stat(path); err != nil {
+		if err := CheckDataDir(dir, HubSocketName); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := os.Stat(path); err == nil {
 		if s, err := openHubStore(dir); err == nil {
 			z, _ := s.Zone()

@@ -36,6 +36,25 @@ const maxAPIBody = 1 << 20
 // ErrNotRunning: no daemon answers on the socket.
 var ErrNotRunning = errors.New("daemon is not running")
 
+// CheckDataDir makes sure dir can hold a daemon: it exists or can be
+// created (0700), is writable, and is short enough for its Unix socket.
+// Commands that change something elsewhere first (pzp pair spends an
+// invite) call it beforehand, so they do not fail after the fact.
+func CheckDataDir(dir, socketName string) error {
+	if sock := SocketPath(dir, socketName); len(sock) >= maxSocketPath {
+		return fmt.Errorf("data directory %s is too long: its socket path would be %d bytes, over the %d-byte limit of Unix sockets; use a shorter --data", dir, len(sock), maxSocketPath)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s cannot be created: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("data directory %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
 // listenUnix binds the local API socket. A live daemon already answering
 // there is an error; a stale socket file left by a crash is replaced.
 func listenUnix(path string) (net.Listener, error) {

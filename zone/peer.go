@@ -286,7 +286,7 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			return nil, nil
 		case errors.As(err, &end):
 			p.log.Error("hub ended the session for good", "reason", end.Reason, "detail", end.Message)
-			p.setStatus(func(s *PeerStatus) { s.State, s.LastError = "stopped", err.Error() })
+			p.setStatus(func(s *PeerStatus) { s.State, s.Running, s.LastError = "stopped", false, err.Error() })
 			return nil, err
 		case errors.Is(err, errReconnect):
 			continue
@@ -752,6 +752,7 @@ func (p *Peer) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+	mux.HandleFunc("/", notFound)
 	return mux
 }
 

@@ -64,18 +64,11 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("%s already holds a pairing; run pzp unpair --data %s first", dir, dir)
 	}
-	created := false
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		created = true
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
 	fail := func(err error) error {
 		os.Remove(path + ".new")
-		if created {
-			os.Remove(dir)
-		}
 		return err
 	}
 	key, err := marshalKey(res.Key)

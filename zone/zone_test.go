@@ -419,3 +419,34 @@ func TestRetryWindowAfterShutdown(t *testing.T) {
 		t.Errorf("shutdown without a window is plain backoff: %v", err)
 	}
 }
+
+// A device whose certificate expired (within the grace period) can still
+// tell the hub it leaves.
+func TestUnpairFromRenewOnlySession(t *testing.T) {
+	clock := &testClock{}
+	h := startHub(t, clock, nil)
+	dir := h.pair(t, clock, "phone", time.Hour)
+	clock.Advance(2 * time.Hour)
+	res, err := UnpairOffline(testCtx(t), dir, transport.ModeAuto, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.HubTold {
+		t.Fatalf("hub not told: %s", res.HubError)
+	}
+	if d := deviceRecord(t, h, "phone"); d.State != "revoked" {
+		t.Fatalf("hub shows %s", d.State)
+	}
+}
+
+// Once shutdown has begun, no session is registered: shutdown would never
+// close it.
+func TestRegisterRefusedDuringShutdown(t *testing.T) {
+	h := &Hub{sessions: map[string]*hubSession{}, closing: true}
+	if _, ok := h.register(&hubSession{device: "phone"}); ok {
+		t.Fatal("registered a session after shutdown began")
+	}
+	if len(h.sessions) != 0 {
+		t.Fatal("session table changed")
+	}
+}

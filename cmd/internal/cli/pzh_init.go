@@ -29,6 +29,9 @@ reach the hub (repeat it for several). init never overwrites a zone.`,
 			if o.zone == "" {
 				return usagef("--zone is required: name the zone, e.g. --zone alice")
 			}
+			if len(o.addrs) == 0 {
+				return usagef("--public-addr is required: where devices will reach the hub, e.g. --public-addr hub.example.net:7443")
+			}
 			dir, err := g.dataDir()
 			if err != nil {
 				return err

@@ -69,11 +69,26 @@ from standard input, which keeps it out of shell history.`,
 			if _, err := os.Stat(filepath.Join(dir, zone.PeerDBName)); err == nil {
 				return fmt.Errorf("%s already holds a pairing; to pair again, first run: pzp unpair --data %s", dir, dir)
 			}
+			// Everything that can fail here is checked before the invite
+			// is spent on the hub.
+			createdDir := false
+			if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+				createdDir = true
+			}
+			if err := zone.CheckDataDir(dir, zone.PeerSocketName); err != nil {
+				return err
+			}
+			removeIfNew := func() {
+				if createdDir {
+					os.Remove(dir) // only if still empty
+				}
+			}
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			res, err := pairing.Pair(ctx, tok, mode)
 			if err != nil {
+				removeIfNew()
 				var perr *pairing.Error
 				switch {
 				case errors.As(err, &perr):
@@ -86,7 +101,8 @@ from standard input, which keeps it out of shell history.`,
 				return fmt.Errorf("pairing failed: %w", err)
 			}
 			if err := zone.SavePairing(dir, res, time.Now()); err != nil {
-				return fmt.Errorf("paired, but saving the credentials failed (run pzp pair again with a new invite): %w", err)
+				removeIfNew()
+				return fmt.Errorf("the hub paired this device as %q, but saving its credentials failed: %w; on the hub run 'pzh revoke %s', then pair again with a new invite", res.Device, err, res.Device)
 			}
 			out := cmd.OutOrStdout()
 			po := PairOutput{Zone: res.Zone, ZoneID: string(res.ZoneID), Device: res.Device, HubAddrs: res.HubAddrs,
