@@ -500,6 +500,15 @@ func (p *Peer) readErr(conn transport.Conn, err error) error {
 // runSession drives one admitted session: heartbeats, renewal, unpair
 // requests, and reading the hub's frames.
 func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, error) {
+	// A renewal still in flight must finish (it fails fast once the
+	// connection below is closed) before the caller may close the store.
+	renewing := false
+	renewDone := make(chan error, 1)
+	defer func() {
+		if renewing {
+			<-renewDone
+		}
+	}()
 	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
 	p.conn.Store(&ps.conn)
 	defer p.conn.Store(nil)
@@ -542,7 +551,6 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	}
 	renew := time.NewTimer(renewIn)
 	defer renew.Stop()
-	renewDone := make(chan error, 1)
 
 	var seq uint64
 	var pingSent time.Time
@@ -597,8 +605,10 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 				return nil, p.readErr(ps.conn, err)
 			}
 		case <-renew.C:
+			renewing = true
 			go func() { renewDone <- p.renew(ctx, ps) }()
 		case err := <-renewDone:
+			renewing = false
 			if err != nil {
 				p.log.Warn("certificate renewal failed; will retry", "err", err)
 				renew.Reset(renewRetry)
