@@ -55,6 +55,9 @@ type Config struct {
 	// pzh serve, or a binary whose ChildMain handles "hub".
 	HubCommand []string
 	Self       string // a binary whose ChildMain handles "rawserver"
+	// ProfileDir, if set, receives a CPU profile of the restarted hub
+	// during each reconnect storm (storm-TRANSPORT.pprof).
+	ProfileDir string
 	Work       string // scratch directory
 	Log        io.Writer
 }

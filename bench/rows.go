@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -192,9 +194,21 @@ func (f *fixture) reconnectStorm(ctx context.Context, kind transport.Kind, rawRa
 		return Row{}, err
 	}
 	defer stopChild(hub)
+	profiled := make(chan struct{})
+	if f.cfg.ProfileDir != "" {
+		go func() {
+			defer close(profiled)
+			if err := f.profileHub(ctx, filepath.Join(f.cfg.ProfileDir, "storm-"+string(kind)+".pprof")); err != nil {
+				f.cfg.logf("profile of the %s storm: %v", kind, err)
+			}
+		}()
+	} else {
+		close(profiled)
+	}
 	_, werr := f.waitOnline(ctx, n, false, 5*time.Minute)
 	took := time.Since(start)
 	failed := fl.retries.n.Load() - retriesBefore
+	<-profiled
 	f.cfg.logf("reconnect storm %s: %d failed attempts:%s", kind, failed, fl.retries.all())
 	fl.stop()
 	stopChild(hub)
@@ -360,6 +374,33 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 		{Name: "idle RSS per session", Transport: string(kind), Value: rss, Unit: "KiB", Baseline: rrss, Ratio: ratio(rss, rrss),
 			Target: "report", Met: true, Runs: 1},
 	}, nil
+}
+
+// profileHub saves a CPU profile of the running hub (its admin socket
+// serves pprof) covering the next few seconds.
+func (f *fixture) profileHub(ctx context.Context, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hub/debug/pprof/profile?seconds=3", nil)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", zone.SocketPath(f.dir, zone.HubSocketName))
+	}}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // startHubProcess runs the hub as its own process serving one transport

@@ -30,7 +30,8 @@ func main() {
 	storm := flag.Int("storm-peers", 0, "peers in the reconnect storm (default 2000; 10000 for the full target)")
 	idle := flag.Int("idle-peers", 0, "sessions held for the idle-cost rows (default 10000)")
 	handshakes := flag.Int("handshakes", 0, "handshakes per session-setup run")
-	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the idle-cost rows")
+	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the storm and idle-cost rows")
+	profile := flag.String("profile", "", "save a CPU profile of the hub during each reconnect storm in this directory")
 	flag.Parse()
 	if *short {
 		cfg = bench.ShortConfig()
@@ -62,6 +63,7 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.HubCommand = []string{pzhPath, "serve"}
+	cfg.ProfileDir = *profile
 	cfg.Log = os.Stderr
 	raiseFileLimit(2*max(cfg.StormPeers, cfg.IdlePeers) + 4096)
 	rows, err := bench.Run(ctx, cfg)
