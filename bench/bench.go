@@ -97,43 +97,38 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	defer f.close()
 
 	var rows []Row
+	// each measures one row group over every transport, in table order.
+	each := func(what string, measure func(transport.Kind) ([]Row, error)) error {
+		for _, k := range cfg.Transports {
+			rs, err := measure(k)
+			if err != nil {
+				return fmt.Errorf("%s over %s: %w", what, k, err)
+			}
+			rows = append(rows, rs...)
+		}
+		return nil
+	}
+	one := func(r Row, err error) ([]Row, error) { return []Row{r}, err }
 	raw := map[transport.Kind]float64{}
-	for _, k := range cfg.Transports {
-		r, err := f.sessionSetup(ctx, k)
-		if err != nil {
-			return rows, fmt.Errorf("session setup over %s: %w", k, err)
-		}
-		raw[k] = r.Baseline
-		rows = append(rows, r)
+	steps := []struct {
+		what    string
+		measure func(transport.Kind) ([]Row, error)
+	}{
+		{"session setup", func(k transport.Kind) ([]Row, error) {
+			r, err := f.sessionSetup(ctx, k)
+			raw[k] = r.Baseline
+			return one(r, err)
+		}},
+		{"session setup latency", func(k transport.Kind) ([]Row, error) { return one(f.setupLatency(ctx, k)) }},
+		{"reconnect storm", func(k transport.Kind) ([]Row, error) { return one(f.reconnectStorm(ctx, k, raw[k])) }},
+		{"idle traffic", func(k transport.Kind) ([]Row, error) { return one(f.idleTraffic(ctx, k)) }},
+		// The in-process hub holds the store; the memory rows run their own.
+		{"idle memory", func(k transport.Kind) ([]Row, error) { f.stopHub(); return f.idleMemory(ctx, k) }},
 	}
-	for _, k := range cfg.Transports {
-		r, err := f.setupLatency(ctx, k)
-		if err != nil {
-			return rows, fmt.Errorf("session setup latency over %s: %w", k, err)
+	for _, st := range steps {
+		if err := each(st.what, st.measure); err != nil {
+			return rows, err
 		}
-		rows = append(rows, r)
-	}
-	for _, k := range cfg.Transports {
-		r, err := f.reconnectStorm(ctx, k, raw[k])
-		if err != nil {
-			return rows, fmt.Errorf("reconnect storm over %s: %w", k, err)
-		}
-		rows = append(rows, r)
-	}
-	for _, k := range cfg.Transports {
-		r, err := f.idleTraffic(ctx, k)
-		if err != nil {
-			return rows, fmt.Errorf("idle traffic over %s: %w", k, err)
-		}
-		rows = append(rows, r)
-	}
-	f.stopHub()
-	for _, k := range cfg.Transports {
-		rs, err := f.idleMemory(ctx, k)
-		if err != nil {
-			return rows, fmt.Errorf("idle memory over %s: %w", k, err)
-		}
-		rows = append(rows, rs...)
 	}
 	for _, name := range []string{"call round trip p50", "throughput", "sync", "wakeup"} {
 		rows = append(rows, Row{Name: name, Transport: "-", Target: "-", Note: unavailable[name]})

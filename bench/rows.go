@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -379,24 +377,11 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 // profileHub saves a CPU profile of the running hub (its admin socket
 // serves pprof) covering the next few seconds.
 func (f *fixture) profileHub(ctx context.Context, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hub/debug/pprof/profile?seconds=3", nil)
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", zone.SocketPath(f.dir, zone.HubSocketName))
-	}}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 	out, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
+	if err := f.client.Fetch(ctx, "/debug/pprof/profile?seconds=3", out); err != nil {
 		out.Close()
 		return err
 	}

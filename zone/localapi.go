@@ -144,6 +144,39 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
+// send makes one request; a daemon that is not there is ErrNotRunning.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Fetch copies the body of a non-JSON answer (a pprof profile) to w.
+func (c *Client) Fetch(ctx context.Context, path string, w io.Writer) error {
+	resp, err := c.send(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return &APIError{Status: resp.StatusCode, Message: fmt.Sprintf("daemon answered %s", resp.Status)}
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
 // Client talks to a daemon's local API.
 type Client struct {
 	socket string
@@ -179,18 +212,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
+	resp, err := c.send(ctx, method, path, body)
 	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
-		}
 		return err
 	}
 	defer resp.Body.Close()

@@ -68,11 +68,9 @@ func (c *PeerConfig) setDefaults() {
 	}
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration. DataDir is RunPeer's concern: a
+// store-less peer (NewPeer) has none.
 func (c *PeerConfig) Validate() error {
-	if c.DataDir == "" {
-		return errors.New("no data directory given")
-	}
 	if _, err := transport.ParseMode(string(c.Mode)); err != nil {
 		return err
 	}
@@ -160,6 +158,9 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if cfg.DataDir == "" {
+		return errors.New("no data directory given")
+	}
 	store, err := openPeerStore(cfg.DataDir, false)
 	if err != nil {
 		return err
@@ -209,9 +210,6 @@ func newPeer(cfg PeerConfig, store *peerStore) (*Peer, error) {
 // devices in one process (the benchmark); pzp run uses RunPeer.
 func NewPeer(cfg PeerConfig, id *Identity) (*Peer, error) {
 	cfg.setDefaults()
-	if cfg.DataDir == "" {
-		cfg.DataDir = "-" // unused without a store
-	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -837,7 +835,7 @@ type Session struct {
 // DialSession opens a session for id and returns once the hub has
 // admitted it (registered it and sent Welcome).
 func DialSession(ctx context.Context, id *Identity, mode transport.Mode) (*Session, error) {
-	cfg := PeerConfig{DataDir: "-", Mode: mode}
+	cfg := PeerConfig{Mode: mode}
 	cfg.setDefaults()
 	ps, err := newPeerWith(cfg, id, nil).connect(ctx)
 	if err != nil {
