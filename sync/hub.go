@@ -1,0 +1,391 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	gosync "sync"
+	"time"
+
+	"github.com/pzone/pzone/transport"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrProtocol: the other side sent something the sync protocol does not
+// allow.
+var ErrProtocol = errors.New("sync protocol violation")
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// writer serialises the frames of one stream's two senders.
+type writer struct {
+	mu gosync.Mutex
+	w  io.Writer
+}
+
+func (w *writer) send(m *Msg) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return transport.WriteFrame(w.w, m)
+}
+
+// Serve runs the hub's side of one device's sync stream: it sends the
+// device every change after the one it last applied, then each new change
+// as it is accepted, and accepts the device's edits. It returns when ctx
+// ends or the stream fails; device is the authenticated device name.
+func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
+	if !s.hub {
+		return errors.New("sync: Serve needs the hub's store")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { st.Close() })()
+
+	fr := transport.NewFrameReader(st, maxFrame)
+	var hello Msg
+	if err := fr.ReadFrame(&hello); err != nil {
+		return fmt.Errorf("read sync hello: %w", err)
+	}
+	if hello.Type != MsgHello || hello.Version < 1 {
+		return protoErr("stream does not start with hello")
+	}
+	var epoch string
+	var floor uint64
+	head := s.head.Load()
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		epoch, floor, head = string(m.Get(kEpoch)), getU64(m.Get(kFloor)), getU64(m.Get(kSeq))
+		return nil
+	}); err != nil {
+		return err
+	}
+	// A device that is new, synced with another incarnation of this hub,
+	// missed compacted deletions, or claims more than the hub has (the hub
+	// was restored from a backup) gets everything again.
+	reset := hello.Epoch != epoch || hello.Since < floor || hello.Since > head || hello.Since == 0
+	since := hello.Since
+	if reset {
+		since = 0
+	}
+	w := &writer{w: st}
+	if err := w.send(&Msg{Type: MsgStart, Epoch: epoch, Reset: reset, Head: head}); err != nil {
+		return err
+	}
+	s.log.Debug("sync stream", "device", device, "since", hello.Since, "reset", reset, "head", head)
+
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- s.serveRead(device, fr, w, reset)
+		cancel()
+	}()
+	err := s.feed(ctx, w, since)
+	cancel()
+	rerr := <-readErr
+	if ferr := s.flushAcks(); ferr != nil && !errors.Is(ferr, bolt.ErrDatabaseNotOpen) {
+		s.log.Warn("save sync confirmations", "err", ferr)
+	}
+	// The reader sees why the stream ended (the device went away, or sent
+	// garbage); the feed only sees its writes fail.
+	if rerr != nil && !errors.Is(rerr, context.Canceled) {
+		return rerr
+	}
+	return err
+}
+
+// feed sends the changes after sent, then waits for more, until ctx ends.
+func (s *Store) feed(ctx context.Context, w *writer, sent uint64) error {
+	told := false // the device was told it is caught up at sent
+	for {
+		wake := s.changed()
+		recs, upto, head, caught, err := s.readLog(sent)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 && upto == sent && told {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-wake:
+				continue
+			}
+		}
+		if err := w.send(&Msg{Type: MsgChanges, Records: recs, Upto: upto, Head: head, CaughtUp: caught}); err != nil {
+			return err
+		}
+		sent, told = upto, caught
+	}
+}
+
+// readLog reads a batch of the changes after seq after, in order. When it
+// reaches the end of the log, upto is the head and caught is true.
+func (s *Store) readLog(after uint64) (recs []Record, upto, head uint64, caught bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		head = getU64(tx.Bucket(bMeta).Get(kSeq))
+		upto = after
+		size := 0
+		c := tx.Bucket(bLog).Cursor()
+		k, bk := c.Seek(u64(after + 1))
+		for ; k != nil; k, bk = c.Next() {
+			if len(recs) == maxBatchRecords || size >= maxBatchBytes {
+				return nil
+			}
+			st, err := getStored(tx, bk)
+			if err != nil {
+				return err
+			}
+			if st == nil || st.Seq != getU64(k) {
+				return fmt.Errorf("sync store: log entry %d does not match its record", getU64(k))
+			}
+			b, key := splitKey(bk)
+			r := st.record(b, key)
+			recs = append(recs, r)
+			size += r.size()
+			upto = st.Seq
+		}
+		upto, caught = head, true
+		return nil
+	})
+	return recs, upto, head, caught, err
+}
+
+// serveRead handles what the device sends: pushes and acks.
+func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer, reset bool) error {
+	for {
+		var m Msg
+		if err := fr.ReadFrame(&m); err != nil {
+			return err
+		}
+		switch m.Type {
+		case MsgPush:
+			if len(m.Records) == 0 || len(m.Records) > maxBatchRecords {
+				return protoErr("push of %d records", len(m.Records))
+			}
+			res, err := s.accept(device, m.Records, reset)
+			if err != nil {
+				return err
+			}
+			if err := w.send(&Msg{Type: MsgPushResult, ID: m.ID, Results: res}); err != nil {
+				return err
+			}
+		case MsgAck:
+			if m.Seq > s.head.Load() {
+				return protoErr("ack of %d beyond the head %d", m.Seq, s.head.Load())
+			}
+			s.acksMu.Lock()
+			s.acks[device] = max(s.acks[device], m.Seq)
+			s.acksMu.Unlock()
+		default:
+			return protoErr("unexpected message %d from a device", m.Type)
+		}
+	}
+}
+
+// accept applies the edits a device pushed and says what became of each.
+// The permission check is here, at the hub, whatever the device checked.
+func (s *Store) accept(device string, recs []Record, reset bool) ([]PushResult, error) {
+	pre := make([]PushResult, len(recs))
+	limit := uint64(s.opts.Now().Add(s.opts.MaxClockAhead).UnixMilli())
+	for i := range recs {
+		r := &recs[i]
+		r.Seq = 0
+		var why string
+		if err := r.check(); err != nil {
+			why = err.Error()
+		} else if err := CheckWrite(device, r.Bucket, r.Key); err != nil {
+			why = err.Error()
+		} else if r.Version.Node != device {
+			why = fmt.Sprintf("edit stamped by node %q, not by device %q", r.Version.Node, device)
+		} else if r.Version.Wall > limit {
+			why = fmt.Sprintf("edit stamped %s, more than %v ahead of the hub's clock: set this device's clock right", r.Version.Time().Format(time.RFC3339), s.opts.MaxClockAhead)
+		}
+		if why != "" {
+			pre[i] = PushResult{Status: PushRefused, Reason: why}
+		}
+	}
+	var out []PushResult
+	err := s.write(func(t *txn) error {
+		res := slices.Clone(pre)
+		now := uint64(s.opts.Now().UnixMilli())
+		var horizon Version
+		if reset {
+			transport.Unmarshal(t.tx.Bucket(bMeta).Get(kHorizon), &horizon)
+		}
+		for i := range recs {
+			r := recs[i]
+			bk := bucketKey(r.Bucket, r.Key)
+			var cur *stored
+			if res[i].Status == 0 || res[i].Status == PushRefused && CheckKey(r.Bucket, r.Key) == nil {
+				var err error
+				if cur, err = getStored(t.tx, bk); err != nil {
+					return err
+				}
+			}
+			if res[i].Status == PushRefused {
+				if cur != nil {
+					c := cur.record(r.Bucket, r.Key)
+					res[i].Current = &c
+				}
+				continue
+			}
+			s.clock.observe(r.Version)
+			switch {
+			case cur != nil && cur.Version == r.Version:
+				// Pushed again (the device did not hear the answer).
+				res[i] = PushResult{Status: PushAccepted, Seq: cur.Seq}
+			case cur != nil && cur.Version.Compare(r.Version) > 0:
+				c := cur.record(r.Bucket, r.Key)
+				res[i] = PushResult{Status: PushSuperseded, Current: &c}
+			case cur == nil && reset && !horizon.IsZero() && r.Version.Compare(horizon) <= 0:
+				res[i] = PushResult{Status: PushRefused, Reason: "edit made before deletions this device never saw were compacted; it might bring back deleted data"}
+			default:
+				res[i] = PushResult{Status: PushAccepted, Seq: t.hubPut(bk, cur, &r, now)}
+			}
+		}
+		out = res
+		return nil
+	})
+	return out, err
+}
+
+// flushAcks writes the devices' confirmations gathered in memory.
+func (s *Store) flushAcks() error {
+	s.acksMu.Lock()
+	acks := s.acks
+	s.acks = map[string]uint64{}
+	s.acksMu.Unlock()
+	if len(acks) == 0 {
+		return nil
+	}
+	err := s.write(func(t *txn) error {
+		b := t.tx.Bucket(bAcks)
+		for d, seq := range acks {
+			if seq > getU64(b.Get([]byte(d))) {
+				if err := b.Put([]byte(d), u64(seq)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil { // keep them for the next flush
+		s.acksMu.Lock()
+		for d, seq := range acks {
+			s.acks[d] = max(s.acks[d], seq)
+		}
+		s.acksMu.Unlock()
+	}
+	return err
+}
+
+// Acked is the last sequence number device confirmed.
+func (s *Store) Acked(device string) uint64 {
+	s.acksMu.Lock()
+	mem := s.acks[device]
+	s.acksMu.Unlock()
+	var stored uint64
+	s.db.View(func(tx *bolt.Tx) error {
+		stored = getU64(tx.Bucket(bAcks).Get([]byte(device)))
+		return nil
+	})
+	return max(mem, stored)
+}
+
+// compactChunk bounds the deletions of one compaction transaction.
+const compactChunk = 4096
+
+// Compact removes tombstones that every device in active has confirmed,
+// and those older than the retention period whoever has seen them; it
+// forgets the confirmations of devices no longer active. A device that
+// comes back having missed a compacted deletion gets a full resync.
+func (s *Store) Compact(active []string) (removed int, err error) {
+	if !s.hub {
+		return 0, errors.New("sync: Compact needs the hub's store")
+	}
+	if err := s.flushAcks(); err != nil {
+		return 0, err
+	}
+	minAck := s.head.Load()
+	err = s.write(func(t *txn) error {
+		b := t.tx.Bucket(bAcks)
+		var gone [][]byte
+		b.ForEach(func(k, _ []byte) error {
+			if !slices.Contains(active, string(k)) {
+				gone = append(gone, bytes.Clone(k))
+			}
+			return nil
+		})
+		for _, k := range gone {
+			b.Delete(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range active {
+		minAck = min(minAck, s.Acked(d))
+	}
+	cutoff := uint64(s.opts.Now().Add(-s.opts.TombstoneRetention).UnixMilli())
+	for {
+		n, more := 0, false
+		err := s.write(func(t *txn) error {
+			n, more = 0, false
+			m := t.tx.Bucket(bMeta)
+			floor := getU64(m.Get(kFloor))
+			var horizon Version
+			transport.Unmarshal(m.Get(kHorizon), &horizon)
+			type victim struct{ seq, bk []byte }
+			var vs []victim
+			c := t.tx.Bucket(bTombs).Cursor()
+			for k, bk := c.First(); k != nil; k, bk = c.Next() {
+				if len(vs) == compactChunk {
+					more = true
+					break
+				}
+				st, err := getStored(t.tx, bk)
+				if err != nil {
+					return err
+				}
+				seq := getU64(k)
+				if st == nil || seq > minAck && st.Accepted > cutoff {
+					break // later tombstones are newer still
+				}
+				if seq > minAck && st.Version.Compare(horizon) > 0 {
+					horizon = st.Version
+				}
+				floor = max(floor, seq)
+				vs = append(vs, victim{bytes.Clone(k), bytes.Clone(bk)})
+			}
+			for _, v := range vs {
+				t.tx.Bucket(bRecords).Delete(v.bk)
+				t.tx.Bucket(bLog).Delete(v.seq)
+				t.tx.Bucket(bTombs).Delete(v.seq)
+			}
+			n = len(vs)
+			if n == 0 {
+				return nil
+			}
+			m.Put(kFloor, u64(floor))
+			if !horizon.IsZero() {
+				hb, err := transport.Marshal(horizon)
+				if err != nil {
+					return err
+				}
+				m.Put(kHorizon, hb)
+			}
+			return nil
+		})
+		if err != nil {
+			return removed, err
+		}
+		removed += n
+		if !more {
+			return removed, nil
+		}
+	}
+}

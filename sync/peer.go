@@ -1,0 +1,516 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	gosync "sync"
+	"time"
+
+	"github.com/pzone/pzone/transport"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Phase is where a device's sync stands.
+type Phase string
+
+const (
+	PhaseOffline    Phase = "offline"     // no session
+	PhaseCatchingUp Phase = "catching up" // receiving the backlog
+	PhaseInSync     Phase = "in sync"     // has everything the hub has; changes arrive as they happen
+)
+
+// State is a device's sync state, as pzp status shows it; its JSON is
+// stable (docs/PROTOCOL.md).
+type State struct {
+	Phase Phase `json:"phase"`
+	// LastSeq is the last hub sequence number applied here.
+	LastSeq uint64 `json:"last_seq"`
+	// HubSeq is the hub's last sequence number as last heard.
+	HubSeq uint64 `json:"hub_seq"`
+	// StartSeq is LastSeq when the current session's sync began (for
+	// progress: LastSeq-StartSeq out of HubSeq-StartSeq).
+	StartSeq uint64 `json:"start_seq"`
+	// Pending counts local edits the hub has not yet accepted.
+	Pending int `json:"pending"`
+	// FullResync: the device is receiving the whole state again.
+	FullResync bool `json:"full_resync,omitempty"`
+	// Received counts records received in the current session.
+	Received uint64 `json:"received"`
+	// Refused counts local edits the hub refused since the daemon started.
+	Refused   uint64 `json:"refused,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// State reports the device's sync state.
+func (s *Store) State() State {
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
+	return s.st
+}
+
+func (s *Store) setState(f func(*State)) {
+	s.stMu.Lock()
+	f(&s.st)
+	s.stMu.Unlock()
+	s.onChange()
+}
+
+// ackDelay is how long a device may wait before confirming what it
+// applied. Confirmations only let the hub compact deletions, so they are
+// sent at most this often rather than once per change.
+const ackDelay = time.Second
+
+// Sync runs a device's side of its sync stream: it resumes from the last
+// change it applied, applies what the hub sends, and pushes its local
+// edits, until ctx ends or the stream fails.
+func (s *Store) Sync(ctx context.Context, st Stream) error {
+	if s.hub {
+		return errors.New("sync: Sync needs a device's store")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { st.Close() })()
+	defer s.setState(func(st *State) { st.Phase = PhaseOffline })
+
+	var epoch string
+	var since uint64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		epoch, since = string(m.Get(kEpoch)), getU64(m.Get(kSeq))
+		return nil
+	}); err != nil {
+		return err
+	}
+	w := &writer{w: st}
+	if err := w.send(&Msg{Type: MsgHello, Version: ProtocolVersion, Epoch: epoch, Since: since}); err != nil {
+		return err
+	}
+	fr := transport.NewFrameReader(st, maxFrame)
+	var start Msg
+	if err := fr.ReadFrame(&start); err != nil {
+		return fmt.Errorf("read sync start: %w", err)
+	}
+	if start.Type != MsgStart || start.Epoch == "" {
+		return protoErr("sync stream does not start with start")
+	}
+	if start.Reset || start.Epoch != epoch {
+		if err := s.beginReset(start.Epoch); err != nil {
+			return err
+		}
+		since = 0
+	}
+	s.setState(func(st *State) {
+		st.Phase, st.HubSeq, st.StartSeq, st.LastSeq, st.Received, st.LastError = PhaseCatchingUp, start.Head, since, since, 0, ""
+		st.FullResync = st.FullResync || start.Reset
+	})
+
+	p := &pushes{inflight: map[uint64][]pushItem{}, freed: make(chan struct{}, 1)}
+	ack := &acker{w: w}
+	defer ack.stop()
+	errc := make(chan error, 2)
+	go func() { errc <- s.syncRead(fr, p, ack); cancel() }()
+	go func() { errc <- s.pushLoop(ctx, w, p); cancel() }()
+	err := <-errc
+	<-errc
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// beginReset starts a full resync from the hub of epoch: every record
+// not confirmed by the full pass is dropped at its end (sweep).
+func (s *Store) beginReset(epoch string) error {
+	s.log.Info("full resync with the hub", "epoch", epoch)
+	return s.write(func(t *txn) error {
+		m := t.tx.Bucket(bMeta)
+		if err := m.Put(kEpoch, []byte(epoch)); err != nil {
+			return err
+		}
+		m.Put(kGen, u64(getU64(m.Get(kGen))+1))
+		m.Put(kFull, []byte{1})
+		t.setSeq(0)
+		return nil
+	})
+}
+
+// syncRead applies what the hub sends.
+func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error {
+	for {
+		var m Msg
+		if err := fr.ReadFrame(&m); err != nil {
+			return err
+		}
+		switch m.Type {
+		case MsgChanges:
+			if err := s.applyChanges(&m); err != nil {
+				return err
+			}
+			ack.note(m.Upto)
+		case MsgPushResult:
+			items := p.take(m.ID)
+			if items == nil || len(items) != len(m.Results) {
+				return protoErr("push result %d does not match a push", m.ID)
+			}
+			if err := s.applyResults(items, m.Results); err != nil {
+				return err
+			}
+		default:
+			return protoErr("unexpected message %d from the hub", m.Type)
+		}
+	}
+}
+
+func (s *Store) applyChanges(m *Msg) error {
+	last := s.State().LastSeq
+	if m.Upto < last {
+		return protoErr("changes up to %d after %d", m.Upto, last)
+	}
+	for i := range m.Records {
+		r := &m.Records[i]
+		if err := r.check(); err != nil {
+			return protoErr("hub sent a bad record: %v", err)
+		}
+		if r.Seq <= last || r.Seq > m.Upto {
+			return protoErr("record seq %d outside (%d, %d]", r.Seq, last, m.Upto)
+		}
+	}
+	var full bool
+	err := s.write(func(t *txn) error {
+		meta := t.tx.Bucket(bMeta)
+		gen := getU64(meta.Get(kGen))
+		full = meta.Get(kFull) != nil
+		for i := range m.Records {
+			r := m.Records[i]
+			s.clock.observe(r.Version)
+			bk := bucketKey(r.Bucket, r.Key)
+			cur, err := getStored(t.tx, bk)
+			if err != nil {
+				return err
+			}
+			if err := t.peerApply(bk, cur, &r, gen, false); err != nil {
+				return err
+			}
+		}
+		t.setSeq(m.Upto)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if m.CaughtUp && full {
+		if err := s.sweep(); err != nil {
+			return err
+		}
+	}
+	s.setState(func(st *State) {
+		st.HubSeq, st.Received = max(m.Head, m.Upto), st.Received+uint64(len(m.Records))
+		if m.CaughtUp {
+			st.Phase, st.FullResync = PhaseInSync, false
+		}
+	})
+	return nil
+}
+
+// peerApply merges a record from the hub into the device's copy. A local
+// edit not yet accepted that is newer stays (the hub will take it);
+// otherwise the hub's record wins, and a deletion removes the key (a device
+// keeps no tombstones but its own pending ones: the hub sends each key's
+// latest change once, so nothing older can follow).
+func (t *txn) peerApply(bk []byte, cur *stored, r *Record, gen uint64, force bool) error {
+	if cur != nil && cur.Pending != 0 {
+		if !force && cur.Version.Compare(r.Version) > 0 {
+			cur.Gen = gen
+			return putStored(t.tx, bk, cur)
+		}
+		t.tx.Bucket(bPending).Delete(u64(cur.Pending))
+		t.pendingDelta--
+	}
+	same := cur != nil && cur.Version == r.Version && cur.Deleted == r.Deleted
+	if r.Deleted {
+		if cur != nil {
+			if err := t.tx.Bucket(bRecords).Delete(bk); err != nil {
+				return err
+			}
+		}
+		if cur != nil && !cur.Deleted && !same {
+			t.changed = append(t.changed, *r)
+		}
+		return nil
+	}
+	if err := putStored(t.tx, bk, &stored{Value: r.Value, Version: r.Version, Seq: r.Seq, Gen: gen}); err != nil {
+		return err
+	}
+	if !same {
+		t.changed = append(t.changed, *r)
+	}
+	return nil
+}
+
+// sweepChunk bounds the records one sweep transaction looks at.
+const sweepChunk = 4096
+
+// sweep ends a full resync: records the full pass did not confirm are
+// gone from the hub, and go here too; pending local edits stay.
+func (s *Store) sweep() error {
+	var from []byte
+	for {
+		done := false
+		err := s.write(func(t *txn) error {
+			meta := t.tx.Bucket(bMeta)
+			gen := getU64(meta.Get(kGen))
+			c := t.tx.Bucket(bRecords).Cursor()
+			var gone [][]byte
+			n := 0
+			k, v := c.First()
+			if from != nil {
+				k, v = c.Seek(from)
+			}
+			for ; k != nil; k, v = c.Next() {
+				if n == sweepChunk {
+					from = bytes.Clone(k)
+					break
+				}
+				n++
+				var st stored
+				if err := transport.Unmarshal(v, &st); err != nil {
+					return corrupt(k, err)
+				}
+				if st.Gen < gen && st.Pending == 0 {
+					gone = append(gone, bytes.Clone(k))
+					if !st.Deleted {
+						b, key := splitKey(k)
+						t.changed = append(t.changed, Record{Bucket: b, Key: key, Deleted: true, Version: st.Version})
+					}
+				}
+			}
+			for _, k := range gone {
+				if err := t.tx.Bucket(bRecords).Delete(k); err != nil {
+					return err
+				}
+			}
+			if k == nil {
+				done = true
+				return meta.Delete(kFull)
+			}
+			return nil
+		})
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// pushItem is one record of a push in flight.
+type pushItem struct {
+	bk  []byte
+	pid uint64
+}
+
+// pushes tracks a session's pushes awaiting their results.
+type pushes struct {
+	mu       gosync.Mutex
+	next     uint64
+	inflight map[uint64][]pushItem
+	freed    chan struct{}
+}
+
+func (p *pushes) add(items []pushItem) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next++
+	p.inflight[p.next] = items
+	return p.next
+}
+
+func (p *pushes) take(id uint64) []pushItem {
+	p.mu.Lock()
+	items := p.inflight[id]
+	delete(p.inflight, id)
+	p.mu.Unlock()
+	select {
+	case p.freed <- struct{}{}:
+	default:
+	}
+	return items
+}
+
+func (p *pushes) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight)
+}
+
+// pushLoop sends the local edits waiting for the hub, oldest first: those
+// made offline at once, later ones as they are made.
+func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
+	var cursor uint64 // pending id of the last edit pushed in this session
+	for {
+		if p.count() >= maxPushesInFlight {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-p.freed:
+			}
+			continue
+		}
+		recs, items, next, err := s.readPending(cursor)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.pushWake:
+			}
+			continue
+		}
+		id := p.add(items)
+		if err := w.send(&Msg{Type: MsgPush, ID: id, Records: recs}); err != nil {
+			return err
+		}
+		cursor = next
+	}
+}
+
+// readPending reads a batch of local edits queued after pending id after.
+func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last uint64, err error) {
+	last = after
+	err = s.db.View(func(tx *bolt.Tx) error {
+		size := 0
+		c := tx.Bucket(bPending).Cursor()
+		for k, bk := c.Seek(u64(after + 1)); k != nil; k, bk = c.Next() {
+			if len(recs) == maxBatchRecords || size >= maxBatchBytes {
+				break
+			}
+			pid := getU64(k)
+			last = pid
+			st, err := getStored(tx, bk)
+			if err != nil {
+				return err
+			}
+			if st == nil || st.Pending != pid {
+				continue // superseded within this read; cannot happen, but harmless
+			}
+			b, key := splitKey(bk)
+			r := st.record(b, key)
+			recs = append(recs, r)
+			items = append(items, pushItem{bk: bytes.Clone(bk), pid: pid})
+			size += r.size()
+		}
+		return nil
+	})
+	return recs, items, last, err
+}
+
+// applyResults settles pushed edits with the hub's verdicts. An edit
+// changed again since it was pushed is left to its next push.
+func (s *Store) applyResults(items []pushItem, results []PushResult) error {
+	var refused []string
+	err := s.write(func(t *txn) error {
+		refused = refused[:0]
+		gen := getU64(t.tx.Bucket(bMeta).Get(kGen))
+		for i, it := range items {
+			res := results[i]
+			cur, err := getStored(t.tx, it.bk)
+			if err != nil {
+				return err
+			}
+			if cur == nil || cur.Pending != it.pid {
+				continue
+			}
+			b, key := splitKey(it.bk)
+			switch res.Status {
+			case PushAccepted:
+				t.tx.Bucket(bPending).Delete(u64(it.pid))
+				t.pendingDelta--
+				if cur.Deleted {
+					err = t.tx.Bucket(bRecords).Delete(it.bk)
+				} else {
+					cur.Pending, cur.Seq, cur.Gen = 0, res.Seq, gen
+					err = putStored(t.tx, it.bk, cur)
+				}
+			case PushSuperseded, PushRefused:
+				if res.Status == PushRefused {
+					refused = append(refused, fmt.Sprintf("%s/%s: %s", b, key, res.Reason))
+				}
+				if c := res.Current; c != nil {
+					if c.Bucket != b || c.Key != key || c.check() != nil {
+						return protoErr("push result for %s/%q carries another record", b, key)
+					}
+					s.clock.observe(c.Version)
+					err = t.peerApply(it.bk, cur, c, gen, true)
+				} else if res.Status == PushRefused {
+					// The hub has nothing here: undo the local edit.
+					err = t.peerApply(it.bk, cur, &Record{Bucket: b, Key: key, Deleted: true, Version: cur.Version}, gen, true)
+				} else {
+					t.tx.Bucket(bPending).Delete(u64(it.pid))
+					t.pendingDelta--
+					cur.Pending = 0
+					err = putStored(t.tx, it.bk, cur)
+				}
+			default:
+				return protoErr("push result with status %d", res.Status)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range refused {
+		s.log.Warn("the hub refused a local edit; it was undone", "edit", r)
+	}
+	if len(refused) > 0 {
+		s.setState(func(st *State) {
+			st.Refused += uint64(len(refused))
+			st.LastError = "hub refused " + refused[len(refused)-1]
+		})
+	}
+	return nil
+}
+
+// acker confirms applied changes to the hub at most once per ackDelay.
+type acker struct {
+	w       *writer
+	mu      gosync.Mutex
+	latest  uint64
+	sent    uint64
+	timer   *time.Timer
+	stopped bool
+}
+
+func (a *acker) note(seq uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.latest = max(a.latest, seq)
+	if a.timer != nil || a.stopped || a.latest == a.sent {
+		return
+	}
+	a.timer = time.AfterFunc(ackDelay, func() {
+		a.mu.Lock()
+		seq := a.latest
+		a.timer = nil
+		stopped := a.stopped
+		a.sent = seq
+		a.mu.Unlock()
+		if !stopped {
+			a.w.send(&Msg{Type: MsgAck, Seq: seq})
+		}
+	})
+}
+
+func (a *acker) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+}

@@ -1,0 +1,503 @@
+package sync
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	gosync "sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/transport"
+	bolt "go.etcd.io/bbolt"
+)
+
+// FileName is the store's file inside a hub's or a device's data
+// directory.
+const FileName = "sync.db"
+
+// formatVersion is the on-disk layout version. History: 1 — first.
+const formatVersion = 1
+
+// Store defaults, with why.
+const (
+	// DefaultTombstoneRetention is how long the hub keeps a deletion that
+	// some device has not yet seen. A device away longer gets a full
+	// resync instead (and its offline edits older than the compacted
+	// deletions are refused rather than allowed to resurrect deleted
+	// keys). A month covers holidays and a device left in a drawer.
+	DefaultTombstoneRetention = 30 * 24 * time.Hour
+	// DefaultMaxClockAhead is how far ahead of the hub's clock a device's
+	// edit may be stamped. A device whose clock runs far ahead would
+	// otherwise win every conflict for as long as the difference lasts.
+	DefaultMaxClockAhead = 10 * time.Minute
+)
+
+// Options configures a store.
+type Options struct {
+	// Node is the name this node's edits carry: the device name, or
+	// HubNode for the hub.
+	Node   string
+	Now    func() time.Time
+	Logger *slog.Logger
+	// OnChange, if set, is called after anything State reports changed.
+	OnChange func()
+
+	// Hub only.
+	TombstoneRetention time.Duration
+	MaxClockAhead      time.Duration
+}
+
+// bbolt layout. Every record lives under bucketKey(bucket, key) in
+// bRecords; the hub also indexes them by sequence number.
+var (
+	bMeta     = []byte("meta")
+	bRecords  = []byte("records")
+	bLog      = []byte("log")     // hub: seq → record key, one entry per record (its latest change)
+	bTombs    = []byte("tombs")   // hub: seq → record key, deletions only (compaction)
+	bAcks     = []byte("acks")    // hub: device → last sequence it confirmed
+	bPending  = []byte("pending") // peer: pending id → record key, local edits to push, oldest first
+	kFormat   = []byte("format")
+	kRole     = []byte("role")
+	kNode     = []byte("node")
+	kEpoch    = []byte("epoch")   // hub: its own; peer: the hub's it synced with
+	kSeq      = []byte("seq")     // hub: last assigned; peer: last applied
+	kFloor    = []byte("floor")   // hub: deletions up to here were compacted
+	kHorizon  = []byte("horizon") // hub: greatest version of a deletion compacted before all devices saw it
+	kHLC      = []byte("hlc")
+	kGen      = []byte("gen")  // peer: full-resync generation
+	kFull     = []byte("full") // peer: a full resync is under way
+	kPendID   = []byte("pendid")
+	roleHub   = "hub"
+	rolePeer  = "peer"
+	allBucket = [][]byte{bMeta, bRecords, bLog, bTombs, bAcks, bPending}
+)
+
+// stored is a record as kept in bRecords.
+type stored struct {
+	Value   []byte  `cbor:"1,keyasint,omitempty"`
+	Version Version `cbor:"2,keyasint"`
+	Deleted bool    `cbor:"3,keyasint,omitempty"`
+	Seq     uint64  `cbor:"4,keyasint,omitempty"`
+	// Peer: the full-resync generation that last confirmed it.
+	Gen uint64 `cbor:"5,keyasint,omitempty"`
+	// Peer: the pending id of a local edit not yet accepted by the hub.
+	Pending uint64 `cbor:"6,keyasint,omitempty"`
+	// Hub: when the change was accepted, Unix ms (tombstone retention).
+	Accepted uint64 `cbor:"7,keyasint,omitempty"`
+}
+
+func (st *stored) record(bucket, key string) Record {
+	return Record{Bucket: bucket, Key: key, Value: st.Value, Version: st.Version, Deleted: st.Deleted, Seq: st.Seq}
+}
+
+// Store is one node's copy of the zone state, in a bbolt file: the hub's
+// (OpenHub) or a device's (OpenPeer).
+type Store struct {
+	db    *bolt.DB
+	hub   bool
+	opts  Options
+	log   *slog.Logger
+	clock clock
+	grp   group
+	watch broadcaster
+
+	// head is the hub's last sequence number; notify is closed and
+	// replaced whenever it moves, waking the feeds of connected devices.
+	head     atomic.Uint64
+	notifyMu gosync.Mutex
+	notify   chan struct{}
+
+	acksMu gosync.Mutex
+	acks   map[string]uint64 // hub: confirmations not yet written
+
+	// peer state
+	stMu     gosync.Mutex
+	st       State
+	pushWake chan struct{} // a local edit is waiting to be pushed
+}
+
+// OpenHub opens (creating if needed) the hub's store at path.
+func OpenHub(path string, opts Options) (*Store, error) {
+	opts.Node = HubNode
+	if opts.TombstoneRetention == 0 {
+		opts.TombstoneRetention = DefaultTombstoneRetention
+	}
+	if opts.MaxClockAhead == 0 {
+		opts.MaxClockAhead = DefaultMaxClockAhead
+	}
+	return open(path, true, opts)
+}
+
+// OpenPeer opens (creating if needed) a device's store at path; opts.Node
+// is the device name.
+func OpenPeer(path string, opts Options) (*Store, error) {
+	if opts.Node == "" || opts.Node == HubNode || len(opts.Node) > maxNode {
+		return nil, fmt.Errorf("sync store: bad device name %q", opts.Node)
+	}
+	return open(path, false, opts)
+}
+
+func open(path string, hub bool, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: it is in use by another process", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{db: db, hub: hub, opts: opts, log: opts.Logger, notify: make(chan struct{}), acks: map[string]uint64{}, pushWake: make(chan struct{}, 1)}
+	s.clock.now = opts.Now
+	s.grp = group{db: db, s: s}
+	if err := s.init(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init(path string) error {
+	role := rolePeer
+	if s.hub {
+		role = roleHub
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBucket {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if f := m.Get(kFormat); f == nil {
+			epoch := ""
+			if s.hub {
+				b := make([]byte, 16)
+				rand.Read(b)
+				epoch = hex.EncodeToString(b)
+			}
+			m.Put(kFormat, u64(formatVersion))
+			m.Put(kRole, []byte(role))
+			m.Put(kNode, []byte(s.opts.Node))
+			m.Put(kEpoch, []byte(epoch))
+		} else if v := getU64(f); v != formatVersion {
+			return fmt.Errorf("%s has store format %d; this pzone understands %d", path, v, formatVersion)
+		}
+		if r := string(m.Get(kRole)); r != role {
+			return fmt.Errorf("%s is a %s store, not a %s store", path, r, role)
+		}
+		if n := string(m.Get(kNode)); n != s.opts.Node {
+			return fmt.Errorf("%s belongs to node %q, not %q", path, n, s.opts.Node)
+		}
+		if h := m.Get(kHLC); len(h) == 12 {
+			s.clock.wall, s.clock.logical = binary.BigEndian.Uint64(h), binary.BigEndian.Uint32(h[8:])
+		}
+		seq := getU64(m.Get(kSeq))
+		s.head.Store(seq)
+		if !s.hub {
+			n := tx.Bucket(bPending).Stats().KeyN
+			s.st = State{LastSeq: seq, HubSeq: seq, Pending: n, Phase: PhaseOffline, FullResync: m.Get(kFull) != nil}
+		}
+		return nil
+	})
+}
+
+// Close closes the store; watchers end with ErrClosed.
+func (s *Store) Close() error {
+	s.watch.close()
+	return s.db.Close()
+}
+
+// Hub reports whether this is the hub's store.
+func (s *Store) Hub() bool { return s.hub }
+
+// Head is the hub's last sequence number, or the last one a device applied.
+func (s *Store) Head() uint64 { return s.head.Load() }
+
+// changed returns a channel closed at the next commit that moves Head.
+func (s *Store) changed() <-chan struct{} {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	return s.notify
+}
+
+func (s *Store) afterCommit(t *txn) {
+	if t.seqSet && t.seq != s.head.Load() {
+		s.head.Store(t.seq)
+		s.notifyMu.Lock()
+		close(s.notify)
+		s.notify = make(chan struct{})
+		s.notifyMu.Unlock()
+	}
+	if !s.hub && (t.pendingDelta != 0 || t.seqSet || t.local) {
+		s.stMu.Lock()
+		s.st.Pending += t.pendingDelta
+		if t.seqSet {
+			s.st.LastSeq = t.seq
+		}
+		s.stMu.Unlock()
+		if t.local {
+			select {
+			case s.pushWake <- struct{}{}:
+			default:
+			}
+		}
+		s.onChange()
+	}
+	if len(t.changed) > 0 {
+		s.watch.publish(t.changed)
+	}
+}
+
+func (s *Store) onChange() {
+	if s.opts.OnChange != nil {
+		s.opts.OnChange()
+	}
+}
+
+// finish writes the per-transaction meta: sequence and clock.
+func (t *txn) finish() error {
+	m := t.tx.Bucket(bMeta)
+	if t.seqSet {
+		if err := m.Put(kSeq, u64(t.seq)); err != nil {
+			return err
+		}
+	}
+	w, l := t.s.clock.state()
+	h := make([]byte, 12)
+	binary.BigEndian.PutUint64(h, w)
+	binary.BigEndian.PutUint32(h[8:], l)
+	return m.Put(kHLC, h)
+}
+
+func (t *txn) nextSeq() uint64 {
+	if !t.seqSet {
+		t.seq, t.seqSet = getU64(t.tx.Bucket(bMeta).Get(kSeq)), true
+	}
+	t.seq++
+	return t.seq
+}
+
+func (t *txn) setSeq(seq uint64) { t.seq, t.seqSet = seq, true }
+
+// write runs fn in a grouped, fsync'd write transaction.
+func (s *Store) write(fn func(*txn) error) error {
+	return s.grp.do(fn)
+}
+
+// ---- local edits ----
+
+// Put writes value under (bucket, key) as this node's edit, and returns
+// once it is durable. On a device the edit is pending until the hub
+// accepts it; on the hub it is accepted at once.
+func (s *Store) Put(bucket, key string, value []byte) (Record, error) {
+	if len(value) > MaxValue {
+		return Record{}, fmt.Errorf("%w: value of %d bytes is over the %d-byte limit", ErrInvalid, len(value), MaxValue)
+	}
+	return s.edit(Record{Bucket: bucket, Key: key, Value: bytes.Clone(value)})
+}
+
+// Delete writes a tombstone for (bucket, key); ErrNotFound if there is no
+// live record.
+func (s *Store) Delete(bucket, key string) (Record, error) {
+	return s.edit(Record{Bucket: bucket, Key: key, Deleted: true})
+}
+
+func (s *Store) edit(rec Record) (Record, error) {
+	if err := CheckWrite(s.opts.Node, rec.Bucket, rec.Key); err != nil {
+		return Record{}, err
+	}
+	bk := bucketKey(rec.Bucket, rec.Key)
+	err := s.write(func(t *txn) error {
+		cur, err := getStored(t.tx, bk)
+		if err != nil {
+			return err
+		}
+		if rec.Deleted && (cur == nil || cur.Deleted) {
+			return fmt.Errorf("%w: no key %q in bucket %s", ErrNotFound, rec.Key, rec.Bucket)
+		}
+		rec.Version = s.clock.next(s.opts.Node)
+		if s.hub {
+			rec.Seq = t.hubPut(bk, cur, &rec, uint64(s.opts.Now().UnixMilli()))
+			return nil
+		}
+		return t.peerLocal(bk, cur, &rec)
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// hubPut stores rec as the key's latest change under a new sequence
+// number, replacing cur (which rec must beat).
+func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
+	seq := t.nextSeq()
+	lg, tombs := t.tx.Bucket(bLog), t.tx.Bucket(bTombs)
+	if cur != nil {
+		lg.Delete(u64(cur.Seq))
+		if cur.Deleted {
+			tombs.Delete(u64(cur.Seq))
+		}
+	}
+	putStored(t.tx, bk, &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Seq: seq, Accepted: now})
+	lg.Put(u64(seq), bk)
+	if rec.Deleted {
+		tombs.Put(u64(seq), bk)
+	}
+	rec.Seq = seq
+	t.changed = append(t.changed, *rec)
+	return seq
+}
+
+// peerLocal stores a local edit and queues it for the hub.
+func (t *txn) peerLocal(bk []byte, cur *stored, rec *Record) error {
+	m, pend := t.tx.Bucket(bMeta), t.tx.Bucket(bPending)
+	id := getU64(m.Get(kPendID)) + 1
+	m.Put(kPendID, u64(id))
+	st := &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Pending: id, Gen: getU64(m.Get(kGen))}
+	if cur != nil && cur.Pending != 0 {
+		pend.Delete(u64(cur.Pending))
+	} else {
+		t.pendingDelta++
+	}
+	if err := pend.Put(u64(id), bk); err != nil {
+		return err
+	}
+	if err := putStored(t.tx, bk, st); err != nil {
+		return err
+	}
+	t.changed = append(t.changed, *rec)
+	t.local = true
+	return nil
+}
+
+// Get returns the record of (bucket, key). A deletion comes back with
+// Deleted set; ok is false when the key holds nothing at all.
+func (s *Store) Get(bucket, key string) (rec Record, ok bool, err error) {
+	if err := CheckKey(bucket, key); err != nil {
+		return Record{}, false, err
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		st, err := getStored(tx, bucketKey(bucket, key))
+		if st != nil {
+			rec, ok = st.record(bucket, key), true
+		}
+		return err
+	})
+	return rec, ok, err
+}
+
+// List calls fn for each live record of bucket whose key starts with
+// prefix, in key order. It reads in chunks, so a long listing does not
+// hold one read transaction (which would stall the file's growth) and fn
+// may take its time.
+func (s *Store) List(bucket, prefix string, fn func(Record) error) error {
+	if _, ok := buckets[bucket]; !ok {
+		return CheckKey(bucket, "-")
+	}
+	start := bucketKey(bucket, prefix)
+	const chunk = 256
+	for {
+		var recs []Record
+		var next []byte
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bRecords).Cursor()
+			for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, bucketKey(bucket, prefix)); k, v = c.Next() {
+				if len(recs) == chunk {
+					next = bytes.Clone(k)
+					return nil
+				}
+				var st stored
+				if err := transport.Unmarshal(v, &st); err != nil {
+					return corrupt(k, err)
+				}
+				if !st.Deleted {
+					_, key := splitKey(k)
+					recs = append(recs, st.record(bucket, key))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		start = next
+	}
+}
+
+// Watch subscribes to the changes of bucket under prefix.
+func (s *Store) Watch(bucket, prefix string) (*Watch, error) {
+	if _, ok := buckets[bucket]; !ok {
+		return nil, CheckKey(bucket, "-")
+	}
+	return s.watch.add(bucket, prefix)
+}
+
+// ---- encoding helpers ----
+
+func bucketKey(bucket, key string) []byte {
+	b := make([]byte, 0, len(bucket)+1+len(key))
+	b = append(b, bucket...)
+	b = append(b, 0)
+	return append(b, key...)
+}
+
+func splitKey(bk []byte) (string, string) {
+	i := bytes.IndexByte(bk, 0)
+	if i < 0 {
+		return "", string(bk)
+	}
+	return string(bk[:i]), string(bk[i+1:])
+}
+
+func getStored(tx *bolt.Tx, bk []byte) (*stored, error) {
+	v := tx.Bucket(bRecords).Get(bk)
+	if v == nil {
+		return nil, nil
+	}
+	var st stored
+	if err := transport.Unmarshal(v, &st); err != nil {
+		return nil, corrupt(bk, err)
+	}
+	return &st, nil
+}
+
+func putStored(tx *bolt.Tx, bk []byte, st *stored) error {
+	v, err := transport.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bRecords).Put(bk, v)
+}
+
+func corrupt(bk []byte, err error) error {
+	b, k := splitKey(bk)
+	return fmt.Errorf("sync store: record %s/%q is corrupt: %w", b, k, err)
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
