@@ -26,6 +26,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 )
 
@@ -67,6 +68,9 @@ type HubConfig struct {
 	// pairing attempts; zero means pairing.DefaultLimitBurst/Refill.
 	PairBurst  int
 	PairRefill time.Duration
+	// TombstoneRetention is how long a deletion is kept for devices that
+	// have not seen it; zero means sync.DefaultTombstoneRetention.
+	TombstoneRetention time.Duration
 }
 
 func (c *HubConfig) setDefaults() {
@@ -107,6 +111,9 @@ func (c *HubConfig) Validate() error {
 	if c.RenewGrace < 0 {
 		return fmt.Errorf("renewal grace period %v is negative", c.RenewGrace)
 	}
+	if c.TombstoneRetention < 0 {
+		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
+	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			return fmt.Errorf("listen address %q: %v (want HOST:PORT, e.g. 0.0.0.0:7443)", c.Listen, err)
@@ -120,6 +127,7 @@ type Hub struct {
 	cfg     HubConfig
 	log     *slog.Logger
 	store   *hubStore
+	state   *zsync.Store // the replicated zone state
 	zone    *ZoneInfo
 	ca      *certs.CA
 	cert    atomic.Pointer[tls.Certificate]
@@ -137,7 +145,8 @@ type Hub struct {
 	// next flush: it is not worth an fsync per session end.
 	lastSeen map[string]seenRecord
 
-	conns sync.WaitGroup // connection handlers
+	conns   sync.WaitGroup // connection handlers
+	streams sync.WaitGroup // sync streams, which write to the zone state
 }
 
 // RunHub runs a hub until ctx ends, then closes every session with reason
@@ -156,9 +165,14 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	if err != nil {
 		return err
 	}
+	if h.state, err = openHubState(&cfg); err != nil {
+		return err
+	}
+	defer h.state.Close()
 	if err := h.renewHubCertIfDue(); err != nil {
 		return err
 	}
+	h.reconcileCerts()
 
 	listen := cfg.Listen
 	if listen == "" {
@@ -187,6 +201,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	g.Go(func() error { return serveAPI(gctx, api, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error { return h.seenLoop(gctx) })
+	g.Go(func() error { return h.compactLoop(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Sessions first, so devices hear "shutdown" before the listener
@@ -254,6 +269,7 @@ func (h *Hub) renewHubCertIfDue() error {
 		return fmt.Errorf("save renewed hub certificate: %w", err)
 	}
 	h.setHubCert(cert, key)
+	h.putCert(certKeyHub, cert.Raw)
 	h.log.Info("hub certificate renewed", "expires", cert.NotAfter)
 	return nil
 }
@@ -408,6 +424,7 @@ func (h *Hub) shutdown() {
 	}
 	wg.Wait()
 	h.conns.Wait()
+	h.streams.Wait()
 	h.flushSeen()
 }
 
@@ -502,6 +519,7 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 	h.mu.Lock()
 	h.devices[rec.Name] = rec
 	h.mu.Unlock()
+	h.putCert(certKeyDevice+rec.Name, cert.Raw)
 	h.changes.bump()
 	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
 	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.zone.PublicAddrs}
@@ -808,6 +826,8 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 		h.handleRenew(s, st, fr)
 	case StreamUnpair:
 		h.handleUnpair(s, st, fr)
+	case StreamSync:
+		h.handleSync(s, st)
 	default:
 		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
 		st.Reset()
@@ -875,6 +895,7 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 	h.mu.Lock()
 	h.putDevice(nrec)
 	h.mu.Unlock()
+	h.putCert(certKeyDevice+device, cert.Raw)
 	h.changes.bump()
 	return cert, nil
 }
@@ -976,6 +997,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	}
 	s := h.sessions[device]
 	h.mu.Unlock()
+	h.publishRevocation(rec)
 	h.changes.bump()
 	h.log.Info("device revoked", "device", device, "why", why)
 	return rec, s, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 )
 
 // InviteRequest is the body of POST /v1/invites. Durations are Go duration
@@ -123,6 +124,7 @@ func (h *Hub) apiHandler() http.Handler {
 		defer h.mu.Unlock()
 		return len(h.sessions)
 	})
+	dataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	mux.HandleFunc("/", notFound)
 	return mux
 }

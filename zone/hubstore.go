@@ -276,7 +276,9 @@ func (s *hubStore) RevokedSerials() (map[string]bool, error) {
 	return out, err
 }
 
-// Revocation is the stored record of one revoked certificate.
+// Revocation is the stored record of one revoked certificate, in the
+// hub's store and, as revoked/SERIAL, in the zone state's certificates
+// bucket.
 type Revocation struct {
 	Device string    `cbor:"1,keyasint"`
 	At     time.Time `cbor:"2,keyasint"`

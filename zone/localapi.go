@@ -144,14 +144,15 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// send makes one request; a daemon that is not there is ErrNotRunning.
-func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+// send makes one request with a body of type contentType (if body is
+// non-nil); a daemon that is not there is ErrNotRunning.
+func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -165,7 +166,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 
 // Fetch copies the body of a non-JSON answer (a pprof profile) to w.
 func (c *Client) Fetch(ctx context.Context, path string, w io.Writer) error {
-	resp, err := c.send(ctx, http.MethodGet, path, nil)
+	resp, err := c.send(ctx, http.MethodGet, path, "", nil)
 	if err != nil {
 		return err
 	}
@@ -193,7 +194,8 @@ func NewClient(path string) *Client {
 	}}}
 }
 
-// APIError is a refusal from the daemon.
+// APIError is a refusal from the daemon. Status is the HTTP status; it is
+// 200 for an error that ended a streamed answer (a listing or a watch).
 type APIError struct {
 	Status  int
 	Message string
@@ -212,7 +214,13 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	resp, err := c.send(ctx, method, path, body)
+	return c.exchange(ctx, method, path, "application/json", body, out)
+}
+
+// exchange sends body, of type contentType, and decodes the JSON answer
+// into out (if non-nil).
+func (c *Client) exchange(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	resp, err := c.send(ctx, method, path, contentType, body)
 	if err != nil {
 		return err
 	}
@@ -222,16 +230,39 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var e apiError
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("daemon answered %s", resp.Status)
-		}
-		return &APIError{Status: resp.StatusCode, Message: e.Error}
+		return answerError(resp, data)
 	}
 	if out == nil {
 		return nil
 	}
 	return json.Unmarshal(data, out)
+}
+
+// stream sends a GET whose answer the caller reads as it arrives (and
+// closes); a refusal is an *APIError.
+func (c *Client) stream(ctx context.Context, path string) (*http.Response, error) {
+	resp, err := c.send(ctx, http.MethodGet, path, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIBody))
+		if err != nil {
+			return nil, err
+		}
+		return nil, answerError(resp, data)
+	}
+	return resp, nil
+}
+
+// answerError is the *APIError of a non-2xx answer whose body is data.
+func answerError(resp *http.Response, data []byte) error {
+	var e apiError
+	if json.Unmarshal(data, &e) != nil || e.Error == "" {
+		e.Error = fmt.Sprintf("daemon answered %s", resp.Status)
+	}
+	return &APIError{Status: resp.StatusCode, Message: e.Error}
 }
 
 // SocketPath is where the daemon of kind ("pzh" or "pzp") listens in dir.

@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 )
 
@@ -48,6 +50,11 @@ type PeerConfig struct {
 	BackoffMax time.Duration
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// ExitWhenSynced makes RunPeer return nil once the device holds the
+	// zone state and has pushed its edits (pzp pair's first sync).
+	ExitWhenSynced bool
+	// OnSync, if set, is called whenever the sync state changes.
+	OnSync func(zsync.State)
 }
 
 func (c *PeerConfig) setDefaults() {
@@ -120,6 +127,9 @@ type PeerStatus struct {
 	CertRenews  time.Time    `json:"cert_renews"`
 	LastError   string       `json:"last_error,omitempty"`
 	Software    string       `json:"software"`
+	// Sync is the zone state synchronisation (absent for a peer without a
+	// store).
+	Sync *zsync.State `json:"sync,omitempty"`
 }
 
 // Peer is a running device.
@@ -127,7 +137,11 @@ type Peer struct {
 	cfg   PeerConfig
 	log   *slog.Logger
 	store *peerStore
+	state *zsync.Store // the device's copy of the zone state
 	id    atomic.Pointer[Identity]
+
+	synced     chan struct{} // closed once in sync, with ExitWhenSynced
+	syncedOnce sync.Once
 
 	mu      sync.Mutex
 	st      PeerStatus
@@ -170,9 +184,14 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
+	if err := p.openState(); err != nil {
+		store.Close()
+		return err
+	}
 	sock := SocketPath(cfg.DataDir, PeerSocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
+		p.state.Close()
 		store.Close()
 		return err
 	}
@@ -184,6 +203,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 	id := p.id.Load()
 	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
 	call, err := p.loop(ctx)
+	p.state.Close()
 	store.Close()
 	if call != nil {
 		derr := RemovePairing(cfg.DataDir)
@@ -237,7 +257,7 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 }
 
 func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
-	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall)}
+	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{})}
 	p.id.Store(id)
 	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
@@ -257,11 +277,18 @@ func (p *Peer) status(ver uint64) PeerStatus {
 	p.mu.Unlock()
 	id := p.id.Load()
 	st.Version, st.CertExpires, st.CertRenews = ver, id.Cert.NotAfter, renewAt(id.Cert)
+	if p.state != nil {
+		ss := p.state.State()
+		st.Sync = &ss
+	}
 	return st
 }
 
 // errReconnect ends a session that should be followed at once by a new one.
 var errReconnect = errors.New("reconnect")
+
+// errSynced ends the last session of a peer run with ExitWhenSynced.
+var errSynced = errors.New("in sync")
 
 // loop connects, runs sessions and backs off between them. It returns an
 // unpair call if the local API asked to unpair.
@@ -288,6 +315,9 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			return nil, err
 		case errors.Is(err, errReconnect):
 			continue
+		case errors.Is(err, errSynced):
+			p.setStatus(func(s *PeerStatus) { s.State, s.Running = "stopped", false })
+			return nil, nil
 		}
 		wait := bo.next()
 		var rw *retryWithin
@@ -507,6 +537,14 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			<-renewDone
 		}
 	}()
+	// Likewise the sync stream, which writes to the zone state.
+	syncing := false
+	syncDone := make(chan error, 1)
+	defer func() {
+		if syncing {
+			<-syncDone
+		}
+	}()
 	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
 	p.conn.Store(&ps.conn)
 	defer p.conn.Store(nil)
@@ -565,16 +603,37 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	if err := ping(); err != nil { // measure RTT at once
 		return nil, p.readErr(ps.conn, err)
 	}
+	if p.state != nil && !ps.welcome.RenewOnly {
+		syncing = true
+		go func() { syncDone <- p.runSync(ctx, ps) }()
+	}
+	hangUp := func() {
+		ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "device shutting down"})
+		ps.ctrl.Close()
+		select {
+		case <-ps.conn.Done():
+		case <-time.After(closeLinger):
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "device shutting down"})
-			ps.ctrl.Close()
-			select {
-			case <-ps.conn.Done():
-			case <-time.After(closeLinger):
-			}
+			hangUp()
 			return nil, ctx.Err()
+		case <-p.synced:
+			hangUp()
+			return nil, errSynced
+		case err := <-syncDone:
+			syncing = false
+			select {
+			case <-ctx.Done():
+				continue
+			case <-ps.conn.Done():
+				continue // the control stream says why
+			default:
+			}
+			p.log.Warn("zone sync stopped; reconnecting", "err", err)
+			return nil, fmt.Errorf("zone sync: %w", err)
 		case err := <-readErr:
 			return nil, err
 		case c := <-frames:
@@ -760,6 +819,7 @@ func (p *Peer) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+	dataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
 	mux.HandleFunc("/", notFound)
 	return mux
 }
@@ -822,8 +882,12 @@ func ReadPeerStatus(ctx context.Context, dir string) (*PeerStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	sync, err := zsync.ReadState(filepath.Join(dir, zsync.FileName))
+	if err != nil {
+		return nil, err
+	}
 	return &PeerStatus{State: "stopped", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device, Hub: id.HubAddrs[0],
-		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: renewAt(id.Cert), Software: SoftwareVersion}, nil
+		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: renewAt(id.Cert), Software: SoftwareVersion, Sync: sync}, nil
 }
 
 // Session is one admitted session opened by DialSession: no heartbeats, no

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 )
 
 // PeerDBName is the device's store inside its data directory.
@@ -66,6 +67,11 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
+	}
+	// Zone state left by an earlier pairing (an unpair cut short) belongs
+	// to another device.
+	if err := os.Remove(filepath.Join(dir, zsync.FileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove old zone state: %w", err)
 	}
 	fail := func(err error) error {
 		os.Remove(path + ".new")
@@ -177,7 +183,8 @@ func (s *peerStore) SaveCert(key ed25519.PrivateKey, cert *x509.Certificate) (*I
 	return &id, id.parse()
 }
 
-// RemovePairing deletes the device's store (its key and certificate).
+// RemovePairing deletes the device's store (its key and certificate),
+// then its copy of the zone state.
 func RemovePairing(dir string) error {
 	path := filepath.Join(dir, PeerDBName)
 	if err := os.Remove(path); err != nil {
@@ -185,6 +192,9 @@ func RemovePairing(dir string) error {
 			return fmt.Errorf("%w: %s holds no pairing", ErrNotPaired, dir)
 		}
 		return err
+	}
+	if err := os.Remove(filepath.Join(dir, zsync.FileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove zone state: %w", err)
 	}
 	return syncDir(dir)
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // SessionVersion is the version of the session protocol carried in Hello.
-// History: 1 — control stream, heartbeats, renewal, unpair.
+// History: 1 — control stream, heartbeats, renewal, unpair, sync stream.
 const SessionVersion = 1
 
 // StreamKind says what a stream carries; it is the first frame on every
@@ -29,6 +29,9 @@ const (
 	StreamRenew StreamKind = 2
 	// StreamUnpair carries one UnpairRequest and one UnpairResponse.
 	StreamUnpair StreamKind = 3
+	// StreamSync carries the zone state synchronisation protocol (package
+	// sync) for the life of the session; a peer opens one after Welcome.
+	StreamSync StreamKind = 4
 )
 
 // StreamHeader opens every stream.

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
 )
@@ -18,6 +19,7 @@ type hubServeOptions struct {
 	renewGrace time.Duration
 	pairBurst  int
 	pairRefill time.Duration
+	retention  time.Duration
 }
 
 func newHubServeCmd(g *globals) *cobra.Command {
@@ -49,7 +51,7 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
 				kinds = append(kinds, transport.KindTCP)
 			}
 			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
-				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill})
+				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention})
 		},
 	}
 	f := cmd.Flags()
@@ -60,5 +62,6 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
 	f.DurationVar(&o.renewGrace, "renew-grace", zone.DefaultRenewGrace, "how long after its certificate expired a device may still renew")
 	f.IntVar(&o.pairBurst, "pair-burst", pairing.DefaultLimitBurst, "failed pairing attempts one address may make before it is slowed down")
 	f.DurationVar(&o.pairRefill, "pair-refill", pairing.DefaultLimitRefill, "after the burst, one more pairing attempt per this long")
+	f.DurationVar(&o.retention, "tombstone-retention", zsync.DefaultTombstoneRetention, "how long a deletion is kept for devices that have not seen it; a device away longer resyncs fully")
 	return cmd
 }

@@ -5,22 +5,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
 )
 
 type peerPairOptions struct {
-	transport string
-	timeout   time.Duration
-	json      bool
+	transport   string
+	timeout     time.Duration
+	syncTimeout time.Duration
+	noSync      bool
+	json        bool
 }
 
 // PairOutput is pzp pair --json.
@@ -32,6 +37,11 @@ type PairOutput struct {
 	CertExpires time.Time `json:"cert_expires"`
 	Transport   string    `json:"transport"`
 	Seconds     float64   `json:"seconds"`
+	// Synced: the first sync of the zone state finished (Records records,
+	// SyncSeconds); false with --no-sync or when it was cut short.
+	Synced      bool    `json:"synced"`
+	Records     uint64  `json:"records"`
+	SyncSeconds float64 `json:"sync_seconds"`
 }
 
 func newPeerPairCmd(g *globals) *cobra.Command {
@@ -43,7 +53,10 @@ func newPeerPairCmd(g *globals) *cobra.Command {
 leaves the device), checks the hub against the zone ID in the token, proves
 the token's secret over this connection, and stores the certificate the hub
 issues. If anything fails, nothing is written. Pass - as TOKEN to read it
-from standard input, which keeps it out of shell history.`,
+from standard input, which keeps it out of shell history.
+
+Then it receives the zone state (with a progress bar on a terminal) unless
+--no-sync is given; if that is cut short, pzp run finishes it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mode, err := transport.ParseMode(o.transport)
@@ -107,18 +120,64 @@ from standard input, which keeps it out of shell history.`,
 			out := cmd.OutOrStdout()
 			po := PairOutput{Zone: res.Zone, ZoneID: string(res.ZoneID), Device: res.Device, HubAddrs: res.HubAddrs,
 				CertExpires: res.Cert.NotAfter, Transport: string(res.Via), Seconds: time.Since(start).Seconds()}
-			if o.json {
-				return printJSON(out, po)
+			if !o.json {
+				fmt.Fprintf(out, "paired: device %q in zone %q (%s)\n", res.Device, res.Zone, res.ZoneID)
+				fmt.Fprintf(out, "certificate expires %s; it renews itself while pzp run is up\n", res.Cert.NotAfter.Local().Format(time.DateOnly))
 			}
-			fmt.Fprintf(out, "paired: device %q in zone %q (%s)\n", res.Device, res.Zone, res.ZoneID)
-			fmt.Fprintf(out, "certificate expires %s; it renews itself while pzp run is up\n", res.Cert.NotAfter.Local().Format(time.DateOnly))
-			fmt.Fprintf(out, "next: pzp run --data %s\n", dir)
-			return nil
+			var syncErr error
+			if !o.noSync {
+				syncStart := time.Now()
+				po.Records, po.Synced, syncErr = firstSync(cmd.Context(), dir, mode, o.syncTimeout, cmd.ErrOrStderr())
+				po.SyncSeconds = time.Since(syncStart).Seconds()
+			}
+			if o.json {
+				if err := printJSON(out, po); err != nil {
+					return err
+				}
+			} else {
+				if po.Synced {
+					fmt.Fprintf(out, "zone state: %d records received in %.1fs\n", po.Records, po.SyncSeconds)
+				}
+				fmt.Fprintf(out, "next: pzp run --data %s\n", dir)
+			}
+			return syncErr
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.transport, "transport", "auto", "auto, quic or tcp")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	f.BoolVar(&o.noSync, "no-sync", false, "do not receive the zone state now (pzp run will)")
+	f.DurationVar(&o.syncTimeout, "sync-timeout", 10*time.Minute, "stop waiting for the first sync after this long (pzp run finishes it)")
 	return cmd
+}
+
+// firstSync runs the device until it holds the zone state, drawing a
+// progress bar on w if it is a terminal. It returns the records received
+// and whether the sync finished; cut short by the user it is an error (the
+// pairing stands either way).
+func firstSync(ctx context.Context, dir string, mode transport.Mode, timeout time.Duration, w io.Writer) (uint64, bool, error) {
+	bar := newProgressBar(w, "receiving zone state")
+	var received atomic.Uint64
+	var done atomic.Bool
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := zone.RunPeer(sctx, zone.PeerConfig{DataDir: dir, Mode: mode, ExitWhenSynced: true, OnSync: func(st zsync.State) {
+		received.Store(st.Received)
+		if st.Phase == zsync.PhaseInSync && st.Pending == 0 {
+			done.Store(true)
+		}
+		bar.update(st.LastSeq-st.StartSeq, st.HubSeq-st.StartSeq, st.Received)
+	}})
+	bar.finish()
+	switch {
+	case err != nil:
+		return received.Load(), false, fmt.Errorf("the device is paired, but the first sync failed: %w", err)
+	case done.Load():
+		return received.Load(), true, nil
+	case ctx.Err() != nil:
+		return received.Load(), false, errors.New("first sync interrupted; the device is paired: pzp run will finish the sync")
+	}
+	fmt.Fprintf(w, "warning: the first sync did not finish within %v; the device is paired, and pzp run will finish it\n", timeout)
+	return received.Load(), false, nil
 }

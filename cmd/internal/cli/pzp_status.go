@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
 )
 
@@ -37,6 +38,12 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "transport:   %s\nsession:     %s since %s\nrtt:         %s\n", st.Transport, st.Session, timeOrDash(st.Since), rttOrDash(st.RTTMs))
 			}
 			fmt.Fprintf(out, "certificate: expires %s, renews %s\n", st.CertExpires.Local().Format(time.DateTime), st.CertRenews.Local().Format(time.DateTime))
+			if sy := st.Sync; sy != nil {
+				fmt.Fprintf(out, "sync:        %s, last sequence %d of %d, %d local edits pending\n", syncPhase(sy), sy.LastSeq, sy.HubSeq, sy.Pending)
+				if sy.Refused > 0 {
+					fmt.Fprintf(out, "             %d local edits refused by the hub\n", sy.Refused)
+				}
+			}
 			if st.LastError != "" {
 				fmt.Fprintf(out, "last error:  %s\n", st.LastError)
 			}
@@ -45,4 +52,15 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON (fields in docs/PROTOCOL.md)")
 	return cmd
+}
+
+// syncPhase describes a device's sync state in a few words.
+func syncPhase(s *zsync.State) string {
+	switch {
+	case s.Phase == zsync.PhaseCatchingUp && s.FullResync:
+		return "catching up (full resync)"
+	case s.Phase == zsync.PhaseOffline && s.FullResync:
+		return "offline (full resync unfinished)"
+	}
+	return string(s.Phase)
 }

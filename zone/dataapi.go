@@ -1,0 +1,500 @@
+package zone
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	zsync "github.com/pzone/pzone/sync"
+)
+
+// The data endpoints of the local API: read, write, list and watch the
+// zone's replicated store. Hub and peer serve the same endpoints; the hub
+// writes as zsync.HubNode, a peer as its device. See docs/PROTOCOL.md,
+// "Data endpoints".
+
+// dataStore is what the data endpoints need of a node's store: a
+// *zsync.Store, through syncData.
+type dataStore interface {
+	Put(bucket, key string, value []byte) (zsync.Record, error)
+	Delete(bucket, key string) (zsync.Record, error)
+	Get(bucket, key string) (rec zsync.Record, ok bool, err error)
+	List(bucket, prefix string, fn func(zsync.Record) error) error
+	Watch(bucket, prefix string) (dataWatch, error)
+}
+
+// dataWatch is a subscription to changes: a *zsync.Watch.
+type dataWatch interface {
+	Changes() <-chan zsync.Record
+	Err() error
+	Close()
+}
+
+// syncData adapts a *zsync.Store to dataStore: Go has no covariant
+// results, so Watch must return the interface.
+type syncData struct{ *zsync.Store }
+
+func (s syncData) Watch(bucket, prefix string) (dataWatch, error) {
+	w, err := s.Store.Watch(bucket, prefix)
+	if err != nil {
+		return nil, err // not a typed nil in an interface
+	}
+	return w, nil
+}
+
+// RecordView is a record as the local API shows it.
+type RecordView struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	// Value is base64 in JSON; null for a deletion.
+	Value []byte `json:"value"`
+	// Text is the value again when it is valid UTF-8 (possibly empty).
+	Text    *string     `json:"text,omitempty"`
+	Deleted bool        `json:"deleted,omitempty"`
+	Seq     uint64      `json:"seq,omitempty"` // 0: not yet accepted by the hub
+	Version VersionView `json:"version"`
+}
+
+// VersionView is a record's version (zsync.Version).
+type VersionView struct {
+	Time    time.Time `json:"time"`
+	Logical uint32    `json:"logical"`
+	Node    string    `json:"node"`
+}
+
+// NewRecordView shows r.
+func NewRecordView(r zsync.Record) RecordView {
+	v := RecordView{Bucket: r.Bucket, Key: r.Key, Deleted: r.Deleted, Seq: r.Seq,
+		Version: VersionView{Time: r.Version.Time(), Logical: r.Version.Logical, Node: r.Version.Node}}
+	if !r.Deleted {
+		// An empty value is "", not null: only a deletion has no value.
+		v.Value = r.Value
+		if v.Value == nil {
+			v.Value = []byte{}
+		}
+		if utf8.Valid(r.Value) {
+			t := string(r.Value)
+			v.Text = &t
+		}
+	}
+	return v
+}
+
+// dataRoutes adds the data endpoints to mux. store returns nil while the
+// node has no store open (answered with 503); node is who writes, for
+// checking permissions before the store does.
+func dataRoutes(mux *http.ServeMux, store func() *zsync.Store, node string) {
+	routeData(mux, func() dataStore {
+		if s := store(); s != nil {
+			return syncData{s}
+		}
+		return nil
+	}, node)
+}
+
+// routeData is dataRoutes on any dataStore.
+func routeData(mux *http.ServeMux, store func() dataStore, node string) {
+	a := &dataAPI{store: store, node: node}
+	mux.HandleFunc("GET /v1/data/{bucket}/{key...}", a.get)
+	mux.HandleFunc("PUT /v1/data/{bucket}/{key...}", a.put)
+	mux.HandleFunc("DELETE /v1/data/{bucket}/{key...}", a.del)
+	mux.HandleFunc("GET /v1/data/{bucket}", a.list)
+	mux.HandleFunc("GET /v1/watch/{bucket}", a.watch)
+}
+
+type dataAPI struct {
+	store func() dataStore
+	node  string
+}
+
+var errNoStore = errors.New("the data store is not open: the daemon is starting or stopping; try again")
+
+// open returns the store, or answers 503.
+func (a *dataAPI) open(w http.ResponseWriter) dataStore {
+	s := a.store()
+	if s == nil {
+		writeErr(w, http.StatusServiceUnavailable, errNoStore)
+	}
+	return s
+}
+
+// dataStatus maps a store error to its HTTP status.
+func dataStatus(err error) int {
+	switch {
+	case errors.Is(err, zsync.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, zsync.ErrPermission):
+		return http.StatusForbidden
+	case errors.Is(err, zsync.ErrClosed):
+		return http.StatusServiceUnavailable
+	}
+	return errStatus(err, []error{zsync.ErrNotFound}, nil)
+}
+
+func checkBucket(bucket string) error {
+	if !slices.Contains(zsync.Buckets(), bucket) {
+		return fmt.Errorf("%w: unknown bucket %q (buckets: %s)", zsync.ErrInvalid, bucket, strings.Join(zsync.Buckets(), ", "))
+	}
+	return nil
+}
+
+// writeNoKey answers 404 for a key without a live record. Its message
+// leaves out the "not found: " of zsync.ErrNotFound: "no key" says it.
+func writeNoKey(w http.ResponseWriter, bucket, key string) {
+	writeErr(w, http.StatusNotFound, fmt.Errorf("no key %s in bucket %s", key, bucket))
+}
+
+func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
+	bucket, key := r.PathValue("bucket"), r.PathValue("key")
+	if err := zsync.CheckKey(bucket, key); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	s := a.open(w)
+	if s == nil {
+		return
+	}
+	rec, ok, err := s.Get(bucket, key)
+	if err != nil {
+		writeErr(w, dataStatus(err), err)
+		return
+	}
+	if !ok || rec.Deleted && r.URL.Query().Get("deleted") != "1" {
+		writeNoKey(w, bucket, key)
+		return
+	}
+	writeJSON(w, http.StatusOK, NewRecordView(rec))
+}
+
+func (a *dataAPI) put(w http.ResponseWriter, r *http.Request) {
+	bucket, key := r.PathValue("bucket"), r.PathValue("key")
+	if err := zsync.CheckWrite(a.node, bucket, key); err != nil {
+		writeErr(w, dataStatus(err), err)
+		return
+	}
+	tooBig := fmt.Errorf("value is over the %d-byte limit (%d KiB); keep bulk data out of the zone state", zsync.MaxValue, zsync.MaxValue>>10)
+	if r.ContentLength > zsync.MaxValue {
+		writeErr(w, http.StatusRequestEntityTooLarge, tooBig)
+		return
+	}
+	value, err := io.ReadAll(io.LimitReader(r.Body, zsync.MaxValue+1))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("read the value: %w", err))
+		return
+	}
+	if len(value) > zsync.MaxValue {
+		writeErr(w, http.StatusRequestEntityTooLarge, tooBig)
+		return
+	}
+	s := a.open(w)
+	if s == nil {
+		return
+	}
+	rec, err := s.Put(bucket, key, value)
+	if err != nil {
+		writeErr(w, dataStatus(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, NewRecordView(rec))
+}
+
+func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
+	bucket, key := r.PathValue("bucket"), r.PathValue("key")
+	if err := zsync.CheckWrite(a.node, bucket, key); err != nil {
+		writeErr(w, dataStatus(err), err)
+		return
+	}
+	s := a.open(w)
+	if s == nil {
+		return
+	}
+	rec, err := s.Delete(bucket, key)
+	if errors.Is(err, zsync.ErrNotFound) {
+		writeNoKey(w, bucket, key)
+		return
+	}
+	if err != nil {
+		writeErr(w, dataStatus(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, NewRecordView(rec))
+}
+
+// recordList is the answer of GET /v1/data/{bucket}. It is written record
+// by record as the store is read, so a listing costs the daemon no more
+// memory than one record; a failure after the first record ends the
+// object with an "error" member instead of a status.
+type recordList struct {
+	Records []RecordView `json:"records"`
+	Error   string       `json:"error,omitempty"`
+}
+
+func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
+	bucket := r.PathValue("bucket")
+	if err := checkBucket(bucket); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	s := a.open(w)
+	if s == nil {
+		return
+	}
+	n := 0
+	err := s.List(bucket, r.URL.Query().Get("prefix"), func(rec zsync.Record) error {
+		if err := r.Context().Err(); err != nil {
+			return err
+		}
+		b, err := json.Marshal(NewRecordView(rec))
+		if err != nil {
+			return err
+		}
+		sep := ",\n"
+		if n == 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			sep = `{"records":[` + "\n"
+		}
+		n++
+		if _, err := io.WriteString(w, sep); err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	})
+	switch {
+	case n == 0 && err != nil:
+		writeErr(w, dataStatus(err), err)
+	case n == 0:
+		writeJSON(w, http.StatusOK, recordList{Records: []RecordView{}})
+	case err == nil:
+		io.WriteString(w, "\n]}\n")
+	case r.Context().Err() == nil:
+		msg, _ := json.Marshal(err.Error())
+		fmt.Fprintf(w, "\n],\"error\":%s}\n", msg)
+	}
+}
+
+func (a *dataAPI) watch(w http.ResponseWriter, r *http.Request) {
+	bucket := r.PathValue("bucket")
+	if err := checkBucket(bucket); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	s := a.open(w)
+	if s == nil {
+		return
+	}
+	q := r.URL.Query()
+	prefix := q.Get("prefix")
+	// Subscribe before listing, so no change falls between the two; a
+	// change may show up in both, which a watcher applying records does
+	// not mind.
+	sub, err := s.Watch(bucket, prefix)
+	if err != nil {
+		writeErr(w, dataStatus(err), err)
+		return
+	}
+	defer sub.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	// The headers go out now: once a client has them, it is subscribed.
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w) // one compact value and a newline per Encode
+	send := func(rec zsync.Record) error {
+		if err := r.Context().Err(); err != nil {
+			return err
+		}
+		if err := enc.Encode(NewRecordView(rec)); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	end := func(err error) {
+		if err != nil && r.Context().Err() == nil {
+			enc.Encode(apiError{Error: err.Error()})
+			rc.Flush()
+		}
+	}
+	if q.Get("changes") != "1" {
+		if err := s.List(bucket, prefix, send); err != nil {
+			end(err)
+			return
+		}
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case rec, ok := <-sub.Changes():
+			if !ok {
+				end(sub.Err())
+				return
+			}
+			if err := send(rec); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func dataPath(bucket, key string) string {
+	// The key is one escaped segment, slashes included, so keys with "//",
+	// "." or ".." survive the server's path cleaning.
+	return "/v1/data/" + url.PathEscape(bucket) + "/" + url.PathEscape(key)
+}
+
+// DataGet reads the live record of (bucket, key); an absent or deleted key
+// is an *APIError with Status 404.
+func (c *Client) DataGet(ctx context.Context, bucket, key string) (*RecordView, error) {
+	var v RecordView
+	if err := c.Do(ctx, http.MethodGet, dataPath(bucket, key), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// DataPut writes value under (bucket, key) and returns the new record.
+func (c *Client) DataPut(ctx context.Context, bucket, key string, value []byte) (*RecordView, error) {
+	var v RecordView
+	if err := c.exchange(ctx, http.MethodPut, dataPath(bucket, key), "application/octet-stream", bytes.NewReader(value), &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// DataDelete deletes (bucket, key) and returns the tombstone; a key with no
+// live record is an *APIError with Status 404.
+func (c *Client) DataDelete(ctx context.Context, bucket, key string) (*RecordView, error) {
+	var v RecordView
+	if err := c.Do(ctx, http.MethodDelete, dataPath(bucket, key), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+func dataQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
+// DataList calls fn for every live record of bucket under prefix, in key
+// order, as the daemon sends them. An error from fn stops the listing and
+// is returned.
+func (c *Client) DataList(ctx context.Context, bucket, prefix string, fn func(RecordView) error) error {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	resp, err := c.stream(ctx, dataQuery("/v1/data/"+url.PathEscape(bucket), q))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	if err := expectDelim(dec, '{'); err != nil {
+		return err
+	}
+	for dec.More() {
+		name, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("read listing: %w", err)
+		}
+		switch name {
+		case "records":
+			if err := expectDelim(dec, '['); err != nil {
+				return err
+			}
+			for dec.More() {
+				var v RecordView
+				if err := dec.Decode(&v); err != nil {
+					return fmt.Errorf("read listing: %w", err)
+				}
+				if err := fn(v); err != nil {
+					return err
+				}
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return err
+			}
+		case "error":
+			var msg string
+			if err := dec.Decode(&msg); err != nil {
+				return fmt.Errorf("read listing: %w", err)
+			}
+			return &APIError{Status: resp.StatusCode, Message: msg}
+		default: // a member a newer daemon added
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return fmt.Errorf("read listing: %w", err)
+			}
+		}
+	}
+	return expectDelim(dec, '}')
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	t, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("read listing: %w", err)
+	}
+	if t != want {
+		return fmt.Errorf("read listing: got %v, want %v", t, want)
+	}
+	return nil
+}
+
+// DataWatch calls fn for the live records of bucket under prefix (unless
+// changesOnly), then for every change, deletions included, as they come.
+// It returns when ctx ends (ctx.Err()), when fn returns an error (that
+// error), or when the daemon ends the watch (an *APIError saying why, for
+// instance that the watcher fell behind).
+func (c *Client) DataWatch(ctx context.Context, bucket, prefix string, changesOnly bool, fn func(RecordView) error) error {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if changesOnly {
+		q.Set("changes", "1")
+	}
+	resp, err := c.stream(ctx, dataQuery("/v1/watch/"+url.PathEscape(bucket), q))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line struct {
+			RecordView
+			Error string `json:"error"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return errors.New("the daemon ended the watch (is it stopping?)")
+			}
+			return fmt.Errorf("read watch: %w", err)
+		}
+		if line.Error != "" {
+			return &APIError{Status: resp.StatusCode, Message: line.Error}
+		}
+		if err := fn(line.RecordView); err != nil {
+			return err
+		}
+	}
+}

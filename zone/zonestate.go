@@ -1,0 +1,222 @@
+package zone
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+)
+
+// The zone state that package sync replicates, as the zone runtime uses
+// it: the sync stream of each session, and the certificates bucket, which
+// the hub keeps in step with its own records of devices.
+
+// Keys of the certificates bucket (docs/PROTOCOL.md, "Synchronisation").
+const (
+	certKeyCA         = "ca"       // the zone CA certificate, DER
+	certKeyHub        = "hub"      // the hub's current certificate, DER
+	certKeyDevice     = "device/"  // + device name: its current certificate, DER
+	certKeyRevokedPfx = "revoked/" // + certificate serial (hex): a Revocation (CBOR); every node refuses that certificate
+)
+
+// compactEvery is how often the hub compacts deletions every device has
+// seen: tombstones cost a few dozen bytes each, so hourly is plenty.
+const compactEvery = time.Hour
+
+// syncStream adapts a session stream to package sync, which needs Close
+// to end both directions.
+type syncStream struct{ transport.Stream }
+
+func (s syncStream) Close() error { s.Stream.Reset(); return nil }
+
+func openHubState(cfg *HubConfig) (*zsync.Store, error) {
+	return zsync.OpenHub(filepath.Join(cfg.DataDir, zsync.FileName), zsync.Options{
+		Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention,
+	})
+}
+
+// handleSync serves a device's sync stream for the life of its session.
+func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
+	h.streams.Add(1)
+	defer h.streams.Done()
+	st.SetDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closed:
+		case <-s.conn.Done():
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	err := h.state.Serve(ctx, s.device, syncStream{st})
+	if err != nil && ctx.Err() == nil && !wentAway(s.conn, err) {
+		h.log.Info("sync stream failed", "device", s.device, "err", err)
+		if errors.Is(err, zsync.ErrProtocol) {
+			go s.close(ReasonProtocol, err.Error())
+		}
+	}
+}
+
+// putCert records a certificate-bucket entry unless it already holds that
+// value, so that restarts do not rewrite what devices have.
+func (h *Hub) putCert(key string, value []byte) {
+	if cur, ok, err := h.state.Get(zsync.BucketCerts, key); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, value) {
+		return
+	}
+	if _, err := h.state.Put(zsync.BucketCerts, key, value); err != nil {
+		h.log.Warn("publish certificate record", "key", key, "err", err)
+	}
+}
+
+func (h *Hub) deleteCert(key string) {
+	if _, err := h.state.Delete(zsync.BucketCerts, key); err != nil && !errors.Is(err, zsync.ErrNotFound) {
+		h.log.Warn("withdraw certificate record", "key", key, "err", err)
+	}
+}
+
+// publishRevocation puts every serial of a revoked device in the
+// certificates bucket, and withdraws its current certificate.
+func (h *Hub) publishRevocation(rec *DeviceRecord) {
+	at := rec.RevokedAt
+	if at.IsZero() {
+		at = h.cfg.Now().UTC()
+	}
+	for _, serial := range rec.Serials {
+		if _, ok, _ := h.state.Get(zsync.BucketCerts, certKeyRevokedPfx+serial); ok {
+			continue
+		}
+		v, err := transport.Marshal(&Revocation{Device: rec.Name, At: at, Reason: rec.RevokeReason})
+		if err == nil {
+			h.putCert(certKeyRevokedPfx+serial, v)
+		}
+	}
+	h.deleteCert(certKeyDevice + rec.Name)
+}
+
+// reconcileCerts brings the certificates bucket in step with the hub's
+// records at start: an earlier run may have stopped between the two.
+func (h *Hub) reconcileCerts() {
+	h.putCert(certKeyCA, h.ca.Cert.Raw)
+	h.putCert(certKeyHub, h.cert.Load().Leaf.Raw)
+	h.mu.Lock()
+	devs := make([]*DeviceRecord, 0, len(h.devices))
+	for _, d := range h.devices {
+		devs = append(devs, d)
+	}
+	h.mu.Unlock()
+	for _, d := range devs {
+		if d.Revoked {
+			h.publishRevocation(d)
+		}
+	}
+}
+
+// activeDevices lists the devices whose confirmations hold back
+// compaction: those paired and not revoked.
+func (h *Hub) activeDevices() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for name, d := range h.devices {
+		if !d.Revoked {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func (h *Hub) compactLoop(ctx context.Context) error {
+	compact := func() {
+		n, err := h.state.Compact(h.activeDevices())
+		if err != nil {
+			h.log.Warn("compact zone state", "err", err)
+		} else if n > 0 {
+			h.log.Info("compacted zone state", "tombstones", n)
+		}
+	}
+	compact()
+	return every(ctx, compactEvery, compact)
+}
+
+// CertRevoked reports whether the zone state this device holds revokes
+// the certificate with serial (hex): the check a device makes before it
+// trusts another device directly.
+func (p *Peer) CertRevoked(serial string) bool {
+	if p.state == nil {
+		return false
+	}
+	r, ok, err := p.state.Get(zsync.BucketCerts, certKeyRevokedPfx+serial)
+	return err == nil && ok && !r.Deleted
+}
+
+// openState opens the device's copy of the zone state.
+func (p *Peer) openState() error {
+	id := p.id.Load()
+	st, err := zsync.OpenPeer(filepath.Join(p.cfg.DataDir, zsync.FileName), zsync.Options{
+		Node: id.Device, Now: p.cfg.Now, Logger: p.log.With("part", "sync"), OnChange: p.syncChanged,
+	})
+	if err != nil {
+		return fmt.Errorf("open zone state: %w", err)
+	}
+	p.state = st
+	p.publishIdentity()
+	return nil
+}
+
+func (p *Peer) syncChanged() {
+	p.changes.bump()
+	if p.state == nil {
+		return
+	}
+	st := p.state.State()
+	if p.cfg.OnSync != nil {
+		p.cfg.OnSync(st)
+	}
+	if p.cfg.ExitWhenSynced && st.Phase == zsync.PhaseInSync && st.Pending == 0 {
+		p.syncedOnce.Do(func() { close(p.synced) })
+	}
+}
+
+// DeviceInfo is a device's own record in the devices bucket, which it
+// keeps current itself.
+type DeviceInfo struct {
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+	Software string `json:"software"`
+}
+
+// publishIdentity writes the device's own record if it changed.
+func (p *Peer) publishIdentity() {
+	v, _ := json.Marshal(DeviceInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, Software: SoftwareVersion})
+	name := p.id.Load().Device
+	if cur, ok, err := p.state.Get(zsync.BucketDevices, name); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, v) {
+		return
+	}
+	if _, err := p.state.Put(zsync.BucketDevices, name, v); err != nil {
+		p.log.Warn("publish device record", "err", err)
+	}
+}
+
+// runSync runs the session's sync stream until the session ends.
+func (p *Peer) runSync(ctx context.Context, ps *peerSession) error {
+	octx, cancel := context.WithTimeout(ctx, streamTimeout)
+	st, err := ps.conn.OpenStream(octx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("open sync stream: %w", err)
+	}
+	if err := transport.WriteFrame(st, &StreamHeader{Kind: StreamSync}); err != nil {
+		st.Reset()
+		return err
+	}
+	return p.state.Sync(ctx, syncStream{st})
+}
