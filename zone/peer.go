@@ -111,22 +111,26 @@ func (e *EndError) Error() string {
 // PeerStatus is the answer of GET /v1/status on the peer socket, and of
 // pzp status; its JSON is stable (docs/PROTOCOL.md).
 type PeerStatus struct {
-	Version     uint64       `json:"version"`
-	Running     bool         `json:"running"`
-	State       string       `json:"state"` // online, connecting, renewing, stopped
-	Zone        string       `json:"zone"`
-	ZoneID      certs.ZoneID `json:"zone_id"`
-	Device      string       `json:"device"`
-	Hub         string       `json:"hub"`
-	HubAddrs    []string     `json:"hub_addrs"`
-	Transport   string       `json:"transport,omitempty"`
-	Session     string       `json:"session,omitempty"`
-	Since       *time.Time   `json:"since,omitempty"`
-	RTTMs       *float64     `json:"rtt_ms,omitempty"`
-	CertExpires time.Time    `json:"cert_expires"`
-	CertRenews  time.Time    `json:"cert_renews"`
-	LastError   string       `json:"last_error,omitempty"`
-	Software    string       `json:"software"`
+	Version   uint64       `json:"version"`
+	Running   bool         `json:"running"`
+	State     string       `json:"state"` // online, connecting, renewing, stopped
+	Zone      string       `json:"zone"`
+	ZoneID    certs.ZoneID `json:"zone_id"`
+	Device    string       `json:"device"`
+	Hub       string       `json:"hub"`
+	HubAddrs  []string     `json:"hub_addrs"`
+	Transport string       `json:"transport,omitempty"`
+	Session   string       `json:"session,omitempty"`
+	Since     *time.Time   `json:"since,omitempty"`
+	RTTMs     *float64     `json:"rtt_ms,omitempty"`
+	// BytesSent and BytesReceived count the current session's wire bytes
+	// (TLS records or QUIC packets), online only.
+	BytesSent     uint64    `json:"bytes_sent,omitempty"`
+	BytesReceived uint64    `json:"bytes_received,omitempty"`
+	CertExpires   time.Time `json:"cert_expires"`
+	CertRenews    time.Time `json:"cert_renews"`
+	LastError     string    `json:"last_error,omitempty"`
+	Software      string    `json:"software"`
 	// Sync is the zone state synchronisation (absent for a peer without a
 	// store).
 	Sync *zsync.State `json:"sync,omitempty"`
@@ -281,6 +285,8 @@ func (p *Peer) status(ver uint64) PeerStatus {
 		ss := p.state.State()
 		st.Sync = &ss
 	}
+	t := p.Traffic()
+	st.BytesSent, st.BytesReceived = t.BytesSent, t.BytesReceived
 	return st
 }
 

@@ -7,17 +7,21 @@ import (
 
 	"github.com/spf13/cobra"
 
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
 )
 
 func newPeerWaitCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "wait ready|online|connecting",
+		Use:   "wait ready|online|connecting|synced",
 		Short: "Wait until pzp run answers, or its session reaches a state",
+		Long: `wait blocks until pzp run answers (ready), its session is up (online) or
+down (connecting), or it is online, holds everything the hub has, and has
+no local edits waiting for the hub (synced).`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 || (args[0] != "ready" && args[0] != "online" && args[0] != "connecting") {
-				return usagef("say what to wait for: ready, online or connecting")
+			if len(args) != 1 || (args[0] != "ready" && args[0] != "online" && args[0] != "connecting" && args[0] != "synced") {
+				return usagef("say what to wait for: ready, online, connecting or synced")
 			}
 			return nil
 		},
@@ -36,10 +40,18 @@ func newPeerWaitCmd(g *globals) *cobra.Command {
 			if args[0] == "ready" {
 				return nil
 			}
-			v, err := watch(ctx, c, "/v1/status", func(s *zone.PeerStatus) uint64 { return s.Version }, func(s *zone.PeerStatus) bool { return s.State == args[0] })
+			v, err := watch(ctx, c, "/v1/status", func(s *zone.PeerStatus) uint64 { return s.Version }, func(s *zone.PeerStatus) bool {
+				if args[0] == "synced" {
+					return s.State == "online" && s.Sync != nil && s.Sync.Phase == zsync.PhaseInSync && s.Sync.Pending == 0
+				}
+				return s.State == args[0]
+			})
 			if err != nil {
 				if v == nil {
 					return err
+				}
+				if args[0] == "synced" && v.Sync != nil {
+					return fmt.Errorf("not synced after %v: state %s, sync %s at %d of %d with %d edits pending, last error: %s", timeout, v.State, v.Sync.Phase, v.Sync.LastSeq, v.Sync.HubSeq, v.Sync.Pending, dash(v.LastError))
 				}
 				return fmt.Errorf("not %s after %v: state %s, last error: %s", args[0], timeout, v.State, dash(v.LastError))
 			}
