@@ -50,8 +50,39 @@ pzp wait online --data "$work/phone" --timeout 15s
 run pzh devices --data "$work/hub"
 run pzp status --data "$work/phone"
 
+step "Zone state: an edit on one device reaches the other through the hub"
+# The watch prints the key's value if it has one, then each change: with
+# --count 1 it shows the edit whether it subscribes before or after it.
+pzp data watch --data "$work/laptop" notes/shopping --count 1 >"$work/watch.out" &
+watcher=$!
+run pzp data set --data "$work/phone" notes/shopping "milk, eggs"
+wait "$watcher"
+echo "the laptop's watch saw:"
+cat "$work/watch.out"
+run pzp data get --data "$work/laptop" notes/shopping
+run pzh data list --data "$work/hub"
+
+step "Offline edits: the hub goes away, both devices edit, the hub comes back"
+kill -INT "${pids[0]}"
+wait "${pids[0]}" || true
+pzp wait connecting --data "$work/phone" --timeout 15s
+run pzp data set --data "$work/phone" notes/todo "call mum"
+run pzp data set --data "$work/laptop" notes/shopping "milk, eggs, bread"
+run pzp status --data "$work/laptop"
+pzh serve --data "$work/hub" --listen "127.0.0.1:$PORT" 2>>"$work/hub.log" &
+pids[0]=$!
+pzp wait synced --data "$work/phone" --timeout 30s
+pzp wait synced --data "$work/laptop" --timeout 30s
+pzp wait synced --data "$work/phone" --timeout 30s
+echo "both devices now hold the same notes:"
+run pzp data list --data "$work/phone"
+run pzp data list --data "$work/laptop"
+
 step "Revoke the laptop: its session is cut at once and it stops"
 run pzh revoke --data "$work/hub" laptop
+pzp wait synced --data "$work/phone" --timeout 15s
+echo "every device learns of the revocation (certificates bucket):"
+run pzp data list --data "$work/phone" --bucket certs
 rc=0
 wait "$laptop" || rc=$?
 echo "laptop's pzp run exited with code $rc:"

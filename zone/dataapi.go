@@ -109,6 +109,7 @@ func routeData(mux *http.ServeMux, store func() dataStore, node string) {
 	mux.HandleFunc("DELETE /v1/data/{bucket}/{key...}", a.del)
 	mux.HandleFunc("GET /v1/data/{bucket}", a.list)
 	mux.HandleFunc("GET /v1/watch/{bucket}", a.watch)
+	mux.HandleFunc("POST /v1/import", a.importNDJSON)
 }
 
 type dataAPI struct {

@@ -539,6 +539,7 @@ type hubSession struct {
 	wmu        sync.Mutex // serialises control-stream writes
 	lastActive atomic.Int64
 	rttUs      atomic.Int64
+	syncing    atomic.Bool // the session's one sync stream is open
 
 	closeOnce sync.Once
 	closed    chan struct{}

@@ -81,7 +81,9 @@ func listenUnix(path string) (net.Listener, error) {
 
 // serveAPI serves h on ln until ctx ends.
 func serveAPI(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// Requests live within ctx, so that streams (watches, long polls) end
+	// when the daemon stops instead of holding up its shutdown.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -44,21 +44,18 @@ func openHubState(cfg *HubConfig) (*zsync.Store, error) {
 
 // handleSync serves a device's sync stream for the life of its session.
 func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
+	if !s.syncing.CompareAndSwap(false, true) {
+		h.log.Info("second sync stream refused", "device", s.device)
+		st.Reset()
+		return
+	}
 	h.streams.Add(1)
 	defer h.streams.Done()
 	st.SetDeadline(time.Time{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.closed:
-		case <-s.conn.Done():
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	err := h.state.Serve(ctx, s.device, syncStream{st})
-	if err != nil && ctx.Err() == nil && !wentAway(s.conn, err) {
+	// The stream fails when the session ends, which ends Serve: no
+	// goroutine per session waits for that.
+	err := h.state.Serve(context.Background(), s.device, syncStream{st})
+	if err != nil && !wentAway(s.conn, err) {
 		h.log.Info("sync stream failed", "device", s.device, "err", err)
 		if errors.Is(err, zsync.ErrProtocol) {
 			go s.close(ReasonProtocol, err.Error())

@@ -1,0 +1,236 @@
+package zone
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	zsync "github.com/pzone/pzone/sync"
+)
+
+// Bulk import of records into the zone's store: POST /v1/import reads
+// NDJSON, one record a line, and applies it in chunks, each one atomic
+// transaction. See docs/PROTOCOL.md, "Data endpoints".
+
+// Import limits, with why.
+const (
+	// importChunk is how many lines one transaction applies: one fsync
+	// per thousand records instead of one per record, while a chunk stays
+	// small next to what a device receives per batch, and well under the
+	// store's cap on a batch.
+	importChunk = 1000
+	// importChunkBytes also ends a chunk: a chunk is held in memory until
+	// it commits, and a thousand values near the 256 KiB limit would be a
+	// quarter of a GiB.
+	importChunkBytes = 8 << 20
+	// maxImportLine bounds one line. The largest line a watch prints is a
+	// 256 KiB value given twice, as base64 (342 KiB) and as JSON text,
+	// where a control character escapes to 6 bytes (1.5 MiB): under 2 MiB.
+	maxImportLine = 2 << 20
+)
+
+// ImportLine is one line of POST /v1/import. A RecordView line (as a watch
+// prints it) is one too; its other fields are ignored.
+type ImportLine struct {
+	// Bucket, if set, overrides the request's bucket for this line.
+	Bucket string `json:"bucket,omitempty"`
+	Key    string `json:"key"`
+	// Text or Value is the value, as text or as base64. A line may give
+	// both only when they hold the same bytes (RecordView does).
+	Text  *string `json:"text,omitempty"`
+	Value *[]byte `json:"value,omitempty"`
+	// Deleted: delete the key (no value). A key that holds nothing is
+	// left alone and not counted.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// ImportResult is the answer of POST /v1/import; on a refusal it is also
+// in the error body, beside "error".
+type ImportResult struct {
+	// Applied counts the records written: every line before Line, less
+	// deletions of keys that held nothing.
+	Applied int `json:"applied"`
+	// Line is the 1-based line that stopped the import (refusals only;
+	// 0 when no one line is to blame, as for a store failure).
+	Line int `json:"line,omitempty"`
+}
+
+// importError is the body of a refused import.
+type importError struct {
+	Error string `json:"error"`
+	ImportResult
+}
+
+// dataApplier is what an import needs of a store besides dataStore: a
+// *zsync.Store applies many edits in one transaction.
+type dataApplier interface {
+	Apply(edits []zsync.Edit) ([]zsync.Record, error)
+}
+
+// parseImportLine turns one line into an edit for node to make, with
+// bucket the default; its error is ErrInvalid or ErrPermission.
+func parseImportLine(line []byte, bucket, node string) (zsync.Edit, error) {
+	var l ImportLine
+	if err := json.Unmarshal(line, &l); err != nil {
+		return zsync.Edit{}, fmt.Errorf("%w: not a JSON record: %v", zsync.ErrInvalid, err)
+	}
+	if l.Bucket != "" {
+		bucket = l.Bucket
+	}
+	if err := zsync.CheckWrite(node, bucket, l.Key); err != nil {
+		return zsync.Edit{}, err
+	}
+	e := zsync.Edit{Bucket: bucket, Key: l.Key, Delete: l.Deleted}
+	switch {
+	case l.Deleted && (l.Text != nil || l.Value != nil):
+		return zsync.Edit{}, fmt.Errorf("%w: a deletion of %q carries a value", zsync.ErrInvalid, l.Key)
+	case l.Deleted:
+	case l.Text != nil && l.Value != nil && !bytes.Equal([]byte(*l.Text), *l.Value):
+		return zsync.Edit{}, fmt.Errorf("%w: %q has a text and a value that differ; give one", zsync.ErrInvalid, l.Key)
+	case l.Value != nil:
+		e.Value = *l.Value
+	case l.Text != nil:
+		e.Value = []byte(*l.Text)
+	default:
+		return zsync.Edit{}, fmt.Errorf(`%w: %q has no value: give "text", "value" (base64) or "deleted": true`, zsync.ErrInvalid, l.Key)
+	}
+	if len(e.Value) > zsync.MaxValue {
+		return zsync.Edit{}, fmt.Errorf("%w: the value of %q is %d bytes, over the %d-byte limit", zsync.ErrInvalid, l.Key, len(e.Value), zsync.MaxValue)
+	}
+	if e.Value == nil && !e.Delete {
+		e.Value = []byte{}
+	}
+	return e, nil
+}
+
+// importNDJSON serves POST /v1/import[?bucket=B]: it applies each chunk
+// as it is read, so neither the body nor the import is ever held whole. A
+// bad line stops it after everything before that line is applied.
+func (a *dataAPI) importNDJSON(w http.ResponseWriter, r *http.Request) {
+	bucket := r.URL.Query().Get("bucket")
+	if bucket == "" {
+		bucket = zsync.BucketAppData
+	}
+	if err := checkBucket(bucket); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	s := a.open(w)
+	if s == nil {
+		return
+	}
+	ap, ok := s.(dataApplier)
+	if !ok {
+		writeErr(w, http.StatusNotImplemented, errors.New("this daemon's store cannot import"))
+		return
+	}
+	var res ImportResult
+	fail := func(status int, err error) {
+		writeJSON(w, status, importError{Error: err.Error(), ImportResult: res})
+	}
+	var chunk []zsync.Edit
+	size := 0
+	apply := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		recs, err := ap.Apply(chunk)
+		if err != nil {
+			return err
+		}
+		res.Applied += len(recs)
+		chunk, size = chunk[:0], 0
+		return nil
+	}
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 64<<10), maxImportLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		e, err := parseImportLine(line, bucket, a.node)
+		if err != nil {
+			// What came before the bad line goes in, so that the import
+			// can resume from it.
+			if aerr := apply(); aerr != nil {
+				fail(dataStatus(aerr), fmt.Errorf("import: %w", aerr))
+				return
+			}
+			res.Line = n
+			fail(dataStatus(err), fmt.Errorf("line %d: %w", n, err))
+			return
+		}
+		chunk = append(chunk, e)
+		size += len(e.Key) + len(e.Value)
+		if len(chunk) == importChunk || size >= importChunkBytes {
+			if err := apply(); err != nil {
+				fail(dataStatus(err), fmt.Errorf("import: %w", err))
+				return
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("%w: line %d is over the %d-byte limit of a line", zsync.ErrInvalid, n+1, maxImportLine)
+			res.Line = n + 1
+		} else {
+			err = fmt.Errorf("read the request after line %d: %w", n, err)
+		}
+		// The lines read whole are applied: the request may have been cut
+		// anywhere, but each line is a record of its own.
+		if aerr := apply(); aerr != nil {
+			fail(dataStatus(aerr), fmt.Errorf("import: %w", aerr))
+			return
+		}
+		fail(status, err)
+		return
+	}
+	if err := apply(); err != nil {
+		fail(dataStatus(err), fmt.Errorf("import: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// DataImport imports NDJSON records from r (ImportLine, one a line; lines
+// without a bucket go to appdata) and returns how many were written.
+func (c *Client) DataImport(ctx context.Context, r io.Reader) (int, error) {
+	n, _, err := c.DataImportInto(ctx, "", r)
+	return n, err
+}
+
+// DataImportInto is DataImport with bucket for lines that name none
+// ("": appdata). On a refusal it also returns the line that stopped the
+// import (0 if none did), and the count is of the records written before
+// it.
+func (c *Client) DataImportInto(ctx context.Context, bucket string, r io.Reader) (applied, line int, err error) {
+	q := url.Values{}
+	if bucket != "" {
+		q.Set("bucket", bucket)
+	}
+	resp, err := c.send(ctx, http.MethodPost, dataQuery("/v1/import", q), "application/x-ndjson", r)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIBody))
+	if err != nil {
+		return 0, 0, err
+	}
+	var ans importError
+	json.Unmarshal(data, &ans)
+	if resp.StatusCode/100 != 2 {
+		return ans.Applied, ans.Line, answerError(resp, data)
+	}
+	return ans.Applied, 0, nil
+}
