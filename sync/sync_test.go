@@ -21,6 +21,7 @@ func TestHubToPeerAndBack(t *testing.T) {
 	if r, ok, _ := phone.Get(BucketAppData, "notes/a"); !ok || string(r.Value) != "from hub" || r.Seq != 1 {
 		t.Fatalf("phone has %+v %v", r, ok)
 	}
+	waitSynced(t, hub, laptop)
 	w, err := laptop.Watch(BucketAppData, "notes/")
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +44,14 @@ func TestHubToPeerAndBack(t *testing.T) {
 	// Offline edits on both devices, a conflict on one key, a delete.
 	l1.stop()
 	l2.stop()
-	phone.Put(BucketAppData, "notes/c", []byte("phone offline"))
-	laptop.Put(BucketAppData, "notes/c", []byte("laptop offline, later"))
+	pv, _ := phone.Put(BucketAppData, "notes/c", []byte("phone offline"))
+	lv, _ := laptop.Put(BucketAppData, "notes/c", []byte("laptop offline"))
+	// Both clocks may read the same millisecond: the greater version wins,
+	// whichever it is, the same on every node.
+	winner := "phone offline"
+	if lv.Version.Compare(pv.Version) > 0 {
+		winner = "laptop offline"
+	}
 	laptop.Delete(BucketAppData, "notes/a")
 	if st := laptop.State(); st.Pending != 2 || st.Phase != PhaseOffline {
 		t.Fatalf("laptop state %+v", st)
@@ -53,7 +60,7 @@ func TestHubToPeerAndBack(t *testing.T) {
 	waitSynced(t, hub, laptop)
 	waitSynced(t, hub, phone)
 	waitSynced(t, hub, laptop)
-	want := map[string]string{"appdata/notes/b": "from phone", "appdata/notes/c": "laptop offline, later"}
+	want := map[string]string{"appdata/notes/b": "from phone", "appdata/notes/c": winner}
 	for _, n := range []*testNode{hub, phone, laptop} {
 		if got := dump(t, n.Store); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s has %v, want %v", n.opts.Node, got, want)

@@ -78,7 +78,7 @@ type dataApplier interface {
 func parseImportLine(line []byte, bucket, node string) (zsync.Edit, error) {
 	var l ImportLine
 	if err := json.Unmarshal(line, &l); err != nil {
-		return zsync.Edit{}, fmt.Errorf("%w: not a JSON record: %v", zsync.ErrInvalid, err)
+		return zsync.Edit{}, fmt.Errorf("%w: not JSON: %v", zsync.ErrInvalid, err)
 	}
 	if l.Bucket != "" {
 		bucket = l.Bucket

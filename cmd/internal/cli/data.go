@@ -188,6 +188,6 @@ Values are bytes, up to 256 KiB.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	o := func() *dataOptions { return &dataOptions{g: g, daemon: d} }
-	cmd.AddCommand(newDataSetCmd(o()), newDataGetCmd(o()), newDataDelCmd(o()), newDataListCmd(o()), newDataWatchCmd(o()))
+	cmd.AddCommand(newDataSetCmd(o()), newDataGetCmd(o()), newDataDelCmd(o()), newDataListCmd(o()), newDataWatchCmd(o()), newDataImportCmd(o()))
 	return cmd
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
 )
 
@@ -70,9 +71,16 @@ func importStopped(err error, n, line int, name string, o *dataOptions) error {
 	if line == 0 {
 		return fmt.Errorf("%w (%d records were written before it stopped)", err, n)
 	}
-	resume := fmt.Sprintf("tail -n +%d %s | %s data import -", line, name, o.daemon.prog)
-	if name == "-" {
-		resume = fmt.Sprintf("give it the lines from %d on", line)
+	resume := fmt.Sprintf("fix it, then import from line %d on", line)
+	if name != "-" {
+		flags := ""
+		if dir, derr := o.g.dataDir(); derr == nil {
+			flags = " --data " + dir
+		}
+		if o.bucket != zsync.BucketAppData {
+			flags += " --bucket " + o.bucket
+		}
+		resume = fmt.Sprintf("fix it, then resume with: tail -n +%d %s | %s data import%s -", line, name, o.daemon.prog, flags)
 	}
-	return fmt.Errorf("%w; the %d records before it were written, none after: fix line %d, then resume with: %s", err, n, line, resume)
+	return fmt.Errorf("%w; the lines before it were imported (%d records written), none after; %s", err, n, resume)
 }
