@@ -178,7 +178,7 @@ func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
 
 func (a *dataAPI) put(w http.ResponseWriter, r *http.Request) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
-	if err := zsync.CheckWrite(a.node, bucket, key); err != nil {
+	if err := checkAPIWrite(a.node, bucket, key); err != nil {
 		writeErr(w, dataStatus(err), err)
 		return
 	}
@@ -210,7 +210,7 @@ func (a *dataAPI) put(w http.ResponseWriter, r *http.Request) {
 
 func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
-	if err := zsync.CheckWrite(a.node, bucket, key); err != nil {
+	if err := checkAPIWrite(a.node, bucket, key); err != nil {
 		writeErr(w, dataStatus(err), err)
 		return
 	}

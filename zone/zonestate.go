@@ -217,3 +217,17 @@ func (p *Peer) runSync(ctx context.Context, ps *peerSession) error {
 	}
 	return p.state.Sync(ctx, syncStream{st})
 }
+
+// checkAPIWrite is the write check of the local APIs: the node's rights,
+// and nobody edits the certificates bucket by hand. The hub keeps it in
+// step with its own records (pairing, renewal, revocation); an edit there
+// could hide a revocation from the devices.
+func checkAPIWrite(node, bucket, key string) error {
+	if err := zsync.CheckWrite(node, bucket, key); err != nil {
+		return err
+	}
+	if bucket == zsync.BucketCerts {
+		return fmt.Errorf("%w: bucket %s is kept by the hub itself from its pairings and revocations (use pzh revoke)", zsync.ErrPermission, bucket)
+	}
+	return nil
+}
