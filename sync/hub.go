@@ -114,7 +114,11 @@ func (s *Store) feed(ctx context.Context, w *writer, sent uint64) error {
 				continue
 			}
 		}
-		if err := w.send(&Msg{Type: MsgChanges, Records: recs, Upto: upto, Head: head, CaughtUp: caught}); err != nil {
+		m := &Msg{Type: MsgChanges, Records: recs, Upto: upto, CaughtUp: caught}
+		if !caught {
+			m.Head = head // for progress; caught up, it is Upto
+		}
+		if err := w.send(m); err != nil {
 			return err
 		}
 		sent, told = upto, caught
