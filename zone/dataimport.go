@@ -74,7 +74,8 @@ type dataApplier interface {
 }
 
 // parseImportLine turns one line into an edit for node to make, with
-// bucket the default; its error is ErrInvalid or ErrPermission.
+// bucket the default; its error is ErrInvalid or ErrPermission. It checks
+// what PUT checks: the certificates bucket is not importable either.
 func parseImportLine(line []byte, bucket, node string) (zsync.Edit, error) {
 	var l ImportLine
 	if err := json.Unmarshal(line, &l); err != nil {
@@ -83,7 +84,7 @@ func parseImportLine(line []byte, bucket, node string) (zsync.Edit, error) {
 	if l.Bucket != "" {
 		bucket = l.Bucket
 	}
-	if err := zsync.CheckWrite(node, bucket, l.Key); err != nil {
+	if err := checkAPIWrite(node, bucket, l.Key); err != nil {
 		return zsync.Edit{}, err
 	}
 	e := zsync.Edit{Bucket: bucket, Key: l.Key, Delete: l.Deleted}
@@ -102,9 +103,6 @@ func parseImportLine(line []byte, bucket, node string) (zsync.Edit, error) {
 	}
 	if len(e.Value) > zsync.MaxValue {
 		return zsync.Edit{}, fmt.Errorf("%w: the value of %q is %d bytes, over the %d-byte limit", zsync.ErrInvalid, l.Key, len(e.Value), zsync.MaxValue)
-	}
-	if e.Value == nil && !e.Delete {
-		e.Value = []byte{}
 	}
 	return e, nil
 }

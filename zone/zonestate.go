@@ -74,29 +74,35 @@ func (h *Hub) putCert(key string, value []byte) {
 	}
 }
 
-func (h *Hub) deleteCert(key string) {
-	if _, err := h.state.Delete(zsync.BucketCerts, key); err != nil && !errors.Is(err, zsync.ErrNotFound) {
-		h.log.Warn("withdraw certificate record", "key", key, "err", err)
-	}
-}
-
 // publishRevocation puts every serial of a revoked device in the
-// certificates bucket, and withdraws its current certificate.
+// certificates bucket and withdraws its current certificate, in one
+// change set, so no device sees one without the other.
 func (h *Hub) publishRevocation(rec *DeviceRecord) {
 	at := rec.RevokedAt
 	if at.IsZero() {
 		at = h.cfg.Now().UTC()
 	}
+	var edits []zsync.Edit
 	for _, serial := range rec.Serials {
 		if _, ok, _ := h.state.Get(zsync.BucketCerts, certKeyRevokedPfx+serial); ok {
 			continue
 		}
 		v, err := transport.Marshal(&Revocation{Device: rec.Name, At: at, Reason: rec.RevokeReason})
-		if err == nil {
-			h.putCert(certKeyRevokedPfx+serial, v)
+		if err != nil {
+			h.log.Warn("encode revocation", "err", err)
+			return
 		}
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: certKeyRevokedPfx + serial, Value: v})
 	}
-	h.deleteCert(certKeyDevice + rec.Name)
+	if _, ok, _ := h.state.Get(zsync.BucketCerts, certKeyDevice+rec.Name); ok || len(edits) > 0 {
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: certKeyDevice + rec.Name, Delete: true})
+	}
+	if len(edits) == 0 {
+		return
+	}
+	if _, err := h.state.Apply(edits); err != nil {
+		h.log.Warn("publish revocation", "device", rec.Name, "err", err)
+	}
 }
 
 // reconcileCerts brings the certificates bucket in step with the hub's

@@ -71,7 +71,7 @@ func importStopped(err error, n, line int, name string, o *dataOptions) error {
 	if line == 0 {
 		return fmt.Errorf("%w (%d records were written before it stopped)", err, n)
 	}
-	resume := fmt.Sprintf("fix it, then import from line %d on", line)
+	resume := "correct or remove that line, then import from it on"
 	if name != "-" {
 		flags := ""
 		if dir, derr := o.g.dataDir(); derr == nil {
@@ -80,7 +80,7 @@ func importStopped(err error, n, line int, name string, o *dataOptions) error {
 		if o.bucket != zsync.BucketAppData {
 			flags += " --bucket " + o.bucket
 		}
-		resume = fmt.Sprintf("fix it, then resume with: tail -n +%d %s | %s data import%s -", line, name, o.daemon.prog, flags)
+		resume = fmt.Sprintf("correct or remove that line, then resume with: tail -n +%d %s | %s data import%s -", line, name, o.daemon.prog, flags)
 	}
 	return fmt.Errorf("%w; the lines before it were imported (%d records written), none after; %s", err, n, resume)
 }

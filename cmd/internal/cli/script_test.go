@@ -38,6 +38,7 @@ func TestScripts(t *testing.T) {
 			// Under -race every child would otherwise sleep 1 s at exit
 			// (the race runtime's atexit_sleep_ms), for ~100 commands.
 			env.Setenv("GORACE", "atexit_sleep_ms=0")
+			setupSyncCmds(env)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -46,6 +47,12 @@ func TestScripts(t *testing.T) {
 			"forge":     cmdForgeToken,
 			"garbage":   cmdGarbage,
 			"tokenfile": cmdTokenFile,
+			// Zone state (script_sync_test.go).
+			"editstream": cmdEditStream,
+			"checkkeys":  cmdCheckKeys,
+			"genrecords": cmdGenRecords,
+			"waitseq":    cmdWaitSeq,
+			"lines":      cmdLines,
 		},
 	})
 }
