@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"path/filepath"
@@ -58,7 +59,7 @@ func openTestNodeWith(t testing.TB, dir, node string, now func() time.Time, set 
 		if n.closed {
 			return
 		}
-		checkInvariants(t, n.Store, true)
+		checkInvariants(t, n.Store)
 		n.Store.Close()
 	})
 	return n
@@ -81,7 +82,7 @@ func (n *testNode) reopen(t testing.TB) {
 // close checks the store's invariants and closes it.
 func (n *testNode) close(t testing.TB) {
 	t.Helper()
-	checkInvariants(t, n.Store, true)
+	checkInvariants(t, n.Store)
 	if err := n.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,21 +179,9 @@ func (l *link) broken() error {
 	default:
 		return nil
 	}
-	select {
-	case <-l.hubDone:
-		if l.hubErr != nil {
-			return fmt.Errorf("hub side: %w", l.hubErr)
-		}
-	default:
-	}
-	select {
-	case <-l.peerDone:
-		if l.peerErr != nil {
-			return fmt.Errorf("device side: %w", l.peerErr)
-		}
-	default:
-	}
-	return errors.New("link ended")
+	// One side ended; the other follows once the stream is cut.
+	herr, perr := l.stop()
+	return fmt.Errorf("link ended; hub side: %v; device side: %v", herr, perr)
 }
 
 // waitSynced waits until peer has everything the hub has and has pushed
@@ -225,10 +214,10 @@ func synced(hub, peer *testNode) bool {
 // is called again after each wake-up.
 type waker func() <-chan struct{}
 
-func kicks(n *testNode) waker    { return func() <-chan struct{} { return n.kick } }
-func heads(n *testNode) waker    { return func() <-chan struct{} { return n.changed() } }
-func linkDown(l *link) waker     { return func() <-chan struct{} { return l.down } }
-func tapEvents(p *tap) waker     { return func() <-chan struct{} { return p.events } }
+func kicks(n *testNode) waker     { return func() <-chan struct{} { return n.kick } }
+func heads(n *testNode) waker     { return func() <-chan struct{} { return n.changed() } }
+func linkDown(l *link) waker      { return func() <-chan struct{} { return l.down } }
+func tapEvents(p *tap) waker      { return func() <-chan struct{} { return p.events } }
 func every(d time.Duration) waker { return func() <-chan struct{} { return after(d) } }
 
 // after is time.After for a waker.
@@ -289,6 +278,45 @@ func waitAcked(t testing.TB, hub *testNode, device string, seq uint64) {
 	await(t, fmt.Sprintf("%s to confirm %d", device, seq), func() (bool, error) {
 		return hub.Acked(device) >= seq, nil
 	}, heads(hub), every(20*time.Millisecond))
+}
+
+// warnings is a slog handler that keeps the warnings and errors a store
+// logs, for tests that must have none (a device warns of each edit the
+// hub refused).
+type warnings struct {
+	mu   gosync.Mutex
+	msgs []string
+}
+
+func (h *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *warnings) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		msg += " " + a.String()
+		return true
+	})
+	h.mu.Lock()
+	h.msgs = append(h.msgs, msg)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *warnings) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnings) WithGroup(string) slog.Handler      { return h }
+
+func (h *warnings) all() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.msgs)
+}
+
+// confirm gives the hub device's confirmation of seq, as the device
+// sends it once it applied seq (after up to ackDelay).
+func confirm(hub *testNode, device string, seq uint64) {
+	hub.acksMu.Lock()
+	hub.acks[device] = max(hub.acks[device], seq)
+	hub.acksMu.Unlock()
 }
 
 // dump is a node's visible state: bucket/key → value.
@@ -363,9 +391,8 @@ func diffStates(got, want map[string]string) string {
 // checkInvariants checks the structure of a store: on the hub, that the
 // log and the tombstone index match the records one for one; on a device,
 // that the pending queue matches the records marked pending, and that it
-// keeps no tombstones but pending ones (strict: a hub that broke the
-// protocol can leave one). Records must be valid on both.
-func checkInvariants(t testing.TB, s *Store, strict bool) {
+// keeps no tombstones but pending ones. Records must be valid on both.
+func checkInvariants(t testing.TB, s *Store) {
 	t.Helper()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -408,7 +435,7 @@ func checkInvariants(t testing.TB, s *Store, strict bool) {
 				if !bytes.Equal(pend.Get(u64(st.Pending)), k) {
 					bad("record %s/%q: pending %d, queue has %q", b, key, st.Pending, pend.Get(u64(st.Pending)))
 				}
-			} else if st.Deleted && strict {
+			} else if st.Deleted {
 				bad("record %s/%q: a tombstone that is not pending", b, key)
 			}
 			return nil
@@ -512,8 +539,10 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
+// isClosedPipe reports an error a side of a link ends with when the
+// stream is cut, possibly in the middle of a frame.
 func isClosedPipe(err error) bool {
-	return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF)
+	return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // tap sits on a device's end of a sync stream. It decodes the hub's
@@ -531,7 +560,8 @@ type tap struct {
 	buf      []byte // hub bytes read but not yet a whole frame
 	frames   []tapFrame
 	changes  int // Changes frames read
-	holdAt   int // hold reads once changes reaches it (0: never)
+	holding  bool
+	holdAt   int // while holding, hold reads once changes reaches it
 	release  chan struct{}
 	dropPush bool
 	pushes   int // Push frames the device wrote (dropped ones included)
@@ -566,11 +596,11 @@ func (p *tap) kick() {
 	}
 }
 
-// holdAfter makes the device stop reading once n Changes frames have
-// passed; unhold lets it go on.
+// holdAfter makes the device stop reading once it has read the Start
+// frame and n Changes frames; unhold lets it go on.
 func (p *tap) holdAfter(n int) {
 	p.mu.Lock()
-	p.holdAt = n
+	p.holding, p.holdAt = true, n
 	p.mu.Unlock()
 }
 
@@ -586,7 +616,7 @@ func (p *tap) unhold() {
 
 func (p *tap) Read(b []byte) (int, error) {
 	p.mu.Lock()
-	hold, rel := p.holdAt > 0 && p.changes >= p.holdAt, p.release
+	hold, rel := p.holding && len(p.frames) > 0 && p.changes >= p.holdAt, p.release
 	p.mu.Unlock()
 	if hold {
 		select {
@@ -629,20 +659,32 @@ func (p *tap) parse(b []byte) {
 // being dropped.
 func (p *tap) Write(b []byte) (int, error) {
 	var m Msg
-	if _, n := binary.Uvarint(b); n > 0 && transport.Unmarshal(b[n:], &m) == nil && m.Type == MsgPush {
-		p.mu.Lock()
-		p.pushes++
-		drop := p.dropPush
-		if drop {
-			p.dropped++
-		}
-		p.mu.Unlock()
-		defer p.kick()
-		if drop {
-			return len(b), nil
-		}
+	if _, n := binary.Uvarint(b); n <= 0 || transport.Unmarshal(b[n:], &m) != nil || m.Type != MsgPush {
+		return p.conn.Write(b)
 	}
-	return p.conn.Write(b)
+	p.mu.Lock()
+	drop := p.dropPush
+	p.mu.Unlock()
+	n, err := len(b), error(nil)
+	if !drop {
+		// net.Pipe: when Write returns, the hub has read the frame.
+		n, err = p.conn.Write(b)
+	}
+	p.mu.Lock()
+	p.pushes++
+	if drop {
+		p.dropped++
+	}
+	p.mu.Unlock()
+	p.kick()
+	return n, err
+}
+
+// pushed counts the pushes the device wrote (dropped ones included).
+func (p *tap) pushed() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pushes
 }
 
 func (p *tap) Close() error {

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"math"
 	gosync "sync"
 	"time"
 )
@@ -22,6 +23,10 @@ func (c *clock) next(node string) Version {
 	defer c.mu.Unlock()
 	if pt := uint64(c.now().UnixMilli()); pt > c.wall {
 		c.wall, c.logical = pt, 0
+	} else if c.logical == math.MaxUint32 {
+		// The counter is spent (a version seen from a device can carry
+		// any counter): take the next millisecond rather than wrap.
+		c.wall, c.logical = c.wall+1, 0
 	} else {
 		c.logical++
 	}

@@ -80,31 +80,46 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 
 	readErr := make(chan error, 1)
 	go func() {
-		readErr <- s.serveRead(device, fr, w, reset)
+		readErr <- s.serveRead(device, fr, w)
 		cancel()
 	}()
-	err := s.feed(ctx, w, since)
+	err := s.feed(ctx, w, since, floor)
 	cancel()
 	rerr := <-readErr
 	if ferr := s.flushAcks(); ferr != nil && !errors.Is(ferr, bolt.ErrDatabaseNotOpen) {
 		s.log.Warn("save sync confirmations", "err", ferr)
 	}
 	// The reader sees why the stream ended (the device went away, or sent
-	// garbage); the feed only sees its writes fail.
-	if rerr != nil && !errors.Is(rerr, context.Canceled) {
+	// garbage); the feed only sees its writes fail, unless it ended the
+	// stream itself.
+	if rerr != nil && !errors.Is(rerr, context.Canceled) && !errors.Is(err, errCompactedAhead) {
 		return rerr
 	}
 	return err
 }
 
+// errCompactedAhead ends a device's stream when deletions it had not yet
+// received were compacted while it was receiving its backlog.
+var errCompactedAhead = errors.New("sync: deletions this device had not yet received were compacted; it needs a full resync, which it gets when it reconnects")
+
 // feed sends the changes after sent, then waits for more, until ctx ends.
-func (s *Store) feed(ctx context.Context, w *writer, sent uint64) error {
+// floor is the compaction floor when the stream started.
+func (s *Store) feed(ctx context.Context, w *writer, sent, floor uint64) error {
 	told := false // the device was told it is caught up at sent
 	for {
 		wake := s.changed()
-		recs, upto, head, caught, err := s.readLog(sent)
+		recs, upto, head, caught, nowFloor, err := s.readLog(sent)
 		if err != nil {
 			return err
+		}
+		// A compaction since the stream started removed deletions after
+		// what the device has (deletions kept past the retention period
+		// for a device that was away): changes alone can no longer bring
+		// it up to date, and even a full resync under way would keep the
+		// records it already confirmed. Its next Hello is below the floor
+		// and gets a full resync.
+		if nowFloor != floor && nowFloor > sent {
+			return errCompactedAhead
 		}
 		if len(recs) == 0 && upto == sent && told {
 			select {
@@ -127,9 +142,9 @@ func (s *Store) feed(ctx context.Context, w *writer, sent uint64) error {
 
 // readLog reads a batch of the changes after seq after, in order. When it
 // reaches the end of the log, upto is the head and caught is true.
-func (s *Store) readLog(after uint64) (recs []Record, upto, head uint64, caught bool, err error) {
+func (s *Store) readLog(after uint64) (recs []Record, upto, head uint64, caught bool, floor uint64, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		head = getU64(tx.Bucket(bMeta).Get(kSeq))
+		head, floor = getU64(tx.Bucket(bMeta).Get(kSeq)), getU64(tx.Bucket(bMeta).Get(kFloor))
 		upto = after
 		size := 0
 		c := tx.Bucket(bLog).Cursor()
@@ -154,11 +169,11 @@ func (s *Store) readLog(after uint64) (recs []Record, upto, head uint64, caught 
 		upto, caught = head, true
 		return nil
 	})
-	return recs, upto, head, caught, err
+	return recs, upto, head, caught, floor, err
 }
 
 // serveRead handles what the device sends: pushes and acks.
-func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer, reset bool) error {
+func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer) error {
 	for {
 		var m Msg
 		if err := fr.ReadFrame(&m); err != nil {
@@ -169,7 +184,7 @@ func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer, r
 			if len(m.Records) == 0 || len(m.Records) > maxBatchRecords {
 				return protoErr("push of %d records", len(m.Records))
 			}
-			res, err := s.accept(device, m.Records, reset)
+			res, err := s.accept(device, m.Records)
 			if err != nil {
 				return err
 			}
@@ -191,7 +206,17 @@ func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer, r
 
 // accept applies the edits a device pushed and says what became of each.
 // The permission check is here, at the hub, whatever the device checked.
-func (s *Store) accept(device string, recs []Record, reset bool) ([]PushResult, error) {
+//
+// An edit of a key the hub holds nothing for, stamped no later than the
+// horizon (the latest deletion compacted before every device saw it), is
+// refused: the key may be one of those deletions, and the device one that
+// never saw it. This holds in every session, not only in the full resync
+// that follows such a compaction: that resync can be cut short after the
+// device caught up but before the hub saw its pushes, and the session
+// after it is an ordinary one. An edit made after the device saw the
+// deletions is stamped later than them (the clock moves past every
+// version it sees), and the horizon is older than the retention period.
+func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 	pre := make([]PushResult, len(recs))
 	limit := uint64(s.opts.Now().Add(s.opts.MaxClockAhead).UnixMilli())
 	for i := range recs {
@@ -216,9 +241,7 @@ func (s *Store) accept(device string, recs []Record, reset bool) ([]PushResult, 
 		res := slices.Clone(pre)
 		now := uint64(s.opts.Now().UnixMilli())
 		var horizon Version
-		if reset {
-			transport.Unmarshal(t.tx.Bucket(bMeta).Get(kHorizon), &horizon)
-		}
+		transport.Unmarshal(t.tx.Bucket(bMeta).Get(kHorizon), &horizon)
 		for i := range recs {
 			r := recs[i]
 			bk := bucketKey(r.Bucket, r.Key)
@@ -244,7 +267,7 @@ func (s *Store) accept(device string, recs []Record, reset bool) ([]PushResult, 
 			case cur != nil && cur.Version.Compare(r.Version) > 0:
 				c := cur.record(r.Bucket, r.Key)
 				res[i] = PushResult{Status: PushSuperseded, Current: &c}
-			case cur == nil && reset && !horizon.IsZero() && r.Version.Compare(horizon) <= 0:
+			case cur == nil && !horizon.IsZero() && r.Version.Compare(horizon) <= 0:
 				res[i] = PushResult{Status: PushRefused, Reason: "edit made before deletions this device never saw were compacted; it might bring back deleted data"}
 			default:
 				res[i] = PushResult{Status: PushAccepted, Seq: t.hubPut(bk, cur, &r, now)}
@@ -253,7 +276,28 @@ func (s *Store) accept(device string, recs []Record, reset bool) ([]PushResult, 
 		out = res
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	// The hub's records go back with the results so that the device
+	// settles at once, but small edits to keys holding large values would
+	// make an answer too large for a frame, and the device would push the
+	// same edits again at every reconnect. A superseded edit can do
+	// without: the winner is after what the device has applied, and
+	// reaches it with the changes.
+	room := maxBatchBytes
+	for i := range out {
+		c := out[i].Current
+		if c == nil {
+			continue
+		}
+		if out[i].Status == PushSuperseded && c.size() > room {
+			out[i].Current = nil
+			continue
+		}
+		room -= c.size()
+	}
+	return out, nil
 }
 
 // flushAcks writes the devices' confirmations gathered in memory.

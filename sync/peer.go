@@ -43,6 +43,12 @@ type State struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// Synced reports whether the device holds everything the hub has told it
+// of and has no local edit waiting for the hub.
+func (s State) Synced() bool {
+	return s.Phase == PhaseInSync && s.Pending == 0 && s.LastSeq >= s.HubSeq
+}
+
 // State reports the device's sync state.
 func (s *Store) State() State {
 	s.stMu.Lock()
@@ -220,6 +226,11 @@ func (s *Store) applyChanges(m *Msg) error {
 // keeps no tombstones but its own pending ones: the hub sends each key's
 // latest change once, so nothing older can follow).
 func (t *txn) peerApply(bk []byte, cur *stored, r *Record, gen uint64, force bool) error {
+	if !force && cur != nil && cur.Pending == 0 && cur.Gen == gen && cur.Seq > r.Seq {
+		// A later change of the key is already here: this device's own
+		// edit, accepted by the hub after the hub read this batch.
+		return nil
+	}
 	if cur != nil && cur.Pending != 0 {
 		if !force && cur.Version.Compare(r.Version) > 0 {
 			cur.Gen = gen
@@ -257,8 +268,13 @@ const sweepChunk = 4096
 func (s *Store) sweep() error {
 	var from []byte
 	for {
+		// The write may run more than once (group commit retries the
+		// writes of a failed group one by one): it sets next and done
+		// afresh each time, and from moves only once it committed.
+		var next []byte
 		done := false
 		err := s.write(func(t *txn) error {
+			next, done = nil, false
 			meta := t.tx.Bucket(bMeta)
 			gen := getU64(meta.Get(kGen))
 			c := t.tx.Bucket(bRecords).Cursor()
@@ -270,7 +286,7 @@ func (s *Store) sweep() error {
 			}
 			for ; k != nil; k, v = c.Next() {
 				if n == sweepChunk {
-					from = bytes.Clone(k)
+					next = bytes.Clone(k)
 					break
 				}
 				n++
@@ -300,6 +316,7 @@ func (s *Store) sweep() error {
 		if err != nil || done {
 			return err
 		}
+		from = next
 	}
 }
 
@@ -410,8 +427,9 @@ func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last
 // changed again since it was pushed is left to its next push.
 func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 	var refused []string
+	var accepted uint64 // the greatest sequence number accepted
 	err := s.write(func(t *txn) error {
-		refused = refused[:0]
+		refused, accepted = refused[:0], 0
 		gen := getU64(t.tx.Bucket(bMeta).Get(kGen))
 		for i, it := range items {
 			res := results[i]
@@ -425,6 +443,7 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 			b, key := splitKey(it.bk)
 			switch res.Status {
 			case PushAccepted:
+				accepted = max(accepted, res.Seq)
 				t.tx.Bucket(bPending).Delete(u64(it.pid))
 				t.pendingDelta--
 				if cur.Deleted {
@@ -447,10 +466,18 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 					// The hub has nothing here: undo the local edit.
 					err = t.peerApply(it.bk, cur, &Record{Bucket: b, Key: key, Deleted: true, Version: cur.Version}, gen, true)
 				} else {
+					// Superseded, and the hub left out its record: the
+					// winner comes with the changes. Until then the key
+					// shows the local edit, but a device keeps no
+					// tombstone that is not pending.
 					t.tx.Bucket(bPending).Delete(u64(it.pid))
 					t.pendingDelta--
-					cur.Pending = 0
-					err = putStored(t.tx, it.bk, cur)
+					if cur.Deleted {
+						err = t.tx.Bucket(bRecords).Delete(it.bk)
+					} else {
+						cur.Pending = 0
+						err = putStored(t.tx, it.bk, cur)
+					}
 				}
 			default:
 				return protoErr("push result with status %d", res.Status)
@@ -467,10 +494,15 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 	for _, r := range refused {
 		s.log.Warn("the hub refused a local edit; it was undone", "edit", r)
 	}
-	if len(refused) > 0 {
+	if len(refused) > 0 || accepted > s.State().HubSeq {
+		// The hub's head is at least what it just accepted; the changes
+		// that carry it back here follow.
 		s.setState(func(st *State) {
-			st.Refused += uint64(len(refused))
-			st.LastError = "hub refused " + refused[len(refused)-1]
+			st.HubSeq = max(st.HubSeq, accepted)
+			if len(refused) > 0 {
+				st.Refused += uint64(len(refused))
+				st.LastError = "hub refused " + refused[len(refused)-1]
+			}
 		})
 	}
 	return nil

@@ -59,8 +59,10 @@ type PushStatus uint8
 const (
 	// PushAccepted: the edit is the key's latest; Seq is its number.
 	PushAccepted PushStatus = 1
-	// PushSuperseded: the hub holds a newer version (Current); the edit
-	// lost the conflict, as it would have on every node.
+	// PushSuperseded: the hub holds a newer version (Current, left out
+	// when the answer would not fit in a frame: the device then gets it
+	// with the changes); the edit lost the conflict, as it would have on
+	// every node.
 	PushSuperseded PushStatus = 2
 	// PushRefused: the device may not make this edit (Reason); Current is
 	// the hub's record of the key, absent if it has none.

@@ -98,7 +98,7 @@ func TestDevicePermissions(t *testing.T) {
 		Record{Bucket: BucketAppData, Key: "a/c", Value: []byte("x"), Version: Version{Wall: now + uint64(time.Hour.Milliseconds()), Node: "phone"}},
 		Record{Bucket: BucketDevices, Key: "phone", Value: []byte("me"), Version: Version{Wall: now, Node: "phone"}},
 	)
-	res, err := hub.accept("phone", recs, false)
+	res, err := hub.accept("phone", recs)
 	if err != nil {
 		t.Fatal(err)
 	}

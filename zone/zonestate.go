@@ -184,7 +184,7 @@ func (p *Peer) syncChanged() {
 	if p.cfg.OnSync != nil {
 		p.cfg.OnSync(st)
 	}
-	if p.cfg.ExitWhenSynced && st.Phase == zsync.PhaseInSync && st.Pending == 0 {
+	if p.cfg.ExitWhenSynced && st.Synced() {
 		p.syncedOnce.Do(func() { close(p.synced) })
 	}
 }

@@ -16,7 +16,7 @@ func peerClient(dir string) *Client { return NewClient(SocketPath(dir, PeerSocke
 func waitSyncedPeer(t *testing.T, dir string) {
 	t.Helper()
 	waitPeer(t, dir, func(s *PeerStatus) bool {
-		return s.State == "online" && s.Sync != nil && s.Sync.Phase == zsync.PhaseInSync && s.Sync.Pending == 0
+		return s.State == "online" && s.Sync != nil && s.Sync.Synced()
 	})
 }
 

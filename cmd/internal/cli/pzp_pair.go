@@ -164,7 +164,7 @@ func firstSync(ctx context.Context, dir string, mode transport.Mode, timeout tim
 	defer cancel()
 	err := zone.RunPeer(sctx, zone.PeerConfig{DataDir: dir, Mode: mode, ExitWhenSynced: true, OnSync: func(st zsync.State) {
 		received.Store(st.Received)
-		if st.Phase == zsync.PhaseInSync && st.Pending == 0 {
+		if st.Synced() {
 			done.Store(true)
 		}
 		bar.update(st.LastSeq-st.StartSeq, st.HubSeq-st.StartSeq, st.Received)

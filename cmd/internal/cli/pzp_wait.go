@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
 )
 
@@ -42,7 +41,7 @@ no local edits waiting for the hub (synced).`,
 			}
 			v, err := watch(ctx, c, "/v1/status", func(s *zone.PeerStatus) uint64 { return s.Version }, func(s *zone.PeerStatus) bool {
 				if args[0] == "synced" {
-					return s.State == "online" && s.Sync != nil && s.Sync.Phase == zsync.PhaseInSync && s.Sync.Pending == 0
+					return s.State == "online" && s.Sync != nil && s.Sync.Synced()
 				}
 				return s.State == args[0]
 			})
