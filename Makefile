@@ -20,9 +20,9 @@ test: ## vet, gofmt check, and every test with the race detector
 demo: build ## build, then run a hub and two devices on loopback: pair, online, revoke, shut down
 	BIN=$(BIN) bash testdata/demo.sh
 
-bench: ## figures against raw baselines (BENCH_OUT=file.json also writes JSON; BENCH_FLAGS=... e.g. -storm-peers 10000)
-	$(GO) build -o $(BIN)/ ./cmd/pzh ./cmd/pzbench
-	$(BIN)/pzbench -pzh $(BIN)/pzh $(if $(BENCH_OUT),-json $(BENCH_OUT)) $(BENCH_FLAGS)
+bench: ## figures against raw baselines (BENCH_OUT=file.json also writes JSON; BENCH_FLAGS=... e.g. -only sync)
+	$(GO) build -o $(BIN)/ ./cmd/pzh ./cmd/pzp ./cmd/pzbench
+	$(BIN)/pzbench -pzh $(BIN)/pzh -pzp $(BIN)/pzp $(if $(BENCH_OUT),-json $(BENCH_OUT)) $(BENCH_FLAGS)
 
 fuzz: ## run each fuzz target for FUZZTIME (default 15s)
 	$(GO) test -run='^$$' -fuzz='^FuzzReadFrame$$' -fuzztime=$(FUZZTIME) ./transport

@@ -1,12 +1,14 @@
 // Package bench measures pzone against raw limits taken in the same run:
 // every figure is reported beside a baseline (raw mutual-TLS handshakes,
-// raw idle connections) measured on the same machine moments apart, as a
-// ratio, so runs on shared, noisy machines stay comparable.
+// raw idle connections, raw stream echoes and transfers, raw fsync'd bbolt
+// commits) measured on the same machine moments apart, as a ratio, so runs
+// on shared, noisy machines stay comparable.
 //
 // It is not a test: targets are reported (Row.Met), never asserted. It runs
 // real hubs and peers over real loopback sockets with the same code as
-// pzh serve and pzp run; the idle-cost rows run the hub as a separate pzh
-// process so its memory is its own.
+// pzh serve and pzp run; the idle-cost and sync rows run the hub as a
+// separate pzh process so its memory and CPU are its own, and the
+// initial-sync row runs the new device as a pzp pair process.
 package bench
 
 import (
@@ -14,7 +16,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -51,12 +55,31 @@ type Config struct {
 	// TrafficSettle skips the start of each idle-traffic sample, while
 	// QUIC still probes the path MTU with full-size packets.
 	TrafficSettle time.Duration
-	// HubCommand starts the hub as its own process for the idle-cost rows:
-	// pzh serve, or a binary whose ChildMain handles "hub".
+	// SyncSamples is how many edits the propagation row times, one at a
+	// time, after a tenth as many to warm up.
+	SyncSamples int
+	// SyncDevices share 32 DataPut loops in the accepted-edits row, for
+	// SyncWindow (after a fifth of it to ramp up).
+	SyncDevices int
+	SyncWindow  time.Duration
+	// SyncRecords is the size of the zone state a new device receives in
+	// the initial-sync row (which runs at a tenth of it too).
+	SyncRecords int
+	// Only limits the run to these row groups (Groups); empty means all.
+	Only []string
+	// HubCommand starts the hub as its own process for the idle-cost and
+	// sync rows: pzh serve, or a binary whose ChildMain handles "hub".
 	HubCommand []string
-	Self       string // a binary whose ChildMain handles "rawserver"
-	// ProfileDir, if set, receives a CPU profile of the restarted hub
-	// during each reconnect storm (storm-TRANSPORT.pprof).
+	// PairCommand pairs a new device as its own process for the
+	// initial-sync row: pzp pair, or a binary whose ChildMain handles
+	// "pair".
+	PairCommand []string
+	Self        string // a binary whose ChildMain handles "rawserver"
+	// ProfileDir, if set, receives CPU profiles: of the restarted hub
+	// during each reconnect storm (storm-TRANSPORT.pprof), and of the sync
+	// hub and of this process, which runs the writing devices, during each
+	// accepted-edits window (sync-hub-TRANSPORT.pprof,
+	// sync-devices-TRANSPORT.pprof).
 	ProfileDir string
 	Work       string // scratch directory
 	Log        io.Writer
@@ -65,13 +88,17 @@ type Config struct {
 // DefaultConfig is what make bench runs.
 func DefaultConfig() Config {
 	return Config{Runs: 3, Handshakes: 1000, Concurrency: 16, StormPeers: 2000, IdlePeers: 10000,
-		TrafficWindow: 5 * time.Second, TrafficSettle: 4 * time.Second, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
+		TrafficWindow: 5 * time.Second, TrafficSettle: 4 * time.Second,
+		SyncSamples: 500, SyncDevices: 8, SyncWindow: 5 * time.Second, SyncRecords: 100000,
+		Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
 // ShortConfig is a smoke run that proves the benchmark still works.
 func ShortConfig() Config {
 	return Config{Runs: 1, Handshakes: 40, Concurrency: 4, StormPeers: 20, IdlePeers: 20,
-		TrafficWindow: time.Second, TrafficSettle: 200 * time.Millisecond, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
+		TrafficWindow: time.Second, TrafficSettle: 200 * time.Millisecond,
+		SyncSamples: 20, SyncDevices: 2, SyncWindow: 300 * time.Millisecond, SyncRecords: 2000,
+		Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
 func (c *Config) logf(format string, args ...any) {
@@ -80,8 +107,17 @@ func (c *Config) logf(format string, args ...any) {
 	}
 }
 
+// Groups names the row groups, in table order, for Config.Only.
+var Groups = []string{"setup", "storm", "idle", "sync"}
+
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
+	for _, g := range cfg.Only {
+		if !slices.Contains(Groups, g) {
+			return nil, fmt.Errorf("no row group %q: groups are %s", g, strings.Join(Groups, ", "))
+		}
+	}
+	want := func(group string) bool { return len(cfg.Only) == 0 || slices.Contains(cfg.Only, group) }
 	if cfg.Work == "" {
 		dir, err := os.MkdirTemp("", "pzbench")
 		if err != nil {
@@ -90,17 +126,44 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		defer os.RemoveAll(dir)
 		cfg.Work = dir
 	}
-	f, err := newFixture(ctx, &cfg)
-	if err != nil {
-		return nil, err
+	// The session rows share one zone of many paired devices.
+	var f *fixture
+	if want("setup") || want("storm") || want("idle") {
+		var err error
+		if f, err = newFixture(ctx, &cfg); err != nil {
+			return nil, err
+		}
+		defer f.close()
 	}
-	defer f.close()
+	// The sync rows have zones of their own, made when first needed.
+	var sb *syncBench
+	defer func() {
+		if sb != nil {
+			sb.close()
+		}
+	}()
+	syncRows := func(measure func(*syncBench, context.Context, transport.Kind) ([]Row, error)) func(transport.Kind) ([]Row, error) {
+		return func(k transport.Kind) ([]Row, error) {
+			if sb == nil {
+				if f != nil {
+					f.stopHub() // nothing else runs while sync is measured
+				}
+				var err error
+				if sb, err = newSyncBench(ctx, &cfg); err != nil {
+					return nil, err
+				}
+			}
+			return measure(sb, ctx, k)
+		}
+	}
 
 	var rows []Row
 	// each measures one row group over every transport, in table order.
 	each := func(what string, measure func(transport.Kind) ([]Row, error)) error {
 		for _, k := range cfg.Transports {
+			start := time.Now()
 			rs, err := measure(k)
+			cfg.logf("%s over %s took %v", what, k, time.Since(start).Round(time.Millisecond))
 			if err != nil {
 				return fmt.Errorf("%s over %s: %w", what, k, err)
 			}
@@ -111,27 +174,43 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	one := func(r Row, err error) ([]Row, error) { return []Row{r}, err }
 	raw := map[transport.Kind]float64{}
 	steps := []struct {
-		what    string
-		measure func(transport.Kind) ([]Row, error)
+		group, what string
+		measure     func(transport.Kind) ([]Row, error)
 	}{
-		{"session setup", func(k transport.Kind) ([]Row, error) {
+		{"setup", "session setup", func(k transport.Kind) ([]Row, error) {
 			r, err := f.sessionSetup(ctx, k)
 			raw[k] = r.Baseline
 			return one(r, err)
 		}},
-		{"session setup latency", func(k transport.Kind) ([]Row, error) { return one(f.setupLatency(ctx, k)) }},
-		{"reconnect storm", func(k transport.Kind) ([]Row, error) { return one(f.reconnectStorm(ctx, k, raw[k])) }},
-		{"idle traffic", func(k transport.Kind) ([]Row, error) { return one(f.idleTraffic(ctx, k)) }},
+		{"setup", "session setup latency", func(k transport.Kind) ([]Row, error) { return one(f.setupLatency(ctx, k)) }},
+		{"storm", "reconnect storm", func(k transport.Kind) ([]Row, error) {
+			if raw[k] == 0 { // the setup rows were left out
+				var err error
+				if raw[k], err = f.rawHandshakeRate(ctx, k); err != nil {
+					return nil, err
+				}
+			}
+			return one(f.reconnectStorm(ctx, k, raw[k]))
+		}},
+		{"idle", "idle traffic", func(k transport.Kind) ([]Row, error) { return one(f.idleTraffic(ctx, k)) }},
 		// The in-process hub holds the store; the memory rows run their own.
-		{"idle memory", func(k transport.Kind) ([]Row, error) { f.stopHub(); return f.idleMemory(ctx, k) }},
+		{"idle", "idle memory", func(k transport.Kind) ([]Row, error) { f.stopHub(); return f.idleMemory(ctx, k) }},
+		{"sync", "sync propagation", syncRows((*syncBench).propagation)},
+		{"sync", "sync accepted edits", syncRows((*syncBench).acceptedEdits)},
+		{"sync", "initial sync", syncRows((*syncBench).initialSync)},
 	}
 	for _, st := range steps {
+		if !want(st.group) {
+			continue
+		}
 		if err := each(st.what, st.measure); err != nil {
 			return rows, err
 		}
 	}
-	for _, name := range []string{"call round trip p50", "throughput", "sync", "wakeup"} {
-		rows = append(rows, Row{Name: name, Transport: "-", Target: "-", Note: unavailable[name]})
+	if len(cfg.Only) == 0 {
+		for _, name := range []string{"call round trip p50", "throughput", "wakeup"} {
+			rows = append(rows, Row{Name: name, Transport: "-", Target: "-", Note: unavailable[name]})
+		}
 	}
 	return rows, nil
 }
@@ -140,7 +219,6 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 var unavailable = map[string]string{
 	"call round trip p50": "not available: needs device-to-device calls through the hub (services issue)",
 	"throughput":          "not available: needs device-to-device transfers through the hub (services issue)",
-	"sync":                "not available: needs zone synchronisation (sync issue)",
 	"wakeup":              "not available: needs wake pings (sleeping devices issue)",
 }
 
@@ -190,6 +268,17 @@ func median(xs []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// percentile is the p-th (0 < p ≤ 1) of xs by the nearest-rank method.
+func percentile(xs []float64, p float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
 }
 
 func ratio(v, base float64) float64 {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -115,20 +116,24 @@ func loadRawPKI(dir string) (*rawPKI, error) {
 }
 
 // rawServer accepts mutual-TLS connections and holds them open, doing
-// nothing else: the floor a pzone session is compared against.
+// nothing else (the floor a pzone session is compared against), or
+// passing each to handle (the raw streams of the sync rows).
 type rawServer struct {
-	ln    transport.Listener
-	mu    sync.Mutex
-	conns map[transport.Conn]struct{}
-	done  chan struct{}
+	ln     transport.Listener
+	handle func(transport.Conn)
+	mu     sync.Mutex
+	conns  map[transport.Conn]struct{}
+	done   chan struct{}
 }
 
-func startRawServer(addr string, kind transport.Kind, p *rawPKI) (*rawServer, error) {
+// startRawServer listens on addr; handle, if not nil, serves each
+// connection (in its own goroutine).
+func startRawServer(addr string, kind transport.Kind, p *rawPKI, handle func(transport.Conn)) (*rawServer, error) {
 	ln, err := transport.ListenBoth(addr, p.serverConfig(), kind)
 	if err != nil {
 		return nil, err
 	}
-	s := &rawServer{ln: ln, conns: map[transport.Conn]struct{}{}, done: make(chan struct{})}
+	s := &rawServer{ln: ln, handle: handle, conns: map[transport.Conn]struct{}{}, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for {
@@ -139,6 +144,9 @@ func startRawServer(addr string, kind transport.Kind, p *rawPKI) (*rawServer, er
 			s.mu.Lock()
 			s.conns[c] = struct{}{}
 			s.mu.Unlock()
+			if s.handle != nil {
+				go s.handle(c)
+			}
 			go func() {
 				<-c.Done()
 				s.mu.Lock()
@@ -169,7 +177,7 @@ func RunRawServer(ctx context.Context, kind transport.Kind, addr, dir string) er
 	if err != nil {
 		return fmt.Errorf("load raw PKI: %w", err)
 	}
-	s, err := startRawServer(addr, kind, p)
+	s, err := startRawServer(addr, kind, p, nil)
 	if err != nil {
 		return err
 	}
@@ -192,4 +200,61 @@ func RunRawServer(ctx context.Context, kind transport.Kind, addr, dir string) er
 	<-ctx.Done()
 	srv.Close()
 	return nil
+}
+
+// The first byte of a raw stream says what the raw server does with it.
+const (
+	rawEcho = 'e' // echo every byte back until EOF
+	rawSink = 's' // read to EOF into a file, fsync it once, answer one byte
+)
+
+// rawStreams serves the streams of a raw connection; sinks write their
+// files in dir.
+func rawStreams(dir string) func(transport.Conn) {
+	return func(c transport.Conn) {
+		for {
+			st, err := c.AcceptStream(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				defer st.Close()
+				op := make([]byte, 1)
+				if _, err := io.ReadFull(st, op); err != nil {
+					st.Reset()
+					return
+				}
+				switch op[0] {
+				case rawEcho:
+					io.Copy(st, st)
+				case rawSink:
+					if err := sinkToFile(st, dir); err != nil {
+						st.Reset()
+						return
+					}
+					st.Write([]byte{1})
+				default:
+					st.Reset()
+				}
+			}()
+		}
+	}
+}
+
+// sinkToFile reads r to EOF into a new file in dir, fsyncs it once and
+// removes it: the least a receiver must do to hold bytes durably.
+func sinkToFile(r io.Reader, dir string) error {
+	f, err := os.CreateTemp(dir, "sink")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -65,8 +65,9 @@ func measure(ctx context.Context, n, c int, fn func(worker, op int) error) (floa
 }
 
 // startRawLocal starts an in-process raw server on a free loopback port
-// and returns it with its address and a client configuration for it.
-func startRawLocal(kind transport.Kind) (*rawServer, string, transport.Config, error) {
+// and returns it with its address and a client configuration for it;
+// handle, if not nil, serves each connection.
+func startRawLocal(kind transport.Kind, handle func(transport.Conn)) (*rawServer, string, transport.Config, error) {
 	pki, err := newRawPKI()
 	if err != nil {
 		return nil, "", transport.Config{}, err
@@ -76,7 +77,7 @@ func startRawLocal(kind transport.Kind) (*rawServer, string, transport.Config, e
 		return nil, "", transport.Config{}, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	srv, err := startRawServer(addr, kind, pki)
+	srv, err := startRawServer(addr, kind, pki, handle)
 	if err != nil {
 		return nil, "", transport.Config{}, err
 	}
@@ -88,7 +89,7 @@ func startRawLocal(kind transport.Kind) (*rawServer, string, transport.Config, e
 // per second, same transport, same concurrency, same certificates.
 func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, error) {
 	cfg := f.cfg
-	srv, rawAddr, ccfg, err := startRawLocal(kind)
+	srv, rawAddr, ccfg, err := startRawLocal(kind, nil)
 	if err != nil {
 		return Row{}, err
 	}
@@ -99,13 +100,7 @@ func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, e
 	perWorker := len(f.ids) / cfg.Concurrency
 	var raws, zs []float64
 	for run := range cfg.Runs {
-		r, err := measure(ctx, cfg.Handshakes, cfg.Concurrency, func(_, _ int) error {
-			c, err := transport.Dial(ctx, rawAddr, mode, ccfg)
-			if err != nil {
-				return err
-			}
-			return c.CloseWithError(0, "")
-		})
+		r, err := rawHandshakes(ctx, cfg, rawAddr, mode, ccfg)
 		if err != nil {
 			return Row{}, fmt.Errorf("raw handshakes: %w", err)
 		}
@@ -132,10 +127,33 @@ func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, e
 		Note: fmt.Sprintf("%d dialers", cfg.Concurrency)}, nil
 }
 
+// rawHandshakes measures raw mutual-TLS handshakes per second against the
+// raw server at addr.
+func rawHandshakes(ctx context.Context, cfg *Config, addr string, mode transport.Mode, ccfg transport.Config) (float64, error) {
+	return measure(ctx, cfg.Handshakes, cfg.Concurrency, func(_, _ int) error {
+		c, err := transport.Dial(ctx, addr, mode, ccfg)
+		if err != nil {
+			return err
+		}
+		return c.CloseWithError(0, "")
+	})
+}
+
+// rawHandshakeRate is the raw handshake rate of one run, for the storm's
+// bound when the session-setup rows are left out.
+func (f *fixture) rawHandshakeRate(ctx context.Context, kind transport.Kind) (float64, error) {
+	srv, addr, ccfg, err := startRawLocal(kind, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer srv.close()
+	return rawHandshakes(ctx, f.cfg, addr, transport.Mode(kind), ccfg)
+}
+
 // setupLatency: how long one device waits from dialling until the hub has
 // admitted its session, one dialer at a time, against one raw handshake.
 func (f *fixture) setupLatency(ctx context.Context, kind transport.Kind) (Row, error) {
-	srv, rawAddr, ccfg, err := startRawLocal(kind)
+	srv, rawAddr, ccfg, err := startRawLocal(kind, nil)
 	if err != nil {
 		return Row{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -30,13 +31,19 @@ func main() {
 	storm := flag.Int("storm-peers", 0, "peers in the reconnect storm (default 2000; 10000 for the full target)")
 	idle := flag.Int("idle-peers", 0, "sessions held for the idle-cost rows (default 10000)")
 	handshakes := flag.Int("handshakes", 0, "handshakes per session-setup run")
-	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the storm and idle-cost rows")
-	profile := flag.String("profile", "", "save a CPU profile of the hub during each reconnect storm in this directory")
+	syncRecords := flag.Int("sync-records", 0, "records in the zone state of the initial-sync rows (default 100000)")
+	syncSamples := flag.Int("sync-samples", 0, "edits timed for the sync propagation rows (default 500)")
+	syncDevices := flag.Int("sync-devices", 0, "devices writing at once in the accepted-edits row (default 8)")
+	only := flag.String("only", "", "measure only these row groups, comma-separated: "+strings.Join(bench.Groups, ", "))
+	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the storm, idle-cost and sync rows")
+	pzp := flag.String("pzp", "bin/pzp", "pzp binary for the initial-sync rows")
+	profile := flag.String("profile", "", "save CPU profiles in this directory: of the hub during each reconnect storm, of the hub and the devices during each accepted-edits window")
 	flag.Parse()
 	if *short {
 		cfg = bench.ShortConfig()
 	}
-	for _, o := range []struct{ flag, dst *int }{{runs, &cfg.Runs}, {storm, &cfg.StormPeers}, {idle, &cfg.IdlePeers}, {handshakes, &cfg.Handshakes}} {
+	for _, o := range []struct{ flag, dst *int }{{runs, &cfg.Runs}, {storm, &cfg.StormPeers}, {idle, &cfg.IdlePeers}, {handshakes, &cfg.Handshakes},
+		{syncRecords, &cfg.SyncRecords}, {syncSamples, &cfg.SyncSamples}, {syncDevices, &cfg.SyncDevices}} {
 		if *o.flag > 0 {
 			*o.dst = *o.flag
 		}
@@ -50,19 +57,34 @@ func main() {
 		}
 		cfg.Transports = append(cfg.Transports, k)
 	}
-	pzhPath, err := filepath.Abs(*pzh)
-	if err == nil {
-		cfg.Self, err = os.Executable()
+	if *only != "" {
+		for _, g := range strings.Split(*only, ",") {
+			g = strings.TrimSpace(g)
+			if !slices.Contains(bench.Groups, g) {
+				fmt.Fprintf(os.Stderr, "pzbench: no row group %q: use %s\n", g, strings.Join(bench.Groups, ", "))
+				os.Exit(2)
+			}
+			cfg.Only = append(cfg.Only, g)
+		}
 	}
-	if err != nil {
+	var err error
+	if cfg.Self, err = os.Executable(); err != nil {
 		fmt.Fprintln(os.Stderr, "pzbench:", err)
 		os.Exit(1)
 	}
-	if _, err := os.Stat(pzhPath); err != nil {
-		fmt.Fprintf(os.Stderr, "pzbench: no pzh binary at %s: build it first (make bench does)\n", pzhPath)
-		os.Exit(1)
+	binary := func(path, name string) string {
+		abs, err := filepath.Abs(path)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pzbench: no %s binary at %s: build it first (make bench does)\n", name, path)
+			os.Exit(1)
+		}
+		return abs
 	}
-	cfg.HubCommand = []string{pzhPath, "serve"}
+	cfg.HubCommand = []string{binary(*pzh, "pzh"), "serve"}
+	cfg.PairCommand = []string{binary(*pzp, "pzp"), "pair"}
 	cfg.ProfileDir = *profile
 	cfg.Log = os.Stderr
 	raiseFileLimit(2*max(cfg.StormPeers, cfg.IdlePeers) + 4096)
