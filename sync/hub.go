@@ -83,7 +83,12 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 		readErr <- s.serveRead(device, fr, w)
 		cancel()
 	}()
-	err := s.feed(ctx, w, since, floor)
+	// A device has its own changes, unless it is rebuilding its state.
+	skip := ""
+	if !reset && !hello.Full {
+		skip = device
+	}
+	err := s.feed(ctx, w, since, floor, skip)
 	cancel()
 	rerr := <-readErr
 	if ferr := s.flushAcks(); ferr != nil && !errors.Is(ferr, bolt.ErrDatabaseNotOpen) {
@@ -104,11 +109,11 @@ var errCompactedAhead = errors.New("sync: deletions this device had not yet rece
 
 // feed sends the changes after sent, then waits for more, until ctx ends.
 // floor is the compaction floor when the stream started.
-func (s *Store) feed(ctx context.Context, w *writer, sent, floor uint64) error {
+func (s *Store) feed(ctx context.Context, w *writer, sent, floor uint64, skip string) error {
 	told := false // the device was told it is caught up at sent
 	for {
 		wake := s.changed()
-		recs, upto, head, caught, nowFloor, err := s.readLog(sent)
+		recs, upto, head, caught, nowFloor, err := s.readLog(sent, skip, told)
 		if err != nil {
 			return err
 		}
@@ -140,19 +145,35 @@ func (s *Store) feed(ctx context.Context, w *writer, sent, floor uint64) error {
 	}
 }
 
-// readLog reads a batch of the changes after seq after, in order. When it
-// reaches the end of the log, upto is the head and caught is true.
-func (s *Store) readLog(after uint64) (recs []Record, upto, head uint64, caught bool, floor uint64, err error) {
+// maxScan bounds the log entries one batch looks at, when many are left
+// out (a device's own changes).
+const maxScan = 8 * maxBatchRecords
+
+// readLog reads a batch of the changes after seq after, in order, leaving
+// out those made by node skip (if not ""). When it reaches the end of the
+// log, upto is the head and caught is true. A live feed (one that caught up
+// before) reads the latest changes from memory when it can; a backlog is
+// always read from the log, where each key appears once, at its latest.
+func (s *Store) readLog(after uint64, skip string, live bool) (recs []Record, upto, head uint64, caught bool, floor uint64, err error) {
+	if live {
+		// The floor first: a compaction that raises it after the read
+		// is then seen at the next batch.
+		floor = s.floor.Load()
+		if recs, upto, head, caught, ok := s.latest.read(after, skip); ok {
+			return recs, upto, head, caught, floor, nil
+		}
+	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		head, floor = getU64(tx.Bucket(bMeta).Get(kSeq)), getU64(tx.Bucket(bMeta).Get(kFloor))
 		upto = after
-		size := 0
+		size, scanned := 0, 0
 		c := tx.Bucket(bLog).Cursor()
 		k, bk := c.Seek(u64(after + 1))
 		for ; k != nil; k, bk = c.Next() {
-			if len(recs) == maxBatchRecords || size >= maxBatchBytes {
+			if len(recs) == maxBatchRecords || size >= maxBatchBytes || scanned == maxScan {
 				return nil
 			}
+			scanned++
 			st, err := getStored(tx, bk)
 			if err != nil {
 				return err
@@ -160,11 +181,14 @@ func (s *Store) readLog(after uint64) (recs []Record, upto, head uint64, caught 
 			if st == nil || st.Seq != getU64(k) {
 				return fmt.Errorf("sync store: log entry %d does not match its record", getU64(k))
 			}
+			upto = st.Seq
+			if skip != "" && st.Version.Node == skip {
+				continue
+			}
 			b, key := splitKey(bk)
 			r := st.record(b, key)
 			recs = append(recs, r)
 			size += r.size()
-			upto = st.Seq
 		}
 		upto, caught = head, true
 		return nil
@@ -381,6 +405,7 @@ func (s *Store) Compact(active []string) (removed int, err error) {
 	cutoff := uint64(s.opts.Now().Add(-s.opts.TombstoneRetention).UnixMilli())
 	for {
 		n, more := 0, false
+		var newFloor uint64
 		err := s.write(func(t *txn) error {
 			n, more = 0, false
 			m := t.tx.Bucket(bMeta)
@@ -419,6 +444,7 @@ func (s *Store) Compact(active []string) (removed int, err error) {
 				return nil
 			}
 			m.Put(kFloor, u64(floor))
+			newFloor = floor
 			if !horizon.IsZero() {
 				hb, err := transport.Marshal(horizon)
 				if err != nil {
@@ -430,6 +456,9 @@ func (s *Store) Compact(active []string) (removed int, err error) {
 		})
 		if err != nil {
 			return removed, err
+		}
+		if n > 0 {
+			s.floor.Store(newFloor)
 		}
 		removed += n
 		if !more {

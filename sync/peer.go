@@ -82,15 +82,16 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 
 	var epoch string
 	var since uint64
+	var full bool
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bMeta)
-		epoch, since = string(m.Get(kEpoch)), getU64(m.Get(kSeq))
+		epoch, since, full = string(m.Get(kEpoch)), getU64(m.Get(kSeq)), m.Get(kFull) != nil
 		return nil
 	}); err != nil {
 		return err
 	}
 	w := &writer{w: st}
-	if err := w.send(&Msg{Type: MsgHello, Version: ProtocolVersion, Epoch: epoch, Since: since}); err != nil {
+	if err := w.send(&Msg{Type: MsgHello, Version: ProtocolVersion, Epoch: epoch, Since: since, Full: full}); err != nil {
 		return err
 	}
 	fr := transport.NewFrameReader(st, maxFrame)
@@ -240,6 +241,9 @@ func (t *txn) peerApply(bk []byte, cur *stored, r *Record, gen uint64, force boo
 		t.pendingDelta--
 	}
 	same := cur != nil && cur.Version == r.Version && cur.Deleted == r.Deleted
+	if same && !force && cur.Pending == 0 && cur.Seq == r.Seq && cur.Gen == gen {
+		return nil // already here as it is
+	}
 	if r.Deleted {
 		if cur != nil {
 			if err := t.tx.Bucket(bRecords).Delete(bk); err != nil {
@@ -264,30 +268,25 @@ func (t *txn) peerApply(bk []byte, cur *stored, r *Record, gen uint64, force boo
 const sweepChunk = 4096
 
 // sweep ends a full resync: records the full pass did not confirm are
-// gone from the hub, and go here too; pending local edits stay.
+// gone from the hub, and go here too; pending local edits stay. It looks
+// in read transactions and writes only where something is stale, so the
+// first sync of a new device (nothing stale) costs one small commit.
 func (s *Store) sweep() error {
 	var from []byte
 	for {
-		// The write may run more than once (group commit retries the
-		// writes of a failed group one by one): it sets next and done
-		// afresh each time, and from moves only once it committed.
+		var stale [][]byte
 		var next []byte
-		done := false
-		err := s.write(func(t *txn) error {
-			next, done = nil, false
-			meta := t.tx.Bucket(bMeta)
-			gen := getU64(meta.Get(kGen))
-			c := t.tx.Bucket(bRecords).Cursor()
-			var gone [][]byte
-			n := 0
+		err := s.db.View(func(tx *bolt.Tx) error {
+			gen := getU64(tx.Bucket(bMeta).Get(kGen))
+			c := tx.Bucket(bRecords).Cursor()
 			k, v := c.First()
 			if from != nil {
 				k, v = c.Seek(from)
 			}
-			for ; k != nil; k, v = c.Next() {
+			for n := 0; k != nil; k, v = c.Next() {
 				if n == sweepChunk {
 					next = bytes.Clone(k)
-					break
+					return nil
 				}
 				n++
 				var st stored
@@ -295,26 +294,45 @@ func (s *Store) sweep() error {
 					return corrupt(k, err)
 				}
 				if st.Gen < gen && st.Pending == 0 {
-					gone = append(gone, bytes.Clone(k))
+					stale = append(stale, bytes.Clone(k))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		last := next == nil
+		if len(stale) > 0 || last {
+			// Checked again inside the write: a change may have landed
+			// since the look.
+			err = s.write(func(t *txn) error {
+				meta := t.tx.Bucket(bMeta)
+				gen := getU64(meta.Get(kGen))
+				for _, k := range stale {
+					st, err := getStored(t.tx, k)
+					if err != nil {
+						return err
+					}
+					if st == nil || st.Gen >= gen || st.Pending != 0 {
+						continue
+					}
+					if err := t.tx.Bucket(bRecords).Delete(k); err != nil {
+						return err
+					}
 					if !st.Deleted {
 						b, key := splitKey(k)
 						t.changed = append(t.changed, Record{Bucket: b, Key: key, Deleted: true, Version: st.Version})
 					}
 				}
-			}
-			for _, k := range gone {
-				if err := t.tx.Bucket(bRecords).Delete(k); err != nil {
-					return err
+				if last {
+					return meta.Delete(kFull)
 				}
+				return nil
+			})
+			if err != nil || last {
+				return err
 			}
-			if k == nil {
-				done = true
-				return meta.Delete(kFull)
-			}
-			return nil
-		})
-		if err != nil || done {
-			return err
 		}
 		from = next
 	}

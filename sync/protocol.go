@@ -51,6 +51,9 @@ type Msg struct {
 	ID       uint64       `cbor:"10,keyasint,omitempty"`
 	Results  []PushResult `cbor:"11,keyasint,omitempty"`
 	Seq      uint64       `cbor:"12,keyasint,omitempty"`
+	// Full, in Hello: the device is in the middle of a full resync, so it
+	// needs its own changes too (otherwise the hub leaves them out).
+	Full bool `cbor:"13,keyasint,omitempty"`
 }
 
 // PushStatus is the hub's verdict on one pushed edit.

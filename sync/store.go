@@ -77,6 +77,10 @@ var (
 	allBucket = [][]byte{bMeta, bRecords, bLog, bTombs, bAcks, bPending}
 )
 
+// appendFill is how full bbolt fills a page of an index whose keys only
+// grow before splitting it.
+const appendFill = 0.95
+
 // stored is a record as kept in bRecords.
 type stored struct {
 	Value   []byte  `cbor:"1,keyasint,omitempty"`
@@ -109,6 +113,8 @@ type Store struct {
 	// head is the hub's last sequence number; notify is closed and
 	// replaced whenever it moves, waking the feeds of connected devices.
 	head     atomic.Uint64
+	floor    atomic.Uint64 // hub: the compaction floor
+	latest   recent        // hub: the latest changes, for live feeds
 	notifyMu gosync.Mutex
 	notify   chan struct{}
 
@@ -203,6 +209,7 @@ func (s *Store) init(path string) error {
 		}
 		seq := getU64(m.Get(kSeq))
 		s.head.Store(seq)
+		s.floor.Store(getU64(m.Get(kFloor)))
 		if !s.hub {
 			n := tx.Bucket(bPending).Stats().KeyN
 			s.st = State{LastSeq: seq, HubSeq: seq, Pending: n, Phase: PhaseOffline, FullResync: m.Get(kFull) != nil}
@@ -231,6 +238,9 @@ func (s *Store) changed() <-chan struct{} {
 }
 
 func (s *Store) afterCommit(t *txn) {
+	if s.hub && len(t.changed) > 0 {
+		s.latest.add(t.changed) // before head moves, so a feed woken by it finds them
+	}
 	if t.seqSet && t.seq != s.head.Load() {
 		s.head.Store(t.seq)
 		s.notifyMu.Lock()
@@ -343,6 +353,9 @@ func (s *Store) edit(rec Record) (Record, error) {
 func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
 	seq := t.nextSeq()
 	lg, tombs := t.tx.Bucket(bLog), t.tx.Bucket(bTombs)
+	// Sequence numbers only grow, so pages split at the end: fill them
+	// (bbolt's default half-fills, doubling the index on disk and in RAM).
+	lg.FillPercent, tombs.FillPercent = appendFill, appendFill
 	if cur != nil {
 		lg.Delete(u64(cur.Seq))
 		if cur.Deleted {
@@ -362,6 +375,7 @@ func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
 // peerLocal stores a local edit and queues it for the hub.
 func (t *txn) peerLocal(bk []byte, cur *stored, rec *Record) error {
 	m, pend := t.tx.Bucket(bMeta), t.tx.Bucket(bPending)
+	pend.FillPercent = appendFill
 	id := getU64(m.Get(kPendID)) + 1
 	m.Put(kPendID, u64(id))
 	st := &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Pending: id, Gen: getU64(m.Get(kGen))}

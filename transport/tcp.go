@@ -236,6 +236,13 @@ func dialTCP(ctx context.Context, addr string, cfg Config) (Conn, error) {
 	return c, nil
 }
 
+// tcpStreamWindow is the most a yamux stream may have in flight. yamux's
+// default, 256 KiB, is half of one zone-state batch (512 KiB): a sender
+// stalled until the receiver had read each batch. 1 MiB keeps two batches
+// in flight and is still below QUIC's per-stream window; it is memory only
+// while a reader lags, never for an idle stream.
+const tcpStreamWindow = 1 << 20
+
 // yamuxConfig is the yamux configuration for a connection with cfg.
 func yamuxConfig(cfg Config) *yamux.Config {
 	yc := yamux.DefaultConfig()
@@ -243,6 +250,7 @@ func yamuxConfig(cfg Config) *yamux.Config {
 	// Session heartbeats detect dead peers; yamux pings would only add
 	// idle traffic.
 	yc.EnableKeepAlive = false
+	yc.MaxStreamWindowSize = tcpStreamWindow
 	yc.ConnectionWriteTimeout = tcpWriteTimeout
 	// A stream opened while the other end is at its stream limit waits,
 	// unacknowledged, until a slot frees (see tcpConn.AcceptStream); yamux
