@@ -172,7 +172,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	if err := h.renewHubCertIfDue(); err != nil {
 		return err
 	}
-	h.reconcileCerts()
+	h.reconcileState()
 
 	listen := cfg.Listen
 	if listen == "" {
@@ -1074,13 +1074,16 @@ type HubStatus struct {
 	CertExpires time.Time    `json:"cert_expires"`
 	Software    string       `json:"software"`
 	PID         int          `json:"pid"`
+	// SyncSeq is the zone state's last sequence number.
+	SyncSeq uint64 `json:"sync_seq"`
 }
 
 func (h *Hub) status(ver uint64) HubStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
-		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid()}
+		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid(),
+		SyncSeq: h.state.Head()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))
 	}

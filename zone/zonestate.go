@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 )
@@ -25,6 +26,9 @@ const (
 	certKeyDevice     = "device/"  // + device name: its current certificate, DER
 	certKeyRevokedPfx = "revoked/" // + certificate serial (hex): a Revocation (CBOR); every node refuses that certificate
 )
+
+// userKeyZone is the user bucket's record of the zone (a ZoneRecord).
+const userKeyZone = "zone"
 
 // compactEvery is how often the hub compacts deletions every device has
 // seen: tombstones cost a few dozen bytes each, so hourly is plenty.
@@ -63,15 +67,26 @@ func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
 	}
 }
 
-// putCert records a certificate-bucket entry unless it already holds that
-// value, so that restarts do not rewrite what devices have.
-func (h *Hub) putCert(key string, value []byte) {
-	if cur, ok, err := h.state.Get(zsync.BucketCerts, key); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, value) {
+// putCert records a certificate-bucket entry (see putState).
+func (h *Hub) putCert(key string, value []byte) { h.putState(zsync.BucketCerts, key, value) }
+
+// putState records a hub-kept entry unless it already holds that value, so
+// that restarts do not rewrite what devices have.
+func (h *Hub) putState(bucket, key string, value []byte) {
+	if cur, ok, err := h.state.Get(bucket, key); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, value) {
 		return
 	}
-	if _, err := h.state.Put(zsync.BucketCerts, key, value); err != nil {
-		h.log.Warn("publish certificate record", "key", key, "err", err)
+	if _, err := h.state.Put(bucket, key, value); err != nil {
+		h.log.Warn("publish zone record", "bucket", bucket, "key", key, "err", err)
 	}
+}
+
+// ZoneRecord is the value of the user bucket's "zone" record: who this
+// zone is, for every device.
+type ZoneRecord struct {
+	Zone     string       `json:"zone"`
+	ZoneID   certs.ZoneID `json:"zone_id"`
+	HubAddrs []string     `json:"hub_addrs"`
 }
 
 // publishRevocation puts every serial of a revoked device in the
@@ -105,9 +120,13 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 	}
 }
 
-// reconcileCerts brings the certificates bucket in step with the hub's
-// records at start: an earlier run may have stopped between the two.
-func (h *Hub) reconcileCerts() {
+// reconcileState brings what the hub keeps in the zone state (the zone's
+// identity, the certificates bucket) in step with its own records at
+// start: an earlier run may have stopped between the two.
+func (h *Hub) reconcileState() {
+	if v, err := json.Marshal(ZoneRecord{Zone: h.zone.Name, ZoneID: h.zone.ID, HubAddrs: h.zone.PublicAddrs}); err == nil {
+		h.putState(zsync.BucketUser, userKeyZone, v)
+	}
 	h.putCert(certKeyCA, h.ca.Cert.Raw)
 	h.putCert(certKeyHub, h.cert.Load().Leaf.Raw)
 	h.mu.Lock()
