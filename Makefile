@@ -29,6 +29,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 15s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParseToken$$' -fuzztime=$(FUZZTIME) ./pairing
 	$(GO) test -run='^$$' -fuzz='^FuzzTokenBody$$' -fuzztime=$(FUZZTIME) ./pairing
 	$(GO) test -run='^$$' -fuzz='^FuzzParseZoneID$$' -fuzztime=$(FUZZTIME) ./certs
+	$(GO) test -run='^$$' -fuzz='^FuzzSyncFrames$$' -fuzztime=$(FUZZTIME) ./sync
+	$(GO) test -run='^$$' -fuzz='^FuzzSyncFramesToDevice$$' -fuzztime=$(FUZZTIME) ./sync
+	$(GO) test -run='^$$' -fuzz='^FuzzParseImportLine$$' -fuzztime=$(FUZZTIME) ./zone
 
 lint: ## go vet and staticcheck (when installed)
 	$(GO) vet ./...
