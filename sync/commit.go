@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"errors"
 	gosync "sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,6 +25,15 @@ type txn struct {
 	// local: a local edit was queued (peer), so the push loop has work.
 	local bool
 }
+
+// refusal is an error a write function returns when it refused before
+// writing anything: it fails that write alone, not the group's
+// transaction (a Delete of a key that is not there, an everyday 404,
+// would otherwise cost every write of its group a transaction of its own).
+type refusal struct{ err error }
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
 
 // group commits writes in groups: the first writer to arrive leads and
 // commits every write queued behind it in one fsync'd transaction, then
@@ -89,7 +99,13 @@ func (g *group) run(batch []*call) {
 	err := g.db.Update(func(tx *bolt.Tx) error {
 		t = &txn{tx: tx, s: g.s}
 		for _, c := range batch {
+			c.err = nil
 			if err := c.fn(t); err != nil {
+				var ref refusal
+				if errors.As(err, &ref) {
+					c.err = ref.err // this write only; it wrote nothing
+					continue
+				}
 				return err
 			}
 		}

@@ -15,13 +15,29 @@ type clock struct {
 	now     func() time.Time
 	wall    uint64 // ms
 	logical uint32
+	// phys is the latest physical time (ms) this clock has read: unlike
+	// wall, versions seen from others do not move it.
+	phys uint64
+}
+
+// physical returns the latest physical time the clock has read, now
+// included.
+func (c *clock) physical() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readPhys()
+}
+
+func (c *clock) readPhys() uint64 {
+	c.phys = max(c.phys, uint64(c.now().UnixMilli()))
+	return c.phys
 }
 
 // next returns the version of a new local edit.
 func (c *clock) next(node string) Version {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if pt := uint64(c.now().UnixMilli()); pt > c.wall {
+	if pt := c.readPhys(); pt > c.wall {
 		c.wall, c.logical = pt, 0
 	} else if c.logical == math.MaxUint32 {
 		// The counter is spent (a version seen from a device can carry
@@ -42,8 +58,8 @@ func (c *clock) observe(v Version) {
 	}
 }
 
-func (c *clock) state() (uint64, uint32) {
+func (c *clock) state() (wall uint64, logical uint32, phys uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.wall, c.logical
+	return c.wall, c.logical, c.phys
 }

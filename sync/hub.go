@@ -22,6 +22,16 @@ func protoErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 }
 
+// readMsg reads one frame; a frame that is not a valid message is a
+// protocol violation, told apart from the stream failing.
+func readMsg(fr *transport.FrameReader, m *Msg) error {
+	err := fr.ReadFrame(m)
+	if errors.Is(err, transport.ErrMalformed) || errors.Is(err, transport.ErrFrameTooLarge) {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return err
+}
+
 // writer serialises the frames of one stream's two senders.
 type writer struct {
 	mu gosync.Mutex
@@ -48,7 +58,7 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 
 	fr := transport.NewFrameReader(st, maxFrame)
 	var hello Msg
-	if err := fr.ReadFrame(&hello); err != nil {
+	if err := readMsg(fr, &hello); err != nil {
 		return fmt.Errorf("read sync hello: %w", err)
 	}
 	if hello.Type != MsgHello || hello.Version < 1 {
@@ -57,7 +67,7 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	var epoch string
 	var floor uint64
 	head := s.head.Load()
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.view(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bMeta)
 		epoch, floor, head = string(m.Get(kEpoch)), getU64(m.Get(kFloor)), getU64(m.Get(kSeq))
 		return nil
@@ -83,7 +93,10 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 		readErr <- s.serveRead(device, fr, w)
 		cancel()
 	}()
-	// A device has its own changes, unless it is rebuilding its state.
+	// A device has its own changes, unless it is rebuilding its state;
+	// its deletions are sent anyway: it drops an accepted deletion at
+	// once, and a batch read before the deletion could otherwise bring
+	// the key back on it.
 	skip := ""
 	if !reset && !hello.Full {
 		skip = device
@@ -91,7 +104,7 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	err := s.feed(ctx, w, since, floor, skip)
 	cancel()
 	rerr := <-readErr
-	if ferr := s.flushAcks(); ferr != nil && !errors.Is(ferr, bolt.ErrDatabaseNotOpen) {
+	if ferr := s.flushAcks(); ferr != nil && !errors.Is(ferr, ErrClosed) {
 		s.log.Warn("save sync confirmations", "err", ferr)
 	}
 	// The reader sees why the stream ended (the device went away, or sent
@@ -163,7 +176,7 @@ func (s *Store) readLog(after uint64, skip string, live bool) (recs []Record, up
 			return recs, upto, head, caught, floor, nil
 		}
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		head, floor = getU64(tx.Bucket(bMeta).Get(kSeq)), getU64(tx.Bucket(bMeta).Get(kFloor))
 		upto = after
 		size, scanned := 0, 0
@@ -182,7 +195,7 @@ func (s *Store) readLog(after uint64, skip string, live bool) (recs []Record, up
 				return fmt.Errorf("sync store: log entry %d does not match its record", getU64(k))
 			}
 			upto = st.Seq
-			if skip != "" && st.Version.Node == skip {
+			if skip != "" && st.Version.Node == skip && !st.Deleted {
 				continue
 			}
 			b, key := splitKey(bk)
@@ -200,7 +213,7 @@ func (s *Store) readLog(after uint64, skip string, live bool) (recs []Record, up
 func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer) error {
 	for {
 		var m Msg
-		if err := fr.ReadFrame(&m); err != nil {
+		if err := readMsg(fr, &m); err != nil {
 			return err
 		}
 		switch m.Type {
@@ -242,7 +255,10 @@ func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer) e
 // version it sees), and the horizon is older than the retention period.
 func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 	pre := make([]PushResult, len(recs))
-	limit := uint64(s.opts.Now().Add(s.opts.MaxClockAhead).UnixMilli())
+	// Ahead of the latest time the hub's own clock has shown, not of now:
+	// devices that took a version from a hub whose clock once ran ahead
+	// must not be locked out once it is set right.
+	limit := s.clock.physical() + uint64(s.opts.MaxClockAhead.Milliseconds())
 	for i := range recs {
 		r := &recs[i]
 		r.Seq = 0
@@ -266,22 +282,44 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 		now := uint64(s.opts.Now().UnixMilli())
 		var horizon Version
 		transport.Unmarshal(t.tx.Bucket(bMeta).Get(kHorizon), &horizon)
+		// The hub's records go back with the results so the device
+		// settles at once, within one budget so the answer fits in a
+		// frame whatever the values are. A superseded edit can do without
+		// (the winner reaches the device with the changes); a refused one
+		// cannot, and is deferred: the device pushes it again.
+		room := maxBatchBytes
+		attach := func(i int, cur *stored, r *Record) bool {
+			c := cur.record(r.Bucket, r.Key)
+			if c.size() > room {
+				return false
+			}
+			room -= c.size()
+			res[i].Current = &c
+			return true
+		}
 		for i := range recs {
 			r := recs[i]
 			bk := bucketKey(r.Bucket, r.Key)
-			var cur *stored
-			if res[i].Status == 0 || res[i].Status == PushRefused && CheckKey(r.Bucket, r.Key) == nil {
-				var err error
-				if cur, err = getStored(t.tx, bk); err != nil {
+			if res[i].Status == PushRefused {
+				if CheckKey(r.Bucket, r.Key) != nil {
+					continue // no such key: nothing to send back
+				}
+				if room <= 0 {
+					res[i] = PushResult{Status: PushDeferred}
+					continue
+				}
+				cur, err := getStored(t.tx, bk)
+				if err != nil {
 					return err
 				}
-			}
-			if res[i].Status == PushRefused {
-				if cur != nil {
-					c := cur.record(r.Bucket, r.Key)
-					res[i].Current = &c
+				if cur != nil && !attach(i, cur, &r) {
+					res[i] = PushResult{Status: PushDeferred}
 				}
 				continue
+			}
+			cur, err := getStored(t.tx, bk)
+			if err != nil {
+				return err
 			}
 			s.clock.observe(r.Version)
 			switch {
@@ -289,8 +327,8 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 				// Pushed again (the device did not hear the answer).
 				res[i] = PushResult{Status: PushAccepted, Seq: cur.Seq}
 			case cur != nil && cur.Version.Compare(r.Version) > 0:
-				c := cur.record(r.Bucket, r.Key)
-				res[i] = PushResult{Status: PushSuperseded, Current: &c}
+				res[i] = PushResult{Status: PushSuperseded}
+				attach(i, cur, &r)
 			case cur == nil && !horizon.IsZero() && r.Version.Compare(horizon) <= 0:
 				res[i] = PushResult{Status: PushRefused, Reason: "edit made before deletions this device never saw were compacted; it might bring back deleted data"}
 			default:
@@ -302,24 +340,6 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 	})
 	if err != nil {
 		return nil, err
-	}
-	// The hub's records go back with the results so that the device
-	// settles at once, but small edits to keys holding large values would
-	// make an answer too large for a frame, and the device would push the
-	// same edits again at every reconnect. A superseded edit can do
-	// without: the winner is after what the device has applied, and
-	// reaches it with the changes.
-	room := maxBatchBytes
-	for i := range out {
-		c := out[i].Current
-		if c == nil {
-			continue
-		}
-		if out[i].Status == PushSuperseded && c.size() > room {
-			out[i].Current = nil
-			continue
-		}
-		room -= c.size()
 	}
 	return out, nil
 }
@@ -360,7 +380,7 @@ func (s *Store) Acked(device string) uint64 {
 	mem := s.acks[device]
 	s.acksMu.Unlock()
 	var stored uint64
-	s.db.View(func(tx *bolt.Tx) error {
+	s.view(func(tx *bolt.Tx) error {
 		stored = getU64(tx.Bucket(bAcks).Get([]byte(device)))
 		return nil
 	})

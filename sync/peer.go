@@ -83,7 +83,7 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 	var epoch string
 	var since uint64
 	var full bool
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.view(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bMeta)
 		epoch, since, full = string(m.Get(kEpoch)), getU64(m.Get(kSeq)), m.Get(kFull) != nil
 		return nil
@@ -96,7 +96,7 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 	}
 	fr := transport.NewFrameReader(st, maxFrame)
 	var start Msg
-	if err := fr.ReadFrame(&start); err != nil {
+	if err := readMsg(fr, &start); err != nil {
 		return fmt.Errorf("read sync start: %w", err)
 	}
 	if start.Type != MsgStart || start.Epoch == "" {
@@ -147,7 +147,7 @@ func (s *Store) beginReset(epoch string) error {
 func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error {
 	for {
 		var m Msg
-		if err := fr.ReadFrame(&m); err != nil {
+		if err := readMsg(fr, &m); err != nil {
 			return err
 		}
 		switch m.Type {
@@ -161,9 +161,11 @@ func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error
 			if items == nil || len(items) != len(m.Results) {
 				return protoErr("push result %d does not match a push", m.ID)
 			}
-			if err := s.applyResults(items, m.Results); err != nil {
+			deferred, err := s.applyResults(items, m.Results)
+			if err != nil {
 				return err
 			}
+			p.retry(deferred)
 		default:
 			return protoErr("unexpected message %d from the hub", m.Type)
 		}
@@ -234,7 +236,13 @@ func (t *txn) peerApply(bk []byte, cur *stored, r *Record, gen uint64, force boo
 	}
 	if cur != nil && cur.Pending != 0 {
 		if !force && cur.Version.Compare(r.Version) > 0 {
+			// The pending edit stays; the hub's record is kept beside it
+			// in case the hub does not take the edit after all.
 			cur.Gen = gen
+			if cur.Shadow == nil || r.Seq > cur.Shadow.Seq {
+				sh := *r
+				cur.Shadow = &sh
+			}
 			return putStored(t.tx, bk, cur)
 		}
 		t.tx.Bucket(bPending).Delete(u64(cur.Pending))
@@ -276,7 +284,7 @@ func (s *Store) sweep() error {
 	for {
 		var stale [][]byte
 		var next []byte
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			gen := getU64(tx.Bucket(bMeta).Get(kGen))
 			c := tx.Bucket(bRecords).Cursor()
 			k, v := c.First()
@@ -349,7 +357,30 @@ type pushes struct {
 	mu       gosync.Mutex
 	next     uint64
 	inflight map[uint64][]pushItem
+	again    []pushItem // deferred by the hub: push again
 	freed    chan struct{}
+}
+
+// retry queues deferred edits to be pushed again.
+func (p *pushes) retry(items []pushItem) {
+	if len(items) == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.again = append(p.again, items...)
+	p.mu.Unlock()
+	select {
+	case p.freed <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pushes) takeRetry() []pushItem {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	items := p.again
+	p.again = nil
+	return items
 }
 
 func (p *pushes) add(items []pushItem) uint64 {
@@ -391,6 +422,19 @@ func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
 			}
 			continue
 		}
+		if again := p.takeRetry(); len(again) > 0 {
+			recs, items, err := s.readItems(again)
+			if err != nil {
+				return err
+			}
+			if len(recs) > 0 {
+				id := p.add(items)
+				if err := w.send(&Msg{Type: MsgPush, ID: id, Records: recs}); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		recs, items, next, err := s.readPending(cursor)
 		if err != nil {
 			return err
@@ -414,7 +458,7 @@ func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
 // readPending reads a batch of local edits queued after pending id after.
 func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last uint64, err error) {
 	last = after
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		size := 0
 		c := tx.Bucket(bPending).Cursor()
 		for k, bk := c.Seek(u64(after + 1)); k != nil; k, bk = c.Next() {
@@ -441,13 +485,34 @@ func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last
 	return recs, items, last, err
 }
 
+// readItems reads deferred edits again, leaving out those changed or
+// settled since.
+func (s *Store) readItems(items []pushItem) (recs []Record, still []pushItem, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		for _, it := range items {
+			st, err := getStored(tx, it.bk)
+			if err != nil {
+				return err
+			}
+			if st == nil || st.Pending != it.pid {
+				continue
+			}
+			b, key := splitKey(it.bk)
+			recs = append(recs, st.record(b, key))
+			still = append(still, it)
+		}
+		return nil
+	})
+	return recs, still, err
+}
+
 // applyResults settles pushed edits with the hub's verdicts. An edit
 // changed again since it was pushed is left to its next push.
-func (s *Store) applyResults(items []pushItem, results []PushResult) error {
+func (s *Store) applyResults(items []pushItem, results []PushResult) (deferred []pushItem, err error) {
 	var refused []string
 	var accepted uint64 // the greatest sequence number accepted
-	err := s.write(func(t *txn) error {
-		refused, accepted = refused[:0], 0
+	err = s.write(func(t *txn) error {
+		refused, accepted, deferred = refused[:0], 0, deferred[:0]
 		gen := getU64(t.tx.Bucket(bMeta).Get(kGen))
 		for i, it := range items {
 			res := results[i]
@@ -467,17 +532,26 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 				if cur.Deleted {
 					err = t.tx.Bucket(bRecords).Delete(it.bk)
 				} else {
-					cur.Pending, cur.Seq, cur.Gen = 0, res.Seq, gen
+					cur.Pending, cur.Seq, cur.Gen, cur.Shadow = 0, res.Seq, gen, nil
 					err = putStored(t.tx, it.bk, cur)
 				}
+			case PushDeferred:
+				deferred = append(deferred, it)
 			case PushSuperseded, PushRefused:
 				if res.Status == PushRefused {
 					refused = append(refused, fmt.Sprintf("%s/%s: %s", b, key, res.Reason))
 				}
-				if c := res.Current; c != nil {
-					if c.Bucket != b || c.Key != key || c.check() != nil {
-						return protoErr("push result for %s/%q carries another record", b, key)
-					}
+				c := res.Current
+				if c != nil && (c.Bucket != b || c.Key != key || c.check() != nil) {
+					return protoErr("push result for %s/%q carries another record", b, key)
+				}
+				// A change of the key that arrived while the edit was
+				// pending, and was held back by it, may be newer than
+				// what the hub read when it answered.
+				if sh := cur.Shadow; sh != nil && (c == nil || sh.Seq > c.Seq) {
+					c = sh
+				}
+				if c != nil {
 					s.clock.observe(c.Version)
 					err = t.peerApply(it.bk, cur, c, gen, true)
 				} else if res.Status == PushRefused {
@@ -507,7 +581,7 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, r := range refused {
 		s.log.Warn("the hub refused a local edit; it was undone", "edit", r)
@@ -523,7 +597,7 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) error {
 			}
 		})
 	}
-	return nil
+	return deferred, nil
 }
 
 // acker confirms applied changes to the hub at most once per ackDelay.

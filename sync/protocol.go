@@ -70,6 +70,9 @@ const (
 	// PushRefused: the device may not make this edit (Reason); Current is
 	// the hub's record of the key, absent if it has none.
 	PushRefused PushStatus = 3
+	// PushDeferred: not decided, so that the answer fits in a frame; the
+	// device pushes the edit again.
+	PushDeferred PushStatus = 4
 )
 
 // PushResult answers one pushed record.

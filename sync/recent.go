@@ -2,12 +2,15 @@ package sync
 
 import gosync "sync"
 
-// recentMax is how many of the latest accepted changes the hub keeps in
-// memory. A device that is caught up reads new changes from here instead
-// of from bbolt: with every device online, each change is otherwise read
-// and decoded from the store once per device. 4096 small records are a
-// few hundred KiB.
-const recentMax = 4096
+// The hub keeps its latest accepted changes in memory: a device that is
+// caught up reads new changes from there instead of from bbolt, where each
+// change would otherwise be read and decoded once per device. At most
+// recentMax changes and recentBytes of them (a device can write values of
+// up to MaxValue).
+const (
+	recentMax   = 4096
+	recentBytes = 4 << 20
+)
 
 // recent holds the hub's latest accepted changes, oldest first, with
 // contiguous sequence numbers. It may hold a change the log has since
@@ -15,8 +18,9 @@ const recentMax = 4096
 // that sends it also sends what replaced it, which the device applies
 // after it.
 type recent struct {
-	mu   gosync.Mutex
-	recs []Record
+	mu    gosync.Mutex
+	recs  []Record
+	bytes int
 }
 
 // add appends the changes of a commit, in sequence order.
@@ -24,14 +28,25 @@ func (r *recent) add(recs []Record) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := len(r.recs); n > 0 && r.recs[n-1].Seq+1 != recs[0].Seq {
-		r.recs = r.recs[:0] // not contiguous: cannot happen, but never serve a gap
+		clear(r.recs) // not contiguous: cannot happen, but never serve a gap
+		r.recs, r.bytes = r.recs[:0], 0
+	}
+	for i := range recs {
+		r.bytes += recs[i].size()
 	}
 	r.recs = append(r.recs, recs...)
-	if n := len(r.recs); n > recentMax {
+	drop := 0
+	for len(r.recs)-drop > recentMax || r.bytes > recentBytes && drop < len(r.recs) {
+		r.bytes -= r.recs[drop].size()
+		drop++
+	}
+	if drop > 0 {
+		// Let go of the dropped values, and of the array once it has
+		// grown well past what is kept.
+		clear(r.recs[:drop])
+		r.recs = r.recs[drop:]
 		if cap(r.recs) > 4*recentMax {
-			r.recs = append([]Record(nil), r.recs[n-recentMax:]...)
-		} else {
-			r.recs = r.recs[n-recentMax:]
+			r.recs = append([]Record(nil), r.recs...)
 		}
 	}
 }
@@ -56,7 +71,7 @@ func (r *recent) read(after uint64, skip string) (recs []Record, upto, head uint
 		scanned++
 		c := r.recs[i]
 		upto = c.Seq
-		if skip != "" && c.Version.Node == skip {
+		if skip != "" && c.Version.Node == skip && !c.Deleted {
 			continue
 		}
 		recs = append(recs, c)

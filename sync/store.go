@@ -93,6 +93,9 @@ type stored struct {
 	Pending uint64 `cbor:"6,keyasint,omitempty"`
 	// Hub: when the change was accepted, Unix ms (tombstone retention).
 	Accepted uint64 `cbor:"7,keyasint,omitempty"`
+	// Peer: the latest record of the key from the hub that arrived while
+	// a newer local edit was pending, for if the hub refuses the edit.
+	Shadow *Record `cbor:"8,keyasint,omitempty"`
 }
 
 func (st *stored) record(bucket, key string) Record {
@@ -204,8 +207,8 @@ func (s *Store) init(path string) error {
 		if n := string(m.Get(kNode)); n != s.opts.Node {
 			return fmt.Errorf("%s belongs to node %q, not %q", path, n, s.opts.Node)
 		}
-		if h := m.Get(kHLC); len(h) == 12 {
-			s.clock.wall, s.clock.logical = binary.BigEndian.Uint64(h), binary.BigEndian.Uint32(h[8:])
+		if h := m.Get(kHLC); len(h) == 20 {
+			s.clock.wall, s.clock.logical, s.clock.phys = binary.BigEndian.Uint64(h), binary.BigEndian.Uint32(h[8:]), binary.BigEndian.Uint64(h[12:])
 		}
 		seq := getU64(m.Get(kSeq))
 		s.head.Store(seq)
@@ -282,10 +285,11 @@ func (t *txn) finish() error {
 			return err
 		}
 	}
-	w, l := t.s.clock.state()
-	h := make([]byte, 12)
+	w, l, p := t.s.clock.state()
+	h := make([]byte, 20)
 	binary.BigEndian.PutUint64(h, w)
 	binary.BigEndian.PutUint32(h[8:], l)
+	binary.BigEndian.PutUint64(h[12:], p)
 	return m.Put(kHLC, h)
 }
 
@@ -301,7 +305,20 @@ func (t *txn) setSeq(seq uint64) { t.seq, t.seqSet = seq, true }
 
 // write runs fn in a grouped, fsync'd write transaction.
 func (s *Store) write(fn func(*txn) error) error {
-	return s.grp.do(fn)
+	return dbErr(s.grp.do(fn))
+}
+
+// view runs fn in a read transaction.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return dbErr(s.db.View(fn))
+}
+
+// dbErr reports a closed store as ErrClosed.
+func dbErr(err error) error {
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
 }
 
 // ---- local edits ----
@@ -333,7 +350,7 @@ func (s *Store) edit(rec Record) (Record, error) {
 			return err
 		}
 		if rec.Deleted && (cur == nil || cur.Deleted) {
-			return fmt.Errorf("%w: no key %q in bucket %s", ErrNotFound, rec.Key, rec.Bucket)
+			return refusal{fmt.Errorf("%w: no key %q in bucket %s", ErrNotFound, rec.Key, rec.Bucket)}
 		}
 		rec.Version = s.clock.next(s.opts.Node)
 		if s.hub {
@@ -380,6 +397,7 @@ func (t *txn) peerLocal(bk []byte, cur *stored, rec *Record) error {
 	m.Put(kPendID, u64(id))
 	st := &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Pending: id, Gen: getU64(m.Get(kGen))}
 	if cur != nil && cur.Pending != 0 {
+		st.Shadow = cur.Shadow
 		pend.Delete(u64(cur.Pending))
 	} else {
 		t.pendingDelta++
@@ -401,7 +419,7 @@ func (s *Store) Get(bucket, key string) (rec Record, ok bool, err error) {
 	if err := CheckKey(bucket, key); err != nil {
 		return Record{}, false, err
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		st, err := getStored(tx, bucketKey(bucket, key))
 		if st != nil {
 			rec, ok = st.record(bucket, key), true
@@ -424,7 +442,7 @@ func (s *Store) List(bucket, prefix string, fn func(Record) error) error {
 	for {
 		var recs []Record
 		var next []byte
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bRecords).Cursor()
 			for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, bucketKey(bucket, prefix)); k, v = c.Next() {
 				if len(recs) == chunk {

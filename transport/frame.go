@@ -28,6 +28,10 @@ const MaxFrameSize = 1 << 20
 // ErrFrameTooLarge: a frame's declared length exceeds the reader's limit.
 var ErrFrameTooLarge = errors.New("frame too large")
 
+// ErrMalformed: a frame arrived whole but is not one valid CBOR item (or
+// is empty). Unlike a read error, it says the other side is broken.
+var ErrMalformed = errors.New("malformed frame")
+
 const (
 	// maxVarintLen is the longest uvarint: ten 7-bit groups hold 64 bits.
 	maxVarintLen = 10
@@ -172,7 +176,7 @@ func (fr *FrameReader) ReadFrame(v any) error {
 		return err
 	}
 	if err := Unmarshal(body, v); err != nil {
-		return fmt.Errorf("decode frame: %w", err)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
 }
@@ -190,7 +194,7 @@ func (fr *FrameReader) next() ([]byte, error) {
 		return nil, ErrFrameTooLarge
 	}
 	if n == 0 {
-		return nil, errors.New("empty frame: a body is one CBOR data item")
+		return nil, fmt.Errorf("%w: empty; a body is one CBOR data item", ErrMalformed)
 	}
 	size := int(n)
 	buf := make([]byte, min(size, frameChunk))

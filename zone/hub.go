@@ -145,8 +145,7 @@ type Hub struct {
 	// next flush: it is not worth an fsync per session end.
 	lastSeen map[string]seenRecord
 
-	conns   sync.WaitGroup // connection handlers
-	streams sync.WaitGroup // sync streams, which write to the zone state
+	conns sync.WaitGroup // connection and stream handlers
 }
 
 // RunHub runs a hub until ctx ends, then closes every session with reason
@@ -424,7 +423,6 @@ func (h *Hub) shutdown() {
 	}
 	wg.Wait()
 	h.conns.Wait()
-	h.streams.Wait()
 	h.flushSeen()
 }
 
@@ -531,6 +529,7 @@ type hubSession struct {
 	h         *Hub
 	id        string
 	device    string
+	serial    string // of the certificate the session was admitted with
 	conn      transport.Conn
 	ctrl      transport.Stream
 	since     time.Time
@@ -544,6 +543,10 @@ type hubSession struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 	reason    CloseReason
+	// syncCtx ends the sync stream as soon as the session is closing, so
+	// a revoked device cannot push while the Close frame lingers.
+	syncCtx  context.Context
+	syncStop context.CancelFunc
 	// gone is closed when the device ended the session itself, so a close
 	// lingering for it to hang up stops waiting.
 	gone chan struct{}
@@ -570,12 +573,14 @@ func (s *hubSession) finish(reason CloseReason, c *Control) {
 		s.reason = reason
 		if c != nil {
 			s.send(c)
+			s.syncStop()
 			select {
 			case <-s.conn.Done():
 			case <-s.gone:
 			case <-time.After(closeLinger):
 			}
 		}
+		s.syncStop()
 		s.conn.CloseWithError(uint64(reason), reason.String())
 		close(s.closed)
 	})
@@ -625,8 +630,9 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		h.protocolError(conn, v.Identity.Device, "hello without a session version", nil)
 		return
 	}
-	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
+	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, serial: serialHex(v.Cert), conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
 	s.lastActive.Store(s.since.UnixNano())
+	s.syncCtx, s.syncStop = context.WithCancel(context.Background())
 
 	if reason, msg := h.admit(v); reason != ReasonNone {
 		h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", reason, "detail", msg)
@@ -635,10 +641,15 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	}
 	s.renewOnly = v.Expired
 	if !s.renewOnly {
-		h.retireOlder(s.device, serialHex(v.Cert))
-		old, ok := h.register(s)
-		if !ok {
+		h.retireOlder(s.device, s.serial)
+		old, refused := h.register(s)
+		switch refused {
+		case ReasonShutdown:
 			s.finish(ReasonShutdown, &Control{Type: MsgClose, Reason: ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: uint64(minRetryWindow / time.Millisecond)})
+			return
+		case ReasonRevoked:
+			h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", refused, "detail", "revoked during admission")
+			s.close(ReasonRevoked, fmt.Sprintf("device %q was revoked", s.device))
 			return
 		}
 		if old != nil {
@@ -657,7 +668,14 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		h.log.Info("session online", "device", s.device, "remote", conn.RemoteAddr().String(), "via", conn.Kind(), "session", s.id)
 	}
 
-	go h.acceptStreams(ctx, s)
+	// Stream handlers count as connection handlers: shutdown waits for
+	// them before it closes the stores. Added while this handler counts,
+	// so never after the wait has begun.
+	h.conns.Add(1)
+	go func() {
+		defer h.conns.Done()
+		h.acceptStreams(ctx, s)
+	}()
 	reason, msg, byDevice := h.controlLoop(s, fr)
 	if byDevice {
 		close(s.gone)
@@ -733,19 +751,25 @@ func (h *Hub) retireOlder(device, serial string) {
 }
 
 // register makes s the device's live session and returns the one it
-// replaced, if any. Once shutdown has begun it registers nothing and
-// reports false: shutdown has already taken its list of sessions to close.
-func (h *Hub) register(s *hubSession) (*hubSession, bool) {
+// replaced, if any. It registers nothing, and says why, once shutdown has
+// begun (shutdown has already taken its list of sessions to close) or if
+// the device was revoked since admission (the revocation looked for a
+// session to close before this one was in the table).
+func (h *Hub) register(s *hubSession) (*hubSession, CloseReason) {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
-		return nil, false
+		return nil, ReasonShutdown
+	}
+	if rec := h.devices[s.device]; rec == nil || rec.Revoked || h.revoked[s.serial] {
+		h.mu.Unlock()
+		return nil, ReasonRevoked
 	}
 	old := h.sessions[s.device]
 	h.sessions[s.device] = s
 	h.mu.Unlock()
 	h.changes.bump()
-	return old, true
+	return old, ReasonNone
 }
 
 // unregister removes s if it is still the device's live session.
@@ -808,7 +832,11 @@ func (h *Hub) acceptStreams(ctx context.Context, s *hubSession) {
 		if err != nil {
 			return
 		}
-		go h.handleStream(s, st)
+		h.conns.Add(1)
+		go func() {
+			defer h.conns.Done()
+			h.handleStream(s, st)
+		}()
 	}
 }
 

@@ -74,6 +74,9 @@ type DeviceRecord struct {
 	LastSeen     time.Time `cbor:"10,keyasint,omitempty"`
 	LastAddr     string    `cbor:"11,keyasint,omitempty"`
 	LastVia      string    `cbor:"12,keyasint,omitempty"`
+	// Cert is the latest certificate issued (DER), which the hub keeps
+	// published in the zone state.
+	Cert []byte `cbor:"13,keyasint,omitempty"`
 }
 
 // maxSerials bounds a device record: renewal at 2/3 of a 90-day lifetime
@@ -89,12 +92,12 @@ func (d *DeviceRecord) hasSerial(s string) bool {
 	return false
 }
 
-func (d *DeviceRecord) addSerial(s string, expires time.Time) {
-	d.Serials = append(d.Serials, s)
+func (d *DeviceRecord) addCert(c *x509.Certificate) {
+	d.Serials = append(d.Serials, serialHex(c))
 	if len(d.Serials) > maxSerials {
 		d.Serials = d.Serials[len(d.Serials)-maxSerials:]
 	}
-	d.CertExpires = expires
+	d.CertExpires, d.Cert = c.NotAfter, c.Raw
 }
 
 func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
@@ -329,7 +332,7 @@ func (s *hubStore) AddSerial(name string, cert *x509.Certificate) (*DeviceRecord
 		if d.Revoked {
 			return fmt.Errorf("device %q is revoked", name)
 		}
-		d.addSerial(serialHex(cert), cert.NotAfter)
+		d.addCert(cert)
 		return putCBOR(b, []byte(name), &d)
 	})
 	return &d, err
@@ -473,7 +476,7 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 		}
 		cert = c
 		rec = &DeviceRecord{Name: name, Paired: now.UTC(), Invite: inv.ID, CertLifetime: inv.CertLifetime}
-		rec.addSerial(serialHex(c), c.NotAfter)
+		rec.addCert(c)
 		inv.UsesLeft--
 		inv.Devices = append(inv.Devices, name)
 		if err := putCBOR(ib, []byte(id), &inv); err != nil {

@@ -296,6 +296,13 @@ var errReconnect = errors.New("reconnect")
 // errSynced ends the last session of a peer run with ExitWhenSynced.
 var errSynced = errors.New("in sync")
 
+// syncError ends a session whose sync stream failed while the session
+// itself was fine.
+type syncError struct{ err error }
+
+func (e *syncError) Error() string { return "zone sync: " + e.err.Error() }
+func (e *syncError) Unwrap() error { return e.err }
+
 // loop connects, runs sessions and backs off between them. It returns an
 // unpair call if the local API asked to unpair.
 func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
@@ -303,11 +310,16 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 	for {
 		sess, err := p.connect(ctx)
 		if err == nil {
-			bo.reset()
 			var call *unpairCall
 			call, err = p.runSession(ctx, sess)
 			if call != nil {
 				return call, nil
+			}
+			// A session whose sync keeps failing must not bring the
+			// device back at once every time.
+			var se *syncError
+			if !errors.As(err, &se) {
+				bo.reset()
 			}
 		}
 		var end *EndError
@@ -613,6 +625,8 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		syncing = true
 		go func() { syncDone <- p.runSync(ctx, ps) }()
 	}
+	var syncErr error
+	var syncGrace <-chan time.Time
 	hangUp := func() {
 		ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "device shutting down"})
 		ps.ctrl.Close()
@@ -631,15 +645,17 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			return nil, errSynced
 		case err := <-syncDone:
 			syncing = false
-			select {
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				continue
-			case <-ps.conn.Done():
-				continue // the control stream says why
-			default:
 			}
-			p.log.Warn("zone sync stopped; reconnecting", "err", err)
-			return nil, fmt.Errorf("zone sync: %w", err)
+			// The hub may be ending the session (it stops the sync
+			// stream first): give its Close frame, which says why, a
+			// moment to arrive.
+			syncErr = err
+			syncGrace = time.After(closeLinger)
+		case <-syncGrace:
+			p.log.Warn("zone sync stopped; reconnecting", "err", syncErr)
+			return nil, &syncError{syncErr}
 		case err := <-readErr:
 			return nil, err
 		case c := <-frames:

@@ -443,7 +443,7 @@ func TestUnpairFromRenewOnlySession(t *testing.T) {
 // close it.
 func TestRegisterRefusedDuringShutdown(t *testing.T) {
 	h := &Hub{sessions: map[string]*hubSession{}, closing: true}
-	if _, ok := h.register(&hubSession{device: "phone"}); ok {
+	if _, refused := h.register(&hubSession{device: "phone"}); refused != ReasonShutdown {
 		t.Fatal("registered a session after shutdown began")
 	}
 	if len(h.sessions) != 0 {

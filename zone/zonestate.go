@@ -53,12 +53,9 @@ func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
 		st.Reset()
 		return
 	}
-	h.streams.Add(1)
-	defer h.streams.Done()
 	st.SetDeadline(time.Time{})
-	// The stream fails when the session ends, which ends Serve: no
-	// goroutine per session waits for that.
-	err := h.state.Serve(context.Background(), s.device, syncStream{st})
+	// The stream also fails when the session ends.
+	err := h.state.Serve(s.syncCtx, s.device, syncStream{st})
 	if err != nil && !wentAway(s.conn, err) {
 		h.log.Info("sync stream failed", "device", s.device, "err", err)
 		if errors.Is(err, zsync.ErrProtocol) {
@@ -136,8 +133,11 @@ func (h *Hub) reconcileState() {
 	}
 	h.mu.Unlock()
 	for _, d := range devs {
-		if d.Revoked {
+		switch {
+		case d.Revoked:
 			h.publishRevocation(d)
+		case d.Cert != nil:
+			h.putCert(certKeyDevice+d.Name, d.Cert)
 		}
 	}
 }
