@@ -32,10 +32,11 @@ type fakeData struct {
 	listErr error         // List fails with it after listing what it has
 	fail    error         // every call fails with it
 	watched chan struct{} // receives once per Watch
+	closed  chan struct{} // receives once per Watch closed by its user
 }
 
 func newFakeData(node string) *fakeData {
-	return &fakeData{node: node, recs: map[[2]string]zsync.Record{}, watched: make(chan struct{}, 16)}
+	return &fakeData{node: node, recs: map[[2]string]zsync.Record{}, watched: make(chan struct{}, 16), closed: make(chan struct{}, 16)}
 }
 
 func (f *fakeData) edit(bucket, key string, value []byte, deleted bool) (zsync.Record, error) {
@@ -152,6 +153,10 @@ func (w *fakeWatch) Close() {
 	if i := slices.Index(w.f.watches, w); i >= 0 {
 		w.f.watches = slices.Delete(w.f.watches, i, i+1)
 		close(w.ch)
+		select {
+		case w.f.closed <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -461,10 +466,13 @@ func TestDataClientWatch(t *testing.T) {
 		t.Fatalf("watch after cancel: %v", err)
 	}
 	// The daemon notices the client left and ends the subscription.
-	for deadline := time.Now().Add(10 * time.Second); store.open() != 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the daemon kept the watch of a client that left")
-		}
+	select {
+	case <-store.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon kept the watch of a client that left")
+	}
+	if n := store.open(); n != 0 {
+		t.Fatalf("%d watches still open", n)
 	}
 }
 
