@@ -291,6 +291,7 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 		attach := func(i int, cur *stored, r *Record) bool {
 			c := cur.record(r.Bucket, r.Key)
 			if c.size() > room {
+				room = 0 // and look up no more records for refusals
 				return false
 			}
 			room -= c.size()

@@ -444,6 +444,7 @@ func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-s.pushWake:
+			case <-p.freed: // deferred edits to push again
 			}
 			continue
 		}
