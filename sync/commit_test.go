@@ -118,43 +118,49 @@ func TestGroupCommit(t *testing.T) {
 	checkInvariants(t, hub.Store)
 }
 
-// A write that fails does not fail the others of its group: they are
-// committed on their own.
+// A write that fails after it may have written aborts its group's
+// transaction; the others of the group are then committed on their own.
 func TestGroupCommitFailure(t *testing.T) {
 	hub := openTestNode(t, t.TempDir(), HubNode, time.Now)
 	release := holdLead(t, hub.Store)
-	type result struct {
-		key string
-		err error
-	}
-	res := make(chan result, 3)
+	res := make(chan error, 3)
 	put := func(k string) {
 		_, err := hub.Put(BucketAppData, k, []byte("v"))
-		res <- result{k, err}
+		res <- err
 	}
+	broken := errors.New("disk on fire")
 	go put("app/a")
 	waitQueued(t, hub.Store, 1)
 	go func() {
-		_, err := hub.Delete(BucketAppData, "app/missing")
-		res <- result{"app/missing", err}
+		res <- hub.write(func(t *txn) error {
+			t.tx.Bucket(bMeta).Put([]byte("half"), []byte("written"))
+			return broken
+		})
 	}()
 	waitQueued(t, hub.Store, 2)
 	go put("app/b")
 	waitQueued(t, hub.Store, 3)
 	release()
+	failed := 0
 	for range 3 {
-		r := <-res
-		if r.key == "app/missing" {
-			if !errors.Is(r.err, ErrNotFound) {
-				t.Errorf("delete of a missing key: %v", r.err)
-			}
-		} else if r.err != nil {
-			t.Errorf("put %s: %v", r.key, r.err)
+		if err := <-res; errors.Is(err, broken) {
+			failed++
+		} else if err != nil {
+			t.Errorf("a write of the group: %v", err)
 		}
+	}
+	if failed != 1 {
+		t.Errorf("%d writes failed, want the broken one only", failed)
 	}
 	if got := dump(t, hub.Store); len(got) != 2 || hub.Head() != 2 {
 		t.Errorf("state %v, head %d", got, hub.Head())
 	}
+	hub.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bMeta).Get([]byte("half")) != nil {
+			t.Error("the failed write's half is in the store")
+		}
+		return nil
+	})
 }
 
 // The sweep at the end of a full resync runs in chunks. A chunk that

@@ -177,38 +177,34 @@ func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *dataAPI) put(w http.ResponseWriter, r *http.Request) {
-	bucket, key := r.PathValue("bucket"), r.PathValue("key")
-	if err := checkAPIWrite(a.node, bucket, key); err != nil {
-		writeErr(w, dataStatus(err), err)
-		return
-	}
-	tooBig := fmt.Errorf("value is over the %d-byte limit (%d KiB); keep bulk data out of the zone state", zsync.MaxValue, zsync.MaxValue>>10)
-	if r.ContentLength > zsync.MaxValue {
-		writeErr(w, http.StatusRequestEntityTooLarge, tooBig)
-		return
-	}
-	value, err := io.ReadAll(io.LimitReader(r.Body, zsync.MaxValue+1))
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("read the value: %w", err))
-		return
-	}
-	if len(value) > zsync.MaxValue {
-		writeErr(w, http.StatusRequestEntityTooLarge, tooBig)
-		return
-	}
-	s := a.open(w)
-	if s == nil {
-		return
-	}
-	rec, err := s.Put(bucket, key, value)
-	if err != nil {
-		writeErr(w, dataStatus(err), err)
-		return
-	}
-	writeJSON(w, http.StatusOK, NewRecordView(rec))
+	a.edit(w, r, func(s dataStore, bucket, key string) (zsync.Record, int, error) {
+		tooBig := fmt.Errorf("value is over the %d-byte limit (%d KiB); keep bulk data out of the zone state", zsync.MaxValue, zsync.MaxValue>>10)
+		if r.ContentLength > zsync.MaxValue {
+			return zsync.Record{}, http.StatusRequestEntityTooLarge, tooBig
+		}
+		value, err := io.ReadAll(io.LimitReader(r.Body, zsync.MaxValue+1))
+		if err != nil {
+			return zsync.Record{}, http.StatusBadRequest, fmt.Errorf("read the value: %w", err)
+		}
+		if len(value) > zsync.MaxValue {
+			return zsync.Record{}, http.StatusRequestEntityTooLarge, tooBig
+		}
+		rec, err := s.Put(bucket, key, value)
+		return rec, 0, err
+	})
 }
 
 func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
+	a.edit(w, r, func(s dataStore, bucket, key string) (zsync.Record, int, error) {
+		rec, err := s.Delete(bucket, key)
+		return rec, 0, err
+	})
+}
+
+// edit checks that this node may write the request's key, then makes the
+// edit fn describes and answers with the record. fn's status, if not 0,
+// overrides the one its error maps to.
+func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataStore, bucket, key string) (zsync.Record, int, error)) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	if err := checkAPIWrite(a.node, bucket, key); err != nil {
 		writeErr(w, dataStatus(err), err)
@@ -218,16 +214,18 @@ func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	rec, err := s.Delete(bucket, key)
-	if errors.Is(err, zsync.ErrNotFound) {
+	rec, status, err := fn(s, bucket, key)
+	switch {
+	case errors.Is(err, zsync.ErrNotFound):
 		writeNoKey(w, bucket, key)
-		return
+	case err != nil:
+		if status == 0 {
+			status = dataStatus(err)
+		}
+		writeErr(w, status, err)
+	default:
+		writeJSON(w, http.StatusOK, NewRecordView(rec))
 	}
-	if err != nil {
-		writeErr(w, dataStatus(err), err)
-		return
-	}
-	writeJSON(w, http.StatusOK, NewRecordView(rec))
 }
 
 // recordList is the answer of GET /v1/data/{bucket}. It is written record

@@ -1,12 +1,8 @@
 package zone
 
 import (
-	"errors"
 	"testing"
 	"time"
-
-	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/transport"
 )
 
 // Regression tests for defects found in review.
@@ -51,35 +47,9 @@ func TestRegisterRefusedWhenRevoked(t *testing.T) {
 func TestMalformedSyncFrameClosesSession(t *testing.T) {
 	clock := &testClock{}
 	hub := startHub(t, clock, nil)
-	id := peerCert(t, hub.pair(t, clock, "phone", 0))
-	sess, err := DialSession(testCtx(t), id, transport.ModeAuto)
-	if err != nil {
+	raw, _ := openRawSync(t, hub.pair(t, clock, "phone", 0))
+	if _, err := raw.st.Write([]byte{0x03, 0xff, 0xfe, 0xfd}); err != nil {
 		t.Fatal(err)
 	}
-	defer sess.Close()
-	st, err := sess.Conn().OpenStream(testCtx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range []any{&StreamHeader{Kind: StreamSync}, &zsync.Msg{Type: zsync.MsgHello, Version: zsync.ProtocolVersion}} {
-		if err := transport.WriteFrame(st, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var start zsync.Msg
-	if err := transport.NewFrameReader(st, 1<<20).ReadFrame(&start); err != nil || start.Type != zsync.MsgStart {
-		t.Fatalf("start: %+v %v", start, err)
-	}
-	if _, err := st.Write([]byte{0x03, 0xff, 0xfe, 0xfd}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-sess.Conn().Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("the hub kept a session that sent a malformed sync frame")
-	}
-	var rc *transport.RemoteCloseError
-	if !errors.As(sess.Conn().Err(), &rc) || CloseReason(rc.Code) != ReasonProtocol {
-		t.Fatalf("session ended with %v, want a protocol error", sess.Conn().Err())
-	}
+	raw.wantProtocolClose(t)
 }

@@ -97,6 +97,59 @@ func TestSyncOverSessions(t *testing.T) {
 	}
 }
 
+// rawSync is a sync stream spoken by hand over a session of its own, as
+// a modified device would.
+type rawSync struct {
+	sess *Session
+	st   transport.Stream
+	fr   *transport.FrameReader
+}
+
+// openRawSync opens a session for the device paired in dir and a sync
+// stream on it, says Hello and returns the hub's Start.
+func openRawSync(t *testing.T, dir string) (*rawSync, zsync.Msg) {
+	t.Helper()
+	sess, err := DialSession(testCtx(t), peerCert(t, dir), transport.ModeAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	st, err := sess.Conn().OpenStream(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rawSync{sess: sess, st: st, fr: transport.NewFrameReader(st, 1<<20)}
+	r.send(t, &StreamHeader{Kind: StreamSync})
+	r.send(t, &zsync.Msg{Type: zsync.MsgHello, Version: zsync.ProtocolVersion})
+	var start zsync.Msg
+	if err := r.fr.ReadFrame(&start); err != nil || start.Type != zsync.MsgStart {
+		t.Fatalf("start: %+v %v", start, err)
+	}
+	return r, start
+}
+
+func (r *rawSync) send(t *testing.T, v any) {
+	t.Helper()
+	if err := transport.WriteFrame(r.st, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantProtocolClose waits for the hub to close the session as a protocol
+// error.
+func (r *rawSync) wantProtocolClose(t *testing.T) {
+	t.Helper()
+	select {
+	case <-r.sess.Conn().Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the hub kept a session that broke the sync protocol")
+	}
+	var rc *transport.RemoteCloseError
+	if !errors.As(r.sess.Conn().Err(), &rc) || CloseReason(rc.Code) != ReasonProtocol {
+		t.Fatalf("session ended with %v, want a protocol error", r.sess.Conn().Err())
+	}
+}
+
 // TestHubRefusesForgedSync speaks the sync protocol by hand over a real
 // session, as a modified device would: the hub itself refuses edits of
 // hub-only buckets and of other devices' records, and closes the session
@@ -104,29 +157,9 @@ func TestSyncOverSessions(t *testing.T) {
 func TestHubRefusesForgedSync(t *testing.T) {
 	clock := &testClock{}
 	hub := startHub(t, clock, nil)
-	dir := hub.pair(t, clock, "phone", 0)
-	id := peerCert(t, dir)
-	sess, err := DialSession(testCtx(t), id, transport.ModeAuto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	st, err := sess.Conn().OpenStream(testCtx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fr := transport.NewFrameReader(st, 1<<20)
-	send := func(v any) {
-		t.Helper()
-		if err := transport.WriteFrame(st, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	send(&StreamHeader{Kind: StreamSync})
-	send(&zsync.Msg{Type: zsync.MsgHello, Version: zsync.ProtocolVersion})
-	var start zsync.Msg
-	if err := fr.ReadFrame(&start); err != nil || start.Type != zsync.MsgStart || !start.Reset {
-		t.Fatalf("start: %+v %v", start, err)
+	raw, start := openRawSync(t, hub.pair(t, clock, "phone", 0))
+	if !start.Reset {
+		t.Fatalf("a new device's start without reset: %+v", start)
 	}
 	now := uint64(clock.Now().UnixMilli())
 	var recs []zsync.Record
@@ -140,10 +173,10 @@ func TestHubRefusesForgedSync(t *testing.T) {
 		zsync.Record{Bucket: zsync.BucketAppData, Key: "app/k", Value: []byte("x"), Version: zsync.Version{Wall: now, Node: "hub"}},
 		zsync.Record{Bucket: zsync.BucketAppData, Key: "app/ok", Value: []byte("fine"), Version: zsync.Version{Wall: now, Node: "phone"}},
 	)
-	send(&zsync.Msg{Type: zsync.MsgPush, ID: 1, Records: recs})
+	raw.send(t, &zsync.Msg{Type: zsync.MsgPush, ID: 1, Records: recs})
 	var res zsync.Msg
 	for res.Type != zsync.MsgPushResult {
-		if err := fr.ReadFrame(&res); err != nil {
+		if err := raw.fr.ReadFrame(&res); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -165,14 +198,6 @@ func TestHubRefusesForgedSync(t *testing.T) {
 	}
 
 	// Garbage on the sync stream ends the session as a protocol error.
-	send(&zsync.Msg{Type: zsync.MsgStart})
-	select {
-	case <-sess.Conn().Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("the hub kept a session that broke the sync protocol")
-	}
-	var rc *transport.RemoteCloseError
-	if !errors.As(sess.Conn().Err(), &rc) || CloseReason(rc.Code) != ReasonProtocol {
-		t.Fatalf("session ended with %v, want protocol error", sess.Conn().Err())
-	}
+	raw.send(t, &zsync.Msg{Type: zsync.MsgStart})
+	raw.wantProtocolClose(t)
 }
