@@ -857,6 +857,8 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 		h.handleUnpair(s, st, fr)
 	case StreamSync:
 		h.handleSync(s, st)
+	case StreamCall:
+		h.handleCall(s, st, fr)
 	default:
 		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
 		st.Reset()

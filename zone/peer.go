@@ -142,6 +142,8 @@ type Peer struct {
 	log   *slog.Logger
 	store *peerStore
 	state *zsync.Store // the device's copy of the zone state
+	// services are the ones applications serve on this device.
+	services *serviceHost
 	id    atomic.Pointer[Identity]
 
 	synced     chan struct{} // closed once in sync, with ExitWhenSynced
@@ -261,7 +263,7 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 }
 
 func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
-	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{})}
+	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: newServiceHost()}
 	p.id.Store(id)
 	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
@@ -625,6 +627,9 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		syncing = true
 		go func() { syncDone <- p.runSync(ctx, ps) }()
 	}
+	if !ps.welcome.RenewOnly {
+		go p.acceptCalls(ctx, ps.conn)
+	}
 	var syncErr error
 	var syncGrace <-chan time.Time
 	hangUp := func() {
@@ -842,6 +847,7 @@ func (p *Peer) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, res)
 	})
 	dataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
+	p.serviceRoutes(mux)
 	mux.HandleFunc("/", notFound)
 	return mux
 }

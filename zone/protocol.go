@@ -14,7 +14,8 @@ import (
 )
 
 // SessionVersion is the version of the session protocol carried in Hello.
-// History: 1 — control stream, heartbeats, renewal, unpair, sync stream.
+// History: 1 — control stream, heartbeats, renewal, unpair, sync stream,
+// call streams.
 const SessionVersion = 1
 
 // StreamKind says what a stream carries; it is the first frame on every
@@ -32,6 +33,10 @@ const (
 	// StreamSync carries the zone state synchronisation protocol (package
 	// sync) for the life of the session; a peer opens one after Welcome.
 	StreamSync StreamKind = 4
+	// StreamCall carries one call or message between applications
+	// (calls.go); the peer opens it to the hub, and the hub to the target
+	// device.
+	StreamCall StreamKind = 5
 )
 
 // StreamHeader opens every stream.

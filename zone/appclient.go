@@ -1,0 +1,168 @@
+package zone
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// The Go side of the local API for applications: call services, send
+// messages, list services, and serve a service. Any language can do the
+// same over the socket with HTTP and JSON (docs/PROTOCOL.md).
+
+// Call calls method of the service at to (DEVICE/SERVICE or
+// ZONE/DEVICE/SERVICE) as app with arg (any JSON value, or nil) and
+// returns the result. A failed call is an *APIError whose Status says why
+// (404 no such device or service, 503 offline or not running, 403 denied,
+// 504 deadline, 502 the service's own error).
+func (c *Client) Call(ctx context.Context, app, to, method string, arg any) (json.RawMessage, error) {
+	body, err := marshalArg(arg)
+	if err != nil {
+		return nil, err
+	}
+	var res CallResult
+	hctx, cancel := answerCtx(ctx)
+	defer cancel()
+	if err := c.Do(hctx, http.MethodPost, "/v1/call", CallRequestBody{App: app, To: to, Method: method, Body: body, TimeoutMs: timeoutMs(ctx)}, &res); err != nil {
+		return nil, err
+	}
+	// The daemon indents its answers; hand back the value compact.
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, res.Result); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Send sends a one-way message to the service at to, and returns once it
+// was delivered to the application serving it.
+func (c *Client) Send(ctx context.Context, app, to string, msg any) error {
+	body, err := marshalArg(msg)
+	if err != nil {
+		return err
+	}
+	hctx, cancel := answerCtx(ctx)
+	defer cancel()
+	return c.Do(hctx, http.MethodPost, "/v1/send", CallRequestBody{App: app, To: to, Body: body, TimeoutMs: timeoutMs(ctx)}, nil)
+}
+
+// Services lists the services published in the zone.
+func (c *Client) Services(ctx context.Context) ([]ServiceView, error) {
+	var out struct {
+		Services []ServiceView `json:"services"`
+	}
+	err := c.Do(ctx, http.MethodGet, "/v1/services", nil, &out)
+	return out.Services, err
+}
+
+// Handler answers one event of a served service: for a call, its result
+// (any JSON value) or an error, which the caller receives as the
+// service's error; for a message, the return values are ignored.
+type Handler func(ctx context.Context, ev Event) (any, error)
+
+// Serve serves info.Name as app until ctx ends: each event is handled in
+// its own goroutine, so a slow call does not hold up the others. ready,
+// if not nil, is called once the daemon has registered the service.
+func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle Handler, ready func()) error {
+	q := url.Values{"app": {app}}
+	if info.Description != "" {
+		q.Set("description", info.Description)
+	}
+	if len(info.Methods) > 0 {
+		q.Set("methods", strings.Join(info.Methods, ","))
+	}
+	resp, err := c.stream(ctx, "/v1/services/"+url.PathEscape(info.Name)+"/events?"+q.Encode())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if ready != nil {
+		ready()
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4*maxCallBody)
+	for sc.Scan() {
+		var ev Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("bad event from the daemon: %w", err)
+		}
+		go c.handle(ctx, ev, handle)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("the daemon ended the service's event stream")
+}
+
+func (c *Client) handle(ctx context.Context, ev Event, handle Handler) {
+	hctx := ctx
+	if !ev.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithDeadline(ctx, ev.Deadline)
+		defer cancel()
+	}
+	res, err := handle(hctx, ev)
+	if ev.Type != "call" {
+		return
+	}
+	var rep Reply
+	if err != nil {
+		rep.Error = err.Error()
+	} else if rep.Result, err = marshalArg(res); err != nil {
+		rep = Reply{Error: "the service's result is not JSON: " + err.Error()}
+	}
+	// The caller may have given up already (404): nothing to do then.
+	c.Do(ctx, http.MethodPost, "/v1/calls/"+url.PathEscape(ev.ID)+"/reply", rep, nil)
+}
+
+func marshalArg(v any) (json.RawMessage, error) {
+	switch v := v.(type) {
+	case nil:
+		return json.RawMessage("null"), nil
+	case json.RawMessage:
+		if !json.Valid(v) {
+			return nil, errors.New("not JSON")
+		}
+		return v, nil
+	}
+	return json.Marshal(v)
+}
+
+// answerGrace is how long past a call's deadline the client waits for the
+// daemon, which enforces the deadline itself, to say so.
+const answerGrace = 2 * time.Second
+
+// answerCtx is ctx for the HTTP exchange of a call: the daemon gets the
+// deadline as timeout_ms and answers 504 when it passes, so the request
+// itself lives a little longer; cancelling ctx still cancels it.
+func answerCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	hctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), d.Add(answerGrace))
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	return hctx, func() { stop(); cancel() }
+}
+
+// timeoutMs passes ctx's deadline on to the daemon.
+func timeoutMs(ctx context.Context) int64 {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d).Milliseconds(), 1)
+	}
+	return 0
+}

@@ -1,0 +1,335 @@
+package zone
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
+)
+
+// Calls and messages between applications (docs/PROTOCOL.md, "Calls").
+// Each exchange is one StreamCall stream: the caller's peer opens it to
+// the hub with a CallHeader and the request body, the hub authenticates
+// the sender, opens a stream to the target device, and from then on
+// copies bytes both ways without reading them; the target's peer answers
+// with a CallReply and the result. A call to a service on the caller's
+// own device never leaves it.
+
+// CallKind says whether an exchange expects a result.
+type CallKind uint8
+
+const (
+	CallRequest CallKind = 1 // a call: the service's result comes back
+	CallMessage CallKind = 2 // a one-way message: only its delivery is confirmed
+)
+
+// CallHeader opens a call stream, after the StreamHeader. Fields From*
+// are set by the hub from the authenticated session (a device's own
+// values are overwritten), except FromApp, which the sending device
+// vouches for.
+type CallHeader struct {
+	ID         string   `cbor:"1,keyasint"`
+	Kind       CallKind `cbor:"2,keyasint"`
+	FromZone   string   `cbor:"3,keyasint,omitempty"`
+	FromDevice string   `cbor:"4,keyasint,omitempty"`
+	FromApp    string   `cbor:"5,keyasint,omitempty"`
+	ToDevice   string   `cbor:"6,keyasint"`
+	ToService  string   `cbor:"7,keyasint"`
+	Method     string   `cbor:"8,keyasint,omitempty"`
+	// TimeoutMs is the time left for the whole exchange; each hop
+	// measures its own deadline from it, so clocks need not agree.
+	TimeoutMs uint64 `cbor:"9,keyasint"`
+}
+
+// CallStatus is the outcome in a CallReply.
+type CallStatus uint8
+
+const (
+	CallOK          CallStatus = 0
+	CallNotFound    CallStatus = 1 // no such device or service
+	CallOffline     CallStatus = 2 // the device is not connected, or the service is not running
+	CallDenied      CallStatus = 3 // policy refused it; Message names the rule or default
+	CallDeadline    CallStatus = 4 // the deadline passed
+	CallFailed      CallStatus = 5 // the service answered with an error (Message)
+	CallBadRequest  CallStatus = 6 // malformed header or body
+	CallUnavailable CallStatus = 7 // the node is shutting down or overloaded
+)
+
+var callStatusNames = map[CallStatus]string{
+	CallOK: "ok", CallNotFound: "not found", CallOffline: "offline", CallDenied: "denied",
+	CallDeadline: "deadline exceeded", CallFailed: "failed", CallBadRequest: "bad request", CallUnavailable: "unavailable",
+}
+
+func (s CallStatus) String() string {
+	if n, ok := callStatusNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("status %d", uint8(s))
+}
+
+// CallReply is the first frame the caller reads back: the outcome, then
+// (CallOK) the result as data frames until the stream's end.
+type CallReply struct {
+	Status  CallStatus `cbor:"1,keyasint,omitempty"`
+	Message string     `cbor:"2,keyasint,omitempty"`
+}
+
+// CallError is a call that did not succeed, with the status that says why.
+type CallError struct {
+	Status  CallStatus
+	Message string
+}
+
+func (e *CallError) Error() string {
+	if e.Message == "" {
+		return e.Status.String()
+	}
+	return e.Message
+}
+
+// Call limits, with why.
+const (
+	// DefaultCallTimeout applies when a caller gives none.
+	DefaultCallTimeout = 30 * time.Second
+	// MaxCallTimeout bounds what a caller may ask: longer exchanges are
+	// bulk transfers or subscriptions, not calls.
+	MaxCallTimeout = 10 * time.Minute
+	// maxCallHeader: names and an id.
+	maxCallHeader = 4 << 10
+	// maxCallBody bounds a call's request or result, held in memory at
+	// both ends (the local API's own limit).
+	maxCallBody = maxAPIBody
+	// callChunk is the largest data frame a sender writes.
+	callChunk = 64 << 10
+)
+
+func newCallID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Addr is where a call goes: a service on a device of a zone.
+type Addr struct {
+	Zone    string // empty: the caller's own zone
+	Device  string
+	Service string
+}
+
+func (a Addr) String() string {
+	if a.Zone != "" {
+		return a.Zone + "/" + a.Device + "/" + a.Service
+	}
+	return a.Device + "/" + a.Service
+}
+
+// ParseAddr reads DEVICE/SERVICE or ZONE/DEVICE/SERVICE.
+func ParseAddr(s string) (Addr, error) {
+	parts := strings.Split(s, "/")
+	var a Addr
+	switch len(parts) {
+	case 2:
+		a = Addr{Device: parts[0], Service: parts[1]}
+	case 3:
+		a = Addr{Zone: parts[0], Device: parts[1], Service: parts[2]}
+	default:
+		return Addr{}, fmt.Errorf("address %q: want DEVICE/SERVICE or ZONE/DEVICE/SERVICE", s)
+	}
+	if a.Zone != "" {
+		if err := certs.ValidateName("zone", a.Zone); err != nil {
+			return Addr{}, fmt.Errorf("address %q: %w", s, err)
+		}
+	}
+	if err := certs.ValidateName("device", a.Device); err != nil {
+		return Addr{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	if err := ValidateServiceName(a.Service); err != nil {
+		return Addr{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	return a, nil
+}
+
+// ValidateServiceName checks a service, app or method name: 1-64 of
+// lower-case letters, digits, '-', '_' and '.'.
+func ValidateServiceName(s string) error {
+	if s == "" || len(s) > 64 {
+		return fmt.Errorf("invalid name %q: use 1-64 lower-case letters, digits, '-', '_' or '.'", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("invalid name %q: use 1-64 lower-case letters, digits, '-', '_' or '.'", s)
+		}
+	}
+	return nil
+}
+
+// checkCallHeader validates what a peer or the hub received.
+func checkCallHeader(h *CallHeader) error {
+	if h.Kind != CallRequest && h.Kind != CallMessage {
+		return fmt.Errorf("unknown call kind %d", h.Kind)
+	}
+	if h.ID == "" || len(h.ID) > 64 {
+		return errors.New("bad call id")
+	}
+	if err := certs.ValidateName("device", h.ToDevice); err != nil {
+		return err
+	}
+	if err := ValidateServiceName(h.ToService); err != nil {
+		return err
+	}
+	if h.Method != "" {
+		if err := ValidateServiceName(h.Method); err != nil {
+			return fmt.Errorf("method: %w", err)
+		}
+	}
+	if h.FromApp != "" {
+		if err := ValidateServiceName(h.FromApp); err != nil {
+			return fmt.Errorf("app: %w", err)
+		}
+	}
+	return nil
+}
+
+// callTimeout is the time an exchange may take, from its header.
+func callTimeout(h *CallHeader) time.Duration {
+	d := time.Duration(h.TimeoutMs) * time.Millisecond
+	if d <= 0 {
+		return DefaultCallTimeout
+	}
+	return min(d, MaxCallTimeout)
+}
+
+// writeBody writes data as data frames, then ends the sending direction.
+func writeBody(st transport.Stream, data []byte) error {
+	for len(data) > 0 {
+		n := min(len(data), callChunk)
+		if err := transport.WriteFrame(st, data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return st.Close()
+}
+
+// readBody reads data frames until the other side ends its direction, at
+// most limit bytes.
+func readBody(fr *transport.FrameReader, limit int) ([]byte, error) {
+	var out []byte
+	for {
+		var chunk []byte
+		err := fr.ReadFrame(&chunk)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(out)+len(chunk) > limit {
+			return nil, fmt.Errorf("body over the %d-byte limit", limit)
+		}
+		out = append(out, chunk...)
+	}
+}
+
+// refuseCall answers a call stream with a failure and ends it.
+func refuseCall(st transport.Stream, status CallStatus, msg string) {
+	st.SetWriteDeadline(time.Now().Add(streamTimeout))
+	if transport.WriteFrame(st, &CallReply{Status: status, Message: msg}) != nil {
+		st.Reset()
+		return
+	}
+	st.Close()
+	// Whatever the caller still sends is not wanted. A reset right away
+	// could discard the reply in flight; once the caller has ended its
+	// side, or after a grace period, the stream is done.
+	go func() {
+		st.SetReadDeadline(time.Now().Add(closeLinger))
+		if _, err := io.Copy(io.Discard, st); err != nil {
+			st.Reset()
+		}
+	}()
+}
+
+// ---- the hub: relay ----
+
+// handleCall relays a device's call to the target device's session.
+func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	var hdr CallHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		st.Reset()
+		return
+	}
+	if err := checkCallHeader(&hdr); err != nil {
+		refuseCall(st, CallBadRequest, err.Error())
+		return
+	}
+	hdr.FromZone, hdr.FromDevice = h.zone.Name, s.device
+	timeout := callTimeout(&hdr)
+	deadline := time.Now().Add(timeout)
+	st.SetDeadline(deadline)
+
+	h.mu.Lock()
+	target := h.sessions[hdr.ToDevice]
+	rec := h.devices[hdr.ToDevice]
+	h.mu.Unlock()
+	switch {
+	case hdr.ToDevice == certs.HubDevice:
+		refuseCall(st, CallNotFound, "the hub hosts no services")
+		return
+	case rec == nil || rec.Revoked:
+		refuseCall(st, CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		return
+	case target == nil:
+		refuseCall(st, CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
+		return
+	}
+	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
+	defer cancel()
+	out, err := target.conn.OpenStream(ctx)
+	if err != nil {
+		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		return
+	}
+	out.SetDeadline(deadline)
+	if err := transport.WriteFrame(out, &StreamHeader{Kind: StreamCall}); err != nil {
+		out.Reset()
+		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		return
+	}
+	if err := transport.WriteFrame(out, &hdr); err != nil {
+		out.Reset()
+		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		return
+	}
+	splice(st, out)
+}
+
+// splice copies a and b into each other until both directions end; a
+// failure either way resets both, so a cancelled or expired exchange ends
+// at both ends.
+func splice(a, b transport.Stream) {
+	done := make(chan error, 2)
+	pump := func(dst, src transport.Stream) {
+		_, err := io.Copy(dst, src)
+		if err == nil {
+			err = dst.Close() // src ended its direction: end dst's
+		}
+		done <- err
+	}
+	go pump(b, a)
+	go pump(a, b)
+	for range 2 {
+		if err := <-done; err != nil {
+			a.Reset()
+			b.Reset()
+		}
+	}
+}

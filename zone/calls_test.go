@@ -1,0 +1,117 @@
+package zone
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serveEcho serves service "echo" as app on the peer in dir until the test
+// ends: method echo returns its argument, method hang never answers,
+// method fail fails.
+func serveEcho(t *testing.T, dir string) (messages <-chan Event) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	msgs := make(chan Event, 16)
+	go func() {
+		done <- peerClient(dir).Serve(ctx, "demo", ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev Event) (any, error) {
+			if ev.Type == "message" {
+				msgs <- ev
+				return nil, nil
+			}
+			switch ev.Method {
+			case "hang":
+				<-ctx.Done()
+				return nil, ctx.Err()
+			case "fail":
+				return nil, errors.New("it failed on purpose")
+			}
+			return ev.Body, nil
+		}, func() { close(ready) })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the service never started")
+	}
+	return msgs
+}
+
+func wantStatus(t *testing.T, err error, status int, text string) {
+	t.Helper()
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != status || !strings.Contains(ae.Message, text) {
+		t.Fatalf("got %v, want status %d with %q", err, status, text)
+	}
+}
+
+// TestCallsThroughTheHub: an application on one device calls a service on
+// another through the hub, and on its own device without it.
+func TestCallsThroughTheHub(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	waitSyncedPeer(t, phone)
+	waitSyncedPeer(t, laptop)
+	msgs := serveEcho(t, laptop)
+	ctx := testCtx(t)
+	c := peerClient(phone)
+
+	res, err := c.Call(ctx, "tester", "laptop/echo", "echo", map[string]string{"hello": "world"})
+	if err != nil || string(res) != `{"hello":"world"}` {
+		t.Fatalf("call through the hub: %s, %v", res, err)
+	}
+	res, err = peerClient(laptop).Call(ctx, "tester", "alice/laptop/echo", "echo", 42)
+	if err != nil || string(res) != "42" {
+		t.Fatalf("same-device call: %s, %v", res, err)
+	}
+	if err := c.Send(ctx, "tester", "laptop/echo", "a message"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-msgs:
+		if ev.From != "alice/phone/tester" || string(ev.Body) != `"a message"` {
+			t.Fatalf("message %+v", ev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no message")
+	}
+
+	_, err = c.Call(ctx, "tester", "laptop/echo", "fail", nil)
+	wantStatus(t, err, http.StatusBadGateway, "it failed on purpose")
+	_, err = c.Call(ctx, "tester", "laptop/nothing", "x", nil)
+	wantStatus(t, err, http.StatusServiceUnavailable, `service "nothing" is not running`)
+	_, err = c.Call(ctx, "tester", "tablet/echo", "x", nil)
+	wantStatus(t, err, http.StatusNotFound, `no device "tablet"`)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = c.Call(short, "tester", "laptop/echo", "hang", nil)
+	wantStatus(t, err, http.StatusGatewayTimeout, "")
+
+	// The service is published in the zone state.
+	views, err := c.Services(ctx)
+	if err != nil || len(views) != 1 || views[0].Addr != "laptop/echo" || views[0].App != "demo" {
+		t.Fatalf("services: %+v, %v", views, err)
+	}
+
+	// A device that is offline fails fast.
+	var inv InviteView
+	if err := hub.client().Do(ctx, http.MethodPost, "/v1/invites", InviteRequest{Device: "tablet"}, &inv); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Call(ctx, "tester", "laptop/echo", "echo", json.RawMessage(`"still here"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+}

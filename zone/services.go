@@ -1,0 +1,543 @@
+package zone
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+)
+
+// Services on a device: applications register them through the local API
+// and receive calls and messages as a stream of events; the peer routes
+// calls from its applications to services on this device or, through the
+// hub, on other devices of the zone. See docs/PROTOCOL.md, "Local API:
+// applications and services".
+
+// Event is one line of a service's event stream (GET
+// /v1/services/{name}/events): a call to answer, or a message.
+type Event struct {
+	Type string `json:"type"` // "call" or "message"
+	ID   string `json:"id"`
+	// From is who sent it: zone/device/app (app left out when none).
+	From     string          `json:"from"`
+	Service  string          `json:"service"`
+	Method   string          `json:"method,omitempty"`
+	Body     json.RawMessage `json:"body"`
+	Deadline time.Time       `json:"deadline"`
+}
+
+// Reply is an application's answer to a call event (POST
+// /v1/calls/{id}/reply): a result or an error.
+type Reply struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// ServiceInfo describes a registered service; devices publish theirs in
+// the zone state (bucket apps, key DEVICE/APP, an AppRecord).
+type ServiceInfo struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Methods     []string `json:"methods,omitempty"`
+}
+
+// AppRecord is the value of an apps/DEVICE/APP record.
+type AppRecord struct {
+	Services []ServiceInfo `json:"services"`
+}
+
+// ServiceView is one row of GET /v1/services and pzp services.
+type ServiceView struct {
+	Addr        string   `json:"addr"` // DEVICE/SERVICE
+	Device      string   `json:"device"`
+	App         string   `json:"app"`
+	Service     string   `json:"service"`
+	Description string   `json:"description,omitempty"`
+	Methods     []string `json:"methods,omitempty"`
+	// Running: an application serves it now (known for this device only).
+	Running *bool `json:"running,omitempty"`
+}
+
+// eventBuffer bounds the events waiting for a slow application: past it,
+// callers are told the service is busy rather than queueing without end.
+const eventBuffer = 256
+
+// listener is an application serving one service on this device.
+type listener struct {
+	app, service string
+	events       chan Event
+}
+
+// pendingCall is a call delivered to an application, awaiting its reply.
+type pendingCall struct {
+	service string
+	reply   chan Reply
+}
+
+// serviceHost holds the services this device serves and the calls in
+// flight to them.
+type serviceHost struct {
+	mu        sync.Mutex
+	listeners map[string]*listener // by service name
+	calls     map[string]*pendingCall
+}
+
+func newServiceHost() *serviceHost {
+	return &serviceHost{listeners: map[string]*listener{}, calls: map[string]*pendingCall{}}
+}
+
+var errServiceTaken = errors.New("service already served")
+
+func (sh *serviceHost) listen(app, service string) (*listener, error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if l := sh.listeners[service]; l != nil {
+		return nil, fmt.Errorf("%w: app %q serves %q on this device already", errServiceTaken, l.app, service)
+	}
+	l := &listener{app: app, service: service, events: make(chan Event, eventBuffer)}
+	sh.listeners[service] = l
+	return l, nil
+}
+
+func (sh *serviceHost) stop(l *listener) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.listeners[l.service] == l {
+		delete(sh.listeners, l.service)
+	}
+}
+
+func (sh *serviceHost) running(service string) bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.listeners[service] != nil
+}
+
+// deliver hands a call or message to the application serving hdr's
+// service and, for a call, waits for its reply until ctx ends.
+func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte) ([]byte, *CallError) {
+	if !json.Valid(body) {
+		return nil, &CallError{CallBadRequest, "the body is not JSON"}
+	}
+	deadline, _ := ctx.Deadline()
+	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC()}
+	var pc *pendingCall
+	sh.mu.Lock()
+	l := sh.listeners[hdr.ToService]
+	if l != nil && hdr.Kind == CallRequest {
+		ev.Type = "call"
+		pc = &pendingCall{service: hdr.ToService, reply: make(chan Reply, 1)}
+		sh.calls[hdr.ID] = pc
+	} else {
+		ev.Type = "message"
+	}
+	sh.mu.Unlock()
+	if l == nil {
+		return nil, &CallError{CallOffline, fmt.Sprintf("service %q is not running on device %q", hdr.ToService, hdr.ToDevice)}
+	}
+	if pc != nil {
+		defer func() {
+			sh.mu.Lock()
+			delete(sh.calls, hdr.ID)
+			sh.mu.Unlock()
+		}()
+	}
+	select {
+	case l.events <- ev:
+	default:
+		return nil, &CallError{CallUnavailable, fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, eventBuffer)}
+	}
+	if pc == nil {
+		return nil, nil
+	}
+	select {
+	case r := <-pc.reply:
+		if r.Error != "" {
+			return nil, &CallError{CallFailed, r.Error}
+		}
+		if len(r.Result) == 0 {
+			return []byte("null"), nil
+		}
+		return r.Result, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &CallError{CallDeadline, fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
+		}
+		return nil, &CallError{CallUnavailable, "the call was cancelled"}
+	}
+}
+
+// answer delivers an application's reply to call id.
+func (sh *serviceHost) answer(id string, r Reply) bool {
+	sh.mu.Lock()
+	pc := sh.calls[id]
+	sh.mu.Unlock()
+	if pc == nil {
+		return false
+	}
+	select {
+	case pc.reply <- r:
+		return true
+	default:
+		return false // answered already
+	}
+}
+
+func callerName(h *CallHeader) string {
+	s := h.FromZone + "/" + h.FromDevice
+	if h.FromApp != "" {
+		s += "/" + h.FromApp
+	}
+	return s
+}
+
+// ---- the peer: incoming calls from the hub ----
+
+// acceptCalls takes the streams the hub opens on a session: calls for
+// this device's services.
+func (p *Peer) acceptCalls(ctx context.Context, conn transport.Conn) {
+	for {
+		st, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		go p.serveIncoming(st)
+	}
+}
+
+func (p *Peer) serveIncoming(st transport.Stream) {
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	fr := transport.NewFrameReader(st, maxCallHeader)
+	var sh StreamHeader
+	var hdr CallHeader
+	if fr.ReadFrame(&sh) != nil || sh.Kind != StreamCall || fr.ReadFrame(&hdr) != nil {
+		st.Reset()
+		return
+	}
+	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
+		refuseCall(st, CallBadRequest, "malformed call")
+		return
+	}
+	timeout := callTimeout(&hdr)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	st.SetDeadline(time.Now().Add(timeout))
+	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+	if err != nil {
+		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		return
+	}
+	result, cerr := p.services.deliver(ctx, &hdr, body)
+	if cerr != nil {
+		refuseCall(st, cerr.Status, cerr.Message)
+		return
+	}
+	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result) != nil {
+		st.Reset()
+	}
+}
+
+// ---- the peer: outgoing calls ----
+
+var (
+	errNoSession = &CallError{CallOffline, "this device is not connected to its hub"}
+)
+
+// call runs one exchange from app on this device to addr, and returns the
+// result of a call (nil for a message).
+func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, method string, body []byte) ([]byte, error) {
+	id := p.id.Load()
+	if addr.Zone != "" && addr.Zone != id.Zone && addr.Zone != string(id.ZoneID) {
+		return nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is not this device's zone (%q); calls to friends' zones are not available yet", addr.Zone, id.Zone)}
+	}
+	timeout := DefaultCallTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(time.Until(d), MaxCallTimeout)
+	}
+	if timeout <= 0 {
+		return nil, &CallError{CallDeadline, "the deadline has passed"}
+	}
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	hdr := &CallHeader{ID: newCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
+		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond)}
+	if err := checkCallHeader(hdr); err != nil {
+		return nil, &CallError{CallBadRequest, err.Error()}
+	}
+	if addr.Device == id.Device {
+		// Same device: straight to the application, no network.
+		res, cerr := p.services.deliver(ctx, hdr, body)
+		if cerr != nil {
+			return nil, cerr
+		}
+		return res, nil
+	}
+	cp := p.conn.Load()
+	if cp == nil {
+		return nil, errNoSession
+	}
+	st, err := (*cp).OpenStream(ctx)
+	if err != nil {
+		return nil, &CallError{CallOffline, "open a stream to the hub: " + err.Error()}
+	}
+	stop := context.AfterFunc(ctx, st.Reset)
+	defer stop()
+	st.SetDeadline(deadline)
+	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body) != nil {
+		st.Reset()
+		return nil, callErr(ctx, deadline, errors.New("the hub went away"))
+	}
+	fr := transport.NewFrameReader(st, callChunk+16)
+	var rep CallReply
+	if err := fr.ReadFrame(&rep); err != nil {
+		st.Reset()
+		return nil, callErr(ctx, deadline, err)
+	}
+	if rep.Status != CallOK {
+		st.Reset()
+		return nil, &CallError{rep.Status, rep.Message}
+	}
+	res, err := readBody(fr, maxCallBody)
+	if err != nil {
+		st.Reset()
+		return nil, callErr(ctx, deadline, err)
+	}
+	return res, nil
+}
+
+// callErr explains a call stream that failed. Every hop works to the same
+// deadline, measured from when it heard of the call, so each later hop's
+// is no earlier: a failure once the caller's deadline has passed is the
+// deadline, whichever hop noticed first.
+func callErr(ctx context.Context, deadline time.Time, err error) error {
+	if !time.Now().Before(deadline) {
+		return &CallError{CallDeadline, "no answer before the deadline"}
+	}
+	if ctx.Err() != nil {
+		return &CallError{CallUnavailable, "the call was cancelled"}
+	}
+	return &CallError{CallUnavailable, "the call broke off: " + err.Error()}
+}
+
+// ---- the peer: local API for applications ----
+
+// CallRequest is the body of POST /v1/call and POST /v1/send.
+type CallRequestBody struct {
+	App       string          `json:"app,omitempty"`
+	To        string          `json:"to"`
+	Method    string          `json:"method,omitempty"`
+	Body      json.RawMessage `json:"body,omitempty"`
+	TimeoutMs int64           `json:"timeout_ms,omitempty"`
+}
+
+// CallResult is the answer of POST /v1/call.
+type CallResult struct {
+	Result json.RawMessage `json:"result"`
+}
+
+// callHTTPStatus maps a call's outcome to the local API's status.
+func callHTTPStatus(s CallStatus) int {
+	switch s {
+	case CallNotFound:
+		return http.StatusNotFound
+	case CallOffline, CallUnavailable:
+		return http.StatusServiceUnavailable
+	case CallDenied:
+		return http.StatusForbidden
+	case CallDeadline:
+		return http.StatusGatewayTimeout
+	case CallFailed:
+		return http.StatusBadGateway
+	case CallBadRequest:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func (p *Peer) serviceRoutes(mux *http.ServeMux) {
+	exchange := func(kind CallKind) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			var req CallRequestBody
+			if err := readJSON(r, &req); err != nil {
+				writeErr(w, http.StatusBadRequest, err)
+				return
+			}
+			addr, err := ParseAddr(req.To)
+			if err != nil {
+				writeErr(w, http.StatusBadRequest, err)
+				return
+			}
+			if req.App != "" {
+				if err := ValidateServiceName(req.App); err != nil {
+					writeErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
+					return
+				}
+			}
+			body := []byte(req.Body)
+			if len(body) == 0 {
+				body = []byte("null")
+			}
+			ctx := r.Context()
+			if req.TimeoutMs > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
+				defer cancel()
+			}
+			res, err := p.call(ctx, req.App, addr, kind, req.Method, body)
+			var ce *CallError
+			switch {
+			case errors.As(err, &ce):
+				writeErr(w, callHTTPStatus(ce.Status), fmt.Errorf("%s: %s", addr, ce.Message))
+			case err != nil:
+				writeErr(w, http.StatusInternalServerError, err)
+			case kind == CallMessage:
+				writeJSON(w, http.StatusOK, map[string]bool{"delivered": true})
+			default:
+				writeJSON(w, http.StatusOK, CallResult{Result: res})
+			}
+		}
+	}
+	mux.HandleFunc("POST /v1/call", exchange(CallRequest))
+	mux.HandleFunc("POST /v1/send", exchange(CallMessage))
+	mux.HandleFunc("GET /v1/services/{service}/events", p.serveEvents)
+	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
+		var rep Reply
+		if err := readJSON(r, &rep); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if rep.Error == "" && len(rep.Result) > 0 && !json.Valid(rep.Result) {
+			writeErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
+			return
+		}
+		if !p.services.answer(r.PathValue("id"), rep) {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		views, err := p.serviceViews()
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]ServiceView{"services": views})
+	})
+}
+
+// serveEvents serves GET /v1/services/{service}/events?app=APP[&description=D][&methods=a,b]:
+// the application serves the service for as long as it holds this
+// stream, which carries one JSON event per line.
+func (p *Peer) serveEvents(w http.ResponseWriter, r *http.Request) {
+	service, q := r.PathValue("service"), r.URL.Query()
+	app := q.Get("app")
+	if app == "" {
+		app = service
+	}
+	info := ServiceInfo{Name: service, Description: q.Get("description")}
+	if m := q.Get("methods"); m != "" {
+		info.Methods = strings.Split(m, ",")
+	}
+	for _, n := range append([]string{service, app}, info.Methods...) {
+		if err := ValidateServiceName(n); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	l, err := p.services.listen(app, service)
+	if err != nil {
+		writeErr(w, http.StatusConflict, err)
+		return
+	}
+	defer p.services.stop(l)
+	if err := p.publishService(app, info); err != nil {
+		p.log.Warn("publish service", "service", service, "err", err)
+	}
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if fl != nil {
+		fl.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev := <-l.events:
+			if enc.Encode(ev) != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}
+
+// publishService records that app on this device offers info, in the
+// zone state, so other devices can find it.
+func (p *Peer) publishService(app string, info ServiceInfo) error {
+	if p.state == nil {
+		return nil
+	}
+	key := p.id.Load().Device + "/" + app
+	var rec AppRecord
+	if cur, ok, err := p.state.Get(zsync.BucketApps, key); err == nil && ok && !cur.Deleted {
+		json.Unmarshal(cur.Value, &rec)
+	}
+	i := sort.Search(len(rec.Services), func(i int) bool { return rec.Services[i].Name >= info.Name })
+	if i < len(rec.Services) && rec.Services[i].Name == info.Name {
+		if fmt.Sprint(rec.Services[i]) == fmt.Sprint(info) {
+			return nil
+		}
+		rec.Services[i] = info
+	} else {
+		rec.Services = append(rec.Services[:i], append([]ServiceInfo{info}, rec.Services[i:]...)...)
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = p.state.Put(zsync.BucketApps, key, v)
+	return err
+}
+
+// serviceViews lists the services published in the zone state.
+func (p *Peer) serviceViews() ([]ServiceView, error) {
+	if p.state == nil {
+		return nil, nil
+	}
+	self := p.id.Load().Device
+	var out []ServiceView
+	err := p.state.List(zsync.BucketApps, "", func(r zsync.Record) error {
+		device, app, ok := strings.Cut(r.Key, "/")
+		if !ok {
+			return nil
+		}
+		var rec AppRecord
+		if json.Unmarshal(r.Value, &rec) != nil {
+			return nil
+		}
+		for _, s := range rec.Services {
+			v := ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods}
+			if device == self {
+				running := p.services.running(s.Name)
+				v.Running = &running
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
+}
