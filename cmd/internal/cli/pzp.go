@@ -15,6 +15,7 @@ func PeerCommand() *cobra.Command {
 with 'pzp run'. 'pzp status' shows the link; 'pzp unpair' leaves the zone.`,
 	}
 	g.register(root)
-	root.AddCommand(newPeerPairCmd(g), newPeerRunCmd(g), newPeerStatusCmd(g), newPeerUnpairCmd(g), newPeerWaitCmd(g), newPeerDataCmd(g))
+	root.AddCommand(newPeerPairCmd(g), newPeerRunCmd(g), newPeerStatusCmd(g), newPeerUnpairCmd(g), newPeerWaitCmd(g), newPeerDataCmd(g),
+		newPeerServicesCmd(g), newPeerCallCmd(g), newPeerSendCmd(g), newPeerListenCmd(g), newPeerServeCmd(g))
 	return root
 }

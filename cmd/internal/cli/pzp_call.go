@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone"
+)
+
+func newPeerCallCmd(g *globals) *cobra.Command {
+	var app string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "call ADDR METHOD [JSON]",
+		Short: "Call a method of a service and print its result",
+		Long: `call sends METHOD with the JSON argument (null when left out) to the service at
+ADDR, DEVICE/SERVICE or ZONE/DEVICE/SERVICE, and prints the JSON result. A
+failed call exits 1 and says why: no such device or service, offline,
+denied by policy, deadline, or the service's own error.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 || len(args) > 3 {
+				return usagef("call takes ADDR METHOD [JSON]")
+			}
+			if _, err := zone.ParseAddr(args[0]); err != nil {
+				return usageError{err}
+			}
+			if err := zone.ValidateServiceName(args[1]); err != nil {
+				return usagef("method: %v", err)
+			}
+			if len(args) == 3 && !json.Valid([]byte(args[2])) {
+				return usagef("the argument %q is not JSON (a string needs quotes: '\"text\"')", args[2])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, hint, err := peerClient(g)
+			if err != nil {
+				return err
+			}
+			arg := json.RawMessage("null")
+			if len(args) == 3 {
+				arg = json.RawMessage(args[2])
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			res, err := c.Call(ctx, app, args[0], args[1], arg)
+			if err != nil {
+				return hint(err)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), string(res))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the call is made as (what policy rules match)")
+	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
+	return cmd
+}
+
+func newPeerSendCmd(g *globals) *cobra.Command {
+	var app string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "send ADDR MESSAGE",
+		Short: "Send a one-way message to a service",
+		Long: `send delivers MESSAGE to the service at ADDR and returns once the application
+serving it has it. MESSAGE is sent as a JSON string unless it is itself
+valid JSON (an object, array, number, true/false/null or a quoted string).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usagef("send takes ADDR MESSAGE")
+			}
+			if _, err := zone.ParseAddr(args[0]); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, hint, err := peerClient(g)
+			if err != nil {
+				return err
+			}
+			msg := json.RawMessage(args[1])
+			if !json.Valid(msg) {
+				msg, _ = json.Marshal(args[1])
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return hint(c.Send(ctx, app, args[0], msg))
+		},
+	}
+	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the message is sent as")
+	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
+	return cmd
+}

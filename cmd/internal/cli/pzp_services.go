@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone"
+)
+
+// peerClient returns a client for the running pzp of g's data directory,
+// and how to start it if it is not running.
+func peerClient(g *globals) (*zone.Client, func(error) error, error) {
+	dir, err := g.dataDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	hint := func(err error) error { return notRunningHint(err, "pzp run", "pzp run --data "+dir) }
+	return zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName)), hint, nil
+}
+
+func newPeerServicesCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "services",
+		Short: "List the services applications offer in the zone",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, hint, err := peerClient(g)
+			if err != nil {
+				return err
+			}
+			views, err := c.Services(cmd.Context())
+			if err != nil {
+				return hint(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if views == nil {
+					views = []zone.ServiceView{}
+				}
+				return printJSON(out, views)
+			}
+			if len(views) == 0 {
+				fmt.Fprintln(out, "no services in the zone yet")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ADDRESS\tAPP\tMETHODS\tRUNNING\tDESCRIPTION")
+			for _, v := range views {
+				running := "-"
+				if v.Running != nil {
+					running = map[bool]string{true: "yes", false: "no"}[*v.Running]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Addr, v.App, dash(strings.Join(v.Methods, ",")), running, dash(v.Description))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
