@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pzone/pzone/transport"
 )
 
 // serveEcho serves service "echo" as app on the peer in dir until the test
@@ -15,6 +17,7 @@ import (
 // method fail fails.
 func serveEcho(t *testing.T, dir string) (messages <-chan Event) {
 	t.Helper()
+	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -35,10 +38,18 @@ func serveEcho(t *testing.T, dir string) (messages <-chan Event) {
 			return ev.Body, nil
 		}, func() { close(ready) })
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("the echo service did not stop")
+		}
+	})
 	select {
 	case <-ready:
 	case err := <-done:
+		done <- err // for the cleanup
 		t.Fatalf("serve: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("the service never started")
@@ -113,5 +124,59 @@ func TestCallsThroughTheHub(t *testing.T) {
 	_, err = c.Call(ctx, "tester", "laptop/echo", "echo", json.RawMessage(`"still here"`))
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPolicyAtBothEnds: the caller's device refuses a call its policy
+// denies before sending anything, and the hoster's device refuses it
+// again whatever the caller did (here a modified device that skips its
+// own check).
+func TestPolicyAtBothEnds(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone, laptop, tablet := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0), hub.pair(t, clock, "tablet", 0)
+	tabletID := peerCert(t, tablet)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	serveEcho(t, laptop)
+	ctx := testCtx(t)
+	for _, r := range []Rule{
+		{ID: "nophone", From: "alice/phone", To: "laptop/echo", Method: "*", Effect: EffectDeny},
+		{ID: "notablet", From: "alice/tablet", To: "laptop/*", Method: "*", Effect: EffectDeny},
+	} {
+		v, _ := json.Marshal(r)
+		if _, err := hub.client().DataPut(ctx, "policy", r.ID, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSyncedPeer(t, phone)
+	waitSyncedPeer(t, laptop)
+
+	_, err := peerClient(phone).Call(ctx, "tester", "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusForbidden, "denied by the caller's policy: rule nophone")
+	_, err = peerClient(laptop).Call(ctx, "tester", "laptop/echo", "echo", 1)
+	if err != nil {
+		t.Fatalf("the laptop's own call: %v", err)
+	}
+
+	sess, err := DialSession(ctx, tabletID, transport.ModeAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.Conn().OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := &CallHeader{ID: "forged", Kind: CallRequest, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 10000}
+	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, []byte("1")) != nil {
+		t.Fatal("write the call")
+	}
+	var rep CallReply
+	if err := transport.NewFrameReader(st, 1<<16).ReadFrame(&rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != CallDenied || !strings.Contains(rep.Message, `denied by device "laptop"'s policy: rule notablet`) {
+		t.Fatalf("a call from a device that skipped its own check: %+v", rep)
 	}
 }

@@ -226,6 +226,10 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		refuseCall(st, CallBadRequest, "malformed call")
 		return
 	}
+	if cerr := p.authorize(&hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
+		refuseCall(st, cerr.Status, cerr.Message)
+		return
+	}
 	timeout := callTimeout(&hdr)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -272,6 +276,11 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, m
 		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond)}
 	if err := checkCallHeader(hdr); err != nil {
 		return nil, &CallError{CallBadRequest, err.Error()}
+	}
+	// The requester's end of policy; the hoster's device checks again
+	// (the same device, for a call that stays here).
+	if cerr := p.authorize(hdr, "the caller's"); cerr != nil {
+		return nil, cerr
 	}
 	if addr.Device == id.Device {
 		// Same device: straight to the application, no network.
@@ -540,4 +549,51 @@ func (p *Peer) serviceViews() ([]ServiceView, error) {
 		return nil
 	})
 	return out, err
+}
+
+// ---- policy at both ends ----
+
+// policyCache holds the device's policy rules as of a zone state
+// sequence number, so a call does not read and parse them every time.
+type policyCache struct {
+	mu    sync.Mutex
+	seq   uint64
+	rules []Rule
+	ok    bool
+}
+
+// rules returns the policy rules the device holds.
+func (p *Peer) rules() []Rule {
+	if p.state == nil {
+		return nil
+	}
+	pc := &p.policy
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	head := p.state.Head()
+	if pc.ok && pc.seq == head {
+		return pc.rules
+	}
+	rules, skipped, err := LoadRules(p.state)
+	if err != nil {
+		p.log.Warn("read policy rules", "err", err)
+		return pc.rules
+	}
+	for _, e := range skipped {
+		p.log.Warn("policy rule ignored", "err", e)
+	}
+	pc.rules, pc.seq, pc.ok = rules, head, true
+	return rules
+}
+
+// authorize applies this device's policy to a call; side says which end
+// it is for the message ("the caller's" or "this device's").
+func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
+	id := p.id.Load()
+	req := Request{FromZone: hdr.FromZone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: hdr.FromZone == id.Zone}
+	if d := Decide(p.rules(), req); !d.Allow {
+		return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
+	}
+	return nil
 }
