@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pzone/pzone/certs"
@@ -309,23 +310,26 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
 		return
 	}
-	splice(st, out)
+	r := &relay{a: st, b: out}
+	b := h.bindings.attach(bindKey{hdr.FromDevice, hdr.FromApp, hdr.ToDevice, hdr.ToService}, r, h.cfg.Now())
+	defer b.detach(r)
+	splice(st, out, &b.in, &b.out)
 }
 
-// splice copies a and b into each other until both directions end; a
-// failure either way resets both, so a cancelled or expired exchange ends
-// at both ends.
-func splice(a, b transport.Stream) {
+// splice copies a and b into each other until both directions end,
+// counting the bytes each way; a failure either way resets both, so a
+// cancelled or expired exchange ends at both ends.
+func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64) {
 	done := make(chan error, 2)
-	pump := func(dst, src transport.Stream) {
-		_, err := io.Copy(dst, src)
+	pump := func(dst, src transport.Stream, n *atomic.Uint64) {
+		_, err := io.Copy(countingWriter{dst, n}, src)
 		if err == nil {
 			err = dst.Close() // src ended its direction: end dst's
 		}
 		done <- err
 	}
-	go pump(b, a)
-	go pump(a, b)
+	go pump(b, a, aToB)
+	go pump(a, b, bToA)
 	for range 2 {
 		if err := <-done; err != nil {
 			a.Reset()

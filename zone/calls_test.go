@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -178,5 +179,87 @@ func TestPolicyAtBothEnds(t *testing.T) {
 	}
 	if rep.Status != CallDenied || !strings.Contains(rep.Message, `denied by device "laptop"'s policy: rule notablet`) {
 		t.Fatalf("a call from a device that skipped its own check: %+v", rep)
+	}
+}
+
+// waitBindings long-polls the hub's bindings until cond holds.
+func waitBindings(t *testing.T, hub *testHub, all bool, cond func([]BindingView) bool) []BindingView {
+	t.Helper()
+	ctx := testCtx(t)
+	path := "/v1/bindings?"
+	if all {
+		path += "all=1&"
+	}
+	var v BindingsView
+	for first := true; ; first = false {
+		p := path
+		if !first {
+			p += fmt.Sprintf("wait=%d&timeout=10s", v.Version)
+		}
+		if err := hub.client().Do(ctx, http.MethodGet, p, nil, &v); err != nil {
+			t.Fatalf("bindings never matched: %v; last: %+v", err, v.Bindings)
+		}
+		if cond(v.Bindings) {
+			return v.Bindings
+		}
+	}
+}
+
+// TestBindings: calls from one app to one service share a binding, which
+// counts them; ending it (by the operator, or by revoking a device) cuts
+// the exchanges in flight and records why.
+func TestBindings(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	serveEcho(t, laptop)
+	waitSyncedPeer(t, phone)
+	ctx := testCtx(t)
+	c := peerClient(phone)
+	for range 2 {
+		if _, err := c.Call(ctx, "notes", "laptop/echo", "echo", "0123456789"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bs := waitBindings(t, hub, false, func([]BindingView) bool { return true })
+	if len(bs) != 1 || bs[0].From != "phone/notes" || bs[0].To != "laptop/echo" || bs[0].Calls != 2 || bs[0].BytesIn == 0 || bs[0].BytesOut == 0 {
+		t.Fatalf("bindings %+v", bs)
+	}
+
+	// The operator ends it while a call hangs on it: the call is cut.
+	hung := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx, "notes", "laptop/echo", "hang", nil)
+		hung <- err
+	}()
+	bs = waitBindings(t, hub, false, func(bs []BindingView) bool { return len(bs) == 1 && bs[0].Calls == 3 })
+	var ended BindingView
+	if err := hub.client().Do(ctx, http.MethodPost, "/v1/bindings/"+bs[0].ID+"/end", nil, &ended); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-hung:
+		wantStatus(t, err, http.StatusServiceUnavailable, "broke off")
+	case <-ctx.Done():
+		t.Fatal("ending the binding did not cut its call")
+	}
+	if ended.Reason != "ended by the hub operator" || ended.Ended == nil {
+		t.Fatalf("ended binding %+v", ended)
+	}
+	err := hub.client().Do(ctx, http.MethodPost, "/v1/bindings/"+bs[0].ID+"/end", nil, nil)
+	wantStatus(t, err, http.StatusNotFound, "no such binding")
+
+	// A new call makes a new binding; revoking the laptop ends it.
+	if _, err := c.Call(ctx, "notes", "laptop/echo", "echo", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.client().Do(ctx, http.MethodPost, "/v1/devices/laptop/revoke", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	all := waitBindings(t, hub, true, func(bs []BindingView) bool { return len(bs) == 2 && bs[1].Ended != nil })
+	if !strings.Contains(all[1].Reason, `device "laptop" went offline (revoked)`) {
+		t.Fatalf("ended bindings %+v", all)
 	}
 }

@@ -124,17 +124,19 @@ func (c *HubConfig) Validate() error {
 
 // Hub is a running zone hub.
 type Hub struct {
-	cfg     HubConfig
-	log     *slog.Logger
-	store   *hubStore
-	state   *zsync.Store // the replicated zone state
-	zone    *ZoneInfo
-	ca      *certs.CA
-	cert    atomic.Pointer[tls.Certificate]
-	limiter *pairing.Limiter
-	changes notifier
-	started time.Time
-	addr    net.Addr
+	cfg   HubConfig
+	log   *slog.Logger
+	store *hubStore
+	state *zsync.Store // the replicated zone state
+	// bindings are the applications' uses of services the hub relays.
+	bindings *bindingTable
+	zone     *ZoneInfo
+	ca       *certs.CA
+	cert     atomic.Pointer[tls.Certificate]
+	limiter  *pairing.Limiter
+	changes  notifier
+	started  time.Time
+	addr     net.Addr
 
 	mu       sync.Mutex
 	sessions map[string]*hubSession // live sessions by device
@@ -219,7 +221,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
-		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}}
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable()}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err
@@ -686,6 +688,10 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	if h.unregister(s) {
 		h.log.Info("session offline", "device", s.device, "reason", s.reason, "session", s.id)
 		h.seen(s.device, conn.RemoteAddr().String(), string(conn.Kind()))
+		why := fmt.Sprintf("device %q went offline (%s)", s.device, s.reason)
+		for _, b := range h.bindings.endDevice(s.device, why, h.cfg.Now()) {
+			h.log.Info("binding ended", "binding", b.id, "reason", why)
+		}
 	}
 }
 

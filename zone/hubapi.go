@@ -125,6 +125,7 @@ func (h *Hub) apiHandler() http.Handler {
 		return len(h.sessions)
 	})
 	dataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
+	h.bindingRoutes(mux)
 	mux.HandleFunc("/", notFound)
 	return mux
 }
