@@ -263,3 +263,48 @@ func TestBindings(t *testing.T) {
 		t.Fatalf("ended bindings %+v", all)
 	}
 }
+
+// TestAppAPIBadRequests: malformed requests to the applications' API get
+// a 4xx with a message, never a crash.
+func TestAppAPIBadRequests(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone := hub.pair(t, clock, "phone", 0)
+	startPeer(t, phone, clock)
+	serveEcho(t, phone)
+	ctx := testCtx(t)
+	c := peerClient(phone)
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+		text         string
+	}{
+		{"POST", "/v1/call", "not an object", 400, "bad request body"},
+		{"POST", "/v1/call", map[string]any{"to": "nodevice"}, 400, "want DEVICE/SERVICE"},
+		{"POST", "/v1/call", map[string]any{"to": "Phone/echo"}, 400, "invalid device name"},
+		{"POST", "/v1/call", map[string]any{"to": "phone/echo", "app": "Bad App"}, 400, "app: invalid name"},
+		{"POST", "/v1/call", map[string]any{"to": "phone/echo", "method": "a b"}, 400, "method: invalid name"},
+		{"POST", "/v1/send", map[string]any{"to": "a/b/c/d"}, 400, "want DEVICE/SERVICE"},
+		{"POST", "/v1/calls/nosuch/reply", map[string]any{"result": 1}, 404, `no call "nosuch" waits`},
+		{"POST", "/v1/calls/x/reply", "[", 400, "bad request body"},
+		{"GET", "/v1/services/Bad!/events", nil, 400, "invalid name"},
+		{"GET", "/v1/services/echo/events?app=other", nil, 409, `app "demo" serves "echo" on this device already`},
+		{"GET", "/v1/services/x/events?methods=a,,b", nil, 400, "invalid name"},
+	} {
+		var err error
+		if s, ok := tc.body.(string); ok { // not JSON at all
+			err = c.exchange(ctx, tc.method, tc.path, "application/json", strings.NewReader(s), nil)
+		} else {
+			err = c.Do(ctx, tc.method, tc.path, tc.body, nil)
+		}
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != tc.status || !strings.Contains(ae.Message, tc.text) {
+			t.Errorf("%s %s %v: %v, want %d with %q", tc.method, tc.path, tc.body, err, tc.status, tc.text)
+		}
+	}
+	// The daemon still works.
+	if res, err := c.Call(ctx, "t", "phone/echo", "echo", "ok"); err != nil || string(res) != `"ok"` {
+		t.Fatalf("after the bad requests: %s, %v", res, err)
+	}
+}
