@@ -78,6 +78,19 @@ echo "both devices now hold the same notes:"
 run pzp data list --data "$work/phone"
 run pzp data list --data "$work/laptop"
 
+step "Services: the laptop serves echo, an app on the phone calls it through the hub"
+pzp serve echo --data "$work/laptop" 2>/dev/null &
+echo_pid=$!
+pids+=($echo_pid)
+pzp data watch --data "$work/phone" --bucket apps laptop/pzp-echo --count 1 >/dev/null
+run pzp services --data "$work/phone"
+run pzp call --data "$work/phone" laptop/echo echo '{"hello":"from the phone"}'
+run pzh bindings --data "$work/hub"
+echo "a call to a device that is not there fails at once, saying why:"
+pzp call --data "$work/phone" tablet/echo echo 2>&1 || true
+kill -INT "$echo_pid"
+wait "$echo_pid" || true
+
 step "Revoke the laptop: its session is cut at once and it stops"
 run pzh revoke --data "$work/hub" laptop
 pzp wait synced --data "$work/phone" --timeout 15s
