@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -316,13 +317,25 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	splice(st, out, &b.in, &b.out)
 }
 
+// copyBufs are splice's copy buffers: a relayed call would otherwise
+// allocate two fresh ones, which at thousands of calls a second is most of
+// the hub's garbage.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// onlyReader hides a stream's WriterTo so io.CopyBuffer uses the buffer.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
 // splice copies a and b into each other until both directions end,
 // counting the bytes each way; a failure either way resets both, so a
 // cancelled or expired exchange ends at both ends.
 func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64) {
 	done := make(chan error, 2)
 	pump := func(dst, src transport.Stream, n *atomic.Uint64) {
-		_, err := io.Copy(countingWriter{dst, n}, src)
+		buf := copyBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(countingWriter{dst, n}, onlyReader{src}, *buf)
+		copyBufs.Put(buf)
 		if err == nil {
 			err = dst.Close() // src ended its direction: end dst's
 		}
