@@ -20,7 +20,7 @@ test: ## vet, gofmt check, and every test with the race detector
 demo: build ## build, then run a hub and two devices on loopback: pair, online, revoke, shut down
 	BIN=$(BIN) bash testdata/demo.sh
 
-bench: ## figures against raw baselines (BENCH_OUT=file.json also writes JSON; BENCH_FLAGS=... e.g. -only sync)
+bench: ## figures against raw baselines (BENCH_OUT=file.json also writes JSON; BENCH_FLAGS=... e.g. -only sync,calls)
 	$(GO) build -o $(BIN)/ ./cmd/pzh ./cmd/pzp ./cmd/pzbench
 	$(BIN)/pzbench -pzh $(BIN)/pzh -pzp $(BIN)/pzp $(if $(BENCH_OUT),-json $(BENCH_OUT)) $(BENCH_FLAGS)
 

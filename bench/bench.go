@@ -6,8 +6,8 @@
 //
 // It is not a test: targets are reported (Row.Met), never asserted. It runs
 // real hubs and peers over real loopback sockets with the same code as
-// pzh serve and pzp run; the idle-cost and sync rows run the hub as a
-// separate pzh process so its memory and CPU are its own, and the
+// pzh serve and pzp run; the idle-cost, sync and call rows run the hub as
+// a separate pzh process so its memory and CPU are its own, and the
 // initial-sync row runs the new device as a pzp pair process.
 package bench
 
@@ -68,10 +68,23 @@ type Config struct {
 	// SyncRecords is the size of the zone state a new device receives in
 	// the initial-sync row (which runs at a tenth of it too).
 	SyncRecords int
+	// CallSamples is how many calls the round-trip rows time, one at a
+	// time, after a tenth as many to warm up. CallWindow is how long the
+	// calls-per-second and call-payload rows count calls, after a fifth
+	// of it to ramp up.
+	CallSamples int
+	CallWindow  time.Duration
+	// CallPayload is the JSON argument of the call-payload row, in bytes:
+	// a call's body is at most 1 MiB of JSON, request and result.
+	CallPayload int
+	// RelayBytes is what the relay row sends through the hub on one call
+	// stream, each run.
+	RelayBytes int64
 	// Only limits the run to these row groups (Groups); empty means all.
 	Only []string
-	// HubCommand starts the hub as its own process for the idle-cost and
-	// sync rows: pzh serve, or a binary whose ChildMain handles "hub".
+	// HubCommand starts the hub as its own process for the idle-cost,
+	// sync and call rows: pzh serve, or a binary whose ChildMain handles
+	// "hub".
 	HubCommand []string
 	// PairCommand pairs a new device as its own process for the
 	// initial-sync row: pzp pair, or a binary whose ChildMain handles
@@ -82,7 +95,10 @@ type Config struct {
 	// during each reconnect storm (storm-TRANSPORT.pprof), and of the sync
 	// hub and of this process, which runs the writing devices, during each
 	// accepted-edits window (sync-hub-TRANSPORT.pprof,
-	// sync-devices-TRANSPORT.pprof).
+	// sync-devices-TRANSPORT.pprof); likewise of the calls' hub and of
+	// this process, which runs the devices and their applications, during
+	// each calls-per-second and call-payload window (calls-hub-,
+	// calls-devices-, payload-hub-, payload-devices-TRANSPORT.pprof).
 	ProfileDir string
 	Work       string // scratch directory
 	Log        io.Writer
@@ -93,6 +109,7 @@ func DefaultConfig() Config {
 	return Config{Runs: 3, Handshakes: 1000, Concurrency: 16, StormPeers: 2000, IdlePeers: 10000,
 		TrafficWindow: 5 * time.Second, TrafficSettle: 4 * time.Second,
 		SyncSamples: 500, SyncDevices: 2, SyncWindow: 5 * time.Second, SyncRecords: 100000,
+		CallSamples: 2000, CallWindow: 5 * time.Second, CallPayload: 768 << 10, RelayBytes: 256 << 20,
 		Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
@@ -101,6 +118,7 @@ func ShortConfig() Config {
 	return Config{Runs: 1, Handshakes: 40, Concurrency: 4, StormPeers: 20, IdlePeers: 20,
 		TrafficWindow: time.Second, TrafficSettle: 200 * time.Millisecond,
 		SyncSamples: 20, SyncDevices: 2, SyncWindow: 300 * time.Millisecond, SyncRecords: 2000,
+		CallSamples: 20, CallWindow: 300 * time.Millisecond, CallPayload: 16 << 10, RelayBytes: 4 << 20,
 		Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
@@ -111,7 +129,7 @@ func (c *Config) logf(format string, args ...any) {
 }
 
 // Groups names the row groups, in table order, for Config.Only.
-var Groups = []string{"setup", "storm", "idle", "sync"}
+var Groups = []string{"setup", "storm", "idle", "sync", "calls"}
 
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
@@ -159,6 +177,32 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			return measure(sb, ctx, k)
 		}
 	}
+	// So have the call rows.
+	var cb *callBench
+	defer func() {
+		if cb != nil {
+			cb.close()
+		}
+	}()
+	callRows := func(measure func(*callBench, context.Context, transport.Kind) ([]Row, error)) func(transport.Kind) ([]Row, error) {
+		return func(k transport.Kind) ([]Row, error) {
+			if cb == nil {
+				// Nothing else runs while calls are measured.
+				if f != nil {
+					f.stopHub()
+				}
+				if sb != nil {
+					sb.close()
+					sb = nil
+				}
+				var err error
+				if cb, err = newCallBench(ctx, &cfg); err != nil {
+					return nil, err
+				}
+			}
+			return measure(cb, ctx, k)
+		}
+	}
 
 	var rows []Row
 	// each measures one row group over every transport, in table order.
@@ -201,6 +245,10 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		{"sync", "sync propagation", syncRows((*syncBench).propagation)},
 		{"sync", "sync accepted edits", syncRows((*syncBench).acceptedEdits)},
 		{"sync", "initial sync", syncRows((*syncBench).initialSync)},
+		{"calls", "call round trip", callRows((*callBench).roundTrip)},
+		{"calls", "calls per second", callRows((*callBench).callRate)},
+		{"calls", "call payload throughput", callRows((*callBench).payloadRate)},
+		{"calls", "relay throughput", callRows((*callBench).relayThroughput)},
 	}
 	for _, st := range steps {
 		if !want(st.group) {
@@ -211,7 +259,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		}
 	}
 	if len(cfg.Only) == 0 {
-		for _, name := range []string{"call round trip p50", "throughput", "wakeup"} {
+		for _, name := range []string{"wakeup"} {
 			rows = append(rows, Row{Name: name, Transport: "-", Target: "-", Note: unavailable[name]})
 		}
 	}
@@ -220,9 +268,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 
 // unavailable says why a row of the benchmark issue has no figure yet.
 var unavailable = map[string]string{
-	"call round trip p50": "not available: needs device-to-device calls through the hub (services issue)",
-	"throughput":          "not available: needs device-to-device transfers through the hub (services issue)",
-	"wakeup":              "not available: needs wake pings (sleeping devices issue)",
+	"wakeup": "not available: needs wake pings (sleeping devices issue)",
 }
 
 // WriteTable prints rows for a person.

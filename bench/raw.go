@@ -206,6 +206,7 @@ func RunRawServer(ctx context.Context, kind transport.Kind, addr, dir string) er
 const (
 	rawEcho = 'e' // echo every byte back until EOF
 	rawSink = 's' // read to EOF into a file, fsync it once, answer one byte
+	rawDrop = 'd' // read to EOF, keep nothing, answer one byte
 )
 
 // rawStreams serves the streams of a raw connection; sinks write their
@@ -229,6 +230,12 @@ func rawStreams(dir string) func(transport.Conn) {
 					io.Copy(st, st)
 				case rawSink:
 					if err := sinkToFile(st, dir); err != nil {
+						st.Reset()
+						return
+					}
+					st.Write([]byte{1})
+				case rawDrop:
+					if _, err := io.Copy(io.Discard, st); err != nil {
 						st.Reset()
 						return
 					}

@@ -139,11 +139,17 @@ type syncHub struct {
 
 // startHub makes a zone whose state holds records, and starts its hub.
 func (s *syncBench) startHub(ctx context.Context, name string, records int) (*syncHub, error) {
+	return startZoneHub(ctx, s.cfg, filepath.Join(s.dir, name), records)
+}
+
+// startZoneHub makes a zone in dir whose state holds records, and starts
+// its hub as its own process (Config.HubCommand).
+func startZoneHub(ctx context.Context, cfg *Config, dir string, records int) (*syncHub, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	h := &syncHub{dir: filepath.Join(s.dir, name), addr: fmt.Sprintf("127.0.0.1:%d", port), records: records}
+	h := &syncHub{dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port), records: records}
 	h.client = zone.NewClient(zone.SocketPath(h.dir, zone.HubSocketName))
 	if _, err := zone.InitZone(h.dir, "bench", []string{h.addr}, time.Now()); err != nil {
 		return nil, err
@@ -153,14 +159,14 @@ func (s *syncBench) startHub(ctx context.Context, name string, records int) (*sy
 		if h.wireBytes, err = fillState(h.dir, records); err != nil {
 			return nil, fmt.Errorf("fill the hub's state: %w", err)
 		}
-		s.cfg.logf("sync: put %d records in a hub's state in %v", records, time.Since(start).Round(time.Millisecond))
+		cfg.logf("sync: put %d records in a hub's state in %v", records, time.Since(start).Round(time.Millisecond))
 	}
-	args := append(append([]string(nil), s.cfg.HubCommand[1:]...), "--data", h.dir, "--listen", h.addr,
+	args := append(append([]string(nil), cfg.HubCommand[1:]...), "--data", h.dir, "--listen", h.addr,
 		"--log-level", "error", "--heartbeat", syncHeartbeat.String())
-	h.proc = exec.CommandContext(ctx, s.cfg.HubCommand[0], args...)
+	h.proc = exec.CommandContext(ctx, cfg.HubCommand[0], args...)
 	h.proc.Stderr = os.Stderr
 	if err := h.proc.Start(); err != nil {
-		return nil, fmt.Errorf("start %v: %w", s.cfg.HubCommand, err)
+		return nil, fmt.Errorf("start %v: %w", cfg.HubCommand, err)
 	}
 	var st zone.HubStatus
 	if err := answer(ctx, h.client, "/v1/status", &st, 30*time.Second); err != nil {
@@ -489,33 +495,19 @@ func (s *syncBench) propagation(ctx context.Context, kind transport.Kind) ([]Row
 // three fsync'd single-record commits (the device, the hub, the other
 // device).
 type rawPath struct {
-	srv      *rawServer
-	conn     transport.Conn
-	st       transport.Stream
-	db       *rawDB
-	msg, buf []byte
-	commits  []float64 // each commit's time, ms
+	echo    *rawEchoStream
+	db      *rawDB
+	commits []float64 // each commit's time, ms
 }
 
 func (s *syncBench) newRawPath(ctx context.Context, kind transport.Kind) (_ *rawPath, err error) {
-	rp := &rawPath{msg: bytes.Repeat([]byte{'e'}, echoSize), buf: make([]byte, echoSize)}
+	rp := &rawPath{}
 	defer func() {
 		if err != nil {
 			rp.close()
 		}
 	}()
-	var addr string
-	var ccfg transport.Config
-	if rp.srv, addr, ccfg, err = startRawLocal(kind, rawStreams(s.dir)); err != nil {
-		return nil, err
-	}
-	if rp.conn, err = transport.Dial(ctx, addr, transport.Mode(kind), ccfg); err != nil {
-		return nil, err
-	}
-	if rp.st, err = rp.conn.OpenStream(ctx); err != nil {
-		return nil, err
-	}
-	if _, err = rp.st.Write([]byte{rawEcho}); err != nil {
+	if rp.echo, err = newRawEchoStream(ctx, kind, s.dir); err != nil {
 		return nil, err
 	}
 	rp.db, err = openRawDB(s.dir, "raw-path-"+string(kind))
@@ -525,10 +517,7 @@ func (s *syncBench) newRawPath(ctx context.Context, kind transport.Kind) (_ *raw
 // round times one echo and three commits.
 func (rp *rawPath) round() (time.Duration, error) {
 	start := time.Now()
-	if _, err := rp.st.Write(rp.msg); err != nil {
-		return 0, err
-	}
-	if _, err := io.ReadFull(rp.st, rp.buf); err != nil {
+	if err := rp.echo.round(); err != nil {
 		return 0, err
 	}
 	for range 3 {
@@ -545,14 +534,64 @@ func (rp *rawPath) close() {
 	if rp.db != nil {
 		rp.db.close()
 	}
-	if rp.st != nil {
-		rp.st.Reset()
+	if rp.echo != nil {
+		rp.echo.close()
 	}
-	if rp.conn != nil {
-		rp.conn.CloseWithError(0, "")
+}
+
+// rawEchoStream is a raw connection of one transport to an in-process raw
+// server, with one echo stream open on it.
+type rawEchoStream struct {
+	srv      *rawServer
+	conn     transport.Conn
+	st       transport.Stream
+	msg, buf []byte
+}
+
+// newRawEchoStream starts a raw server whose sinks write in dir, dials it
+// and opens an echo stream.
+func newRawEchoStream(ctx context.Context, kind transport.Kind, dir string) (_ *rawEchoStream, err error) {
+	e := &rawEchoStream{msg: bytes.Repeat([]byte{'e'}, echoSize), buf: make([]byte, echoSize)}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	var addr string
+	var ccfg transport.Config
+	if e.srv, addr, ccfg, err = startRawLocal(kind, rawStreams(dir)); err != nil {
+		return nil, err
 	}
-	if rp.srv != nil {
-		rp.srv.close()
+	if e.conn, err = transport.Dial(ctx, addr, transport.Mode(kind), ccfg); err != nil {
+		return nil, err
+	}
+	if e.st, err = e.conn.OpenStream(ctx); err != nil {
+		return nil, err
+	}
+	if _, err = e.st.Write([]byte{rawEcho}); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// round sends echoSize bytes and reads them back.
+func (e *rawEchoStream) round() error {
+	if _, err := e.st.Write(e.msg); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(e.st, e.buf)
+	return err
+}
+
+func (e *rawEchoStream) close() {
+	if e.st != nil {
+		e.st.Reset()
+	}
+	if e.conn != nil {
+		e.conn.CloseWithError(0, "")
+	}
+	if e.srv != nil {
+		e.srv.close()
 	}
 }
 
@@ -718,32 +757,40 @@ func (s *syncBench) acceptedEdits(ctx context.Context, kind transport.Kind) ([]R
 // process, which runs the devices (sync-devices-KIND.pprof), over the
 // next window; the returned function ends them.
 func (s *syncBench) profileSync(ctx context.Context, kind transport.Kind, window time.Duration) (stop func()) {
-	if s.cfg.ProfileDir == "" {
+	return profileWindow(ctx, s.cfg, s.hub.client, "sync", kind, window)
+}
+
+// profileWindow, with Config.ProfileDir set, saves CPU profiles of the
+// hub answering on hub's socket (PREFIX-hub-KIND.pprof) and of this
+// process, which runs the devices (PREFIX-devices-KIND.pprof), over the
+// next window; the returned function ends them.
+func profileWindow(ctx context.Context, cfg *Config, hub *zone.Client, prefix string, kind transport.Kind, window time.Duration) (stop func()) {
+	if cfg.ProfileDir == "" {
 		return func() {}
 	}
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
-		path := filepath.Join(s.cfg.ProfileDir, "sync-hub-"+string(kind)+".pprof")
+		path := filepath.Join(cfg.ProfileDir, prefix+"-hub-"+string(kind)+".pprof")
 		out, err := os.Create(path)
 		if err == nil {
-			err = s.hub.client.Fetch(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(int(window.Seconds()), 1)), out)
+			err = hub.Fetch(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(int(window.Seconds()), 1)), out)
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
 		}
 		if err != nil {
-			s.cfg.logf("profile of the sync hub: %v", err)
+			cfg.logf("profile of the %s hub: %v", prefix, err)
 		}
 	}()
-	out, err := os.Create(filepath.Join(s.cfg.ProfileDir, "sync-devices-"+string(kind)+".pprof"))
+	out, err := os.Create(filepath.Join(cfg.ProfileDir, prefix+"-devices-"+string(kind)+".pprof"))
 	if err == nil {
 		if err = pprof.StartCPUProfile(out); err != nil {
 			out.Close()
 		}
 	}
 	if err != nil {
-		s.cfg.logf("profile of the devices: %v", err)
+		cfg.logf("profile of the devices: %v", err)
 		return func() { <-hubDone }
 	}
 	return func() {

@@ -34,16 +34,17 @@ func main() {
 	syncRecords := flag.Int("sync-records", 0, "records in the zone state of the initial-sync rows (default 100000)")
 	syncSamples := flag.Int("sync-samples", 0, "edits timed for the sync propagation rows (default 500)")
 	syncDevices := flag.Int("sync-devices", 0, "devices writing at once in the accepted-edits row (default 8)")
+	callSamples := flag.Int("call-samples", 0, "calls timed for the call round-trip rows (default 2000)")
 	only := flag.String("only", "", "measure only these row groups, comma-separated: "+strings.Join(bench.Groups, ", "))
-	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the storm, idle-cost and sync rows")
+	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the storm, idle-cost, sync and call rows")
 	pzp := flag.String("pzp", "bin/pzp", "pzp binary for the initial-sync rows")
-	profile := flag.String("profile", "", "save CPU profiles in this directory: of the hub during each reconnect storm, of the hub and the devices during each accepted-edits window")
+	profile := flag.String("profile", "", "save CPU profiles in this directory: of the hub during each reconnect storm, of the hub and the devices during each accepted-edits, calls-per-second and call-payload window")
 	flag.Parse()
 	if *short {
 		cfg = bench.ShortConfig()
 	}
 	for _, o := range []struct{ flag, dst *int }{{runs, &cfg.Runs}, {storm, &cfg.StormPeers}, {idle, &cfg.IdlePeers}, {handshakes, &cfg.Handshakes},
-		{syncRecords, &cfg.SyncRecords}, {syncSamples, &cfg.SyncSamples}, {syncDevices, &cfg.SyncDevices}} {
+		{syncRecords, &cfg.SyncRecords}, {syncSamples, &cfg.SyncSamples}, {syncDevices, &cfg.SyncDevices}, {callSamples, &cfg.CallSamples}} {
 		if *o.flag > 0 {
 			*o.dst = *o.flag
 		}
