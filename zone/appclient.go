@@ -27,10 +27,17 @@ func (c *Client) Call(ctx context.Context, app, to, method string, arg any) (jso
 	if err != nil {
 		return nil, err
 	}
+	return c.CallWith(ctx, CallRequestBody{App: app, To: to, Method: method, Body: body})
+}
+
+// CallWith is Call with every field of the request, a token included;
+// the deadline comes from ctx.
+func (c *Client) CallWith(ctx context.Context, req CallRequestBody) (json.RawMessage, error) {
 	var res CallResult
 	hctx, cancel := answerCtx(ctx)
 	defer cancel()
-	if err := c.Do(hctx, http.MethodPost, "/v1/call", CallRequestBody{App: app, To: to, Method: method, Body: body, TimeoutMs: timeoutMs(ctx)}, &res); err != nil {
+	req.TimeoutMs = timeoutMs(ctx)
+	if err := c.Do(hctx, http.MethodPost, "/v1/call", req, &res); err != nil {
 		return nil, err
 	}
 	// The daemon indents its answers; hand back the value compact.
@@ -77,6 +84,9 @@ func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle
 	}
 	if len(info.Methods) > 0 {
 		q.Set("methods", strings.Join(info.Methods, ","))
+	}
+	if info.TokenRequired {
+		q.Set("token", "required")
 	}
 	resp, err := c.stream(ctx, "/v1/services/"+url.PathEscape(info.Name)+"/events?"+q.Encode())
 	if err != nil {

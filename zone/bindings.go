@@ -40,7 +40,7 @@ type BindingView struct {
 	Reason   string     `json:"reason,omitempty"` // why it ended
 }
 
-type bindKey struct{ fromDevice, fromApp, toDevice, toService string }
+type bindKey struct{ fromDevice, fromApp, toDevice, toService, token string }
 
 type binding struct {
 	id    string
@@ -49,10 +49,29 @@ type binding struct {
 
 	calls, in, out atomic.Uint64
 
+	// limits, from the binding's token (zero: none), computed when it
+	// was made.
+	limits bindLimits
+	timer  *time.Timer
+
 	mu      sync.Mutex
 	streams map[*relay]struct{} // exchanges in flight
 	ended   time.Time
 	reason  string
+}
+
+// over says which byte limit b has passed, if any.
+func (b *binding) over() string {
+	in, out := int64(b.in.Load()), int64(b.out.Load())
+	switch l := b.limits; {
+	case l.bytesIn > 0 && in > l.bytesIn:
+		return fmt.Sprintf("quota: %d bytes in", l.bytesIn)
+	case l.bytesOut > 0 && out > l.bytesOut:
+		return fmt.Sprintf("quota: %d bytes out", l.bytesOut)
+	case l.bytesTotal > 0 && in+out > l.bytesTotal:
+		return fmt.Sprintf("quota: %d bytes in all", l.bytesTotal)
+	}
+	return ""
 }
 
 // relay is one exchange in flight: the caller's stream and the service's.
@@ -75,6 +94,8 @@ type bindingTable struct {
 	ended []*binding // most recent last
 	// changes moves with every call and every end, for long polls.
 	changes notifier
+	// onEnd, if set, runs after a binding ended (token usage).
+	onEnd func(*binding)
 }
 
 func newBindingTable() *bindingTable {
@@ -82,13 +103,25 @@ func newBindingTable() *bindingTable {
 }
 
 // attach returns the binding for k, made if there is none, with r added
-// to its exchanges in flight. The caller removes r with detach.
-func (t *bindingTable) attach(k bindKey, r *relay, now time.Time) *binding {
+// to its exchanges in flight. The caller removes r with detach. A new
+// binding takes its limits from limitsOf (nil: none), which may refuse it.
+func (t *bindingTable) attach(k bindKey, r *relay, now time.Time, limitsOf func() (bindLimits, error)) (*binding, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.live[k]
 	if b == nil {
 		b = &binding{id: newCallID(), key: k, since: now, streams: map[*relay]struct{}{}}
+		if limitsOf != nil {
+			l, err := limitsOf()
+			if err != nil {
+				return nil, err
+			}
+			b.limits = l
+			if !l.deadline.IsZero() {
+				why := l.expiry
+				b.timer = time.AfterFunc(l.deadline.Sub(now), func() { t.end(b, why, time.Now()) })
+			}
+		}
 		t.live[k], t.byID[b.id] = b, b
 	}
 	b.mu.Lock()
@@ -96,7 +129,7 @@ func (t *bindingTable) attach(k bindKey, r *relay, now time.Time) *binding {
 	b.mu.Unlock()
 	b.calls.Add(1)
 	t.changes.bump()
-	return b
+	return b, nil
 }
 
 func (b *binding) detach(r *relay) {
@@ -125,11 +158,30 @@ func (t *bindingTable) end(b *binding, reason string, now time.Time) bool {
 	streams := b.streams
 	b.streams = map[*relay]struct{}{}
 	b.mu.Unlock()
+	if b.timer != nil {
+		b.timer.Stop()
+	}
 	for r := range streams {
 		r.cut()
 	}
+	if t.onEnd != nil {
+		t.onEnd(b)
+	}
 	t.changes.bump()
 	return true
+}
+
+// withToken lists the live bindings made with token id.
+func (t *bindingTable) withToken(id string) []*binding {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*binding
+	for k, b := range t.live {
+		if k.token == id {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // endDevice ends every binding over device's session.
@@ -163,7 +215,7 @@ func (b *binding) view() BindingView {
 		from += "/" + b.key.fromApp
 	}
 	v := BindingView{ID: b.id, From: from, To: b.key.toDevice + "/" + b.key.toService, Since: b.since,
-		Calls: b.calls.Load(), BytesIn: b.in.Load(), BytesOut: b.out.Load()}
+		Calls: b.calls.Load(), BytesIn: b.in.Load(), BytesOut: b.out.Load(), Token: b.key.token}
 	b.mu.Lock()
 	if !b.ended.IsZero() {
 		e := b.ended
@@ -197,15 +249,20 @@ func (t *bindingTable) views(all bool) []BindingView {
 	return out
 }
 
-// countingWriter counts what passes through it into n.
+// countingWriter counts what passes through it into n, then calls check,
+// which fails the write once a limit is passed.
 type countingWriter struct {
-	w transport.Stream
-	n *atomic.Uint64
+	w     transport.Stream
+	n     *atomic.Uint64
+	check func() error
 }
 
 func (c countingWriter) Write(p []byte) (int, error) {
 	k, err := c.w.Write(p)
 	c.n.Add(uint64(k))
+	if err == nil && c.check != nil {
+		err = c.check()
+	}
 	return k, err
 }
 

@@ -48,6 +48,10 @@ type CallHeader struct {
 	// TimeoutMs is the time left for the whole exchange; each hop
 	// measures its own deadline from it, so clocks need not agree.
 	TimeoutMs uint64 `cbor:"9,keyasint"`
+	// Token is the service token the caller presents (ID.SECRET); the hub
+	// checks it and forwards only its ID, as TokenID.
+	Token   string `cbor:"10,keyasint,omitempty"`
+	TokenID string `cbor:"11,keyasint,omitempty"`
 }
 
 // CallStatus is the outcome in a CallReply.
@@ -293,6 +297,20 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		refuseCall(st, CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
 		return
 	}
+	// A token, presented or required, decides whether a binding can be
+	// made and what it may use.
+	key := bindKey{hdr.FromDevice, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
+	var limitsOf func() (bindLimits, error)
+	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
+		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
+		if err != nil {
+			refuseCall(st, CallDenied, err.Error())
+			return
+		}
+		key.token = tok.ID
+		limitsOf = func() (bindLimits, error) { return h.bindToken(tok, hdr.FromDevice) }
+	}
+	hdr.Token, hdr.TokenID = "", key.token
 	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
 	defer cancel()
 	out, err := target.conn.OpenStream(ctx)
@@ -312,9 +330,21 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		return
 	}
 	r := &relay{a: st, b: out}
-	b := h.bindings.attach(bindKey{hdr.FromDevice, hdr.FromApp, hdr.ToDevice, hdr.ToService}, r, h.cfg.Now())
+	b, err := h.bindings.attach(key, r, h.cfg.Now(), limitsOf)
+	if err != nil {
+		out.Reset()
+		refuseCall(st, CallDenied, err.Error())
+		return
+	}
 	defer b.detach(r)
-	splice(st, out, &b.in, &b.out)
+	check := func() error {
+		if why := b.over(); why != "" {
+			h.bindings.end(b, why, h.cfg.Now())
+			return errors.New(why)
+		}
+		return nil
+	}
+	splice(st, out, &b.in, &b.out, check)
 }
 
 // copyBufs are splice's copy buffers: a relayed call would otherwise
@@ -330,11 +360,11 @@ func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 // splice copies a and b into each other until both directions end,
 // counting the bytes each way; a failure either way resets both, so a
 // cancelled or expired exchange ends at both ends.
-func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64) {
+func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error) {
 	done := make(chan error, 2)
 	pump := func(dst, src transport.Stream, n *atomic.Uint64) {
 		buf := copyBufs.Get().(*[]byte)
-		_, err := io.CopyBuffer(countingWriter{dst, n}, onlyReader{src}, *buf)
+		_, err := io.CopyBuffer(countingWriter{dst, n, check}, onlyReader{src}, *buf)
 		copyBufs.Put(buf)
 		if err == nil {
 			err = dst.Close() // src ended its direction: end dst's

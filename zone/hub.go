@@ -130,6 +130,7 @@ type Hub struct {
 	state *zsync.Store // the replicated zone state
 	// bindings are the applications' uses of services the hub relays.
 	bindings *bindingTable
+	tokenMu  sync.Mutex // token usage records: read, add, write
 	zone     *ZoneInfo
 	ca       *certs.CA
 	cert     atomic.Pointer[tls.Certificate]
@@ -169,6 +170,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	if h.state, err = openHubState(&cfg); err != nil {
 		return err
 	}
+	h.bindings.onEnd = h.tokenBindingEnded
 	defer h.state.Close()
 	if err := h.renewHubCertIfDue(); err != nil {
 		return err

@@ -126,6 +126,7 @@ func (h *Hub) apiHandler() http.Handler {
 	})
 	dataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	h.bindingRoutes(mux)
+	h.tokenRoutes(mux)
 	mux.HandleFunc("/", notFound)
 	return mux
 }

@@ -32,6 +32,8 @@ type Event struct {
 	Method   string          `json:"method,omitempty"`
 	Body     json.RawMessage `json:"body"`
 	Deadline time.Time       `json:"deadline"`
+	// Token is the ID of the service token the call was made with, if any.
+	Token string `json:"token,omitempty"`
 }
 
 // Reply is an application's answer to a call event (POST
@@ -47,6 +49,8 @@ type ServiceInfo struct {
 	Name        string   `json:"name"`
 	Description string   `json:"description,omitempty"`
 	Methods     []string `json:"methods,omitempty"`
+	// TokenRequired: calls must present a service token (pzh tokens).
+	TokenRequired bool `json:"token_required,omitempty"`
 }
 
 // AppRecord is the value of an apps/DEVICE/APP record.
@@ -62,6 +66,8 @@ type ServiceView struct {
 	Service     string   `json:"service"`
 	Description string   `json:"description,omitempty"`
 	Methods     []string `json:"methods,omitempty"`
+	// TokenRequired: calls must present a service token.
+	TokenRequired bool `json:"token_required,omitempty"`
 	// Running: an application serves it now (known for this device only).
 	Running *bool `json:"running,omitempty"`
 }
@@ -128,7 +134,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 		return nil, &CallError{CallBadRequest, "the body is not JSON"}
 	}
 	deadline, _ := ctx.Deadline()
-	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC()}
+	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}
 	var pc *pendingCall
 	sh.mu.Lock()
 	l := sh.listeners[hdr.ToService]
@@ -257,7 +263,7 @@ var (
 
 // call runs one exchange from app on this device to addr, and returns the
 // result of a call (nil for a message).
-func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, method string, body []byte) ([]byte, error) {
+func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, method, token string, body []byte) ([]byte, error) {
 	id := p.id.Load()
 	if addr.Zone != "" && addr.Zone != id.Zone && addr.Zone != string(id.ZoneID) {
 		return nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is not this device's zone (%q); calls to friends' zones are not available yet", addr.Zone, id.Zone)}
@@ -273,7 +279,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, m
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	hdr := &CallHeader{ID: newCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
-		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond)}
+		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond), Token: token}
 	if err := checkCallHeader(hdr); err != nil {
 		return nil, &CallError{CallBadRequest, err.Error()}
 	}
@@ -282,8 +288,9 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, m
 	if cerr := p.authorize(hdr, "the caller's"); cerr != nil {
 		return nil, cerr
 	}
-	if addr.Device == id.Device {
-		// Same device: straight to the application, no network.
+	if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
+		// Same device: straight to the application, no network. (With a
+		// token the call goes through the hub, which accounts for it.)
 		res, cerr := p.services.deliver(ctx, hdr, body)
 		if cerr != nil {
 			return nil, cerr
@@ -346,6 +353,8 @@ type CallRequestBody struct {
 	Method    string          `json:"method,omitempty"`
 	Body      json.RawMessage `json:"body,omitempty"`
 	TimeoutMs int64           `json:"timeout_ms,omitempty"`
+	// Token is a service token (ID.SECRET from pzh tokens issue).
+	Token string `json:"token,omitempty"`
 }
 
 // CallResult is the answer of POST /v1/call.
@@ -401,7 +410,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 				ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
 				defer cancel()
 			}
-			res, err := p.call(ctx, req.App, addr, kind, req.Method, body)
+			res, err := p.call(ctx, req.App, addr, kind, req.Method, req.Token, body)
 			var ce *CallError
 			switch {
 			case errors.As(err, &ce):
@@ -453,7 +462,7 @@ func (p *Peer) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if app == "" {
 		app = service
 	}
-	info := ServiceInfo{Name: service, Description: q.Get("description")}
+	info := ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
 	if m := q.Get("methods"); m != "" {
 		info.Methods = strings.Split(m, ",")
 	}
@@ -539,7 +548,7 @@ func (p *Peer) serviceViews() ([]ServiceView, error) {
 			return nil
 		}
 		for _, s := range rec.Services {
-			v := ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods}
+			v := ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired}
 			if device == self {
 				running := p.services.running(s.Name)
 				v.Running = &running
@@ -596,4 +605,16 @@ func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 		return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
 	}
 	return nil
+}
+
+// tokenRequired reports whether device published service as requiring a
+// token, in the zone state this device holds.
+func (p *Peer) tokenRequired(device, service string) bool {
+	views, _ := p.serviceViews()
+	for _, v := range views {
+		if v.Device == device && v.Service == service {
+			return v.TokenRequired
+		}
+	}
+	return false
 }

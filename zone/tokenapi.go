@@ -1,0 +1,268 @@
+package zone
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	zsync "github.com/pzone/pzone/sync"
+)
+
+// The hub's admin API for service tokens (pzh tokens).
+
+// maxIssue bounds one issue: a lot is one transaction.
+const maxIssue = 1000
+
+// TokenTemplateRequest is the body of POST /v1/tokens/templates.
+type TokenTemplateRequest struct {
+	Name    string `json:"name"`
+	Replace bool   `json:"replace,omitempty"`
+	TokenLimits
+}
+
+// IssueRequest is the body of POST /v1/tokens.
+type IssueRequest struct {
+	Template string `json:"template"`
+	Lot      string `json:"lot,omitempty"`
+	Count    int    `json:"count,omitempty"` // default 1
+}
+
+// IssuedToken is one token of an IssueResult: Token is what the
+// application presents; it is shown once and not kept by the hub.
+type IssuedToken struct {
+	ID    string `json:"id"`
+	Token string `json:"token"`
+	Lot   string `json:"lot,omitempty"`
+}
+
+// TokenView is one row of pzh tokens list.
+type TokenView struct {
+	ID       string    `json:"id"`
+	Template string    `json:"template"`
+	Lot      string    `json:"lot,omitempty"`
+	Issued   time.Time `json:"issued"`
+	// State: active, revoked, used (single use, used), expired.
+	State string     `json:"state"`
+	Usage TokenUsage `json:"usage"`
+	TokenLimits
+}
+
+func (h *Hub) tokenRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
+		var req TokenTemplateRequest
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := checkTemplate(&req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		var cur TokenTemplate
+		if ok, err := tokenRecord(h.state, tokenKeyTemplate+req.Name, &cur); err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		} else if ok && !req.Replace {
+			writeErr(w, http.StatusConflict, fmt.Errorf("template %q exists; replace it with --replace (tokens already issued keep their limits)", req.Name))
+			return
+		}
+		tpl := TokenTemplate{Name: req.Name, Created: h.cfg.Now().UTC(), TokenLimits: req.TokenLimits}
+		if err := putTokenRecord(h.state, tokenKeyTemplate+req.Name, &tpl); err != nil {
+			writeErr(w, dataStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, tpl)
+	})
+	mux.HandleFunc("GET /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
+		var out []TokenTemplate
+		err := h.state.List(zsync.BucketTokens, tokenKeyTemplate, func(rec zsync.Record) error {
+			var t TokenTemplate
+			if json.Unmarshal(rec.Value, &t) == nil {
+				out = append(out, t)
+			}
+			return nil
+		})
+		if err != nil {
+			writeErr(w, dataStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]TokenTemplate{"templates": nonNil(out)})
+	})
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req IssueRequest
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		res, status, err := h.issueTokens(req)
+		if err != nil {
+			writeErr(w, status, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]IssuedToken{"tokens": res})
+	})
+	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		views, err := h.tokenViews(r.URL.Query().Get("lot"))
+		if err != nil {
+			writeErr(w, dataStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]TokenView{"tokens": nonNil(views)})
+	})
+	mux.HandleFunc("POST /v1/tokens/revoke", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID  string `json:"id,omitempty"`
+			Lot string `json:"lot,omitempty"`
+		}
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		n, err := h.revokeTokens(req.ID, req.Lot)
+		switch {
+		case err != nil:
+			writeErr(w, dataStatus(err), err)
+		case n == 0:
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no active token matches (id %q, lot %q)", req.ID, req.Lot))
+		default:
+			writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+		}
+	})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func checkTemplate(req *TokenTemplateRequest) error {
+	if err := ValidateServiceName(req.Name); err != nil {
+		return fmt.Errorf("template: %w", err)
+	}
+	l := req.TokenLimits
+	if l.MaxBytesIn < 0 || l.MaxBytesOut < 0 || l.MaxBytesTotal < 0 {
+		return errors.New("byte limits cannot be negative")
+	}
+	for _, d := range l.Devices {
+		if err := ValidateServiceName(d); err != nil {
+			return fmt.Errorf("device: %w", err)
+		}
+	}
+	return nil
+}
+
+func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
+	if req.Count == 0 {
+		req.Count = 1
+	}
+	if req.Count < 0 || req.Count > maxIssue {
+		return nil, http.StatusBadRequest, fmt.Errorf("count %d: issue 1 to %d tokens at once", req.Count, maxIssue)
+	}
+	if req.Lot != "" {
+		if err := ValidateServiceName(req.Lot); err != nil {
+			return nil, http.StatusBadRequest, fmt.Errorf("lot: %w", err)
+		}
+	}
+	var tpl TokenTemplate
+	ok, err := tokenRecord(h.state, tokenKeyTemplate+req.Template, &tpl)
+	if err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	if !ok {
+		return nil, http.StatusNotFound, fmt.Errorf("no template %q (pzh tokens template list)", req.Template)
+	}
+	now := h.cfg.Now()
+	var edits []zsync.Edit
+	var out []IssuedToken
+	for range req.Count {
+		t, presented := NewToken(&tpl, req.Lot, now)
+		b, err := json.Marshal(t)
+		if err != nil {
+			return nil, http.StatusInternalServerError, err
+		}
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketTokens, Key: tokenKeyToken + t.ID, Value: b})
+		out = append(out, IssuedToken{ID: t.ID, Token: presented, Lot: req.Lot})
+	}
+	if _, err := h.state.Apply(edits); err != nil {
+		return nil, dataStatus(err), err
+	}
+	h.log.Info("tokens issued", "template", req.Template, "lot", req.Lot, "count", req.Count)
+	return out, 0, nil
+}
+
+func (h *Hub) tokenViews(lot string) ([]TokenView, error) {
+	now := h.cfg.Now()
+	var out []TokenView
+	err := h.state.List(zsync.BucketTokens, tokenKeyToken, func(rec zsync.Record) error {
+		var t Token
+		if json.Unmarshal(rec.Value, &t) != nil || lot != "" && t.Lot != lot {
+			return nil
+		}
+		var u TokenUsage
+		tokenRecord(h.state, tokenKeyUsage+t.ID, &u)
+		v := TokenView{ID: t.ID, Template: t.Template, Lot: t.Lot, Issued: t.Issued, Usage: u, TokenLimits: t.TokenLimits, State: "active"}
+		if _, err := t.limits(u, "", now); err != nil {
+			switch {
+			case t.Revoked:
+				v.State = "revoked"
+			case strings.Contains(err.Error(), "expired"):
+				v.State = "expired"
+			case strings.Contains(err.Error(), "not valid on device"):
+				// valid elsewhere: still active
+			default:
+				v.State = "used"
+			}
+		}
+		out = append(out, v)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Issued.Before(out[j].Issued) || out[i].Issued.Equal(out[j].Issued) && out[i].ID < out[j].ID
+	})
+	return out, err
+}
+
+// revokeTokens revokes a token by id, or every token of a lot, and ends
+// the bindings using them.
+func (h *Hub) revokeTokens(id, lot string) (int, error) {
+	var edits []zsync.Edit
+	var ids []string
+	err := h.state.List(zsync.BucketTokens, tokenKeyToken, func(rec zsync.Record) error {
+		var t Token
+		if json.Unmarshal(rec.Value, &t) != nil || t.Revoked {
+			return nil
+		}
+		if id != "" && t.ID != id || id == "" && (lot == "" || t.Lot != lot) {
+			return nil
+		}
+		t.Revoked = true
+		b, err := json.Marshal(&t)
+		if err != nil {
+			return err
+		}
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketTokens, Key: rec.Key, Value: b})
+		ids = append(ids, t.ID)
+		return nil
+	})
+	if err != nil || len(edits) == 0 {
+		return 0, err
+	}
+	if _, err := h.state.Apply(edits); err != nil {
+		return 0, err
+	}
+	for _, tid := range ids {
+		for _, b := range h.bindings.withToken(tid) {
+			if h.bindings.end(b, "token revoked", h.cfg.Now()) {
+				h.log.Info("binding ended", "binding", b.id, "reason", "token revoked")
+			}
+		}
+	}
+	h.log.Info("tokens revoked", "id", id, "lot", lot, "count", len(ids))
+	return len(ids), nil
+}
