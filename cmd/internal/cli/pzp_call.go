@@ -12,7 +12,7 @@ import (
 )
 
 func newPeerCallCmd(g *globals) *cobra.Command {
-	var app string
+	var app, token string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "call ADDR METHOD [JSON]",
@@ -47,7 +47,7 @@ denied by policy, deadline, or the service's own error.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.Call(ctx, app, args[0], args[1], arg)
+			res, err := c.CallWith(ctx, zone.CallRequestBody{App: app, To: args[0], Method: args[1], Body: arg, Token: token})
 			if err != nil {
 				return hint(err)
 			}
@@ -56,6 +56,7 @@ denied by policy, deadline, or the service's own error.`,
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the call is made as (what policy rules match)")
+	cmd.Flags().StringVar(&token, "token", "", "a service token (ID.SECRET from pzh tokens issue), for services that require one")
 	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
 	return cmd
 }

@@ -72,7 +72,8 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 }
 
 func newPeerServeCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var tokenRequired bool
+	cmd := &cobra.Command{
 		Use:   "serve echo",
 		Short: "Run a built-in service: echo (method echo returns its argument)",
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -86,7 +87,7 @@ func newPeerServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			info := zone.ServiceInfo{Name: "echo", Description: "returns its argument", Methods: []string{"echo"}}
+			info := zone.ServiceInfo{Name: "echo", Description: "returns its argument", Methods: []string{"echo"}, TokenRequired: tokenRequired}
 			err = c.Serve(cmd.Context(), "pzp-echo", info, func(_ context.Context, ev zone.Event) (any, error) {
 				if ev.Type == "call" && ev.Method != "echo" {
 					return nil, fmt.Errorf("echo has one method, echo, not %q", ev.Method)
@@ -99,4 +100,6 @@ func newPeerServeCmd(g *globals) *cobra.Command {
 			return hint(err)
 		},
 	}
+	cmd.Flags().BoolVar(&tokenRequired, "token-required", false, "take calls only with a service token (pzh tokens)")
+	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func TestScripts(t *testing.T) {
 			"forge":     cmdForgeToken,
 			"garbage":   cmdGarbage,
 			"tokenfile": cmdTokenFile,
+			"linevar":   cmdLineVar,
 			// Zone state (script_sync_test.go).
 			"editstream": cmdEditStream,
 			"checkkeys":  cmdCheckKeys,
@@ -111,6 +113,19 @@ func cmdTokenFile(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(data+"\n"), 0o600))
+}
+
+// linevar FILE N VAR: set VAR to line N (from 1) of FILE.
+func cmdLineVar(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: linevar FILE N VAR")
+	}
+	lines := strings.Split(strings.TrimRight(ts.ReadFile(args[0]), "\n"), "\n")
+	n, err := strconv.Atoi(args[1])
+	if err != nil || n < 1 || n > len(lines) {
+		ts.Fatalf("%s has no line %s", args[0], args[1])
+	}
+	ts.Setenv(args[2], strings.TrimSpace(lines[n-1]))
 }
 
 // forge IN OUT: write to OUT a token with IN's hub, zone and invite id but
