@@ -60,12 +60,13 @@ func (c *Client) Send(ctx context.Context, app, to string, msg any) error {
 	return c.Do(hctx, http.MethodPost, "/v1/send", CallRequestBody{App: app, To: to, Body: body, TimeoutMs: timeoutMs(ctx)}, nil)
 }
 
-// Services lists the services published in the zone.
-func (c *Client) Services(ctx context.Context) ([]ServiceView, error) {
+// Services lists the services published in the zone that app (or, with
+// "", this device) may call.
+func (c *Client) Services(ctx context.Context, app string) ([]ServiceView, error) {
 	var out struct {
 		Services []ServiceView `json:"services"`
 	}
-	err := c.Do(ctx, http.MethodGet, "/v1/services", nil, &out)
+	err := c.Do(ctx, http.MethodGet, "/v1/services?app="+url.QueryEscape(app), nil, &out)
 	return out.Services, err
 }
 

@@ -112,7 +112,7 @@ func TestCallsThroughTheHub(t *testing.T) {
 	wantStatus(t, err, http.StatusGatewayTimeout, "")
 
 	// The service is published in the zone state.
-	views, err := c.Services(ctx)
+	views, err := c.Services(ctx, "tester")
 	if err != nil || len(views) != 1 || views[0].Addr != "laptop/echo" || views[0].App != "demo" {
 		t.Fatalf("services: %+v, %v", views, err)
 	}
@@ -155,6 +155,12 @@ func TestPolicyAtBothEnds(t *testing.T) {
 
 	_, err := peerClient(phone).Call(ctx, "tester", "laptop/echo", "echo", 1)
 	wantStatus(t, err, http.StatusForbidden, "denied by the caller's policy: rule nophone")
+	if views, err := peerClient(phone).Services(ctx, "tester"); err != nil || len(views) != 0 {
+		t.Fatalf("the phone lists services it may not call: %+v %v", views, err)
+	}
+	if views, err := peerClient(laptop).Services(ctx, "tester"); err != nil || len(views) != 1 {
+		t.Fatalf("the laptop's services: %+v %v", views, err)
+	}
 	_, err = peerClient(laptop).Call(ctx, "tester", "laptop/echo", "echo", 1)
 	if err != nil {
 		t.Fatalf("the laptop's own call: %v", err)

@@ -449,6 +449,17 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			writeErr(w, http.StatusInternalServerError, err)
 			return
 		}
+		// Only what the asking application may call (?app=, or the
+		// device as a whole), by this device's policy.
+		id := p.id.Load()
+		shown := views[:0]
+		for _, v := range views {
+			hdr := &CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: r.URL.Query().Get("app"), ToDevice: v.Device, ToService: v.Service}
+			if p.authorize(hdr, "") == nil {
+				shown = append(shown, v)
+			}
+		}
+		views = shown
 		writeJSON(w, http.StatusOK, map[string][]ServiceView{"services": views})
 	})
 }

@@ -23,16 +23,17 @@ func peerClient(g *globals) (*zone.Client, func(error) error, error) {
 
 func newPeerServicesCmd(g *globals) *cobra.Command {
 	var asJSON bool
+	var app string
 	cmd := &cobra.Command{
 		Use:   "services",
-		Short: "List the services applications offer in the zone",
+		Short: "List the services in the zone this device (or --app) may call",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, hint, err := peerClient(g)
 			if err != nil {
 				return err
 			}
-			views, err := c.Services(cmd.Context())
+			views, err := c.Services(cmd.Context(), app)
 			if err != nil {
 				return hint(err)
 			}
@@ -60,5 +61,6 @@ func newPeerServicesCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().StringVar(&app, "app", "", "list what this application may call (policy rules can name apps)")
 	return cmd
 }
