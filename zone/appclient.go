@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -99,12 +100,32 @@ func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4*maxCallBody)
+	var mu sync.Mutex
+	inFlight := map[string]context.CancelFunc{} // calls being handled, to cancel
 	for sc.Scan() {
 		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return fmt.Errorf("bad event from the daemon: %w", err)
 		}
-		go c.handle(ctx, ev, handle)
+		if ev.Type == "cancel" {
+			mu.Lock()
+			if cancel := inFlight[ev.ID]; cancel != nil {
+				cancel()
+			}
+			mu.Unlock()
+			continue
+		}
+		hctx, cancel := context.WithCancel(ctx)
+		mu.Lock()
+		inFlight[ev.ID] = cancel
+		mu.Unlock()
+		go func() {
+			c.handle(hctx, ev, handle)
+			mu.Lock()
+			delete(inFlight, ev.ID)
+			mu.Unlock()
+			cancel()
+		}()
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -213,8 +213,11 @@ func callTimeout(h *CallHeader) time.Duration {
 	return min(d, MaxCallTimeout)
 }
 
-// writeBody writes data as data frames, then ends the sending direction.
-func writeBody(st transport.Stream, data []byte) error {
+// writeBody writes data as data frames. A reply then ends the sending
+// direction; a request ends with an empty data frame instead and keeps its
+// direction open until the reply is read, so that the caller can still
+// cancel (reset) it and the service's device notices.
+func writeBody(st transport.Stream, data []byte, reply bool) error {
 	for len(data) > 0 {
 		n := min(len(data), callChunk)
 		if err := transport.WriteFrame(st, data[:n]); err != nil {
@@ -222,17 +225,20 @@ func writeBody(st transport.Stream, data []byte) error {
 		}
 		data = data[n:]
 	}
-	return st.Close()
+	if reply {
+		return st.Close()
+	}
+	return transport.WriteFrame(st, []byte{})
 }
 
-// readBody reads data frames until the other side ends its direction, at
-// most limit bytes.
+// readBody reads data frames until an empty one or the end of the other
+// side's direction, at most limit bytes.
 func readBody(fr *transport.FrameReader, limit int) ([]byte, error) {
 	var out []byte
 	for {
 		var chunk []byte
 		err := fr.ReadFrame(&chunk)
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) || err == nil && len(chunk) == 0 {
 			return out, nil
 		}
 		if err != nil {

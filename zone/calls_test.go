@@ -176,7 +176,7 @@ func TestPolicyAtBothEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	hdr := &CallHeader{ID: "forged", Kind: CallRequest, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 10000}
-	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, []byte("1")) != nil {
+	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, []byte("1"), false) != nil {
 		t.Fatal("write the call")
 	}
 	var rep CallReply
@@ -312,5 +312,54 @@ func TestAppAPIBadRequests(t *testing.T) {
 	// The daemon still works.
 	if res, err := c.Call(ctx, "t", "phone/echo", "echo", "ok"); err != nil || string(res) != `"ok"` {
 		t.Fatalf("after the bad requests: %s, %v", res, err)
+	}
+}
+
+// TestCancellationReachesTheService: a caller that gives up cancels the
+// call at the service's application too, long before its deadline.
+func TestCancellationReachesTheService(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
+	started, stopped := make(chan struct{}, 1), make(chan error, 1)
+	sctx, stop := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- peerClient(laptop).Serve(sctx, "slow", ServiceInfo{Name: "slow"}, func(ctx context.Context, ev Event) (any, error) {
+			started <- struct{}{}
+			<-ctx.Done()
+			stopped <- ctx.Err()
+			return nil, ctx.Err()
+		}, func() { close(ready) })
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	<-ready
+	waitSyncedPeer(t, phone)
+
+	ctx, cancel := context.WithTimeout(testCtx(t), time.Minute)
+	callDone := make(chan error, 1)
+	go func() {
+		_, err := peerClient(phone).Call(ctx, "t", "laptop/slow", "work", nil)
+		callDone <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the call never reached the service")
+	}
+	cancel()
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the service's call ended with %v, want cancelled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the service never heard that the caller gave up")
+	}
+	if err := <-callDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller's call: %v", err)
 	}
 }

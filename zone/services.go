@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -24,7 +25,9 @@ import (
 // Event is one line of a service's event stream (GET
 // /v1/services/{name}/events): a call to answer, or a message.
 type Event struct {
-	Type string `json:"type"` // "call" or "message"
+	// Type is "call", "message", or "cancel": the caller gave up on call
+	// ID, whose reply is no longer wanted.
+	Type string `json:"type"`
 	ID   string `json:"id"`
 	// From is who sent it: zone/device/app (app left out when none).
 	From     string          `json:"from"`
@@ -177,6 +180,11 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, &CallError{CallDeadline, fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
 		}
+		// Tell the application to stop working on it.
+		select {
+		case l.events <- Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}:
+		default:
+		}
 		return nil, &CallError{CallUnavailable, "the call was cancelled"}
 	}
 }
@@ -245,12 +253,20 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		refuseCall(st, CallBadRequest, "request body: "+err.Error())
 		return
 	}
+	// The caller keeps its side open until it has the answer: its end
+	// before then is a cancellation, which reaches the application.
+	go func() {
+		var b [1]byte
+		if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
+			cancel()
+		}
+	}()
 	result, cerr := p.services.deliver(ctx, &hdr, body)
 	if cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result) != nil {
+	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result, true) != nil {
 		st.Reset()
 	}
 }
@@ -308,7 +324,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, m
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body) != nil {
+	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body, false) != nil {
 		st.Reset()
 		return nil, callErr(ctx, deadline, errors.New("the hub went away"))
 	}
@@ -327,6 +343,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, m
 		st.Reset()
 		return nil, callErr(ctx, deadline, err)
 	}
+	st.Close() // done: the service's device stops waiting for a cancellation
 	return res, nil
 }
 
