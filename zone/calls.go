@@ -294,7 +294,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	h.mu.Unlock()
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
-		refuseCall(st, CallNotFound, "the hub hosts no services")
+		h.serveHosted(st, &hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
 		refuseCall(st, CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
@@ -384,5 +384,42 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 			a.Reset()
 			b.Reset()
 		}
+	}
+}
+
+// serveHosted delivers a call to a service an application on the hub's
+// host serves, after the hub's own policy check.
+func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Time) {
+	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+	if err != nil {
+		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		return
+	}
+	rules, _, err := LoadRules(h.state)
+	if err != nil {
+		refuseCall(st, CallUnavailable, "the hub cannot read its policy")
+		return
+	}
+	req := Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
+	if d := Decide(rules, req); !d.Allow {
+		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	go func() { // the caller's reset is its cancellation
+		var b [1]byte
+		if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
+			cancel()
+		}
+	}()
+	result, cerr := h.services.deliver(ctx, hdr, body)
+	if cerr != nil {
+		refuseCall(st, cerr.Status, cerr.Message)
+		return
+	}
+	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result, true) != nil {
+		st.Reset()
 	}
 }

@@ -363,3 +363,33 @@ func TestCancellationReachesTheService(t *testing.T) {
 		t.Fatalf("the caller's call: %v", err)
 	}
 }
+
+// TestHubHostedService: an application on the hub's host serves a service
+// through the hub's socket, and devices call it as hub/SERVICE.
+func TestHubHostedService(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone := hub.pair(t, clock, "phone", 0)
+	startPeer(t, phone, clock)
+	sctx, stop := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- hub.client().Serve(sctx, "clock", ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev Event) (any, error) {
+			return map[string]string{"from": ev.From, "method": ev.Method}, nil
+		}, func() { close(ready) })
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	<-ready
+	waitSyncedPeer(t, phone)
+	ctx := testCtx(t)
+	res, err := peerClient(phone).Call(ctx, "t", "hub/time", "now", nil)
+	if err != nil || string(res) != `{"from":"alice/phone/t","method":"now"}` {
+		t.Fatalf("call to the hub: %s, %v", res, err)
+	}
+	views, err := peerClient(phone).Services(ctx, "")
+	if err != nil || len(views) != 1 || views[0].Addr != "hub/time" {
+		t.Fatalf("services: %+v %v", views, err)
+	}
+	_, err = peerClient(phone).Call(ctx, "t", "hub/nothing", "x", nil)
+	wantStatus(t, err, http.StatusServiceUnavailable, `service "nothing" is not running on device "hub"`)
+}

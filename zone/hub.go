@@ -131,6 +131,8 @@ type Hub struct {
 	// bindings are the applications' uses of services the hub relays.
 	bindings *bindingTable
 	tokenMu  sync.Mutex // token usage records: read, add, write
+	// services are the ones applications on the hub's host serve.
+	services *serviceHost
 	zone     *ZoneInfo
 	ca       *certs.CA
 	cert     atomic.Pointer[tls.Certificate]
@@ -223,7 +225,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
-		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable()}
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost()}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err

@@ -127,6 +127,9 @@ func (h *Hub) apiHandler() http.Handler {
 	dataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	h.bindingRoutes(mux)
 	h.tokenRoutes(mux)
+	hostRoutes(mux, h.services, func(app string, info ServiceInfo) error {
+		return publishService(h.state, zsync.HubNode, app, info)
+	}, h.log)
 	mux.HandleFunc("/", notFound)
 	return mux
 }

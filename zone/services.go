@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strings"
@@ -443,23 +444,9 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /v1/call", exchange(CallRequest))
 	mux.HandleFunc("POST /v1/send", exchange(CallMessage))
-	mux.HandleFunc("GET /v1/services/{service}/events", p.serveEvents)
-	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
-		var rep Reply
-		if err := readJSON(r, &rep); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
-			return
-		}
-		if rep.Error == "" && len(rep.Result) > 0 && !json.Valid(rep.Result) {
-			writeErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
-			return
-		}
-		if !p.services.answer(r.PathValue("id"), rep) {
-			writeErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
-	})
+	hostRoutes(mux, p.services, func(app string, info ServiceInfo) error {
+		return publishService(p.state, p.id.Load().Device, app, info)
+	}, p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		views, err := p.serviceViews()
 		if err != nil {
@@ -481,10 +468,35 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	})
 }
 
+// hostRoutes adds the endpoints of applications serving services on this
+// node (a device, or the hub): their event streams and their replies.
+// publish records a service in the zone state.
+func hostRoutes(mux *http.ServeMux, sh *serviceHost, publish func(app string, info ServiceInfo) error, log *slog.Logger) {
+	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
+		serveEvents(w, r, sh, publish, log)
+	})
+	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
+		var rep Reply
+		if err := readJSON(r, &rep); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if rep.Error == "" && len(rep.Result) > 0 && !json.Valid(rep.Result) {
+			writeErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
+			return
+		}
+		if !sh.answer(r.PathValue("id"), rep) {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+}
+
 // serveEvents serves GET /v1/services/{service}/events?app=APP[&description=D][&methods=a,b]:
 // the application serves the service for as long as it holds this
 // stream, which carries one JSON event per line.
-func (p *Peer) serveEvents(w http.ResponseWriter, r *http.Request) {
+func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publish func(app string, info ServiceInfo) error, log *slog.Logger) {
 	service, q := r.PathValue("service"), r.URL.Query()
 	app := q.Get("app")
 	if app == "" {
@@ -500,14 +512,14 @@ func (p *Peer) serveEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	l, err := p.services.listen(app, service)
+	l, err := sh.listen(app, service)
 	if err != nil {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
-	defer p.services.stop(l)
-	if err := p.publishService(app, info); err != nil {
-		p.log.Warn("publish service", "service", service, "err", err)
+	defer sh.stop(l)
+	if err := publish(app, info); err != nil {
+		log.Warn("publish service", "service", service, "err", err)
 	}
 	fl, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -531,15 +543,15 @@ func (p *Peer) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// publishService records that app on this device offers info, in the
-// zone state, so other devices can find it.
-func (p *Peer) publishService(app string, info ServiceInfo) error {
-	if p.state == nil {
+// publishService records that app on node offers info, in the zone
+// state, so other devices can find it.
+func publishService(state *zsync.Store, node, app string, info ServiceInfo) error {
+	if state == nil {
 		return nil
 	}
-	key := p.id.Load().Device + "/" + app
+	key := node + "/" + app
 	var rec AppRecord
-	if cur, ok, err := p.state.Get(zsync.BucketApps, key); err == nil && ok && !cur.Deleted {
+	if cur, ok, err := state.Get(zsync.BucketApps, key); err == nil && ok && !cur.Deleted {
 		json.Unmarshal(cur.Value, &rec)
 	}
 	i := sort.Search(len(rec.Services), func(i int) bool { return rec.Services[i].Name >= info.Name })
@@ -555,7 +567,7 @@ func (p *Peer) publishService(app string, info ServiceInfo) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.state.Put(zsync.BucketApps, key, v)
+	_, err = state.Put(zsync.BucketApps, key, v)
 	return err
 }
 
