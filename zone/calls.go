@@ -390,11 +390,6 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 // serveHosted delivers a call to a service an application on the hub's
 // host serves, after the hub's own policy check.
 func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Time) {
-	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
-	if err != nil {
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
-		return
-	}
 	rules, _, err := LoadRules(h.state)
 	if err != nil {
 		refuseCall(st, CallUnavailable, "the hub cannot read its policy")
@@ -406,15 +401,29 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
+	serveCall(st, h.services, hdr, deadline)
+}
+
+// serveCall reads a call's request from st, hands it to the application
+// serving it on this node, and writes the answer. The caller keeps its side
+// open until it has the answer: its end before then is a cancellation,
+// which reaches the application.
+func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	go func() { // the caller's reset is its cancellation
+	st.SetDeadline(deadline)
+	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+	if err != nil {
+		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		return
+	}
+	go func() {
 		var b [1]byte
 		if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
 			cancel()
 		}
 	}()
-	result, cerr := h.services.deliver(ctx, hdr, body)
+	result, cerr := sh.deliver(ctx, hdr, body)
 	if cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return

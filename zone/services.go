@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -245,31 +244,7 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	timeout := callTimeout(&hdr)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	st.SetDeadline(time.Now().Add(timeout))
-	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
-	if err != nil {
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
-		return
-	}
-	// The caller keeps its side open until it has the answer: its end
-	// before then is a cancellation, which reaches the application.
-	go func() {
-		var b [1]byte
-		if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
-			cancel()
-		}
-	}()
-	result, cerr := p.services.deliver(ctx, &hdr, body)
-	if cerr != nil {
-		refuseCall(st, cerr.Status, cerr.Message)
-		return
-	}
-	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result, true) != nil {
-		st.Reset()
-	}
+	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)))
 }
 
 // ---- the peer: outgoing calls ----
