@@ -115,7 +115,10 @@ type Store struct {
 
 	// head is the hub's last sequence number; notify is closed and
 	// replaced whenever it moves, waking the feeds of connected devices.
-	head     atomic.Uint64
+	head atomic.Uint64
+	// version moves with every commit that changed a record, local edits
+	// included (Version).
+	version  atomic.Uint64
 	floor    atomic.Uint64 // hub: the compaction floor
 	latest   recent        // hub: the latest changes, for live feeds
 	notifyMu gosync.Mutex
@@ -233,6 +236,11 @@ func (s *Store) Hub() bool { return s.hub }
 // Head is the hub's last sequence number, or the last one a device applied.
 func (s *Store) Head() uint64 { return s.head.Load() }
 
+// Version moves whenever a record changes (unlike Head on a device, which
+// local edits do not move): what is derived from the records and cached
+// is stale once it moves.
+func (s *Store) Version() uint64 { return s.version.Load() }
+
 // changed returns a channel closed at the next commit that moves Head.
 func (s *Store) changed() <-chan struct{} {
 	s.notifyMu.Lock()
@@ -243,6 +251,9 @@ func (s *Store) changed() <-chan struct{} {
 func (s *Store) afterCommit(t *txn) {
 	if s.hub && len(t.changed) > 0 {
 		s.latest.add(t.changed) // before head moves, so a feed woken by it finds them
+	}
+	if len(t.changed) > 0 {
+		s.version.Add(1)
 	}
 	if t.seqSet && t.seq != s.head.Load() {
 		s.head.Store(t.seq)

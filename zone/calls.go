@@ -390,11 +390,7 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 // serveHosted delivers a call to a service an application on the hub's
 // host serves, after the hub's own policy check.
 func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Time) {
-	rules, _, err := LoadRules(h.state)
-	if err != nil {
-		refuseCall(st, CallUnavailable, "the hub cannot read its policy")
-		return
-	}
+	rules := h.calls.get(h.state, h.log).rules
 	req := Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	if d := Decide(rules, req); !d.Allow {

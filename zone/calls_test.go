@@ -13,49 +13,71 @@ import (
 	"github.com/pzone/pzone/transport"
 )
 
-// serveEcho serves service "echo" as app on the peer in dir until the test
-// ends: method echo returns its argument, method hang never answers,
-// method fail fails.
-func serveEcho(t *testing.T, dir string) (messages <-chan Event) {
+// serveApp serves info as app through c until the test ends, and returns
+// once the daemon has registered it.
+func serveApp(t *testing.T, c *Client, app string, info ServiceInfo, handle Handler) {
 	t.Helper()
-	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	msgs := make(chan Event, 16)
-	go func() {
-		done <- peerClient(dir).Serve(ctx, "demo", ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev Event) (any, error) {
-			if ev.Type == "message" {
-				msgs <- ev
-				return nil, nil
-			}
-			switch ev.Method {
-			case "hang":
-				<-ctx.Done()
-				return nil, ctx.Err()
-			case "fail":
-				return nil, errors.New("it failed on purpose")
-			}
-			return ev.Body, nil
-		}, func() { close(ready) })
-	}()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- c.Serve(ctx, app, info, handle, func() { close(ready) }) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
-			t.Error("the echo service did not stop")
+			t.Errorf("service %s did not stop", info.Name)
 		}
 	})
 	select {
 	case <-ready:
 	case err := <-done:
 		done <- err // for the cleanup
-		t.Fatalf("serve: %v", err)
+		t.Fatalf("serve %s: %v", info.Name, err)
 	case <-time.After(20 * time.Second):
-		t.Fatal("the service never started")
+		t.Fatalf("service %s never started", info.Name)
 	}
+}
+
+// serveEcho serves service "echo" as app on the peer in dir until the test
+// ends: method echo returns its argument, method hang never answers,
+// method fail fails.
+func serveEcho(t *testing.T, dir string) (messages <-chan Event) {
+	t.Helper()
+	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
+	msgs := make(chan Event, 16)
+	serveApp(t, peerClient(dir), "demo", ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev Event) (any, error) {
+		if ev.Type == "message" {
+			msgs <- ev
+			return nil, nil
+		}
+		switch ev.Method {
+		case "hang":
+			<-ctx.Done()
+			return nil, ctx.Err()
+		case "fail":
+			return nil, errors.New("it failed on purpose")
+		}
+		return ev.Body, nil
+	})
 	return msgs
+}
+
+// waitRecord waits until the peer in dir holds bucket/key.
+func waitRecord(t *testing.T, dir, bucket, key string) {
+	t.Helper()
+	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
+	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+	defer cancel()
+	found := errors.New("found")
+	err := peerClient(dir).DataWatch(ctx, bucket, key, false, func(v RecordView) error {
+		if v.Key == key && !v.Deleted {
+			return found
+		}
+		return nil
+	})
+	if !errors.Is(err, found) {
+		t.Fatalf("%s never held %s/%s: %v", dir, bucket, key, err)
+	}
 }
 
 func wantStatus(t *testing.T, err error, status int, text string) {
@@ -150,8 +172,10 @@ func TestPolicyAtBothEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitSyncedPeer(t, phone)
-	waitSyncedPeer(t, laptop)
+	// "Synced" is as of what the hub last said: wait for the rules
+	// themselves.
+	waitRecord(t, phone, "policy", "notablet")
+	waitRecord(t, laptop, "policy", "notablet")
 
 	_, err := peerClient(phone).Call(ctx, "tester", "laptop/echo", "echo", 1)
 	wantStatus(t, err, http.StatusForbidden, "denied by the caller's policy: rule nophone")
@@ -325,18 +349,12 @@ func TestCancellationReachesTheService(t *testing.T) {
 	startPeer(t, laptop, clock)
 	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
 	started, stopped := make(chan struct{}, 1), make(chan error, 1)
-	sctx, stop := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- peerClient(laptop).Serve(sctx, "slow", ServiceInfo{Name: "slow"}, func(ctx context.Context, ev Event) (any, error) {
-			started <- struct{}{}
-			<-ctx.Done()
-			stopped <- ctx.Err()
-			return nil, ctx.Err()
-		}, func() { close(ready) })
-	}()
-	t.Cleanup(func() { stop(); <-done })
-	<-ready
+	serveApp(t, peerClient(laptop), "slow", ServiceInfo{Name: "slow"}, func(ctx context.Context, ev Event) (any, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		stopped <- ctx.Err()
+		return nil, ctx.Err()
+	})
 	waitSyncedPeer(t, phone)
 
 	ctx, cancel := context.WithTimeout(testCtx(t), time.Minute)
@@ -371,16 +389,10 @@ func TestHubHostedService(t *testing.T) {
 	hub := startHub(t, clock, nil)
 	phone := hub.pair(t, clock, "phone", 0)
 	startPeer(t, phone, clock)
-	sctx, stop := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- hub.client().Serve(sctx, "clock", ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev Event) (any, error) {
-			return map[string]string{"from": ev.From, "method": ev.Method}, nil
-		}, func() { close(ready) })
-	}()
-	t.Cleanup(func() { stop(); <-done })
-	<-ready
-	waitSyncedPeer(t, phone)
+	serveApp(t, hub.client(), "clock", ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev Event) (any, error) {
+		return map[string]string{"from": ev.From, "method": ev.Method}, nil
+	})
+	waitRecord(t, phone, "apps", "hub/clock")
 	ctx := testCtx(t)
 	res, err := peerClient(phone).Call(ctx, "t", "hub/time", "now", nil)
 	if err != nil || string(res) != `{"from":"alice/phone/t","method":"now"}` {

@@ -237,13 +237,19 @@ type recordList struct {
 	Error   string       `json:"error,omitempty"`
 }
 
-func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
+// bucketStore checks the request's bucket and opens the store; it answers
+// the request itself and returns nil when either fails.
+func (a *dataAPI) bucketStore(w http.ResponseWriter, r *http.Request) (string, dataStore) {
 	bucket := r.PathValue("bucket")
 	if err := checkBucket(bucket); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
-		return
+		return "", nil
 	}
-	s := a.open(w)
+	return bucket, a.open(w)
+}
+
+func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
+	bucket, s := a.bucketStore(w, r)
 	if s == nil {
 		return
 	}
@@ -283,12 +289,7 @@ func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *dataAPI) watch(w http.ResponseWriter, r *http.Request) {
-	bucket := r.PathValue("bucket")
-	if err := checkBucket(bucket); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
-	s := a.open(w)
+	bucket, s := a.bucketStore(w, r)
 	if s == nil {
 		return
 	}

@@ -133,6 +133,7 @@ type Hub struct {
 	tokenMu  sync.Mutex // token usage records: read, add, write
 	// services are the ones applications on the hub's host serve.
 	services *serviceHost
+	calls    callViewCache // policy and token rules, for calls
 	zone     *ZoneInfo
 	ca       *certs.CA
 	cert     atomic.Pointer[tls.Certificate]

@@ -144,7 +144,7 @@ type Peer struct {
 	state *zsync.Store // the device's copy of the zone state
 	// services are the ones applications serve on this device.
 	services *serviceHost
-	policy   policyCache
+	calls    callViewCache // policy and token rules, for calls
 	id       atomic.Pointer[Identity]
 
 	synced     chan struct{} // closed once in sync, with ExitWhenSynced

@@ -577,46 +577,13 @@ func (p *Peer) serviceViews() ([]ServiceView, error) {
 
 // ---- policy at both ends ----
 
-// policyCache holds the device's policy rules as of a zone state
-// sequence number, so a call does not read and parse them every time.
-type policyCache struct {
-	mu    sync.Mutex
-	seq   uint64
-	rules []Rule
-	ok    bool
-}
-
-// rules returns the policy rules the device holds.
-func (p *Peer) rules() []Rule {
-	if p.state == nil {
-		return nil
-	}
-	pc := &p.policy
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	head := p.state.Head()
-	if pc.ok && pc.seq == head {
-		return pc.rules
-	}
-	rules, skipped, err := LoadRules(p.state)
-	if err != nil {
-		p.log.Warn("read policy rules", "err", err)
-		return pc.rules
-	}
-	for _, e := range skipped {
-		p.log.Warn("policy rule ignored", "err", e)
-	}
-	pc.rules, pc.seq, pc.ok = rules, head, true
-	return rules
-}
-
 // authorize applies this device's policy to a call; side says which end
 // it is for the message ("the caller's" or "this device's").
 func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 	id := p.id.Load()
 	req := Request{FromZone: hdr.FromZone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: hdr.FromZone == id.Zone}
-	if d := Decide(p.rules(), req); !d.Allow {
+	if d := Decide(p.calls.get(p.state, p.log).rules, req); !d.Allow {
 		return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
 	}
 	return nil
@@ -625,11 +592,5 @@ func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 // tokenRequired reports whether device published service as requiring a
 // token, in the zone state this device holds.
 func (p *Peer) tokenRequired(device, service string) bool {
-	views, _ := p.serviceViews()
-	for _, v := range views {
-		if v.Device == device && v.Service == service {
-			return v.TokenRequired
-		}
-	}
-	return false
+	return p.calls.get(p.state, p.log).tokenRequired[device+"/"+service]
 }

@@ -249,19 +249,7 @@ func putTokenRecord(s *zsync.Store, key string, v any) error {
 // needsToken reports whether device published service as requiring a
 // token.
 func (h *Hub) needsToken(device, service string) bool {
-	need := false
-	h.state.List(zsync.BucketApps, device+"/", func(r zsync.Record) error {
-		var rec AppRecord
-		if json.Unmarshal(r.Value, &rec) == nil {
-			for _, s := range rec.Services {
-				if s.Name == service && s.TokenRequired {
-					need = true
-				}
-			}
-		}
-		return nil
-	})
-	return need
+	return h.calls.get(h.state, h.log).tokenRequired[device+"/"+service]
 }
 
 // presentedToken checks a token presented for a call to device/service.

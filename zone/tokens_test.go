@@ -16,24 +16,13 @@ func tokenTestZone(t *testing.T) (*testHub, string, string) {
 	startPeer(t, phone, clock)
 	startPeer(t, laptop, clock)
 	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- peerClient(laptop).Serve(ctx, "paid", ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev Event) (any, error) {
-			if ev.Method == "hang" {
-				<-ctx.Done()
-				return nil, ctx.Err()
-			}
-			return ev.Body, nil
-		}, func() { close(ready) })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		done <- err
-		t.Fatal(err)
-	}
+	serveApp(t, peerClient(laptop), "paid", ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev Event) (any, error) {
+		if ev.Method == "hang" {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return ev.Body, nil
+	})
 	waitSyncedPeer(t, laptop)
 	waitSyncedPeer(t, phone)
 	return hub, phone, laptop

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/pzone/pzone/certs"
@@ -255,4 +258,62 @@ func checkAPIWrite(node, bucket, key string) error {
 		return fmt.Errorf("%w: bucket %s is kept by the hub itself from its pairings and revocations (use pzh revoke)", zsync.ErrPermission, bucket)
 	}
 	return nil
+}
+
+// callView is what every call reads from the zone state: the policy rules,
+// and which services require a token. It is rebuilt only after the state
+// changed, so a call neither reads nor parses records.
+type callView struct {
+	rules         []Rule
+	tokenRequired map[string]bool // DEVICE/SERVICE
+}
+
+// callViewCache holds a callView as of a store version.
+type callViewCache struct {
+	mu      sync.Mutex
+	version uint64
+	view    *callView
+}
+
+// get returns the view of s (an empty one for no store), rebuilt if s
+// changed since.
+func (c *callViewCache) get(s *zsync.Store, log *slog.Logger) *callView {
+	if s == nil {
+		return &callView{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ver := s.Version()
+	if c.view != nil && c.version == ver {
+		return c.view
+	}
+	v := &callView{tokenRequired: map[string]bool{}}
+	rules, skipped, err := LoadRules(s)
+	if err != nil {
+		log.Warn("read policy rules", "err", err)
+		if c.view != nil {
+			return c.view // keep the last good rules rather than none
+		}
+	}
+	for _, e := range skipped {
+		log.Warn("policy rule ignored", "err", e)
+	}
+	v.rules = rules
+	err = s.List(zsync.BucketApps, "", func(r zsync.Record) error {
+		device, _, _ := strings.Cut(r.Key, "/")
+		var rec AppRecord
+		if json.Unmarshal(r.Value, &rec) == nil {
+			for _, svc := range rec.Services {
+				if svc.TokenRequired {
+					v.tokenRequired[device+"/"+svc.Name] = true
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		log.Warn("read services", "err", err)
+	}
+	c.view, c.version = v, ver
+	return v
 }
