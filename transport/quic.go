@@ -209,12 +209,18 @@ func (l *quicListener) Close() error {
 	return l.closeErr
 }
 
-// dialQUIC connects over QUIC from a fresh UDP socket, which quic-go closes
-// when the connection ends.
+// dialQUIC connects over QUIC from cfg.Endpoint or else a fresh UDP socket,
+// which quic-go closes when the connection ends.
 func dialQUIC(ctx context.Context, addr string, cfg Config) (Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, addr, cfg.clientTLS(addr), quicConfig(cfg))
+	var qc *quic.Conn
+	var err error
+	if cfg.Endpoint != nil {
+		qc, err = cfg.Endpoint.dial(ctx, addr, cfg)
+	} else {
+		qc, err = quic.DialAddr(ctx, addr, cfg.clientTLS(addr), quicConfig(cfg))
+	}
 	if err != nil {
 		var idleErr *quic.IdleTimeoutError
 		var hsErr *quic.HandshakeTimeoutError

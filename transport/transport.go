@@ -174,6 +174,12 @@ type Config struct {
 	// their connection died instead of waiting for a timeout. Derive it
 	// from a long-lived secret; nil disables resets.
 	StatelessResetKey *[32]byte
+	// Endpoint, on a dialer, is the UDP socket QUIC connections are
+	// dialled from; nil means a fresh socket per connection. A device that
+	// sleeps dials from the socket it listens on for wake pings, so the
+	// address its hub observes is the one that reaches it (through a NAT,
+	// the mapping the session kept open).
+	Endpoint *Endpoint
 }
 
 // Logger is the part of *slog.Logger the transport uses.

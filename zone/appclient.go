@@ -56,9 +56,22 @@ func (c *Client) Send(ctx context.Context, app, to string, msg any) error {
 	if err != nil {
 		return err
 	}
+	_, err = c.SendWith(ctx, CallRequestBody{App: app, To: to, Body: body})
+	return err
+}
+
+// SendWith is Send with every field of the request: with TTLMs, a message
+// for a device that is away is kept at the hub (Queued) and the device
+// woken. The deadline comes from ctx.
+func (c *Client) SendWith(ctx context.Context, req CallRequestBody) (*SendResult, error) {
 	hctx, cancel := answerCtx(ctx)
 	defer cancel()
-	return c.Do(hctx, http.MethodPost, "/v1/send", CallRequestBody{App: app, To: to, Body: body, TimeoutMs: timeoutMs(ctx)}, nil)
+	req.TimeoutMs = timeoutMs(ctx)
+	var res SendResult
+	if err := c.Do(hctx, http.MethodPost, "/v1/send", req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 // Services lists the services published in the zone that app (or, with

@@ -52,6 +52,14 @@ type CallHeader struct {
 	// checks it and forwards only its ID, as TokenID.
 	Token   string `cbor:"10,keyasint,omitempty"`
 	TokenID string `cbor:"11,keyasint,omitempty"`
+	// TTLMs asks for delivery later: a message for a device that is away
+	// is kept at the hub this long (and the device woken); a call waits
+	// this long for the device to come back.
+	TTLMs uint64 `cbor:"12,keyasint,omitempty"`
+	// QueuedMs, from the hub only: the message waited in the hub's queue,
+	// kept since this time (unix ms). It may arrive twice (the hub lost
+	// the confirmation); the device drops a repeat of a recent ID.
+	QueuedMs int64 `cbor:"13,keyasint,omitempty"`
 }
 
 // CallStatus is the outcome in a CallReply.
@@ -66,11 +74,13 @@ const (
 	CallFailed      CallStatus = 5 // the service answered with an error (Message)
 	CallBadRequest  CallStatus = 6 // malformed header or body
 	CallUnavailable CallStatus = 7 // the node is shutting down or overloaded
+	CallQueueFull   CallStatus = 8 // delivery later: the device's queue at the hub is full
 )
 
 var callStatusNames = map[CallStatus]string{
 	CallOK: "ok", CallNotFound: "not found", CallOffline: "offline", CallDenied: "denied",
 	CallDeadline: "deadline exceeded", CallFailed: "failed", CallBadRequest: "bad request", CallUnavailable: "unavailable",
+	CallQueueFull: "queue full",
 }
 
 func (s CallStatus) String() string {
@@ -85,6 +95,10 @@ func (s CallStatus) String() string {
 type CallReply struct {
 	Status  CallStatus `cbor:"1,keyasint,omitempty"`
 	Message string     `cbor:"2,keyasint,omitempty"`
+	// Queued: a message sent for later is kept at the hub, not yet
+	// delivered, until ExpiresMs (unix ms).
+	Queued    bool  `cbor:"3,keyasint,omitempty"`
+	ExpiresMs int64 `cbor:"4,keyasint,omitempty"`
 }
 
 // CallError is a call that did not succeed, with the status that says why.
@@ -283,15 +297,22 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		refuseCall(st, CallBadRequest, err.Error())
 		return
 	}
-	hdr.FromZone, hdr.FromDevice = h.zone.Name, s.device
+	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs = h.zone.Name, s.device, 0
 	timeout := callTimeout(&hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)
+	if hdr.Kind == CallMessage && hdr.TTLMs > 0 && hdr.ToDevice != certs.HubDevice {
+		h.queueMessage(st, &hdr, deadline)
+		return
+	}
 
 	h.mu.Lock()
 	target := h.sessions[hdr.ToDevice]
 	rec := h.devices[hdr.ToDevice]
 	h.mu.Unlock()
+	if target != nil && target.syncCtx.Err() != nil {
+		target = nil // closing: the device is going away (to sleep, say)
+	}
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
 		h.serveHosted(st, &hdr, deadline)
@@ -299,6 +320,16 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	case rec == nil || rec.Revoked:
 		refuseCall(st, CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
 		return
+	case target == nil && hdr.TTLMs > 0:
+		// A call for later waits for the device, woken, within its time.
+		until := time.Now().Add(time.Duration(hdr.TTLMs) * time.Millisecond)
+		if deadline.Before(until) {
+			until = deadline
+		}
+		if target = h.awaitOnline(hdr.ToDevice, until); target == nil {
+			refuseCall(st, CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
+			return
+		}
 	case target == nil:
 		refuseCall(st, CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
 		return
@@ -404,14 +435,14 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 // serving it on this node, and writes the answer. The caller keeps its side
 // open until it has the answer: its end before then is a cancellation,
 // which reaches the application.
-func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time) {
+func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time) (ok bool) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	st.SetDeadline(deadline)
 	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
 	if err != nil {
 		refuseCall(st, CallBadRequest, "request body: "+err.Error())
-		return
+		return false
 	}
 	go func() {
 		var b [1]byte
@@ -422,9 +453,11 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 	result, cerr := sh.deliver(ctx, hdr, body)
 	if cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
-		return
+		return false
 	}
 	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result, true) != nil {
 		st.Reset()
+		return false
 	}
+	return true
 }

@@ -246,6 +246,7 @@ func TestBindings(t *testing.T) {
 	startPeer(t, laptop, clock)
 	serveEcho(t, laptop)
 	waitSyncedPeer(t, phone)
+	waitSyncedPeer(t, laptop)
 	ctx := testCtx(t)
 	c := peerClient(phone)
 	for range 2 {

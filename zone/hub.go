@@ -28,6 +28,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/wakeup"
 )
 
 // Hub defaults, with why.
@@ -71,6 +72,16 @@ type HubConfig struct {
 	// TombstoneRetention is how long a deletion is kept for devices that
 	// have not seen it; zero means sync.DefaultTombstoneRetention.
 	TombstoneRetention time.Duration
+	// QueueLimit and QueueBytes bound the messages kept for one device;
+	// zero means DefaultQueueLimit and DefaultQueueBytes.
+	QueueLimit int
+	QueueBytes int64
+	// WakeRate caps the wake pings one device receives per minute; zero
+	// means DefaultWakeRate.
+	WakeRate int
+	// Wakers add or replace ways of waking devices, by method (UDP is
+	// built in).
+	Wakers []wakeup.Waker
 }
 
 func (c *HubConfig) setDefaults() {
@@ -95,6 +106,15 @@ func (c *HubConfig) setDefaults() {
 	if c.PairRefill == 0 {
 		c.PairRefill = pairing.DefaultLimitRefill
 	}
+	if c.QueueLimit == 0 {
+		c.QueueLimit = DefaultQueueLimit
+	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
+	if c.WakeRate == 0 {
+		c.WakeRate = DefaultWakeRate
+	}
 }
 
 // Validate checks the configuration.
@@ -110,6 +130,12 @@ func (c *HubConfig) Validate() error {
 	}
 	if c.RenewGrace < 0 {
 		return fmt.Errorf("renewal grace period %v is negative", c.RenewGrace)
+	}
+	if c.QueueLimit < 0 || c.QueueBytes < 0 {
+		return fmt.Errorf("queue limits must not be negative")
+	}
+	if c.WakeRate < 0 {
+		return fmt.Errorf("wake rate %d is negative", c.WakeRate)
 	}
 	if c.TombstoneRetention < 0 {
 		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
@@ -152,6 +178,16 @@ type Hub struct {
 	lastSeen map[string]seenRecord
 
 	conns sync.WaitGroup // connection and stream handlers
+
+	// Sleeping devices (wake.go): the mailbox of messages kept for later,
+	// how to wake each device, and the couriers delivering queues.
+	mail        *mailbox
+	wakers      map[string]wakeup.Waker
+	wakeMu      sync.Mutex
+	wakes       map[string]*hubWake
+	deliveries  map[string]chan bool // DEVICE/ID → first delivery attempt's outcome
+	couriers    sync.WaitGroup
+	wakeStopped bool
 }
 
 // RunHub runs a hub until ctx ends, then closes every session with reason
@@ -175,6 +211,10 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	}
 	h.bindings.onEnd = h.tokenBindingEnded
 	defer h.state.Close()
+	if h.mail, err = openMailbox(cfg.DataDir, cfg.QueueLimit, cfg.QueueBytes); err != nil {
+		return err
+	}
+	defer h.mail.Close()
 	if err := h.renewHubCertIfDue(); err != nil {
 		return err
 	}
@@ -190,6 +230,17 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
 	h.addr = ln.Addr()
+	wakers, closeWakers, err := newWakers(ln, cfg.Wakers)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeWakers()
+	h.wakers = wakers
+	if err := h.loadWakes(); err != nil {
+		ln.Close()
+		return fmt.Errorf("read wake registrations: %w", err)
+	}
 	api, err := listenUnix(SocketPath(cfg.DataDir, HubSocketName))
 	if err != nil {
 		ln.Close()
@@ -208,11 +259,13 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error { return h.seenLoop(gctx) })
 	g.Go(func() error { return h.compactLoop(gctx) })
+	g.Go(func() error { return h.expireLoop(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Sessions first, so devices hear "shutdown" before the listener
 		// (which owns the QUIC socket) goes away.
 		h.shutdown()
+		h.stopWakes()
 		ln.Close()
 		return nil
 	})
@@ -226,7 +279,8 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
-		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost()}
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
+		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err
@@ -664,10 +718,14 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 			go old.close(ReasonReplaced, fmt.Sprintf("another pzp for device %q connected from %s", s.device, conn.RemoteAddr()))
 		}
 	}
-	if err := s.send(&Control{Type: MsgWelcome, Version: SessionVersion, SessionID: s.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), RenewOnly: s.renewOnly}); err != nil {
+	if err := s.send(&Control{Type: MsgWelcome, Version: SessionVersion, SessionID: s.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), RenewOnly: s.renewOnly,
+		TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
 		s.close(ReasonProtocol, "")
 		h.unregister(s)
 		return
+	}
+	if !s.renewOnly {
+		h.deviceOnline(s.device)
 	}
 	if s.renewOnly {
 		h.log.Info("expired certificate connected for renewal", "device", s.device, "expired", v.Cert.NotAfter)
@@ -697,6 +755,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		for _, b := range h.bindings.endDevice(s.device, why, h.cfg.Now()) {
 			h.log.Info("binding ended", "binding", b.id, "reason", why)
 		}
+		h.deviceOffline(s.device, s.reason == ReasonSleep)
 	}
 }
 
@@ -831,6 +890,13 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason Clos
 		case MsgClose:
 			h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
 			return c.Reason, "", true
+		case MsgWake:
+			if s.renewOnly {
+				return ReasonProtocol, "wake registration on a renewal-only session", false
+			}
+			if err := h.registerWake(s, &c); err != nil {
+				return ReasonProtocol, err.Error(), false
+			}
 		default:
 			return ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), false
 		}
@@ -1039,6 +1105,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	}
 	s := h.sessions[device]
 	h.mu.Unlock()
+	h.forgetDevice(device)
 	h.publishRevocation(rec)
 	h.changes.bump()
 	h.log.Info("device revoked", "device", device, "why", why)
@@ -1050,7 +1117,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 // DeviceView is one row of pzh devices; its JSON is stable (docs/PROTOCOL.md).
 type DeviceView struct {
 	Name         string     `json:"name"`
-	State        string     `json:"state"` // online, offline, revoked
+	State        string     `json:"state"` // online, asleep, offline, revoked
 	Transport    string     `json:"transport,omitempty"`
 	RemoteAddr   string     `json:"remote_addr,omitempty"`
 	Since        *time.Time `json:"since,omitempty"`
@@ -1061,6 +1128,11 @@ type DeviceView struct {
 	LastSeen     *time.Time `json:"last_seen,omitempty"`
 	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
 	RevokeReason string     `json:"revoke_reason,omitempty"`
+	// Queue and QueueBytes: messages the hub keeps for the device.
+	Queue      int   `json:"queue"`
+	QueueBytes int64 `json:"queue_bytes"`
+	// Wake: how the hub wakes the device (absent: it never registered).
+	Wake *WakeView `json:"wake,omitempty"`
 }
 
 // DevicesView is the answer of GET /v1/devices.
@@ -1071,8 +1143,22 @@ type DevicesView struct {
 
 func (h *Hub) devicesView(ver uint64) DevicesView {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	out := DevicesView{Version: ver, Devices: []DeviceView{}}
+	defer func() {
+		for i := range out.Devices {
+			v := &out.Devices[i]
+			if v.State == "revoked" {
+				continue
+			}
+			q := h.mail.Stat(v.Name)
+			v.Queue, v.QueueBytes = q.n, q.bytes
+			v.Wake = h.wakeView(v.Name)
+			if v.State == "offline" && v.Wake != nil && v.Wake.Asleep != nil {
+				v.State = "asleep"
+			}
+		}
+	}()
+	defer h.mu.Unlock()
 	for _, d := range h.devices {
 		v := DeviceView{Name: d.Name, State: "offline", CertExpires: d.CertExpires, Paired: d.Paired}
 		if !d.LastSeen.IsZero() {

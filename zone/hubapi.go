@@ -75,6 +75,23 @@ func (h *Hub) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
 	})
+	mux.HandleFunc("POST /v1/devices/{name}/wake", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var at time.Time
+		if s := q.Get("at"); s != "" {
+			var err error
+			if at, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				writeErr(w, http.StatusBadRequest, fmt.Errorf("at: %w (want RFC 3339)", err))
+				return
+			}
+		}
+		res, err := h.wakeNow(r.PathValue("name"), q.Get("print") == "1", at)
+		if err != nil {
+			writeErr(w, errStatus(err, []error{errNotFound}, []error{errNoWake}), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	mux.HandleFunc("GET /v1/invites", func(w http.ResponseWriter, r *http.Request) {
 		now := h.cfg.Now()
 		invs, err := h.store.Invites(now)

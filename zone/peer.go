@@ -55,6 +55,18 @@ type PeerConfig struct {
 	ExitWhenSynced bool
 	// OnSync, if set, is called whenever the sync state changes.
 	OnSync func(zsync.State)
+	// SleepAfter, if positive, lets the device sleep: after this long
+	// without activity it closes its session and waits for a wake ping on
+	// the UDP socket WakeListen (default: any free port).
+	SleepAfter time.Duration
+	WakeListen string
+	// WakeWindow is how far a ping's stamp may be from the hub's clock;
+	// zero means wakeup.DefaultWindow.
+	WakeWindow time.Duration
+	// CheckIn, if positive, wakes a sleeping device this often anyway,
+	// for hubs it cannot hear pings from (behind a NAT that has forgotten
+	// it).
+	CheckIn time.Duration
 }
 
 func (c *PeerConfig) setDefaults() {
@@ -83,6 +95,20 @@ func (c *PeerConfig) Validate() error {
 	}
 	if c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin {
 		return fmt.Errorf("backoff %v..%v: minimum must be positive and not above the maximum", c.BackoffMin, c.BackoffMax)
+	}
+	if c.SleepAfter < 0 || c.SleepAfter > 0 && c.SleepAfter < MinSleepAfter {
+		return fmt.Errorf("sleep after %v: use at least %v (or 0 to stay awake)", c.SleepAfter, MinSleepAfter)
+	}
+	if c.WakeWindow < 0 || c.CheckIn < 0 {
+		return errors.New("wake window and check-in interval must not be negative")
+	}
+	if c.CheckIn > 0 && c.CheckIn < MinSleepAfter {
+		return fmt.Errorf("check-in every %v: use at least %v", c.CheckIn, MinSleepAfter)
+	}
+	if c.WakeListen != "" {
+		if _, _, err := net.SplitHostPort(c.WakeListen); err != nil {
+			return fmt.Errorf("wake listen address %q: %v (want HOST:PORT, e.g. :7444)", c.WakeListen, err)
+		}
 	}
 	return nil
 }
@@ -134,7 +160,13 @@ type PeerStatus struct {
 	// Sync is the zone state synchronisation (absent for a peer without a
 	// store).
 	Sync *zsync.State `json:"sync,omitempty"`
+	// Wake is the device's sleep and wakeup (absent when it never sleeps).
+	Wake *PeerWakeStatus `json:"wake,omitempty"`
 }
+
+// MinSleepAfter is the shortest idle time before sleep a device may ask
+// for: shorter would close sessions between two calls of one exchange.
+const MinSleepAfter = 10 * time.Millisecond
 
 // Peer is a running device.
 type Peer struct {
@@ -156,6 +188,11 @@ type Peer struct {
 
 	unpairReq chan *unpairCall
 	conn      atomic.Pointer[transport.Conn] // the live session's connection
+
+	delivered  recentIDs    // queued messages delivered lately
+	sleep      *sleeper     // nil: the device never sleeps
+	inflight   atomic.Int64 // calls and messages in progress, either way
+	lastActive atomic.Int64 // unix ns of the last activity
 }
 
 // Traffic is the wire byte count of the current session's connection
@@ -290,6 +327,7 @@ func (p *Peer) status(ver uint64) PeerStatus {
 	}
 	t := p.Traffic()
 	st.BytesSent, st.BytesReceived = t.BytesSent, t.BytesReceived
+	st.Wake = p.wakeStatus()
 	return st
 }
 
@@ -310,8 +348,27 @@ func (e *syncError) Unwrap() error { return e.err }
 // unpair call if the local API asked to unpair.
 func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 	bo := backoff{min: p.cfg.BackoffMin, max: p.cfg.BackoffMax}
+	var pinged chan struct{} // nil: never sleeps
+	if p.sleep == nil {
+		sl, err := p.newSleeper()
+		if err != nil {
+			p.setStatus(func(s *PeerStatus) { s.State, s.Running, s.LastError = "stopped", false, err.Error() })
+			return nil, err
+		}
+		if sl != nil {
+			p.sleep = sl
+			wctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); p.listenWake(wctx) }()
+			defer func() { stop(); sl.ep.Close(); <-done }()
+		}
+	}
+	if p.sleep != nil {
+		pinged = p.sleep.pinged
+	}
 	for {
 		sess, err := p.connect(ctx)
+		p.woke()
 		if err == nil {
 			var call *unpairCall
 			call, err = p.runSession(ctx, sess)
@@ -336,6 +393,10 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			return nil, err
 		case errors.Is(err, errReconnect):
 			continue
+		case errors.Is(err, errSleep):
+			p.sleepUntilWoken(ctx)
+			bo.reset()
+			continue
 		case errors.Is(err, errSynced):
 			p.setStatus(func(s *PeerStatus) { s.State, s.Running = "stopped", false })
 			return nil, nil
@@ -357,6 +418,9 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 		case <-ctx.Done():
 			t.Stop()
 		case <-t.C:
+		case <-pinged:
+			// The hub is back and wants this device: retry now.
+			t.Stop()
 		case call := <-p.unpairReq:
 			// Offline: the hub cannot be told now.
 			t.Stop()
@@ -417,8 +481,12 @@ func (p *Peer) sessionTLS() *tls.Config {
 func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
 	id := p.id.Load()
 	var errs []error
+	tc := transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: transportIdle, HandshakeTimeout: sessionHandshakeTimeout}
+	if p.sleep != nil {
+		tc.Endpoint = p.sleep.ep // the hub observes the wake socket's address
+	}
 	for _, addr := range id.HubAddrs {
-		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: transportIdle, HandshakeTimeout: sessionHandshakeTimeout})
+		conn, err := transport.Dial(ctx, addr, p.cfg.Mode, tc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -624,6 +692,17 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	if err := ping(); err != nil { // measure RTT at once
 		return nil, p.readErr(ps.conn, err)
 	}
+	if err := p.registerWake(ps); err != nil {
+		return nil, p.readErr(ps.conn, err)
+	}
+	p.touch()
+	var idle <-chan time.Time // fires when the session may have been idle long enough to sleep
+	var idleTimer *time.Timer
+	if p.sleep != nil && !ps.welcome.RenewOnly {
+		idleTimer = time.NewTimer(p.sleep.after)
+		defer idleTimer.Stop()
+		idle = idleTimer.C
+	}
 	if p.state != nil && !ps.welcome.RenewOnly {
 		syncing = true
 		go func() { syncDone <- p.runSync(ctx, ps) }()
@@ -633,8 +712,8 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	}
 	var syncErr error
 	var syncGrace <-chan time.Time
-	hangUp := func() {
-		ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown, Message: "device shutting down"})
+	hangUp := func(reason CloseReason, msg string) {
+		ps.send(&Control{Type: MsgClose, Reason: reason, Message: msg})
 		ps.ctrl.Close()
 		select {
 		case <-ps.conn.Done():
@@ -644,11 +723,19 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	for {
 		select {
 		case <-ctx.Done():
-			hangUp()
+			hangUp(ReasonShutdown, "device shutting down")
 			return nil, ctx.Err()
 		case <-p.synced:
-			hangUp()
+			hangUp(ReasonShutdown, "device shutting down")
 			return nil, errSynced
+		case <-idle:
+			if left := p.sleep.after - p.idleFor(); left > 0 || !p.maySleep() {
+				idleTimer.Reset(max(left, p.sleep.after/4, MinSleepAfter))
+				continue
+			}
+			p.sleep.drain()
+			hangUp(ReasonSleep, "device going to sleep")
+			return nil, errSleep
 		case err := <-syncDone:
 			syncing = false
 			if ctx.Err() != nil {
@@ -682,6 +769,8 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 				}
 			case MsgClose:
 				return nil, closeErr(&c)
+			case MsgWakeOK:
+				p.wakeConfirmed(&c)
 			default:
 				p.log.Debug("ignoring control message", "type", c.Type)
 			}
@@ -831,6 +920,7 @@ func (p *Peer) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/unpair", func(w http.ResponseWriter, r *http.Request) {
 		call := &unpairCall{told: make(chan error, 1), done: make(chan error, 1)}
+		p.need() // a sleeping device wakes to tell its hub
 		select {
 		case p.unpairReq <- call:
 		case <-r.Context().Done():

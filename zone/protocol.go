@@ -15,8 +15,10 @@ import (
 
 // SessionVersion is the version of the session protocol carried in Hello.
 // History: 1 — control stream, heartbeats, renewal, unpair, sync stream,
-// call streams.
-const SessionVersion = 1
+// call streams; 2 — wake registration (MsgWake, MsgWakeOK), Welcome's hub
+// time, Close reason sleep, delivery later (CallHeader.TTLMs). A peer sends
+// MsgWake only to a hub that answered Welcome with version 2 or later.
+const SessionVersion = 2
 
 // StreamKind says what a stream carries; it is the first frame on every
 // stream of a session (a StreamHeader).
@@ -53,6 +55,8 @@ const (
 	MsgPing    MsgType = 3 // peer → hub, heartbeat
 	MsgPong    MsgType = 4 // hub → peer, answers a Ping with its Seq
 	MsgClose   MsgType = 5 // either way: the session ends, with a reason
+	MsgWake    MsgType = 6 // peer → hub: how to wake this device once it sleeps
+	MsgWakeOK  MsgType = 7 // hub → peer: registration kept, with the endpoint the hub will ping
 )
 
 // Control is one control-stream frame. Which fields are set depends on
@@ -80,6 +84,19 @@ type Control struct {
 	// within this many ms, so that a hub restarting under thousands of
 	// devices is not hit by all of them at once.
 	RetryWindowMs uint64 `cbor:"12,keyasint,omitempty"`
+	// Wake: the UDP port the device listens on for wake pings (the hub
+	// pings the address it observes: over QUIC the session's own, which
+	// is that socket; over TCP the session's IP with this port), and this
+	// session's wake secret. WakeMethod names another waker (a push
+	// service) with WakeEndpoint its device address; empty means UDP.
+	WakePort     uint16 `cbor:"13,keyasint,omitempty"`
+	WakeID       []byte `cbor:"14,keyasint,omitempty"`
+	WakeKey      []byte `cbor:"15,keyasint,omitempty"`
+	WakeMethod   string `cbor:"16,keyasint,omitempty"`
+	WakeEndpoint string `cbor:"17,keyasint,omitempty"` // WakeOK: the endpoint the hub recorded
+	// Welcome: the hub's clock, unix ms, so a device can check the
+	// freshness of wake pings against the hub's time rather than its own.
+	TimeMs int64 `cbor:"18,keyasint,omitempty"`
 }
 
 // pingPad is the padding a Ping carries over QUIC (see Control.Pad).
@@ -103,13 +120,14 @@ const (
 	ReasonQuota    CloseReason = 9  // reserved for service tokens
 	ReasonExpired  CloseReason = 10 // certificate expired past the grace period: pair again
 	ReasonUnknown  CloseReason = 11 // the hub does not know this device: pair again
+	ReasonSleep    CloseReason = 12 // the device goes to sleep: wake it with a ping when something waits
 )
 
 var reasonNames = map[CloseReason]string{
 	ReasonNone: "none", ReasonShutdown: "shutdown", ReasonRevoked: "revoked",
 	ReasonReplaced: "replaced", ReasonTimeout: "timeout", ReasonLogout: "logout",
 	ReasonUnpaired: "unpaired", ReasonProtocol: "protocol error", ReasonRenewed: "renewed",
-	ReasonQuota: "quota", ReasonExpired: "expired", ReasonUnknown: "unknown device",
+	ReasonQuota: "quota", ReasonExpired: "expired", ReasonUnknown: "unknown device", ReasonSleep: "sleep",
 }
 
 func (r CloseReason) String() string {

@@ -37,6 +37,9 @@ type Event struct {
 	Deadline time.Time       `json:"deadline"`
 	// Token is the ID of the service token the call was made with, if any.
 	Token string `json:"token,omitempty"`
+	// Queued: the message waited at the hub since then (the device was
+	// away). Such a message can, rarely, arrive twice: its ID is the same.
+	Queued *time.Time `json:"queued,omitempty"`
 }
 
 // Reply is an application's answer to a call event (POST
@@ -138,6 +141,10 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	}
 	deadline, _ := ctx.Deadline()
 	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}
+	if hdr.QueuedMs != 0 {
+		t := time.UnixMilli(hdr.QueuedMs).UTC()
+		ev.Queued = &t
+	}
 	var pc *pendingCall
 	sh.mu.Lock()
 	l := sh.listeners[hdr.ToService]
@@ -228,6 +235,9 @@ func (p *Peer) acceptCalls(ctx context.Context, conn transport.Conn) {
 }
 
 func (p *Peer) serveIncoming(st transport.Stream) {
+	p.inflight.Add(1)
+	p.touch()
+	defer func() { p.touch(); p.inflight.Add(-1) }()
 	st.SetDeadline(time.Now().Add(streamTimeout))
 	fr := transport.NewFrameReader(st, maxCallHeader)
 	var sh StreamHeader
@@ -244,7 +254,53 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)))
+	if hdr.QueuedMs != 0 && p.delivered.seen(hdr.ID) {
+		// A queued message delivered before, whose confirmation the hub
+		// lost: confirm it again, do not deliver it twice.
+		if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, nil, true) != nil {
+			st.Reset()
+		}
+		return
+	}
+	if serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr))) && hdr.QueuedMs != 0 {
+		p.delivered.add(hdr.ID)
+	}
+}
+
+// recentIDs remembers the last few IDs of queued messages delivered, to
+// drop a repeat.
+type recentIDs struct {
+	mu   sync.Mutex
+	set  map[string]bool
+	ring []string
+	next int
+}
+
+// recentQueued is how many delivered queued-message IDs a device
+// remembers: far more than the hub has in flight to it at once.
+const recentQueued = 1024
+
+func (r *recentIDs) seen(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.set[id]
+}
+
+func (r *recentIDs) add(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.set == nil {
+		r.set, r.ring = map[string]bool{}, make([]string, recentQueued)
+	}
+	if r.set[id] {
+		return
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.next = (r.next + 1) % recentQueued
+	r.set[id] = true
 }
 
 // ---- the peer: outgoing calls ----
@@ -253,74 +309,96 @@ var (
 	errNoSession = &CallError{CallOffline, "this device is not connected to its hub"}
 )
 
+// callOpts are an exchange's options.
+type callOpts struct {
+	method, token string
+	ttl           time.Duration // delivery later (see CallHeader.TTLMs)
+}
+
 // call runs one exchange from app on this device to addr, and returns the
-// result of a call (nil for a message).
-func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, method, token string, body []byte) ([]byte, error) {
+// result of a call (nil for a message) and, for a message kept at the
+// hub for later, the hub's answer saying so.
+func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o callOpts, body []byte) ([]byte, *CallReply, error) {
+	p.inflight.Add(1)
+	p.touch()
+	defer func() { p.touch(); p.inflight.Add(-1) }()
 	id := p.id.Load()
+	method, token := o.method, o.token
 	if addr.Zone != "" && addr.Zone != id.Zone && addr.Zone != string(id.ZoneID) {
-		return nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is not this device's zone (%q); calls to friends' zones are not available yet", addr.Zone, id.Zone)}
+		return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is not this device's zone (%q); calls to friends' zones are not available yet", addr.Zone, id.Zone)}
+	}
+	if o.ttl < 0 || o.ttl > MaxTTL {
+		return nil, nil, &CallError{CallBadRequest, fmt.Sprintf("time to live %v: use up to %v", o.ttl, MaxTTL)}
 	}
 	timeout := DefaultCallTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(time.Until(d), MaxCallTimeout)
 	}
 	if timeout <= 0 {
-		return nil, &CallError{CallDeadline, "the deadline has passed"}
+		return nil, nil, &CallError{CallDeadline, "the deadline has passed"}
 	}
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	hdr := &CallHeader{ID: newCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
-		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond), Token: token}
+		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond), Token: token,
+		TTLMs: uint64(o.ttl / time.Millisecond)}
 	if err := checkCallHeader(hdr); err != nil {
-		return nil, &CallError{CallBadRequest, err.Error()}
+		return nil, nil, &CallError{CallBadRequest, err.Error()}
 	}
 	// The requester's end of policy; the hoster's device checks again
 	// (the same device, for a call that stays here).
 	if cerr := p.authorize(hdr, "the caller's"); cerr != nil {
-		return nil, cerr
+		return nil, nil, cerr
 	}
 	if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
 		// Same device: straight to the application, no network. (With a
 		// token the call goes through the hub, which accounts for it.)
 		res, cerr := p.services.deliver(ctx, hdr, body)
 		if cerr != nil {
-			return nil, cerr
+			return nil, nil, cerr
 		}
-		return res, nil
+		return res, nil, nil
 	}
-	cp := p.conn.Load()
-	if cp == nil {
-		return nil, errNoSession
+	var conn transport.Conn
+	if cp := p.conn.Load(); cp != nil {
+		conn = *cp
+	} else if conn = p.awaitSession(ctx); conn == nil {
+		// Asleep: woken for this, it reconnects within the deadline, or
+		// this says why not.
+		if ctx.Err() != nil {
+			return nil, nil, callErr(ctx, deadline, errors.New("no session"))
+		}
+		return nil, nil, errNoSession
 	}
-	st, err := (*cp).OpenStream(ctx)
+	st, err := conn.OpenStream(ctx)
 	if err != nil {
-		return nil, &CallError{CallOffline, "open a stream to the hub: " + err.Error()}
+		return nil, nil, &CallError{CallOffline, "open a stream to the hub: " + err.Error()}
 	}
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
 	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body, false) != nil {
 		st.Reset()
-		return nil, callErr(ctx, deadline, errors.New("the hub went away"))
+		return nil, nil, callErr(ctx, deadline, errors.New("the hub went away"))
 	}
 	fr := transport.NewFrameReader(st, callChunk+16)
 	var rep CallReply
 	if err := fr.ReadFrame(&rep); err != nil {
 		st.Reset()
-		return nil, callErr(ctx, deadline, err)
+		return nil, nil, callErr(ctx, deadline, err)
 	}
 	if rep.Status != CallOK {
 		st.Reset()
-		return nil, &CallError{rep.Status, rep.Message}
+		return nil, nil, &CallError{rep.Status, rep.Message}
 	}
 	res, err := readBody(fr, maxCallBody)
 	if err != nil {
 		st.Reset()
-		return nil, callErr(ctx, deadline, err)
+		return nil, nil, callErr(ctx, deadline, err)
 	}
 	st.Close() // done: the service's device stops waiting for a cancellation
-	return res, nil
+	return res, &rep, nil
 }
 
 // callErr explains a call stream that failed. Every hop works to the same
@@ -348,11 +426,23 @@ type CallRequestBody struct {
 	TimeoutMs int64           `json:"timeout_ms,omitempty"`
 	// Token is a service token (ID.SECRET from pzh tokens issue).
 	Token string `json:"token,omitempty"`
+	// TTLMs asks for delivery later when the device is away: a message
+	// is kept at the hub this long (and the device woken); a call waits
+	// this long for the device, on top of its timeout.
+	TTLMs int64 `json:"ttl_ms,omitempty"`
 }
 
 // CallResult is the answer of POST /v1/call.
 type CallResult struct {
 	Result json.RawMessage `json:"result"`
+}
+
+// SendResult is the answer of POST /v1/send: delivered to the serving
+// application, or (with a time to live) queued at the hub until Expires.
+type SendResult struct {
+	Delivered bool       `json:"delivered"`
+	Queued    bool       `json:"queued,omitempty"`
+	Expires   *time.Time `json:"expires,omitempty"`
 }
 
 // callHTTPStatus maps a call's outcome to the local API's status.
@@ -370,6 +460,8 @@ func callHTTPStatus(s CallStatus) int {
 		return http.StatusBadGateway
 	case CallBadRequest:
 		return http.StatusBadRequest
+	case CallQueueFull:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }
@@ -397,13 +489,24 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			if len(body) == 0 {
 				body = []byte("null")
 			}
-			ctx := r.Context()
-			if req.TimeoutMs > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
-				defer cancel()
+			if req.TTLMs < 0 {
+				writeErr(w, http.StatusBadRequest, errors.New("ttl_ms is negative"))
+				return
 			}
-			res, err := p.call(ctx, req.App, addr, kind, req.Method, req.Token, body)
+			ttl := time.Duration(req.TTLMs) * time.Millisecond
+			ctx := r.Context()
+			// timeout_ms covers the whole exchange; without it, a call for
+			// later may also wait its time to live for the device.
+			timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+			if timeout <= 0 {
+				timeout = DefaultCallTimeout
+				if kind == CallRequest {
+					timeout += ttl
+				}
+			}
+			ctx, cancel := context.WithTimeout(ctx, min(timeout, MaxCallTimeout))
+			defer cancel()
+			res, rep, err := p.call(ctx, req.App, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
 			var ce *CallError
 			switch {
 			case errors.As(err, &ce):
@@ -411,7 +514,12 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			case err != nil:
 				writeErr(w, http.StatusInternalServerError, err)
 			case kind == CallMessage:
-				writeJSON(w, http.StatusOK, map[string]bool{"delivered": true})
+				out := SendResult{Delivered: true}
+				if rep != nil && rep.Queued {
+					exp := time.UnixMilli(rep.ExpiresMs).UTC()
+					out = SendResult{Queued: true, Expires: &exp}
+				}
+				writeJSON(w, http.StatusOK, out)
 			default:
 				writeJSON(w, http.StatusOK, CallResult{Result: res})
 			}

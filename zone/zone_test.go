@@ -50,6 +50,23 @@ func startHub(t *testing.T, clock *testClock, tweak func(*HubConfig)) *testHub {
 	if _, err := InitZone(dir, "alice", []string{addr}, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
+	return restartHub(t, clock, dir, tweak)
+}
+
+// restartHub runs the hub of an existing zone directory until the test
+// ends (or stop is called).
+func restartHub(t *testing.T, clock *testClock, dir string, tweak func(*HubConfig)) *testHub {
+	t.Helper()
+	store, err := openHubStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := store.Zone()
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := info.PublicAddrs[0]
 	ready := make(chan net.Addr, 1)
 	cfg := HubConfig{DataDir: dir, Listen: addr, Now: clock.Now, Heartbeat: 200 * time.Millisecond, Ready: func(a net.Addr) { ready <- a }, Logger: testLogger(t, "hub")}
 	if tweak != nil {
@@ -127,11 +144,21 @@ func (p *testPeer) stop() error {
 
 func startPeer(t *testing.T, dir string, clock *testClock) *testPeer {
 	t.Helper()
+	return startPeerWith(t, dir, clock, nil)
+}
+
+// startPeerWith is startPeer with a change to the configuration.
+func startPeerWith(t *testing.T, dir string, clock *testClock, tweak func(*PeerConfig)) *testPeer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &testPeer{dir: dir, cancel: cancel, exited: make(chan struct{})}
+	cfg := PeerConfig{DataDir: dir, Now: clock.Now, BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, Logger: testLogger(t, "peer")}
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	go func() {
 		defer close(p.exited)
-		p.err = RunPeer(ctx, PeerConfig{DataDir: dir, Now: clock.Now, BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, Logger: testLogger(t, "peer")})
+		p.err = RunPeer(ctx, cfg)
 	}()
 	t.Cleanup(func() { p.stop() })
 	return p

@@ -202,7 +202,11 @@ func (p *Peer) syncChanged() {
 	if p.state == nil {
 		return
 	}
+	p.touch()
 	st := p.state.State()
+	if st.Pending > 0 && p.isAsleep() {
+		p.need() // a local edit wakes the device to push it
+	}
 	if p.cfg.OnSync != nil {
 		p.cfg.OnSync(st)
 	}

@@ -31,16 +31,29 @@ func newHubDevicesCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DEVICE\tSTATE\tTRANSPORT\tREMOTE\tSINCE\tLAST ACTIVE\tRTT\tCERT EXPIRES")
+			fmt.Fprintln(tw, "DEVICE\tSTATE\tTRANSPORT\tREMOTE\tSINCE\tLAST ACTIVE\tRTT\tQUEUE\tWAKE\tCERT EXPIRES")
 			for _, d := range v.Devices {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, dash(d.Transport), dash(d.RemoteAddr),
-					timeOrDash(d.Since), timeOrDash(d.LastActivity), rttOrDash(d.RTTMs), d.CertExpires.Local().Format(time.DateOnly))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.State, dash(d.Transport), dash(d.RemoteAddr),
+					timeOrDash(d.Since), timeOrDash(d.LastActivity), rttOrDash(d.RTTMs), d.Queue, wakeSummary(d.Wake), d.CertExpires.Local().Format(time.DateOnly))
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON (a list of devices; fields in docs/PROTOCOL.md)")
 	return cmd
+}
+
+// wakeSummary is a device's wake column: where it is pinged and how many
+// pings went (and were held back by the rate cap).
+func wakeSummary(w *zone.WakeView) string {
+	if w == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s %s, %d pings", w.Method, w.Endpoint, w.Pings)
+	if w.Limited > 0 {
+		s += fmt.Sprintf(" (%d held back)", w.Limited)
+	}
+	return s
 }
 
 func dash(s string) string {

@@ -20,6 +20,9 @@ type hubServeOptions struct {
 	pairBurst  int
 	pairRefill time.Duration
 	retention  time.Duration
+	queueLimit int
+	queueMiB   int
+	wakeRate   int
 }
 
 func newHubServeCmd(g *globals) *cobra.Command {
@@ -29,9 +32,17 @@ func newHubServeCmd(g *globals) *cobra.Command {
 		Short: "Run the hub",
 		Long: `serve runs the hub: QUIC on UDP and TLS 1.3 + yamux on TCP, both on the same
 port, plus the admin socket in the data directory. It runs until SIGINT or
-SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
+SIGTERM, then closes every session with reason "shutdown" and exits 0.
+
+Messages sent with a time to live (pzp send --ttl) for a device that is
+asleep or offline wait in the data directory's mailbox.db, at most
+--queue-limit messages and --queue-mib MiB per device; the hub wakes the
+device with a UDP ping, at most --wake-rate pings per device per minute.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.queueLimit < 1 || o.queueMiB < 1 || o.wakeRate < 1 {
+				return usagef("--queue-limit, --queue-mib and --wake-rate must be at least 1")
+			}
 			if o.noQUIC && o.noTCP {
 				return usagef("--no-quic and --no-tcp together leave nothing to serve")
 			}
@@ -51,7 +62,8 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
 				kinds = append(kinds, transport.KindTCP)
 			}
 			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
-				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention})
+				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
+				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate})
 		},
 	}
 	f := cmd.Flags()
@@ -63,5 +75,8 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.`,
 	f.IntVar(&o.pairBurst, "pair-burst", pairing.DefaultLimitBurst, "failed pairing attempts one address may make before it is slowed down")
 	f.DurationVar(&o.pairRefill, "pair-refill", pairing.DefaultLimitRefill, "after the burst, one more pairing attempt per this long")
 	f.DurationVar(&o.retention, "tombstone-retention", zsync.DefaultTombstoneRetention, "how long a deletion is kept for devices that have not seen it; a device away longer resyncs fully")
+	f.IntVar(&o.queueLimit, "queue-limit", zone.DefaultQueueLimit, "messages the hub keeps for one device that is away")
+	f.IntVar(&o.queueMiB, "queue-mib", zone.DefaultQueueBytes>>20, "MiB of messages the hub keeps for one device that is away")
+	f.IntVar(&o.wakeRate, "wake-rate", zone.DefaultWakeRate, "wake pings one device may receive per minute")
 	return cmd
 }

@@ -13,14 +13,16 @@ import (
 
 func newPeerCallCmd(g *globals) *cobra.Command {
 	var app, token string
-	var timeout time.Duration
+	var timeout, ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "call ADDR METHOD [JSON]",
 		Short: "Call a method of a service and print its result",
 		Long: `call sends METHOD with the JSON argument (null when left out) to the service at
 ADDR, DEVICE/SERVICE or ZONE/DEVICE/SERVICE, and prints the JSON result. A
 failed call exits 1 and says why: no such device or service, offline,
-denied by policy, deadline, or the service's own error.`,
+denied by policy, deadline, or the service's own error. With --ttl, a call
+to a device that is asleep or offline waits up to that long for it (the
+hub wakes it), on top of --timeout.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 || len(args) > 3 {
 				return usagef("call takes ADDR METHOD [JSON]")
@@ -45,9 +47,12 @@ denied by policy, deadline, or the service's own error.`,
 			if len(args) == 3 {
 				arg = json.RawMessage(args[2])
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			if ttl < 0 {
+				return usagef("--ttl must not be negative")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+ttl)
 			defer cancel()
-			res, err := c.CallWith(ctx, zone.CallRequestBody{App: app, To: args[0], Method: args[1], Body: arg, Token: token})
+			res, err := c.CallWith(ctx, zone.CallRequestBody{App: app, To: args[0], Method: args[1], Body: arg, Token: token, TTLMs: ttl.Milliseconds()})
 			if err != nil {
 				return hint(err)
 			}
@@ -58,18 +63,25 @@ denied by policy, deadline, or the service's own error.`,
 	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the call is made as (what policy rules match)")
 	cmd.Flags().StringVar(&token, "token", "", "a service token (ID.SECRET from pzh tokens issue), for services that require one")
 	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "wait up to this long for a device that is asleep or offline (0: fail at once)")
 	return cmd
 }
 
 func newPeerSendCmd(g *globals) *cobra.Command {
 	var app string
-	var timeout time.Duration
+	var timeout, ttl time.Duration
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "send ADDR MESSAGE",
 		Short: "Send a one-way message to a service",
 		Long: `send delivers MESSAGE to the service at ADDR and returns once the application
 serving it has it. MESSAGE is sent as a JSON string unless it is itself
-valid JSON (an object, array, number, true/false/null or a quoted string).`,
+valid JSON (an object, array, number, true/false/null or a quoted string).
+
+With --ttl, a message for a device that is asleep or offline is kept at the
+hub for up to that long (at most 30 days) and the hub wakes the device; it
+is delivered, in order, once the device is back. send then prints that it
+was queued, and until when. A full queue at the hub is an error (exit 1).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return usagef("send takes ADDR MESSAGE")
@@ -88,12 +100,27 @@ valid JSON (an object, array, number, true/false/null or a quoted string).`,
 			if !json.Valid(msg) {
 				msg, _ = json.Marshal(args[1])
 			}
+			if ttl < 0 || ttl > zone.MaxTTL {
+				return usagef("--ttl %v: use 0 (deliver now or fail) up to %v", ttl, zone.MaxTTL)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			return hint(c.Send(ctx, app, args[0], msg))
+			res, err := c.SendWith(ctx, zone.CallRequestBody{App: app, To: args[0], Body: msg, TTLMs: ttl.Milliseconds()})
+			if err != nil {
+				return hint(err)
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if res.Queued {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "queued at the hub for %s until %s\n", args[0], res.Expires.Local().Format(time.RFC3339))
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the message is sent as")
 	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "keep the message at the hub this long if the device is asleep or offline (0: deliver now or fail)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	return cmd
 }

@@ -44,6 +44,20 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(out, "             %d local edits refused by the hub\n", sy.Refused)
 				}
 			}
+			if w := st.Wake; w != nil {
+				state := "awake"
+				if w.Asleep != nil {
+					state = "asleep since " + w.Asleep.Local().Format(time.DateTime)
+				}
+				endpoint := w.Endpoint
+				if endpoint == "" {
+					endpoint = "not registered yet"
+				}
+				fmt.Fprintf(out, "wake:        %s; sleeps after %s idle; listening on %s, hub pings %s\n", state, w.SleepAfter, w.Listen, endpoint)
+				p := w.Pings
+				fmt.Fprintf(out, "             %d sleeps, %d woken by ping, %d by local need; pings: %d accepted, %d forged, %d stale, %d replayed, %d malformed\n",
+					w.Sleeps, w.PingWakes, w.LocalWakes, p.Accepted, p.Forged, p.Stale, p.Replayed, p.Malformed)
+			}
 			if st.LastError != "" {
 				fmt.Fprintf(out, "last error:  %s\n", st.LastError)
 			}

@@ -1,0 +1,308 @@
+package zone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/wakeup"
+)
+
+// Sleeping, on the device's side (docs/PROTOCOL.md, "Wakeup and delivery
+// later"): after SleepAfter without activity a device closes its session
+// and sends nothing at all; it listens on the UDP socket its sessions are
+// dialled from for wake pings, and reconnects on a valid one, on a local
+// need (an application's call or message, a local edit, unpair), when its
+// certificate is due for renewal, or at its check-in interval.
+
+// PeerWakeStatus is the wake part of a peer's status (pzp status).
+type PeerWakeStatus struct {
+	SleepAfter string `json:"sleep_after"`
+	// Listen is the local UDP socket for wake pings.
+	Listen string `json:"listen"`
+	// Endpoint is where the hub pings this device (the address it
+	// observed), once it has confirmed this session's registration.
+	Endpoint     string     `json:"endpoint,omitempty"`
+	Asleep       *time.Time `json:"asleep_since,omitempty"`
+	Sleeps       uint64     `json:"sleeps"`
+	PingWakes    uint64     `json:"ping_wakes"`  // woken by a valid ping
+	LocalWakes   uint64     `json:"local_wakes"` // woken by an app, an edit, renewal or check-in
+	LastWake     *time.Time `json:"last_wake,omitempty"`
+	BytesAsleep  uint64     `json:"bytes_sent_asleep"` // sent from the wake socket while asleep: stays 0
+	// Pings counts what arrived on the wake socket, by verdict.
+	Pings wakeup.Counters `json:"pings"`
+}
+
+// sleeper is a peer's wake machinery; nil when the peer never sleeps.
+type sleeper struct {
+	after    time.Duration
+	checkIn  time.Duration
+	ep       *transport.Endpoint
+	verifier *wakeup.Verifier
+	pinged   chan struct{} // a valid ping arrived
+	needed   chan struct{} // something local wants the session
+
+	mu         sync.Mutex
+	asleep     bool
+	waking     bool // woken, reconnecting: local calls wait for the session
+	pending    wakeup.Secret // sent to the hub, not yet confirmed
+	registered bool          // this session's registration confirmed
+	st         PeerWakeStatus
+}
+
+func (p *Peer) newSleeper() (*sleeper, error) {
+	if p.cfg.SleepAfter <= 0 {
+		return nil, nil
+	}
+	listen := p.cfg.WakeListen
+	if listen == "" {
+		listen = ":0"
+	}
+	ep, err := transport.ListenEndpoint(listen)
+	if err != nil {
+		return nil, fmt.Errorf("wake socket: %w (choose another with --wake-listen)", err)
+	}
+	sl := &sleeper{after: p.cfg.SleepAfter, checkIn: p.cfg.CheckIn, ep: ep, verifier: wakeup.NewVerifier(p.cfg.WakeWindow, nil),
+		pinged: make(chan struct{}, 1), needed: make(chan struct{}, 1)}
+	sl.st = PeerWakeStatus{SleepAfter: p.cfg.SleepAfter.String(), Listen: ep.LocalAddr().String()}
+	return sl, nil
+}
+
+// listen reads wake pings until the socket closes. Nothing is ever sent
+// back, whatever arrives.
+func (p *Peer) listenWake(ctx context.Context) {
+	sl := p.sleep
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := sl.ep.ReadDatagram(ctx, buf)
+		if err != nil {
+			return
+		}
+		v := sl.verifier.Check(buf[:n])
+		p.changes.bump()
+		if v != wakeup.Accepted {
+			p.log.Debug("wake datagram dropped", "from", from, "size", n, "verdict", v)
+			continue
+		}
+		p.log.Info("wake ping", "from", from)
+		select {
+		case sl.pinged <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// need wakes a sleeping peer for something local; it does nothing when
+// the peer does not sleep.
+func (p *Peer) need() {
+	if p.sleep == nil {
+		return
+	}
+	select {
+	case p.sleep.needed <- struct{}{}:
+	default:
+	}
+}
+
+// isAsleep reports whether the peer is asleep.
+func (p *Peer) isAsleep() bool {
+	if p.sleep == nil {
+		return false
+	}
+	p.sleep.mu.Lock()
+	defer p.sleep.mu.Unlock()
+	return p.sleep.asleep
+}
+
+// registerWake sends this session's wake registration: a fresh secret,
+// and the port of the wake socket for a hub that sees the session over
+// TCP. The secret counts once the hub confirms it (wakeConfirmed); until
+// then the hub still holds the previous one.
+func (p *Peer) registerWake(ps *peerSession) error {
+	sl := p.sleep
+	if sl == nil || ps.welcome.Version < 2 || ps.welcome.RenewOnly {
+		return nil
+	}
+	if ps.welcome.TimeMs != 0 {
+		sl.verifier.SetOffset(time.UnixMilli(ps.welcome.TimeMs).Sub(time.Now()))
+	}
+	secret, err := wakeup.NewSecret()
+	if err != nil {
+		return err
+	}
+	sl.mu.Lock()
+	sl.pending, sl.registered = secret, false
+	sl.mu.Unlock()
+	port := uint16(sl.ep.LocalAddr().(*net.UDPAddr).Port)
+	return ps.send(&Control{Type: MsgWake, WakePort: port, WakeID: secret.ID[:], WakeKey: secret.Key[:]})
+}
+
+func (p *Peer) wakeConfirmed(c *Control) {
+	sl := p.sleep
+	if sl == nil {
+		return
+	}
+	sl.mu.Lock()
+	if !sl.pending.IsZero() {
+		sl.verifier.SetSecret(sl.pending)
+		sl.pending = wakeup.Secret{}
+		sl.registered = true
+	}
+	sl.st.Endpoint = c.WakeEndpoint
+	sl.mu.Unlock()
+	p.changes.bump()
+	p.log.Info("wake registration confirmed", "endpoint", c.WakeEndpoint)
+}
+
+// maySleep reports whether a session idle since last may end for sleep:
+// registered for wakeup, nothing in flight, every local edit pushed.
+func (p *Peer) maySleep() bool {
+	sl := p.sleep
+	sl.mu.Lock()
+	ok := sl.registered
+	sl.mu.Unlock()
+	if !ok || p.inflight.Load() > 0 {
+		return false
+	}
+	if p.state != nil && !p.state.State().Synced() {
+		return false
+	}
+	return true
+}
+
+// touch notes activity that keeps the session awake.
+func (p *Peer) touch() { p.lastActive.Store(time.Now().UnixNano()) }
+
+// idleFor is how long the session has been idle.
+func (p *Peer) idleFor() time.Duration { return time.Since(time.Unix(0, p.lastActive.Load())) }
+
+// errSleep ends a session whose device goes to sleep.
+var errSleep = errors.New("going to sleep")
+
+// sleepUntilWoken is the peer asleep: no connection, nothing sent, until a
+// valid ping, a local need, renewal, check-in, or ctx ends.
+func (p *Peer) sleepUntilWoken(ctx context.Context) {
+	sl := p.sleep
+	now := time.Now()
+	sentBefore := sl.ep.BytesSent()
+	sl.mu.Lock()
+	sl.asleep = true
+	sl.st.Asleep = &now
+	sl.st.Sleeps++
+	sl.mu.Unlock()
+	p.setStatus(func(s *PeerStatus) {
+		s.State, s.Transport, s.Session, s.Since, s.RTTMs = "asleep", "", "", nil, nil
+	})
+	p.log.Info("asleep: session closed; waiting for a wake ping", "listen", sl.st.Listen)
+	defer func() {
+		t := time.Now()
+		sl.mu.Lock()
+		sl.asleep, sl.waking = false, true
+		sl.st.Asleep = nil
+		sl.st.LastWake = &t
+		sl.st.BytesAsleep += sl.ep.BytesSent() - sentBefore
+		sl.mu.Unlock()
+		p.setStatus(func(s *PeerStatus) { s.State = "connecting" })
+	}()
+	// A local edit made while the session was closing.
+	if p.state != nil && p.state.State().Pending > 0 {
+		sl.count(&sl.st.LocalWakes)
+		return
+	}
+	renew := time.NewTimer(max(time.Until(renewAt(p.id.Load().Cert)), 0))
+	defer renew.Stop()
+	var checkIn <-chan time.Time
+	if sl.checkIn > 0 {
+		t := time.NewTimer(sl.checkIn)
+		defer t.Stop()
+		checkIn = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-sl.pinged:
+		sl.count(&sl.st.PingWakes)
+		p.log.Info("woken by a ping")
+	case <-sl.needed:
+		sl.count(&sl.st.LocalWakes)
+		p.log.Info("woken: an application or a local edit needs the hub")
+	case <-renew.C:
+		sl.count(&sl.st.LocalWakes)
+		p.log.Info("woken: certificate renewal is due")
+	case <-checkIn:
+		sl.count(&sl.st.LocalWakes)
+		p.log.Info("woken: check-in")
+	}
+}
+
+func (sl *sleeper) count(n *uint64) {
+	sl.mu.Lock()
+	*n++
+	sl.mu.Unlock()
+}
+
+// drain forgets wake signals from before the device decided to sleep.
+func (sl *sleeper) drain() {
+	for _, ch := range []chan struct{}{sl.pinged, sl.needed} {
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+func (p *Peer) wakeStatus() *PeerWakeStatus {
+	sl := p.sleep
+	if sl == nil {
+		return nil
+	}
+	sl.mu.Lock()
+	st := sl.st
+	sl.mu.Unlock()
+	st.Pings = sl.verifier.Counters()
+	return &st
+}
+
+// awaitSession waits, until ctx ends, for the session of a peer that is
+// asleep or waking up, after asking it to wake.
+func (p *Peer) awaitSession(ctx context.Context) transport.Conn {
+	if p.sleep == nil {
+		return nil
+	}
+	var ver uint64
+	for {
+		if c := p.conn.Load(); c != nil {
+			return *c
+		}
+		p.sleep.mu.Lock()
+		waiting := p.sleep.asleep || p.sleep.waking
+		p.sleep.mu.Unlock()
+		if !waiting {
+			return nil
+		}
+		p.need()
+		nv := p.changes.wait(ctx, ver)
+		if ctx.Err() != nil {
+			return nil
+		}
+		ver = nv
+	}
+}
+
+// woke ends the waking phase: the first connection attempt after sleep
+// succeeded or failed.
+func (p *Peer) woke() {
+	if p.sleep == nil {
+		return
+	}
+	p.sleep.mu.Lock()
+	changed := p.sleep.waking
+	p.sleep.waking = false
+	p.sleep.mu.Unlock()
+	if changed {
+		p.changes.bump()
+	}
+}

@@ -1,0 +1,145 @@
+package zone
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/pzone/pzone/transport"
+)
+
+func sleepy(after time.Duration, mode transport.Mode) func(*PeerConfig) {
+	return func(c *PeerConfig) {
+		c.SleepAfter, c.WakeListen, c.Mode = after, "127.0.0.1:0", mode
+	}
+}
+
+func waitAsleep(t *testing.T, dir string) *PeerStatus {
+	t.Helper()
+	return waitPeer(t, dir, func(s *PeerStatus) bool { return s.State == "asleep" })
+}
+
+// waitHubDevice long-polls the hub's devices until cond holds for device.
+func waitHubDevice(t *testing.T, h *testHub, device string, cond func(DeviceView) bool) DeviceView {
+	t.Helper()
+	ctx := testCtx(t)
+	var ver uint64
+	for {
+		var v DevicesView
+		if err := h.client().Do(ctx, http.MethodGet, "/v1/devices?wait="+itoa(ver)+"&timeout=10s", nil, &v); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range v.Devices {
+			if d.Name == device && cond(d) {
+				return d
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("device %s never matched: %+v", device, v.Devices)
+		}
+		ver = v.Version
+	}
+}
+
+// TestSleepWakeDeliver: a device sleeps when idle; a message for later is
+// queued at the hub, the hub's ping wakes the device, the message is
+// delivered and the device sleeps again; a call for later waits for it.
+func TestSleepWakeDeliver(t *testing.T) {
+	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
+		t.Run(string(mode), func(t *testing.T) {
+			clock := &testClock{}
+			hub := startHub(t, clock, nil)
+			phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+			startPeer(t, phone, clock)
+			startPeerWith(t, laptop, clock, sleepy(300*time.Millisecond, mode))
+			waitSyncedPeer(t, phone)
+			msgs := serveEcho(t, laptop)
+			st := waitAsleep(t, laptop)
+			if st.Wake == nil || st.Wake.Endpoint == "" || st.Wake.Sleeps != 1 {
+				t.Fatalf("asleep without a registration: %+v", st.Wake)
+			}
+			waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.State == "asleep" })
+
+			ctx := testCtx(t)
+			c := peerClient(phone)
+			// Without a time to live, a sleeping device is offline.
+			_, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`1`)})
+			wantStatus(t, err, http.StatusServiceUnavailable, "offline")
+			res, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`"later"`), TTLMs: time.Minute.Milliseconds()})
+			if err != nil || !res.Queued || res.Expires == nil {
+				t.Fatalf("send for later: %+v, %v", res, err)
+			}
+			select {
+			case ev := <-msgs:
+				if string(ev.Body) != `"later"` || ev.Queued == nil {
+					t.Fatalf("delivered %+v", ev)
+				}
+			case <-ctx.Done():
+				t.Fatal("the queued message never arrived")
+			}
+			waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Queue == 0 })
+			st = waitAsleep(t, laptop)
+			if st.Wake.PingWakes != 1 || st.Wake.Pings.Accepted != 1 || st.Wake.BytesAsleep != 0 {
+				t.Fatalf("wake counters: %+v", st.Wake)
+			}
+
+			// A call for later wakes the device and gets its answer.
+			out, err := c.CallWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Method: "echo", Body: []byte(`"hi"`), TTLMs: 20000})
+			if err != nil || string(out) != `"hi"` {
+				t.Fatalf("call for later: %s, %v", out, err)
+			}
+			waitAsleep(t, laptop)
+			// An application on the sleeping device wakes it to call.
+			out, err = peerClient(laptop).Call(ctx, "tester", "phone/none", "x", nil)
+			wantStatus(t, err, http.StatusServiceUnavailable, "not running")
+			_ = out
+		})
+	}
+}
+
+// TestQueueSurvivesRestartAndFills: queued messages are kept across a hub
+// restart and delivered in order; a full queue is an error to the sender.
+func TestQueueSurvivesRestartAndFills(t *testing.T) {
+	clock := &testClock{}
+	var hubDir string
+	hub := startHub(t, clock, func(c *HubConfig) { c.QueueLimit = 3 })
+	hubDir = hub.dir
+	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	waitSyncedPeer(t, phone)
+	ctx := testCtx(t)
+	c := peerClient(phone)
+	for i, m := range []string{`1`, `2`, `3`} {
+		res, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(m), TTLMs: time.Hour.Milliseconds()})
+		if err != nil || !res.Queued {
+			t.Fatalf("message %d: %+v, %v", i, res, err)
+		}
+	}
+	_, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`4`), TTLMs: time.Hour.Milliseconds()})
+	wantStatus(t, err, http.StatusInsufficientStorage, "queue full")
+	if d := waitHubDevice(t, hub, "laptop", func(DeviceView) bool { return true }); d.Queue != 3 || d.State != "offline" {
+		t.Fatalf("laptop at the hub: %+v", d)
+	}
+	if err := hub.stop(); err != nil {
+		t.Fatal(err)
+	}
+	hub2 := restartHub(t, clock, hubDir, nil)
+	if d := waitHubDevice(t, hub2, "laptop", func(DeviceView) bool { return true }); d.Queue != 3 {
+		t.Fatalf("after restart: %+v", d)
+	}
+	startPeer(t, laptop, clock)
+	msgs := serveEcho(t, laptop)
+	for _, want := range []string{`1`, `2`, `3`} {
+		select {
+		case ev := <-msgs:
+			if string(ev.Body) != want {
+				t.Fatalf("got %s, want %s", ev.Body, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("queued messages not delivered")
+		}
+	}
+	waitHubDevice(t, hub2, "laptop", func(d DeviceView) bool { return d.Queue == 0 })
+	_ = context.Background
+}
