@@ -330,6 +330,9 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 			refuseCall(st, CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
+	case target == nil && h.asleep(hdr.ToDevice):
+		refuseCall(st, CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
+		return
 	case target == nil:
 		refuseCall(st, CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
 		return

@@ -232,6 +232,11 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
+	if p.sleep, err = p.newSleeper(); err != nil {
+		p.state.Close()
+		store.Close()
+		return err
+	}
 	sock := SocketPath(cfg.DataDir, PeerSocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
@@ -281,8 +286,13 @@ func NewPeer(cfg PeerConfig, id *Identity) (*Peer, error) {
 }
 
 // Run keeps the session until ctx ends (nil) or the hub ends it for good.
+// It may be called once.
 func (p *Peer) Run(ctx context.Context) error {
-	_, err := p.loop(ctx)
+	var err error
+	if p.sleep, err = p.newSleeper(); err != nil {
+		return err
+	}
+	_, err = p.loop(ctx)
 	return err
 }
 
@@ -349,22 +359,12 @@ func (e *syncError) Unwrap() error { return e.err }
 func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 	bo := backoff{min: p.cfg.BackoffMin, max: p.cfg.BackoffMax}
 	var pinged chan struct{} // nil: never sleeps
-	if p.sleep == nil {
-		sl, err := p.newSleeper()
-		if err != nil {
-			p.setStatus(func(s *PeerStatus) { s.State, s.Running, s.LastError = "stopped", false, err.Error() })
-			return nil, err
-		}
-		if sl != nil {
-			p.sleep = sl
-			wctx, stop := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { defer close(done); p.listenWake(wctx) }()
-			defer func() { stop(); sl.ep.Close(); <-done }()
-		}
-	}
-	if p.sleep != nil {
-		pinged = p.sleep.pinged
+	if sl := p.sleep; sl != nil {
+		pinged = sl.pinged
+		wctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); p.listenWake(wctx) }()
+		defer func() { stop(); sl.ep.Close(); <-done }()
 	}
 	for {
 		sess, err := p.connect(ctx)

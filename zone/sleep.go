@@ -26,13 +26,13 @@ type PeerWakeStatus struct {
 	Listen string `json:"listen"`
 	// Endpoint is where the hub pings this device (the address it
 	// observed), once it has confirmed this session's registration.
-	Endpoint     string     `json:"endpoint,omitempty"`
-	Asleep       *time.Time `json:"asleep_since,omitempty"`
-	Sleeps       uint64     `json:"sleeps"`
-	PingWakes    uint64     `json:"ping_wakes"`  // woken by a valid ping
-	LocalWakes   uint64     `json:"local_wakes"` // woken by an app, an edit, renewal or check-in
-	LastWake     *time.Time `json:"last_wake,omitempty"`
-	BytesAsleep  uint64     `json:"bytes_sent_asleep"` // sent from the wake socket while asleep: stays 0
+	Endpoint    string     `json:"endpoint,omitempty"`
+	Asleep      *time.Time `json:"asleep_since,omitempty"`
+	Sleeps      uint64     `json:"sleeps"`
+	PingWakes   uint64     `json:"ping_wakes"`  // woken by a valid ping
+	LocalWakes  uint64     `json:"local_wakes"` // woken by an app, an edit, renewal or check-in
+	LastWake    *time.Time `json:"last_wake,omitempty"`
+	BytesAsleep uint64     `json:"bytes_sent_asleep"` // sent from the wake socket while asleep: stays 0
 	// Pings counts what arrived on the wake socket, by verdict.
 	Pings wakeup.Counters `json:"pings"`
 }
@@ -48,7 +48,7 @@ type sleeper struct {
 
 	mu         sync.Mutex
 	asleep     bool
-	waking     bool // woken, reconnecting: local calls wait for the session
+	waking     bool          // woken, reconnecting: local calls wait for the session
 	pending    wakeup.Secret // sent to the hub, not yet confirmed
 	registered bool          // this session's registration confirmed
 	st         PeerWakeStatus

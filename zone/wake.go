@@ -199,6 +199,15 @@ func (h *Hub) saveWake(device string, rec *wakeRecord) {
 	h.changes.bump()
 }
 
+// asleep reports whether a device's last session ended with it going to
+// sleep.
+func (h *Hub) asleep(device string) bool {
+	h.wakeMu.Lock()
+	defer h.wakeMu.Unlock()
+	w := h.wakes[device]
+	return w != nil && w.rec != nil && w.rec.Asleep
+}
+
 // online reports whether a device has a session that is not closing.
 func (h *Hub) online(device string) bool {
 	h.mu.Lock()

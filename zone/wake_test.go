@@ -63,9 +63,9 @@ func TestSleepWakeDeliver(t *testing.T) {
 
 			ctx := testCtx(t)
 			c := peerClient(phone)
-			// Without a time to live, a sleeping device is offline.
+			// Without a time to live, a sleeping device is away.
 			_, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`1`)})
-			wantStatus(t, err, http.StatusServiceUnavailable, "offline")
+			wantStatus(t, err, http.StatusServiceUnavailable, `device "laptop" is asleep`)
 			res, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`"later"`), TTLMs: time.Minute.Milliseconds()})
 			if err != nil || !res.Queued || res.Expires == nil {
 				t.Fatalf("send for later: %+v, %v", res, err)

@@ -16,6 +16,7 @@ import (
 func newPeerListenCmd(g *globals) *cobra.Command {
 	var app, description string
 	var asJSON bool
+	var count int
 	cmd := &cobra.Command{
 		Use:   "listen SERVICE",
 		Short: "Serve SERVICE and print each message it receives, until interrupted",
@@ -36,11 +37,24 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 			if err != nil {
 				return err
 			}
+			if count < 0 {
+				return usagef("--count must not be negative")
+			}
 			out := cmd.OutOrStdout()
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
 			var mu sync.Mutex // events are handled concurrently
+			printed := 0
 			print := func(ev zone.Event) {
 				mu.Lock()
 				defer mu.Unlock()
+				if count > 0 && printed >= count {
+					return
+				}
+				printed++
+				if printed == count {
+					defer stop()
+				}
 				if asJSON {
 					b, _ := json.Marshal(ev)
 					fmt.Fprintln(out, string(b))
@@ -52,7 +66,7 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 				}
 			}
 			info := zone.ServiceInfo{Name: args[0], Description: description}
-			err = c.Serve(cmd.Context(), app, info, func(_ context.Context, ev zone.Event) (any, error) {
+			err = c.Serve(ctx, app, info, func(_ context.Context, ev zone.Event) (any, error) {
 				if ev.Type != "message" {
 					return nil, fmt.Errorf("%s only takes messages (pzp send)", args[0])
 				}
@@ -68,6 +82,7 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 	cmd.Flags().StringVar(&app, "app", "pzp-listen", "the application name the service is registered under")
 	cmd.Flags().StringVar(&description, "description", "", "what the service is, for pzp services")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as JSON")
+	cmd.Flags().IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
 	return cmd
 }
 

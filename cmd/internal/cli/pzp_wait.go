@@ -13,14 +13,15 @@ import (
 func newPeerWaitCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "wait ready|online|connecting|synced",
+		Use:   "wait ready|online|connecting|asleep|synced",
 		Short: "Wait until pzp run answers, or its session reaches a state",
 		Long: `wait blocks until pzp run answers (ready), its session is up (online) or
-down (connecting), or it is online, holds everything the hub has, and has
-no local edits waiting for the hub (synced).`,
+down (connecting), it sleeps (asleep, with pzp run --sleep-after), or it
+is online, holds everything the hub has, and has no local edits waiting
+for the hub (synced).`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 || (args[0] != "ready" && args[0] != "online" && args[0] != "connecting" && args[0] != "synced") {
-				return usagef("say what to wait for: ready, online, connecting or synced")
+			if len(args) != 1 || (args[0] != "ready" && args[0] != "online" && args[0] != "connecting" && args[0] != "asleep" && args[0] != "synced") {
+				return usagef("say what to wait for: ready, online, connecting, asleep or synced")
 			}
 			return nil
 		},

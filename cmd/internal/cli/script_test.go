@@ -55,6 +55,10 @@ func TestScripts(t *testing.T) {
 			"genrecords": cmdGenRecords,
 			"waitseq":    cmdWaitSeq,
 			"lines":      cmdLines,
+			// Wakeup (script_wake_test.go).
+			"udpsend":   cmdUDPSend,
+			"waitpings": cmdWaitPings,
+			"maybe":     cmdMaybe,
 		},
 	})
 }

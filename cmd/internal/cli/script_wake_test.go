@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/pzone/pzone/zone"
+)
+
+// Commands for the wakeup scripts.
+
+// udpsend ADDR HEX...: send each HEX as one UDP datagram to ADDR, back to
+// back, from one socket.
+func cmdUDPSend(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: udpsend ADDR HEX...")
+	}
+	c, err := net.Dial("udp", args[0])
+	ts.Check(err)
+	defer c.Close()
+	for _, h := range args[1:] {
+		b, err := hex.DecodeString(h)
+		ts.Check(err)
+		_, err = c.Write(b)
+		ts.Check(err)
+	}
+}
+
+// waitpings DIR VERDICT N: wait until the pzp in DIR has counted at least N
+// wake datagrams with VERDICT (accepted, forged, stale, replayed,
+// malformed), then print its state and counters.
+func cmdWaitPings(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: waitpings DIR VERDICT N")
+	}
+	want, err := strconv.ParseUint(args[2], 10, 64)
+	ts.Check(err)
+	c := daemonClient(ts, args[0], "pzp")
+	ctx, cancel := context.WithTimeout(context.Background(), scriptWait)
+	defer cancel()
+	path := "/v1/status"
+	for {
+		var st zone.PeerStatus
+		if err := c.Do(ctx, http.MethodGet, path, nil, &st); err != nil {
+			ts.Fatalf("waitpings: %v", err)
+		}
+		if st.Wake == nil {
+			ts.Fatalf("waitpings: %s does not sleep (no --sleep-after)", args[0])
+		}
+		p := st.Wake.Pings
+		got := map[string]uint64{"accepted": p.Accepted, "forged": p.Forged, "stale": p.Stale, "replayed": p.Replayed, "malformed": p.Malformed}
+		n, ok := got[args[1]]
+		if !ok {
+			ts.Fatalf("waitpings: unknown verdict %q", args[1])
+		}
+		if n >= want {
+			fmt.Fprintf(ts.Stdout(), "state %s; pings accepted %d forged %d stale %d replayed %d malformed %d; woken %d\n",
+				st.State, p.Accepted, p.Forged, p.Stale, p.Replayed, p.Malformed, st.Wake.PingWakes)
+			return
+		}
+		if ctx.Err() != nil {
+			ts.Fatalf("waitpings: %s %d < %d after %v: %+v", args[1], n, want, scriptWait, p)
+		}
+		path = fmt.Sprintf("/v1/status?wait=%d&timeout=10s", st.Version)
+	}
+}
+
+// maybe PROG ARGS...: run a program whose success or failure the script
+// does not depend on (e.g. a wake ping that the rate cap may hold back).
+func cmdMaybe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: maybe PROG ARGS...")
+	}
+	if err := ts.Exec(args[0], args[1:]...); err != nil {
+		fmt.Fprintf(ts.Stdout(), "maybe: %v\n", err)
+	}
+}
