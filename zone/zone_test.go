@@ -321,15 +321,23 @@ func TestControlStreamAbuse(t *testing.T) {
 	cases := []struct {
 		name  string
 		bytes []byte
+		only  transport.Mode // if set, the case breaks the protocol only over this transport
 	}{
 		{"oversized frame", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{"not CBOR", []byte{0x03, 0xff, 0xfe, 0xfd}},
 		{"wrong stream kind first", mustFrame(t, &StreamHeader{Kind: StreamRenew})},
 		{"header then junk", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), 0x02, 0xff, 0xff)},
 		{"ping before hello", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), mustFrame(t, &Control{Type: MsgPing})...)},
+		{"wake with a short key", helloThen(t, &Control{Type: MsgWake, WakePort: 9, WakeID: make([]byte, 16), WakeKey: make([]byte, 8)})},
+		{"wake by an unknown method", helloThen(t, &Control{Type: MsgWake, WakeMethod: "pigeon", WakeEndpoint: "x", WakeID: make([]byte, 16), WakeKey: make([]byte, 32)})},
+		// Over QUIC the hub pings the session's own address and needs no port.
+		{"wake over tcp without a port", helloThen(t, &Control{Type: MsgWake, WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), transport.ModeTCP},
 	}
 	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
 		for _, tc := range cases {
+			if tc.only != "" && tc.only != mode {
+				continue
+			}
 			t.Run(string(mode)+"/"+tc.name, func(t *testing.T) {
 				ctx := testCtx(t)
 				conn, err := transport.Dial(ctx, h.addr.String(), mode, transport.Config{TLS: p.sessionTLS()})
@@ -357,6 +365,12 @@ func TestControlStreamAbuse(t *testing.T) {
 	if d := deviceRecord(t, h, "phone"); d.State != "offline" {
 		t.Errorf("abusive device shows %s", d.State)
 	}
+}
+
+// helloThen is a control stream's header and Hello followed by c.
+func helloThen(t *testing.T, c *Control) []byte {
+	b := append(mustFrame(t, &StreamHeader{Kind: StreamControl}), mustFrame(t, &Control{Type: MsgHello, Version: SessionVersion})...)
+	return append(b, mustFrame(t, c)...)
 }
 
 func mustFrame(t *testing.T, v any) []byte {
