@@ -323,13 +323,13 @@ func TestControlStreamAbuse(t *testing.T) {
 		bytes []byte
 		only  transport.Mode // if set, the case breaks the protocol only over this transport
 	}{
-		{"oversized frame", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}},
-		{"not CBOR", []byte{0x03, 0xff, 0xfe, 0xfd}},
-		{"wrong stream kind first", mustFrame(t, &StreamHeader{Kind: StreamRenew})},
-		{"header then junk", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), 0x02, 0xff, 0xff)},
-		{"ping before hello", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), mustFrame(t, &Control{Type: MsgPing})...)},
-		{"wake with a short key", helloThen(t, &Control{Type: MsgWake, WakePort: 9, WakeID: make([]byte, 16), WakeKey: make([]byte, 8)})},
-		{"wake by an unknown method", helloThen(t, &Control{Type: MsgWake, WakeMethod: "pigeon", WakeEndpoint: "x", WakeID: make([]byte, 16), WakeKey: make([]byte, 32)})},
+		{"oversized frame", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, ""},
+		{"not CBOR", []byte{0x03, 0xff, 0xfe, 0xfd}, ""},
+		{"wrong stream kind first", mustFrame(t, &StreamHeader{Kind: StreamRenew}), ""},
+		{"header then junk", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), 0x02, 0xff, 0xff), ""},
+		{"ping before hello", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), mustFrame(t, &Control{Type: MsgPing})...), ""},
+		{"wake with a short key", helloThen(t, &Control{Type: MsgWake, WakePort: 9, WakeID: make([]byte, 16), WakeKey: make([]byte, 8)}), ""},
+		{"wake by an unknown method", helloThen(t, &Control{Type: MsgWake, WakeMethod: "pigeon", WakeEndpoint: "x", WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), ""},
 		// Over QUIC the hub pings the session's own address and needs no port.
 		{"wake over tcp without a port", helloThen(t, &Control{Type: MsgWake, WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), transport.ModeTCP},
 	}
