@@ -7,8 +7,9 @@
 // It is not a test: targets are reported (Row.Met), never asserted. It runs
 // real hubs and peers over real loopback sockets with the same code as
 // pzh serve and pzp run; the idle-cost, sync and call rows run the hub as
-// a separate pzh process so its memory and CPU are its own, and the
-// initial-sync row runs the new device as a pzp pair process.
+// a separate pzh process so its memory and CPU are its own, the
+// initial-sync row runs the new device as a pzp pair process, and the
+// wakeup rows run the hub in this process, to time its wake pings.
 package bench
 
 import (
@@ -80,6 +81,10 @@ type Config struct {
 	// RelayBytes is what the relay row sends through the hub on one call
 	// stream, each run.
 	RelayBytes int64
+	// WakeSamples is how many messages the wake-to-delivery rows time,
+	// one at a time, each to a sleeping device, after a tenth as many (at
+	// least 2) to warm up.
+	WakeSamples int
 	// Only limits the run to these row groups (Groups); empty means all.
 	Only []string
 	// HubCommand starts the hub as its own process for the idle-cost,
@@ -110,7 +115,7 @@ func DefaultConfig() Config {
 		TrafficWindow: 5 * time.Second, TrafficSettle: 4 * time.Second,
 		SyncSamples: 500, SyncDevices: 2, SyncWindow: 5 * time.Second, SyncRecords: 100000,
 		CallSamples: 2000, CallWindow: 5 * time.Second, CallPayload: 768 << 10, RelayBytes: 256 << 20,
-		Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
+		WakeSamples: 100, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
 // ShortConfig is a smoke run that proves the benchmark still works.
@@ -119,7 +124,7 @@ func ShortConfig() Config {
 		TrafficWindow: time.Second, TrafficSettle: 200 * time.Millisecond,
 		SyncSamples: 20, SyncDevices: 2, SyncWindow: 300 * time.Millisecond, SyncRecords: 2000,
 		CallSamples: 20, CallWindow: 300 * time.Millisecond, CallPayload: 16 << 10, RelayBytes: 4 << 20,
-		Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
+		WakeSamples: 5, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
 func (c *Config) logf(format string, args ...any) {
@@ -129,7 +134,7 @@ func (c *Config) logf(format string, args ...any) {
 }
 
 // Groups names the row groups, in table order, for Config.Only.
-var Groups = []string{"setup", "storm", "idle", "sync", "calls"}
+var Groups = []string{"setup", "storm", "idle", "sync", "calls", "wakeup"}
 
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
@@ -156,19 +161,33 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		}
 		defer f.close()
 	}
-	// The sync rows have zones of their own, made when first needed.
+	// The sync, call and wakeup rows have zones of their own, each made
+	// when first needed; nothing else runs while one is measured.
 	var sb *syncBench
-	defer func() {
+	var cb *callBench
+	var wb *wakeBench
+	stopOthers := func() {
+		if f != nil {
+			f.stopHub()
+		}
 		if sb != nil {
 			sb.close()
+			sb = nil
 		}
-	}()
+		if cb != nil {
+			cb.close()
+			cb = nil
+		}
+		if wb != nil {
+			wb.close()
+			wb = nil
+		}
+	}
+	defer stopOthers()
 	syncRows := func(measure func(*syncBench, context.Context, transport.Kind) ([]Row, error)) func(transport.Kind) ([]Row, error) {
 		return func(k transport.Kind) ([]Row, error) {
 			if sb == nil {
-				if f != nil {
-					f.stopHub() // nothing else runs while sync is measured
-				}
+				stopOthers()
 				var err error
 				if sb, err = newSyncBench(ctx, &cfg); err != nil {
 					return nil, err
@@ -177,24 +196,10 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			return measure(sb, ctx, k)
 		}
 	}
-	// So have the call rows.
-	var cb *callBench
-	defer func() {
-		if cb != nil {
-			cb.close()
-		}
-	}()
 	callRows := func(measure func(*callBench, context.Context, transport.Kind) ([]Row, error)) func(transport.Kind) ([]Row, error) {
 		return func(k transport.Kind) ([]Row, error) {
 			if cb == nil {
-				// Nothing else runs while calls are measured.
-				if f != nil {
-					f.stopHub()
-				}
-				if sb != nil {
-					sb.close()
-					sb = nil
-				}
+				stopOthers()
 				var err error
 				if cb, err = newCallBench(ctx, &cfg); err != nil {
 					return nil, err
@@ -202,6 +207,16 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			}
 			return measure(cb, ctx, k)
 		}
+	}
+	wakeRows := func(k transport.Kind) ([]Row, error) {
+		if wb == nil {
+			stopOthers()
+			var err error
+			if wb, err = newWakeBench(ctx, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		return wb.rows(ctx, k)
 	}
 
 	var rows []Row
@@ -249,6 +264,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		{"calls", "calls per second", callRows((*callBench).callRate)},
 		{"calls", "call payload throughput", callRows((*callBench).payloadRate)},
 		{"calls", "relay throughput", callRows((*callBench).relayThroughput)},
+		{"wakeup", "wake to delivery", wakeRows},
 	}
 	for _, st := range steps {
 		if !want(st.group) {
@@ -258,17 +274,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			return rows, err
 		}
 	}
-	if len(cfg.Only) == 0 {
-		for _, name := range []string{"wakeup"} {
-			rows = append(rows, Row{Name: name, Transport: "-", Target: "-", Note: unavailable[name]})
-		}
-	}
 	return rows, nil
-}
-
-// unavailable says why a row of the benchmark issue has no figure yet.
-var unavailable = map[string]string{
-	"wakeup": "not available: needs wake pings (sleeping devices issue)",
 }
 
 // WriteTable prints rows for a person.

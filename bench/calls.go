@@ -114,8 +114,7 @@ func (c *callBench) close() {
 type callRun struct {
 	kind    transport.Kind
 	devices *running
-	cancel  context.CancelFunc // ends the applications
-	apps    sync.WaitGroup
+	apps    *apps
 }
 
 // echo is the applications' handler: the argument back.
@@ -132,33 +131,13 @@ func (c *callBench) startDevices(ctx context.Context, kind transport.Kind) error
 	if err != nil {
 		return err
 	}
-	actx, cancel := context.WithCancel(ctx)
-	r := &callRun{kind: kind, devices: devs, cancel: cancel}
-	c.run = r
 	info := zone.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
-	ready := make(chan struct{}, 2)
-	ended := make(chan error, 2)
-	for _, d := range []*syncDevice{c.a, c.b} {
-		r.apps.Add(1)
-		go func() {
-			defer r.apps.Done()
-			err := d.client.Serve(actx, callApp, info, echo, func() { ready <- struct{}{} })
-			if actx.Err() == nil {
-				ended <- fmt.Errorf("echo on %s ended: %w", d.name, err)
-			}
-		}()
+	a, err := serveApps(ctx, []*syncDevice{c.a, c.b}, info, echo)
+	if err != nil {
+		devs.stop()
+		return err
 	}
-	for range 2 {
-		select {
-		case <-ready:
-		case err := <-ended:
-			c.stopDevices()
-			return err
-		case <-time.After(syncWait):
-			c.stopDevices()
-			return fmt.Errorf("echo not served after %v", syncWait)
-		}
-	}
+	c.run = &callRun{kind: kind, devices: devs, apps: a}
 	return nil
 }
 
@@ -166,10 +145,53 @@ func (c *callBench) stopDevices() {
 	if c.run == nil {
 		return
 	}
-	c.run.cancel()
-	c.run.apps.Wait()
+	c.run.apps.stop()
 	c.run.devices.stop()
 	c.run = nil
+}
+
+// apps are applications, one on each of some devices, serving a service
+// as callApp.
+type apps struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// serveApps serves info with handle as callApp on each of devs, and
+// returns once every device's daemon has registered it.
+func serveApps(ctx context.Context, devs []*syncDevice, info zone.ServiceInfo, handle zone.Handler) (*apps, error) {
+	actx, cancel := context.WithCancel(ctx)
+	a := &apps{cancel: cancel}
+	ready := make(chan struct{}, len(devs))
+	ended := make(chan error, len(devs))
+	for _, d := range devs {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			err := d.client.Serve(actx, callApp, info, handle, func() { ready <- struct{}{} })
+			if actx.Err() == nil {
+				ended <- fmt.Errorf("%s on %s ended: %w", info.Name, d.name, err)
+			}
+		}()
+	}
+	for range devs {
+		select {
+		case <-ready:
+		case err := <-ended:
+			a.stop()
+			return nil, err
+		case <-time.After(syncWait):
+			a.stop()
+			return nil, fmt.Errorf("%s not served after %v", info.Name, syncWait)
+		}
+	}
+	return a, nil
+}
+
+// stop ends the applications and waits for them.
+func (a *apps) stop() {
+	a.cancel()
+	a.wg.Wait()
 }
 
 // jsonString is a JSON string n bytes long, quotes included.

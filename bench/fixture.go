@@ -26,8 +26,7 @@ type fixture struct {
 	ids    []*zone.Identity
 	client *zone.Client
 
-	hubCancel context.CancelFunc
-	hubDone   chan error
+	stopHubHere func() // nil while no hub runs in this process
 }
 
 // pairWorkers pair devices in parallel; the hub serialises the store
@@ -61,30 +60,37 @@ func (f *fixture) close() { f.stopHub() }
 
 // startHub runs the hub in this process (heartbeat 0: the default).
 func (f *fixture) startHub(ctx context.Context, heartbeat time.Duration) error {
-	hctx, cancel := context.WithCancel(ctx)
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- zone.RunHub(hctx, zone.HubConfig{DataDir: f.dir, Listen: f.addr, Heartbeat: heartbeat,
-			Ready: func(net.Addr) { close(ready) }})
-	}()
-	select {
-	case <-ready:
-		f.hubCancel, f.hubDone = cancel, done
-		return nil
-	case err := <-done:
-		cancel()
-		return fmt.Errorf("hub did not start: %w", err)
+	stop, err := runHub(ctx, zone.HubConfig{DataDir: f.dir, Listen: f.addr, Heartbeat: heartbeat})
+	if err != nil {
+		return err
 	}
+	f.stopHubHere = stop
+	return nil
 }
 
 func (f *fixture) stopHub() {
-	if f.hubCancel == nil {
+	if f.stopHubHere == nil {
 		return
 	}
-	f.hubCancel()
-	<-f.hubDone
-	f.hubCancel = nil
+	f.stopHubHere()
+	f.stopHubHere = nil
+}
+
+// runHub runs a hub in this process, as pzh serve would, and returns once
+// it listens; stop ends it and waits until it has.
+func runHub(ctx context.Context, hc zone.HubConfig) (stop func(), err error) {
+	hctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	hc.Ready = func(net.Addr) { close(ready) }
+	go func() { done <- zone.RunHub(hctx, hc) }()
+	select {
+	case <-ready:
+		return func() { cancel(); <-done }, nil
+	case err := <-done:
+		cancel()
+		return nil, fmt.Errorf("hub did not start: %w", err)
+	}
 }
 
 // pairMany pairs n devices through the real pairing exchange.

@@ -126,7 +126,8 @@ func (s *syncBench) close() {
 	wg.Wait()
 }
 
-// syncHub is a hub process of a zone of its own.
+// syncHub is the hub of a zone of its own: its own process, or (the
+// wakeup rows) one run in this process, proc nil.
 type syncHub struct {
 	dir, addr string
 	client    *zone.Client
@@ -145,6 +146,28 @@ func (s *syncBench) startHub(ctx context.Context, name string, records int) (*sy
 // startZoneHub makes a zone in dir whose state holds records, and starts
 // its hub as its own process (Config.HubCommand).
 func startZoneHub(ctx context.Context, cfg *Config, dir string, records int) (*syncHub, error) {
+	h, err := newZone(cfg, dir, records)
+	if err != nil {
+		return nil, err
+	}
+	args := append(append([]string(nil), cfg.HubCommand[1:]...), "--data", h.dir, "--listen", h.addr,
+		"--log-level", "error", "--heartbeat", syncHeartbeat.String())
+	h.proc = exec.CommandContext(ctx, cfg.HubCommand[0], args...)
+	h.proc.Stderr = os.Stderr
+	if err := h.proc.Start(); err != nil {
+		return nil, fmt.Errorf("start %v: %w", cfg.HubCommand, err)
+	}
+	var st zone.HubStatus
+	if err := answer(ctx, h.client, "/v1/status", &st, 30*time.Second); err != nil {
+		stopChild(h.proc)
+		return nil, fmt.Errorf("hub in %s: %w", h.dir, err)
+	}
+	return h, nil
+}
+
+// newZone makes a zone in dir, on a free loopback port, whose state holds
+// records; its hub is not started.
+func newZone(cfg *Config, dir string, records int) (*syncHub, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -160,18 +183,6 @@ func startZoneHub(ctx context.Context, cfg *Config, dir string, records int) (*s
 			return nil, fmt.Errorf("fill the hub's state: %w", err)
 		}
 		cfg.logf("sync: put %d records in a hub's state in %v", records, time.Since(start).Round(time.Millisecond))
-	}
-	args := append(append([]string(nil), cfg.HubCommand[1:]...), "--data", h.dir, "--listen", h.addr,
-		"--log-level", "error", "--heartbeat", syncHeartbeat.String())
-	h.proc = exec.CommandContext(ctx, cfg.HubCommand[0], args...)
-	h.proc.Stderr = os.Stderr
-	if err := h.proc.Start(); err != nil {
-		return nil, fmt.Errorf("start %v: %w", cfg.HubCommand, err)
-	}
-	var st zone.HubStatus
-	if err := answer(ctx, h.client, "/v1/status", &st, 30*time.Second); err != nil {
-		stopChild(h.proc)
-		return nil, fmt.Errorf("hub in %s: %w", h.dir, err)
 	}
 	return h, nil
 }
@@ -265,25 +276,33 @@ type running struct {
 // runDevices runs devs over kind and waits until every one is online and
 // in sync with nothing left to push.
 func runDevices(ctx context.Context, kind transport.Kind, devs []*syncDevice) (*running, error) {
+	r := startPeers(ctx, zone.PeerConfig{Mode: transport.Mode(kind)}, devs)
+	if err := waitSynced(ctx, devs); err != nil {
+		r.stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// startPeers runs devs as pzp run would, each with pc and its own data
+// directory, without waiting for them.
+func startPeers(ctx context.Context, pc zone.PeerConfig, devs []*syncDevice) *running {
 	rctx, cancel := context.WithCancel(ctx)
 	r := &running{cancel: cancel}
 	for _, d := range devs {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			err := zone.RunPeer(rctx, zone.PeerConfig{DataDir: d.dir, Mode: transport.Mode(kind)})
-			if err != nil {
+			dc := pc
+			dc.DataDir = d.dir
+			if err := zone.RunPeer(rctx, dc); err != nil {
 				r.mu.Lock()
 				r.err = errors.Join(r.err, fmt.Errorf("device %s: %w", d.name, err))
 				r.mu.Unlock()
 			}
 		}()
 	}
-	if err := waitSynced(ctx, devs); err != nil {
-		r.stop()
-		return nil, err
-	}
-	return r, nil
+	return r
 }
 
 func (r *running) stop() error {
@@ -298,23 +317,34 @@ func waitSynced(ctx context.Context, devs []*syncDevice) error {
 	ctx, cancel := context.WithTimeout(ctx, syncWait)
 	defer cancel()
 	for _, d := range devs {
-		var st zone.PeerStatus
-		if err := answer(ctx, d.client, "/v1/status", &st, syncWait); err != nil {
-			return fmt.Errorf("device %s: %w", d.name, err)
-		}
-		for !synced(&st) {
-			var next zone.PeerStatus
-			if err := d.client.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/status?wait=%d&timeout=5s", st.Version), nil, &next); err != nil {
-				if ctx.Err() != nil && st.Sync != nil {
-					return fmt.Errorf("device %s not in sync after %v: %s, sync %s at %d of %d, %d pending, last error %q",
-						d.name, syncWait, st.State, st.Sync.Phase, st.Sync.LastSeq, st.Sync.HubSeq, st.Sync.Pending, st.LastError+st.Sync.LastError)
-				}
-				return fmt.Errorf("device %s: %w", d.name, err)
+		st, err := waitPeer(ctx, d, synced)
+		if err != nil {
+			if ctx.Err() != nil && st != nil && st.Sync != nil {
+				return fmt.Errorf("device %s not in sync after %v: %s, sync %s at %d of %d, %d pending, last error %q",
+					d.name, syncWait, st.State, st.Sync.Phase, st.Sync.LastSeq, st.Sync.HubSeq, st.Sync.Pending, st.LastError+st.Sync.LastError)
 			}
-			st = next
+			return err
 		}
 	}
 	return nil
+}
+
+// waitPeer long-polls d's status, once its daemon answers, until cond
+// holds, and returns that status; on failure, the last status seen (nil
+// if none).
+func waitPeer(ctx context.Context, d *syncDevice, cond func(*zone.PeerStatus) bool) (*zone.PeerStatus, error) {
+	st := &zone.PeerStatus{}
+	if err := answer(ctx, d.client, "/v1/status", st, syncWait); err != nil {
+		return nil, fmt.Errorf("device %s: %w", d.name, err)
+	}
+	for !cond(st) {
+		var next zone.PeerStatus
+		if err := d.client.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/status?wait=%d&timeout=5s", st.Version), nil, &next); err != nil {
+			return st, fmt.Errorf("device %s: %w", d.name, err)
+		}
+		st = &next
+	}
+	return st, nil
 }
 
 func synced(st *zone.PeerStatus) bool {
@@ -550,18 +580,29 @@ type rawEchoStream struct {
 
 // newRawEchoStream starts a raw server whose sinks write in dir, dials it
 // and opens an echo stream.
-func newRawEchoStream(ctx context.Context, kind transport.Kind, dir string) (_ *rawEchoStream, err error) {
+func newRawEchoStream(ctx context.Context, kind transport.Kind, dir string) (*rawEchoStream, error) {
+	srv, addr, ccfg, err := startRawLocal(kind, rawStreams(dir))
+	if err != nil {
+		return nil, err
+	}
+	e, err := dialRawEcho(ctx, addr, kind, ccfg)
+	if err != nil {
+		srv.close()
+		return nil, err
+	}
+	e.srv = srv
+	return e, nil
+}
+
+// dialRawEcho dials the raw server at addr (a fresh handshake) and opens
+// an echo stream; its close leaves the server running.
+func dialRawEcho(ctx context.Context, addr string, kind transport.Kind, ccfg transport.Config) (_ *rawEchoStream, err error) {
 	e := &rawEchoStream{msg: bytes.Repeat([]byte{'e'}, echoSize), buf: make([]byte, echoSize)}
 	defer func() {
 		if err != nil {
 			e.close()
 		}
 	}()
-	var addr string
-	var ccfg transport.Config
-	if e.srv, addr, ccfg, err = startRawLocal(kind, rawStreams(dir)); err != nil {
-		return nil, err
-	}
 	if e.conn, err = transport.Dial(ctx, addr, transport.Mode(kind), ccfg); err != nil {
 		return nil, err
 	}
