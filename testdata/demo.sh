@@ -91,6 +91,28 @@ pzp call --data "$work/phone" tablet/echo echo 2>&1 || true
 kill -INT "$echo_pid"
 wait "$echo_pid" || true
 
+step "Sleeping devices: a tablet sleeps when idle; a message for later wakes it"
+token=$(pzh invite --data "$work/hub" --device tablet 2>/dev/null)
+pzp pair --data "$work/tablet" "$token" >/dev/null
+printf '\033[2m$ %s\033[0m\n' "pzp run --data $work/tablet --sleep-after 1s &"
+pzp run --data "$work/tablet" --sleep-after 1s 2>"$work/tablet.log" &
+tablet=$!
+pids+=($tablet)
+pzp wait ready --data "$work/tablet" --timeout 15s
+pzp listen inbox --data "$work/tablet" --count 1 >"$work/inbox.out" 2>/dev/null &
+inbox=$!
+pzp data watch --data "$work/phone" --bucket apps tablet/pzp-listen --count 1 >/dev/null
+pzp wait asleep --data "$work/tablet" --timeout 15s
+run pzh devices --data "$work/hub"
+echo "without a time to live, a message for a sleeping device fails at once:"
+pzp send --data "$work/phone" tablet/inbox "now?" 2>&1 || true
+run pzp send --data "$work/phone" --ttl 1h tablet/inbox "wake up, there is news"
+wait "$inbox"
+echo "the tablet's inbox got:"
+cat "$work/inbox.out"
+pzp wait asleep --data "$work/tablet" --timeout 15s
+run pzp status --data "$work/tablet"
+
 step "Revoke the laptop: its session is cut at once and it stops"
 run pzh revoke --data "$work/hub" laptop
 pzp wait synced --data "$work/phone" --timeout 15s
@@ -105,8 +127,8 @@ echo "and it cannot come back:"
 pzp run --data "$work/laptop" 2>&1 | tail -n 1 || true
 
 step "Shut down cleanly"
-kill -INT "${pids[0]}" "${pids[1]}"
-wait "${pids[0]}" "${pids[1]}"
+kill -INT "${pids[0]}" "${pids[1]}" "$tablet"
+wait "${pids[0]}" "${pids[1]}" "$tablet"
 echo "hub exited 0; its log:"
 cat "$work/hub.log"
 pids=()

@@ -49,7 +49,7 @@ func wakeSummary(w *zone.WakeView) string {
 	if w == nil {
 		return "-"
 	}
-	s := fmt.Sprintf("%s %s, %d pings", w.Method, w.Endpoint, w.Pings)
+	s := fmt.Sprintf("%s %s, pings %d", w.Method, w.Endpoint, w.Pings)
 	if w.Limited > 0 {
 		s += fmt.Sprintf(" (%d held back)", w.Limited)
 	}
