@@ -23,9 +23,9 @@ const (
 	// that no sender can make the hub flood it: six is one every ten
 	// seconds on average, plenty for a device that answers the first.
 	DefaultWakeRate = 6
-	// wakeCoalesce: a request within this long of the last ping is covered
-	// by that ping, which is still on its way (a burst of messages costs
-	// the device one ping).
+	// wakeCoalesce: a request within this long of the last ping, while the
+	// device has not yet come back, is covered by that ping, which is still
+	// on its way (a burst of messages costs the device one ping).
 	wakeCoalesce = time.Second
 	// wakeRetryMin and wakeRetryMax bound the backoff of pings while the
 	// device stays away and something still waits for it.
@@ -54,6 +54,7 @@ type hubWake struct {
 	pings    uint64      // pings sent since the hub started
 	limited  uint64      // pings held back by the rate cap
 	lastPing time.Time
+	covered  time.Time // until then a new request is covered by the last ping (zero once the device came back)
 	retry    *time.Timer
 	backoff  time.Duration
 	holders  int           // calls waiting for the device
@@ -156,6 +157,7 @@ func (h *Hub) deviceOnline(device string) {
 		w.retry = nil
 	}
 	w.backoff = 0
+	w.covered = time.Time{} // the ping did its job; the next request gets its own
 	if w.online != nil {
 		close(w.online)
 		w.online = nil
@@ -262,7 +264,7 @@ func (h *Hub) retryWake(device string) {
 // the rate cap (h.wakeMu held). A retry is never coalesced.
 func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 	now := time.Now()
-	if !retry && !w.lastPing.IsZero() && now.Sub(w.lastPing) < wakeCoalesce {
+	if !retry && now.Before(w.covered) {
 		return
 	}
 	keep := w.sent[:0]
@@ -284,6 +286,7 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 	w.stamp = stamp
 	w.sent = append(w.sent, now)
 	w.lastPing = now
+	w.covered = now.Add(wakeCoalesce)
 	w.pings++
 	reg := w.rec.registration()
 	ping := wakeup.Seal(reg.Secret, stamp)
