@@ -89,8 +89,9 @@ func (c *Client) Services(ctx context.Context, app string) ([]ServiceView, error
 // service's error; for a message, the return values are ignored.
 type Handler func(ctx context.Context, ev Event) (any, error)
 
-// Serve serves info.Name as app until ctx ends: each event is handled in
-// its own goroutine, so a slow call does not hold up the others. ready,
+// Serve serves info.Name as app until ctx ends: each call is handled in
+// its own goroutine, so a slow call does not hold up the others; messages
+// are handled one at a time, in the order they arrived. ready,
 // if not nil, is called once the daemon has registered the service.
 func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle Handler, ready func()) error {
 	q := url.Values{"app": {app}}
@@ -115,6 +116,15 @@ func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle
 	sc.Buffer(make([]byte, 64<<10), 4*maxCallBody)
 	var mu sync.Mutex
 	inFlight := map[string]context.CancelFunc{} // calls being handled, to cancel
+	// Messages are handled one at a time, in the order they came (a queue
+	// at the hub delivers them in order); calls each on their own.
+	messages := make(chan Event, eventBuffer)
+	defer close(messages)
+	go func() {
+		for ev := range messages {
+			c.handle(ctx, ev, handle)
+		}
+	}()
 	for sc.Scan() {
 		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
@@ -126,6 +136,13 @@ func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle
 				cancel()
 			}
 			mu.Unlock()
+			continue
+		}
+		if ev.Type == "message" {
+			select {
+			case messages <- ev:
+			case <-ctx.Done():
+			}
 			continue
 		}
 		hctx, cancel := context.WithCancel(ctx)

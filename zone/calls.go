@@ -326,7 +326,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		if deadline.Before(until) {
 			until = deadline
 		}
-		if target = h.awaitOnline(hdr.ToDevice, until); target == nil {
+		if target = h.awaitOnline(s, hdr.ToDevice, until); target == nil {
 			refuseCall(st, CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
@@ -431,21 +431,21 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
-	serveCall(st, h.services, hdr, deadline)
+	serveCall(st, h.services, hdr, deadline, nil)
 }
 
 // serveCall reads a call's request from st, hands it to the application
 // serving it on this node, and writes the answer. The caller keeps its side
 // open until it has the answer: its end before then is a cancellation,
 // which reaches the application.
-func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time) (ok bool) {
+func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time, onDelivered func()) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	st.SetDeadline(deadline)
 	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
 	if err != nil {
 		refuseCall(st, CallBadRequest, "request body: "+err.Error())
-		return false
+		return
 	}
 	go func() {
 		var b [1]byte
@@ -456,11 +456,12 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 	result, cerr := sh.deliver(ctx, hdr, body)
 	if cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
-		return false
+		return
+	}
+	if onDelivered != nil {
+		onDelivered()
 	}
 	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result, true) != nil {
 		st.Reset()
-		return false
 	}
-	return true
 }

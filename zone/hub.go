@@ -188,6 +188,7 @@ type Hub struct {
 	deliveries  map[string]chan bool // DEVICE/ID → first delivery attempt's outcome
 	couriers    sync.WaitGroup
 	wakeStopped bool
+	stopping    chan struct{} // closed when shutdown begins: held calls give up
 }
 
 // RunHub runs a hub until ctx ends, then closes every session with reason
@@ -237,6 +238,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	}
 	defer closeWakers()
 	h.wakers = wakers
+	defer h.stopWakes() // also on the error paths below: no timer outlives the hub
 	if err := h.loadWakes(); err != nil {
 		ln.Close()
 		return fmt.Errorf("read wake registrations: %w", err)
@@ -280,7 +282,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
-		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}}
+		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{})}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err
@@ -465,6 +467,9 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 // waits for all connection handlers.
 func (h *Hub) shutdown() {
 	h.mu.Lock()
+	if !h.closing {
+		close(h.stopping)
+	}
 	h.closing = true
 	live := make([]*hubSession, 0, len(h.sessions))
 	for _, s := range h.sessions {

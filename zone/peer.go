@@ -168,6 +168,10 @@ type PeerStatus struct {
 // for: shorter would close sessions between two calls of one exchange.
 const MinSleepAfter = 10 * time.Millisecond
 
+// wakeAttempts is how many connection attempts a woken device makes
+// before it goes back to sleep when the hub cannot be reached.
+const wakeAttempts = 3
+
 // Peer is a running device.
 type Peer struct {
 	cfg   PeerConfig
@@ -193,6 +197,7 @@ type Peer struct {
 	sleep      *sleeper     // nil: the device never sleeps
 	inflight   atomic.Int64 // calls and messages in progress, either way
 	lastActive atomic.Int64 // unix ns of the last activity
+	renewTried atomic.Int64 // unix ns of the last renewal attempt
 }
 
 // Traffic is the wire byte count of the current session's connection
@@ -366,10 +371,14 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 		go func() { defer close(done); p.listenWake(wctx) }()
 		defer func() { stop(); sl.ep.Close(); <-done }()
 	}
+	failedAfterWake := 0
 	for {
 		sess, err := p.connect(ctx)
-		p.woke()
+		if err != nil {
+			p.woke()
+		}
 		if err == nil {
+			failedAfterWake = 0
 			var call *unpairCall
 			call, err = p.runSession(ctx, sess)
 			if call != nil {
@@ -395,6 +404,19 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			continue
 		case errors.Is(err, errSleep):
 			p.sleepUntilWoken(ctx)
+			failedAfterWake = 1
+			bo.reset()
+			continue
+		case failedAfterWake > 0 && failedAfterWake < wakeAttempts:
+			failedAfterWake++
+		case failedAfterWake >= wakeAttempts:
+			// Woken, but the hub cannot be reached: sleep again rather
+			// than drain the battery retrying; a ping, a local need or
+			// the check-in brings it back.
+			p.log.Warn("hub unreachable after waking; going back to sleep", "attempts", wakeAttempts, "err", err)
+			p.setStatus(func(s *PeerStatus) { s.LastError = err.Error() })
+			p.sleepUntilWoken(ctx)
+			failedAfterWake = 1
 			bo.reset()
 			continue
 		case errors.Is(err, errSynced):
@@ -637,6 +659,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
 	p.conn.Store(&ps.conn)
 	defer p.conn.Store(nil)
+	p.woke() // after the connection is in place: a call waiting for it finds it
 	now := p.cfg.Now()
 	if ps.welcome.RenewOnly {
 		p.log.Info("certificate expired; renewing before going online")
@@ -729,10 +752,11 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			hangUp(ReasonShutdown, "device shutting down")
 			return nil, errSynced
 		case <-idle:
-			if left := p.sleep.after - p.idleFor(); left > 0 || !p.maySleep() {
+			if left := p.sleep.after - p.idleFor(); left > 0 || renewing || !p.doze() {
 				idleTimer.Reset(max(left, p.sleep.after/4, MinSleepAfter))
 				continue
 			}
+			p.conn.Store(nil) // calls from now on wait for the next session
 			p.sleep.drain()
 			hangUp(ReasonSleep, "device going to sleep")
 			return nil, errSleep
@@ -780,6 +804,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			}
 		case <-renew.C:
 			renewing = true
+			p.renewTried.Store(time.Now().UnixNano())
 			go func() { renewDone <- p.renew(ctx, ps) }()
 		case err := <-renewDone:
 			renewing = false

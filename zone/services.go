@@ -40,6 +40,10 @@ type Event struct {
 	// Queued: the message waited at the hub since then (the device was
 	// away). Such a message can, rarely, arrive twice: its ID is the same.
 	Queued *time.Time `json:"queued,omitempty"`
+
+	// written, for a queued message, is closed once the event is written
+	// to the application's stream: only then does the device confirm it.
+	written chan struct{}
 }
 
 // Reply is an application's answer to a call event (POST
@@ -86,6 +90,7 @@ const eventBuffer = 256
 type listener struct {
 	app, service string
 	events       chan Event
+	done         chan struct{} // closed when the application stops serving
 }
 
 // pendingCall is a call delivered to an application, awaiting its reply.
@@ -114,7 +119,7 @@ func (sh *serviceHost) listen(app, service string) (*listener, error) {
 	if l := sh.listeners[service]; l != nil {
 		return nil, fmt.Errorf("%w: app %q serves %q on this device already", errServiceTaken, l.app, service)
 	}
-	l := &listener{app: app, service: service, events: make(chan Event, eventBuffer)}
+	l := &listener{app: app, service: service, events: make(chan Event, eventBuffer), done: make(chan struct{})}
 	sh.listeners[service] = l
 	return l, nil
 }
@@ -125,6 +130,7 @@ func (sh *serviceHost) stop(l *listener) {
 	if sh.listeners[l.service] == l {
 		delete(sh.listeners, l.service)
 	}
+	close(l.done)
 }
 
 func (sh *serviceHost) running(service string) bool {
@@ -143,7 +149,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}
 	if hdr.QueuedMs != 0 {
 		t := time.UnixMilli(hdr.QueuedMs).UTC()
-		ev.Queued = &t
+		ev.Queued, ev.written = &t, make(chan struct{})
 	}
 	var pc *pendingCall
 	sh.mu.Lock()
@@ -170,6 +176,18 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	case l.events <- ev:
 	default:
 		return nil, &CallError{CallUnavailable, fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, eventBuffer)}
+	}
+	if ev.written != nil {
+		// A queued message is confirmed, and so removed from the hub, only
+		// once the application's stream has it.
+		select {
+		case <-ev.written:
+			return nil, nil
+		case <-l.done:
+			return nil, &CallError{CallOffline, fmt.Sprintf("service %q stopped before it took the message", hdr.ToService)}
+		case <-ctx.Done():
+			return nil, &CallError{CallDeadline, fmt.Sprintf("service %q did not take the message in time", hdr.ToService)}
+		}
 	}
 	if pc == nil {
 		return nil, nil
@@ -254,7 +272,8 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	if hdr.QueuedMs != 0 && p.delivered.seen(hdr.ID) {
+	qid := hdr.FromZone + "/" + hdr.FromDevice + "/" + hdr.ID // the sender picks the ID
+	if hdr.QueuedMs != 0 && p.delivered.seen(qid) {
 		// A queued message delivered before, whose confirmation the hub
 		// lost: confirm it again, do not deliver it twice.
 		if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, nil, true) != nil {
@@ -262,9 +281,13 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		}
 		return
 	}
-	if serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr))) && hdr.QueuedMs != 0 {
-		p.delivered.add(hdr.ID)
+	var onDelivered func()
+	if hdr.QueuedMs != 0 {
+		// Remembered as soon as the application has it, so a confirmation
+		// lost on the way back does not make it arrive twice.
+		onDelivered = func() { p.delivered.add(qid) }
 	}
+	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)), onDelivered)
 }
 
 // recentIDs remembers the last few IDs of queued messages delivered, to
@@ -361,7 +384,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		return res, nil, nil
 	}
 	var conn transport.Conn
-	if cp := p.conn.Load(); cp != nil {
+	if cp := p.conn.Load(); cp != nil && !p.away() {
 		conn = *cp
 	} else if conn = p.awaitSession(ctx); conn == nil {
 		// Asleep: woken for this, it reconnects within the deadline, or
@@ -621,6 +644,9 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publis
 			}
 			if fl != nil {
 				fl.Flush()
+			}
+			if ev.written != nil {
+				close(ev.written)
 			}
 		}
 	}

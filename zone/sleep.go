@@ -48,6 +48,7 @@ type sleeper struct {
 
 	mu         sync.Mutex
 	asleep     bool
+	dozing     bool          // decided to sleep, closing the session: local calls wait for the next one
 	waking     bool          // woken, reconnecting: local calls wait for the session
 	pending    wakeup.Secret // sent to the hub, not yet confirmed
 	registered bool          // this session's registration confirmed
@@ -158,20 +159,39 @@ func (p *Peer) wakeConfirmed(c *Control) {
 	p.log.Info("wake registration confirmed", "endpoint", c.WakeEndpoint)
 }
 
-// maySleep reports whether a session idle since last may end for sleep:
-// registered for wakeup, nothing in flight, every local edit pushed.
-func (p *Peer) maySleep() bool {
+// doze decides whether an idle session may end for sleep: registered for
+// wakeup, nothing in flight, every local edit pushed. If so the peer is
+// dozing from then on: a call that starts now waits for the next session
+// rather than use this one. (The flag is set before in-flight calls are
+// counted, and a call counts itself before it reads the flag, so one of
+// the two always sees the other.)
+func (p *Peer) doze() bool {
 	sl := p.sleep
 	sl.mu.Lock()
-	ok := sl.registered
+	if !sl.registered {
+		sl.mu.Unlock()
+		return false
+	}
+	sl.dozing = true
 	sl.mu.Unlock()
-	if !ok || p.inflight.Load() > 0 {
+	if p.inflight.Load() == 0 && (p.state == nil || p.state.State().Synced()) {
+		return true
+	}
+	sl.mu.Lock()
+	sl.dozing = false
+	sl.mu.Unlock()
+	return false
+}
+
+// away reports whether the peer is dozing, asleep or waking up: a call
+// must wait for the next session.
+func (p *Peer) away() bool {
+	if p.sleep == nil {
 		return false
 	}
-	if p.state != nil && !p.state.State().Synced() {
-		return false
-	}
-	return true
+	p.sleep.mu.Lock()
+	defer p.sleep.mu.Unlock()
+	return p.sleep.dozing || p.sleep.asleep || p.sleep.waking
 }
 
 // touch notes activity that keeps the session awake.
@@ -190,7 +210,7 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	now := time.Now()
 	sentBefore := sl.ep.BytesSent()
 	sl.mu.Lock()
-	sl.asleep = true
+	sl.asleep, sl.dozing = true, false
 	sl.st.Asleep = &now
 	sl.st.Sleeps++
 	sl.mu.Unlock()
@@ -208,12 +228,18 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 		sl.mu.Unlock()
 		p.setStatus(func(s *PeerStatus) { s.State = "connecting" })
 	}()
-	// A local edit made while the session was closing.
-	if p.state != nil && p.state.State().Pending > 0 {
+	// A local edit or call that came while the session was closing.
+	if p.state != nil && p.state.State().Pending > 0 || p.inflight.Load() > 0 {
 		sl.count(&sl.st.LocalWakes)
 		return
 	}
-	renew := time.NewTimer(max(time.Until(renewAt(p.id.Load().Cert)), 0))
+	// Renewal: when due, but not sooner than renewRetry after the last
+	// attempt, so a renewal that keeps failing cannot make it spin.
+	renewDue := renewAt(p.id.Load().Cert)
+	if tried := time.Unix(0, p.renewTried.Load()).Add(renewRetry); p.renewTried.Load() != 0 && tried.After(renewDue) {
+		renewDue = tried
+	}
+	renew := time.NewTimer(max(time.Until(renewDue), 0))
 	defer renew.Stop()
 	var checkIn <-chan time.Time
 	if sl.checkIn > 0 {
@@ -274,13 +300,11 @@ func (p *Peer) awaitSession(ctx context.Context) transport.Conn {
 	}
 	var ver uint64
 	for {
-		if c := p.conn.Load(); c != nil {
+		away := p.away()
+		if c := p.conn.Load(); c != nil && !away {
 			return *c
 		}
-		p.sleep.mu.Lock()
-		waiting := p.sleep.asleep || p.sleep.waking
-		p.sleep.mu.Unlock()
-		if !waiting {
+		if !away {
 			return nil
 		}
 		p.need()

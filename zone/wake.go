@@ -32,9 +32,13 @@ const (
 	wakeRetryMin = time.Second
 	wakeRetryMax = 5 * time.Minute
 	// courierRetryMin and courierRetryMax bound the backoff of a queued
-	// message whose service is not running on the (online) device.
+	// message whose service is not running on the device. The backoff
+	// grows while passes deliver nothing, and a device that went to sleep
+	// meanwhile is woken for the retry: so an app that starts later gets
+	// its messages, and a backlog no app takes costs a sleeping device at
+	// most one wake per courierRetryMax until it expires.
 	courierRetryMin = 2 * time.Second
-	courierRetryMax = time.Minute
+	courierRetryMax = 5 * time.Minute
 	// courierBatch is how many queued messages a courier reads at once.
 	courierBatch = 32
 	// expireEvery is how often expired messages are removed.
@@ -58,7 +62,11 @@ type hubWake struct {
 	retry    *time.Timer
 	backoff  time.Duration
 	holders  int           // calls waiting for the device
-	online   chan struct{} // closed when a session registers
+	online   chan struct{} // closed when a session registers, or the device is revoked
+	// newMail: messages arrived since the device last saw its queue (a
+	// courier pass), so it is worth waking. A backlog the device has seen
+	// but could not take (its app not running) does not wake it again.
+	newMail bool
 	// courier
 	running bool
 	again   bool
@@ -85,6 +93,9 @@ func (h *Hub) loadWakes() error {
 	h.wakeMu.Lock()
 	for d, r := range recs {
 		h.wakeOf(d).rec = r
+	}
+	for _, d := range h.mail.Devices() {
+		h.wakeOf(d).newMail = true
 	}
 	h.wakeMu.Unlock()
 	for _, d := range h.mail.Devices() {
@@ -135,13 +146,24 @@ func (h *Hub) registerWake(s *hubSession, c *Control) error {
 		}
 	}
 	rec := &wakeRecord{Method: method, Endpoint: endpoint, ID: c.WakeID, Key: c.WakeKey}
-	if err := h.mail.SaveWake(s.device, rec); err != nil {
-		h.log.Error("save wake registration", "device", s.device, "err", err)
-		return nil // the session goes on; the device just cannot be woken
+	h.mu.Lock()
+	d := h.devices[s.device]
+	h.mu.Unlock()
+	if d == nil || d.Revoked {
+		return nil // the session is being cut
 	}
+	// Memory and disk change together, under the lock, so a session
+	// ending at the same moment cannot write back an older secret.
 	h.wakeMu.Lock()
-	h.wakeOf(s.device).rec = rec
+	err := h.mail.SaveWake(s.device, rec)
+	if err == nil {
+		h.wakeOf(s.device).rec = rec
+	}
 	h.wakeMu.Unlock()
+	if err != nil {
+		h.log.Error("save wake registration; the device will not sleep", "device", s.device, "err", err)
+		return nil // no WakeOK: the device stays awake, which is safe
+	}
 	h.changes.bump()
 	h.log.Debug("wake registration", "device", s.device, "method", method, "endpoint", endpoint)
 	return s.send(&Control{Type: MsgWakeOK, WakeEndpoint: endpoint})
@@ -162,13 +184,8 @@ func (h *Hub) deviceOnline(device string) {
 		close(w.online)
 		w.online = nil
 	}
-	rec := w.rec
 	h.wakeMu.Unlock()
-	if rec != nil && rec.Asleep {
-		c := *rec
-		c.Asleep, c.Since = false, time.Time{}
-		h.saveWake(device, &c)
-	}
+	h.setAsleep(device, false)
 	h.kickCourier(device)
 }
 
@@ -176,28 +193,35 @@ func (h *Hub) deviceOnline(device string) {
 // went to sleep (and can be woken).
 func (h *Hub) deviceOffline(device string, asleep bool) {
 	if asleep {
-		h.wakeMu.Lock()
-		rec := h.wakeOf(device).rec
-		h.wakeMu.Unlock()
-		if rec != nil {
-			c := *rec
-			c.Asleep, c.Since = true, h.cfg.Now().UTC()
-			h.saveWake(device, &c)
-		}
+		h.setAsleep(device, true)
 	}
 	// A message queued while the session was closing.
-	if h.mail.Stat(device).n > 0 {
+	h.wakeMu.Lock()
+	fresh := h.wakeOf(device).newMail
+	h.wakeMu.Unlock()
+	if fresh && h.mail.Stat(device).n > 0 {
 		h.wake(device)
 	}
 }
 
-func (h *Hub) saveWake(device string, rec *wakeRecord) {
+// setAsleep records whether a device is asleep, in memory and on disk
+// together, if it changed.
+func (h *Hub) setAsleep(device string, asleep bool) {
 	h.wakeMu.Lock()
-	h.wakeOf(device).rec = rec
-	h.wakeMu.Unlock()
-	if err := h.mail.SaveWake(device, rec); err != nil {
+	defer h.wakeMu.Unlock()
+	w := h.wakeOf(device)
+	if w.rec == nil || w.rec.Asleep == asleep {
+		return
+	}
+	c := *w.rec
+	c.Asleep, c.Since = asleep, time.Time{}
+	if asleep {
+		c.Since = h.cfg.Now().UTC()
+	}
+	if err := h.mail.SaveWake(device, &c); err != nil {
 		h.log.Warn("save wake state", "device", device, "err", err)
 	}
+	w.rec = &c
 	h.changes.bump()
 }
 
@@ -229,8 +253,8 @@ func (h *Hub) wake(device string) bool {
 	h.wakeMu.Lock()
 	defer h.wakeMu.Unlock()
 	w := h.wakeOf(device)
-	if w.rec == nil {
-		return false
+	if w.rec == nil || h.wakeStopped {
+		return w.rec != nil
 	}
 	h.pingLocked(device, w, false)
 	if w.retry == nil {
@@ -245,12 +269,13 @@ func (h *Hub) wake(device string) bool {
 // retryWake is a device's backoff timer: another ping if the device is
 // still away and something still waits.
 func (h *Hub) retryWake(device string) {
-	waiting := h.mail.Stat(device).n > 0
+	queued := h.mail.Stat(device).n > 0
 	online := h.online(device)
 	h.wakeMu.Lock()
 	defer h.wakeMu.Unlock()
 	w := h.wakeOf(device)
 	w.retry = nil
+	waiting := queued && w.newMail
 	if online || w.rec == nil || !waiting && w.holders == 0 || h.wakeStopped {
 		w.backoff = 0
 		return
@@ -304,8 +329,9 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 }
 
 // awaitOnline holds a call for a device that is away until it is back
-// (its session, returned) or until is reached (nil).
-func (h *Hub) awaitOnline(device string, until time.Time) *hubSession {
+// (its session, returned), or until is reached, the caller's session
+// ends, the device is revoked or the hub stops (nil).
+func (h *Hub) awaitOnline(caller *hubSession, device string, until time.Time) *hubSession {
 	h.wakeMu.Lock()
 	w := h.wakeOf(device)
 	if w.online == nil {
@@ -325,11 +351,19 @@ func (h *Hub) awaitOnline(device string, until time.Time) *hubSession {
 	for {
 		h.mu.Lock()
 		s := h.sessions[device]
+		rec := h.devices[device]
 		h.mu.Unlock()
 		if s != nil && s.syncCtx.Err() == nil {
 			return s
 		}
+		if rec == nil || rec.Revoked {
+			return nil
+		}
 		select {
+		case <-caller.syncCtx.Done():
+			return nil
+		case <-h.stopping:
+			return nil
 		case <-ch:
 			h.wakeMu.Lock()
 			if w.online == nil {
@@ -370,11 +404,13 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
 		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC()}
 	var done chan bool
+	key := deliveryKey(hdr.ToDevice, hdr.FromDevice, hdr.ID)
 	if h.online(hdr.ToDevice) {
-		done = h.watchDelivery(hdr.ToDevice, hdr.ID)
-		defer h.unwatchDelivery(hdr.ToDevice, hdr.ID)
+		done = h.watchDelivery(key)
+		defer h.unwatchDelivery(key)
 	}
-	if _, err := h.mail.Put(hdr.ToDevice, msg); err != nil {
+	seq, err := h.mail.Put(hdr.ToDevice, msg)
+	if err != nil {
 		if errors.Is(err, errQueueFull) {
 			refuseCall(st, CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-bytes", err))
 		} else {
@@ -383,7 +419,21 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 		}
 		return
 	}
+	h.mu.Lock()
+	rec = h.devices[hdr.ToDevice]
+	h.mu.Unlock()
+	if rec == nil || rec.Revoked { // revoked meanwhile: its queue is gone
+		h.mail.Remove(hdr.ToDevice, seq)
+		refuseCall(st, CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
+		return
+	}
+	h.wakeMu.Lock()
+	h.wakeOf(hdr.ToDevice).newMail = true
+	h.wakeMu.Unlock()
 	h.changes.bump()
+	// Wake after the message is stored: if the session closed meanwhile,
+	// this pings; if it is up, it does nothing.
+	h.wake(hdr.ToDevice)
 	delivered := false
 	if done != nil {
 		h.kickCourier(hdr.ToDevice)
@@ -393,8 +443,6 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 		case <-t.C:
 		}
 		t.Stop()
-	} else {
-		h.wake(hdr.ToDevice)
 	}
 	ans := &CallReply{Queued: !delivered}
 	if !delivered {
@@ -405,26 +453,31 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 	}
 }
 
+// deliveryKey names a queued message: the sender picks its ID, so the
+// sending device is part of the name.
+func deliveryKey(to, from, id string) string { return to + "/" + from + "/" + id }
+
 // watchDelivery returns a channel that receives whether the first attempt
-// to deliver message id to device succeeded.
-func (h *Hub) watchDelivery(device, id string) chan bool {
+// to deliver the message key succeeded.
+func (h *Hub) watchDelivery(key string) chan bool {
 	ch := make(chan bool, 1)
 	h.wakeMu.Lock()
-	h.deliveries[device+"/"+id] = ch
+	h.deliveries[key] = ch
 	h.wakeMu.Unlock()
 	return ch
 }
 
-func (h *Hub) unwatchDelivery(device, id string) {
+func (h *Hub) unwatchDelivery(key string) {
 	h.wakeMu.Lock()
-	delete(h.deliveries, device+"/"+id)
+	delete(h.deliveries, key)
 	h.wakeMu.Unlock()
 }
 
-func (h *Hub) delivered(device, id string, ok bool) {
+func (h *Hub) delivered(device string, m *queuedMsg, ok bool) {
+	key := deliveryKey(device, m.FromDevice, m.ID)
 	h.wakeMu.Lock()
-	ch := h.deliveries[device+"/"+id]
-	delete(h.deliveries, device+"/"+id)
+	ch := h.deliveries[key]
+	delete(h.deliveries, key)
 	h.wakeMu.Unlock()
 	if ch != nil {
 		ch <- ok
@@ -438,6 +491,10 @@ func (h *Hub) kickCourier(device string) {
 	}
 	h.wakeMu.Lock()
 	w := h.wakeOf(device)
+	if h.wakeStopped {
+		h.wakeMu.Unlock()
+		return
+	}
 	if w.running {
 		w.again = true
 		h.wakeMu.Unlock()
@@ -462,7 +519,7 @@ func (h *Hub) kickCourier(device string) {
 // them with backoff.
 func (h *Hub) runCourier(device string) {
 	for {
-		retry := h.courierPass(device)
+		retry, progress := h.courierPass(device)
 		h.wakeMu.Lock()
 		w := h.wakeOf(device)
 		if w.again && !h.wakeStopped {
@@ -471,36 +528,60 @@ func (h *Hub) runCourier(device string) {
 			continue
 		}
 		w.running = false
+		if progress || !retry {
+			w.cdelay = 0
+		}
 		if retry && !h.wakeStopped {
 			w.cdelay = min(max(w.cdelay*2, courierRetryMin), courierRetryMax)
-			w.cretry = time.AfterFunc(w.cdelay, func() { h.kickCourier(device) })
-		} else if !retry {
-			w.cdelay = 0
+			w.cretry = time.AfterFunc(w.cdelay, func() { h.retryBacklog(device) })
 		}
 		h.wakeMu.Unlock()
 		return
 	}
 }
 
+// retryBacklog is the courier's retry timer: deliver again, waking the
+// device first if it went to sleep meanwhile.
+func (h *Hub) retryBacklog(device string) {
+	if h.online(device) {
+		h.kickCourier(device)
+		return
+	}
+	h.wakeMu.Lock()
+	w := h.wakeOf(device)
+	if w.rec != nil && !h.wakeStopped && h.mail.Stat(device).n > 0 {
+		h.pingLocked(device, w, true)
+	}
+	h.wakeMu.Unlock()
+}
+
 // courierPass tries every queued message of device once, in order, and
-// reports whether some must be tried again.
-func (h *Hub) courierPass(device string) (retry bool) {
+// reports whether some must be tried again and whether any was delivered.
+func (h *Hub) courierPass(device string) (retry, progress bool) {
 	blocked := map[string]bool{} // services whose earlier message waits
 	var after uint64
+	first := true
 	for {
 		h.mu.Lock()
 		s := h.sessions[device]
 		h.mu.Unlock()
-		if s == nil || h.stopping() {
-			return false // the next session starts a new pass
+		if s == nil || h.wakesStopped() {
+			return retry, progress // the next session starts a new pass
+		}
+		if first {
+			// The device sees its whole queue now.
+			h.wakeMu.Lock()
+			h.wakeOf(device).newMail = false
+			h.wakeMu.Unlock()
+			first = false
 		}
 		batch, err := h.mail.Next(device, after, courierBatch)
 		if err != nil {
 			h.log.Error("read the mailbox", "device", device, "err", err)
-			return true
+			return true, progress
 		}
 		if len(batch) == 0 {
-			return retry
+			return retry, progress
 		}
 		for _, q := range batch {
 			after = q.seq
@@ -510,7 +591,7 @@ func (h *Hub) courierPass(device string) (retry bool) {
 				continue
 			}
 			if blocked[q.msg.Service] {
-				h.delivered(device, q.msg.ID, false)
+				h.delivered(device, q.msg, false)
 				retry = true
 				continue
 			}
@@ -521,15 +602,16 @@ func (h *Hub) courierPass(device string) (retry bool) {
 					h.log.Error("remove a delivered message", "device", device, "err", err)
 				}
 				h.changes.bump()
-				h.delivered(device, q.msg.ID, true)
+				h.delivered(device, q.msg, true)
+				progress = true
 			case cerr.Status == CallOffline || cerr.Status == CallUnavailable || cerr.Status == CallDeadline:
 				// Not now: the app is not running or busy, or the session
 				// broke. Keep it, and its followers for the same service.
-				h.delivered(device, q.msg.ID, false)
+				h.delivered(device, q.msg, false)
 				blocked[q.msg.Service] = true
 				retry = true
 			default:
-				h.delivered(device, q.msg.ID, false)
+				h.delivered(device, q.msg, false)
 				h.dropQueued(device, q, cerr.Message)
 			}
 		}
@@ -598,7 +680,7 @@ func (h *Hub) expire() {
 	}
 }
 
-func (h *Hub) stopping() bool {
+func (h *Hub) wakesStopped() bool {
 	h.wakeMu.Lock()
 	defer h.wakeMu.Unlock()
 	return h.wakeStopped
@@ -634,7 +716,11 @@ func (h *Hub) forgetDevice(device string) {
 		if w.cretry != nil {
 			w.cretry.Stop()
 		}
-		w.rec = nil
+		w.rec, w.newMail = nil, false
+		if w.online != nil { // calls waiting for it give up
+			close(w.online)
+			w.online = nil
+		}
 	}
 	h.wakeMu.Unlock()
 }

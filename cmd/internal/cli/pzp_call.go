@@ -22,7 +22,7 @@ ADDR, DEVICE/SERVICE or ZONE/DEVICE/SERVICE, and prints the JSON result. A
 failed call exits 1 and says why: no such device or service, offline,
 denied by policy, deadline, or the service's own error. With --ttl, a call
 to a device that is asleep or offline waits up to that long for it (the
-hub wakes it), on top of --timeout.`,
+hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 || len(args) > 3 {
 				return usagef("call takes ADDR METHOD [JSON]")
