@@ -267,3 +267,68 @@ func TestMailboxExpiry(t *testing.T) {
 		t.Fatalf("a message past the byte limit: %v", err)
 	}
 }
+
+// TestCallsAroundSleep: an application on a device that keeps dozing off
+// between its calls never sees a call fail: a call that starts while the
+// session closes for sleep waits for the next session.
+func TestCallsAroundSleep(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeerWith(t, laptop, clock, sleepy(20*time.Millisecond, transport.ModeQUIC))
+	waitSyncedPeer(t, phone)
+	serveEcho(t, phone)
+	waitAsleep(t, laptop)
+	ctx := testCtx(t)
+	c := peerClient(laptop)
+	for i := range 40 {
+		// Pace the calls around the idle limit so that some start just
+		// as the session closes (measurement pacing, not a wait for an event).
+		select {
+		case <-time.After(time.Duration(10+i%4*5) * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+		if _, err := c.Call(ctx, "tester", "phone/echo", "echo", i); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if st := waitAsleep(t, laptop); st.Wake.Sleeps < 2 || st.Wake.LocalWakes < 1 {
+		t.Fatalf("the laptop did not doze between calls: %+v", st.Wake)
+	}
+}
+
+// TestHeldCallEndsAtShutdown: a call waiting at the hub for a device that
+// never comes back does not hold up the hub's shutdown.
+func TestHeldCallEndsAtShutdown(t *testing.T) {
+	clock := &testClock{}
+	hub := startHub(t, clock, nil)
+	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	lp := startPeerWith(t, laptop, clock, sleepy(100*time.Millisecond, transport.ModeQUIC))
+	waitSyncedPeer(t, phone)
+	waitAsleep(t, laptop)
+	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.State == "asleep" })
+	lp.stop() // asleep for good: pings reach nobody
+	ctx := testCtx(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := peerClient(phone).CallWith(ctx, CallRequestBody{To: "laptop/echo", Method: "echo", TTLMs: 50000})
+		done <- err
+	}()
+	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Wake != nil && d.Wake.Pings >= 1 })
+	stopped := make(chan error, 1)
+	go func() { stopped <- hub.stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the hub did not stop while a call waited for a sleeping device")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the held call succeeded without its device")
+	}
+}
