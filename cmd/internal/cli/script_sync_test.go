@@ -232,21 +232,28 @@ func cmdWaitSeq(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	want, err := strconv.ParseUint(args[1], 10, 64)
 	ts.Check(err)
-	c := daemonClient(ts, args[0], "pzp")
+	st := waitPeerStatus(ts, args[0], "waitseq", func(st *zone.PeerStatus) bool { return st.Sync != nil && st.Sync.LastSeq >= want })
+	sy := st.Sync
+	fmt.Fprintf(ts.Stdout(), "sync %s: applied up to %d of %d, %d records received\n", sy.Phase, sy.LastSeq, sy.HubSeq, sy.Received)
+}
+
+// waitPeerStatus long-polls the status of the pzp in dir until cond
+// holds, for at most scriptWait, and returns it.
+func waitPeerStatus(ts *testscript.TestScript, dir, what string, cond func(*zone.PeerStatus) bool) *zone.PeerStatus {
+	c := daemonClient(ts, dir, "pzp")
 	ctx, cancel := context.WithTimeout(context.Background(), scriptWait)
 	defer cancel()
 	path := "/v1/status"
 	for {
 		var st zone.PeerStatus
 		if err := c.Do(ctx, http.MethodGet, path, nil, &st); err != nil {
-			ts.Fatalf("waitseq: %v", err)
+			ts.Fatalf("%s: %v", what, err)
 		}
-		if sy := st.Sync; sy != nil && sy.LastSeq >= want {
-			fmt.Fprintf(ts.Stdout(), "sync %s: applied up to %d of %d, %d records received\n", sy.Phase, sy.LastSeq, sy.HubSeq, sy.Received)
-			return
+		if cond(&st) {
+			return &st
 		}
 		if ctx.Err() != nil {
-			ts.Fatalf("waitseq: not at %d after %v: %+v", want, scriptWait, st.Sync)
+			ts.Fatalf("%s: no match after %v: state %s, sync %+v, wake %+v", what, scriptWait, st.State, st.Sync, st.Wake)
 		}
 		path = fmt.Sprintf("/v1/status?wait=%d&timeout=10s", st.Version)
 	}

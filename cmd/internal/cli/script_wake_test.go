@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -41,34 +39,22 @@ func cmdWaitPings(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	want, err := strconv.ParseUint(args[2], 10, 64)
 	ts.Check(err)
-	c := daemonClient(ts, args[0], "pzp")
-	ctx, cancel := context.WithTimeout(context.Background(), scriptWait)
-	defer cancel()
-	path := "/v1/status"
-	for {
-		var st zone.PeerStatus
-		if err := c.Do(ctx, http.MethodGet, path, nil, &st); err != nil {
-			ts.Fatalf("waitpings: %v", err)
-		}
+	var n uint64
+	st := waitPeerStatus(ts, args[0], "waitpings", func(st *zone.PeerStatus) bool {
 		if st.Wake == nil {
 			ts.Fatalf("waitpings: %s does not sleep (no --sleep-after)", args[0])
 		}
 		p := st.Wake.Pings
 		got := map[string]uint64{"accepted": p.Accepted, "forged": p.Forged, "stale": p.Stale, "replayed": p.Replayed, "malformed": p.Malformed}
-		n, ok := got[args[1]]
-		if !ok {
+		var ok bool
+		if n, ok = got[args[1]]; !ok {
 			ts.Fatalf("waitpings: unknown verdict %q", args[1])
 		}
-		if n >= want {
-			fmt.Fprintf(ts.Stdout(), "state %s; pings accepted %d forged %d stale %d replayed %d malformed %d; woken %d\n",
-				st.State, p.Accepted, p.Forged, p.Stale, p.Replayed, p.Malformed, st.Wake.PingWakes)
-			return
-		}
-		if ctx.Err() != nil {
-			ts.Fatalf("waitpings: %s %d < %d after %v: %+v", args[1], n, want, scriptWait, p)
-		}
-		path = fmt.Sprintf("/v1/status?wait=%d&timeout=10s", st.Version)
-	}
+		return n >= want
+	})
+	p := st.Wake.Pings
+	fmt.Fprintf(ts.Stdout(), "state %s; pings accepted %d forged %d stale %d replayed %d malformed %d; woken %d\n",
+		st.State, p.Accepted, p.Forged, p.Stale, p.Replayed, p.Malformed, st.Wake.PingWakes)
 }
 
 // maybe PROG ARGS...: run a program whose success or failure the script
