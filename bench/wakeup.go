@@ -35,16 +35,10 @@ const (
 	// wakeRate is the hub's cap on pings per device per minute: far above
 	// what the rows send, so that it never holds a ping back.
 	wakeRate = 1000
-	// hubWakeCoalesce is the hub's coalescing window: a request within
-	// this long of a device's last ping is covered by that ping, and the
-	// next ping goes out only when the hub retries, a second later. A
-	// device gets its next message no sooner, so that each message has a
-	// ping of its own.
-	hubWakeCoalesce = time.Second
-	// wakeDevices sleep and take turns, so that the rows wait out
-	// hubWakeCoalesce for one device only now and then: a message takes
-	// some 10 ms, so a run spends about 1/16 s per message.
-	wakeDevices = 16
+	// wakeDevices sleep and take turns, so that the next one is usually
+	// asleep already when its message is sent, rather than each message
+	// waiting wakeSleepAfter for one device to doze off.
+	wakeDevices = 4
 	// wakeTTL is the messages' time to live: far longer than any wake-up.
 	wakeTTL = time.Minute
 	// wakeWait bounds waiting for one device to fall asleep or one
@@ -80,14 +74,10 @@ type wakeBench struct {
 	waker    *timedWaker
 	sender   *syncDevice
 	sleepers []*syncDevice
-	// pinged is when each sleeper was last pinged, by name: its wake
-	// socket, and so the endpoint the waker sees, is new for each
-	// transport, and the hub's coalescing window is per device.
-	pinged map[string]time.Time
 }
 
 func newWakeBench(ctx context.Context, cfg *Config) (_ *wakeBench, err error) {
-	w := &wakeBench{cfg: cfg, dir: filepath.Join(cfg.Work, "wakeup"), pinged: map[string]time.Time{}}
+	w := &wakeBench{cfg: cfg, dir: filepath.Join(cfg.Work, "wakeup")}
 	if w.waker, err = newTimedWaker(); err != nil {
 		return nil, err
 	}
@@ -177,20 +167,17 @@ func (t *timedWaker) since(n int) []sentPing {
 	return append([]sentPing(nil), t.sent[n:]...)
 }
 
-// pinged is when the first and the last ping to endpoint at or after from
-// were sent; ok is false if none was.
-func (t *timedWaker) pinged(endpoint string, from time.Time) (first, last time.Time, ok bool) {
+// pinged is when the first ping to endpoint at or after from was sent; ok
+// is false if none was.
+func (t *timedWaker) pinged(endpoint string, from time.Time) (first time.Time, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range t.sent {
 		if p.endpoint == endpoint && !p.at.Before(from) {
-			if !ok {
-				first, ok = p.at, true
-			}
-			last = p.at
+			return p.at, true
 		}
 	}
-	return first, last, ok
+	return time.Time{}, false
 }
 
 // arrival is a message an application took, and when.
@@ -274,7 +261,6 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 	// asleep rows count from there.
 	first := map[string]*zone.PeerWakeStatus{}
 	var asleepFor time.Duration
-	var rested int // messages that waited for hubWakeCoalesce
 	lat, raws := make([]float64, 0, n), make([]float64, 0, n)
 	for i := range warm + n {
 		d := w.sleepers[i%len(w.sleepers)]
@@ -284,14 +270,6 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 		}
 		if first[d.name] == nil {
 			first[d.name] = st.Wake
-		}
-		if last := w.pinged[d.name]; !last.IsZero() && time.Since(last) < hubWakeCoalesce {
-			// Within the window the hub would not ping at once; the rest
-			// is not synchronisation but the hub's pacing.
-			rested++
-			if err := sleep(ctx, hubWakeCoalesce-time.Since(last)); err != nil {
-				return nil, err
-			}
 		}
 		r, err := raw.once(ctx)
 		if err != nil {
@@ -312,11 +290,10 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 			return nil, fmt.Errorf("message to %s: %w", d.name, err)
 		}
 		ep := st.Wake.Endpoint
-		pinged, last, ok := w.waker.pinged(ep, sent)
+		pinged, ok := w.waker.pinged(ep, sent)
 		if !ok {
 			return nil, fmt.Errorf("message to %s arrived, but no ping to %s was sent", d.name, ep)
 		}
-		w.pinged[d.name] = last
 		asleepFor += pinged.Sub(*st.Wake.Asleep)
 		if i >= warm {
 			lat, raws = append(lat, ms(got.Sub(pinged))), append(raws, ms(r))
@@ -355,8 +332,8 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 	if asleepFor > 0 {
 		perMin = float64(bytesAsleep) / asleepFor.Minutes()
 	}
-	w.cfg.logf("wakeup %s: wake to delivery p50 %.3f ms, p99 %.3f ms; raw p50 %.3f ms, p99 %.3f ms; %d pings for %d messages (%d waited out the hub's %v coalescing), pings %d-%d B; %d ping wakes, %d local; %d B sent in %.1f s asleep",
-		kind, p50, p99, r50, r99, len(pings), warm+n, rested, hubWakeCoalesce, minSize, maxSize, pingWakes, localWakes, bytesAsleep, asleepFor.Seconds())
+	w.cfg.logf("wakeup %s: wake to delivery p50 %.3f ms, p99 %.3f ms; raw p50 %.3f ms, p99 %.3f ms; %d pings for %d messages, pings %d-%d B; %d ping wakes, %d local; %d B sent in %.1f s asleep",
+		kind, p50, p99, r50, r99, len(pings), warm+n, minSize, maxSize, pingWakes, localWakes, bytesAsleep, asleepFor.Seconds())
 	sizeNote := fmt.Sprintf("the sealed ping as the hub hands it to its waker; %d B on the wire over IPv4, %d B over IPv6; %d pings",
 		maxSize+ipv4UDPHeaders, maxSize+ipv6UDPHeaders, len(pings))
 	if minSize != maxSize {
