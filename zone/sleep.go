@@ -46,8 +46,7 @@ type sleeper struct {
 	pinged   chan struct{} // a valid ping arrived
 	needed   chan struct{} // something local wants the session
 
-	mu         sync.Mutex
-	asleep     bool
+	mu         sync.Mutex    // guards the fields below; asleep is st.Asleep != nil
 	dozing     bool          // decided to sleep, closing the session: local calls wait for the next one
 	waking     bool          // woken, reconnecting: local calls wait for the session
 	pending    wakeup.Secret // sent to the hub, not yet confirmed
@@ -116,7 +115,7 @@ func (p *Peer) isAsleep() bool {
 	}
 	p.sleep.mu.Lock()
 	defer p.sleep.mu.Unlock()
-	return p.sleep.asleep
+	return p.sleep.st.Asleep != nil
 }
 
 // registerWake sends this session's wake registration: a fresh secret,
@@ -125,7 +124,11 @@ func (p *Peer) isAsleep() bool {
 // then the hub still holds the previous one.
 func (p *Peer) registerWake(ps *peerSession) error {
 	sl := p.sleep
-	if sl == nil || ps.welcome.Version < 2 || ps.welcome.RenewOnly {
+	if sl == nil || ps.welcome.RenewOnly {
+		return nil
+	}
+	if ps.welcome.Version < 2 {
+		p.log.Warn("the hub cannot wake devices (its session version is older); staying awake", "hub_version", ps.welcome.Version)
 		return nil
 	}
 	if ps.welcome.TimeMs != 0 {
@@ -191,7 +194,7 @@ func (p *Peer) away() bool {
 	}
 	p.sleep.mu.Lock()
 	defer p.sleep.mu.Unlock()
-	return p.sleep.dozing || p.sleep.asleep || p.sleep.waking
+	return p.sleep.dozing || p.sleep.st.Asleep != nil || p.sleep.waking
 }
 
 // touch notes activity that keeps the session awake.
@@ -210,7 +213,7 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	now := time.Now()
 	sentBefore := sl.ep.BytesSent()
 	sl.mu.Lock()
-	sl.asleep, sl.dozing = true, false
+	sl.dozing = false
 	sl.st.Asleep = &now
 	sl.st.Sleeps++
 	sl.mu.Unlock()
@@ -221,7 +224,7 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	defer func() {
 		t := time.Now()
 		sl.mu.Lock()
-		sl.asleep, sl.waking = false, true
+		sl.waking = true
 		sl.st.Asleep = nil
 		sl.st.LastWake = &t
 		sl.st.BytesAsleep += sl.ep.BytesSent() - sentBefore
@@ -236,8 +239,10 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	// Renewal: when due, but not sooner than renewRetry after the last
 	// attempt, so a renewal that keeps failing cannot make it spin.
 	renewDue := renewAt(p.id.Load().Cert)
-	if tried := time.Unix(0, p.renewTried.Load()).Add(renewRetry); p.renewTried.Load() != 0 && tried.After(renewDue) {
-		renewDue = tried
+	if tried := p.renewTried.Load(); tried != 0 {
+		if next := time.Unix(0, tried).Add(renewRetry); next.After(renewDue) {
+			renewDue = next
+		}
 	}
 	renew := time.NewTimer(max(time.Until(renewDue), 0))
 	defer renew.Stop()

@@ -74,6 +74,15 @@ type hubWake struct {
 	cdelay  time.Duration
 }
 
+// onlineCh is the channel closed when the device next comes online (or is
+// revoked) (h.wakeMu held).
+func (w *hubWake) onlineCh() chan struct{} {
+	if w.online == nil {
+		w.online = make(chan struct{})
+	}
+	return w.online
+}
+
 func (h *Hub) wakeOf(device string) *hubWake {
 	w := h.wakes[device]
 	if w == nil {
@@ -334,10 +343,7 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 func (h *Hub) awaitOnline(caller *hubSession, device string, until time.Time) *hubSession {
 	h.wakeMu.Lock()
 	w := h.wakeOf(device)
-	if w.online == nil {
-		w.online = make(chan struct{})
-	}
-	ch := w.online
+	ch := w.onlineCh()
 	w.holders++
 	h.wakeMu.Unlock()
 	defer func() {
@@ -366,10 +372,7 @@ func (h *Hub) awaitOnline(caller *hubSession, device string, until time.Time) *h
 			return nil
 		case <-ch:
 			h.wakeMu.Lock()
-			if w.online == nil {
-				w.online = make(chan struct{})
-			}
-			ch = w.online
+			ch = w.onlineCh()
 			h.wakeMu.Unlock()
 		case <-t.C:
 			return nil
@@ -412,7 +415,7 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 	seq, err := h.mail.Put(hdr.ToDevice, msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			refuseCall(st, CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-bytes", err))
+			refuseCall(st, CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
 		} else {
 			h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
 			refuseCall(st, CallUnavailable, "the hub could not store the message: "+err.Error())
@@ -505,8 +508,8 @@ func (h *Hub) kickCourier(device string) {
 		w.cretry = nil
 	}
 	w.running, w.again = true, false
+	h.couriers.Add(1) // under the lock that stopWakes takes before it waits
 	h.wakeMu.Unlock()
-	h.couriers.Add(1)
 	go func() {
 		defer h.couriers.Done()
 		h.runCourier(device)
