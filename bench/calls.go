@@ -213,6 +213,19 @@ func (c *callBench) call(ctx context.Context, to string, arg json.RawMessage) er
 	return nil
 }
 
+// startWithRaw starts the devices for kind and opens the raw echo
+// stream of the same transport that the row measures against.
+func (c *callBench) startWithRaw(ctx context.Context, kind transport.Kind) (*rawEchoStream, error) {
+	if err := c.startDevices(ctx, kind); err != nil {
+		return nil, err
+	}
+	raw, err := newRawEchoStream(ctx, kind, c.dir)
+	if err != nil {
+		return nil, fmt.Errorf("raw baseline: %w", err)
+	}
+	return raw, nil
+}
+
 func (c *callBench) remote() string { return c.b.name + "/" + callService }
 func (c *callBench) local() string  { return c.a.name + "/" + callService }
 
@@ -222,12 +235,9 @@ func (c *callBench) local() string  { return c.a.name + "/" + callService }
 // (a call crosses two hops), measured alternating; the same call to echo
 // on A itself, which never leaves A, in the note.
 func (c *callBench) roundTrip(ctx context.Context, kind transport.Kind) ([]Row, error) {
-	if err := c.startDevices(ctx, kind); err != nil {
-		return nil, err
-	}
-	raw, err := newRawEchoStream(ctx, kind, c.dir)
+	raw, err := c.startWithRaw(ctx, kind)
 	if err != nil {
-		return nil, fmt.Errorf("raw baseline: %w", err)
+		return nil, err
 	}
 	defer raw.close()
 	arg := jsonString(callArgSize)
@@ -383,12 +393,9 @@ func (cw callWindow) cpuNote() string {
 // CPU of both ends of its one hop. The raw rate is taken before and after,
 // and averaged.
 func (c *callBench) callRate(ctx context.Context, kind transport.Kind) ([]Row, error) {
-	if err := c.startDevices(ctx, kind); err != nil {
-		return nil, err
-	}
-	raw, err := newRawEchoStream(ctx, kind, c.dir)
+	raw, err := c.startWithRaw(ctx, kind)
 	if err != nil {
-		return nil, fmt.Errorf("raw baseline: %w", err)
+		return nil, err
 	}
 	defer raw.close()
 	rawWindow := max(c.cfg.CallWindow/5, 100*time.Millisecond)
@@ -465,12 +472,9 @@ func rawEchoRate(ctx context.Context, conn transport.Conn, streams int, window t
 // application can move with calls. Against one raw stream's throughput
 // in one direction, before and after, averaged.
 func (c *callBench) payloadRate(ctx context.Context, kind transport.Kind) ([]Row, error) {
-	if err := c.startDevices(ctx, kind); err != nil {
-		return nil, err
-	}
-	raw, err := newRawEchoStream(ctx, kind, c.dir)
+	raw, err := c.startWithRaw(ctx, kind)
 	if err != nil {
-		return nil, fmt.Errorf("raw baseline: %w", err)
+		return nil, err
 	}
 	defer raw.close()
 	frame, err := dataFrame()
