@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -64,14 +65,20 @@ func TestScripts(t *testing.T) {
 }
 
 // freeport VAR: set VAR to a port free for both TCP and UDP on 127.0.0.1.
+// It is chosen below the kernel's ephemeral range, so that while a hub in
+// a script restarts on it, no socket of another test (a QUIC dial, a wake
+// socket) can be handed the same port by the kernel in the meantime.
 func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: freeport VAR")
 	}
-	for range 50 {
-		tl, err := net.Listen("tcp", "127.0.0.1:0")
-		ts.Check(err)
-		port := tl.Addr().(*net.TCPAddr).Port
+	lo := ephemeralLow()
+	for range 200 {
+		port := freePortMin + mathrand.IntN(lo-freePortMin)
+		tl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		tl.Close()
 		if err != nil {
@@ -82,6 +89,23 @@ func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 		return
 	}
 	ts.Fatalf("no free port")
+}
+
+// freePortMin is the lowest port freeport picks: above the well-known and
+// most registered services' ports.
+const freePortMin = 20000
+
+// ephemeralLow is the start of the kernel's ephemeral port range (Linux),
+// or the IANA one elsewhere.
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if lo, err := strconv.Atoi(f[0]); err == nil && lo > freePortMin+1000 {
+				return lo
+			}
+		}
+	}
+	return 49152
 }
 
 // udpsink PORT: bind UDP 127.0.0.1:PORT and swallow every packet until the
