@@ -18,7 +18,17 @@ const ProofSize = sha256.Size
 // Proof computes HMAC-SHA256(Verifier(secret), exporter(label, inviteID))
 // for the connection cs.
 func Proof(cs tls.ConnectionState, inviteID string, verifier []byte) ([]byte, error) {
-	ekm, err := cs.ExportKeyingMaterial(ExporterLabel, []byte(inviteID), 32)
+	return proof(cs, ExporterLabel, inviteID, verifier)
+}
+
+// CheckProof reports whether proof is right for this connection, in
+// constant time.
+func CheckProof(cs tls.ConnectionState, inviteID string, verifier, proof []byte) bool {
+	return checkProof(cs, ExporterLabel, inviteID, verifier, proof)
+}
+
+func proof(cs tls.ConnectionState, label, inviteID string, verifier []byte) ([]byte, error) {
+	ekm, err := cs.ExportKeyingMaterial(label, []byte(inviteID), 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive pairing binding: %w", err)
 	}
@@ -27,9 +37,7 @@ func Proof(cs tls.ConnectionState, inviteID string, verifier []byte) ([]byte, er
 	return m.Sum(nil), nil
 }
 
-// CheckProof reports whether proof is right for this connection, in
-// constant time.
-func CheckProof(cs tls.ConnectionState, inviteID string, verifier, proof []byte) bool {
-	want, err := Proof(cs, inviteID, verifier)
-	return err == nil && hmac.Equal(want, proof)
+func checkProof(cs tls.ConnectionState, label, inviteID string, verifier, p []byte) bool {
+	want, err := proof(cs, label, inviteID, verifier)
+	return err == nil && hmac.Equal(want, p)
 }

@@ -56,15 +56,32 @@ type tokenWire struct {
 	Secret   []byte
 }
 
+// tokenKind is what tells device invites and friend invites apart: their
+// prefix, and how errors name them.
+type tokenKind struct {
+	prefix  string // with the format version digit
+	family  string // the prefix without the version
+	err     error  // wrapped by every parse failure
+	printer string // the command that prints such tokens
+	user    string // the command that takes them
+}
+
+var (
+	deviceTokens = tokenKind{prefix: TokenPrefix, family: "PZI", err: ErrBadToken, printer: "pzh invite", user: "pzp"}
+	friendTokens = tokenKind{prefix: FriendTokenPrefix, family: "PZF", err: ErrBadFriendToken, printer: "pzh friend invite", user: "pzh"}
+)
+
 // String encodes the token as one line: TokenPrefix + base32(CBOR body +
 // 4-byte SHA-256 checksum).
-func (t *Token) String() string {
+func (t *Token) String() string { return t.encode(deviceTokens) }
+
+func (t *Token) encode(k tokenKind) string {
 	body, err := transport.Marshal(tokenWire{Addrs: t.Addrs, Zone: t.Zone.Compact(), InviteID: t.InviteID, Secret: t.Secret})
 	if err != nil {
 		panic("pairing: encode token: " + err.Error()) // only plain strings and bytes: cannot fail
 	}
 	sum := sha256.Sum256(body)
-	return TokenPrefix + tokenEncoding.EncodeToString(append(body, sum[:checksumSize]...))
+	return k.prefix + tokenEncoding.EncodeToString(append(body, sum[:checksumSize]...))
 }
 
 // ErrBadToken is wrapped by every ParseToken failure.
@@ -72,55 +89,62 @@ var ErrBadToken = errors.New("invalid invite token")
 
 // ParseToken decodes a token as a person pasted it: surrounding white space
 // and case do not matter.
-func ParseToken(s string) (*Token, error) {
+func ParseToken(s string) (*Token, error) { return parseToken(s, deviceTokens) }
+
+func parseToken(s string, k tokenKind) (*Token, error) {
 	s = strings.ToUpper(strings.TrimSpace(s))
 	if len(s) > maxTokenLen {
-		return nil, fmt.Errorf("%w: too long (%d characters)", ErrBadToken, len(s))
+		return nil, fmt.Errorf("%w: too long (%d characters)", k.err, len(s))
 	}
-	rest, ok := strings.CutPrefix(s, TokenPrefix)
+	rest, ok := strings.CutPrefix(s, k.prefix)
 	if !ok {
-		if strings.HasPrefix(s, "PZI") {
-			return nil, fmt.Errorf("%w: made by a different pzone version (want %s…): update pzp or ask for a new invite", ErrBadToken, TokenPrefix)
+		if strings.HasPrefix(s, k.family) {
+			return nil, fmt.Errorf("%w: made by a different pzone version (want %s…): update %s or ask for a new invite", k.err, k.prefix, k.user)
 		}
-		return nil, fmt.Errorf("%w: it should start with %s; copy the whole line pzh invite printed", ErrBadToken, TokenPrefix)
+		for _, other := range []tokenKind{deviceTokens, friendTokens} {
+			if other.prefix != k.prefix && strings.HasPrefix(s, other.prefix) {
+				return nil, fmt.Errorf("%w: this is a token of %s, not of %s", k.err, other.printer, k.printer)
+			}
+		}
+		return nil, fmt.Errorf("%w: it should start with %s; copy the whole line %s printed", k.err, k.prefix, k.printer)
 	}
 	raw, err := tokenEncoding.DecodeString(rest)
 	if err != nil || len(raw) <= checksumSize {
-		return nil, fmt.Errorf("%w: damaged (not valid base32); copy it again", ErrBadToken)
+		return nil, fmt.Errorf("%w: damaged (not valid base32); copy it again", k.err)
 	}
 	// The decoder ignores the unused low bits of the last character, so a
 	// changed last character can decode to the same bytes; only the
 	// spelling String writes is valid (line breaks, which the decoder
 	// skips, aside).
 	if tokenEncoding.EncodeToString(raw) != strings.NewReplacer("\r", "", "\n", "").Replace(rest) {
-		return nil, fmt.Errorf("%w: damaged (last character changed); copy it again", ErrBadToken)
+		return nil, fmt.Errorf("%w: damaged (last character changed); copy it again", k.err)
 	}
 	body, sum := raw[:len(raw)-checksumSize], raw[len(raw)-checksumSize:]
 	want := sha256.Sum256(body)
 	if !bytes.Equal(sum, want[:checksumSize]) {
-		return nil, fmt.Errorf("%w: damaged (checksum mismatch); copy it again", ErrBadToken)
+		return nil, fmt.Errorf("%w: damaged (checksum mismatch); copy it again", k.err)
 	}
 	var w tokenWire
 	if err := transport.Unmarshal(body, &w); err != nil {
-		return nil, fmt.Errorf("%w: damaged (%v)", ErrBadToken, err)
+		return nil, fmt.Errorf("%w: damaged (%v)", k.err, err)
 	}
 	zone, err := certs.ParseZoneID(w.Zone)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadToken, err)
+		return nil, fmt.Errorf("%w: %v", k.err, err)
 	}
 	if len(w.Addrs) == 0 || len(w.Addrs) > maxTokenAddrs {
-		return nil, fmt.Errorf("%w: it names %d hub addresses (want 1 to %d)", ErrBadToken, len(w.Addrs), maxTokenAddrs)
+		return nil, fmt.Errorf("%w: it names %d hub addresses (want 1 to %d)", k.err, len(w.Addrs), maxTokenAddrs)
 	}
 	for _, a := range w.Addrs {
 		if len(a) == 0 || len(a) > maxAddrLen {
-			return nil, fmt.Errorf("%w: bad hub address", ErrBadToken)
+			return nil, fmt.Errorf("%w: bad hub address", k.err)
 		}
 	}
 	if !validInviteID(w.InviteID) {
-		return nil, fmt.Errorf("%w: bad invite id", ErrBadToken)
+		return nil, fmt.Errorf("%w: bad invite id", k.err)
 	}
 	if len(w.Secret) != SecretSize {
-		return nil, fmt.Errorf("%w: secret is %d bytes (want %d)", ErrBadToken, len(w.Secret), SecretSize)
+		return nil, fmt.Errorf("%w: secret is %d bytes (want %d)", k.err, len(w.Secret), SecretSize)
 	}
 	return &Token{Addrs: w.Addrs, Zone: zone, InviteID: w.InviteID, Secret: w.Secret}, nil
 }

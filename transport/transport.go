@@ -29,6 +29,15 @@ const (
 	// ALPNPairing is the invite redemption protocol, version 1. The client
 	// presents no certificate; it pins the hub by zone ID instead.
 	ALPNPairing = "pz-pair/1"
+	// ALPNFriend is the friend invite redemption between two hubs,
+	// version 1. Both present their hub certificate chains; the redeeming
+	// hub pins the inviting one by zone ID, the inviting hub learns the
+	// redeeming zone from its chain and a proof of the invite secret.
+	ALPNFriend = "pz-friend/1"
+	// ALPNLink is the session between the hubs of two friend zones,
+	// version 1. Each verifies the other against the friend's zone CA it
+	// recorded when they made friends.
+	ALPNLink = "pz-link/1"
 )
 
 // Kind names a transport implementation.

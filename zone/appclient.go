@@ -77,10 +77,21 @@ func (c *Client) SendWith(ctx context.Context, req CallRequestBody) (*SendResult
 // Services lists the services published in the zone that app (or, with
 // "", this device) may call.
 func (c *Client) Services(ctx context.Context, app string) ([]ServiceView, error) {
+	return c.ServicesIn(ctx, "", app)
+}
+
+// ServicesIn lists the services of zone (a friend's petname or zone ID;
+// "" for this device's own) that app (or this device) may call: in a
+// friend zone, those both zones' policies allow.
+func (c *Client) ServicesIn(ctx context.Context, zone, app string) ([]ServiceView, error) {
 	var out struct {
 		Services []ServiceView `json:"services"`
 	}
-	err := c.Do(ctx, http.MethodGet, "/v1/services?app="+url.QueryEscape(app), nil, &out)
+	q := url.Values{"app": {app}}
+	if zone != "" {
+		q.Set("zone", zone)
+	}
+	err := c.Do(ctx, http.MethodGet, "/v1/services?"+q.Encode(), nil, &out)
 	return out.Services, err
 }
 

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -60,6 +61,18 @@ type CallHeader struct {
 	// kept since this time (unix ms). It may arrive twice (the hub lost
 	// the confirmation); the device drops a repeat of a recent ID.
 	QueuedMs int64 `cbor:"13,keyasint,omitempty"`
+	// ToZone names the service's zone when it is not the caller's own: a
+	// friend's compact zone ID (or petname, as the caller's zone knows
+	// it). Only the caller's hub reads it; it forwards the call to that
+	// friend's hub.
+	ToZone string `cbor:"14,keyasint,omitempty"`
+	// FromZoneID is the caller's compact zone ID. Hubs set it: on a call
+	// from a friend zone it is that zone's, proven by the link the call
+	// came over; empty or this zone's own means a call from within.
+	FromZoneID string `cbor:"15,keyasint,omitempty"`
+	// Envelope is the calling device's signature over the call, on every
+	// call that crosses zones (envelope.go).
+	Envelope *Envelope `cbor:"16,keyasint,omitempty"`
 }
 
 // CallStatus is the outcome in a CallReply.
@@ -99,6 +112,9 @@ type CallReply struct {
 	// delivered, until ExpiresMs (unix ms).
 	Queued    bool  `cbor:"3,keyasint,omitempty"`
 	ExpiresMs int64 `cbor:"4,keyasint,omitempty"`
+	// Envelope is the serving device's signature over the result, on a
+	// call that crossed zones (absent on failures, which hubs may say).
+	Envelope *Envelope `cbor:"5,keyasint,omitempty"`
 }
 
 // CallError is a call that did not succeed, with the status that says why.
@@ -215,6 +231,16 @@ func checkCallHeader(h *CallHeader) error {
 			return fmt.Errorf("app: %w", err)
 		}
 	}
+	if h.ToZone != "" {
+		if _, err := certs.ParseZoneID(h.ToZone); err != nil && certs.ValidateName("zone", h.ToZone) != nil {
+			return fmt.Errorf("zone %q: neither a zone name nor a zone ID", h.ToZone)
+		}
+	}
+	if h.FromZoneID != "" {
+		if id, err := certs.ParseZoneID(h.FromZoneID); err != nil || id.Compact() != h.FromZoneID {
+			return errors.New("bad caller zone ID")
+		}
+	}
 	return nil
 }
 
@@ -286,7 +312,8 @@ func refuseCall(st transport.Stream, status CallStatus, msg string) {
 
 // ---- the hub: relay ----
 
-// handleCall relays a device's call to the target device's session.
+// handleCall relays a device's call: to the target device's session, to
+// a service on the hub's host, or (ToZone) to a friend zone's hub.
 func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
 	var hdr CallHeader
 	if err := fr.ReadFrame(&hdr); err != nil {
@@ -297,12 +324,34 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		refuseCall(st, CallBadRequest, err.Error())
 		return
 	}
-	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs = h.zone.Name, s.device, 0
-	timeout := callTimeout(&hdr)
+	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = h.zone.Name, s.device, 0, h.zone.ID.Compact()
+	if hdr.ToZone != "" && !h.ownZone(hdr.ToZone) {
+		h.forwardCall(st, &hdr)
+		return
+	}
+	hdr.ToZone, hdr.Envelope = "", nil
+	h.routeCall(st, &hdr, s.syncCtx.Done(), s.device)
+}
+
+// ownZone reports whether name (a zone name or ID) is this zone.
+func (h *Hub) ownZone(name string) bool {
+	if name == h.zone.Name {
+		return true
+	}
+	id, err := certs.ParseZoneID(name)
+	return err == nil && id == h.zone.ID
+}
+
+// routeCall delivers a call whose caller is established (hdr's From*
+// fields) within this zone. gone closes when the caller's session or
+// link ends; from names the caller in bindings and token checks (the
+// device, or PETNAME/DEVICE for a friend's).
+func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct{}, from string) {
+	timeout := callTimeout(hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)
 	if hdr.Kind == CallMessage && hdr.TTLMs > 0 && hdr.ToDevice != certs.HubDevice {
-		h.queueMessage(st, &hdr, deadline)
+		h.queueMessage(st, hdr, deadline)
 		return
 	}
 
@@ -315,7 +364,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	}
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
-		h.serveHosted(st, &hdr, deadline)
+		h.serveHosted(st, hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
 		refuseCall(st, CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
@@ -326,7 +375,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		if deadline.Before(until) {
 			until = deadline
 		}
-		if target = h.awaitOnline(s, hdr.ToDevice, until); target == nil {
+		if target = h.awaitOnline(gone, hdr.ToDevice, until); target == nil {
 			refuseCall(st, CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
@@ -339,7 +388,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	}
 	// A token, presented or required, decides whether a binding can be
 	// made and what it may use.
-	key := bindKey{hdr.FromDevice, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
+	key := bindKey{from, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
 	var limitsOf func() (bindLimits, error)
 	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
 		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
@@ -348,24 +397,18 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 			return
 		}
 		key.token = tok.ID
-		limitsOf = func() (bindLimits, error) { return h.bindToken(tok, hdr.FromDevice) }
+		limitsOf = func() (bindLimits, error) { return h.bindToken(tok, from) }
 	}
 	hdr.Token, hdr.TokenID = "", key.token
+	if h.cfg.TestTamper != "" && hdr.Envelope != nil {
+		if h.tamper(st, target, hdr, deadline) {
+			return
+		}
+	}
 	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
 	defer cancel()
-	out, err := target.conn.OpenStream(ctx)
+	out, err := openCallStream(ctx, target.conn, hdr, deadline)
 	if err != nil {
-		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
-		return
-	}
-	out.SetDeadline(deadline)
-	if err := transport.WriteFrame(out, &StreamHeader{Kind: StreamCall}); err != nil {
-		out.Reset()
-		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
-		return
-	}
-	if err := transport.WriteFrame(out, &hdr); err != nil {
-		out.Reset()
 		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
 		return
 	}
@@ -385,6 +428,24 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 		return nil
 	}
 	splice(st, out, &b.in, &b.out, check)
+}
+
+// openCallStream opens a call stream on conn and writes its headers.
+func openCallStream(ctx context.Context, conn transport.Conn, hdr *CallHeader, deadline time.Time) (transport.Stream, error) {
+	out, err := conn.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.SetDeadline(deadline)
+	if err := transport.WriteFrame(out, &StreamHeader{Kind: StreamCall}); err != nil {
+		out.Reset()
+		return nil, err
+	}
+	if err := transport.WriteFrame(out, hdr); err != nil {
+		out.Reset()
+		return nil, err
+	}
+	return out, nil
 }
 
 // copyBufs are splice's copy buffers: a relayed call would otherwise
@@ -422,23 +483,49 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 }
 
 // serveHosted delivers a call to a service an application on the hub's
-// host serves, after the hub's own policy check.
+// host serves, after the hub's own policy check (and, from a friend zone,
+// the check of the calling device's signature).
 func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Time) {
 	rules := h.calls.get(h.state, h.log).rules
 	req := Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
+	var opts serveOpts
+	if hdr.FromZoneID != "" && hdr.FromZoneID != h.zone.ID.Compact() {
+		f := h.friend(hdr.FromZoneID)
+		if f == nil {
+			refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
+			return
+		}
+		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
+		leaf := h.cert.Load()
+		self := certs.Identity{Zone: h.zone.ID, Device: certs.HubDevice}
+		opts = envelopeOpts(h.envelopes, hdr, f.entry(), self, signer{key: leaf.PrivateKey.(ed25519.PrivateKey), cert: leaf.Leaf}, h.cfg.Now, h.log)
+	}
 	if d := Decide(rules, req); !d.Allow {
 		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
-	serveCall(st, h.services, hdr, deadline, nil)
+	serveCall(st, h.services, hdr, deadline, opts)
+}
+
+// serveOpts adapt serveCall to where the call came from.
+type serveOpts struct {
+	// check, if set, vets the request body before delivery: skip answers
+	// the call as done without delivering it (a repeat already
+	// delivered), cerr refuses it.
+	check func(body []byte) (skip bool, cerr *CallError)
+	// onDelivered runs once the application has the call or message;
+	// onFailed when it could not be delivered.
+	onDelivered, onFailed func()
+	// seal, if set, signs the result.
+	seal func(result []byte) *Envelope
 }
 
 // serveCall reads a call's request from st, hands it to the application
 // serving it on this node, and writes the answer. The caller keeps its side
 // open until it has the answer: its end before then is a cancellation,
 // which reaches the application.
-func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time, onDelivered func()) {
+func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time, o serveOpts) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	st.SetDeadline(deadline)
@@ -447,21 +534,40 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 		refuseCall(st, CallBadRequest, "request body: "+err.Error())
 		return
 	}
-	go func() {
-		var b [1]byte
-		if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
-			cancel()
+	var result []byte
+	var cerr *CallError
+	skip := false
+	if o.check != nil {
+		skip, cerr = o.check(body)
+		if cerr != nil {
+			refuseCall(st, cerr.Status, cerr.Message)
+			return
 		}
-	}()
-	result, cerr := sh.deliver(ctx, hdr, body)
-	if cerr != nil {
-		refuseCall(st, cerr.Status, cerr.Message)
-		return
 	}
-	if onDelivered != nil {
-		onDelivered()
+	if !skip {
+		go func() {
+			var b [1]byte
+			if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
+				cancel()
+			}
+		}()
+		result, cerr = sh.deliver(ctx, hdr, body)
+		if cerr != nil {
+			if o.onFailed != nil {
+				o.onFailed()
+			}
+			refuseCall(st, cerr.Status, cerr.Message)
+			return
+		}
+		if o.onDelivered != nil {
+			o.onDelivered()
+		}
 	}
-	if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, result, true) != nil {
+	rep := &CallReply{}
+	if o.seal != nil {
+		rep.Envelope = o.seal(result)
+	}
+	if transport.WriteFrame(st, rep) != nil || writeBody(st, result, true) != nil {
 		st.Reset()
 	}
 }

@@ -82,6 +82,10 @@ type HubConfig struct {
 	// Wakers add or replace ways of waking devices, by method (UDP is
 	// built in).
 	Wakers []wakeup.Waker
+	// TestTamper makes the hub misbehave with calls from friend zones, to
+	// test that devices catch it: "alter" changes a call's content after
+	// it was signed, "replay" delivers each call twice. Never for real use.
+	TestTamper string
 }
 
 func (c *HubConfig) setDefaults() {
@@ -140,6 +144,11 @@ func (c *HubConfig) Validate() error {
 	if c.TombstoneRetention < 0 {
 		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
 	}
+	switch c.TestTamper {
+	case "", tamperAlter, tamperReplay:
+	default:
+		return fmt.Errorf("test tamper mode %q: use %s or %s", c.TestTamper, tamperAlter, tamperReplay)
+	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			return fmt.Errorf("listen address %q: %v (want HOST:PORT, e.g. 0.0.0.0:7443)", c.Listen, err)
@@ -189,6 +198,17 @@ type Hub struct {
 	couriers    sync.WaitGroup
 	wakeStopped bool
 	stopping    chan struct{} // closed when shutdown begins: held calls give up
+
+	// Friends (friends.go, links.go), under mu: by compact zone ID, their
+	// records, live links, the diallers keeping links and why a link is
+	// down. linkCtx is the run's context, set once serving.
+	friends    map[string]*FriendRecord
+	links      map[string]*hubLink
+	linkStops  map[string]context.CancelFunc
+	linkStates map[string]*linkState
+	linkCtx    context.Context
+	// envelopes checks calls from friend zones to services on the hub.
+	envelopes *envelopeChecker
 }
 
 // RunHub runs a hub until ctx ends, then closes every session with reason
@@ -220,6 +240,9 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		return err
 	}
 	h.reconcileState()
+	if err := h.loadFriends(); err != nil {
+		return err
+	}
 
 	listen := cfg.Listen
 	if listen == "" {
@@ -256,6 +279,16 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	h.mu.Lock()
+	h.linkCtx = gctx
+	zones := make([]string, 0, len(h.friends))
+	for z := range h.friends {
+		zones = append(zones, z)
+	}
+	h.mu.Unlock()
+	for _, z := range zones {
+		h.startLink(z)
+	}
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
 	g.Go(func() error { return serveAPI(gctx, api, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
@@ -282,7 +315,9 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
-		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{})}
+		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
+		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{},
+		envelopes: newEnvelopeChecker()}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err
@@ -401,9 +436,10 @@ func (h *Hub) transportConfig() transport.Config {
 		GetCertificate: getCert,
 		ClientAuth:     tls.NoClientCert,
 	}
+	hubs := h.hubChainTLS(getCert)
 	base := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing},
+		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNFriend, transport.ALPNLink},
 		GetCertificate: getCert,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			switch {
@@ -411,6 +447,8 @@ func (h *Hub) transportConfig() transport.Config {
 				return session, nil
 			case slices.Contains(hello.SupportedProtos, transport.ALPNPairing):
 				return pair, nil
+			case slices.Contains(hello.SupportedProtos, transport.ALPNFriend), slices.Contains(hello.SupportedProtos, transport.ALPNLink):
+				return hubs, nil
 			}
 			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
 		},
@@ -458,6 +496,10 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 		h.servePairing(ctx, conn)
 	case transport.ALPNSession:
 		h.serveSession(ctx, conn)
+	case transport.ALPNFriend:
+		h.serveFriendInvite(ctx, conn)
+	case transport.ALPNLink:
+		h.serveLink(ctx, conn)
 	default:
 		conn.CloseWithError(uint64(ReasonProtocol), "no protocol negotiated")
 	}
@@ -488,6 +530,7 @@ func (h *Hub) shutdown() {
 		}()
 	}
 	wg.Wait()
+	h.shutdownLinks()
 	h.conns.Wait()
 	h.flushSeen()
 }
@@ -941,6 +984,8 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 		h.handleSync(s, st)
 	case StreamCall:
 		h.handleCall(s, st, fr)
+	case StreamDiscover:
+		h.handleDiscover(s, st, fr)
 	default:
 		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
 		st.Reset()

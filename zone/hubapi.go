@@ -144,6 +144,7 @@ func (h *Hub) apiHandler() http.Handler {
 	dataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	h.bindingRoutes(mux)
 	h.tokenRoutes(mux)
+	h.friendRoutes(mux)
 	hostRoutes(mux, h.services, func(app string, info ServiceInfo) error {
 		return publishService(h.state, zsync.HubNode, app, info)
 	}, h.log)

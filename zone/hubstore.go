@@ -180,6 +180,10 @@ func openHubStore(dir string) (*hubStore, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.ensureFriendBuckets(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	return s, nil
 }
 

@@ -54,6 +54,20 @@ type queuedMsg struct {
 	Body       []byte    `cbor:"7,keyasint"`
 	Queued     time.Time `cbor:"8,keyasint"`
 	Expires    time.Time `cbor:"9,keyasint"`
+	// FromZoneID, Envelope and TTLMs: a message from a friend zone keeps
+	// its sender's signature, which the device checks on delivery.
+	FromZoneID string    `cbor:"10,keyasint,omitempty"`
+	Envelope   *Envelope `cbor:"11,keyasint,omitempty"`
+	TTLMs      uint64    `cbor:"12,keyasint,omitempty"`
+}
+
+// sender names who sent m, for telling messages apart: the sending
+// device, with its zone when it is a friend's.
+func (m *queuedMsg) sender() string {
+	if m.FromZoneID != "" {
+		return m.FromZoneID + "/" + m.FromDevice
+	}
+	return m.FromDevice
 }
 
 // wakeRecord is how the hub wakes a device: its latest registration, and

@@ -162,6 +162,9 @@ type PeerStatus struct {
 	Sync *zsync.State `json:"sync,omitempty"`
 	// Wake is the device's sleep and wakeup (absent when it never sleeps).
 	Wake *PeerWakeStatus `json:"wake,omitempty"`
+	// Envelopes counts the verdicts on signed calls and answers from
+	// friend zones.
+	Envelopes EnvelopeCounts `json:"envelopes"`
 }
 
 // MinSleepAfter is the shortest idle time before sleep a device may ask
@@ -193,11 +196,12 @@ type Peer struct {
 	unpairReq chan *unpairCall
 	conn      atomic.Pointer[transport.Conn] // the live session's connection
 
-	delivered  recentIDs    // queued messages delivered lately
-	sleep      *sleeper     // nil: the device never sleeps
-	inflight   atomic.Int64 // calls and messages in progress, either way
-	lastActive atomic.Int64 // unix ns of the last activity
-	renewTried atomic.Int64 // unix ns of the last renewal attempt
+	delivered  recentIDs        // queued messages delivered lately
+	envelopes  *envelopeChecker // signatures of calls from friend zones
+	sleep      *sleeper         // nil: the device never sleeps
+	inflight   atomic.Int64     // calls and messages in progress, either way
+	lastActive atomic.Int64     // unix ns of the last activity
+	renewTried atomic.Int64     // unix ns of the last renewal attempt
 }
 
 // Traffic is the wire byte count of the current session's connection
@@ -316,7 +320,9 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 }
 
 func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
-	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: newServiceHost()}
+	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: newServiceHost(),
+		envelopes: newEnvelopeChecker()}
+	p.envelopes.notify = p.changes.bump
 	p.id.Store(id)
 	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
@@ -343,6 +349,7 @@ func (p *Peer) status(ver uint64) PeerStatus {
 	t := p.Traffic()
 	st.BytesSent, st.BytesReceived = t.BytesSent, t.BytesReceived
 	st.Wake = p.wakeStatus()
+	st.Envelopes = p.envelopes.Counts()
 	return st
 }
 
@@ -902,22 +909,7 @@ func checkIssued(id *Identity, key ed25519.PrivateKey, der []byte, now time.Time
 
 // exchange runs a one-shot request/response on a new stream of kind.
 func exchange(ctx context.Context, conn transport.Conn, kind StreamKind, req, resp any) error {
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
-	defer cancel()
-	st, err := conn.OpenStream(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Reset()
-	st.SetDeadline(time.Now().Add(streamTimeout))
-	if err := transport.WriteFrame(st, &StreamHeader{Kind: kind}); err != nil {
-		return err
-	}
-	if err := transport.WriteFrame(st, req); err != nil {
-		return err
-	}
-	st.Close()
-	return transport.NewFrameReader(st, maxRequestFrame).ReadFrame(resp)
+	return exchangeLimit(ctx, conn, kind, req, resp, maxRequestFrame)
 }
 
 func (p *Peer) unpairOn(ctx context.Context, ps *peerSession) error {

@@ -31,17 +31,21 @@ import (
 //  1. Only rules that match the request count. WHO matches the caller
 //     (* anyone; ZONE its zone, by name or zone ID; ZONE/DEVICE and
 //     ZONE/DEVICE/APP also its device and application). TARGET matches
-//     the service (* any; DEVICE/* any service of that device;
-//     DEVICE/SERVICE that one). The method matches when the rule's is
-//     * (any) or equal to the request's.
+//     the service (* any, in any zone; DEVICE/* any service of that
+//     device and DEVICE/SERVICE that one, in this zone; ZONE/*/*,
+//     ZONE/DEVICE/* and ZONE/DEVICE/SERVICE the same in a friend zone,
+//     which is how a zone rules its own devices' calls out). The method
+//     matches when the rule's is * (any) or equal to the request's.
 //  2. The most specific matching rule decides. Specificity is compared
 //     field by field, WHO first: app (3) > device (2) > zone (1) > * (0);
-//     then TARGET: DEVICE/SERVICE (2) > DEVICE/* (1) > * (0); then the
-//     method: exact (1) > any (0). So a rule about one application beats
-//     a rule about its whole device whatever their targets.
+//     then TARGET: a service (3) > a device's services (2) > a friend
+//     zone's services (1) > * (0); then the method: exact (1) > any (0).
+//     So a rule about one application beats a rule about its whole
+//     device whatever their targets.
 //  3. Between matching rules equally specific, deny beats allow.
 //  4. When no rule matches, the default decides: a zone's own devices may
-//     use each other's services; other zones may use nothing.
+//     use each other's services, and call out to friend zones (whose
+//     own policy decides there); other zones may use nothing.
 
 // Effects of a rule.
 const (
@@ -74,6 +78,8 @@ const (
 const (
 	reasonSameZone  = "default: devices of a zone may use each other's services"
 	reasonOtherZone = "default: other zones may use nothing until a rule allows it"
+	reasonCallOut   = "default: a zone's devices may call out to its friends (the friend's policy decides there)"
+	reasonTransit   = "calls from other zones do not transit to third zones"
 )
 
 // Rule is one policy rule, stored as JSON in bucket policy under its ID.
@@ -83,8 +89,9 @@ type Rule struct {
 	// From is WHO: "*", "ZONE", "ZONE/DEVICE" or "ZONE/DEVICE/APP". ZONE
 	// is a zone name or a zone ID (display form, e.g. "GOPC-76IX-…-E").
 	From string `json:"from"`
-	// To is TARGET, within the hoster's zone: "*", "DEVICE/*" or
-	// "DEVICE/SERVICE".
+	// To is TARGET: "*", "DEVICE/*" or "DEVICE/SERVICE" in this zone,
+	// or "ZONE/*/*", "ZONE/DEVICE/*" or "ZONE/DEVICE/SERVICE" in a friend
+	// zone (its petname or zone ID).
 	To string `json:"to"`
 	// Method is "*" for any method ("" is read the same), else one name.
 	Method  string    `json:"method"`
@@ -112,6 +119,9 @@ type Request struct {
 	// form certs.ParseZoneID accepts; optional. Rules naming a zone by ID
 	// match it (or FromZone, if that is a zone ID).
 	FromZoneID string
+	// ToZone and ToZoneID name the service's zone when it is a friend's
+	// (a call out): its petname and zone ID. Empty: this zone.
+	ToZone, ToZoneID string
 }
 
 // Decision is the outcome of Decide.
@@ -127,7 +137,7 @@ type Decision struct {
 // Specificity ranks how precisely a rule names a call; see Decide.
 type Specificity struct {
 	From   int // 3 app, 2 device, 1 zone, 0 anyone
-	To     int // 2 service, 1 every service of a device, 0 anything
+	To     int // 3 service, 2 every service of a device, 1 every service of a friend zone, 0 anything
 	Method int // 1 one method, 0 any
 }
 
@@ -146,10 +156,12 @@ func (r Rule) Specificity() Specificity {
 	}
 	switch {
 	case r.To == "*" || r.To == "":
-	case strings.HasSuffix(r.To, "/*"):
+	case strings.HasSuffix(r.To, "/*/*"):
 		s.To = 1
-	default:
+	case strings.HasSuffix(r.To, "/*"):
 		s.To = 2
+	default:
+		s.To = 3
 	}
 	if !anyMethod(r.Method) {
 		s.Method = 1
@@ -248,41 +260,76 @@ func parseWho(s string) (who, error) {
 
 // target is a parsed TARGET.
 type target struct {
-	device  string // "" for anything
-	service string // "" for every service of device
+	anything bool
+	zone     string       // a friend's petname, or "" (this zone, or zoneID)
+	zoneID   certs.ZoneID // a friend's zone ID (display form), or ""
+	device   string       // "" for every device of a friend zone
+	service  string       // "" for every service of device
 }
 
 func (t target) String() string {
+	if t.anything {
+		return "*"
+	}
+	s := ""
+	switch {
+	case t.zoneID != "":
+		s = string(t.zoneID) + "/"
+	case t.zone != "":
+		s = t.zone + "/"
+	}
 	switch {
 	case t.device == "":
-		return "*"
+		return s + "*/*"
 	case t.service == "":
-		return t.device + "/*"
+		return s + t.device + "/*"
 	}
-	return t.device + "/" + t.service
+	return s + t.device + "/" + t.service
 }
 
-const targetForms = "use *, DEVICE/SERVICE or DEVICE/*"
+const targetForms = "use *, DEVICE/SERVICE or DEVICE/* in this zone, or ZONE/DEVICE/SERVICE, ZONE/DEVICE/* or ZONE/*/* in a friend zone"
 
 // parseTarget parses a rule's To.
 func parseTarget(s string) (target, error) {
 	if s == "*" {
-		return target{}, nil
+		return target{anything: true}, nil
 	}
-	dev, svc, ok := strings.Cut(s, "/")
-	if !ok || strings.Contains(svc, "/") {
-		return target{}, fmt.Errorf("invalid TARGET %q: %s (targets are within this zone)", s, targetForms)
+	parts := strings.Split(s, "/")
+	var t target
+	switch len(parts) {
+	case 2:
+	case 3:
+		z := parts[0]
+		if id, err := certs.ParseZoneID(z); err == nil {
+			t.zoneID = id
+		} else if err := certs.ValidateName("zone", z); err != nil {
+			return target{}, fmt.Errorf("invalid TARGET %q: zone: %w", s, err)
+		} else {
+			t.zone = z
+		}
+		parts = parts[1:]
+		if parts[0] == "*" {
+			if parts[1] != "*" {
+				return target{}, fmt.Errorf("invalid TARGET %q: for one service, name its device; for the whole zone write ZONE/*/*", s)
+			}
+			return t, nil
+		}
+	default:
+		return target{}, fmt.Errorf("invalid TARGET %q: %s", s, targetForms)
 	}
+	dev, svc := parts[0], parts[1]
 	if err := certs.ValidateName("device", dev); err != nil {
 		return target{}, fmt.Errorf("invalid TARGET %q: %w", s, err)
 	}
+	t.device = dev
 	if svc == "*" {
-		return target{device: dev}, nil
+		return t, nil
 	}
 	if err := checkServiceName("service", svc); err != nil {
 		return target{}, fmt.Errorf("invalid TARGET %q: %w", s, err)
 	}
-	return target{device: dev, service: svc}, nil
+	t.service = svc
+	return t, nil
 }
 
 // checkServiceName validates a service or application name: 1-64
@@ -439,10 +486,23 @@ func compile(r Rule) (matcher, bool) {
 	return matcher{from: w, to: t, method: m}, true
 }
 
-// caller is a request's zone, resolved once per decision.
+// caller is a request's zones, resolved once per decision.
 type caller struct {
 	name string // FromZone
 	id   string // compact zone ID, from FromZoneID or FromZone, or ""
+	// toID is the compact ID of the service's zone when it is a friend's
+	// (from ToZoneID or ToZone), or "".
+	toID string
+}
+
+// compactID is the compact form of the first of zs that is a zone ID.
+func compactID(zs ...string) string {
+	for _, z := range zs {
+		if id, err := certs.ParseZoneID(z); z != "" && err == nil {
+			return id.Compact()
+		}
+	}
+	return ""
 }
 
 func (m matcher) matches(c caller, req Request) bool {
@@ -455,8 +515,17 @@ func (m matcher) matches(c caller, req Request) bool {
 			return false
 		}
 	}
-	if m.to.device != "" && m.to.device != req.ToDevice || m.to.service != "" && m.to.service != req.ToService {
-		return false
+	if !m.to.anything {
+		// A target names this zone or a friend's: it matches only calls
+		// into that zone.
+		out := req.ToZone != "" || req.ToZoneID != ""
+		named := m.to.zone != "" || m.to.zoneID != ""
+		if out != named || m.to.zoneID != "" && m.to.zoneID.Compact() != c.toID || m.to.zoneID == "" && m.to.zone != req.ToZone {
+			return false
+		}
+		if m.to.device != "" && m.to.device != req.ToDevice || m.to.service != "" && m.to.service != req.ToService {
+			return false
+		}
 	}
 	return m.method == "*" || m.method == req.Method
 }
@@ -464,13 +533,7 @@ func (m matcher) matches(c caller, req Request) bool {
 // Decide applies rules to req; see the top of this file for the order. A
 // rule that is not valid (ParseRule would refuse it) never matches.
 func Decide(rules []Rule, req Request) Decision {
-	c := caller{name: req.FromZone}
-	for _, z := range []string{req.FromZoneID, req.FromZone} {
-		if id, err := certs.ParseZoneID(z); z != "" && err == nil {
-			c.id = id.Compact()
-			break
-		}
-	}
+	c := caller{name: req.FromZone, id: compactID(req.FromZoneID, req.FromZone), toID: compactID(req.ToZoneID, req.ToZone)}
 	var best *Rule
 	var bestSpec Specificity
 	for i := range rules {
@@ -495,8 +558,15 @@ func Decide(rules []Rule, req Request) Decision {
 			}
 		}
 	}
+	out := req.ToZone != "" || req.ToZoneID != ""
+	if out && !req.SameZone {
+		return Decision{Allow: false, Reason: reasonTransit} // whatever the rules say
+	}
 	if best == nil {
-		if req.SameZone {
+		switch {
+		case out:
+			return Decision{Allow: true, Reason: reasonCallOut}
+		case req.SameZone:
 			return Decision{Allow: true, Reason: reasonSameZone}
 		}
 		return Decision{Allow: false, Reason: reasonOtherZone}

@@ -17,8 +17,10 @@ import (
 // History: 1 — control stream, heartbeats, renewal, unpair, sync stream,
 // call streams; 2 — wake registration (MsgWake, MsgWakeOK), Welcome's hub
 // time, Close reason sleep, delivery later (CallHeader.TTLMs). A peer sends
-// MsgWake only to a hub that answered Welcome with version 2 or later.
-const SessionVersion = 2
+// MsgWake only to a hub that answered Welcome with version 2 or later;
+// 3 — calls to friend zones (CallHeader.ToZone, FromZoneID, Envelope;
+// CallReply.Envelope), StreamDiscover.
+const SessionVersion = 3
 
 // StreamKind says what a stream carries; it is the first frame on every
 // stream of a session (a StreamHeader).
@@ -39,6 +41,9 @@ const (
 	// (calls.go); the peer opens it to the hub, and the hub to the target
 	// device.
 	StreamCall StreamKind = 5
+	// StreamDiscover carries one listing of a friend zone's services: a
+	// device asks its hub, and the hub asks the friend's (federation.go).
+	StreamDiscover StreamKind = 6
 )
 
 // StreamHeader opens every stream.
@@ -121,13 +126,16 @@ const (
 	ReasonExpired  CloseReason = 10 // certificate expired past the grace period: pair again
 	ReasonUnknown  CloseReason = 11 // the hub does not know this device: pair again
 	ReasonSleep    CloseReason = 12 // the device goes to sleep: wake it with a ping when something waits
+	// ReasonUnfriended ends a hub-to-hub link: the closing zone removed
+	// the other from its friends, which removes it too.
+	ReasonUnfriended CloseReason = 13
 )
 
 var reasonNames = map[CloseReason]string{
 	ReasonNone: "none", ReasonShutdown: "shutdown", ReasonRevoked: "revoked",
 	ReasonReplaced: "replaced", ReasonTimeout: "timeout", ReasonLogout: "logout",
 	ReasonUnpaired: "unpaired", ReasonProtocol: "protocol error", ReasonRenewed: "renewed",
-	ReasonQuota: "quota", ReasonExpired: "expired", ReasonUnknown: "unknown device", ReasonSleep: "sleep",
+	ReasonQuota: "quota", ReasonExpired: "expired", ReasonUnknown: "unknown device", ReasonSleep: "sleep", ReasonUnfriended: "unfriended",
 }
 
 func (r CloseReason) String() string {

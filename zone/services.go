@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 )
@@ -70,7 +71,9 @@ type AppRecord struct {
 
 // ServiceView is one row of GET /v1/services and pzp services.
 type ServiceView struct {
-	Addr        string   `json:"addr"` // DEVICE/SERVICE
+	Addr string `json:"addr"` // DEVICE/SERVICE, or ZONE/DEVICE/SERVICE in a friend zone
+	// Zone is the friend zone's petname; empty for this zone.
+	Zone        string   `json:"zone,omitempty"`
 	Device      string   `json:"device"`
 	App         string   `json:"app"`
 	Service     string   `json:"service"`
@@ -264,15 +267,29 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		st.Reset()
 		return
 	}
-	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
+	id := p.id.Load()
+	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != id.Device {
 		refuseCall(st, CallBadRequest, "malformed call")
 		return
+	}
+	var opts serveOpts
+	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
+		// From a friend zone: named as this zone names it, never as the
+		// header does, and signed by the calling device.
+		f := p.calls.get(p.state, p.log).friends.byID[hdr.FromZoneID]
+		if f == nil {
+			p.envelopes.count(verdictUnknown)
+			refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
+			return
+		}
+		hdr.FromZone = f.petname
+		opts = envelopeOpts(p.envelopes, &hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, signer{key: id.Key, cert: id.Cert}, p.cfg.Now, p.log)
 	}
 	if cerr := p.authorize(&hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	qid := hdr.FromZone + "/" + hdr.FromDevice + "/" + hdr.ID // the sender picks the ID
+	qid := hdr.FromZoneID + "/" + hdr.FromDevice + "/" + hdr.ID // the sender picks the ID
 	if hdr.QueuedMs != 0 && p.delivered.seen(qid) {
 		// A queued message delivered before, whose confirmation the hub
 		// lost: confirm it again, do not deliver it twice.
@@ -281,13 +298,12 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		}
 		return
 	}
-	var onDelivered func()
 	if hdr.QueuedMs != 0 {
 		// Remembered as soon as the application has it, so a confirmation
 		// lost on the way back does not make it arrive twice.
-		onDelivered = func() { p.delivered.add(qid) }
+		opts.onDelivered = func() { p.delivered.add(qid) }
 	}
-	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)), onDelivered)
+	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)), opts)
 }
 
 // recentIDs remembers the last few IDs of queued messages delivered, to
@@ -347,8 +363,11 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	defer func() { p.touch(); p.inflight.Add(-1) }()
 	id := p.id.Load()
 	method, token := o.method, o.token
-	if addr.Zone != "" && addr.Zone != id.Zone && addr.Zone != string(id.ZoneID) {
-		return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is not this device's zone (%q); calls to friends' zones are not available yet", addr.Zone, id.Zone)}
+	var friend *friendEntry // the service's zone, when it is a friend's
+	if addr.Zone != "" && addr.Zone != id.Zone && compactID(addr.Zone) != id.ZoneID.Compact() {
+		if friend = p.calls.get(p.state, p.log).friends.resolve(addr.Zone); friend == nil {
+			return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
+		}
 	}
 	if o.ttl < 0 || o.ttl > MaxTTL {
 		return nil, nil, &CallError{CallBadRequest, fmt.Sprintf("time to live %v: use up to %v", o.ttl, MaxTTL)}
@@ -365,7 +384,10 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	defer cancel()
 	hdr := &CallHeader{ID: newCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
 		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond), Token: token,
-		TTLMs: uint64(o.ttl / time.Millisecond)}
+		TTLMs: uint64(o.ttl / time.Millisecond), FromZoneID: id.ZoneID.Compact()}
+	if friend != nil {
+		hdr.ToZone = friend.id.Compact()
+	}
 	if err := checkCallHeader(hdr); err != nil {
 		return nil, nil, &CallError{CallBadRequest, err.Error()}
 	}
@@ -374,7 +396,14 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	if cerr := p.authorize(hdr, "the caller's"); cerr != nil {
 		return nil, nil, cerr
 	}
-	if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
+	if friend != nil {
+		// The hubs relay; only this signature says who asks what.
+		env, err := signer{key: id.Key, cert: id.Cert}.signCall(hdr, friend.id.Compact(), p.cfg.Now(), body)
+		if err != nil {
+			return nil, nil, &CallError{CallBadRequest, "sign the call: " + err.Error()}
+		}
+		hdr.Envelope = env
+	} else if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
 		// Same device: straight to the application, no network. (With a
 		// token the call goes through the hub, which accounts for it.)
 		res, cerr := p.services.deliver(ctx, hdr, body)
@@ -421,6 +450,17 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		return nil, nil, callErr(ctx, deadline, err)
 	}
 	st.Close() // done: the service's device stops waiting for a cancellation
+	if friend != nil && !rep.Queued {
+		// A queued answer is the friend's hub's word that it keeps the
+		// message; anything else must be the serving device's.
+		from := certs.Identity{Zone: friend.id, Device: addr.Device}
+		v, err := checkReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
+		p.envelopes.count(v)
+		if err != nil {
+			p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
+			return nil, nil, &CallError{CallFailed, fmt.Sprintf("the answer from %s does not check out: %v", addr, err)}
+		}
+	}
 	return res, &rep, nil
 }
 
@@ -554,24 +594,75 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		return publishService(p.state, p.id.Load().Device, app, info)
 	}, p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		views, err := p.serviceViews()
-		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
-			return
+		app, zone := r.URL.Query().Get("app"), r.URL.Query().Get("zone")
+		if app != "" {
+			if err := ValidateServiceName(app); err != nil {
+				writeErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
+				return
+			}
+		}
+		id := p.id.Load()
+		var views []ServiceView
+		var friend *friendEntry
+		if zone != "" && zone != id.Zone && compactID(zone) != id.ZoneID.Compact() {
+			var cerr *CallError
+			if views, friend, cerr = p.discover(r.Context(), zone, app); cerr != nil {
+				writeErr(w, callHTTPStatus(cerr.Status), errors.New(cerr.Message))
+				return
+			}
+		} else {
+			views = p.serviceViews()
 		}
 		// Only what the asking application may call (?app=, or the
 		// device as a whole), by this device's policy.
-		id := p.id.Load()
-		shown := views[:0]
+		shown := []ServiceView{}
 		for _, v := range views {
-			hdr := &CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: r.URL.Query().Get("app"), ToDevice: v.Device, ToService: v.Service}
+			hdr := &CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: app, ToDevice: v.Device, ToService: v.Service}
+			if friend != nil {
+				hdr.ToZone = friend.id.Compact()
+			}
 			if p.authorize(hdr, "") == nil {
 				shown = append(shown, v)
 			}
 		}
-		views = shown
-		writeJSON(w, http.StatusOK, map[string][]ServiceView{"services": views})
+		writeJSON(w, http.StatusOK, map[string][]ServiceView{"services": shown})
 	})
+}
+
+// discover asks this device's hub for the services of friend zone name
+// that its policy lets this device (app) call.
+func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *friendEntry, *CallError) {
+	f := p.calls.get(p.state, p.log).friends.resolve(name)
+	if f == nil {
+		return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, p.id.Load().Zone)}
+	}
+	p.inflight.Add(1)
+	p.touch()
+	defer func() { p.touch(); p.inflight.Add(-1) }()
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	var conn transport.Conn
+	if cp := p.conn.Load(); cp != nil && !p.away() {
+		conn = *cp
+	} else if conn = p.awaitSession(ctx); conn == nil {
+		return nil, nil, errNoSession
+	}
+	var resp DiscoverResponse
+	if err := exchangeLimit(ctx, conn, StreamDiscover, &DiscoverRequest{Zone: f.id.Compact(), FromApp: app}, &resp, maxDiscoverFrame); err != nil {
+		return nil, nil, &CallError{CallUnavailable, "ask the hub: " + err.Error()}
+	}
+	if resp.Status != CallOK {
+		return nil, nil, &CallError{resp.Status, resp.Message}
+	}
+	var out []ServiceView
+	for _, s := range resp.Services {
+		if certs.ValidateName("device", s.Device) != nil || ValidateServiceName(s.Service) != nil {
+			continue
+		}
+		out = append(out, ServiceView{Addr: f.petname + "/" + s.Device + "/" + s.Service, Zone: f.petname, Device: s.Device, App: s.App, Service: s.Service,
+			Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
+	}
+	return out, f, nil
 }
 
 // hostRoutes adds the endpoints of applications serving services on this
@@ -680,44 +771,46 @@ func publishService(state *zsync.Store, node, app string, info ServiceInfo) erro
 	return err
 }
 
-// serviceViews lists the services published in the zone state.
-func (p *Peer) serviceViews() ([]ServiceView, error) {
-	if p.state == nil {
-		return nil, nil
-	}
+// serviceViews lists the services published in the zone state, with
+// whether this device's own run.
+func (p *Peer) serviceViews() []ServiceView {
 	self := p.id.Load().Device
-	var out []ServiceView
-	err := p.state.List(zsync.BucketApps, "", func(r zsync.Record) error {
-		device, app, ok := strings.Cut(r.Key, "/")
-		if !ok {
-			return nil
+	views := listServices(p.state)
+	for i := range views {
+		if views[i].Device == self {
+			running := p.services.running(views[i].Service)
+			views[i].Running = &running
 		}
-		var rec AppRecord
-		if json.Unmarshal(r.Value, &rec) != nil {
-			return nil
-		}
-		for _, s := range rec.Services {
-			v := ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired}
-			if device == self {
-				running := p.services.running(s.Name)
-				v.Running = &running
-			}
-			out = append(out, v)
-		}
-		return nil
-	})
-	return out, err
+	}
+	return views
 }
 
 // ---- policy at both ends ----
 
 // authorize applies this device's policy to a call; side says which end
-// it is for the message ("the caller's" or "this device's").
+// it is for the message ("the caller's" or "this device's"). A call from
+// a friend zone names it by FromZoneID (FromZone already set to this
+// zone's petname for it); a call out names the friend in ToZone.
 func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 	id := p.id.Load()
-	req := Request{FromZone: hdr.FromZone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
-		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: hdr.FromZone == id.Zone}
-	if d := Decide(p.calls.get(p.state, p.log).rules, req); !d.Allow {
+	view := p.calls.get(p.state, p.log)
+	req := Request{FromZone: id.Zone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
+	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
+		f := view.friends.byID[hdr.FromZoneID]
+		if f == nil {
+			return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: zone %s is not a friend", side, hdr.FromZoneID)}
+		}
+		req.FromZone, req.FromZoneID, req.SameZone = f.petname, hdr.FromZoneID, false
+	}
+	if hdr.ToZone != "" {
+		f := view.friends.resolve(hdr.ToZone)
+		if f == nil {
+			return &CallError{CallNotFound, fmt.Sprintf("zone %q is not a friend of this zone", hdr.ToZone)}
+		}
+		req.ToZone, req.ToZoneID = f.petname, string(f.id)
+	}
+	if d := Decide(view.rules, req); !d.Allow {
 		return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
 	}
 	return nil

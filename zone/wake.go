@@ -339,8 +339,8 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 
 // awaitOnline holds a call for a device that is away until it is back
 // (its session, returned), or until is reached, the caller's session
-// ends, the device is revoked or the hub stops (nil).
-func (h *Hub) awaitOnline(caller *hubSession, device string, until time.Time) *hubSession {
+// ends (gone closes), the device is revoked or the hub stops (nil).
+func (h *Hub) awaitOnline(gone <-chan struct{}, device string, until time.Time) *hubSession {
 	h.wakeMu.Lock()
 	w := h.wakeOf(device)
 	ch := w.onlineCh()
@@ -366,7 +366,7 @@ func (h *Hub) awaitOnline(caller *hubSession, device string, until time.Time) *h
 			return nil
 		}
 		select {
-		case <-caller.syncCtx.Done():
+		case <-gone:
 			return nil
 		case <-h.stopping:
 			return nil
@@ -405,9 +405,9 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 	now := h.cfg.Now()
 	ttl := min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL)
 	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
-		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC()}
+		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope, TTLMs: hdr.TTLMs}
 	var done chan bool
-	key := deliveryKey(hdr.ToDevice, hdr.FromDevice, hdr.ID)
+	key := deliveryKey(hdr.ToDevice, msg.sender(), hdr.ID)
 	if h.online(hdr.ToDevice) {
 		done = h.watchDelivery(key)
 		defer h.unwatchDelivery(key)
@@ -477,7 +477,7 @@ func (h *Hub) unwatchDelivery(key string) {
 }
 
 func (h *Hub) delivered(device string, m *queuedMsg, ok bool) {
-	key := deliveryKey(device, m.FromDevice, m.ID)
+	key := deliveryKey(device, m.sender(), m.ID)
 	h.wakeMu.Lock()
 	ch := h.deliveries[key]
 	delete(h.deliveries, key)
@@ -643,7 +643,8 @@ func (h *Hub) deliverQueued(s *hubSession, m *queuedMsg) *CallError {
 	defer stop()
 	st.SetDeadline(deadline)
 	hdr := &CallHeader{ID: m.ID, Kind: CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: s.device,
-		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), QueuedMs: m.Queued.UnixMilli()}
+		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), QueuedMs: m.Queued.UnixMilli(),
+		FromZoneID: m.FromZoneID, Envelope: m.Envelope, TTLMs: m.TTLMs}
 	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, m.Body, false) != nil {
 		st.Reset()
 		return &CallError{CallOffline, "the device went away"}

@@ -258,8 +258,12 @@ func checkAPIWrite(node, bucket, key string) error {
 	if err := zsync.CheckWrite(node, bucket, key); err != nil {
 		return err
 	}
-	if bucket == zsync.BucketCerts {
+	switch bucket {
+	case zsync.BucketCerts:
 		return fmt.Errorf("%w: bucket %s is kept by the hub itself from its pairings and revocations (use pzh revoke)", zsync.ErrPermission, bucket)
+	case zsync.BucketFriends:
+		// Its records are trust anchors: a friend's CA certificate.
+		return fmt.Errorf("%w: bucket %s is kept by the hub itself from its friendships (use pzh friend)", zsync.ErrPermission, bucket)
 	}
 	return nil
 }
@@ -270,6 +274,7 @@ func checkAPIWrite(node, bucket, key string) error {
 type callView struct {
 	rules         []Rule
 	tokenRequired map[string]bool // DEVICE/SERVICE
+	friends       *friendSet      // the friends bucket
 }
 
 // callViewCache holds a callView as of a store version.
@@ -283,7 +288,7 @@ type callViewCache struct {
 // changed since.
 func (c *callViewCache) get(s *zsync.Store, log *slog.Logger) *callView {
 	if s == nil {
-		return &callView{}
+		return &callView{friends: newFriendSet()}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -291,7 +296,7 @@ func (c *callViewCache) get(s *zsync.Store, log *slog.Logger) *callView {
 	if c.view != nil && c.version == ver {
 		return c.view
 	}
-	v := &callView{tokenRequired: map[string]bool{}}
+	v := &callView{tokenRequired: map[string]bool{}, friends: newFriendSet()}
 	rules, skipped, err := LoadRules(s)
 	if err != nil {
 		log.Warn("read policy rules", "err", err)
@@ -317,6 +322,21 @@ func (c *callViewCache) get(s *zsync.Store, log *slog.Logger) *callView {
 	})
 	if err != nil {
 		log.Warn("read services", "err", err)
+	}
+	err = s.List(zsync.BucketFriends, "", func(r zsync.Record) error {
+		if r.Deleted {
+			return nil
+		}
+		f, err := decodeFriendInfo(r.Key, r.Value)
+		if err != nil {
+			log.Warn("friend record ignored", "err", err)
+			return nil
+		}
+		v.friends.add(f)
+		return nil
+	})
+	if err != nil {
+		log.Warn("read friends", "err", err)
 	}
 	c.view, c.version = v, ver
 	return v

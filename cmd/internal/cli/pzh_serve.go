@@ -23,6 +23,7 @@ type hubServeOptions struct {
 	queueLimit int
 	queueMiB   int
 	wakeRate   int
+	tamper     string
 }
 
 func newHubServeCmd(g *globals) *cobra.Command {
@@ -63,7 +64,7 @@ device with a UDP ping, at most --wake-rate pings per device per minute.`,
 			}
 			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
-				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate})
+				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate, TestTamper: o.tamper})
 		},
 	}
 	f := cmd.Flags()
@@ -78,5 +79,9 @@ device with a UDP ping, at most --wake-rate pings per device per minute.`,
 	f.IntVar(&o.queueLimit, "queue-limit", zone.DefaultQueueLimit, "messages the hub keeps for one device that is away")
 	f.IntVar(&o.queueMiB, "queue-mib", zone.DefaultQueueBytes>>20, "MiB of messages the hub keeps for one device that is away")
 	f.IntVar(&o.wakeRate, "wake-rate", zone.DefaultWakeRate, "wake pings one device may receive per minute")
+	// For tests only: a hub that alters or replays calls from friend
+	// zones, to show that devices catch it. Hidden from help.
+	f.StringVar(&o.tamper, "test-tamper", "", "TEST ONLY: misbehave with calls from friend zones (alter or replay)")
+	f.MarkHidden("test-tamper")
 	return cmd
 }

@@ -15,12 +15,14 @@ import (
 func newHubWaitCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "wait ready | wait STATE DEVICE...",
-		Short: "Wait until the hub answers, or until devices reach a state (online, offline, revoked)",
+		Use:   "wait ready | wait STATE DEVICE... | wait linked|unlinked FRIEND...",
+		Short: "Wait until the hub answers, devices reach a state (online, offline, revoked), or friends' links are up or down",
 		Long: `wait blocks until the condition holds, then exits 0; after --timeout it
 exits 1 saying what it saw. 'pzh wait ready' waits for the hub's socket to
 answer; 'pzh wait online phone laptop' for both devices' sessions. Useful in
-scripts that start a hub and act once devices are up.`,
+scripts that start a hub and act once devices are up. 'pzh wait linked bob'
+waits for the link with friend zone bob; 'unlinked' for no link (or no such
+friend any more).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("say what to wait for: ready, or online/offline/revoked and device names")
@@ -39,8 +41,17 @@ scripts that start a hub and act once devices are up.`,
 						return usageError{err}
 					}
 				}
+			case "linked", "unlinked":
+				if len(args) < 2 {
+					return usagef("name the friends to wait for: pzh wait %s FRIEND...", args[0])
+				}
+				for _, d := range args[1:] {
+					if err := certs.ValidateName("zone", d); err != nil {
+						return usageError{err}
+					}
+				}
 			default:
-				return usagef("unknown state %q: use ready, online, offline or revoked", args[0])
+				return usagef("unknown state %q: use ready, online, offline, revoked, linked or unlinked", args[0])
 			}
 			return nil
 		},
@@ -59,6 +70,9 @@ scripts that start a hub and act once devices are up.`,
 				return nil
 			}
 			want, names := args[0], args[1:]
+			if want == "linked" || want == "unlinked" {
+				return waitFriends(ctx, c, dir, timeout, want == "linked", names)
+			}
 			v, err := watch(ctx, c, "/v1/devices", func(v *zone.DevicesView) uint64 { return v.Version }, func(v *zone.DevicesView) bool {
 				for _, n := range names {
 					i := slices.IndexFunc(v.Devices, func(d zone.DeviceView) bool { return d.Name == n })
@@ -93,4 +107,41 @@ func describeDevices(v *zone.DevicesView, names []string) string {
 		s += fmt.Sprintf("%s is %s; ", n, state)
 	}
 	return s
+}
+
+// waitFriends waits until the named friends' links are all up (linked)
+// or all down.
+func waitFriends(ctx context.Context, c *zone.Client, dir string, timeout time.Duration, linked bool, names []string) error {
+	up := func(v *zone.FriendsView, n string) bool {
+		i := slices.IndexFunc(v.Friends, func(f zone.FriendView) bool { return f.Petname == n })
+		return i >= 0 && v.Friends[i].State == "online"
+	}
+	v, err := watch(ctx, c, "/v1/friends", func(v *zone.FriendsView) uint64 { return v.Version }, func(v *zone.FriendsView) bool {
+		for _, n := range names {
+			if up(v, n) != linked {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		if v == nil {
+			return notRunningHint(err, "the hub", "pzh serve --data "+dir)
+		}
+		s := ""
+		for _, n := range names {
+			state := "not a friend"
+			for _, f := range v.Friends {
+				if f.Petname == n {
+					state = f.State
+					if f.LastError != "" {
+						state += " (" + f.LastError + ")"
+					}
+				}
+			}
+			s += fmt.Sprintf("%s is %s; ", n, state)
+		}
+		return fmt.Errorf("friend links not all %s after %v: %s", map[bool]string{true: "up", false: "down"}[linked], timeout, s)
+	}
+	return nil
 }

@@ -23,17 +23,21 @@ func peerClient(g *globals) (*zone.Client, func(error) error, error) {
 
 func newPeerServicesCmd(g *globals) *cobra.Command {
 	var asJSON bool
-	var app string
+	var app, zoneName string
 	cmd := &cobra.Command{
-		Use:   "services",
-		Short: "List the services in the zone this device (or --app) may call",
-		Args:  cobra.NoArgs,
+		Use:   "services [--zone FRIEND]",
+		Short: "List the services in the zone (or a friend zone) this device (or --app) may call",
+		Long: `services lists the services this device (or --app) may call under its
+zone's policy. With --zone FRIEND it asks, through the hub, for the services
+of a friend zone: only those the friend's policy grants this device, and this
+zone's policy lets it call out to.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, hint, err := peerClient(g)
 			if err != nil {
 				return err
 			}
-			views, err := c.Services(cmd.Context(), app)
+			views, err := c.ServicesIn(cmd.Context(), zoneName, app)
 			if err != nil {
 				return hint(err)
 			}
@@ -45,7 +49,11 @@ func newPeerServicesCmd(g *globals) *cobra.Command {
 				return printJSON(out, views)
 			}
 			if len(views) == 0 {
-				fmt.Fprintln(out, "no services in the zone yet")
+				if zoneName != "" {
+					fmt.Fprintf(out, "no services in zone %q that this device may call\n", zoneName)
+				} else {
+					fmt.Fprintln(out, "no services in the zone yet")
+				}
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -62,5 +70,6 @@ func newPeerServicesCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	cmd.Flags().StringVar(&app, "app", "", "list what this application may call (policy rules can name apps)")
+	cmd.Flags().StringVar(&zoneName, "zone", "", "list a friend zone's services (its name as pzh friends shows it)")
 	return cmd
 }

@@ -60,6 +60,8 @@ func TestScripts(t *testing.T) {
 			"udpsend":   cmdUDPSend,
 			"waitpings": cmdWaitPings,
 			"maybe":     cmdMaybe,
+			// Friends (script_friend_test.go).
+			"waitenvelopes": cmdWaitEnvelopes,
 		},
 	})
 }

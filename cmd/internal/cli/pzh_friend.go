@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/zone"
+)
+
+// newHubFriendCmd is pzh friend: making, renaming and ending friendships
+// with other zones' hubs. Its own action is pzh friend invite.
+func newHubFriendCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "friend",
+		Short: "Federate with a friend's zone: invite, accept, rename, remove",
+		Long: `friend manages this zone's friendships with other zones. One hub prints a
+friend token with 'pzh friend invite'; the friend's hub redeems it with
+'pzh friend accept TOKEN --as NAME'. The two hubs then keep a link, over
+which apps on either side may call services on the other when both zones'
+policies allow it. 'pzh friends' lists friends and their links.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newHubFriendInviteCmd(g), newHubFriendAcceptCmd(g), newHubFriendRemoveCmd(g), newHubFriendRenameCmd(g))
+	return cmd
+}
+
+func newHubFriendInviteCmd(g *globals) *cobra.Command {
+	var ttl time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "invite [--ttl 24h]",
+		Short: "Print a one-time friend token for another zone's hub to accept",
+		Long: `invite prints a friend token on one line. Give it to the owner of the other
+zone, who runs 'pzh friend accept TOKEN --as NAME' on their hub. The token
+holds this hub's addresses, the zone ID (which the other hub pins) and a
+secret; this hub keeps only a hash of it. It works once, until --ttl.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl <= 0 || ttl > pairing.MaxFriendTTL {
+				return usagef("--ttl %v: use more than 0 and at most %v", ttl, pairing.MaxFriendTTL)
+			}
+			var v zone.FriendInviteView
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends/invites", zone.FriendInviteRequest{TTL: ttl.String()}, &v); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), v.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "friend invite %s: one use, expires %s; on the friend's hub run: pzh friend accept TOKEN --as NAME\n", v.ID, v.Expires.Local().Format(time.DateTime))
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", pairing.DefaultFriendTTL, "how long the token stays valid")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the invite as JSON (includes the token)")
+	return cmd
+}

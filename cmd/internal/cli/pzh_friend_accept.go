@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/zone"
+)
+
+func newHubFriendAcceptCmd(g *globals) *cobra.Command {
+	var as string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "accept TOKEN|- --as NAME",
+		Short: "Become friends with the zone whose hub printed TOKEN (- reads it from stdin)",
+		Long: `accept redeems a friend token another zone's hub printed: this hub connects
+to it, checks that it is the zone the token names, proves the token's
+secret, and both record each other's zone CA. NAME is what this zone calls
+the friend: in addresses (NAME/DEVICE/SERVICE) and policy rules.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if as == "" {
+				return usagef("--as is required: name the friend zone, e.g. --as bob")
+			}
+			if err := certs.ValidateName("zone", as); err != nil {
+				return usageError{fmt.Errorf("--as: %w", err)}
+			}
+			raw := args[0]
+			if raw == "-" {
+				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				if err != nil && line == "" {
+					return fmt.Errorf("read token from stdin: %w", err)
+				}
+				raw = line
+			}
+			if _, err := pairing.ParseFriendToken(raw); err != nil {
+				return usageError{err}
+			}
+			var v zone.FriendView
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends", zone.FriendAcceptRequest{Token: raw, As: as}, &v); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "friends with zone %q (%s) as %q\n", v.Zone, v.ZoneID, v.Petname)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&as, "as", "", "the name this zone gives the friend (1-63 lower-case letters, digits and '-')")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the friend as JSON")
+	return cmd
+}

@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone"
+)
+
+func newHubFriendRemoveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "End a friendship: cut the link, and accept nothing from that zone any more",
+		Long: `remove forgets a friend zone: its CA is withdrawn from every device, so
+nothing signed in that zone is accepted any more, the link between the
+hubs closes, and calls in flight over it end. If the friend's hub is linked
+it is told, and forgets this zone too.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r zone.RemoveFriendResult
+			if err := hubDo(cmd.Context(), g, http.MethodDelete, "/v1/friends/"+url.PathEscape(args[0]), nil, &r); err != nil {
+				return err
+			}
+			told := "; its hub was not linked, so it was not told"
+			if r.Told {
+				told = "; its hub was told"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "friend %q removed%s\n", r.Petname, told)
+			return nil
+		},
+	}
+}

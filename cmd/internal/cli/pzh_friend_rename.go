@@ -1,0 +1,33 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/zone"
+)
+
+func newHubFriendRenameCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename NAME NEW",
+		Short: "Give a friend zone another name in this zone",
+		Long: `rename changes what this zone calls a friend. Addresses and policy rules
+that use the old name stop matching it: update them (pzh policy list).`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := certs.ValidateName("zone", args[1]); err != nil {
+				return usageError{err}
+			}
+			var v zone.FriendView
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends/"+url.PathEscape(args[0])+"/rename", zone.RenameFriendRequest{To: args[1]}, &v); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "friend zone %q (%s) is now called %q\n", v.Zone, v.ZoneID, v.Petname)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,337 @@
+package zone
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
+)
+
+// Signed envelopes: every call or message that crosses from one zone to
+// another carries the originating device's signature over what it asks
+// (who, to whom, which method, when, a hash of the body), and the answer
+// carries the serving device's signature over the result. The receiving
+// device checks the signature against the sender zone's CA (from its
+// synced friends bucket), the freshness of the stamp and that it has not
+// seen the envelope before, so the hubs in between relay but can neither
+// forge nor replay. See docs/PROTOCOL.md, "Signed envelopes".
+
+// Envelope is a signature on a call, a message or an answer.
+type Envelope struct {
+	// Cert is the signer's node certificate (DER), issued by its zone CA.
+	Cert []byte `cbor:"1,keyasint"`
+	// TimeMs is when it was signed, unix ms, by the signer's clock.
+	TimeMs int64 `cbor:"2,keyasint"`
+	// Sig is the Ed25519 signature over the signed content.
+	Sig []byte `cbor:"3,keyasint"`
+}
+
+// Domain strings: one signature can never pass for another kind.
+const (
+	envelopeCallDomain  = "pzone call envelope v1"
+	envelopeReplyDomain = "pzone reply envelope v1"
+)
+
+// Envelope limits, with why.
+const (
+	// envelopeWindow is how far an envelope's stamp may be from the
+	// receiver's clock: the devices of two people share no clock, and
+	// NTP keeps most within a second; five minutes forgives a badly set
+	// one while bounding what the replay cache must remember.
+	envelopeWindow = 5 * time.Minute
+	// maxEnvelopeCert: an Ed25519 node certificate is about 400 bytes.
+	maxEnvelopeCert = 4 << 10
+	// replayCacheSize bounds the envelopes a node remembers. Past it, the
+	// cache forgets everything and refuses anything stamped before then:
+	// over 300 cross-zone calls a second for five minutes, more than any
+	// personal zone makes.
+	replayCacheSize = 100_000
+)
+
+// signedCall is what a call envelope signs, in this order.
+type signedCall struct {
+	_          struct{} `cbor:",toarray"`
+	Domain     string
+	ID         string
+	Kind       CallKind
+	FromZoneID string
+	FromDevice string
+	FromApp    string
+	ToZoneID   string
+	ToDevice   string
+	ToService  string
+	Method     string
+	TTLMs      uint64
+	TimeMs     int64
+	BodyHash   []byte
+}
+
+// signedReply is what an answer's envelope signs.
+type signedReply struct {
+	_          struct{} `cbor:",toarray"`
+	Domain     string
+	CallID     string
+	FromZoneID string // the answering zone and device
+	FromDevice string
+	ToZoneID   string // the caller's
+	ToDevice   string
+	TimeMs     int64
+	BodyHash   []byte
+}
+
+func bodyHash(body []byte) []byte {
+	h := sha256.Sum256(body)
+	return h[:]
+}
+
+func callContent(hdr *CallHeader, toZoneID string, timeMs int64, body []byte) ([]byte, error) {
+	return transport.Marshal(signedCall{Domain: envelopeCallDomain, ID: hdr.ID, Kind: hdr.Kind, FromZoneID: hdr.FromZoneID, FromDevice: hdr.FromDevice,
+		FromApp: hdr.FromApp, ToZoneID: toZoneID, ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, TTLMs: hdr.TTLMs,
+		TimeMs: timeMs, BodyHash: bodyHash(body)})
+}
+
+func replyContent(callID string, from, to certs.Identity, timeMs int64, body []byte) ([]byte, error) {
+	return transport.Marshal(signedReply{Domain: envelopeReplyDomain, CallID: callID, FromZoneID: from.Zone.Compact(), FromDevice: from.Device,
+		ToZoneID: to.Zone.Compact(), ToDevice: to.Device, TimeMs: timeMs, BodyHash: bodyHash(body)})
+}
+
+// signer is a node's key and certificate.
+type signer struct {
+	key  ed25519.PrivateKey
+	cert *x509.Certificate
+}
+
+func (s signer) seal(content []byte, timeMs int64) *Envelope {
+	return &Envelope{Cert: s.cert.Raw, TimeMs: timeMs, Sig: ed25519.Sign(s.key, content)}
+}
+
+// signCall seals hdr (FromZoneID and FromDevice set) and its body for
+// the zone toZoneID.
+func (s signer) signCall(hdr *CallHeader, toZoneID string, now time.Time, body []byte) (*Envelope, error) {
+	ms := now.UnixMilli()
+	c, err := callContent(hdr, toZoneID, ms, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.seal(c, ms), nil
+}
+
+func (s signer) signReply(callID string, from, to certs.Identity, now time.Time, body []byte) (*Envelope, error) {
+	ms := now.UnixMilli()
+	c, err := replyContent(callID, from, to, ms, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.seal(c, ms), nil
+}
+
+// EnvelopeCounts are a node's verdicts on envelopes from other zones.
+type EnvelopeCounts struct {
+	Accepted uint64 `json:"accepted"`
+	// Forged: the signature, certificate or content did not check out
+	// (altered on the way, or not made by the device it names).
+	Forged uint64 `json:"forged"`
+	// Stale: stamped outside the freshness window.
+	Stale uint64 `json:"stale"`
+	// Replayed: seen before.
+	Replayed uint64 `json:"replayed"`
+	// Unknown: from a zone that is not a friend (any more).
+	Unknown uint64 `json:"unknown"`
+}
+
+// envelopeVerdict is why an envelope was refused.
+type envelopeVerdict int
+
+const (
+	verdictOK envelopeVerdict = iota
+	verdictForged
+	verdictStale
+	verdictReplayed
+	verdictUnknown
+)
+
+// envelopeChecker checks envelopes and remembers the ones it accepted.
+type envelopeChecker struct {
+	notify func() // called after a verdict is counted; may be nil
+	mu     sync.Mutex
+	seen   map[string]int64 // signer/ID → unix ms after which it is stale anyway
+	floor  int64            // refuse anything stamped at or before this (cache overflowed)
+	counts EnvelopeCounts
+}
+
+func newEnvelopeChecker() *envelopeChecker {
+	return &envelopeChecker{seen: map[string]int64{}}
+}
+
+func (c *envelopeChecker) Counts() EnvelopeCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts
+}
+
+func (c *envelopeChecker) count(v envelopeVerdict) {
+	c.mu.Lock()
+	defer func() {
+		c.mu.Unlock()
+		if c.notify != nil {
+			c.notify()
+		}
+	}()
+	switch v {
+	case verdictOK:
+		c.counts.Accepted++
+	case verdictForged:
+		c.counts.Forged++
+	case verdictStale:
+		c.counts.Stale++
+	case verdictReplayed:
+		c.counts.Replayed++
+	case verdictUnknown:
+		c.counts.Unknown++
+	}
+}
+
+// verifySigner checks an envelope's certificate against the zone CA ca
+// and that it names device, and the signature over content.
+func verifySigner(env *Envelope, ca *x509.Certificate, device string, content []byte, now time.Time) error {
+	if env == nil || len(env.Cert) == 0 || len(env.Cert) > maxEnvelopeCert || len(env.Sig) != ed25519.SignatureSize {
+		return fmt.Errorf("no well-formed signature")
+	}
+	v, err := certs.Verify(ca, [][]byte{env.Cert}, now, 0)
+	if err != nil {
+		return fmt.Errorf("signer's certificate: %w", err)
+	}
+	if v.Identity.Device != device {
+		return fmt.Errorf("signed by device %q, not %q", v.Identity.Device, device)
+	}
+	pub, ok := v.Cert.PublicKey.(ed25519.PublicKey)
+	if !ok || !ed25519.Verify(pub, content, env.Sig) {
+		return fmt.Errorf("the signature does not match what arrived")
+	}
+	return nil
+}
+
+// fresh reports whether a stamp is within the window of now, allowing a
+// message that may wait its time to live (at the hub) that much longer.
+func fresh(stampMs int64, ttl time.Duration, now time.Time) bool {
+	t := time.UnixMilli(stampMs)
+	return !t.After(now.Add(envelopeWindow)) && !now.After(t.Add(envelopeWindow+ttl))
+}
+
+// checkCall checks the envelope of a call from the friend zone whose CA
+// is ca, for this node self, with its body, and remembers it as seen
+// under key. seen reports a repeat of an envelope accepted before (a
+// replay, or a queued message redelivered because the hub lost its
+// confirmation: the caller tells which).
+func (c *envelopeChecker) checkCall(hdr *CallHeader, ca *x509.Certificate, self certs.Identity, body []byte, now time.Time) (key string, seen bool, v envelopeVerdict, err error) {
+	env := hdr.Envelope
+	if env == nil {
+		return "", false, verdictForged, fmt.Errorf("the call from zone %s carries no signature", hdr.FromZoneID)
+	}
+	content, err := callContent(hdr, self.Zone.Compact(), env.TimeMs, body)
+	if err != nil {
+		return "", false, verdictForged, err
+	}
+	if err := verifySigner(env, ca, hdr.FromDevice, content, now); err != nil {
+		return "", false, verdictForged, err
+	}
+	ttl := time.Duration(hdr.TTLMs) * time.Millisecond
+	if !fresh(env.TimeMs, ttl, now) {
+		return "", false, verdictStale, fmt.Errorf("signed at %s, outside the %v window of this node's clock", time.UnixMilli(env.TimeMs).UTC().Format(time.RFC3339), envelopeWindow)
+	}
+	key = hdr.FromZoneID + "/" + hdr.FromDevice + "/" + hdr.ID
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.seen[key]; dup {
+		return key, true, verdictReplayed, fmt.Errorf("envelope %s was delivered before", hdr.ID)
+	}
+	if env.TimeMs <= c.floor {
+		return "", false, verdictReplayed, fmt.Errorf("envelope %s is older than this node's replay memory", hdr.ID)
+	}
+	if len(c.seen) >= replayCacheSize {
+		nowMs := now.UnixMilli()
+		for k, exp := range c.seen {
+			if exp < nowMs {
+				delete(c.seen, k)
+			}
+		}
+		if len(c.seen) >= replayCacheSize {
+			clear(c.seen)
+			c.floor = nowMs
+		}
+	}
+	c.seen[key] = time.UnixMilli(env.TimeMs).Add(envelopeWindow + ttl).UnixMilli()
+	return key, false, verdictOK, nil
+}
+
+// forget drops key, so that a queued message whose delivery failed can
+// be delivered when the hub tries again.
+func (c *envelopeChecker) forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.seen, key)
+}
+
+// checkReply checks the envelope of an answer from device of the friend
+// zone whose CA is ca to call callID of self. Answers are read once, by
+// the caller that is waiting for them: a replayed one names a call no
+// longer waiting, so freshness suffices.
+func checkReply(env *Envelope, ca *x509.Certificate, callID string, from, self certs.Identity, body []byte, now time.Time) (envelopeVerdict, error) {
+	if env == nil {
+		return verdictForged, fmt.Errorf("the answer carries no signature")
+	}
+	content, err := replyContent(callID, from, self, env.TimeMs, body)
+	if err != nil {
+		return verdictForged, err
+	}
+	if err := verifySigner(env, ca, from.Device, content, now); err != nil {
+		return verdictForged, err
+	}
+	if !fresh(env.TimeMs, 0, now) {
+		return verdictStale, fmt.Errorf("the answer was signed outside the %v window of this device's clock", envelopeWindow)
+	}
+	return verdictOK, nil
+}
+
+// envelopeOpts are serveCall's options for a call from friend zone f to
+// this node self: the caller's signature is checked before delivery, a
+// queued message redelivered is confirmed without delivering it twice,
+// and the result is signed with s.
+func envelopeOpts(c *envelopeChecker, hdr *CallHeader, f *friendEntry, self certs.Identity, s signer, now func() time.Time, log *slog.Logger) serveOpts {
+	var key string
+	caller := certs.Identity{Zone: f.id, Device: hdr.FromDevice}
+	return serveOpts{
+		check: func(body []byte) (bool, *CallError) {
+			k, seen, v, err := c.checkCall(hdr, f.ca, self, body, now())
+			if seen && hdr.QueuedMs != 0 {
+				return true, nil // delivered before; the hub lost the confirmation
+			}
+			c.count(v)
+			if err != nil {
+				log.Warn("envelope refused", "from", f.petname+"/"+hdr.FromDevice, "id", hdr.ID, "verdict", v, "err", err)
+				return false, &CallError{CallDenied, fmt.Sprintf("refused by %s: the envelope from zone %q does not check out: %v", self.Device, f.petname, err)}
+			}
+			key = k
+			return false, nil
+		},
+		onFailed: func() {
+			if hdr.QueuedMs != 0 && key != "" {
+				c.forget(key) // the hub tries again later
+			}
+		},
+		seal: func(result []byte) *Envelope {
+			env, err := s.signReply(hdr.ID, self, caller, now(), result)
+			if err != nil {
+				log.Warn("sign an answer", "err", err)
+				return nil
+			}
+			return env
+		},
+	}
+}

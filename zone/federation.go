@@ -1,0 +1,264 @@
+package zone
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+)
+
+// Calls between zones: a device's call to PETNAME/DEVICE/SERVICE goes to
+// its own hub, which checks its zone's policy for the outgoing call and
+// forwards it over the friend's link; the friend's hub checks its policy
+// for the incoming call and delivers it as it would one of its own
+// devices' (with store-and-forward and wakeup); the serving device checks
+// its policy and the caller's signature. Hubs only relay: the signatures
+// (envelope.go) are the devices'.
+
+// ---- the caller's hub ----
+
+// forwardCall sends a call from one of this zone's devices (hdr's From*
+// set from its session) to the friend zone hdr.ToZone.
+func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader) {
+	f := h.friendNamed(hdr.ToZone)
+	if f == nil {
+		refuseCall(st, CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
+		return
+	}
+	if hdr.Envelope == nil {
+		refuseCall(st, CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
+		return
+	}
+	req := Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
+	if d := Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
+		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
+		return
+	}
+	l := h.liveLink(f.ZoneID.Compact())
+	if l == nil {
+		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname))
+		return
+	}
+	hdr.ToZone = f.ZoneID.Compact()
+	deadline := time.Now().Add(callTimeout(hdr))
+	st.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(l.ctx, deadline)
+	defer cancel()
+	out, err := openCallStream(ctx, l.conn, hdr, deadline)
+	if err != nil {
+		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
+		return
+	}
+	l.calls.Add(1)
+	h.changes.bump()
+	var in, back atomic.Uint64
+	splice(st, out, &in, &back, func() error { return nil })
+}
+
+// ---- the hoster's hub ----
+
+// handleLinkStream serves a stream a friend's hub opened on the link.
+func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	fr := transport.NewFrameReader(st, maxCallHeader)
+	var hdr StreamHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		st.Reset()
+		return
+	}
+	switch hdr.Kind {
+	case StreamCall:
+		h.receiveCall(l, st, fr)
+	case StreamDiscover:
+		h.answerDiscover(l, st, fr)
+	default:
+		h.log.Info("unknown stream kind on a friend link", "friend", h.petname(l.zone), "kind", hdr.Kind)
+		st.Reset()
+	}
+}
+
+// receiveCall takes a call a friend zone's device made, over its link.
+func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
+	var hdr CallHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		st.Reset()
+		return
+	}
+	if err := checkCallHeader(&hdr); err != nil {
+		refuseCall(st, CallBadRequest, err.Error())
+		return
+	}
+	f := h.friend(l.zone)
+	switch {
+	case f == nil:
+		refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
+		return
+	case hdr.FromZoneID != l.zone:
+		// A hub speaks for its own zone only: calls do not transit.
+		h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
+		refuseCall(st, CallBadRequest, "a call over this link must come from the linked zone")
+		return
+	case hdr.Envelope == nil:
+		refuseCall(st, CallBadRequest, "a call from another zone must be signed by the calling device")
+		return
+	case hdr.ToZone != "" && hdr.ToZone != h.zone.ID.Compact():
+		refuseCall(st, CallNotFound, "calls do not transit: this hub serves only its own zone")
+		return
+	}
+	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
+	req := Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
+	if d := Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
+		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
+		return
+	}
+	l.calls.Add(1)
+	h.changes.bump()
+	h.routeCall(st, &hdr, l.closed, f.Petname+"/"+hdr.FromDevice)
+}
+
+// ---- discovery ----
+
+// DiscoverRequest asks for the services of a friend zone a device may
+// call. From a device to its hub, Zone names the friend; from hub to hub,
+// FromDevice and FromApp say who asks (the hub sets FromDevice).
+type DiscoverRequest struct {
+	Zone       string `cbor:"1,keyasint,omitempty"`
+	FromDevice string `cbor:"2,keyasint,omitempty"`
+	FromApp    string `cbor:"3,keyasint,omitempty"`
+}
+
+// DiscoveredService is one service in a DiscoverResponse.
+type DiscoveredService struct {
+	Device        string   `cbor:"1,keyasint"`
+	App           string   `cbor:"2,keyasint"`
+	Service       string   `cbor:"3,keyasint"`
+	Description   string   `cbor:"4,keyasint,omitempty"`
+	Methods       []string `cbor:"5,keyasint,omitempty"`
+	TokenRequired bool     `cbor:"6,keyasint,omitempty"`
+}
+
+// DiscoverResponse lists the services the hoster's policy lets the asker
+// call, or says why not.
+type DiscoverResponse struct {
+	Services []DiscoveredService `cbor:"1,keyasint,omitempty"`
+	Status   CallStatus          `cbor:"2,keyasint,omitempty"`
+	Message  string              `cbor:"3,keyasint,omitempty"`
+}
+
+// Discovery limits, with why.
+const (
+	// maxDiscoverFrame bounds a listing: a zone's few hundred services.
+	maxDiscoverFrame = 1 << 20
+	// maxDiscovered bounds the services one listing carries.
+	maxDiscovered = 4096
+)
+
+// handleDiscover answers a device's request for a friend zone's services
+// by asking that zone's hub.
+func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	var req DiscoverRequest
+	if err := fr.ReadFrame(&req); err != nil {
+		st.Reset()
+		return
+	}
+	answer := func(r *DiscoverResponse) { reply(st, r) }
+	if req.FromApp != "" && ValidateServiceName(req.FromApp) != nil {
+		answer(&DiscoverResponse{Status: CallBadRequest, Message: "bad app name"})
+		return
+	}
+	f := h.friendNamed(req.Zone)
+	if f == nil {
+		answer(&DiscoverResponse{Status: CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
+		return
+	}
+	l := h.liveLink(f.ZoneID.Compact())
+	if l == nil {
+		answer(&DiscoverResponse{Status: CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, streamTimeout)
+	defer cancel()
+	var resp DiscoverResponse
+	if err := exchangeLimit(ctx, l.conn, StreamDiscover, &DiscoverRequest{FromDevice: s.device, FromApp: req.FromApp}, &resp, maxDiscoverFrame); err != nil {
+		answer(&DiscoverResponse{Status: CallUnavailable, Message: fmt.Sprintf("the hub of friend zone %q did not answer: %v", f.Petname, err)})
+		return
+	}
+	if len(resp.Services) > maxDiscovered {
+		resp.Services = resp.Services[:maxDiscovered]
+	}
+	answer(&resp)
+}
+
+// answerDiscover lists, for a friend's device, the services of this zone
+// that this zone's policy lets it call.
+func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
+	var req DiscoverRequest
+	if err := fr.ReadFrame(&req); err != nil {
+		st.Reset()
+		return
+	}
+	f := h.friend(l.zone)
+	if f == nil {
+		reply(st, &DiscoverResponse{Status: CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
+		return
+	}
+	rules := h.calls.get(h.state, h.log).rules
+	var out []DiscoveredService
+	for _, v := range listServices(h.state) {
+		r := Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
+		if Decide(rules, r).Allow && len(out) < maxDiscovered {
+			out = append(out, DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: v.Methods, TokenRequired: v.TokenRequired})
+		}
+	}
+	reply(st, &DiscoverResponse{Services: out})
+}
+
+// listServices lists the services published in a zone state.
+func listServices(state *zsync.Store) []ServiceView {
+	if state == nil {
+		return nil
+	}
+	var out []ServiceView
+	state.List(zsync.BucketApps, "", func(r zsync.Record) error {
+		device, app, ok := strings.Cut(r.Key, "/")
+		if !ok || r.Deleted {
+			return nil
+		}
+		var rec AppRecord
+		if json.Unmarshal(r.Value, &rec) != nil {
+			return nil
+		}
+		for _, s := range rec.Services {
+			out = append(out, ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
+		}
+		return nil
+	})
+	return out
+}
+
+// exchangeLimit is exchange with a larger answer allowed.
+func exchangeLimit(ctx context.Context, conn transport.Conn, kind StreamKind, req, resp any, limit int) error {
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	st, err := conn.OpenStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Reset()
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	if err := transport.WriteFrame(st, &StreamHeader{Kind: kind}); err != nil {
+		return err
+	}
+	if err := transport.WriteFrame(st, req); err != nil {
+		return err
+	}
+	st.Close()
+	return transport.NewFrameReader(st, limit).ReadFrame(resp)
+}

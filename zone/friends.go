@@ -1,0 +1,686 @@
+package zone
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+)
+
+// Friends: zones this hub federates with. Making friends is the friend
+// invite exchange (ALPN pz-friend/1, docs/PROTOCOL.md "Friends"); being
+// friends is a record of the other zone's CA certificate, kept in pzh.db,
+// published to this zone's devices in the friends bucket, and a link
+// between the two hubs (links.go) over which calls cross (federation.go).
+
+// Friend limits, with why.
+const (
+	// maxFriendAddrs bounds the hub addresses a friend may announce, as a
+	// token may carry.
+	maxFriendAddrs = 8
+	// maxFriendAddrLen: a host name and port.
+	maxFriendAddrLen = 255
+	// maxPetnameTries bounds the search for a free default petname
+	// (zone, zone-2, zone-3, ...).
+	maxPetnameTries = 100
+)
+
+// errBadFriend marks friend requests refused for what they ask.
+var errBadFriend = errors.New("bad friend request")
+
+// FriendInfo is the value of a friends-bucket record (key: the friend's
+// compact zone ID): what devices need to address a friend zone and to
+// check its devices' signatures themselves.
+type FriendInfo struct {
+	Petname string       `json:"petname"`
+	Zone    string       `json:"zone"`
+	ZoneID  certs.ZoneID `json:"zone_id"`
+	CA      []byte       `json:"ca"` // the friend's zone CA certificate, DER
+	Since   time.Time    `json:"since"`
+}
+
+// friendEntry is a friend as calls use it: on the hub from its records,
+// on a device from the friends bucket.
+type friendEntry struct {
+	petname string
+	zone    string // the friend's own name for itself
+	id      certs.ZoneID
+	ca      *x509.Certificate
+}
+
+func (f *FriendRecord) entry() *friendEntry {
+	return &friendEntry{petname: f.Petname, zone: f.Zone, id: f.ZoneID, ca: f.ca}
+}
+
+// decodeFriendInfo reads a friends-bucket record, checking that its CA
+// is the zone its key names.
+func decodeFriendInfo(key string, value []byte) (*friendEntry, error) {
+	var fi FriendInfo
+	if err := json.Unmarshal(value, &fi); err != nil {
+		return nil, fmt.Errorf("friend record %q: %w", key, err)
+	}
+	ca, err := x509.ParseCertificate(fi.CA)
+	if err != nil {
+		return nil, fmt.Errorf("friend record %q: CA certificate: %w", key, err)
+	}
+	id, err := certs.ZoneIDFromKey(ca.PublicKey)
+	if err != nil || id.Compact() != key || id != fi.ZoneID {
+		return nil, fmt.Errorf("friend record %q: CA certificate is not of that zone", key)
+	}
+	if certs.ValidateName("zone", fi.Petname) != nil {
+		return nil, fmt.Errorf("friend record %q: bad petname %q", key, fi.Petname)
+	}
+	return &friendEntry{petname: fi.Petname, zone: fi.Zone, id: id, ca: ca}, nil
+}
+
+// friendSet looks friends up by zone ID (compact) and by petname.
+type friendSet struct {
+	byID   map[string]*friendEntry
+	byName map[string]*friendEntry
+}
+
+func newFriendSet() *friendSet {
+	return &friendSet{byID: map[string]*friendEntry{}, byName: map[string]*friendEntry{}}
+}
+
+func (fs *friendSet) add(f *friendEntry) {
+	fs.byID[f.id.Compact()] = f
+	fs.byName[f.petname] = f
+}
+
+// resolve finds the friend a caller names: a petname, or a zone ID in any
+// form certs.ParseZoneID reads.
+func (fs *friendSet) resolve(name string) *friendEntry {
+	if f := fs.byName[name]; f != nil {
+		return f
+	}
+	if id, err := certs.ParseZoneID(name); err == nil {
+		return fs.byID[id.Compact()]
+	}
+	return nil
+}
+
+// ---- the hub's friend table ----
+
+// loadFriends reads the friend records at start and brings the friends
+// bucket in step with them.
+func (h *Hub) loadFriends() error {
+	recs, err := h.store.Friends()
+	if err != nil {
+		return fmt.Errorf("read friends: %w", err)
+	}
+	h.mu.Lock()
+	for _, f := range recs {
+		h.friends[f.ZoneID.Compact()] = f
+	}
+	h.mu.Unlock()
+	for _, f := range recs {
+		h.publishFriend(f)
+	}
+	// Records of friends no longer kept go.
+	var stale []zsync.Edit
+	h.state.List(zsync.BucketFriends, "", func(r zsync.Record) error {
+		h.mu.Lock()
+		_, ok := h.friends[r.Key]
+		h.mu.Unlock()
+		if !ok && !r.Deleted {
+			stale = append(stale, zsync.Edit{Bucket: zsync.BucketFriends, Key: r.Key, Delete: true})
+		}
+		return nil
+	})
+	if len(stale) > 0 {
+		if _, err := h.state.Apply(stale); err != nil {
+			h.log.Warn("withdraw old friend records", "err", err)
+		}
+	}
+	return nil
+}
+
+func (h *Hub) publishFriend(f *FriendRecord) {
+	v, err := json.Marshal(FriendInfo{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, CA: f.CA, Since: f.Added})
+	if err != nil {
+		return
+	}
+	h.putState(zsync.BucketFriends, f.ZoneID.Compact(), v)
+}
+
+// friend returns the friend with that compact zone ID, or nil.
+func (h *Hub) friend(zone string) *FriendRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.friends[zone]
+}
+
+// friendNamed finds a friend by petname or zone ID.
+func (h *Hub) friendNamed(name string) *FriendRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range h.friends {
+		if f.Petname == name {
+			return f
+		}
+	}
+	if id, err := certs.ParseZoneID(name); err == nil {
+		return h.friends[id.Compact()]
+	}
+	return nil
+}
+
+// friendSet is the hub's friends as calls use them.
+func (h *Hub) friendSet() *friendSet {
+	fs := newFriendSet()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range h.friends {
+		fs.add(f.entry())
+	}
+	return fs
+}
+
+// befriended records a new or renewed friendship in memory and in the
+// zone state, and starts keeping a link to the friend.
+func (h *Hub) befriended(f *FriendRecord) {
+	zone := f.ZoneID.Compact()
+	h.mu.Lock()
+	h.friends[zone] = f
+	h.mu.Unlock()
+	h.publishFriend(f)
+	h.startLink(zone)
+	h.changes.bump()
+	h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
+}
+
+// checkPetname validates a petname for the friend of zone.
+func (h *Hub) checkPetname(name string, zone certs.ZoneID) error {
+	if err := certs.ValidateName("zone", name); err != nil {
+		return fmt.Errorf("%w: petname: %w", errBadFriend, err)
+	}
+	if name == h.zone.Name {
+		return fmt.Errorf("%w: %q is this zone's own name; choose another name for the friend", errBadFriend, name)
+	}
+	if f := h.friendNamed(name); f != nil && f.ZoneID != zone {
+		return fmt.Errorf("%w: another friend is called %q already (zone %s)", errBadFriend, name, f.ZoneID)
+	}
+	return nil
+}
+
+// ---- friend invites ----
+
+// FriendInviteRequest is the body of POST /v1/friends/invites.
+type FriendInviteRequest struct {
+	TTL string `json:"ttl,omitempty"` // Go duration; empty: pairing.DefaultFriendTTL
+}
+
+// FriendInviteView is a friend invite just made; the token is shown once.
+type FriendInviteView struct {
+	ID      string    `json:"id"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+func (h *Hub) createFriendInvite(req FriendInviteRequest) (*FriendInviteView, error) {
+	ttl, err := parseDurationField("ttl", req.TTL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
+	}
+	if ttl == 0 {
+		ttl = pairing.DefaultFriendTTL
+	}
+	if ttl <= 0 || ttl > pairing.MaxFriendTTL {
+		return nil, fmt.Errorf("%w: friend invite ttl %v out of range: use more than 0 and at most %v", errBadFriend, ttl, pairing.MaxFriendTTL)
+	}
+	now := h.cfg.Now()
+	// A friend invite is a one-use invite with no device; its certificate
+	// lifetime is unused.
+	inv, secret, err := pairing.NewInvite(pairing.Template{Device: "friend", TTL: ttl, Uses: 1}, now)
+	if err != nil {
+		return nil, err
+	}
+	h.store.PruneFriendInvites(now)
+	if err := h.store.AddFriendInvite(inv); err != nil {
+		return nil, err
+	}
+	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
+	h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
+	return &FriendInviteView{ID: inv.ID, Token: tok.FriendString(), Expires: inv.Expires}, nil
+}
+
+// hubChainTLS is the server side of pz-friend/1 and pz-link/1: the other
+// hub presents its certificate chain [hub leaf, zone CA], checked here
+// for consistency only. Whether that zone is a friend (links) or may
+// become one (the invite proof) is decided after the handshake, where
+// the refusal can say why.
+func (h *Hub) hubChainTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNFriend, transport.ALPNLink},
+		GetCertificate: getCert,
+		ClientAuth:     tls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, _, err := checkHubChain(raw, h.cfg.Now())
+			return err
+		},
+	}
+}
+
+// checkHubChain checks a chain [hub leaf, zone CA]: a self-signed CA and
+// a hub certificate it issued, valid now. It returns the CA and the zone.
+func checkHubChain(raw [][]byte, now time.Time) (*x509.Certificate, certs.ZoneID, error) {
+	if len(raw) < 2 {
+		return nil, "", errors.New("the other hub sent no zone CA certificate")
+	}
+	ca, err := x509.ParseCertificate(raw[1])
+	if err != nil {
+		return nil, "", fmt.Errorf("the other hub's CA certificate: %w", err)
+	}
+	if !ca.IsCA || ca.CheckSignatureFrom(ca) != nil {
+		return nil, "", errors.New("the other hub's CA certificate is not a self-signed CA")
+	}
+	v, err := certs.Verify(ca, raw[:1], now, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("the other hub's certificate: %w", err)
+	}
+	if v.Identity.Device != certs.HubDevice {
+		return nil, "", fmt.Errorf("the other side presented device %q's certificate, not its hub's", v.Identity.Device)
+	}
+	return ca, v.Identity.Zone, nil
+}
+
+// hubClientCert presents this hub's chain to another hub.
+func (h *Hub) hubClientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return h.cert.Load(), nil
+}
+
+// serveFriendInvite is the inviting side of pz-friend/1.
+func (h *Hub) serveFriendInvite(ctx context.Context, conn transport.Conn) {
+	serveOneShot(ctx, conn, func(st transport.Stream) any {
+		ip := remoteIP(conn.RemoteAddr())
+		var req pairing.FriendRequest
+		if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+			h.log.Warn("friend request rate-limited", "remote", conn.RemoteAddr().String())
+			return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
+		}
+		if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+			h.limiter.Fail(ip, h.cfg.Now())
+			return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed friend request"}}
+		}
+		return h.redeemFriend(conn, &req, ip)
+	})
+}
+
+func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip netip.Addr) *pairing.FriendResponse {
+	now := h.cfg.Now()
+	id, idErr := pairing.NormalizeInviteID(req.InviteID)
+	fail := func(code, msg string) *pairing.FriendResponse {
+		h.limiter.Fail(ip, now)
+		h.log.Info("friend request refused", "remote", conn.RemoteAddr().String(), "invite", id, "code", code)
+		return &pairing.FriendResponse{Error: &pairing.Error{Code: code, Message: msg}}
+	}
+	if req.Version != pairing.FriendProtocolVersion {
+		return fail(pairing.CodeVersion, fmt.Sprintf("friend protocol version %d is not supported by this hub (it speaks %d): use matching pzh versions", req.Version, pairing.FriendProtocolVersion))
+	}
+	if idErr != nil {
+		return fail(pairing.CodeInvalid, "friend invite not recognised: the token is wrong or for another hub")
+	}
+	cs := conn.ConnectionState()
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	ca, zone, err := checkHubChain(raw, now)
+	if err != nil {
+		return fail(pairing.CodeBadRequest, err.Error())
+	}
+	if zone == h.zone.ID {
+		return fail(pairing.CodeBadRequest, "this is the zone's own friend token: give it to the other hub's owner")
+	}
+	if err := certs.ValidateName("zone", req.Zone); err != nil {
+		return fail(pairing.CodeBadRequest, "bad zone name: "+err.Error())
+	}
+	if len(req.HubAddrs) == 0 || len(req.HubAddrs) > maxFriendAddrs {
+		return fail(pairing.CodeBadRequest, fmt.Sprintf("name 1 to %d hub addresses", maxFriendAddrs))
+	}
+	for _, a := range req.HubAddrs {
+		if len(a) == 0 || len(a) > maxFriendAddrLen {
+			return fail(pairing.CodeBadRequest, "bad hub address")
+		}
+	}
+	prev := h.friend(zone.Compact())
+	rec, err := h.store.RedeemFriend(id, func(inv *pairing.Invite, taken func(string, certs.ZoneID) bool) (*FriendRecord, error) {
+		if !pairing.CheckFriendProof(cs, id, inv.Verifier, req.Proof) {
+			return nil, errBadProof
+		}
+		if err := inv.Usable(now); err != nil {
+			return nil, err
+		}
+		f := &FriendRecord{Zone: req.Zone, ZoneID: zone, CA: ca.Raw, HubAddrs: req.HubAddrs, Added: now.UTC(), Invited: true, ca: ca}
+		if prev != nil {
+			// Friends again (the other side forgot this one): keep the name.
+			f.Petname = prev.Petname
+			return f, nil
+		}
+		name := req.Zone
+		for i := 2; name == h.zone.Name || taken(name, zone); i++ {
+			if i > maxPetnameTries {
+				return nil, fmt.Errorf("no free petname for zone %q", req.Zone)
+			}
+			name = fmt.Sprintf("%s-%d", req.Zone, i)
+			if len(name) > 63 {
+				name = fmt.Sprintf("friend-%d", i)
+			}
+		}
+		f.Petname = name
+		return f, nil
+	})
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, errBadProof):
+		return fail(pairing.CodeInvalid, "friend invite not recognised: the token is wrong or for another hub")
+	case errors.Is(err, pairing.ErrInviteExpired):
+		return fail(pairing.CodeExpired, "this friend invite has expired; ask for a new one (pzh friend invite)")
+	case errors.Is(err, pairing.ErrInviteUsedUp):
+		return fail(pairing.CodeUsed, "this friend invite has already been used; ask for a new one (pzh friend invite)")
+	case errors.Is(err, pairing.ErrInviteCancelled):
+		return fail(pairing.CodeCancelled, "this friend invite was cancelled; ask for a new one (pzh friend invite)")
+	case err != nil:
+		h.log.Error("friend request failed", "remote", conn.RemoteAddr().String(), "err", err)
+		return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete the friendship; try again"}}
+	}
+	h.befriended(rec)
+	return &pairing.FriendResponse{Zone: h.zone.Name, HubAddrs: h.zone.PublicAddrs}
+}
+
+// serveOneShot serves a connection that carries one request stream: the
+// answer answer returns is written back, and the other side given a
+// moment to read it and hang up.
+func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transport.Stream) any) {
+	defer conn.CloseWithError(0, "done")
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		return
+	}
+	defer st.Reset()
+	deadline, _ := ctx.Deadline()
+	st.SetDeadline(deadline)
+	if err := transport.WriteFrame(st, answer(st)); err != nil {
+		return
+	}
+	st.Close()
+	select {
+	case <-conn.Done():
+	case <-time.After(closeLinger):
+	}
+}
+
+// FriendAcceptRequest is the body of POST /v1/friends: redeem a friend
+// token, naming the friend As.
+type FriendAcceptRequest struct {
+	Token string `json:"token"`
+	As    string `json:"as"`
+}
+
+// acceptFriend redeems another hub's friend token.
+func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*FriendView, error) {
+	tok, err := pairing.ParseFriendToken(req.Token)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
+	}
+	if tok.Zone == h.zone.ID {
+		return nil, fmt.Errorf("%w: this token is this zone's own (pzh friend invite made it here); give it to the other hub's owner", errBadFriend)
+	}
+	if f := h.friend(tok.Zone.Compact()); f != nil {
+		return nil, fmt.Errorf("%w: zone %s is a friend already, as %q", ErrAlreadyDone, tok.Zone, f.Petname)
+	}
+	if err := h.checkPetname(req.As, tok.Zone); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, addr := range tok.Addrs {
+		rec, err := h.friendAt(ctx, addr, tok, req.As)
+		if err == nil {
+			if err := h.store.AddFriend(rec); err != nil {
+				return nil, err
+			}
+			h.befriended(rec)
+			v := h.friendView(rec)
+			return &v, nil
+		}
+		var perr *pairing.Error
+		if errors.As(err, &perr) || errors.Is(err, pairing.ErrZoneMismatch) || ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return nil, fmt.Errorf("no address of the friend's hub answered: %w", errors.Join(errs...))
+}
+
+// friendAt runs the redeeming side of pz-friend/1 against one address.
+func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, petname string) (*FriendRecord, error) {
+	var ca x509.Certificate
+	conf := pairing.PinnedHubTLS(tok.Zone, transport.ALPNFriend, &ca)
+	conf.GetClientCertificate = h.hubClientCert
+	conn, err := transport.Dial(ctx, addr, transport.ModeAuto, transport.Config{TLS: conf, Logger: h.log})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.CloseWithError(0, "done")
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	st, err := conn.OpenStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open friend stream: %w", err)
+	}
+	defer st.Reset()
+	deadline, _ := ctx.Deadline()
+	st.SetDeadline(deadline)
+	v := pairing.Verifier(tok.Secret)
+	proof, err := pairing.FriendProof(conn.ConnectionState(), tok.InviteID, v[:])
+	if err != nil {
+		return nil, err
+	}
+	req := &pairing.FriendRequest{Version: pairing.FriendProtocolVersion, InviteID: tok.InviteID, Proof: proof, Zone: h.zone.Name, HubAddrs: h.zone.PublicAddrs}
+	if err := transport.WriteFrame(st, req); err != nil {
+		return nil, fmt.Errorf("send friend request: %w", err)
+	}
+	var resp pairing.FriendResponse
+	if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&resp); err != nil {
+		return nil, fmt.Errorf("read friend response: %w", err)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	if err := certs.ValidateName("zone", resp.Zone); err != nil {
+		return nil, fmt.Errorf("the friend's hub sent a bad zone name: %w", err)
+	}
+	addrs := resp.HubAddrs
+	if len(addrs) == 0 || len(addrs) > maxFriendAddrs {
+		addrs = tok.Addrs
+	}
+	c := ca
+	return &FriendRecord{Petname: petname, Zone: resp.Zone, ZoneID: tok.Zone, CA: c.Raw, HubAddrs: addrs, Added: h.cfg.Now().UTC(), ca: &c}, nil
+}
+
+// ---- removing and renaming ----
+
+// RemoveFriendResult is the answer of DELETE /v1/friends/{name}.
+type RemoveFriendResult struct {
+	Petname string `json:"petname"`
+	// Told: the friend's hub was linked and was told to end the
+	// friendship on its side too.
+	Told bool `json:"told"`
+}
+
+// removeFriend forgets a friend, withdraws it from the devices and ends
+// the link, telling the other hub when it is linked.
+func (h *Hub) removeFriend(name, why string, reason CloseReason) (*RemoveFriendResult, error) {
+	f := h.friendNamed(name)
+	if f == nil {
+		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, name)
+	}
+	zone := f.ZoneID.Compact()
+	if err := h.store.RemoveFriend(f.ZoneID); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	delete(h.friends, zone)
+	h.mu.Unlock()
+	if _, err := h.state.Delete(zsync.BucketFriends, zone); err != nil {
+		h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
+	}
+	told := h.stopLink(zone, reason, why)
+	h.changes.bump()
+	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why)
+	return &RemoveFriendResult{Petname: f.Petname, Told: told}, nil
+}
+
+func (h *Hub) renameFriend(from, to string) (*FriendView, error) {
+	f := h.friendNamed(from)
+	if f == nil {
+		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, from)
+	}
+	if err := h.checkPetname(to, f.ZoneID); err != nil {
+		return nil, err
+	}
+	rec, err := h.store.RenameFriend(f.Petname, to)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.friends[rec.ZoneID.Compact()] = rec
+	h.mu.Unlock()
+	h.publishFriend(rec)
+	h.changes.bump()
+	v := h.friendView(rec)
+	return &v, nil
+}
+
+// ---- views and API ----
+
+// FriendView is one row of pzh friends; its JSON is stable.
+type FriendView struct {
+	Petname  string       `json:"petname"`
+	Zone     string       `json:"zone"`
+	ZoneID   certs.ZoneID `json:"zone_id"`
+	HubAddrs []string     `json:"hub_addrs"`
+	Added    time.Time    `json:"added"`
+	// State of the link: online, connecting (this hub dials it) or
+	// offline (waiting for the friend's hub to dial).
+	State      string     `json:"state"`
+	Transport  string     `json:"transport,omitempty"`
+	RemoteAddr string     `json:"remote_addr,omitempty"`
+	Since      *time.Time `json:"since,omitempty"`
+	RTTMs      *float64   `json:"rtt_ms,omitempty"`
+	LastError  string     `json:"last_error,omitempty"`
+	// Calls and messages that crossed the link either way since it came up.
+	Calls uint64 `json:"calls"`
+}
+
+// FriendsView is the answer of GET /v1/friends.
+type FriendsView struct {
+	Version uint64       `json:"version"`
+	Friends []FriendView `json:"friends"`
+}
+
+func (h *Hub) friendView(f *FriendRecord) FriendView {
+	v := FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, State: "offline"}
+	h.linkView(f.ZoneID.Compact(), &v)
+	return v
+}
+
+func (h *Hub) friendsView(ver uint64) FriendsView {
+	h.mu.Lock()
+	recs := make([]*FriendRecord, 0, len(h.friends))
+	for _, f := range h.friends {
+		recs = append(recs, f)
+	}
+	h.mu.Unlock()
+	out := FriendsView{Version: ver, Friends: []FriendView{}}
+	for _, f := range recs {
+		out.Friends = append(out.Friends, h.friendView(f))
+	}
+	sort.Slice(out.Friends, func(i, j int) bool { return out.Friends[i].Petname < out.Friends[j].Petname })
+	return out
+}
+
+// RenameFriendRequest is the body of POST /v1/friends/{name}/rename.
+type RenameFriendRequest struct {
+	To string `json:"to"`
+}
+
+func (h *Hub) friendRoutes(mux *http.ServeMux) {
+	friendErr := func(w http.ResponseWriter, err error) {
+		status := errStatus(err, []error{ErrNoFriend}, []error{ErrAlreadyDone})
+		var perr *pairing.Error
+		switch {
+		case errors.Is(err, errBadFriend):
+			status = http.StatusBadRequest
+		case errors.As(err, &perr):
+			status = http.StatusBadGateway // the friend's hub refused
+		}
+		writeErr(w, status, err)
+	}
+	mux.HandleFunc("GET /v1/friends", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.friendsView(longPoll(r, &h.changes)))
+	})
+	mux.HandleFunc("POST /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
+		var req FriendInviteRequest
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		v, err := h.createFriendInvite(req)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("POST /v1/friends", func(w http.ResponseWriter, r *http.Request) {
+		var req FriendAcceptRequest
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*streamTimeout)
+		defer cancel()
+		v, err := h.acceptFriend(ctx, req)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("DELETE /v1/friends/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := h.removeFriend(r.PathValue("name"), "removed by the hub operator", ReasonUnfriended)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /v1/friends/{name}/rename", func(w http.ResponseWriter, r *http.Request) {
+		var req RenameFriendRequest
+		if err := readJSON(r, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		v, err := h.renameFriend(r.PathValue("name"), req.To)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+}

@@ -1,0 +1,588 @@
+package zone
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
+)
+
+// Links: the session between the hubs of two friend zones (ALPN
+// pz-link/1, docs/PROTOCOL.md "Hub-to-hub links"). Each hub keeps dialling
+// every friend it has no link with, so either side can bring a link up
+// (one of them may sit behind a NAT); when both manage at once, the link
+// dialled by the hub with the lower zone ID is kept, on both sides alike.
+// The control stream is the device session's (Hello, Welcome, Ping/Pong,
+// Close); every call or listing that crosses the link opens its own stream.
+
+// LinkVersion is the link protocol version carried in Hello.
+// History: 1 — control stream, call streams, discovery streams.
+const LinkVersion = 1
+
+// Link timing, with why.
+const (
+	// linkBackoffMin: a friend's hub restart takes about a second.
+	linkBackoffMin = 500 * time.Millisecond
+	// linkBackoffMax: a friend's hub that is away is tried again at
+	// least this often; a hub has few friends, so this costs little.
+	linkBackoffMax = time.Minute
+	// linkRefusedBackoff: a friend's hub that does not take this zone
+	// (it removed the friendship while unreachable) is asked again only
+	// this often, in case it is restored.
+	linkRefusedBackoff = 5 * time.Minute
+)
+
+// hubLink is one live link with a friend's hub.
+type hubLink struct {
+	zone    string // the friend's compact zone ID
+	id      string
+	conn    transport.Conn
+	ctrl    transport.Stream
+	dialled bool // this hub dialled it
+	since   time.Time
+
+	wmu        sync.Mutex
+	rttUs      atomic.Int64
+	lastActive atomic.Int64
+	calls      atomic.Uint64
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	reason    CloseReason
+	// ctx ends with the link: streams relayed over it stop.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newHubLink(zone string, conn transport.Conn, ctrl transport.Stream, dialled bool, now time.Time) *hubLink {
+	l := &hubLink{zone: zone, id: newSessionID(), conn: conn, ctrl: ctrl, dialled: dialled, since: now, closed: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.lastActive.Store(now.UnixNano())
+	return l
+}
+
+func (l *hubLink) send(c *Control) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	return transport.WriteFrame(l.ctrl, c)
+}
+
+// close ends the link once: it tells the other hub why (unless it is
+// gone), gives it a moment to read that, and closes the connection.
+func (l *hubLink) close(reason CloseReason, msg string, tell bool) {
+	l.closeOnce.Do(func() {
+		l.reason = reason
+		l.cancel()
+		if tell {
+			if l.send(&Control{Type: MsgClose, Reason: reason, Message: msg}) == nil {
+				select {
+				case <-l.conn.Done():
+				case <-time.After(closeLinger):
+				}
+			}
+		}
+		l.conn.CloseWithError(uint64(reason), reason.String())
+		close(l.closed)
+	})
+}
+
+func (l *hubLink) live() bool {
+	select {
+	case <-l.closed:
+		return false
+	default:
+		return true
+	}
+}
+
+// linkState is what pzh friends shows of a friend's link when there is
+// none: the dialler's last error.
+type linkState struct {
+	lastErr  string
+	dialling bool
+	refused  bool
+}
+
+// ---- keeping links ----
+
+// startLink starts the dialler of a friend, unless one runs.
+func (h *Hub) startLink(zone string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.linkCtx == nil || h.closing || h.linkStops[zone] != nil {
+		return
+	}
+	ctx, stop := context.WithCancel(h.linkCtx)
+	h.linkStops[zone] = stop
+	h.conns.Add(1)
+	go func() {
+		defer h.conns.Done()
+		h.keepLink(ctx, zone)
+	}()
+}
+
+// stopLink stops a friend's dialler and ends its link, telling the other
+// hub reason; it reports whether a link was up to be told.
+func (h *Hub) stopLink(zone string, reason CloseReason, msg string) bool {
+	h.mu.Lock()
+	stop := h.linkStops[zone]
+	delete(h.linkStops, zone)
+	l := h.links[zone]
+	delete(h.links, zone)
+	delete(h.linkStates, zone)
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	if l == nil || !l.live() {
+		return false
+	}
+	l.close(reason, msg, true)
+	return true
+}
+
+// keepLink dials a friend's hub whenever there is no link with it, with
+// backoff and jitter, until ctx ends.
+func (h *Hub) keepLink(ctx context.Context, zone string) {
+	bo := backoff{min: linkBackoffMin, max: linkBackoffMax}
+	first := true
+	for ctx.Err() == nil {
+		if l := h.liveLink(zone); l != nil {
+			select {
+			case <-l.closed:
+			case <-ctx.Done():
+				return
+			}
+			first = false
+			continue
+		}
+		if !first {
+			t := time.NewTimer(bo.next())
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			if h.liveLink(zone) != nil {
+				continue // the friend's hub dialled meanwhile
+			}
+		}
+		first = false
+		h.setLinkState(zone, func(s *linkState) { s.dialling = true })
+		l, err := h.dialLink(ctx, zone)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var end *EndError
+			refused := errors.As(err, &end) && end.Reason == ReasonUnknown
+			h.setLinkState(zone, func(s *linkState) { s.lastErr, s.dialling, s.refused = err.Error(), true, refused })
+			h.log.Info("friend link not up; retrying", "friend", h.petname(zone), "err", err)
+			if refused {
+				bo.cur = linkRefusedBackoff
+			}
+			continue
+		}
+		bo.reset()
+		h.runLink(l)
+	}
+}
+
+func (h *Hub) setLinkState(zone string, f func(*linkState)) {
+	h.mu.Lock()
+	s := h.linkStates[zone]
+	if s == nil {
+		s = &linkState{}
+		h.linkStates[zone] = s
+	}
+	f(s)
+	h.mu.Unlock()
+	h.changes.bump()
+}
+
+func (h *Hub) liveLink(zone string) *hubLink {
+	h.mu.Lock()
+	l := h.links[zone]
+	h.mu.Unlock()
+	if l != nil && l.live() {
+		return l
+	}
+	return nil
+}
+
+func (h *Hub) petname(zone string) string {
+	if f := h.friend(zone); f != nil {
+		return f.Petname
+	}
+	return zone
+}
+
+// linkTLS is the client side of pz-link/1 to friend f: its hub must
+// present a certificate its CA (as recorded) issued to its hub.
+func (h *Hub) linkTLS(f *FriendRecord) *tls.Config {
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		NextProtos:           []string{transport.ALPNLink},
+		ServerName:           "pzone-hub",
+		InsecureSkipVerify:   true, // replaced by VerifyPeerCertificate: trust is the friend's recorded CA
+		GetClientCertificate: h.hubClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			v, err := certs.Verify(f.ca, raw, h.cfg.Now(), 0)
+			if err != nil {
+				return fmt.Errorf("friend %q's hub: %w", f.Petname, err)
+			}
+			if v.Identity.Device != certs.HubDevice {
+				return fmt.Errorf("friend %q's side presented device %q's certificate, not its hub's", f.Petname, v.Identity.Device)
+			}
+			return nil
+		},
+	}
+}
+
+// dialLink dials a friend's hub at each of its addresses and says Hello.
+func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
+	f := h.friend(zone)
+	if f == nil {
+		return nil, fmt.Errorf("%w: zone %s", ErrNoFriend, zone)
+	}
+	tc := transport.Config{TLS: h.linkTLS(f), Logger: h.log, IdleTimeout: transportIdle, HandshakeTimeout: sessionHandshakeTimeout}
+	var errs []error
+	for _, addr := range f.HubAddrs {
+		conn, err := transport.Dial(ctx, addr, transport.ModeAuto, tc)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		l, err := h.linkHello(ctx, zone, conn)
+		if err != nil {
+			conn.CloseWithError(uint64(ReasonProtocol), "hello failed")
+			return nil, err
+		}
+		return l, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (*hubLink, error) {
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	ctrl, err := conn.OpenStream(hctx)
+	if err != nil {
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	ctrl.SetDeadline(time.Now().Add(helloTimeout))
+	if err := transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl}); err != nil {
+		return nil, err
+	}
+	if err := transport.WriteFrame(ctrl, &Control{Type: MsgHello, Version: LinkVersion, Software: SoftwareVersion}); err != nil {
+		return nil, err
+	}
+	fr := transport.NewFrameReader(ctrl, maxControlFrame)
+	var c Control
+	if err := fr.ReadFrame(&c); err != nil {
+		return nil, fmt.Errorf("no welcome from the friend's hub: %w", err)
+	}
+	ctrl.SetDeadline(time.Time{})
+	switch c.Type {
+	case MsgWelcome:
+	case MsgClose:
+		if c.Reason == ReasonUnknown {
+			return nil, &EndError{Reason: c.Reason, Message: c.Message}
+		}
+		return nil, fmt.Errorf("the friend's hub closed the link: %s: %s", c.Reason, c.Message)
+	default:
+		return nil, fmt.Errorf("the friend's hub answered hello with message %d", c.Type)
+	}
+	l := newHubLink(zone, conn, ctrl, true, h.cfg.Now())
+	l.id = c.SessionID
+	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, MinHeartbeat), MaxHeartbeat)
+	if !h.registerLink(l) {
+		l.close(ReasonReplaced, "a link with this zone is up already", true)
+		return nil, errors.New("a link with the friend is up already")
+	}
+	h.conns.Add(1)
+	go func() {
+		defer h.conns.Done()
+		h.linkControl(l, fr, hb, true)
+	}()
+	return l, nil
+}
+
+// registerLink makes l the friend's link, unless a live link dialled by
+// the hub with the lower zone ID is there already (then false: the
+// caller closes l). A link in the same direction as the old is newer and
+// replaces it.
+func (h *Hub) registerLink(l *hubLink) bool {
+	dialer := func(x *hubLink) string {
+		if x.dialled {
+			return h.zone.ID.Compact()
+		}
+		return x.zone
+	}
+	h.mu.Lock()
+	if h.closing || h.friends[l.zone] == nil {
+		h.mu.Unlock()
+		return false
+	}
+	old := h.links[l.zone]
+	if old != nil && old.live() && old.dialled != l.dialled && dialer(old) < dialer(l) {
+		h.mu.Unlock()
+		return false
+	}
+	h.links[l.zone] = l
+	delete(h.linkStates, l.zone)
+	h.mu.Unlock()
+	if old != nil && old.live() {
+		go old.close(ReasonReplaced, "replaced by a newer link", true)
+	}
+	h.changes.bump()
+	h.log.Info("friend link up", "friend", h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
+	return true
+}
+
+// runLink serves the link's streams until it ends.
+func (h *Hub) runLink(l *hubLink) {
+	for {
+		st, err := l.conn.AcceptStream(l.ctx)
+		if err != nil {
+			break
+		}
+		h.conns.Add(1)
+		go func() {
+			defer h.conns.Done()
+			h.handleLinkStream(l, st)
+		}()
+	}
+	<-l.closed
+	h.mu.Lock()
+	if h.links[l.zone] == l {
+		delete(h.links, l.zone)
+	}
+	h.mu.Unlock()
+	h.changes.bump()
+	h.log.Info("friend link down", "friend", h.petname(l.zone), "reason", l.reason)
+}
+
+// linkControl reads the control stream until the link ends: the dialler
+// pings every hb and reads pongs; the acceptor answers pings. Either
+// reads Close.
+func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duration, dialler bool) {
+	frames := make(chan Control)
+	readErr := make(chan error, 1)
+	dead := DeadAfter(hb)
+	go func() {
+		for {
+			l.ctrl.SetReadDeadline(time.Now().Add(dead))
+			var c Control
+			if err := fr.ReadFrame(&c); err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case frames <- c:
+			case <-l.closed:
+				return
+			}
+		}
+	}()
+	var tick <-chan time.Time
+	var seq uint64
+	var sent time.Time
+	ping := func() error {
+		seq++
+		sent = time.Now()
+		return l.send(&Control{Type: MsgPing, Seq: seq, RTTus: uint64(l.rttUs.Load()), Pad: make([]byte, pingPad)})
+	}
+	if dialler {
+		t := time.NewTicker(hb)
+		defer t.Stop()
+		tick = t.C
+		if ping() != nil {
+			l.close(ReasonShutdown, "", false)
+			return
+		}
+	}
+	for {
+		select {
+		case <-l.closed:
+			return
+		case err := <-readErr:
+			var ne net.Error
+			switch {
+			case !l.live():
+			case errors.As(err, &ne) && ne.Timeout():
+				l.close(ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), true)
+			case wentAway(l.conn, err):
+				l.close(ReasonShutdown, "", false)
+			default:
+				l.close(ReasonProtocol, "malformed control frame", true)
+			}
+			return
+		case <-tick:
+			if ping() != nil {
+				l.close(ReasonShutdown, "", false)
+				return
+			}
+		case c := <-frames:
+			l.lastActive.Store(h.cfg.Now().UnixNano())
+			switch c.Type {
+			case MsgPing:
+				if l.send(&Control{Type: MsgPong, Seq: c.Seq}) != nil {
+					l.close(ReasonShutdown, "", false)
+					return
+				}
+				if c.RTTus > 0 && l.rttUs.Swap(int64(c.RTTus)) == 0 {
+					h.changes.bump()
+				}
+			case MsgPong:
+				if c.Seq == seq {
+					first := l.rttUs.Swap(int64(time.Since(sent)/time.Microsecond)) == 0
+					if first {
+						h.changes.bump()
+					}
+				}
+			case MsgClose:
+				h.linkClosedByFriend(l, &c)
+				return
+			default:
+				l.close(ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), true)
+				return
+			}
+		}
+	}
+}
+
+// linkClosedByFriend acts on the friend's Close: a friend that removed
+// this zone is removed here too, so neither keeps trusting or dialling
+// the other.
+func (h *Hub) linkClosedByFriend(l *hubLink, c *Control) {
+	l.close(c.Reason, "", false)
+	h.log.Info("friend closed the link", "friend", h.petname(l.zone), "reason", c.Reason, "message", c.Message)
+	if c.Reason == ReasonUnfriended {
+		name := h.petname(l.zone)
+		if _, err := h.removeFriend(name, "the friend's hub ended the friendship", ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
+			h.log.Warn("remove friend", "friend", name, "err", err)
+		}
+	}
+}
+
+// serveLink is the accepting side of pz-link/1.
+func (h *Hub) serveLink(ctx context.Context, conn transport.Conn) {
+	cs := conn.ConnectionState()
+	leaf := cs.PeerCertificates[0]
+	id, err := certs.IdentityFromCert(leaf)
+	if err != nil {
+		conn.CloseWithError(uint64(ReasonProtocol), "certificate check failed")
+		return
+	}
+	zone := id.Zone.Compact()
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	ctrl, err := conn.AcceptStream(hctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(uint64(ReasonTimeout), "no hello")
+		return
+	}
+	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
+	fr := transport.NewFrameReader(ctrl, maxControlFrame)
+	var hdr StreamHeader
+	var hello Control
+	if fr.ReadFrame(&hdr) != nil || hdr.Kind != StreamControl || fr.ReadFrame(&hello) != nil || hello.Type != MsgHello || hello.Version < 1 {
+		h.protocolError(conn, "hub of "+string(id.Zone), "link does not start with hello", nil)
+		return
+	}
+	l := newHubLink(zone, conn, ctrl, false, h.cfg.Now())
+	f := h.friend(zone)
+	if f == nil {
+		h.log.Info("link refused: not a friend", "zone_id", id.Zone, "remote", conn.RemoteAddr().String())
+		l.close(ReasonUnknown, fmt.Sprintf("zone %s is not a friend of zone %q (it was removed, or never added): make friends again with pzh friend invite/accept", id.Zone, h.zone.Name), true)
+		return
+	}
+	// The chain checked out against itself in the handshake; only the CA
+	// recorded when the zones made friends counts.
+	if _, err := certs.Verify(f.ca, [][]byte{leaf.Raw}, h.cfg.Now(), 0); err != nil {
+		h.log.Warn("link refused: certificate", "friend", f.Petname, "err", err)
+		l.close(ReasonUnknown, "the certificate is not from the zone CA recorded for this friend", true)
+		return
+	}
+	if !h.registerLink(l) {
+		l.close(ReasonReplaced, "a link with this zone is up already", true)
+		return
+	}
+	if err := l.send(&Control{Type: MsgWelcome, Version: LinkVersion, SessionID: l.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
+		l.close(ReasonShutdown, "", false)
+	}
+	ctrl.SetReadDeadline(time.Time{})
+	h.conns.Add(1)
+	go func() {
+		defer h.conns.Done()
+		h.linkControl(l, fr, h.cfg.Heartbeat, false)
+	}()
+	h.runLink(l)
+}
+
+// shutdownLinks ends every link with reason shutdown.
+func (h *Hub) shutdownLinks() {
+	h.mu.Lock()
+	var live []*hubLink
+	for _, l := range h.links {
+		live = append(live, l)
+	}
+	for _, stop := range h.linkStops {
+		stop()
+	}
+	h.linkStops = map[string]context.CancelFunc{}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range live {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.close(ReasonShutdown, "hub is shutting down", true)
+		}()
+	}
+	wg.Wait()
+}
+
+// linkView fills the link fields of a friend's row.
+func (h *Hub) linkView(zone string, v *FriendView) {
+	h.mu.Lock()
+	l := h.links[zone]
+	st := h.linkStates[zone]
+	h.mu.Unlock()
+	if l != nil && l.live() {
+		v.State = "online"
+		v.Transport = string(l.conn.Kind())
+		v.RemoteAddr = l.conn.RemoteAddr().String()
+		since := l.since
+		v.Since = &since
+		if us := l.rttUs.Load(); us > 0 {
+			ms := float64(us) / 1000
+			v.RTTMs = &ms
+		}
+		v.Calls = l.calls.Load()
+		return
+	}
+	if st != nil {
+		v.LastError = st.lastErr
+		switch {
+		case st.refused:
+			v.State = "refused"
+		case st.dialling:
+			v.State = "connecting"
+		}
+	}
+}
