@@ -44,7 +44,9 @@ func TestPolicyParseRule(t *testing.T) {
 		{"alice//x", "*", "", "allow", Rule{}, "invalid device name"},
 		{"*", "", "", "allow", Rule{}, "invalid TARGET \"\""},
 		{"*", "laptop", "", "allow", Rule{}, "use *, DEVICE/SERVICE or DEVICE/*"},
-		{"*", "alice/laptop/files", "", "allow", Rule{}, "targets are within this zone"},
+		{"*", "alice/laptop/files/x", "", "allow", Rule{}, "invalid TARGET"},
+		{"*", "bob/*/files", "", "allow", Rule{}, "for the whole zone write ZONE/*/*"},
+		{"*", "Bob/laptop/files", "", "allow", Rule{}, "zone: invalid zone name"},
 		{"*", "*/files", "", "allow", Rule{}, "invalid device name"},
 		{"*", "laptop/", "", "allow", Rule{}, "invalid service name"},
 		{"*", "laptop/Files", "", "allow", Rule{}, "invalid service name"},
@@ -182,8 +184,11 @@ func TestPolicySpecificity(t *testing.T) {
 		want             Specificity
 	}{
 		{"*", "*", "", Specificity{0, 0, 0}},
-		{"alice", "laptop/*", "get", Specificity{1, 1, 1}},
-		{"alice/phone", "laptop/files", "*", Specificity{2, 2, 0}},
+		{"alice", "laptop/*", "get", Specificity{1, 2, 1}},
+		{"alice/phone", "laptop/files", "*", Specificity{2, 3, 0}},
+		{"alice/phone", "bob/*/*", "*", Specificity{2, 1, 0}},
+		{"alice/phone", "bob/laptop/*", "*", Specificity{2, 2, 0}},
+		{"alice/phone", "bob/laptop/files", "*", Specificity{2, 3, 0}},
 		{"alice/phone/notes", "*", "", Specificity{3, 0, 0}},
 	} {
 		if got := rule(t, "r", "allow", tc.from, tc.to, tc.method).Specificity(); got != tc.want {
