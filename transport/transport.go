@@ -29,6 +29,10 @@ const (
 	// ALPNPairing is the invite redemption protocol, version 1. The client
 	// presents no certificate; it pins the hub by zone ID instead.
 	ALPNPairing = "pz-pair/1"
+	// ALPNDirect is the direct session between two devices of one zone,
+	// version 1. Both ends present their zone device certificates and check
+	// the other's against the zone CA and the zone state's revocations.
+	ALPNDirect = "pz-direct/1"
 )
 
 // Kind names a transport implementation.

@@ -60,6 +60,8 @@ func TestScripts(t *testing.T) {
 			"udpsend":   cmdUDPSend,
 			"waitpings": cmdWaitPings,
 			"maybe":     cmdMaybe,
+			// Direct connections (script_direct_test.go).
+			"waitpath": cmdWaitPath,
 		},
 	})
 }
