@@ -294,6 +294,15 @@ func (d *directNet) Run(ctx context.Context) error {
 			d.admit(conn)
 		}()
 	}
+	d.closeAll(ReasonShutdown, "device shutting down")
+	d.ln.Close()
+	d.wg.Wait()
+	return nil
+}
+
+// closeAll closes every direct connection, saying why, and takes no new
+// ones.
+func (d *directNet) closeAll(reason CloseReason, msg string) {
 	d.mu.Lock()
 	d.closed = true
 	conns := make([]*directConn, 0, len(d.conns))
@@ -304,12 +313,9 @@ func (d *directNet) Run(ctx context.Context) error {
 	var cw sync.WaitGroup
 	for _, c := range conns {
 		cw.Add(1)
-		go func() { defer cw.Done(); c.close(ReasonShutdown, "device shutting down") }()
+		go func() { defer cw.Done(); c.close(reason, msg) }()
 	}
 	cw.Wait()
-	d.ln.Close()
-	d.wg.Wait()
-	return nil
 }
 
 // changed tells the direct connections that the zone state changed (a

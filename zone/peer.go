@@ -74,6 +74,9 @@ type PeerConfig struct {
 	// Empty: none, every call goes through the hub. Not with SleepAfter: a
 	// sleeping device holds no connections.
 	DirectListen string
+
+	// started, if set, is handed the running peer (tests reach into it).
+	started func(*Peer)
 }
 
 func (c *PeerConfig) setDefaults() {
@@ -291,6 +294,9 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 
 	id := p.id.Load()
 	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
+	if cfg.started != nil {
+		cfg.started(p)
+	}
 	directCtx, directStop := context.WithCancel(ctx)
 	directDone := make(chan struct{})
 	if p.direct != nil {
