@@ -30,7 +30,9 @@ func startDirectZone(t *testing.T, mode transport.Mode, extra ...string) (*direc
 		others[name] = z.hub.pair(t, clock, name, 0)
 	}
 	got := make(chan *Peer, 2)
-	direct := func(c *PeerConfig) { c.DirectListen, c.Mode, c.started = "127.0.0.1:0", mode, func(p *Peer) { got <- p } }
+	direct := func(c *PeerConfig) {
+		c.DirectListen, c.Mode, c.started = "127.0.0.1:0", mode, func(p *Peer) { got <- p }
+	}
 	startPeerWith(t, z.phone, clock, direct)
 	z.phonePeer = <-got
 	startPeerWith(t, z.laptop, clock, direct)
