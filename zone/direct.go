@@ -776,7 +776,7 @@ func (d *directNet) connTo(ctx context.Context, device string) *directConn {
 	c, err := d.dial(dctx, device, hints)
 	cancel()
 	if err == nil && !d.register(c) {
-		c, err = nil, errors.New("connection not kept")
+		c = nil // the other device's connection, dialled at the same time, is kept
 	}
 	d.mu.Lock()
 	delete(d.dialing, device)
