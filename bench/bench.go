@@ -134,7 +134,7 @@ func (c *Config) logf(format string, args ...any) {
 }
 
 // Groups names the row groups, in table order, for Config.Only.
-var Groups = []string{"setup", "storm", "idle", "sync", "calls", "wakeup"}
+var Groups = []string{"setup", "storm", "idle", "sync", "calls", "direct", "wakeup"}
 
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
@@ -166,6 +166,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	var sb *syncBench
 	var cb *callBench
 	var wb *wakeBench
+	var db *directBench
 	stopOthers := func() {
 		if f != nil {
 			f.stopHub()
@@ -181,6 +182,10 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		if wb != nil {
 			wb.close()
 			wb = nil
+		}
+		if db != nil {
+			db.close()
+			db = nil
 		}
 	}
 	defer stopOthers()
@@ -207,6 +212,16 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			}
 			return measure(cb, ctx, k)
 		}
+	}
+	directRows := func(k transport.Kind) ([]Row, error) {
+		if db == nil {
+			stopOthers()
+			var err error
+			if db, err = newDirectBench(ctx, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		return db.roundTrip(ctx, k)
 	}
 	wakeRows := func(k transport.Kind) ([]Row, error) {
 		if wb == nil {
@@ -264,6 +279,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		{"calls", "calls per second", callRows((*callBench).callRate)},
 		{"calls", "call payload throughput", callRows((*callBench).payloadRate)},
 		{"calls", "relay throughput", callRows((*callBench).relayThroughput)},
+		{"direct", "direct call round trip", directRows},
 		{"wakeup", "wake to delivery", wakeRows},
 	}
 	for _, st := range steps {

@@ -78,14 +78,15 @@ echo "both devices now hold the same notes:"
 run pzp data list --data "$work/phone"
 run pzp data list --data "$work/laptop"
 
-step "Services: the laptop serves echo, an app on the phone calls it through the hub"
+step "Services: the laptop serves echo, an app on the phone calls it (directly: both devices can reach each other)"
 pzp serve echo --data "$work/laptop" 2>/dev/null &
 echo_pid=$!
 pids+=($echo_pid)
 pzp data watch --data "$work/phone" --bucket apps laptop/pzp-echo --count 1 >/dev/null
 run pzp services --data "$work/phone"
 run pzp call --data "$work/phone" laptop/echo echo '{"hello":"from the phone"}'
-run pzh bindings --data "$work/hub"
+echo "the phone's status shows the path the call took:"
+pzp status --data "$work/phone" | sed -n '/^direct:/,$p'
 echo "a call to a device that is not there fails at once, saying why:"
 pzp call --data "$work/phone" tablet/echo echo 2>&1 || true
 kill -INT "$echo_pid"

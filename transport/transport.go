@@ -38,6 +38,10 @@ const (
 	// version 1. Each verifies the other against the friend's zone CA it
 	// recorded when they made friends.
 	ALPNLink = "pz-link/1"
+	// ALPNDirect is the direct session between two devices of one zone,
+	// version 1. Both ends present their zone device certificates and check
+	// the other's against the zone CA and the zone state's revocations.
+	ALPNDirect = "pz-direct/1"
 )
 
 // Kind names a transport implementation.

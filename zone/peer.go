@@ -67,6 +67,16 @@ type PeerConfig struct {
 	// for hubs it cannot hear pings from (behind a NAT that has forgotten
 	// it).
 	CheckIn time.Duration
+	// DirectListen, if set, is where the device takes direct connections
+	// from other devices of its zone (QUIC and TCP on one port; port 0:
+	// any free one), published in its devices record; calls to a device
+	// that publishes one take a direct connection when they can (direct.go).
+	// Empty: none, every call goes through the hub. Not with SleepAfter: a
+	// sleeping device holds no connections.
+	DirectListen string
+
+	// started, if set, is handed the running peer (tests reach into it).
+	started func(*Peer)
 }
 
 func (c *PeerConfig) setDefaults() {
@@ -104,6 +114,14 @@ func (c *PeerConfig) Validate() error {
 	}
 	if c.CheckIn > 0 && c.CheckIn < MinSleepAfter {
 		return fmt.Errorf("check-in every %v: use at least %v", c.CheckIn, MinSleepAfter)
+	}
+	if c.DirectListen != "" {
+		if _, _, err := net.SplitHostPort(c.DirectListen); err != nil {
+			return fmt.Errorf("direct listen address %q: %v (want HOST:PORT, e.g. :7445)", c.DirectListen, err)
+		}
+		if c.SleepAfter > 0 {
+			return errors.New("a device that sleeps holds no direct connections: use --direct=false with --sleep-after")
+		}
 	}
 	if c.WakeListen != "" {
 		if _, _, err := net.SplitHostPort(c.WakeListen); err != nil {
@@ -165,6 +183,9 @@ type PeerStatus struct {
 	// Envelopes counts the verdicts on signed calls and answers from
 	// friend zones.
 	Envelopes EnvelopeCounts `json:"envelopes"`
+	// Direct is the direct listener and the path to each other device
+	// (absent without direct connections).
+	Direct *DirectStatus `json:"direct,omitempty"`
 }
 
 // MinSleepAfter is the shortest idle time before sleep a device may ask
@@ -199,6 +220,7 @@ type Peer struct {
 	delivered  recentIDs        // queued messages delivered lately
 	envelopes  *envelopeChecker // signatures of calls from friend zones
 	sleep      *sleeper         // nil: the device never sleeps
+	direct     *directNet       // nil: no direct connections
 	inflight   atomic.Int64     // calls and messages in progress, either way
 	lastActive atomic.Int64     // unix ns of the last activity
 	renewTried atomic.Int64     // unix ns of the last renewal attempt
@@ -237,11 +259,26 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
+	if cfg.DirectListen != "" {
+		// Before the zone state opens, so its record names the addresses.
+		p.direct = newDirectNet(p)
+		if err := p.direct.listen(cfg.DirectListen); err != nil {
+			store.Close()
+			return err
+		}
+	}
+	closeDirect := func() {
+		if p.direct != nil {
+			p.direct.ln.Close()
+		}
+	}
 	if err := p.openState(); err != nil {
+		closeDirect()
 		store.Close()
 		return err
 	}
 	if p.sleep, err = p.newSleeper(); err != nil {
+		closeDirect()
 		p.state.Close()
 		store.Close()
 		return err
@@ -249,6 +286,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 	sock := SocketPath(cfg.DataDir, PeerSocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
+		closeDirect()
 		p.state.Close()
 		store.Close()
 		return err
@@ -260,7 +298,19 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 
 	id := p.id.Load()
 	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
+	if cfg.started != nil {
+		cfg.started(p)
+	}
+	directCtx, directStop := context.WithCancel(ctx)
+	directDone := make(chan struct{})
+	if p.direct != nil {
+		go func() { defer close(directDone); p.direct.Run(directCtx) }()
+	} else {
+		close(directDone)
+	}
 	call, err := p.loop(ctx)
+	directStop()
+	<-directDone // its connections closed, before the zone state is
 	p.state.Close()
 	store.Close()
 	if call != nil {
@@ -350,6 +400,7 @@ func (p *Peer) status(ver uint64) PeerStatus {
 	st.BytesSent, st.BytesReceived = t.BytesSent, t.BytesReceived
 	st.Wake = p.wakeStatus()
 	st.Envelopes = p.envelopes.Counts()
+	st.Direct = p.direct.status()
 	return st
 }
 

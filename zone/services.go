@@ -412,6 +412,11 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		}
 		return res, nil, nil
 	}
+	if friend != nil {
+		// Calls to friend zones always go through the hubs.
+	} else if res, rep, err := p.callDirect(ctx, hdr, body, deadline); err != errViaHub {
+		return res, rep, err // went straight to the device (direct.go)
+	}
 	var conn transport.Conn
 	if cp := p.conn.Load(); cp != nil && !p.away() {
 		conn = *cp

@@ -202,6 +202,9 @@ func (p *Peer) syncChanged() {
 	if p.state == nil {
 		return
 	}
+	if p.direct != nil {
+		p.direct.changed() // a revocation cuts direct connections at once
+	}
 	p.touch()
 	st := p.state.State()
 	if st.Pending > 0 && p.isAsleep() {
@@ -221,11 +224,14 @@ type DeviceInfo struct {
 	OS       string `json:"os"`
 	Arch     string `json:"arch"`
 	Software string `json:"software"`
+	// Direct are the addresses (HOST:PORT) where the device takes direct
+	// connections from other devices of the zone (pzp run --direct-listen).
+	Direct []string `json:"direct,omitempty"`
 }
 
 // publishIdentity writes the device's own record if it changed.
 func (p *Peer) publishIdentity() {
-	v, _ := json.Marshal(DeviceInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, Software: SoftwareVersion})
+	v, _ := json.Marshal(DeviceInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, Software: SoftwareVersion, Direct: p.directAddrs()})
 	name := p.id.Load().Device
 	if cur, ok, err := p.state.Get(zsync.BucketDevices, name); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, v) {
 		return

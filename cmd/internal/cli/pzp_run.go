@@ -8,8 +8,14 @@ import (
 	"github.com/pzone/pzone/zone"
 )
 
+// defaultDirectListen takes any free port on every interface: devices
+// find each other's ports in the zone state, so none needs to be fixed
+// (set one to open it in a firewall).
+const defaultDirectListen = ":0"
+
 func newPeerRunCmd(g *globals) *cobra.Command {
 	var mode string
+	direct := true
 	cfg := zone.PeerConfig{}
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -28,7 +34,19 @@ nothing and is authenticated with a secret set up over the session. It
 wakes on a valid ping, when an application here calls or sends, on a local
 edit, when its certificate is due for renewal, and every --check-in if set.
 Forged, stale, replayed and malformed datagrams are dropped without reply
-and counted in pzp status.`,
+and counted in pzp status.
+
+Devices of the zone also connect to each other directly when they can
+(same LAN): pzp run listens on --direct-listen (QUIC and TCP on one port;
+the default :0 takes any free port on every interface) and publishes those
+addresses in the zone state. A call from an application here to a service
+on another device that publishes some takes a direct connection, made with
+both devices' zone certificates and checked against the zone's revocations,
+and goes through the hub when none can be had within half a second, or when
+it breaks before the answer began. Calls with a service token, and messages
+for later, always go through the hub. --direct=false turns it off; a device
+that sleeps (--sleep-after) has none unless --direct-listen is given, which
+is an error then. pzp status shows the path to each device.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := transport.ParseMode(mode)
@@ -44,6 +62,14 @@ and counted in pzp status.`,
 				return err
 			}
 			cfg.DataDir, cfg.Mode, cfg.Logger = dir, m, log
+			switch {
+			case !direct:
+				cfg.DirectListen = ""
+			case cfg.SleepAfter > 0 && !cmd.Flags().Changed("direct-listen"):
+				cfg.DirectListen = "" // a sleeping device holds no connections
+			case cfg.SleepAfter > 0:
+				return usagef("--direct-listen and --sleep-after do not go together: a sleeping device holds no direct connections")
+			}
 			return zone.RunPeer(cmd.Context(), cfg)
 		},
 	}
@@ -55,5 +81,7 @@ and counted in pzp status.`,
 	f.StringVar(&cfg.WakeListen, "wake-listen", ":0", "UDP address for wake pings (with --sleep-after); QUIC sessions are dialled from it too")
 	f.DurationVar(&cfg.WakeWindow, "wake-window", wakeup.DefaultWindow, "accept wake pings stamped at most this far from the hub's clock")
 	f.DurationVar(&cfg.CheckIn, "check-in", 0, "while asleep, reconnect this often anyway (0: only when woken)")
+	f.BoolVar(&direct, "direct", true, "connect directly to other devices of the zone when they can be reached (false: every call through the hub)")
+	f.StringVar(&cfg.DirectListen, "direct-listen", defaultDirectListen, "address (QUIC and TCP) for direct connections from other devices; port 0: any free one")
 	return cmd
 }

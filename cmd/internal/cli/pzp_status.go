@@ -2,6 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,6 +65,9 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "friends:     signed envelopes from friend zones: %d accepted, %d forged, %d stale, %d replayed, %d from unknown zones\n",
 					e.Accepted, e.Forged, e.Stale, e.Replayed, e.Unknown)
 			}
+			if d := st.Direct; d != nil {
+				printDirect(out, d)
+			}
 			if st.LastError != "" {
 				fmt.Fprintf(out, "last error:  %s\n", st.LastError)
 			}
@@ -81,4 +87,29 @@ func syncPhase(s *zsync.State) string {
 		return "offline (full resync unfinished)"
 	}
 	return string(s.Phase)
+}
+
+// printDirect shows the direct listener and the path to each device.
+func printDirect(out io.Writer, d *zone.DirectStatus) {
+	listen := strings.Join(d.Listen, ", ")
+	if listen == "" {
+		listen = "no address to publish"
+	}
+	fmt.Fprintf(out, "direct:      listening on %s; calls %d direct, %d via hub (%d after a direct attempt failed)\n", listen, d.CallsDirect, d.CallsHub, d.Fallbacks)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, p := range d.Peers {
+		path := "hub"
+		if p.Path == "direct" {
+			path = fmt.Sprintf("direct %s %s", p.Transport, p.Addr)
+			if p.Inbound {
+				path += " (dialled by it)"
+			}
+		}
+		detail := fmt.Sprintf("calls %d direct, %d via hub", p.CallsDirect, p.CallsHub)
+		if p.Path != "direct" && p.LastError != "" {
+			detail += "; last direct attempt: " + p.LastError
+		}
+		fmt.Fprintf(tw, "             %s\t%s\t%s\n", p.Device, path, detail)
+	}
+	tw.Flush()
 }

@@ -62,6 +62,8 @@ func TestScripts(t *testing.T) {
 			"maybe":     cmdMaybe,
 			// Friends (script_friend_test.go).
 			"waitenvelopes": cmdWaitEnvelopes,
+			// Direct connections (script_direct_test.go).
+			"waitpath": cmdWaitPath,
 		},
 	})
 }

@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/pzone/pzone/zone"
+)
+
+// waitpath DIR DEVICE PATH: long-poll the status of the device in DIR until
+// its path to DEVICE is PATH (direct or hub).
+func cmdWaitPath(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: waitpath DIR DEVICE direct|hub")
+	}
+	dir, device, want := ts.MkAbs(args[0]), args[1], args[2]
+	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
+	defer cancel()
+	c := zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName))
+	path := func(s *zone.PeerStatus) string {
+		if s.Direct == nil {
+			return "(no direct status)"
+		}
+		for _, p := range s.Direct.Peers {
+			if p.Device == device {
+				return p.Path
+			}
+		}
+		return "(not listed)"
+	}
+	st, err := watch(ctx, c, "/v1/status", func(s *zone.PeerStatus) uint64 { return s.Version }, func(s *zone.PeerStatus) bool { return path(s) == want })
+	if err != nil {
+		last := "none"
+		if st != nil {
+			last = path(st)
+		}
+		ts.Fatalf("path from %s to %s not %s after %v: %v (last: %s)", args[0], device, want, defaultWait, err, last)
+	}
+	ts.Logf("%s", fmt.Sprintf("path to %s: %s (%s)", device, want, time.Now().Format(time.StampMilli)))
+}
