@@ -333,3 +333,47 @@ func FuzzParseRule(f *testing.F) {
 		}
 	})
 }
+
+func TestPolicyFriendZones(t *testing.T) {
+	// A call out, from alice's phone to a service in friend zone bob.
+	out := Request{FromZone: "alice", FromDevice: "phone", FromApp: "notes", ToZone: "bob", ToZoneID: testZoneID, ToDevice: "laptop", ToService: "files", Method: "get", SameZone: true}
+	// The same service asked for within the zone.
+	in := out
+	in.ToZone, in.ToZoneID = "", ""
+	for _, tc := range []struct {
+		name   string
+		rules  []Rule
+		req    Request
+		allow  bool
+		reason string
+	}{
+		{"call out by default", nil, out, true, "call out to its friends"},
+		{"own-zone rule does not reach out", []Rule{rule(t, "r", "deny", "alice/phone", "laptop/files", "")}, out, true, "default"},
+		{"friend-zone rule does not reach in", []Rule{rule(t, "r", "deny", "alice/phone", "bob/laptop/files", "")}, in, true, "default"},
+		{"deny a friend's service", []Rule{rule(t, "r", "deny", "alice/phone", "bob/laptop/files", "")}, out, false, "rule r"},
+		{"deny a friend's device", []Rule{rule(t, "r", "deny", "alice", "bob/laptop/*", "")}, out, false, "rule r"},
+		{"deny a whole friend zone", []Rule{rule(t, "r", "deny", "alice", "bob/*/*", "")}, out, false, "rule r"},
+		{"friend zone by ID", []Rule{rule(t, "r", "deny", "alice", testZoneID + "/*/*", "")}, out, false, "rule r"},
+		{"other friend", []Rule{rule(t, "r", "deny", "alice", "carol/*/*", "")}, out, true, "default"},
+		{"star reaches out", []Rule{rule(t, "r", "deny", "alice/phone", "*", "")}, out, false, "rule r"},
+		{"device beats zone", []Rule{rule(t, "a", "deny", "alice", "bob/*/*", ""), rule(t, "b", "allow", "alice/phone", "bob/*/*", "")}, out, true, "rule b"},
+		{"service beats zone", []Rule{rule(t, "a", "deny", "alice/phone", "bob/*/*", ""), rule(t, "b", "allow", "alice/phone", "bob/laptop/files", "")}, out, true, "rule b"},
+		{"no transit", []Rule{rule(t, "r", "allow", "*", "*", "")}, func() Request { r := out; r.FromZone, r.SameZone = "carol", false; return r }(), false, "do not transit"},
+	} {
+		d := Decide(tc.rules, tc.req)
+		if d.Allow != tc.allow || !strings.Contains(d.Reason, tc.reason) {
+			t.Errorf("%s: %+v, want allow %v with %q", tc.name, d, tc.allow, tc.reason)
+		}
+	}
+	// What the hoster's zone sees: a friend by petname, or by zone ID.
+	friend := Request{FromZone: "alice", FromZoneID: testZoneID, FromDevice: "phone", ToDevice: "laptop", ToService: "files"}
+	if d := Decide(nil, friend); d.Allow {
+		t.Errorf("friend by default: %+v", d)
+	}
+	if d := Decide([]Rule{rule(t, "r", "allow", "alice", "laptop/files", "")}, friend); !d.Allow {
+		t.Errorf("friend allowed by petname: %+v", d)
+	}
+	if d := Decide([]Rule{rule(t, "r", "allow", testZoneID+"/phone", "laptop/*", "")}, friend); !d.Allow {
+		t.Errorf("friend allowed by zone ID: %+v", d)
+	}
+}

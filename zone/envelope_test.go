@@ -1,0 +1,217 @@
+package zone
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
+)
+
+// envelopeFixture is two zones, each with a device, as envelopes see them.
+type envelopeFixture struct {
+	alice, bob     *certs.CA
+	phone, laptop  signer
+	phoneID, lapID certs.Identity
+	now            time.Time
+}
+
+func newEnvelopeFixture(t *testing.T) *envelopeFixture {
+	t.Helper()
+	f := &envelopeFixture{now: time.Now()}
+	mk := func(name, device string) (*certs.CA, signer, certs.Identity) {
+		ca, err := certs.NewCA(name, f.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := certs.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.Sign(key.Public(), device, f.now, 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := certs.ZoneIDFromKey(ca.Cert.PublicKey)
+		return ca, signer{key: key, cert: cert}, certs.Identity{Zone: id, Device: device}
+	}
+	f.alice, f.phone, f.phoneID = mk("alice", "phone")
+	f.bob, f.laptop, f.lapID = mk("bob", "laptop")
+	return f
+}
+
+// call is a signed call from alice's phone to bob's laptop.
+func (f *envelopeFixture) call(t *testing.T, id string, body []byte, at time.Time) *CallHeader {
+	t.Helper()
+	hdr := &CallHeader{ID: id, Kind: CallRequest, FromZone: "alice", FromZoneID: f.phoneID.Zone.Compact(), FromDevice: "phone", FromApp: "notes",
+		ToDevice: "laptop", ToService: "files", Method: "get", TimeoutMs: 1000}
+	env, err := f.phone.signCall(hdr, f.lapID.Zone.Compact(), at, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr.Envelope = env
+	return hdr
+}
+
+func TestEnvelopeCall(t *testing.T) {
+	f := newEnvelopeFixture(t)
+	body := []byte(`{"path":"/a"}`)
+	for _, tc := range []struct {
+		name    string
+		mutate  func(h *CallHeader, body *[]byte)
+		at      time.Duration // signed this long before now
+		verdict envelopeVerdict
+		err     string
+	}{
+		{name: "genuine"},
+		{name: "body altered", mutate: func(h *CallHeader, b *[]byte) { *b = []byte(`{"path":"/b"}`) }, verdict: verdictForged, err: "does not match"},
+		{name: "app altered", mutate: func(h *CallHeader, _ *[]byte) { h.FromApp = "evil" }, verdict: verdictForged, err: "does not match"},
+		{name: "method altered", mutate: func(h *CallHeader, _ *[]byte) { h.Method = "delete" }, verdict: verdictForged},
+		{name: "service altered", mutate: func(h *CallHeader, _ *[]byte) { h.ToService = "keys" }, verdict: verdictForged},
+		{name: "ttl stretched", mutate: func(h *CallHeader, _ *[]byte) { h.TTLMs = 1 << 30 }, verdict: verdictForged},
+		{name: "device claimed", mutate: func(h *CallHeader, _ *[]byte) { h.FromDevice = "tablet" }, verdict: verdictForged, err: "not \"tablet\""},
+		{name: "stamp moved", mutate: func(h *CallHeader, _ *[]byte) { h.Envelope.TimeMs++ }, verdict: verdictForged},
+		{name: "signature cut", mutate: func(h *CallHeader, _ *[]byte) { h.Envelope.Sig = h.Envelope.Sig[:10] }, verdict: verdictForged},
+		{name: "no envelope", mutate: func(h *CallHeader, _ *[]byte) { h.Envelope = nil }, verdict: verdictForged, err: "no signature"},
+		{name: "other zone's certificate", mutate: func(h *CallHeader, _ *[]byte) { h.Envelope.Cert = f.laptop.cert.Raw }, verdict: verdictForged, err: "certificate"},
+		{name: "stale", at: envelopeWindow + time.Minute, verdict: verdictStale, err: "outside"},
+		{name: "from the future", at: -envelopeWindow - time.Minute, verdict: verdictStale},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newEnvelopeChecker()
+			b := body
+			hdr := f.call(t, "id-"+tc.name, b, f.now.Add(-tc.at))
+			if tc.mutate != nil {
+				tc.mutate(hdr, &b)
+			}
+			_, seen, v, err := c.checkCall(hdr, f.alice.Cert, f.lapID, b, f.now)
+			if seen || v != tc.verdict || (err == nil) != (tc.verdict == verdictOK) {
+				t.Fatalf("seen %v verdict %v err %v; want verdict %v", seen, v, err, tc.verdict)
+			}
+			if tc.err != "" && !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %q, want one containing %q", err, tc.err)
+			}
+		})
+	}
+	// Checked against the wrong zone's CA, or for another recipient zone.
+	c := newEnvelopeChecker()
+	hdr := f.call(t, "x", body, f.now)
+	if _, _, v, _ := c.checkCall(hdr, f.bob.Cert, f.lapID, body, f.now); v != verdictForged {
+		t.Fatalf("checked against bob's CA: verdict %v", v)
+	}
+	if _, _, v, _ := c.checkCall(hdr, f.alice.Cert, f.phoneID, body, f.now); v != verdictForged {
+		t.Fatalf("delivered to another zone: verdict %v", v)
+	}
+}
+
+func TestEnvelopeReplay(t *testing.T) {
+	f := newEnvelopeFixture(t)
+	c := newEnvelopeChecker()
+	hdr := f.call(t, "once", nil, f.now)
+	key, seen, v, err := c.checkCall(hdr, f.alice.Cert, f.lapID, nil, f.now)
+	if err != nil || seen || v != verdictOK {
+		t.Fatalf("first: %v %v %v", seen, v, err)
+	}
+	if _, seen, v, err := c.checkCall(hdr, f.alice.Cert, f.lapID, nil, f.now.Add(time.Second)); !seen || v != verdictReplayed || err == nil {
+		t.Fatalf("replay: seen %v verdict %v err %v", seen, v, err)
+	}
+	// A queued message that could not be delivered is forgotten, so the
+	// hub's next attempt gets through.
+	c.forget(key)
+	if _, seen, _, err := c.checkCall(hdr, f.alice.Cert, f.lapID, nil, f.now); seen || err != nil {
+		t.Fatalf("after forget: seen %v err %v", seen, err)
+	}
+	// Overflow: the cache starts afresh and refuses what it can no longer
+	// tell apart.
+	c = newEnvelopeChecker()
+	for i := range replayCacheSize {
+		c.seen["k"+strconv.Itoa(i)] = f.now.Add(time.Hour).UnixMilli()
+	}
+	old := f.call(t, "old", nil, f.now.Add(-time.Second))
+	if _, _, _, err := c.checkCall(old, f.alice.Cert, f.lapID, nil, f.now); err != nil {
+		t.Fatalf("at overflow: %v", err)
+	}
+	if len(c.seen) != 1 || c.floor != f.now.UnixMilli() {
+		t.Fatalf("after overflow: %d entries, floor %d", len(c.seen), c.floor)
+	}
+	older := f.call(t, "older", nil, f.now.Add(-2*time.Second))
+	if _, _, v, _ := c.checkCall(older, f.alice.Cert, f.lapID, nil, f.now); v != verdictReplayed {
+		t.Fatalf("below the floor: verdict %v", v)
+	}
+}
+
+func TestEnvelopeQueuedLongTTL(t *testing.T) {
+	f := newEnvelopeFixture(t)
+	c := newEnvelopeChecker()
+	hdr := &CallHeader{ID: "q", Kind: CallMessage, FromZoneID: f.phoneID.Zone.Compact(), FromDevice: "phone", ToDevice: "laptop", ToService: "inbox", TTLMs: uint64((2 * time.Hour) / time.Millisecond)}
+	env, _ := f.phone.signCall(hdr, f.lapID.Zone.Compact(), f.now, []byte(`"hi"`))
+	hdr.Envelope = env
+	// Delivered an hour later: within its time to live.
+	if _, _, v, err := c.checkCall(hdr, f.alice.Cert, f.lapID, []byte(`"hi"`), f.now.Add(time.Hour)); v != verdictOK {
+		t.Fatalf("queued an hour: verdict %v, %v", v, err)
+	}
+	if _, _, v, _ := newEnvelopeChecker().checkCall(hdr, f.alice.Cert, f.lapID, []byte(`"hi"`), f.now.Add(3*time.Hour)); v != verdictStale {
+		t.Fatalf("past its time to live: verdict %v", v)
+	}
+}
+
+func TestEnvelopeReply(t *testing.T) {
+	f := newEnvelopeFixture(t)
+	res := []byte(`{"ok":true}`)
+	env, err := f.laptop.signReply("c1", f.lapID, f.phoneID, f.now, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now); v != verdictOK {
+		t.Fatalf("genuine: %v %v", v, err)
+	}
+	for name, check := range map[string]func() (envelopeVerdict, error){
+		"result altered": func() (envelopeVerdict, error) {
+			return checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, []byte(`{"ok":false}`), f.now)
+		},
+		"another call": func() (envelopeVerdict, error) {
+			return checkReply(env, f.bob.Cert, "c2", f.lapID, f.phoneID, res, f.now)
+		},
+		"another device": func() (envelopeVerdict, error) {
+			return checkReply(env, f.bob.Cert, "c1", certs.Identity{Zone: f.lapID.Zone, Device: "desk"}, f.phoneID, res, f.now)
+		},
+		"unsigned": func() (envelopeVerdict, error) {
+			return checkReply(nil, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now)
+		},
+	} {
+		if v, err := check(); v != verdictForged || err == nil {
+			t.Errorf("%s: verdict %v err %v", name, v, err)
+		}
+	}
+	if v, _ := checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now.Add(envelopeWindow+time.Minute)); v != verdictStale {
+		t.Errorf("late answer: verdict %v", v)
+	}
+}
+
+// FuzzEnvelope feeds arbitrary call headers (as a hub might relay them)
+// to the check: it must never panic, and what it accepts must be exactly
+// what the phone signed.
+func FuzzEnvelope(f *testing.F) {
+	fx := newEnvelopeFixture(&testing.T{})
+	body := []byte(`"x"`)
+	genuine := fx.call(&testing.T{}, "seed", body, fx.now)
+	seed, _ := transport.Marshal(genuine)
+	f.Add(seed, body)
+	f.Add([]byte{0xa1, 0x10, 0xa0}, []byte{})
+	f.Fuzz(func(t *testing.T, raw, b []byte) {
+		var hdr CallHeader
+		if transport.Unmarshal(raw, &hdr) != nil {
+			return
+		}
+		_, _, v, err := newEnvelopeChecker().checkCall(&hdr, fx.alice.Cert, fx.lapID, b, fx.now)
+		if err == nil && v == verdictOK {
+			want, _ := callContent(genuine, fx.lapID.Zone.Compact(), genuine.Envelope.TimeMs, body)
+			got, _ := callContent(&hdr, fx.lapID.Zone.Compact(), hdr.Envelope.TimeMs, b)
+			if string(want) != string(got) {
+				t.Fatalf("accepted a call the phone never signed: %+v", hdr)
+			}
+		}
+	})
+}
