@@ -353,7 +353,7 @@ func TestPolicyFriendZones(t *testing.T) {
 		{"deny a friend's service", []Rule{rule(t, "r", "deny", "alice/phone", "bob/laptop/files", "")}, out, false, "rule r"},
 		{"deny a friend's device", []Rule{rule(t, "r", "deny", "alice", "bob/laptop/*", "")}, out, false, "rule r"},
 		{"deny a whole friend zone", []Rule{rule(t, "r", "deny", "alice", "bob/*/*", "")}, out, false, "rule r"},
-		{"friend zone by ID", []Rule{rule(t, "r", "deny", "alice", testZoneID + "/*/*", "")}, out, false, "rule r"},
+		{"friend zone by ID", []Rule{rule(t, "r", "deny", "alice", testZoneID+"/*/*", "")}, out, false, "rule r"},
 		{"other friend", []Rule{rule(t, "r", "deny", "alice", "carol/*/*", "")}, out, true, "default"},
 		{"star reaches out", []Rule{rule(t, "r", "deny", "alice/phone", "*", "")}, out, false, "rule r"},
 		{"device beats zone", []Rule{rule(t, "a", "deny", "alice", "bob/*/*", ""), rule(t, "b", "allow", "alice/phone", "bob/*/*", "")}, out, true, "rule b"},
