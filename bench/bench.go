@@ -134,7 +134,7 @@ func (c *Config) logf(format string, args ...any) {
 }
 
 // Groups names the row groups, in table order, for Config.Only.
-var Groups = []string{"setup", "storm", "idle", "sync", "calls", "direct", "wakeup"}
+var Groups = []string{"setup", "storm", "idle", "sync", "calls", "direct", "federation", "wakeup"}
 
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
@@ -167,6 +167,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	var cb *callBench
 	var wb *wakeBench
 	var db *directBench
+	var fb *federationBench
 	stopOthers := func() {
 		if f != nil {
 			f.stopHub()
@@ -186,6 +187,10 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		if db != nil {
 			db.close()
 			db = nil
+		}
+		if fb != nil {
+			fb.close()
+			fb = nil
 		}
 	}
 	defer stopOthers()
@@ -222,6 +227,16 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			}
 		}
 		return db.roundTrip(ctx, k)
+	}
+	federationRows := func(k transport.Kind) ([]Row, error) {
+		if fb == nil {
+			stopOthers()
+			var err error
+			if fb, err = newFederationBench(ctx, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		return fb.roundTrip(ctx, k)
 	}
 	wakeRows := func(k transport.Kind) ([]Row, error) {
 		if wb == nil {
@@ -280,6 +295,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		{"calls", "call payload throughput", callRows((*callBench).payloadRate)},
 		{"calls", "relay throughput", callRows((*callBench).relayThroughput)},
 		{"direct", "direct call round trip", directRows},
+		{"federation", "cross-zone call round trip", federationRows},
 		{"wakeup", "wake to delivery", wakeRows},
 	}
 	for _, st := range steps {
