@@ -17,7 +17,7 @@ test: ## vet, gofmt check, and every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-demo: build ## build, then run a hub and devices on loopback: pair, sync, calls, a sleeping device woken, revoke, shut down
+demo: build ## build, then run a hub and devices on loopback: pair, sync, calls, a sleeping device woken, a friend zone, revoke, shut down
 	BIN=$(BIN) bash testdata/demo.sh
 
 bench: ## figures against raw baselines (BENCH_OUT=file.json also writes JSON; BENCH_FLAGS=... e.g. -only sync,calls)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: a hub and two devices on loopback, the main job end to end.
+# make demo: a hub and its devices on loopback, and a friend's zone, the
+# main job end to end.
 # Everything lives in a temporary directory that is removed at the end.
 set -euo pipefail
 
@@ -114,6 +115,40 @@ cat "$work/inbox.out"
 pzp wait asleep --data "$work/tablet" --timeout 15s
 run pzp status --data "$work/tablet"
 
+step "Friends: bob's zone federates with alice's; the phone calls a service on bob's desktop"
+BPORT=$((PORT + 1))
+run pzh init --data "$work/bobhub" --zone bob --public-addr "127.0.0.1:$BPORT"
+pzh serve --data "$work/bobhub" --listen "127.0.0.1:$BPORT" 2>"$work/bobhub.log" &
+bobhub=$!
+pids+=($bobhub)
+pzh wait ready --data "$work/bobhub" --timeout 15s
+token=$(pzh invite --data "$work/bobhub" --device desktop 2>/dev/null)
+pzp pair --data "$work/desktop" "$token" >/dev/null
+pzp run --data "$work/desktop" 2>"$work/desktop.log" &
+desktop=$!
+pids+=($desktop)
+pzp wait online --data "$work/desktop" --timeout 15s
+pzp serve echo --data "$work/desktop" 2>/dev/null &
+decho=$!
+pids+=($decho)
+ftoken=$(pzh friend invite --data "$work/bobhub" 2>/dev/null)
+echo "bob's friend token: ${ftoken:0:40}…"
+run pzh friend accept --data "$work/hub" "$ftoken" --as bob
+run pzh wait linked --data "$work/hub" --timeout 15s bob
+run pzh friends --data "$work/hub"
+pzp data watch --data "$work/phone" --bucket friends --count 1 >/dev/null
+pzp data watch --data "$work/desktop" --bucket apps desktop/pzp-echo --count 1 >/dev/null
+echo "bob's zone lets other zones use nothing until a rule says so:"
+pzp call --data "$work/phone" bob/desktop/echo echo '"hi bob"' 2>&1 || true
+run pzh policy add --data "$work/bobhub" --allow --from alice --to desktop/echo --id alice-echo
+pzp data watch --data "$work/desktop" --bucket policy alice-echo --count 1 >/dev/null
+run pzp services --data "$work/phone" --zone bob
+run pzp call --data "$work/phone" bob/desktop/echo echo '{"hello":"from alice'"'"'s phone"}'
+echo "the call was signed by the phone; bob's desktop checked it (and the phone the answer):"
+pzp status --data "$work/desktop" | grep '^friends:'
+kill -INT "$decho"
+wait "$decho" || true
+
 step "Revoke the laptop: its session is cut at once and it stops"
 run pzh revoke --data "$work/hub" laptop
 pzp wait synced --data "$work/phone" --timeout 15s
@@ -128,8 +163,8 @@ echo "and it cannot come back:"
 pzp run --data "$work/laptop" 2>&1 | tail -n 1 || true
 
 step "Shut down cleanly"
-kill -INT "${pids[0]}" "${pids[1]}" "$tablet"
-wait "${pids[0]}" "${pids[1]}" "$tablet"
+kill -INT "${pids[0]}" "${pids[1]}" "$tablet" "$desktop" "$bobhub"
+wait "${pids[0]}" "${pids[1]}" "$tablet" "$desktop" "$bobhub"
 echo "hub exited 0; its log:"
 cat "$work/hub.log"
 pids=()
