@@ -222,11 +222,24 @@ type FriendInviteRequest struct {
 	TTL string `json:"ttl,omitempty"` // Go duration; empty: pairing.DefaultFriendTTL
 }
 
-// FriendInviteView is a friend invite just made; the token is shown once.
+// FriendInviteView is a friend invite: Token is set only when it is made.
 type FriendInviteView struct {
 	ID      string    `json:"id"`
-	Token   string    `json:"token"`
+	Token   string    `json:"token,omitempty"`
+	State   string    `json:"state"` // open, expired, used, cancelled
+	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
+	// Friend is the petname of the zone that redeemed it.
+	Friend string `json:"friend,omitempty"`
+}
+
+func friendInviteView(inv *pairing.Invite, now time.Time) FriendInviteView {
+	v := inviteView(inv, now)
+	f := FriendInviteView{ID: v.ID, State: v.State, Created: v.Created, Expires: v.Expires}
+	if len(inv.Devices) > 0 {
+		f.Friend = inv.Devices[0]
+	}
+	return f
 }
 
 func (h *Hub) createFriendInvite(req FriendInviteRequest) (*FriendInviteView, error) {
@@ -247,13 +260,14 @@ func (h *Hub) createFriendInvite(req FriendInviteRequest) (*FriendInviteView, er
 	if err != nil {
 		return nil, err
 	}
-	h.store.PruneFriendInvites(now)
 	if err := h.store.AddFriendInvite(inv); err != nil {
 		return nil, err
 	}
 	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
 	h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
-	return &FriendInviteView{ID: inv.ID, Token: tok.FriendString(), Expires: inv.Expires}, nil
+	v := friendInviteView(inv, now)
+	v.Token = tok.FriendString()
+	return &v, nil
 }
 
 // hubChainTLS is the server side of pz-friend/1 and pz-link/1: the other
@@ -646,6 +660,33 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("GET /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
+		now := h.cfg.Now()
+		invs, err := h.store.FriendInvites(now)
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		out := []FriendInviteView{}
+		for _, inv := range invs {
+			out = append(out, friendInviteView(inv, now))
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("DELETE /v1/friends/invites/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := pairing.NormalizeInviteID(r.PathValue("id"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		inv, err := h.store.CancelFriendInvite(id)
+		if err != nil {
+			writeErr(w, errStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
+			return
+		}
+		h.log.Info("friend invite cancelled", "invite", id)
+		writeJSON(w, http.StatusOK, friendInviteView(inv, h.cfg.Now()))
 	})
 	mux.HandleFunc("POST /v1/friends", func(w http.ResponseWriter, r *http.Request) {
 		var req FriendAcceptRequest

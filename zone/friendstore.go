@@ -203,24 +203,3 @@ func (s *hubStore) RedeemFriend(id string, fn redeemFriendFunc) (*FriendRecord, 
 	})
 	return rec, err
 }
-
-// PruneFriendInvites drops friend invites dead for longer than inviteKeep.
-func (s *hubStore) PruneFriendInvites(now time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketFriendInvites)
-		var stale [][]byte
-		b.ForEach(func(k, v []byte) error {
-			var inv pairing.Invite
-			if transport.Unmarshal(v, &inv) != nil || inv.Usable(now) != nil && now.Sub(inv.Expires) > inviteKeep {
-				stale = append(stale, clone(k))
-			}
-			return nil
-		})
-		for _, k := range stale {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}

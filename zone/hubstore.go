@@ -394,9 +394,18 @@ func (s *hubStore) AddInvite(inv *pairing.Invite) error {
 // Invites lists invites, newest first, dropping those expired, used up or
 // cancelled more than inviteKeep ago.
 func (s *hubStore) Invites(now time.Time) ([]*pairing.Invite, error) {
+	return s.invitesIn(bucketInvites, now)
+}
+
+// FriendInvites lists friend invites as Invites lists device invites.
+func (s *hubStore) FriendInvites(now time.Time) ([]*pairing.Invite, error) {
+	return s.invitesIn(bucketFriendInvites, now)
+}
+
+func (s *hubStore) invitesIn(bucket []byte, now time.Time) ([]*pairing.Invite, error) {
 	var out []*pairing.Invite
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketInvites)
+		b := tx.Bucket(bucket)
 		var stale [][]byte
 		err := b.ForEach(func(k, v []byte) error {
 			var inv pairing.Invite
@@ -433,9 +442,18 @@ var ErrNoInvite = errors.New("no such invite")
 
 // CancelInvite cancels an invite.
 func (s *hubStore) CancelInvite(id string) (*pairing.Invite, error) {
+	return s.cancelIn(bucketInvites, id, "pzh invites")
+}
+
+// CancelFriendInvite cancels a friend invite.
+func (s *hubStore) CancelFriendInvite(id string) (*pairing.Invite, error) {
+	return s.cancelIn(bucketFriendInvites, id, "pzh friend invites")
+}
+
+func (s *hubStore) cancelIn(bucket []byte, id, lister string) (*pairing.Invite, error) {
 	var inv pairing.Invite
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketInvites)
+		b := tx.Bucket(bucket)
 		if err := getCBOR(b, []byte(id), &inv); err != nil {
 			return err
 		}
@@ -446,7 +464,7 @@ func (s *hubStore) CancelInvite(id string) (*pairing.Invite, error) {
 		return putCBOR(b, []byte(id), &inv)
 	})
 	if errors.Is(err, errNotFound) {
-		return nil, fmt.Errorf("%w %q: pzh invites lists them", ErrNoInvite, id)
+		return nil, fmt.Errorf("%w %q: %s lists them", ErrNoInvite, id, lister)
 	}
 	return &inv, err
 }

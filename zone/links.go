@@ -104,6 +104,10 @@ func (l *hubLink) live() bool {
 	}
 }
 
+// errLinkUp: the friend's hub dialled at the same time, and its link is
+// the one kept.
+var errLinkUp = errors.New("a link with the friend is up already")
+
 // linkState is what pzh friends shows of a friend's link when there is
 // none: the dialler's last error.
 type linkState struct {
@@ -180,6 +184,10 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 		first = false
 		h.setLinkState(zone, func(s *linkState) { s.dialling = true })
 		l, err := h.dialLink(ctx, zone)
+		if errors.Is(err, errLinkUp) {
+			h.setLinkState(zone, func(s *linkState) { *s = linkState{} })
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -311,7 +319,7 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, MinHeartbeat), MaxHeartbeat)
 	if !h.registerLink(l) {
 		l.close(ReasonReplaced, "a link with this zone is up already", true)
-		return nil, errors.New("a link with the friend is up already")
+		return nil, errLinkUp
 	}
 	h.conns.Add(1)
 	go func() {

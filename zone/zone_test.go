@@ -38,6 +38,12 @@ type testHub struct {
 // test ends (or stop is called), failing the test if it exits with an error.
 func startHub(t *testing.T, clock *testClock, tweak func(*HubConfig)) *testHub {
 	t.Helper()
+	return startHubNamed(t, clock, "alice", tweak)
+}
+
+// startHubNamed is startHub for a zone called name.
+func startHubNamed(t *testing.T, clock *testClock, name string, tweak func(*HubConfig)) *testHub {
+	t.Helper()
 	dir := t.TempDir()
 	// The port is fixed once the hub listens; invites carry the public
 	// address, so bind first on a free port and use that.
@@ -47,7 +53,7 @@ func startHub(t *testing.T, clock *testClock, tweak func(*HubConfig)) *testHub {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	if _, err := InitZone(dir, "alice", []string{addr}, clock.Now()); err != nil {
+	if _, err := InitZone(dir, name, []string{addr}, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	return restartHub(t, clock, dir, tweak)

@@ -24,7 +24,7 @@ which apps on either side may call services on the other when both zones'
 policies allow it. 'pzh friends' lists friends and their links.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newHubFriendInviteCmd(g), newHubFriendAcceptCmd(g), newHubFriendRemoveCmd(g), newHubFriendRenameCmd(g))
+	cmd.AddCommand(newHubFriendInviteCmd(g), newHubFriendInvitesCmd(g), newHubFriendAcceptCmd(g), newHubFriendRemoveCmd(g), newHubFriendRenameCmd(g))
 	return cmd
 }
 
@@ -57,5 +57,6 @@ secret; this hub keeps only a hash of it. It works once, until --ttl.`,
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", pairing.DefaultFriendTTL, "how long the token stays valid")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the invite as JSON (includes the token)")
+	cmd.AddCommand(newHubFriendInviteCancelCmd(g))
 	return cmd
 }

@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone"
+)
+
+func newHubFriendInvitesCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "invites",
+		Short: "List friend invites: id, state, expiry, the friend that redeemed it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var list []zone.FriendInviteView
+			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/friends/invites", nil, &list); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(out, "no friend invites; create one with: pzh friend invite")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tCREATED\tEXPIRES\tFRIEND")
+			for _, v := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.State, v.Created.Local().Format(time.DateTime), v.Expires.Local().Format(time.DateTime), dash(v.Friend))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}

@@ -1,0 +1,328 @@
+package zone
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+)
+
+// befriend makes the zones of a (inviting) and b friends, b calling a
+// petname, and waits until both hubs are linked.
+func befriend(t *testing.T, a, b *testHub, petname string) {
+	t.Helper()
+	ctx := testCtx(t)
+	var inv FriendInviteView
+	if err := a.client().Do(ctx, http.MethodPost, "/v1/friends/invites", FriendInviteRequest{}, &inv); err != nil {
+		t.Fatal(err)
+	}
+	var fv FriendView
+	if err := b.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: petname}, &fv); err != nil {
+		t.Fatal(err)
+	}
+	waitLinked(t, a, 1)
+	waitLinked(t, b, 1)
+}
+
+// waitLinked waits until hub h has n live links.
+func waitLinked(t *testing.T, h *testHub, n int) FriendsView {
+	t.Helper()
+	ctx := testCtx(t)
+	path := "/v1/friends"
+	for {
+		var v FriendsView
+		if err := h.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
+			t.Fatal(err)
+		}
+		up := 0
+		for _, f := range v.Friends {
+			if f.State == "online" {
+				up++
+			}
+		}
+		if up == n {
+			return v
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("links never reached %d: %+v", n, v.Friends)
+		}
+		path = "/v1/friends?wait=" + itoa(v.Version) + "&timeout=5s"
+	}
+}
+
+// putRule writes a policy rule on hub h.
+func putRule(t *testing.T, h *testHub, id, effect, from, to string) {
+	t.Helper()
+	r, err := ParseRule(from, to, "", effect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ID = id
+	v, _ := json.Marshal(r)
+	if _, err := h.client().DataPut(testCtx(t), zsync.BucketPolicy, id, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFederatedCall(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	bob := startHubNamed(t, clock, "bob", nil)
+	phone := alice.pair(t, clock, "phone", 0)
+	laptop := bob.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	serveEcho(t, laptop)
+	befriend(t, bob, alice, "bob")
+	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
+	ctx := testCtx(t)
+	c := peerClient(phone)
+
+	_, err := c.Call(ctx, "notes", "bob/laptop/echo", "echo", "hi")
+	wantStatus(t, err, http.StatusForbidden, `denied by zone "bob"'s policy: default: other zones may use nothing`)
+
+	putRule(t, bob, "alice-echo", EffectAllow, "alice/phone/notes", "laptop/echo")
+	waitRecord(t, laptop, zsync.BucketPolicy, "alice-echo")
+	res, err := c.Call(ctx, "notes", "bob/laptop/echo", "echo", map[string]int{"n": 1})
+	if err != nil || string(res) != `{"n":1}` {
+		t.Fatalf("cross-zone call: %s, %v", res, err)
+	}
+	// The rule names the app: another app of the phone is refused.
+	_, err = c.Call(ctx, "other", "bob/laptop/echo", "echo", "hi")
+	wantStatus(t, err, http.StatusForbidden, "denied")
+	if st := waitPeer(t, laptop, func(st *PeerStatus) bool { return st.Envelopes.Accepted >= 1 }); st.Envelopes.Forged != 0 {
+		t.Fatalf("laptop envelopes %+v", st.Envelopes)
+	}
+	// The serving app sees the caller by the name its zone gives it.
+	views, err := c.ServicesIn(ctx, "bob", "notes")
+	if err != nil || len(views) != 1 || views[0].Addr != "bob/laptop/echo" || views[0].Zone != "bob" {
+		t.Fatalf("discovery: %+v, %v", views, err)
+	}
+	if views, err := c.ServicesIn(ctx, "bob", "other"); err != nil || len(views) != 0 {
+		t.Fatalf("discovery for an app bob grants nothing: %+v, %v", views, err)
+	}
+}
+
+// bobZone is the compact zone ID of hub h.
+func bobZone(t *testing.T, h *testHub) string {
+	t.Helper()
+	var st HubStatus
+	if err := h.client().Do(testCtx(t), http.MethodGet, "/v1/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.ZoneID.Compact()
+}
+
+// hubChain reads the hub certificate chain of a zone directory whose hub
+// is not running.
+func hubChain(t *testing.T, dir string) tls.Certificate {
+	t.Helper()
+	store, err := openHubStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ca, err := store.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := store.HubCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{cert.Raw, ca.Cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+// TestLinkRefusesWhatItMustNot speaks pz-link/1 to a hub as its friend's
+// hub would, and sends what a misbehaving friend might: calls claiming
+// another zone, unsigned calls, calls for a third zone.
+func TestLinkRefusesWhatItMustNot(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	bob := startHubNamed(t, clock, "bob", nil)
+	laptop := bob.pair(t, clock, "laptop", 0)
+	startPeer(t, laptop, clock)
+	serveEcho(t, laptop)
+	befriend(t, bob, alice, "bob")
+	putRule(t, bob, "all", EffectAllow, "*", "*")
+	waitRecord(t, laptop, zsync.BucketPolicy, "all")
+	// Take alice's hub down and speak for it.
+	if err := alice.stop(); err != nil {
+		t.Fatal(err)
+	}
+	chain := hubChain(t, alice.dir)
+	aliceID, err := certs.IdentityFromCert(chain.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceZone := aliceID.Zone.Compact()
+	ctx := testCtx(t)
+	conf := &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{transport.ALPNLink}, InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &chain, nil }}
+	conn, err := transport.Dial(ctx, bob.addr.String(), transport.ModeQUIC, transport.Config{TLS: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	ctrl, err := conn.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl})
+	transport.WriteFrame(ctrl, &Control{Type: MsgHello, Version: LinkVersion})
+	var welcome Control
+	if err := transport.NewFrameReader(ctrl, maxControlFrame).ReadFrame(&welcome); err != nil || welcome.Type != MsgWelcome {
+		t.Fatalf("no welcome: %+v %v", welcome, err)
+	}
+	call := func(hdr CallHeader) CallReply {
+		t.Helper()
+		st, err := conn.OpenStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Reset()
+		st.SetDeadline(time.Now().Add(10 * time.Second))
+		transport.WriteFrame(st, &StreamHeader{Kind: StreamCall})
+		transport.WriteFrame(st, &hdr)
+		writeBody(st, []byte(`"x"`), false)
+		var rep CallReply
+		if err := transport.NewFrameReader(st, maxCallHeader).ReadFrame(&rep); err != nil {
+			t.Fatalf("%+v: no answer: %v", hdr, err)
+		}
+		return rep
+	}
+	base := CallHeader{ID: "c1", Kind: CallRequest, FromZoneID: aliceZone, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 5000,
+		Envelope: &Envelope{Cert: chain.Leaf.Raw, TimeMs: time.Now().UnixMilli(), Sig: make([]byte, 64)}}
+	other := base
+	other.FromZoneID = bobZone(t, bob) // any zone but the link's
+	unsigned := base
+	unsigned.Envelope = nil
+	third := base
+	third.ToZone = aliceZone
+	for name, tc := range map[string]struct {
+		hdr    CallHeader
+		status CallStatus
+		text   string
+	}{
+		"claims another zone": {other, CallBadRequest, "must come from the linked zone"},
+		"unsigned":            {unsigned, CallBadRequest, "must be signed"},
+		"for a third zone":    {third, CallNotFound, "do not transit"},
+		// Signed by a hub, not the phone: the laptop itself refuses it.
+		"forged signature": {base, CallDenied, "does not check out"},
+	} {
+		rep := call(tc.hdr)
+		if rep.Status != tc.status || !strings.Contains(rep.Message, tc.text) {
+			t.Errorf("%s: %v %q, want %v with %q", name, rep.Status, rep.Message, tc.status, tc.text)
+		}
+	}
+	if st := waitPeer(t, laptop, func(st *PeerStatus) bool { return st.Envelopes.Forged >= 1 }); st.Envelopes.Accepted != 0 {
+		t.Fatalf("laptop accepted %+v", st.Envelopes)
+	}
+	// Discovery from a friend lists only what its policy grants: all.
+	var resp DiscoverResponse
+	if err := exchangeLimit(ctx, conn, StreamDiscover, &DiscoverRequest{FromDevice: "phone"}, &resp, maxDiscoverFrame); err != nil || len(resp.Services) != 1 {
+		t.Fatalf("discovery: %+v, %v", resp, err)
+	}
+}
+
+func TestFriendRemovalEndsBothSides(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	bob := startHubNamed(t, clock, "bob", nil)
+	befriend(t, alice, bob, "alice")
+	var res RemoveFriendResult
+	if err := alice.client().Do(testCtx(t), http.MethodDelete, "/v1/friends/bob", nil, &res); err != nil || !res.Told {
+		t.Fatalf("remove: %+v, %v", res, err)
+	}
+	// bob forgets alice too, and neither dials the other.
+	ctx := testCtx(t)
+	path := "/v1/friends"
+	for {
+		var v FriendsView
+		if err := bob.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Friends) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("bob still has %+v", v.Friends)
+		}
+		path = "/v1/friends?wait=" + itoa(v.Version) + "&timeout=5s"
+	}
+	err := alice.client().Do(ctx, http.MethodDelete, "/v1/friends/bob", nil, nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+		t.Fatalf("second removal: %v", err)
+	}
+}
+
+func TestFriendAcceptRefusals(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	bob := startHubNamed(t, clock, "bob", nil)
+	ctx := testCtx(t)
+	var inv FriendInviteView
+	if err := alice.client().Do(ctx, http.MethodPost, "/v1/friends/invites", FriendInviteRequest{TTL: "1h"}, &inv); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		hub    *testHub
+		req    FriendAcceptRequest
+		status int
+		text   string
+	}{
+		"own token":     {alice, FriendAcceptRequest{Token: inv.Token, As: "x"}, http.StatusBadRequest, "this zone's own"},
+		"own name":      {bob, FriendAcceptRequest{Token: inv.Token, As: "bob"}, http.StatusBadRequest, "this zone's own name"},
+		"bad name":      {bob, FriendAcceptRequest{Token: inv.Token, As: "Al ice"}, http.StatusBadRequest, "invalid zone name"},
+		"not a token":   {bob, FriendAcceptRequest{Token: "PZF1AAAA", As: "alice"}, http.StatusBadRequest, "invalid friend token"},
+		"device invite": {bob, FriendAcceptRequest{Token: "PZI1AAAA", As: "alice"}, http.StatusBadRequest, "token of pzh invite"},
+	} {
+		err := tc.hub.client().Do(ctx, http.MethodPost, "/v1/friends", tc.req, nil)
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != tc.status || !strings.Contains(ae.Message, tc.text) {
+			t.Errorf("%s: %v, want %d with %q", name, err, tc.status, tc.text)
+		}
+	}
+	// A cancelled invite makes no friends.
+	var inv2 FriendInviteView
+	if err := alice.client().Do(ctx, http.MethodPost, "/v1/friends/invites", FriendInviteRequest{}, &inv2); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.client().Do(ctx, http.MethodDelete, "/v1/friends/invites/"+inv2.ID, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv2.Token, As: "alice"}, nil)
+	if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || !strings.Contains(ae.Message, "cancelled") {
+		t.Fatalf("cancelled invite: %v", err)
+	}
+	// A tampered secret: the inviting hub refuses it, and the invite still works.
+	bad := []byte(inv.Token)
+	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: string(bad[:len(bad)-1]) + flip(bad[len(bad)-1]), As: "alice"}, nil)
+	if err == nil {
+		t.Fatal("a damaged token was accepted")
+	}
+	if err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: "alice"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: "alice2"}, nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		t.Fatalf("friends twice: %v", err)
+	}
+	waitLinked(t, alice, 1)
+}
+
+func flip(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
+}
