@@ -40,18 +40,28 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader) {
 		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
 		return
 	}
-	l := h.liveLink(f.ZoneID.Compact())
-	if l == nil {
-		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname))
-		return
-	}
 	hdr.ToZone = f.ZoneID.Compact()
 	deadline := time.Now().Add(callTimeout(hdr))
 	st.SetDeadline(deadline)
+	l := h.liveLink(hdr.ToZone)
+	later := hdr.Kind == CallMessage && hdr.TTLMs > 0
+	if l == nil || later && h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
+		if later {
+			// Kept here until the link is back (behind any kept before).
+			h.queueForFriend(st, hdr, f)
+			return
+		}
+		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
+		return
+	}
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
 	out, err := openCallStream(ctx, l.conn, hdr, deadline)
 	if err != nil {
+		if later {
+			h.queueForFriend(st, hdr, f)
+			return
+		}
 		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}

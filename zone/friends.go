@@ -554,6 +554,7 @@ func (h *Hub) removeFriend(name, why string, reason CloseReason) (*RemoveFriendR
 		h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
 	}
 	told := h.stopLink(zone, reason, why)
+	h.dropOutbox(zone)
 	h.changes.bump()
 	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why)
 	return &RemoveFriendResult{Petname: f.Petname, Told: told}, nil
@@ -599,6 +600,8 @@ type FriendView struct {
 	LastError  string     `json:"last_error,omitempty"`
 	// Calls and messages that crossed the link either way since it came up.
 	Calls uint64 `json:"calls"`
+	// Queue: messages for later kept here until the link is back.
+	Queue int `json:"queue"`
 }
 
 // FriendsView is the answer of GET /v1/friends.
@@ -608,7 +611,8 @@ type FriendsView struct {
 }
 
 func (h *Hub) friendView(f *FriendRecord) FriendView {
-	v := FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, State: "offline"}
+	v := FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, State: "offline",
+		Queue: h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
 	h.linkView(f.ZoneID.Compact(), &v)
 	return v
 }

@@ -207,6 +207,7 @@ type Hub struct {
 	linkStops  map[string]context.CancelFunc
 	linkStates map[string]*linkState
 	linkCtx    context.Context
+	outboxes   map[string]*outbox // messages kept for friends (outbox.go)
 	// envelopes checks calls from friend zones to services on the hub.
 	envelopes *envelopeChecker
 }
@@ -316,7 +317,7 @@ func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
 		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
-		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{},
+		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
 		envelopes: newEnvelopeChecker()}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
@@ -530,6 +531,7 @@ func (h *Hub) shutdown() {
 		}()
 	}
 	wg.Wait()
+	h.stopOutboxes()
 	h.shutdownLinks()
 	h.conns.Wait()
 	h.flushSeen()

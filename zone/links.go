@@ -358,6 +358,7 @@ func (h *Hub) registerLink(l *hubLink) bool {
 	}
 	h.changes.bump()
 	h.log.Info("friend link up", "friend", h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
+	go h.kickOutbox(l.zone) // messages kept while the link was down
 	return true
 }
 

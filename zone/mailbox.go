@@ -59,6 +59,9 @@ type queuedMsg struct {
 	FromZoneID string    `cbor:"10,keyasint,omitempty"`
 	Envelope   *Envelope `cbor:"11,keyasint,omitempty"`
 	TTLMs      uint64    `cbor:"12,keyasint,omitempty"`
+	// ToDevice: a message kept for a friend zone (outbox.go) names its
+	// device there.
+	ToDevice string `cbor:"13,keyasint,omitempty"`
 }
 
 // sender names who sent m, for telling messages apart: the sending

@@ -103,11 +103,17 @@ func (h *Hub) loadWakes() error {
 	for d, r := range recs {
 		h.wakeOf(d).rec = r
 	}
+	var devices []string
 	for _, d := range h.mail.Devices() {
+		if !isOutbox(d) { // friend zones' queues go when their links are up
+			devices = append(devices, d)
+		}
+	}
+	for _, d := range devices {
 		h.wakeOf(d).newMail = true
 	}
 	h.wakeMu.Unlock()
-	for _, d := range h.mail.Devices() {
+	for _, d := range devices {
 		h.wake(d)
 	}
 	return nil

@@ -30,10 +30,10 @@ func newHubFriendsCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tZONE\tZONE ID\tLINK\tTRANSPORT\tREMOTE\tSINCE\tRTT\tCALLS\tLAST ERROR")
+			fmt.Fprintln(tw, "NAME\tZONE\tZONE ID\tLINK\tTRANSPORT\tREMOTE\tSINCE\tRTT\tCALLS\tQUEUE\tLAST ERROR")
 			for _, f := range v.Friends {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", f.Petname, f.Zone, f.ZoneID, f.State, dash(f.Transport), dash(f.RemoteAddr),
-					timeOrDash(f.Since), rttOrDash(f.RTTMs), f.Calls, dash(f.LastError))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Petname, f.Zone, f.ZoneID, f.State, dash(f.Transport), dash(f.RemoteAddr),
+					timeOrDash(f.Since), rttOrDash(f.RTTMs), f.Calls, f.Queue, dash(f.LastError))
 			}
 			return tw.Flush()
 		},

@@ -1,0 +1,227 @@
+package zone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pzone/pzone/transport"
+)
+
+// The outbox: messages for later (TTLMs) to a friend zone whose hub is not
+// linked wait at the sender's hub, in mailbox.db under the friend's own
+// queue, and are forwarded in order once the link is back. On the friend's
+// side they then wait, and wake the device, as any message for later.
+// Each keeps its sender's signature, which covers its time to live: a
+// message is never accepted past it, however long it waited where.
+
+// outboxPrefix starts the mailbox key of a friend zone's queue; device
+// names have no '/', so no device's queue can be taken for one.
+const outboxPrefix = "friend/"
+
+func outboxKey(zone string) string { return outboxPrefix + zone }
+
+// isOutbox reports whether a mailbox key is a friend zone's queue.
+func isOutbox(key string) bool { return strings.HasPrefix(key, outboxPrefix) }
+
+// queueForFriend keeps a message for friend f until its link is back.
+func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendRecord) {
+	if hdr.Token != "" {
+		refuseCall(st, CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
+		return
+	}
+	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+	if err != nil {
+		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		return
+	}
+	now := h.cfg.Now()
+	ttl := min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL)
+	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
+		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope,
+		TTLMs: hdr.TTLMs, ToDevice: hdr.ToDevice}
+	zone := f.ZoneID.Compact()
+	if _, err := h.mail.Put(outboxKey(zone), msg); err != nil {
+		if errors.Is(err, errQueueFull) {
+			refuseCall(st, CallQueueFull, fmt.Sprintf("%v for friend zone %q; try again later, or raise pzh serve --queue-limit/--queue-mib", err, f.Petname))
+		} else {
+			h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
+			refuseCall(st, CallUnavailable, "the hub could not store the message: "+err.Error())
+		}
+		return
+	}
+	h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
+	h.changes.bump()
+	h.kickOutbox(zone) // the link may have come back meanwhile
+	if transport.WriteFrame(st, &CallReply{Queued: true, ExpiresMs: msg.Expires.UnixMilli()}) != nil || st.Close() != nil {
+		st.Reset()
+	}
+}
+
+// outbox is the forwarding state of one friend zone's queue (h.mu).
+type outbox struct {
+	running, again bool
+	delay          time.Duration
+	retry          *time.Timer
+}
+
+// kickOutbox makes sure the queue of friend zone is being forwarded, if
+// it has a link and messages.
+func (h *Hub) kickOutbox(zone string) {
+	if h.mail.Stat(outboxKey(zone)).n == 0 || h.liveLink(zone) == nil {
+		return
+	}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return
+	}
+	o := h.outboxes[zone]
+	if o == nil {
+		o = &outbox{}
+		h.outboxes[zone] = o
+	}
+	if o.running {
+		o.again = true
+		h.mu.Unlock()
+		return
+	}
+	if o.retry != nil {
+		o.retry.Stop()
+		o.retry = nil
+	}
+	o.running, o.again = true, false
+	h.conns.Add(1) // under mu, which shutdown takes before it waits
+	h.mu.Unlock()
+	go func() {
+		defer h.conns.Done()
+		h.runOutbox(zone)
+	}()
+}
+
+// runOutbox forwards a friend zone's queue in order until it is empty,
+// the link goes, or the friend's hub cannot take a message now (then it
+// tries again with backoff).
+func (h *Hub) runOutbox(zone string) {
+	for {
+		retry, progress := h.outboxPass(zone)
+		h.mu.Lock()
+		o := h.outboxes[zone]
+		if o == nil { // the friend was removed
+			h.mu.Unlock()
+			return
+		}
+		if o.again && !h.closing {
+			o.again = false
+			h.mu.Unlock()
+			continue
+		}
+		o.running = false
+		if progress || !retry {
+			o.delay = 0
+		}
+		if retry && !h.closing {
+			o.delay = min(max(o.delay*2, courierRetryMin), courierRetryMax)
+			o.retry = time.AfterFunc(o.delay, func() { h.kickOutbox(zone) })
+		}
+		h.mu.Unlock()
+		return
+	}
+}
+
+func (h *Hub) outboxPass(zone string) (retry, progress bool) {
+	key := outboxKey(zone)
+	var after uint64
+	for {
+		l := h.liveLink(zone)
+		if l == nil {
+			return false, progress // the next link starts a new pass
+		}
+		batch, err := h.mail.Next(key, after, courierBatch)
+		if err != nil {
+			h.log.Error("read the mailbox", "friend", h.petname(zone), "err", err)
+			return true, progress
+		}
+		if len(batch) == 0 {
+			return false, progress
+		}
+		for _, q := range batch {
+			after = q.seq
+			if !h.cfg.Now().Before(q.msg.Expires) {
+				h.dropQueued(key, q, "its time to live ran out")
+				continue
+			}
+			cerr := h.forwardQueued(l, zone, q.msg)
+			switch {
+			case cerr == nil:
+				if err := h.mail.Remove(key, q.seq); err != nil {
+					h.log.Error("remove a forwarded message", "friend", h.petname(zone), "err", err)
+				}
+				h.changes.bump()
+				progress = true
+			case cerr.Status == CallOffline || cerr.Status == CallUnavailable || cerr.Status == CallDeadline || cerr.Status == CallQueueFull:
+				return true, progress // not now: keep it, and the order
+			default:
+				h.dropQueued(key, q, cerr.Message)
+			}
+		}
+	}
+}
+
+// forwardQueued sends one kept message over the friend's link and reads
+// the friend hub's answer (delivered, or kept there for its device).
+func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) *CallError {
+	deadline := time.Now().Add(deliverTimeout)
+	ctx, cancel := context.WithDeadline(l.ctx, deadline)
+	defer cancel()
+	hdr := &CallHeader{ID: m.ID, Kind: CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: m.ToDevice,
+		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), TTLMs: m.TTLMs,
+		FromZoneID: m.FromZoneID, Envelope: m.Envelope, ToZone: zone}
+	out, err := openCallStream(ctx, l.conn, hdr, deadline)
+	if err != nil {
+		return &CallError{CallOffline, err.Error()}
+	}
+	stop := context.AfterFunc(ctx, out.Reset)
+	defer stop()
+	if writeBody(out, m.Body, false) != nil {
+		out.Reset()
+		return &CallError{CallOffline, "the link went away"}
+	}
+	var rep CallReply
+	if err := transport.NewFrameReader(out, callChunk+16).ReadFrame(&rep); err != nil {
+		out.Reset()
+		return &CallError{CallOffline, "the link went away: " + err.Error()}
+	}
+	out.Close()
+	l.calls.Add(1)
+	if rep.Status != CallOK {
+		return &CallError{rep.Status, rep.Message}
+	}
+	return nil
+}
+
+// dropOutbox forgets a friend zone's queue (the friend was removed).
+func (h *Hub) dropOutbox(zone string) {
+	h.mu.Lock()
+	if o := h.outboxes[zone]; o != nil && o.retry != nil {
+		o.retry.Stop()
+	}
+	delete(h.outboxes, zone)
+	h.mu.Unlock()
+	if err := h.mail.Drop(outboxKey(zone)); err != nil {
+		h.log.Warn("drop the messages kept for a friend", "zone", zone, "err", err)
+	}
+}
+
+// stopOutboxes stops the retry timers at shutdown.
+func (h *Hub) stopOutboxes() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range h.outboxes {
+		if o.retry != nil {
+			o.retry.Stop()
+		}
+	}
+}
