@@ -104,12 +104,14 @@ func PinnedHubTLS(zone certs.ZoneID, alpn string, got *x509.Certificate) *tls.Co
 }
 
 func pairAt(ctx context.Context, addr string, tok *Token, key ed25519.PrivateKey, csr []byte, mode transport.Mode) (*Result, error) {
-	var ca x509.Certificate
-	conn, err := transport.Dial(ctx, addr, mode, transport.Config{TLS: PinnedHubTLS(tok.Zone, transport.ALPNPairing, &ca)})
+	conn, err := transport.Dial(ctx, addr, mode, transport.Config{TLS: PinnedHubTLS(tok.Zone, transport.ALPNPairing, nil)})
 	if err != nil {
 		return nil, err
 	}
 	defer conn.CloseWithError(0, "pairing done")
+	// The CA the pinning check accepted, from this connection's own
+	// handshake: with auto, a QUIC and a TCP handshake may both have run.
+	ca := conn.ConnectionState().PeerCertificates[1]
 
 	ctx, cancel := context.WithTimeout(ctx, exchangeTimeout)
 	defer cancel()
@@ -136,7 +138,7 @@ func pairAt(ctx context.Context, addr string, tok *Token, key ed25519.PrivateKey
 	if resp.Error != nil {
 		return nil, resp.Error
 	}
-	return checkResponse(&resp, tok, key, &ca, conn.Kind())
+	return checkResponse(&resp, tok, key, ca, conn.Kind())
 }
 
 // maxResponseSize: two certificates of a few hundred bytes and a few

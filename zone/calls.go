@@ -515,8 +515,9 @@ type serveOpts struct {
 	// delivered), cerr refuses it.
 	check func(body []byte) (skip bool, cerr *CallError)
 	// onDelivered runs once the application has the call or message;
-	// onFailed when it could not be delivered.
-	onDelivered, onFailed func()
+	// onFailed when it could not be delivered, and why.
+	onDelivered func()
+	onFailed    func(*CallError)
 	// seal, if set, signs the result.
 	seal func(result []byte) *Envelope
 }
@@ -554,7 +555,7 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 		result, cerr = sh.deliver(ctx, hdr, body)
 		if cerr != nil {
 			if o.onFailed != nil {
-				o.onFailed()
+				o.onFailed(cerr)
 			}
 			refuseCall(st, cerr.Status, cerr.Message)
 			return

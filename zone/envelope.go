@@ -198,12 +198,15 @@ func (c *envelopeChecker) count(v envelopeVerdict) {
 }
 
 // verifySigner checks an envelope's certificate against the zone CA ca
-// and that it names device, and the signature over content.
-func verifySigner(env *Envelope, ca *x509.Certificate, device string, content []byte, now time.Time) error {
+// and that it names device, and the signature over content. The caller
+// checks the stamp's freshness.
+func verifySigner(env *Envelope, ca *x509.Certificate, device string, content []byte) error {
 	if env == nil || len(env.Cert) == 0 || len(env.Cert) > maxEnvelopeCert || len(env.Sig) != ed25519.SignatureSize {
 		return fmt.Errorf("no well-formed signature")
 	}
-	v, err := certs.Verify(ca, [][]byte{env.Cert}, now, 0)
+	// The certificate must have been valid when it signed (a message
+	// kept for later may outlive it); freshness bounds that time.
+	v, err := certs.Verify(ca, [][]byte{env.Cert}, time.UnixMilli(env.TimeMs), 0)
 	if err != nil {
 		return fmt.Errorf("signer's certificate: %w", err)
 	}
@@ -238,7 +241,7 @@ func (c *envelopeChecker) checkCall(hdr *CallHeader, ca *x509.Certificate, self 
 	if err != nil {
 		return "", false, verdictForged, err
 	}
-	if err := verifySigner(env, ca, hdr.FromDevice, content, now); err != nil {
+	if err := verifySigner(env, ca, hdr.FromDevice, content); err != nil {
 		return "", false, verdictForged, err
 	}
 	ttl := time.Duration(hdr.TTLMs) * time.Millisecond
@@ -262,8 +265,9 @@ func (c *envelopeChecker) checkCall(hdr *CallHeader, ca *x509.Certificate, self 
 			}
 		}
 		if len(c.seen) >= replayCacheSize {
+			// Everything forgotten was stamped at most a window ahead.
 			clear(c.seen)
-			c.floor = nowMs
+			c.floor = now.Add(envelopeWindow).UnixMilli()
 		}
 	}
 	c.seen[key] = time.UnixMilli(env.TimeMs).Add(envelopeWindow + ttl).UnixMilli()
@@ -290,7 +294,7 @@ func checkReply(env *Envelope, ca *x509.Certificate, callID string, from, self c
 	if err != nil {
 		return verdictForged, err
 	}
-	if err := verifySigner(env, ca, from.Device, content, now); err != nil {
+	if err := verifySigner(env, ca, from.Device, content); err != nil {
 		return verdictForged, err
 	}
 	if !fresh(env.TimeMs, 0, now) {
@@ -320,9 +324,12 @@ func envelopeOpts(c *envelopeChecker, hdr *CallHeader, f *friendEntry, self cert
 			key = k
 			return false, nil
 		},
-		onFailed: func() {
-			if hdr.QueuedMs != 0 && key != "" {
-				c.forget(key) // the hub tries again later
+		onFailed: func(cerr *CallError) {
+			// The hub tries a queued message again later; one that timed
+			// out still waits in the application's event buffer, and
+			// may reach it yet: that one is not forgotten.
+			if hdr.QueuedMs != 0 && key != "" && cerr.Status != CallDeadline {
+				c.forget(key)
 			}
 		},
 		seal: func(result []byte) *Envelope {

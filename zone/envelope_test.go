@@ -18,11 +18,11 @@ type envelopeFixture struct {
 	now            time.Time
 }
 
-func newEnvelopeFixture(t *testing.T) *envelopeFixture {
+func newEnvelopeFixture(t testing.TB) *envelopeFixture {
 	t.Helper()
 	f := &envelopeFixture{now: time.Now()}
 	mk := func(name, device string) (*certs.CA, signer, certs.Identity) {
-		ca, err := certs.NewCA(name, f.now)
+		ca, err := certs.NewCA(name, f.now.Add(-time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -30,7 +30,7 @@ func newEnvelopeFixture(t *testing.T) *envelopeFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cert, err := ca.Sign(key.Public(), device, f.now, 24*time.Hour)
+		cert, err := ca.Sign(key.Public(), device, f.now.Add(-time.Hour), 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func newEnvelopeFixture(t *testing.T) *envelopeFixture {
 }
 
 // call is a signed call from alice's phone to bob's laptop.
-func (f *envelopeFixture) call(t *testing.T, id string, body []byte, at time.Time) *CallHeader {
+func (f *envelopeFixture) call(t testing.TB, id string, body []byte, at time.Time) *CallHeader {
 	t.Helper()
 	hdr := &CallHeader{ID: id, Kind: CallRequest, FromZone: "alice", FromZoneID: f.phoneID.Zone.Compact(), FromDevice: "phone", FromApp: "notes",
 		ToDevice: "laptop", ToService: "files", Method: "get", TimeoutMs: 1000}
@@ -133,7 +133,7 @@ func TestEnvelopeReplay(t *testing.T) {
 	if _, _, _, err := c.checkCall(old, f.alice.Cert, f.lapID, nil, f.now); err != nil {
 		t.Fatalf("at overflow: %v", err)
 	}
-	if len(c.seen) != 1 || c.floor != f.now.UnixMilli() {
+	if len(c.seen) != 1 || c.floor != f.now.Add(envelopeWindow).UnixMilli() {
 		t.Fatalf("after overflow: %d entries, floor %d", len(c.seen), c.floor)
 	}
 	older := f.call(t, "older", nil, f.now.Add(-2*time.Second))
@@ -194,9 +194,9 @@ func TestEnvelopeReply(t *testing.T) {
 // to the check: it must never panic, and what it accepts must be exactly
 // what the phone signed.
 func FuzzEnvelope(f *testing.F) {
-	fx := newEnvelopeFixture(&testing.T{})
+	fx := newEnvelopeFixture(f)
 	body := []byte(`"x"`)
-	genuine := fx.call(&testing.T{}, "seed", body, fx.now)
+	genuine := fx.call(f, "seed", body, fx.now)
 	seed, _ := transport.Marshal(genuine)
 	f.Add(seed, body)
 	f.Add([]byte{0xa1, 0x10, 0xa0}, []byte{})

@@ -166,8 +166,9 @@ type DiscoverResponse struct {
 const (
 	// maxDiscoverFrame bounds a listing: a zone's few hundred services.
 	maxDiscoverFrame = 1 << 20
-	// maxDiscovered bounds the services one listing carries.
-	maxDiscovered = 4096
+	// maxDiscovered bounds the services one listing carries: below the
+	// CBOR decoder's array limit, so a full listing still decodes.
+	maxDiscovered = 1000
 )
 
 // handleDiscover answers a device's request for a friend zone's services

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/pzone/pzone/certs"
@@ -201,6 +202,41 @@ func (h *Hub) befriended(f *FriendRecord) {
 	h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
 }
 
+// looksLikeZoneID reports whether a name would be read as a zone ID
+// (certs.ParseZoneID takes it): as a petname it would shadow that zone in
+// addresses and policy rules.
+func looksLikeZoneID(name string) bool {
+	_, err := certs.ParseZoneID(name)
+	return err == nil
+}
+
+// ruleZones lists, for each zone name policy rules use (in WHO or
+// TARGET), the IDs of those rules: a new friend must not be handed a
+// name that rules about an earlier one still use.
+func (h *Hub) ruleZones() map[string][]string {
+	out := map[string][]string{}
+	for _, r := range h.calls.get(h.state, h.log).rules {
+		from, _, _ := strings.Cut(r.From, "/")
+		out[from] = append(out[from], r.ID)
+		if to := strings.Split(r.To, "/"); len(to) == 3 && to[0] != from {
+			out[to[0]] = append(out[to[0]], r.ID)
+		}
+	}
+	return out
+}
+
+// ruleZoneNames is the set of zone names rules use.
+func (h *Hub) ruleZoneNames() map[string]bool {
+	out := map[string]bool{}
+	for z := range h.ruleZones() {
+		out[z] = true
+	}
+	return out
+}
+
+// rulesNaming lists the IDs of the rules that name zone name.
+func (h *Hub) rulesNaming(name string) []string { return h.ruleZones()[name] }
+
 // checkPetname validates a petname for the friend of zone.
 func (h *Hub) checkPetname(name string, zone certs.ZoneID) error {
 	if err := certs.ValidateName("zone", name); err != nil {
@@ -208,6 +244,9 @@ func (h *Hub) checkPetname(name string, zone certs.ZoneID) error {
 	}
 	if name == h.zone.Name {
 		return fmt.Errorf("%w: %q is this zone's own name; choose another name for the friend", errBadFriend, name)
+	}
+	if looksLikeZoneID(name) {
+		return fmt.Errorf("%w: %q reads as a zone ID; choose a name that does not", errBadFriend, name)
 	}
 	if f := h.friendNamed(name); f != nil && f.ZoneID != zone {
 		return fmt.Errorf("%w: another friend is called %q already (zone %s)", errBadFriend, name, f.ZoneID)
@@ -370,7 +409,10 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 			return fail(pairing.CodeBadRequest, "bad hub address")
 		}
 	}
+	h.friendMu.Lock()
+	defer h.friendMu.Unlock()
 	prev := h.friend(zone.Compact())
+	inRules := h.ruleZoneNames() // read before the store's transaction
 	rec, err := h.store.RedeemFriend(id, func(inv *pairing.Invite, taken func(string, certs.ZoneID) bool) (*FriendRecord, error) {
 		if !pairing.CheckFriendProof(cs, id, inv.Verifier, req.Proof) {
 			return nil, errBadProof
@@ -385,12 +427,15 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 			return f, nil
 		}
 		name := req.Zone
-		for i := 2; name == h.zone.Name || taken(name, zone); i++ {
+		if looksLikeZoneID(name) {
+			name = "friend" // a name that reads as an ID would shadow that zone
+		}
+		for i := 2; name == h.zone.Name || taken(name, zone) || inRules[name]; i++ {
 			if i > maxPetnameTries {
 				return nil, fmt.Errorf("no free petname for zone %q", req.Zone)
 			}
 			name = fmt.Sprintf("%s-%d", req.Zone, i)
-			if len(name) > 63 {
+			if len(name) > 63 || looksLikeZoneID(req.Zone) {
 				name = fmt.Sprintf("friend-%d", i)
 			}
 		}
@@ -464,6 +509,8 @@ func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*Frien
 	for _, addr := range tok.Addrs {
 		rec, err := h.friendAt(ctx, addr, tok, req.As)
 		if err == nil {
+			h.friendMu.Lock()
+			defer h.friendMu.Unlock()
 			if err := h.store.AddFriend(rec); err != nil {
 				return nil, err
 			}
@@ -482,14 +529,16 @@ func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*Frien
 
 // friendAt runs the redeeming side of pz-friend/1 against one address.
 func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, petname string) (*FriendRecord, error) {
-	var ca x509.Certificate
-	conf := pairing.PinnedHubTLS(tok.Zone, transport.ALPNFriend, &ca)
+	conf := pairing.PinnedHubTLS(tok.Zone, transport.ALPNFriend, nil)
 	conf.GetClientCertificate = h.hubClientCert
 	conn, err := transport.Dial(ctx, addr, transport.ModeAuto, transport.Config{TLS: conf, Logger: h.log})
 	if err != nil {
 		return nil, err
 	}
 	defer conn.CloseWithError(0, "done")
+	// The CA the pinning check accepted, from this connection's own
+	// handshake (with auto, two handshakes may have run).
+	ca := conn.ConnectionState().PeerCertificates[1]
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
 	st, err := conn.OpenStream(ctx)
@@ -522,8 +571,7 @@ func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, pet
 	if len(addrs) == 0 || len(addrs) > maxFriendAddrs {
 		addrs = tok.Addrs
 	}
-	c := ca
-	return &FriendRecord{Petname: petname, Zone: resp.Zone, ZoneID: tok.Zone, CA: c.Raw, HubAddrs: addrs, Added: h.cfg.Now().UTC(), ca: &c}, nil
+	return &FriendRecord{Petname: petname, Zone: resp.Zone, ZoneID: tok.Zone, CA: ca.Raw, HubAddrs: addrs, Added: h.cfg.Now().UTC(), ca: ca}, nil
 }
 
 // ---- removing and renaming ----
@@ -534,11 +582,19 @@ type RemoveFriendResult struct {
 	// Told: the friend's hub was linked and was told to end the
 	// friendship on its side too.
 	Told bool `json:"told"`
+	// Dropped: messages from that zone that waited for this zone's
+	// devices, now dropped.
+	Dropped int `json:"dropped"`
+	// Rules: policy rules that still name the petname; they would apply
+	// to a later friend given the same name.
+	Rules []string `json:"rules,omitempty"`
 }
 
 // removeFriend forgets a friend, withdraws it from the devices and ends
 // the link, telling the other hub when it is linked.
 func (h *Hub) removeFriend(name, why string, reason CloseReason) (*RemoveFriendResult, error) {
+	h.friendMu.Lock()
+	defer h.friendMu.Unlock()
 	f := h.friendNamed(name)
 	if f == nil {
 		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, name)
@@ -555,12 +611,16 @@ func (h *Hub) removeFriend(name, why string, reason CloseReason) (*RemoveFriendR
 	}
 	told := h.stopLink(zone, reason, why)
 	h.dropOutbox(zone)
+	dropped := h.purgeFrom(zone)
 	h.changes.bump()
-	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why)
-	return &RemoveFriendResult{Petname: f.Petname, Told: told}, nil
+	rules := h.rulesNaming(f.Petname)
+	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
+	return &RemoveFriendResult{Petname: f.Petname, Told: told, Dropped: dropped, Rules: rules}, nil
 }
 
 func (h *Hub) renameFriend(from, to string) (*FriendView, error) {
+	h.friendMu.Lock()
+	defer h.friendMu.Unlock()
 	f := h.friendNamed(from)
 	if f == nil {
 		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, from)

@@ -84,7 +84,8 @@ type HubConfig struct {
 	Wakers []wakeup.Waker
 	// TestTamper makes the hub misbehave with calls from friend zones, to
 	// test that devices catch it: "alter" changes a call's content after
-	// it was signed, "replay" delivers each call twice. Never for real use.
+	// it was signed, "replay" delivers each call twice, "answer" answers
+	// calls itself with a result of its own. Never for real use.
 	TestTamper string
 }
 
@@ -145,9 +146,9 @@ func (c *HubConfig) Validate() error {
 		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
 	}
 	switch c.TestTamper {
-	case "", tamperAlter, tamperReplay:
+	case "", tamperAlter, tamperReplay, tamperAnswer:
 	default:
-		return fmt.Errorf("test tamper mode %q: use %s or %s", c.TestTamper, tamperAlter, tamperReplay)
+		return fmt.Errorf("test tamper mode %q: use %s, %s or %s", c.TestTamper, tamperAlter, tamperReplay, tamperAnswer)
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -199,6 +200,9 @@ type Hub struct {
 	wakeStopped bool
 	stopping    chan struct{} // closed when shutdown begins: held calls give up
 
+	// friendMu serialises changes of friendships (store, table, zone
+	// state), so a removal cannot be undone by a rename racing it.
+	friendMu sync.Mutex
 	// Friends (friends.go, links.go), under mu: by compact zone ID, their
 	// records, live links, the diallers keeping links and why a link is
 	// down. linkCtx is the run's context, set once serving.

@@ -55,6 +55,7 @@ type hubLink struct {
 	calls      atomic.Uint64
 
 	closeOnce sync.Once
+	closing   atomic.Bool // set as soon as closing starts: no longer live
 	closed    chan struct{}
 	reason    CloseReason
 	// ctx ends with the link: streams relayed over it stop.
@@ -80,6 +81,7 @@ func (l *hubLink) send(c *Control) error {
 // gone), gives it a moment to read that, and closes the connection.
 func (l *hubLink) close(reason CloseReason, msg string, tell bool) {
 	l.closeOnce.Do(func() {
+		l.closing.Store(true)
 		l.reason = reason
 		l.cancel()
 		if tell {
@@ -95,14 +97,7 @@ func (l *hubLink) close(reason CloseReason, msg string, tell bool) {
 	})
 }
 
-func (l *hubLink) live() bool {
-	select {
-	case <-l.closed:
-		return false
-	default:
-		return true
-	}
-}
+func (l *hubLink) live() bool { return !l.closing.Load() }
 
 // errLinkUp: the friend's hub dialled at the same time, and its link is
 // the one kept.
@@ -352,10 +347,14 @@ func (h *Hub) registerLink(l *hubLink) bool {
 	}
 	h.links[l.zone] = l
 	delete(h.linkStates, l.zone)
-	h.mu.Unlock()
 	if old != nil && old.live() {
-		go old.close(ReasonReplaced, "replaced by a newer link", true)
+		h.conns.Add(1) // under mu, which shutdown takes before it waits
+		go func() {
+			defer h.conns.Done()
+			old.close(ReasonReplaced, "replaced by a newer link", true)
+		}()
 	}
+	h.mu.Unlock()
 	h.changes.bump()
 	h.log.Info("friend link up", "friend", h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
 	go h.kickOutbox(l.zone) // messages kept while the link was down
@@ -392,7 +391,13 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 	frames := make(chan Control)
 	readErr := make(chan error, 1)
 	dead := DeadAfter(hb)
+	// Every return below has closed the link, whose connection's end
+	// ends the reader's read.
+	var reader sync.WaitGroup
+	defer reader.Wait()
+	reader.Add(1)
 	go func() {
+		defer reader.Done()
 		for {
 			l.ctrl.SetReadDeadline(time.Now().Add(dead))
 			var c Control

@@ -225,3 +225,41 @@ func (h *Hub) stopOutboxes() {
 		}
 	}
 }
+
+// purgeFrom drops the messages from friend zone that wait in this hub's
+// device queues, and reports how many: nothing from a zone that is no
+// friend any more is delivered.
+func (h *Hub) purgeFrom(zone string) int {
+	n := 0
+	for _, device := range h.mail.Devices() {
+		if isOutbox(device) {
+			continue
+		}
+		var after uint64
+		for {
+			batch, err := h.mail.Next(device, after, courierBatch)
+			if err != nil {
+				h.log.Warn("read the mailbox", "device", device, "err", err)
+				break
+			}
+			if len(batch) == 0 {
+				break
+			}
+			var seqs []uint64
+			for _, q := range batch {
+				after = q.seq
+				if q.msg.FromZoneID == zone {
+					seqs = append(seqs, q.seq)
+				}
+			}
+			if len(seqs) > 0 {
+				if err := h.mail.Remove(device, seqs...); err != nil {
+					h.log.Warn("drop messages from a former friend", "device", device, "err", err)
+					break
+				}
+				n += len(seqs)
+			}
+		}
+	}
+	return n
+}

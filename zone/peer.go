@@ -224,6 +224,7 @@ type Peer struct {
 	inflight   atomic.Int64     // calls and messages in progress, either way
 	lastActive atomic.Int64     // unix ns of the last activity
 	renewTried atomic.Int64     // unix ns of the last renewal attempt
+	hubVersion atomic.Uint32    // the session version the hub's Welcome said
 }
 
 // Traffic is the wire byte count of the current session's connection
@@ -715,6 +716,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		}
 	}()
 	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+	p.hubVersion.Store(uint32(ps.welcome.Version))
 	p.conn.Store(&ps.conn)
 	defer p.conn.Store(nil)
 	p.woke() // after the connection is in place: a call waiting for it finds it

@@ -22,6 +22,10 @@ import (
 // CallReply.Envelope), StreamDiscover.
 const SessionVersion = 3
 
+// federationVersion is the first session version whose hubs forward calls
+// to friend zones: a device sends none to an older hub.
+const federationVersion = 3
+
 // StreamKind says what a stream carries; it is the first frame on every
 // stream of a session (a StreamHeader).
 type StreamKind uint8

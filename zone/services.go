@@ -272,6 +272,9 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		refuseCall(st, CallBadRequest, "malformed call")
 		return
 	}
+	if hdr.Kind != CallMessage {
+		hdr.QueuedMs = 0 // only messages are kept for later
+	}
 	var opts serveOpts
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
 		// From a friend zone: named as this zone names it, never as the
@@ -428,6 +431,11 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		}
 		return nil, nil, errNoSession
 	}
+	if friend != nil {
+		if cerr := p.hubFederates(); cerr != nil {
+			return nil, nil, cerr
+		}
+	}
 	st, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, nil, &CallError{CallOffline, "open a stream to the hub: " + err.Error()}
@@ -455,9 +463,13 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		return nil, nil, callErr(ctx, deadline, err)
 	}
 	st.Close() // done: the service's device stops waiting for a cancellation
-	if friend != nil && !rep.Queued {
-		// A queued answer is the friend's hub's word that it keeps the
-		// message; anything else must be the serving device's.
+	if friend != nil && rep.Queued && kind == CallMessage && o.ttl > 0 {
+		// A hub's word that it keeps the message for later: nothing
+		// else comes with it.
+		return nil, &rep, nil
+	}
+	if friend != nil {
+		// Any other answer must be the serving device's, signed.
 		from := certs.Identity{Zone: friend.id, Device: addr.Device}
 		v, err := checkReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
 		p.envelopes.count(v)
@@ -634,6 +646,16 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	})
 }
 
+// hubFederates says why not if this device's hub is too old to take calls
+// to friend zones (an older hub would read one as a call to a device of
+// its own zone that happens to have the same name).
+func (p *Peer) hubFederates() *CallError {
+	if v := p.hubVersion.Load(); v < federationVersion {
+		return &CallError{CallUnavailable, fmt.Sprintf("this device's hub speaks session version %d and cannot reach friend zones (that needs %d): update pzh", v, federationVersion)}
+	}
+	return nil
+}
+
 // discover asks this device's hub for the services of friend zone name
 // that its policy lets this device (app) call.
 func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *friendEntry, *CallError) {
@@ -651,6 +673,9 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *
 		conn = *cp
 	} else if conn = p.awaitSession(ctx); conn == nil {
 		return nil, nil, errNoSession
+	}
+	if cerr := p.hubFederates(); cerr != nil {
+		return nil, nil, cerr
 	}
 	var resp DiscoverResponse
 	if err := exchangeLimit(ctx, conn, StreamDiscover, &DiscoverRequest{Zone: f.id.Compact(), FromApp: app}, &resp, maxDiscoverFrame); err != nil {

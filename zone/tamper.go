@@ -15,6 +15,7 @@ import (
 const (
 	tamperAlter  = "alter"  // change the calling app's name after the device signed the call
 	tamperReplay = "replay" // deliver each call twice
+	tamperAnswer = "answer" // answer a call itself, as if it kept it, with a result of its own
 )
 
 // tamper misbehaves with a call from a friend zone on its way to target.
@@ -26,6 +27,17 @@ func (h *Hub) tamper(st transport.Stream, target *hubSession, hdr *CallHeader, d
 		h.log.Warn("test tamper: altering a call from a friend zone", "id", hdr.ID)
 		hdr.FromApp += "x"
 		return false
+	case tamperAnswer:
+		h.log.Warn("test tamper: answering a call from a friend zone with a forged result", "id", hdr.ID)
+		if _, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody); err != nil {
+			st.Reset()
+			return true
+		}
+		rep := &CallReply{Queued: true, ExpiresMs: time.Now().Add(time.Hour).UnixMilli()}
+		if transport.WriteFrame(st, rep) != nil || writeBody(st, []byte(`"forged by the hub"`), true) != nil {
+			st.Reset()
+		}
+		return true
 	case tamperReplay:
 		body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
 		if err != nil {

@@ -599,6 +599,11 @@ func (h *Hub) courierPass(device string) (retry, progress bool) {
 				h.dropQueued(device, q, "its time to live ran out")
 				continue
 			}
+			if z := q.msg.FromZoneID; z != "" && z != h.zone.ID.Compact() && h.friend(z) == nil {
+				h.delivered(device, q.msg, false)
+				h.dropQueued(device, q, "its sender's zone is no friend any more")
+				continue
+			}
 			if blocked[q.msg.Service] {
 				h.delivered(device, q.msg, false)
 				retry = true

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -29,6 +30,12 @@ it is told, and forgets this zone too.`,
 				told = "; its hub was told"
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "friend %q removed%s\n", r.Petname, told)
+			if r.Dropped > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d messages from it that waited for this zone's devices were dropped\n", r.Dropped)
+			}
+			if len(r.Rules) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "policy rules still name %q: %s; remove them (pzh policy rm ID) before giving another friend that name\n", r.Petname, strings.Join(r.Rules, ", "))
+			}
 			return nil
 		},
 	}

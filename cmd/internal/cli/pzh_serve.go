@@ -81,7 +81,7 @@ device with a UDP ping, at most --wake-rate pings per device per minute.`,
 	f.IntVar(&o.wakeRate, "wake-rate", zone.DefaultWakeRate, "wake pings one device may receive per minute")
 	// For tests only: a hub that alters or replays calls from friend
 	// zones, to show that devices catch it. Hidden from help.
-	f.StringVar(&o.tamper, "test-tamper", "", "TEST ONLY: misbehave with calls from friend zones (alter or replay)")
+	f.StringVar(&o.tamper, "test-tamper", "", "TEST ONLY: misbehave with calls from friend zones (alter, replay or answer)")
 	f.MarkHidden("test-tamper")
 	return cmd
 }
