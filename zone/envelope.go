@@ -145,6 +145,12 @@ type EnvelopeCounts struct {
 	Unknown uint64 `json:"unknown"`
 }
 
+// envelopeStore is where a checker keeps what must survive a restart.
+type envelopeStore interface {
+	SaveEnvelope(key string, expMs int64) error
+	ForgetEnvelope(key string) error
+}
+
 // envelopeVerdict is why an envelope was refused.
 type envelopeVerdict int
 
@@ -159,6 +165,9 @@ const (
 // envelopeChecker checks envelopes and remembers the ones it accepted.
 type envelopeChecker struct {
 	notify func() // called after a verdict is counted; may be nil
+	// store, if set, keeps the envelopes of messages for later across
+	// restarts (their freshness lasts their time to live).
+	store envelopeStore
 	mu     sync.Mutex
 	seen   map[string]int64 // signer/ID → unix ms after which it is stale anyway
 	floor  int64            // refuse anything stamped at or before this (cache overflowed)
@@ -270,7 +279,16 @@ func (c *envelopeChecker) checkCall(hdr *CallHeader, ca *x509.Certificate, self 
 			c.floor = now.Add(envelopeWindow).UnixMilli()
 		}
 	}
-	c.seen[key] = time.UnixMilli(env.TimeMs).Add(envelopeWindow + ttl).UnixMilli()
+	exp := time.UnixMilli(env.TimeMs).Add(envelopeWindow + ttl).UnixMilli()
+	c.seen[key] = exp
+	if ttl > 0 && c.store != nil {
+		// Written before the message is delivered, so a restart in
+		// between errs towards a lost repeat, not a second delivery.
+		if err := c.store.SaveEnvelope(key, exp); err != nil {
+			delete(c.seen, key)
+			return "", false, verdictOK, fmt.Errorf("remember envelope %s: %w", hdr.ID, err)
+		}
+	}
 	return key, false, verdictOK, nil
 }
 
@@ -280,6 +298,18 @@ func (c *envelopeChecker) forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.seen, key)
+	if c.store != nil {
+		c.store.ForgetEnvelope(key) // at worst, a later attempt is taken for a repeat
+	}
+}
+
+// remember loads envelopes accepted before a restart.
+func (c *envelopeChecker) remember(seen map[string]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, exp := range seen {
+		c.seen[k] = exp
+	}
 }
 
 // checkReply checks the envelope of an answer from device of the friend
@@ -315,6 +345,10 @@ func envelopeOpts(c *envelopeChecker, hdr *CallHeader, f *friendEntry, self cert
 			k, seen, v, err := c.checkCall(hdr, f.ca, self, body, now())
 			if seen && hdr.QueuedMs != 0 {
 				return true, nil // delivered before; the hub lost the confirmation
+			}
+			if v == verdictOK && err != nil { // it checked out, but could not be recorded
+				log.Error("remember an envelope", "err", err)
+				return false, &CallError{CallUnavailable, "the device could not record the message; try again"}
 			}
 			c.count(v)
 			if err != nil {

@@ -215,3 +215,35 @@ func FuzzEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// memEnvelopes is an envelopeStore in memory.
+type memEnvelopes map[string]int64
+
+func (m memEnvelopes) SaveEnvelope(k string, exp int64) error { m[k] = exp; return nil }
+func (m memEnvelopes) ForgetEnvelope(k string) error          { delete(m, k); return nil }
+
+func TestEnvelopeQueuedSurviveRestart(t *testing.T) {
+	f := newEnvelopeFixture(t)
+	store := memEnvelopes{}
+	c := newEnvelopeChecker()
+	c.store = store
+	hdr := &CallHeader{ID: "q", Kind: CallMessage, FromZoneID: f.phoneID.Zone.Compact(), FromDevice: "phone", ToDevice: "laptop", ToService: "inbox", TTLMs: uint64((24 * time.Hour) / time.Millisecond)}
+	hdr.Envelope, _ = f.phone.signCall(hdr, f.lapID.Zone.Compact(), f.now, nil)
+	if _, _, _, err := c.checkCall(hdr, f.alice.Cert, f.lapID, nil, f.now); err != nil {
+		t.Fatal(err)
+	}
+	// A call without a time to live is not written down: its window is short.
+	call := f.call(t, "c", nil, f.now)
+	if _, _, _, err := c.checkCall(call, f.alice.Cert, f.lapID, nil, f.now); err != nil {
+		t.Fatal(err)
+	}
+	if len(store) != 1 {
+		t.Fatalf("store holds %v", store)
+	}
+	// A new checker (the device restarted) that remembers refuses it.
+	again := newEnvelopeChecker()
+	again.remember(store)
+	if _, seen, v, _ := again.checkCall(hdr, f.alice.Cert, f.lapID, nil, f.now.Add(time.Hour)); !seen || v != verdictReplayed {
+		t.Fatalf("after a restart: seen %v verdict %v", seen, v)
+	}
+}
