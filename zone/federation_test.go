@@ -326,3 +326,33 @@ func flip(c byte) string {
 	}
 	return "A"
 }
+
+func TestFriendRemovalDropsQueued(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	bob := startHubNamed(t, clock, "bob", nil)
+	phone := alice.pair(t, clock, "phone", 0)
+	bob.pair(t, clock, "laptop", 0) // never runs: messages for it wait
+	startPeer(t, phone, clock)
+	befriend(t, bob, alice, "bob")
+	putRule(t, bob, "inbox", EffectAllow, "alice", "laptop/inbox")
+	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
+	ctx := testCtx(t)
+	res, err := peerClient(phone).SendWith(ctx, CallRequestBody{To: "bob/laptop/inbox", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
+	if err != nil || !res.Queued {
+		t.Fatalf("send for later: %+v, %v", res, err)
+	}
+	if d := deviceRecord(t, bob, "laptop"); d.Queue != 1 {
+		t.Fatalf("bob's hub keeps %d messages for the laptop", d.Queue)
+	}
+	var rm RemoveFriendResult
+	if err := bob.client().Do(ctx, http.MethodDelete, "/v1/friends/alice", nil, &rm); err != nil {
+		t.Fatal(err)
+	}
+	if rm.Dropped != 1 || len(rm.Rules) != 1 || rm.Rules[0] != "inbox" {
+		t.Fatalf("removal: %+v", rm)
+	}
+	if d := deviceRecord(t, bob, "laptop"); d.Queue != 0 {
+		t.Fatalf("bob's hub still keeps %d messages", d.Queue)
+	}
+}
