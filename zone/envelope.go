@@ -167,7 +167,7 @@ type envelopeChecker struct {
 	notify func() // called after a verdict is counted; may be nil
 	// store, if set, keeps the envelopes of messages for later across
 	// restarts (their freshness lasts their time to live).
-	store envelopeStore
+	store  envelopeStore
 	mu     sync.Mutex
 	seen   map[string]int64 // signer/ID → unix ms after which it is stale anyway
 	floor  int64            // refuse anything stamped at or before this (cache overflowed)

@@ -224,8 +224,9 @@ func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.Fram
 	var out []DiscoveredService
 	for _, v := range listServices(h.state) {
 		r := Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
-		if Decide(rules, r).Allow && len(out) < maxDiscovered {
-			out = append(out, DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: v.Methods, TokenRequired: v.TokenRequired})
+		methods, ok := allowedMethods(rules, r, v.Methods)
+		if ok && len(out) < maxDiscovered {
+			out = append(out, DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: methods, TokenRequired: v.TokenRequired})
 		}
 	}
 	reply(st, &DiscoverResponse{Services: out})
@@ -272,4 +273,21 @@ func exchangeLimit(ctx context.Context, conn transport.Conn, kind StreamKind, re
 	}
 	st.Close()
 	return transport.NewFrameReader(st, limit).ReadFrame(resp)
+}
+
+// allowedMethods decides whether r may use a service with methods: for a
+// service that lists its methods, the ones rules allow (some must be);
+// for one that lists none, a call without a method.
+func allowedMethods(rules []Rule, r Request, methods []string) ([]string, bool) {
+	if len(methods) == 0 {
+		return nil, Decide(rules, r).Allow
+	}
+	var ok []string
+	for _, m := range methods {
+		r.Method = m
+		if Decide(rules, r).Allow {
+			ok = append(ok, m)
+		}
+	}
+	return ok, len(ok) > 0
 }

@@ -2,8 +2,8 @@ package zone
 
 import (
 	"crypto/ed25519"
-	"encoding/binary"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
