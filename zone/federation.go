@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 )
@@ -218,6 +219,10 @@ func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.Fram
 	f := h.friend(l.zone)
 	if f == nil {
 		reply(st, &DiscoverResponse{Status: CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
+		return
+	}
+	if certs.ValidateName("device", req.FromDevice) != nil || req.FromApp != "" && ValidateServiceName(req.FromApp) != nil {
+		reply(st, &DiscoverResponse{Status: CallBadRequest, Message: "bad device or app name"})
 		return
 	}
 	rules := h.calls.get(h.state, h.log).rules

@@ -1259,6 +1259,9 @@ type HubStatus struct {
 	PID         int          `json:"pid"`
 	// SyncSeq is the zone state's last sequence number.
 	SyncSeq uint64 `json:"sync_seq"`
+	// Friends and Linked count friend zones, and those linked now.
+	Friends int `json:"friends"`
+	Linked  int `json:"linked"`
 }
 
 func (h *Hub) status(ver uint64) HubStatus {
@@ -1273,6 +1276,12 @@ func (h *Hub) status(ver uint64) HubStatus {
 	for _, d := range h.devices {
 		if !d.Revoked {
 			st.Devices++
+		}
+	}
+	st.Friends = len(h.friends)
+	for _, l := range h.links {
+		if l.live() {
+			st.Linked++
 		}
 	}
 	return st

@@ -25,8 +25,8 @@ func newHubStatusCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return printJSON(out, st)
 			}
-			fmt.Fprintf(out, "zone:        %s\nzone ID:     %s\npublic:      %v\nlistening:   %s %v\ndevices:     %d paired, %d online\nhub cert:    expires %s\nzone state:  sequence %d\nrunning:     since %s (pid %d)\n",
-				st.Zone, st.ZoneID, st.PublicAddrs, st.Listen, st.Transports, st.Devices, st.Online,
+			fmt.Fprintf(out, "zone:        %s\nzone ID:     %s\npublic:      %v\nlistening:   %s %v\ndevices:     %d paired, %d online\nfriends:     %d, %d linked\nhub cert:    expires %s\nzone state:  sequence %d\nrunning:     since %s (pid %d)\n",
+				st.Zone, st.ZoneID, st.PublicAddrs, st.Listen, st.Transports, st.Devices, st.Online, st.Friends, st.Linked,
 				st.CertExpires.Local().Format(time.DateOnly), st.SyncSeq, st.Started.Local().Format(time.DateTime), st.PID)
 			return nil
 		},
