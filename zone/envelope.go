@@ -359,10 +359,11 @@ func envelopeOpts(c *envelopeChecker, hdr *CallHeader, f *friendEntry, self cert
 			return false, nil
 		},
 		onFailed: func(cerr *CallError) {
-			// The hub tries a queued message again later; one that timed
-			// out still waits in the application's event buffer, and
-			// may reach it yet: that one is not forgotten.
-			if hdr.QueuedMs != 0 && key != "" && cerr.Status != CallDeadline {
+			// A message for later is tried again (by the hub's queue or
+			// the sender hub's outbox); one that timed out still waits
+			// in the application's event buffer, and may reach it yet:
+			// that one is not forgotten.
+			if (hdr.QueuedMs != 0 || hdr.Kind == CallMessage && hdr.TTLMs > 0) && key != "" && cerr.Status != CallDeadline {
 				c.forget(key)
 			}
 		},

@@ -46,6 +46,8 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader) {
 	st.SetDeadline(deadline)
 	l := h.liveLink(hdr.ToZone)
 	later := hdr.Kind == CallMessage && hdr.TTLMs > 0
+	// Behind messages kept before (for any destination: the outbox
+	// keeps each destination's order and passes the others on).
 	if l == nil || later && h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
 		if later {
 			// Kept here until the link is back (behind any kept before).

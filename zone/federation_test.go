@@ -356,3 +356,94 @@ func TestFriendRemovalDropsQueued(t *testing.T) {
 		t.Fatalf("bob's hub still keeps %d messages", d.Queue)
 	}
 }
+
+func TestFederatedMessageForLaterToOnlineDevice(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	bob := startHubNamed(t, clock, "bob", nil)
+	phone := alice.pair(t, clock, "phone", 0)
+	laptop := bob.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	msgs := serveEcho(t, laptop)
+	befriend(t, bob, alice, "bob")
+	putRule(t, bob, "echo", EffectAllow, "alice", "laptop/echo")
+	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
+	waitRecord(t, laptop, zsync.BucketPolicy, "echo")
+	res, err := peerClient(phone).SendWith(testCtx(t), CallRequestBody{App: "notes", To: "bob/laptop/echo", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
+	if err != nil || !res.Delivered && !res.Queued {
+		t.Fatalf("send for later to an online friend device: %+v, %v", res, err)
+	}
+	select {
+	case ev := <-msgs:
+		if string(ev.Body) != `"hi"` || ev.From != "alice/phone/notes" || ev.Queued == nil {
+			t.Fatalf("the laptop got %+v", ev)
+		}
+	case <-testCtx(t).Done():
+		t.Fatal("the laptop got nothing")
+	}
+}
+
+// waitDevices long-polls hub h's devices until cond holds.
+func waitDevices(t *testing.T, h *testHub, cond func(map[string]DeviceView) bool) {
+	t.Helper()
+	ctx := testCtx(t)
+	path := "/v1/devices"
+	for {
+		var v DevicesView
+		if err := h.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]DeviceView{}
+		for _, d := range v.Devices {
+			m[d.Name] = d
+		}
+		if cond(m) {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("devices never matched: %+v", v.Devices)
+		}
+		path = "/v1/devices?wait=" + itoa(v.Version) + "&timeout=5s"
+	}
+}
+
+// TestOutboxPerDestination: a message the friend's hub cannot take now
+// (the laptop's queue there is full) holds up only later messages for
+// the laptop, not the desk's.
+func TestOutboxPerDestination(t *testing.T) {
+	clock := &testClock{}
+	alice := startHubNamed(t, clock, "alice", nil)
+	lim := func(c *HubConfig) { c.QueueLimit = 1 }
+	bob := startHubNamed(t, clock, "bob", lim)
+	phone := alice.pair(t, clock, "phone", 0)
+	bob.pair(t, clock, "laptop", 0) // never run: messages for them wait
+	bob.pair(t, clock, "desk", 0)
+	startPeer(t, phone, clock)
+	befriend(t, bob, alice, "bob")
+	putRule(t, bob, "all", EffectAllow, "alice", "*")
+	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
+	ctx := testCtx(t)
+	c := peerClient(phone)
+	send := func(to string) {
+		t.Helper()
+		if res, err := c.SendWith(ctx, CallRequestBody{To: to, Body: json.RawMessage(`"m"`), TTLMs: time.Hour.Milliseconds()}); err != nil || !res.Queued {
+			t.Fatalf("send to %s: %+v, %v", to, res, err)
+		}
+	}
+	send("bob/laptop/inbox") // fills the laptop's queue at bob's hub
+	if err := bob.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitLinked(t, alice, 0)
+	send("bob/laptop/inbox") // both kept at alice's hub
+	send("bob/desk/inbox")
+	if v := waitLinked(t, alice, 0); v.Friends[0].Queue != 2 {
+		t.Fatalf("alice keeps %d", v.Friends[0].Queue)
+	}
+	bob = restartHub(t, clock, bob.dir, lim)
+	waitDevices(t, bob, func(d map[string]DeviceView) bool { return d["desk"].Queue == 1 && d["laptop"].Queue == 1 })
+	if v := waitLinked(t, alice, 1); v.Friends[0].Queue != 1 {
+		t.Fatalf("alice keeps %d, want the laptop's second message", v.Friends[0].Queue)
+	}
+}

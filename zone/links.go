@@ -575,7 +575,11 @@ func (h *Hub) shutdownLinks() {
 func (h *Hub) linkView(zone string, v *FriendView) {
 	h.mu.Lock()
 	l := h.links[zone]
-	st := h.linkStates[zone]
+	var st *linkState
+	if p := h.linkStates[zone]; p != nil {
+		c := *p // setLinkState writes it under mu
+		st = &c
+	}
 	h.mu.Unlock()
 	if l != nil && l.live() {
 		v.State = "online"

@@ -43,13 +43,20 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendReco
 		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope,
 		TTLMs: hdr.TTLMs, ToDevice: hdr.ToDevice}
 	zone := f.ZoneID.Compact()
-	if _, err := h.mail.Put(outboxKey(zone), msg); err != nil {
+	seq, err := h.mail.Put(outboxKey(zone), msg)
+	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			refuseCall(st, CallQueueFull, fmt.Sprintf("%v for friend zone %q; try again later, or raise pzh serve --queue-limit/--queue-mib", err, f.Petname))
+			refuseCall(st, CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
+				h.mail.Stat(outboxKey(zone)).n, h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {
 			h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
 			refuseCall(st, CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
+		return
+	}
+	if h.friend(zone) == nil { // removed meanwhile: its queue is gone
+		h.mail.Remove(outboxKey(zone), seq)
+		refuseCall(st, CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, h.zone.Name))
 		return
 	}
 	h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
@@ -97,19 +104,18 @@ func (h *Hub) kickOutbox(zone string) {
 	h.mu.Unlock()
 	go func() {
 		defer h.conns.Done()
-		h.runOutbox(zone)
+		h.runOutbox(zone, o)
 	}()
 }
 
 // runOutbox forwards a friend zone's queue in order until it is empty,
 // the link goes, or the friend's hub cannot take a message now (then it
 // tries again with backoff).
-func (h *Hub) runOutbox(zone string) {
+func (h *Hub) runOutbox(zone string, o *outbox) {
 	for {
 		retry, progress := h.outboxPass(zone)
 		h.mu.Lock()
-		o := h.outboxes[zone]
-		if o == nil { // the friend was removed
+		if h.outboxes[zone] != o { // the friend was removed (and maybe made again)
 			h.mu.Unlock()
 			return
 		}
@@ -133,6 +139,10 @@ func (h *Hub) runOutbox(zone string) {
 
 func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 	key := outboxKey(zone)
+	// Destinations (device/service) whose earlier message the friend's
+	// hub could not take now: their later messages wait too, to keep
+	// their order; other destinations' go on.
+	blocked := map[string]bool{}
 	var after uint64
 	for {
 		l := h.liveLink(zone)
@@ -153,6 +163,11 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				h.dropQueued(key, q, "its time to live ran out")
 				continue
 			}
+			dest := q.msg.ToDevice + "/" + q.msg.Service
+			if blocked[dest] {
+				retry = true
+				continue
+			}
 			cerr := h.forwardQueued(l, zone, q.msg)
 			switch {
 			case cerr == nil:
@@ -162,7 +177,10 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				h.changes.bump()
 				progress = true
 			case cerr.Status == CallOffline || cerr.Status == CallUnavailable || cerr.Status == CallDeadline || cerr.Status == CallQueueFull:
-				return true, progress // not now: keep it, and the order
+				if h.liveLink(zone) != l {
+					return true, progress // the link went: the next one starts a new pass
+				}
+				blocked[dest], retry = true, true // not now: keep it, and its followers' order
 			default:
 				h.dropQueued(key, q, cerr.Message)
 			}

@@ -260,13 +260,10 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
-	seen, err := store.SeenEnvelopes(cfg.Now())
-	if err != nil {
+	if err := keepEnvelopes(p.envelopes, store.db, cfg.Now()); err != nil {
 		store.Close()
 		return fmt.Errorf("read the envelopes this device accepted: %w", err)
 	}
-	p.envelopes.remember(seen)
-	p.envelopes.store = store
 	if cfg.DirectListen != "" {
 		// Before the zone state opens, so its record names the addresses.
 		p.direct = newDirectNet(p)

@@ -3,7 +3,6 @@ package zone
 import (
 	"crypto/ed25519"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -198,62 +197,4 @@ func RemovePairing(dir string) error {
 		return fmt.Errorf("remove zone state: %w", err)
 	}
 	return syncDir(dir)
-}
-
-// bucketEnvelopes remembers the signed envelopes of messages for later
-// from friend zones that this device accepted (key: sender zone/device/ID,
-// value: unix ms after which the envelope is stale anyway), so that a
-// restart does not reopen them to replay: such an envelope stays fresh
-// for its whole time to live, up to 30 days.
-var bucketEnvelopes = []byte("envelopes")
-
-// SeenEnvelopes returns the remembered envelopes still fresh at now, and
-// forgets the others.
-func (s *peerStore) SeenEnvelopes(now time.Time) (map[string]int64, error) {
-	out := map[string]int64{}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketEnvelopes)
-		if err != nil {
-			return err
-		}
-		var stale [][]byte
-		b.ForEach(func(k, v []byte) error {
-			if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) < now.UnixMilli() {
-				stale = append(stale, clone(k))
-			} else {
-				out[string(k)] = int64(binary.BigEndian.Uint64(v))
-			}
-			return nil
-		})
-		for _, k := range stale {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return out, err
-}
-
-// SaveEnvelope remembers an accepted envelope until expMs.
-func (s *peerStore) SaveEnvelope(key string, expMs int64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketEnvelopes)
-		if err != nil {
-			return err
-		}
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], uint64(expMs))
-		return b.Put([]byte(key), v[:])
-	})
-}
-
-// ForgetEnvelope drops a remembered envelope (its delivery failed).
-func (s *peerStore) ForgetEnvelope(key string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketEnvelopes); b != nil {
-			return b.Delete([]byte(key))
-		}
-		return nil
-	})
 }

@@ -463,9 +463,9 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		return nil, nil, callErr(ctx, deadline, err)
 	}
 	st.Close() // done: the service's device stops waiting for a cancellation
-	if friend != nil && rep.Queued && kind == CallMessage && o.ttl > 0 {
-		// A hub's word that it keeps the message for later: nothing
-		// else comes with it.
+	if friend != nil && kind == CallMessage && o.ttl > 0 {
+		// A message for later is answered by the friend's hub, which
+		// kept it or handed it on: its word, with nothing taken from it.
 		return nil, &rep, nil
 	}
 	if friend != nil {
