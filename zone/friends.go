@@ -516,6 +516,7 @@ func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*Frien
 			}
 			h.befriended(rec)
 			v := h.friendView(rec)
+			v.Rules = h.rulesNaming(rec.Petname)
 			return &v, nil
 		}
 		var perr *pairing.Error
@@ -638,6 +639,7 @@ func (h *Hub) renameFriend(from, to string) (*FriendView, error) {
 	h.publishFriend(rec)
 	h.changes.bump()
 	v := h.friendView(rec)
+	v.Rules = h.rulesNaming(rec.Petname)
 	return &v, nil
 }
 
@@ -662,6 +664,9 @@ type FriendView struct {
 	Calls uint64 `json:"calls"`
 	// Queue: messages for later kept here until the link is back.
 	Queue int `json:"queue"`
+	// Rules are the policy rules that name the petname, in the answer to
+	// accepting or renaming: they apply to this friend now.
+	Rules []string `json:"rules,omitempty"`
 }
 
 // FriendsView is the answer of GET /v1/friends.

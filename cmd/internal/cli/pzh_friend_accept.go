@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -49,6 +50,9 @@ the friend: in addresses (NAME/DEVICE/SERVICE) and policy rules.`,
 				return printJSON(cmd.OutOrStdout(), v)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "friends with zone %q (%s) as %q\n", v.Zone, v.ZoneID, v.Petname)
+			if len(v.Rules) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: policy rules name %q and now apply to this friend: %s (pzh policy list)\n", v.Petname, strings.Join(v.Rules, ", "))
+			}
 			return nil
 		},
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +28,9 @@ that use the old name stop matching it: update them (pzh policy list).`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "friend zone %q (%s) is now called %q\n", v.Zone, v.ZoneID, v.Petname)
+			if len(v.Rules) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: policy rules name %q and now apply to this friend: %s (pzh policy list)\n", v.Petname, strings.Join(v.Rules, ", "))
+			}
 			return nil
 		},
 	}
