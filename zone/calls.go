@@ -241,6 +241,9 @@ func checkCallHeader(h *CallHeader) error {
 			return errors.New("bad caller zone ID")
 		}
 	}
+	if h.TTLMs > uint64(MaxTTL/time.Millisecond) {
+		return fmt.Errorf("time to live %v: at most %v", time.Duration(h.TTLMs)*time.Millisecond, MaxTTL)
+	}
 	return nil
 }
 

@@ -163,19 +163,27 @@ const (
 )
 
 // envelopeChecker checks envelopes and remembers the ones it accepted.
+// seenEnvelope is what the replay memory keeps of an accepted envelope.
+type seenEnvelope struct {
+	exp  int64 // unix ms after which it is stale anyway
+	long bool  // it has a time to live (and is written down)
+}
+
 type envelopeChecker struct {
 	notify func() // called after a verdict is counted; may be nil
 	// store, if set, keeps the envelopes of messages for later across
 	// restarts (their freshness lasts their time to live).
-	store  envelopeStore
-	mu     sync.Mutex
-	seen   map[string]int64 // signer/ID → unix ms after which it is stale anyway
-	floor  int64            // refuse anything stamped at or before this (cache overflowed)
+	store envelopeStore
+	mu    sync.Mutex
+	seen  map[string]seenEnvelope // signer/ID
+	// floor: refuse envelopes without a time to live stamped at or
+	// before this (the memory of those overflowed).
+	floor  int64
 	counts EnvelopeCounts
 }
 
 func newEnvelopeChecker() *envelopeChecker {
-	return &envelopeChecker{seen: map[string]int64{}}
+	return &envelopeChecker{seen: map[string]seenEnvelope{}}
 }
 
 func (c *envelopeChecker) Counts() EnvelopeCounts {
@@ -263,24 +271,33 @@ func (c *envelopeChecker) checkCall(hdr *CallHeader, ca *x509.Certificate, self 
 	if _, dup := c.seen[key]; dup {
 		return key, true, verdictReplayed, fmt.Errorf("envelope %s was delivered before", hdr.ID)
 	}
-	if env.TimeMs <= c.floor {
+	if ttl == 0 && env.TimeMs <= c.floor {
 		return "", false, verdictReplayed, fmt.Errorf("envelope %s is older than this node's replay memory", hdr.ID)
 	}
 	if len(c.seen) >= replayCacheSize {
 		nowMs := now.UnixMilli()
-		for k, exp := range c.seen {
-			if exp < nowMs {
+		for k, e := range c.seen {
+			if e.exp < nowMs {
 				delete(c.seen, k)
 			}
 		}
 		if len(c.seen) >= replayCacheSize {
-			// Everything forgotten was stamped at most a window ahead.
-			clear(c.seen)
+			// Forget the short-lived ones, all stamped at most a window
+			// ahead, and refuse any such stamped before then. Messages
+			// for later are kept: they may still be waiting at a hub.
+			for k, e := range c.seen {
+				if !e.long {
+					delete(c.seen, k)
+				}
+			}
 			c.floor = now.Add(envelopeWindow).UnixMilli()
+		}
+		if len(c.seen) >= replayCacheSize {
+			return "", false, verdictOK, fmt.Errorf("this node's replay memory holds %d messages for later; try again later", len(c.seen))
 		}
 	}
 	exp := time.UnixMilli(env.TimeMs).Add(envelopeWindow + ttl).UnixMilli()
-	c.seen[key] = exp
+	c.seen[key] = seenEnvelope{exp: exp, long: ttl > 0}
 	if ttl > 0 && c.store != nil {
 		// Written before the message is delivered, so a restart in
 		// between errs towards a lost repeat, not a second delivery.
@@ -308,7 +325,7 @@ func (c *envelopeChecker) remember(seen map[string]int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, exp := range seen {
-		c.seen[k] = exp
+		c.seen[k] = seenEnvelope{exp: exp, long: true}
 	}
 }
 
@@ -343,8 +360,10 @@ func envelopeOpts(c *envelopeChecker, hdr *CallHeader, f *friendEntry, self cert
 	return serveOpts{
 		check: func(body []byte) (bool, *CallError) {
 			k, seen, v, err := c.checkCall(hdr, f.ca, self, body, now())
-			if seen && hdr.QueuedMs != 0 {
-				return true, nil // delivered before; the hub lost the confirmation
+			if seen && (hdr.QueuedMs != 0 || hdr.Kind == CallMessage && hdr.TTLMs > 0) {
+				// A message for later delivered before, whose confirmation
+				// was lost on the way back: confirmed again, not delivered.
+				return true, nil
 			}
 			if v == verdictOK && err != nil { // it checked out, but could not be recorded
 				log.Error("remember an envelope", "err", err)

@@ -126,14 +126,16 @@ func TestEnvelopeReplay(t *testing.T) {
 	// Overflow: the cache starts afresh and refuses what it can no longer
 	// tell apart.
 	c = newEnvelopeChecker()
-	for i := range replayCacheSize {
-		c.seen["k"+strconv.Itoa(i)] = f.now.Add(time.Hour).UnixMilli()
+	for i := range replayCacheSize - 1 {
+		c.seen["k"+strconv.Itoa(i)] = seenEnvelope{exp: f.now.Add(time.Hour).UnixMilli()}
 	}
+	c.seen["long"] = seenEnvelope{exp: f.now.Add(time.Hour).UnixMilli(), long: true}
 	old := f.call(t, "old", nil, f.now.Add(-time.Second))
 	if _, _, _, err := c.checkCall(old, f.alice.Cert, f.lapID, nil, f.now); err != nil {
 		t.Fatalf("at overflow: %v", err)
 	}
-	if len(c.seen) != 1 || c.floor != f.now.Add(envelopeWindow).UnixMilli() {
+	// The message for later is kept, the short-lived ones forgotten.
+	if _, kept := c.seen["long"]; len(c.seen) != 2 || !kept || c.floor != f.now.Add(envelopeWindow).UnixMilli() {
 		t.Fatalf("after overflow: %d entries, floor %d", len(c.seen), c.floor)
 	}
 	older := f.call(t, "older", nil, f.now.Add(-2*time.Second))

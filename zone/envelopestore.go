@@ -13,9 +13,11 @@ import (
 // its bbolt file, bucket "envelopes" (key: sender zone/device/ID, value:
 // the unix ms after which the envelope is stale anyway), so that a
 // restart does not open them to replay. A device keeps it in pzp.db, the
-// hub (for the services on its host) in mailbox.db.
+// hub (for the services on its host) in mailbox.db. Calls and messages
+// carry at most MaxTTL (checkCallHeader), which bounds what it holds.
 type boltEnvelopes struct {
 	db    *bolt.DB
+	now   func() time.Time
 	saves atomic.Uint64
 }
 
@@ -77,7 +79,7 @@ func (b *boltEnvelopes) SaveEnvelope(key string, expMs int64) error {
 			return err
 		}
 		if sweep {
-			stale, err := staleEnvelopes(bk, time.Now(), nil)
+			stale, err := staleEnvelopes(bk, b.now(), nil)
 			if err != nil {
 				return err
 			}
@@ -103,9 +105,9 @@ func (b *boltEnvelopes) ForgetEnvelope(key string) error {
 
 // keepEnvelopes makes c remember across restarts in db, loading what an
 // earlier run accepted.
-func keepEnvelopes(c *envelopeChecker, db *bolt.DB, now time.Time) error {
-	store := &boltEnvelopes{db: db}
-	seen, err := store.load(now)
+func keepEnvelopes(c *envelopeChecker, db *bolt.DB, now func() time.Time) error {
+	store := &boltEnvelopes{db: db, now: now}
+	seen, err := store.load(now())
 	if err != nil {
 		return err
 	}

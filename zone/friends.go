@@ -639,7 +639,7 @@ func (h *Hub) renameFriend(from, to string) (*FriendView, error) {
 	h.publishFriend(rec)
 	h.changes.bump()
 	v := h.friendView(rec)
-	v.Rules = h.rulesNaming(rec.Petname)
+	v.Rules, v.RulesOld = h.rulesNaming(rec.Petname), h.rulesNaming(f.Petname)
 	return &v, nil
 }
 
@@ -665,8 +665,10 @@ type FriendView struct {
 	// Queue: messages for later kept here until the link is back.
 	Queue int `json:"queue"`
 	// Rules are the policy rules that name the petname, in the answer to
-	// accepting or renaming: they apply to this friend now.
-	Rules []string `json:"rules,omitempty"`
+	// accepting or renaming: they apply to this friend now. RulesOld, on
+	// renaming, name the old petname: they no longer apply to it.
+	Rules    []string `json:"rules,omitempty"`
+	RulesOld []string `json:"rules_old,omitempty"`
 }
 
 // FriendsView is the answer of GET /v1/friends.

@@ -241,7 +241,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		return err
 	}
 	defer h.mail.Close()
-	if err := keepEnvelopes(h.envelopes, h.mail.db, cfg.Now()); err != nil {
+	if err := keepEnvelopes(h.envelopes, h.mail.db, cfg.Now); err != nil {
 		return fmt.Errorf("read the envelopes the hub accepted: %w", err)
 	}
 	if err := h.renewHubCertIfDue(); err != nil {

@@ -38,9 +38,8 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendReco
 		return
 	}
 	now := h.cfg.Now()
-	ttl := min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL)
 	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
-		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope,
+		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: keptUntil(hdr, now).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope,
 		TTLMs: hdr.TTLMs, ToDevice: hdr.ToDevice}
 	zone := f.ZoneID.Compact()
 	seq, err := h.mail.Put(outboxKey(zone), msg)
@@ -168,8 +167,10 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				retry = true
 				continue
 			}
-			cerr := h.forwardQueued(l, zone, q.msg)
+			cerr, broke := h.forwardQueued(l, zone, q.msg)
 			switch {
+			case broke:
+				return true, progress // the link failed: the next one (or a retry) starts a new pass
 			case cerr == nil:
 				if err := h.mail.Remove(key, q.seq); err != nil {
 					h.log.Error("remove a forwarded message", "friend", h.petname(zone), "err", err)
@@ -177,10 +178,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				h.changes.bump()
 				progress = true
 			case cerr.Status == CallOffline || cerr.Status == CallUnavailable || cerr.Status == CallDeadline || cerr.Status == CallQueueFull:
-				if h.liveLink(zone) != l {
-					return true, progress // the link went: the next one starts a new pass
-				}
-				blocked[dest], retry = true, true // not now: keep it, and its followers' order
+				blocked[dest], retry = true, true // the friend's hub says not now: keep it, and its followers' order
 			default:
 				h.dropQueued(key, q, cerr.Message)
 			}
@@ -189,8 +187,9 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 }
 
 // forwardQueued sends one kept message over the friend's link and reads
-// the friend hub's answer (delivered, or kept there for its device).
-func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) *CallError {
+// the friend hub's answer (delivered, or kept there for its device);
+// broke says the link failed before the friend's hub answered.
+func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *CallError, broke bool) {
 	deadline := time.Now().Add(deliverTimeout)
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
@@ -199,25 +198,25 @@ func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) *CallError {
 		FromZoneID: m.FromZoneID, Envelope: m.Envelope, ToZone: zone}
 	out, err := openCallStream(ctx, l.conn, hdr, deadline)
 	if err != nil {
-		return &CallError{CallOffline, err.Error()}
+		return &CallError{CallOffline, err.Error()}, true
 	}
 	stop := context.AfterFunc(ctx, out.Reset)
 	defer stop()
 	if writeBody(out, m.Body, false) != nil {
 		out.Reset()
-		return &CallError{CallOffline, "the link went away"}
+		return &CallError{CallOffline, "the link went away"}, true
 	}
 	var rep CallReply
 	if err := transport.NewFrameReader(out, callChunk+16).ReadFrame(&rep); err != nil {
 		out.Reset()
-		return &CallError{CallOffline, "the link went away: " + err.Error()}
+		return &CallError{CallOffline, "the link went away: " + err.Error()}, true
 	}
 	out.Close()
 	l.calls.Add(1)
 	if rep.Status != CallOK {
-		return &CallError{rep.Status, rep.Message}
+		return &CallError{rep.Status, rep.Message}, false
 	}
-	return nil
+	return nil, false
 }
 
 // dropOutbox forgets a friend zone's queue (the friend was removed).
@@ -280,4 +279,18 @@ func (h *Hub) purgeFrom(zone string) int {
 		}
 	}
 	return n
+}
+
+// keptUntil is how long a hub keeps a message for later: its time to
+// live from now, but, for one signed in a friend zone (that may have
+// waited at another hub first), no longer than its device would still
+// accept it.
+func keptUntil(hdr *CallHeader, now time.Time) time.Time {
+	until := now.Add(min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL))
+	if env := hdr.Envelope; env != nil {
+		if signed := time.UnixMilli(env.TimeMs).Add(time.Duration(hdr.TTLMs)*time.Millisecond + envelopeWindow); signed.Before(until) {
+			until = signed
+		}
+	}
+	return until
 }

@@ -260,7 +260,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
-	if err := keepEnvelopes(p.envelopes, store.db, cfg.Now()); err != nil {
+	if err := keepEnvelopes(p.envelopes, store.db, cfg.Now); err != nil {
 		store.Close()
 		return fmt.Errorf("read the envelopes this device accepted: %w", err)
 	}

@@ -187,6 +187,11 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 		case <-ev.written:
 			return nil, nil
 		case <-l.done:
+			select {
+			case <-ev.written: // it took it, then stopped
+				return nil, nil
+			default:
+			}
 			return nil, &CallError{CallOffline, fmt.Sprintf("service %q stopped before it took the message", hdr.ToService)}
 		case <-ctx.Done():
 			return nil, &CallError{CallDeadline, fmt.Sprintf("service %q did not take the message in time", hdr.ToService)}

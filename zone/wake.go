@@ -409,16 +409,8 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 		return
 	}
 	now := h.cfg.Now()
-	ttl := min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL)
-	if env := hdr.Envelope; env != nil {
-		// From a friend zone, and perhaps kept a while in its hub's
-		// outbox: no longer than its device would still accept it.
-		if until := time.UnixMilli(env.TimeMs).Add(time.Duration(hdr.TTLMs)*time.Millisecond + envelopeWindow); until.Before(now.Add(ttl)) {
-			ttl = max(until.Sub(now), 0)
-		}
-	}
 	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
-		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: now.Add(ttl).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope, TTLMs: hdr.TTLMs}
+		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: keptUntil(hdr, now).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope, TTLMs: hdr.TTLMs}
 	var done chan bool
 	key := deliveryKey(hdr.ToDevice, msg.sender(), hdr.ID)
 	if h.online(hdr.ToDevice) {

@@ -28,6 +28,9 @@ that use the old name stop matching it: update them (pzh policy list).`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "friend zone %q (%s) is now called %q\n", v.Zone, v.ZoneID, v.Petname)
+			if len(v.RulesOld) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: policy rules name %q and no longer apply to this friend (a deny among them no longer protects anything): %s (pzh policy list)\n", args[0], strings.Join(v.RulesOld, ", "))
+			}
 			if len(v.Rules) > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: policy rules name %q and now apply to this friend: %s (pzh policy list)\n", v.Petname, strings.Join(v.Rules, ", "))
 			}
