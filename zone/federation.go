@@ -57,6 +57,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader) {
 		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
 		return
 	}
+	defer l.use()()
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
 	out, err := openCallStream(ctx, l.conn, hdr, deadline)
@@ -197,6 +198,7 @@ func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.F
 		answer(&DiscoverResponse{Status: CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
 		return
 	}
+	defer l.use()()
 	ctx, cancel := context.WithTimeout(l.ctx, streamTimeout)
 	defer cancel()
 	var resp DiscoverResponse

@@ -38,6 +38,14 @@ const (
 	// (it removed the friendship while unreachable) is asked again only
 	// this often, in case it is restored.
 	linkRefusedBackoff = 5 * time.Minute
+	// linkDrain is how long a link replaced by a newer one (both hubs
+	// dialled at once, or one came back) keeps carrying the calls already
+	// on it before it closes: a call's default time.
+	linkDrain = DefaultCallTimeout
+	// linkFirstWait: when both hubs start dialling each other at once
+	// (they just made friends, or both started), the one with the higher
+	// zone ID waits this long first, so usually only one link is made.
+	linkFirstWait = 2 * linkBackoffMin
 )
 
 // hubLink is one live link with a friend's hub.
@@ -54,8 +62,14 @@ type hubLink struct {
 	lastActive atomic.Int64
 	calls      atomic.Uint64
 
+	// smu guards streams, the calls and listings on the link now, and
+	// drained, closed when they reach none while the link is retired.
+	smu     sync.Mutex
+	streams int
+	drained chan struct{}
+
 	closeOnce sync.Once
-	closing   atomic.Bool // set as soon as closing starts: no longer live
+	closing   atomic.Bool // set as soon as closing (or retiring) starts: no longer live
 	closed    chan struct{}
 	reason    CloseReason
 	// ctx ends with the link: streams relayed over it stop.
@@ -98,6 +112,42 @@ func (l *hubLink) close(reason CloseReason, msg string, tell bool) {
 }
 
 func (l *hubLink) live() bool { return !l.closing.Load() }
+
+// use counts a stream on the link until the returned release is called.
+func (l *hubLink) use() (release func()) {
+	l.smu.Lock()
+	l.streams++
+	l.smu.Unlock()
+	return func() {
+		l.smu.Lock()
+		defer l.smu.Unlock()
+		if l.streams--; l.streams == 0 && l.drained != nil {
+			close(l.drained)
+			l.drained = nil
+		}
+	}
+}
+
+// retire takes l out of use for new streams and waits, at most timeout,
+// for the streams on it to end; the caller then closes it.
+func (l *hubLink) retire(timeout time.Duration) {
+	l.closing.Store(true)
+	l.smu.Lock()
+	if l.streams == 0 {
+		l.smu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	l.drained = ch
+	l.smu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-l.conn.Done():
+	}
+}
 
 // errLinkUp: the friend's hub dialled at the same time, and its link is
 // the one kept.
@@ -164,8 +214,15 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 			first = false
 			continue
 		}
-		if !first {
-			t := time.NewTimer(bo.next())
+		wait := time.Duration(0)
+		switch {
+		case !first:
+			wait = bo.next()
+		case h.zone.ID.Compact() > zone:
+			wait = linkFirstWait
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -348,9 +405,11 @@ func (h *Hub) registerLink(l *hubLink) bool {
 	h.links[l.zone] = l
 	delete(h.linkStates, l.zone)
 	if old != nil && old.live() {
-		h.conns.Add(1) // under mu, which shutdown takes before it waits
+		h.conns.Add(1)          // under mu, which shutdown takes before it waits
+		old.closing.Store(true) // new streams take the new link from now on
 		go func() {
 			defer h.conns.Done()
+			old.retire(linkDrain) // the calls on it finish first
 			old.close(ReasonReplaced, "replaced by a newer link", true)
 		}()
 	}
@@ -368,9 +427,11 @@ func (h *Hub) runLink(l *hubLink) {
 		if err != nil {
 			break
 		}
+		release := l.use() // the friend may not have moved to a newer link yet
 		h.conns.Add(1)
 		go func() {
 			defer h.conns.Done()
+			defer release()
 			h.handleLinkStream(l, st)
 		}()
 	}

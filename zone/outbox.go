@@ -190,6 +190,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 // the friend hub's answer (delivered, or kept there for its device);
 // broke says the link failed before the friend's hub answered.
 func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *CallError, broke bool) {
+	defer l.use()()
 	deadline := time.Now().Add(deliverTimeout)
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
