@@ -3,6 +3,7 @@ package zone
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -180,10 +181,13 @@ type envelopeChecker struct {
 	// before this (the memory of those overflowed).
 	floor  int64
 	counts EnvelopeCounts
+	// certs are the signers' certificates verified so far, by hash of
+	// the CA and the certificate.
+	certs map[[sha256.Size]byte]verifiedCert
 }
 
 func newEnvelopeChecker() *envelopeChecker {
-	return &envelopeChecker{seen: map[string]seenEnvelope{}}
+	return &envelopeChecker{seen: map[string]seenEnvelope{}, certs: map[[sha256.Size]byte]verifiedCert{}}
 }
 
 func (c *envelopeChecker) Counts() EnvelopeCounts {
@@ -217,24 +221,75 @@ func (c *envelopeChecker) count(v envelopeVerdict) {
 // verifySigner checks an envelope's certificate against the zone CA ca
 // and that it names device, and the signature over content. The caller
 // checks the stamp's freshness.
-func verifySigner(env *Envelope, ca *x509.Certificate, device string, content []byte) error {
+func (c *envelopeChecker) verifySigner(env *Envelope, ca *x509.Certificate, device string, content []byte) error {
 	if env == nil || len(env.Cert) == 0 || len(env.Cert) > maxEnvelopeCert || len(env.Sig) != ed25519.SignatureSize {
 		return fmt.Errorf("no well-formed signature")
 	}
 	// The certificate must have been valid when it signed (a message
 	// kept for later may outlive it); freshness bounds that time.
-	v, err := certs.Verify(ca, [][]byte{env.Cert}, time.UnixMilli(env.TimeMs), 0)
+	signer, err := c.signerCert(ca, env.Cert, time.UnixMilli(env.TimeMs))
 	if err != nil {
 		return fmt.Errorf("signer's certificate: %w", err)
 	}
-	if v.Identity.Device != device {
-		return fmt.Errorf("signed by device %q, not %q", v.Identity.Device, device)
+	if signer.device != device {
+		return fmt.Errorf("signed by device %q, not %q", signer.device, device)
 	}
-	pub, ok := v.Cert.PublicKey.(ed25519.PublicKey)
-	if !ok || !ed25519.Verify(pub, content, env.Sig) {
+	if !ed25519.Verify(signer.key, content, env.Sig) {
 		return fmt.Errorf("the signature does not match what arrived")
 	}
 	return nil
+}
+
+// verifiedCert is a node certificate a checker verified against a CA.
+type verifiedCert struct {
+	device    string
+	key       ed25519.PublicKey
+	notBefore time.Time
+	notAfter  time.Time
+}
+
+// certCacheSize bounds the certificates a checker remembers having
+// verified: a zone's devices' current ones, across a few friends.
+const certCacheSize = 1024
+
+// signerCert verifies der against ca as of at. The chain check (the CA's
+// signature over the certificate) is remembered, so each call from a
+// device does not pay for it again; the times are checked every time.
+func (c *envelopeChecker) signerCert(ca *x509.Certificate, der []byte, at time.Time) (verifiedCert, error) {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(ca.Raw)))
+	h.Write(n[:]) // so no two (CA, certificate) pairs hash the same bytes
+	h.Write(ca.Raw)
+	h.Write(der)
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	c.mu.Lock()
+	vc, ok := c.certs[key]
+	c.mu.Unlock()
+	if ok {
+		if at.Before(vc.notBefore) || at.After(vc.notAfter) || at.Before(ca.NotBefore) || at.After(ca.NotAfter) {
+			ok = false // outside its time: let Verify say why
+		} else {
+			return vc, nil
+		}
+	}
+	v, err := certs.Verify(ca, [][]byte{der}, at, 0)
+	if err != nil {
+		return verifiedCert{}, err
+	}
+	pub, isEd := v.Cert.PublicKey.(ed25519.PublicKey)
+	if !isEd {
+		return verifiedCert{}, fmt.Errorf("not an Ed25519 certificate")
+	}
+	vc = verifiedCert{device: v.Identity.Device, key: pub, notBefore: v.Cert.NotBefore, notAfter: v.Cert.NotAfter}
+	c.mu.Lock()
+	if len(c.certs) >= certCacheSize {
+		clear(c.certs)
+	}
+	c.certs[key] = vc
+	c.mu.Unlock()
+	return vc, nil
 }
 
 // fresh reports whether a stamp is within the window of now, allowing a
@@ -258,7 +313,7 @@ func (c *envelopeChecker) checkCall(hdr *CallHeader, ca *x509.Certificate, self 
 	if err != nil {
 		return "", false, verdictForged, err
 	}
-	if err := verifySigner(env, ca, hdr.FromDevice, content); err != nil {
+	if err := c.verifySigner(env, ca, hdr.FromDevice, content); err != nil {
 		return "", false, verdictForged, err
 	}
 	ttl := time.Duration(hdr.TTLMs) * time.Millisecond
@@ -333,7 +388,7 @@ func (c *envelopeChecker) remember(seen map[string]int64) {
 // zone whose CA is ca to call callID of self. Answers are read once, by
 // the caller that is waiting for them: a replayed one names a call no
 // longer waiting, so freshness suffices.
-func checkReply(env *Envelope, ca *x509.Certificate, callID string, from, self certs.Identity, body []byte, now time.Time) (envelopeVerdict, error) {
+func (c *envelopeChecker) checkReply(env *Envelope, ca *x509.Certificate, callID string, from, self certs.Identity, body []byte, now time.Time) (envelopeVerdict, error) {
 	if env == nil {
 		return verdictForged, fmt.Errorf("the answer carries no signature")
 	}
@@ -341,7 +396,7 @@ func checkReply(env *Envelope, ca *x509.Certificate, callID string, from, self c
 	if err != nil {
 		return verdictForged, err
 	}
-	if err := verifySigner(env, ca, from.Device, content); err != nil {
+	if err := c.verifySigner(env, ca, from.Device, content); err != nil {
 		return verdictForged, err
 	}
 	if !fresh(env.TimeMs, 0, now) {

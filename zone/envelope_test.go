@@ -166,28 +166,28 @@ func TestEnvelopeReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now); v != verdictOK {
+	if v, err := newEnvelopeChecker().checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now); v != verdictOK {
 		t.Fatalf("genuine: %v %v", v, err)
 	}
 	for name, check := range map[string]func() (envelopeVerdict, error){
 		"result altered": func() (envelopeVerdict, error) {
-			return checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, []byte(`{"ok":false}`), f.now)
+			return newEnvelopeChecker().checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, []byte(`{"ok":false}`), f.now)
 		},
 		"another call": func() (envelopeVerdict, error) {
-			return checkReply(env, f.bob.Cert, "c2", f.lapID, f.phoneID, res, f.now)
+			return newEnvelopeChecker().checkReply(env, f.bob.Cert, "c2", f.lapID, f.phoneID, res, f.now)
 		},
 		"another device": func() (envelopeVerdict, error) {
-			return checkReply(env, f.bob.Cert, "c1", certs.Identity{Zone: f.lapID.Zone, Device: "desk"}, f.phoneID, res, f.now)
+			return newEnvelopeChecker().checkReply(env, f.bob.Cert, "c1", certs.Identity{Zone: f.lapID.Zone, Device: "desk"}, f.phoneID, res, f.now)
 		},
 		"unsigned": func() (envelopeVerdict, error) {
-			return checkReply(nil, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now)
+			return newEnvelopeChecker().checkReply(nil, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now)
 		},
 	} {
 		if v, err := check(); v != verdictForged || err == nil {
 			t.Errorf("%s: verdict %v err %v", name, v, err)
 		}
 	}
-	if v, _ := checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now.Add(envelopeWindow+time.Minute)); v != verdictStale {
+	if v, _ := newEnvelopeChecker().checkReply(env, f.bob.Cert, "c1", f.lapID, f.phoneID, res, f.now.Add(envelopeWindow+time.Minute)); v != verdictStale {
 		t.Errorf("late answer: verdict %v", v)
 	}
 }
@@ -247,5 +247,25 @@ func TestEnvelopeQueuedSurviveRestart(t *testing.T) {
 	again.remember(store)
 	if _, seen, v, _ := again.checkCall(hdr, f.alice.Cert, f.lapID, nil, f.now.Add(time.Hour)); !seen || v != verdictReplayed {
 		t.Fatalf("after a restart: seen %v verdict %v", seen, v)
+	}
+}
+
+func TestEnvelopeCertCache(t *testing.T) {
+	f := newEnvelopeFixture(t)
+	c := newEnvelopeChecker()
+	if _, _, _, err := c.checkCall(f.call(t, "a", nil, f.now), f.alice.Cert, f.lapID, nil, f.now); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.certs) != 1 {
+		t.Fatalf("%d certificates remembered", len(c.certs))
+	}
+	// Remembered, but past its time at the stamp: refused all the same.
+	late := f.now.Add(30 * time.Hour)
+	if _, _, v, err := c.checkCall(f.call(t, "b", nil, late), f.alice.Cert, f.lapID, nil, late); v != verdictForged || err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired certificate: verdict %v, %v", v, err)
+	}
+	// Against another CA, the same certificate is checked afresh, and fails.
+	if _, _, v, _ := c.checkCall(f.call(t, "c", nil, f.now), f.bob.Cert, f.lapID, nil, f.now); v != verdictForged {
+		t.Fatalf("other CA: verdict %v", v)
 	}
 }

@@ -476,7 +476,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	if friend != nil {
 		// Any other answer must be the serving device's, signed.
 		from := certs.Identity{Zone: friend.id, Device: addr.Device}
-		v, err := checkReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
+		v, err := p.envelopes.checkReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
 		p.envelopes.count(v)
 		if err != nil {
 			p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
