@@ -3,8 +3,8 @@ package zone
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/binary"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
