@@ -67,11 +67,7 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendReco
 }
 
 // outbox is the forwarding state of one friend zone's queue (h.mu).
-type outbox struct {
-	running, again bool
-	delay          time.Duration
-	retry          *time.Timer
-}
+type outbox struct{ passRunner }
 
 // kickOutbox makes sure the queue of friend zone is being forwarded, if
 // it has a link and messages.
@@ -89,16 +85,10 @@ func (h *Hub) kickOutbox(zone string) {
 		o = &outbox{}
 		h.outboxes[zone] = o
 	}
-	if o.running {
-		o.again = true
+	if !o.claim() {
 		h.mu.Unlock()
 		return
 	}
-	if o.retry != nil {
-		o.retry.Stop()
-		o.retry = nil
-	}
-	o.running, o.again = true, false
 	h.conns.Add(1) // under mu, which shutdown takes before it waits
 	h.mu.Unlock()
 	go func() {
@@ -118,21 +108,11 @@ func (h *Hub) runOutbox(zone string, o *outbox) {
 			h.mu.Unlock()
 			return
 		}
-		if o.again && !h.closing {
-			o.again = false
-			h.mu.Unlock()
-			continue
-		}
-		o.running = false
-		if progress || !retry {
-			o.delay = 0
-		}
-		if retry && !h.closing {
-			o.delay = min(max(o.delay*2, courierRetryMin), courierRetryMax)
-			o.retry = time.AfterFunc(o.delay, func() { h.kickOutbox(zone) })
-		}
+		again := o.passDone(retry, progress, h.closing, func() { h.kickOutbox(zone) })
 		h.mu.Unlock()
-		return
+		if !again {
+			return
+		}
 	}
 }
 
@@ -223,8 +203,8 @@ func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *CallEr
 // dropOutbox forgets a friend zone's queue (the friend was removed).
 func (h *Hub) dropOutbox(zone string) {
 	h.mu.Lock()
-	if o := h.outboxes[zone]; o != nil && o.retry != nil {
-		o.retry.Stop()
+	if o := h.outboxes[zone]; o != nil {
+		o.stop()
 	}
 	delete(h.outboxes, zone)
 	h.mu.Unlock()
@@ -238,9 +218,7 @@ func (h *Hub) stopOutboxes() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, o := range h.outboxes {
-		if o.retry != nil {
-			o.retry.Stop()
-		}
+		o.stop()
 	}
 }
 

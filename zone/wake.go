@@ -67,11 +67,7 @@ type hubWake struct {
 	// courier pass), so it is worth waking. A backlog the device has seen
 	// but could not take (its app not running) does not wake it again.
 	newMail bool
-	// courier
-	running bool
-	again   bool
-	cretry  *time.Timer
-	cdelay  time.Duration
+	courier passRunner // the courier delivering the queue
 }
 
 // onlineCh is the channel closed when the device next comes online (or is
@@ -503,16 +499,10 @@ func (h *Hub) kickCourier(device string) {
 		h.wakeMu.Unlock()
 		return
 	}
-	if w.running {
-		w.again = true
+	if !w.courier.claim() {
 		h.wakeMu.Unlock()
 		return
 	}
-	if w.cretry != nil {
-		w.cretry.Stop()
-		w.cretry = nil
-	}
-	w.running, w.again = true, false
 	h.couriers.Add(1) // under the lock that stopWakes takes before it waits
 	h.wakeMu.Unlock()
 	go func() {
@@ -529,22 +519,11 @@ func (h *Hub) runCourier(device string) {
 	for {
 		retry, progress := h.courierPass(device)
 		h.wakeMu.Lock()
-		w := h.wakeOf(device)
-		if w.again && !h.wakeStopped {
-			w.again = false
-			h.wakeMu.Unlock()
-			continue
-		}
-		w.running = false
-		if progress || !retry {
-			w.cdelay = 0
-		}
-		if retry && !h.wakeStopped {
-			w.cdelay = min(max(w.cdelay*2, courierRetryMin), courierRetryMax)
-			w.cretry = time.AfterFunc(w.cdelay, func() { h.retryBacklog(device) })
-		}
+		again := h.wakeOf(device).courier.passDone(retry, progress, h.wakeStopped, func() { h.retryBacklog(device) })
 		h.wakeMu.Unlock()
-		return
+		if !again {
+			return
+		}
 	}
 }
 
@@ -709,9 +688,7 @@ func (h *Hub) stopWakes() {
 		if w.retry != nil {
 			w.retry.Stop()
 		}
-		if w.cretry != nil {
-			w.cretry.Stop()
-		}
+		w.courier.stop()
 	}
 	h.wakeMu.Unlock()
 	h.couriers.Wait()
@@ -727,9 +704,7 @@ func (h *Hub) forgetDevice(device string) {
 		if w.retry != nil {
 			w.retry.Stop()
 		}
-		if w.cretry != nil {
-			w.cretry.Stop()
-		}
+		w.courier.stop()
 		w.rec, w.newMail = nil, false
 		if w.online != nil { // calls waiting for it give up
 			close(w.online)
