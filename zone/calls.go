@@ -318,22 +318,32 @@ func refuseCall(st transport.Stream, status CallStatus, msg string) {
 // handleCall relays a device's call: to the target device's session, to
 // a service on the hub's host, or (ToZone) to a friend zone's hub.
 func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
-	var hdr CallHeader
-	if err := fr.ReadFrame(&hdr); err != nil {
-		st.Reset()
-		return
-	}
-	if err := checkCallHeader(&hdr); err != nil {
-		refuseCall(st, CallBadRequest, err.Error())
+	hdr, ok := readCallHeader(st, fr)
+	if !ok {
 		return
 	}
 	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = h.zone.Name, s.device, 0, h.zone.ID.Compact()
 	if hdr.ToZone != "" && !h.ownZone(hdr.ToZone) {
-		h.forwardCall(st, &hdr)
+		h.forwardCall(st, hdr)
 		return
 	}
 	hdr.ToZone, hdr.Envelope = "", nil
-	h.routeCall(st, &hdr, s.syncCtx.Done(), s.device)
+	h.routeCall(st, hdr, s.syncCtx.Done(), s.device)
+}
+
+// readCallHeader reads and checks the CallHeader of a call stream the
+// hub was sent; on failure it answers or resets the stream.
+func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*CallHeader, bool) {
+	var hdr CallHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		st.Reset()
+		return nil, false
+	}
+	if err := checkCallHeader(&hdr); err != nil {
+		refuseCall(st, CallBadRequest, err.Error())
+		return nil, false
+	}
+	return &hdr, true
 }
 
 // ownZone reports whether name (a zone name or ID) is this zone.
@@ -431,6 +441,41 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 		return nil
 	}
 	splice(st, out, &b.in, &b.out, check)
+}
+
+// exchangeCall sends one call or message on a new stream of conn and
+// reads the whole answer: the reply and, for status 0, the result. For
+// the hub's own deliveries (queued messages, the outbox), whose bodies it
+// holds, rather than relays.
+func exchangeCall(ctx context.Context, conn transport.Conn, hdr *CallHeader, body []byte, deadline time.Time) (*CallReply, []byte, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	out, err := openCallStream(ctx, conn, hdr, deadline)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, out.Reset)
+	defer stop()
+	fail := func(err error) (*CallReply, []byte, error) {
+		out.Reset()
+		return nil, nil, err
+	}
+	if err := writeBody(out, body, false); err != nil {
+		return fail(err)
+	}
+	fr := transport.NewFrameReader(out, callChunk+16)
+	var rep CallReply
+	if err := fr.ReadFrame(&rep); err != nil {
+		return fail(err)
+	}
+	var res []byte
+	if rep.Status == CallOK {
+		if res, err = readBody(fr, maxCallBody); err != nil {
+			return fail(err)
+		}
+	}
+	out.Close()
+	return &rep, res, nil
 }
 
 // openCallStream opens a call stream on conn and writes its headers.

@@ -602,30 +602,22 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 		c.active.Add(-1)
 		p.inflight.Add(-1)
 	}()
-	st.SetDeadline(time.Now().Add(streamTimeout))
-	fr := transport.NewFrameReader(st, maxCallHeader)
-	var sh StreamHeader
-	var hdr CallHeader
-	if fr.ReadFrame(&sh) != nil || sh.Kind != StreamCall || fr.ReadFrame(&hdr) != nil {
-		st.Reset()
+	hdr, ok := p.readIncomingCall(st)
+	if !ok {
 		return
 	}
 	id := p.id.Load()
-	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != id.Device {
-		refuseCall(st, CallBadRequest, "malformed call")
-		return
-	}
 	// Who calls is the verified certificate's device, of this zone.
 	hdr.FromZone, hdr.FromDevice, hdr.FromZoneID, hdr.ToZone, hdr.Envelope = id.Zone, c.device, id.ZoneID.Compact(), "", nil
 	if hdr.Token != "" || hdr.TokenID != "" || hdr.TTLMs != 0 || hdr.QueuedMs != 0 || p.tokenRequired(id.Device, hdr.ToService) {
 		refuseCall(st, CallDenied, fmt.Sprintf("service %q on device %q takes calls with a token or for later only through the hub", hdr.ToService, id.Device))
 		return
 	}
-	if cerr := p.authorize(&hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
+	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)), serveOpts{})
+	serveCall(st, p.services, hdr, time.Now().Add(callTimeout(hdr)), serveOpts{})
 }
 
 // callDirect runs the exchange hdr over a direct connection to its device

@@ -99,13 +99,8 @@ func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
 
 // receiveCall takes a call a friend zone's device made, over its link.
 func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
-	var hdr CallHeader
-	if err := fr.ReadFrame(&hdr); err != nil {
-		st.Reset()
-		return
-	}
-	if err := checkCallHeader(&hdr); err != nil {
-		refuseCall(st, CallBadRequest, err.Error())
+	hdr, ok := readCallHeader(st, fr)
+	if !ok {
 		return
 	}
 	f := h.friend(l.zone)
@@ -134,7 +129,7 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 	}
 	l.calls.Add(1)
 	h.changes.bump()
-	h.routeCall(st, &hdr, l.closed, f.Petname+"/"+hdr.FromDevice)
+	h.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice)
 }
 
 // ---- discovery ----

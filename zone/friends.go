@@ -442,16 +442,10 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 		f.Petname = name
 		return f, nil
 	})
-	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, errBadProof):
-		return fail(pairing.CodeInvalid, "friend invite not recognised: the token is wrong or for another hub")
-	case errors.Is(err, pairing.ErrInviteExpired):
-		return fail(pairing.CodeExpired, "this friend invite has expired; ask for a new one (pzh friend invite)")
-	case errors.Is(err, pairing.ErrInviteUsedUp):
-		return fail(pairing.CodeUsed, "this friend invite has already been used; ask for a new one (pzh friend invite)")
-	case errors.Is(err, pairing.ErrInviteCancelled):
-		return fail(pairing.CodeCancelled, "this friend invite was cancelled; ask for a new one (pzh friend invite)")
-	case err != nil:
+	if code, msg, ok := inviteRefusal(err, "friend invite", "ask for a new one (pzh friend invite)"); ok {
+		return fail(code, msg)
+	}
+	if err != nil {
 		h.log.Error("friend request failed", "remote", conn.RemoteAddr().String(), "err", err)
 		return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete the friendship; try again"}}
 	}

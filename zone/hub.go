@@ -547,42 +547,41 @@ func (h *Hub) shutdown() {
 // ---- pairing ----
 
 func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
-	defer conn.CloseWithError(0, "pairing done")
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
-	defer cancel()
-	st, err := conn.AcceptStream(ctx)
-	if err != nil {
-		return
-	}
-	defer st.Reset()
-	deadline, _ := ctx.Deadline()
-	st.SetDeadline(deadline)
-	ip := remoteIP(conn.RemoteAddr())
-
-	var req pairing.Request
-	var resp *pairing.Response
-	if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
-		resp = rateLimited(ip, wait)
-		h.log.Warn("pairing rate-limited", "remote", conn.RemoteAddr().String())
-	} else if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
-		h.limiter.Fail(ip, h.cfg.Now())
-		h.log.Info("pairing request unreadable", "remote", conn.RemoteAddr().String(), "err", err)
-		resp = &pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed pairing request"}}
-	} else {
-		resp = h.redeem(conn, &req, ip)
-	}
-	if err := transport.WriteFrame(st, resp); err != nil {
-		return
-	}
-	st.Close()
-	// Let the device read the answer and hang up first.
-	select {
-	case <-conn.Done():
-	case <-time.After(closeLinger):
-	}
+	serveOneShot(ctx, conn, func(st transport.Stream) any {
+		ip := remoteIP(conn.RemoteAddr())
+		var req pairing.Request
+		if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+			h.log.Warn("pairing rate-limited", "remote", conn.RemoteAddr().String())
+			return rateLimited(ip, wait)
+		}
+		if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+			h.limiter.Fail(ip, h.cfg.Now())
+			h.log.Info("pairing request unreadable", "remote", conn.RemoteAddr().String(), "err", err)
+			return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed pairing request"}}
+		}
+		return h.redeem(conn, &req, ip)
+	})
 }
 
 var errBadProof = errors.New("bad proof")
+
+// inviteRefusal is the answer to a redemption (of a device or friend
+// invite, named what) that failed on the invite itself, and whether err
+// is such a failure. Nothing about an invite is said before its proof
+// checks out: unknown and wrong proof are both "invalid".
+func inviteRefusal(err error, what, ask string) (code, msg string, ok bool) {
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, errBadProof):
+		return pairing.CodeInvalid, what + " not recognised: the token is wrong or for another hub", true
+	case errors.Is(err, pairing.ErrInviteExpired):
+		return pairing.CodeExpired, "this " + what + " has expired; " + ask, true
+	case errors.Is(err, pairing.ErrInviteUsedUp):
+		return pairing.CodeUsed, "this " + what + " has already been used; " + ask, true
+	case errors.Is(err, pairing.ErrInviteCancelled):
+		return pairing.CodeCancelled, "this " + what + " was cancelled; " + ask, true
+	}
+	return "", "", false
+}
 
 func rateLimited(ip netip.Addr, wait time.Duration) *pairing.Response {
 	secs := uint32(wait/time.Second) + 1
@@ -619,16 +618,10 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 		}
 		return h.ca.Sign(pub, device, now, inv.CertLifetime)
 	})
-	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, errBadProof):
-		return fail(pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
-	case errors.Is(err, pairing.ErrInviteExpired):
-		return fail(pairing.CodeExpired, "this invite has expired; ask the hub's owner for a new one (pzh invite)")
-	case errors.Is(err, pairing.ErrInviteUsedUp):
-		return fail(pairing.CodeUsed, "this invite has already been used; ask the hub's owner for a new one (pzh invite)")
-	case errors.Is(err, pairing.ErrInviteCancelled):
-		return fail(pairing.CodeCancelled, "this invite was cancelled; ask the hub's owner for a new one (pzh invite)")
-	case err != nil:
+	if code, msg, ok := inviteRefusal(err, "invite", "ask the hub's owner for a new one (pzh invite)"); ok {
+		return fail(code, msg)
+	}
+	if err != nil {
 		h.log.Error("pairing failed", "remote", remote, "err", err)
 		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete pairing; try again"}}
 	}
@@ -710,6 +703,38 @@ func newSessionID() string {
 	return hex.EncodeToString(b)
 }
 
+// acceptHello takes the control stream a dialling node (a device, or a
+// friend's hub) opens first, and reads its Hello. On failure it closes
+// conn, saying why, and reports false.
+func (h *Hub) acceptHello(ctx context.Context, conn transport.Conn, who string) (transport.Stream, *transport.FrameReader, bool) {
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	ctrl, err := conn.AcceptStream(hctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(uint64(ReasonTimeout), "no hello")
+		return nil, nil, false
+	}
+	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
+	fr := transport.NewFrameReader(ctrl, maxControlFrame)
+	var hdr StreamHeader
+	var hello Control
+	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != StreamControl {
+		h.protocolError(conn, who, "first stream is not a control stream", err)
+		return nil, nil, false
+	}
+	if err := fr.ReadFrame(&hello); err != nil || hello.Type != MsgHello {
+		h.protocolError(conn, who, "control stream does not start with hello", err)
+		return nil, nil, false
+	}
+	// The ALPN carries the major version; Hello.Version numbers compatible
+	// revisions of it, so anything from 1 up is spoken to as version 1.
+	if hello.Version < 1 {
+		h.protocolError(conn, who, "hello without a version", nil)
+		return nil, nil, false
+	}
+	return ctrl, fr, true
+}
+
 func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	// The TLS callback (transportConfig) verified the chain against the
 	// zone CA, and the transport disables resumption, so the callback ran
@@ -723,29 +748,8 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	v := &certs.Verified{Identity: id, Cert: leaf, Expired: h.cfg.Now().After(leaf.NotAfter)}
-	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
-	ctrl, err := conn.AcceptStream(hctx)
-	cancel()
-	if err != nil {
-		conn.CloseWithError(uint64(ReasonTimeout), "no hello")
-		return
-	}
-	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
-	fr := transport.NewFrameReader(ctrl, maxControlFrame)
-	var hdr StreamHeader
-	var hello Control
-	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != StreamControl {
-		h.protocolError(conn, v.Identity.Device, "first stream is not a control stream", err)
-		return
-	}
-	if err := fr.ReadFrame(&hello); err != nil || hello.Type != MsgHello {
-		h.protocolError(conn, v.Identity.Device, "control stream does not start with hello", err)
-		return
-	}
-	// The ALPN carries the major version; Hello.Version numbers compatible
-	// revisions of it, so anything from 1 up is spoken to as version 1.
-	if hello.Version < 1 {
-		h.protocolError(conn, v.Identity.Device, "hello without a session version", nil)
+	ctrl, fr, ok := h.acceptHello(ctx, conn, v.Identity.Device)
+	if !ok {
 		return
 	}
 	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, serial: serialHex(v.Cert), conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}

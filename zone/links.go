@@ -564,19 +564,8 @@ func (h *Hub) serveLink(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	zone := id.Zone.Compact()
-	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
-	ctrl, err := conn.AcceptStream(hctx)
-	cancel()
-	if err != nil {
-		conn.CloseWithError(uint64(ReasonTimeout), "no hello")
-		return
-	}
-	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
-	fr := transport.NewFrameReader(ctrl, maxControlFrame)
-	var hdr StreamHeader
-	var hello Control
-	if fr.ReadFrame(&hdr) != nil || hdr.Kind != StreamControl || fr.ReadFrame(&hello) != nil || hello.Type != MsgHello || hello.Version < 1 {
-		h.protocolError(conn, "hub of "+string(id.Zone), "link does not start with hello", nil)
+	ctrl, fr, ok := h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
+	if !ok {
 		return
 	}
 	l := newHubLink(zone, conn, ctrl, false, h.cfg.Now())

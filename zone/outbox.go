@@ -1,7 +1,6 @@
 package zone
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -171,28 +170,13 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 // broke says the link failed before the friend's hub answered.
 func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *CallError, broke bool) {
 	defer l.use()()
-	deadline := time.Now().Add(deliverTimeout)
-	ctx, cancel := context.WithDeadline(l.ctx, deadline)
-	defer cancel()
 	hdr := &CallHeader{ID: m.ID, Kind: CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: m.ToDevice,
 		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), TTLMs: m.TTLMs,
 		FromZoneID: m.FromZoneID, Envelope: m.Envelope, ToZone: zone}
-	out, err := openCallStream(ctx, l.conn, hdr, deadline)
+	rep, _, err := exchangeCall(l.ctx, l.conn, hdr, m.Body, time.Now().Add(deliverTimeout))
 	if err != nil {
-		return &CallError{CallOffline, err.Error()}, true
-	}
-	stop := context.AfterFunc(ctx, out.Reset)
-	defer stop()
-	if writeBody(out, m.Body, false) != nil {
-		out.Reset()
-		return &CallError{CallOffline, "the link went away"}, true
-	}
-	var rep CallReply
-	if err := transport.NewFrameReader(out, callChunk+16).ReadFrame(&rep); err != nil {
-		out.Reset()
 		return &CallError{CallOffline, "the link went away: " + err.Error()}, true
 	}
-	out.Close()
 	l.calls.Add(1)
 	if rep.Status != CallOK {
 		return &CallError{rep.Status, rep.Message}, false

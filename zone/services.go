@@ -264,19 +264,11 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 	p.inflight.Add(1)
 	p.touch()
 	defer func() { p.touch(); p.inflight.Add(-1) }()
-	st.SetDeadline(time.Now().Add(streamTimeout))
-	fr := transport.NewFrameReader(st, maxCallHeader)
-	var sh StreamHeader
-	var hdr CallHeader
-	if fr.ReadFrame(&sh) != nil || sh.Kind != StreamCall || fr.ReadFrame(&hdr) != nil {
-		st.Reset()
+	hdr, ok := p.readIncomingCall(st)
+	if !ok {
 		return
 	}
 	id := p.id.Load()
-	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != id.Device {
-		refuseCall(st, CallBadRequest, "malformed call")
-		return
-	}
 	if hdr.Kind != CallMessage {
 		hdr.QueuedMs = 0 // only messages are kept for later
 	}
@@ -291,9 +283,9 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 			return
 		}
 		hdr.FromZone = f.petname
-		opts = envelopeOpts(p.envelopes, &hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, signer{key: id.Key, cert: id.Cert}, p.cfg.Now, p.log)
+		opts = envelopeOpts(p.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, signer{key: id.Key, cert: id.Cert}, p.cfg.Now, p.log)
 	}
-	if cerr := p.authorize(&hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
+	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
@@ -311,7 +303,26 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		// lost on the way back does not make it arrive twice.
 		opts.onDelivered = func() { p.delivered.add(qid) }
 	}
-	serveCall(st, p.services, &hdr, time.Now().Add(callTimeout(&hdr)), opts)
+	serveCall(st, p.services, hdr, time.Now().Add(callTimeout(hdr)), opts)
+}
+
+// readIncomingCall reads the headers of a call stream opened to this
+// device (by its hub, or directly by another device) and checks them; on
+// failure it answers or resets the stream and reports false.
+func (p *Peer) readIncomingCall(st transport.Stream) (*CallHeader, bool) {
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	fr := transport.NewFrameReader(st, maxCallHeader)
+	var sh StreamHeader
+	var hdr CallHeader
+	if fr.ReadFrame(&sh) != nil || sh.Kind != StreamCall || fr.ReadFrame(&hdr) != nil {
+		st.Reset()
+		return nil, false
+	}
+	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
+		refuseCall(st, CallBadRequest, "malformed call")
+		return nil, false
+	}
+	return &hdr, true
 }
 
 // recentIDs remembers the last few IDs of queued messages delivered, to

@@ -1,7 +1,6 @@
 package zone
 
 import (
-	"context"
 	"time"
 
 	"github.com/pzone/pzone/transport"
@@ -44,7 +43,7 @@ func (h *Hub) tamper(st transport.Stream, target *hubSession, hdr *CallHeader, d
 			refuseCall(st, CallBadRequest, "request body: "+err.Error())
 			return true
 		}
-		rep, res, err := h.exchangeCall(target, hdr, body, deadline)
+		rep, res, err := exchangeCall(target.syncCtx, target.conn, hdr, body, deadline)
 		if err != nil {
 			refuseCall(st, CallOffline, err.Error())
 			return true
@@ -52,38 +51,11 @@ func (h *Hub) tamper(st transport.Stream, target *hubSession, hdr *CallHeader, d
 		if transport.WriteFrame(st, rep) != nil || writeBody(st, res, true) != nil {
 			st.Reset()
 		}
-		rep, _, err = h.exchangeCall(target, hdr, body, deadline)
+		rep, _, err = exchangeCall(target.syncCtx, target.conn, hdr, body, deadline)
 		if err == nil {
 			h.log.Warn("test tamper: replayed a call from a friend zone", "id", hdr.ID, "status", rep.Status, "answer", rep.Message)
 		}
 		return true
 	}
 	return false
-}
-
-// exchangeCall sends one call to a device and reads its whole answer.
-func (h *Hub) exchangeCall(target *hubSession, hdr *CallHeader, body []byte, deadline time.Time) (*CallReply, []byte, error) {
-	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
-	defer cancel()
-	out, err := openCallStream(ctx, target.conn, hdr, deadline)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer out.Reset()
-	if err := writeBody(out, body, false); err != nil {
-		return nil, nil, err
-	}
-	fr := transport.NewFrameReader(out, callChunk+16)
-	var rep CallReply
-	if err := fr.ReadFrame(&rep); err != nil {
-		return nil, nil, err
-	}
-	var res []byte
-	if rep.Status == CallOK {
-		if res, err = readBody(fr, maxCallBody); err != nil {
-			return nil, nil, err
-		}
-	}
-	out.Close()
-	return &rep, res, nil
 }

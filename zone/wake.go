@@ -621,30 +621,13 @@ func (h *Hub) dropQueued(device string, q queued, why string) {
 // deliverQueued sends one queued message over a device's session and
 // waits for its device to confirm it reached the application.
 func (h *Hub) deliverQueued(s *hubSession, m *queuedMsg) *CallError {
-	deadline := time.Now().Add(deliverTimeout)
-	ctx, cancel := context.WithDeadline(s.syncCtx, deadline)
-	defer cancel()
-	st, err := s.conn.OpenStream(ctx)
-	if err != nil {
-		return &CallError{CallOffline, err.Error()}
-	}
-	stop := context.AfterFunc(ctx, st.Reset)
-	defer stop()
-	st.SetDeadline(deadline)
 	hdr := &CallHeader{ID: m.ID, Kind: CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: s.device,
 		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), QueuedMs: m.Queued.UnixMilli(),
 		FromZoneID: m.FromZoneID, Envelope: m.Envelope, TTLMs: m.TTLMs}
-	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, m.Body, false) != nil {
-		st.Reset()
-		return &CallError{CallOffline, "the device went away"}
-	}
-	fr := transport.NewFrameReader(st, callChunk+16)
-	var rep CallReply
-	if err := fr.ReadFrame(&rep); err != nil {
-		st.Reset()
+	rep, _, err := exchangeCall(s.syncCtx, s.conn, hdr, m.Body, time.Now().Add(deliverTimeout))
+	if err != nil {
 		return &CallError{CallOffline, "the device went away: " + err.Error()}
 	}
-	st.Close()
 	if rep.Status != CallOK {
 		return &CallError{rep.Status, rep.Message}
 	}
