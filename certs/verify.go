@@ -153,3 +153,33 @@ func humanDuration(d time.Duration) string {
 		return unit(max(d/time.Second, 0), "second")
 	}
 }
+
+// VerifyHubChain checks the chain a hub presents, [hub certificate, zone
+// CA, ...]: a self-signed zone CA, and a hub certificate (pz://ZONE/hub)
+// it issued, valid at now. It returns the CA and its zone ID; whether
+// that is the zone the caller wants (a pin, a friend) is the caller's
+// check.
+func VerifyHubChain(raw [][]byte, now time.Time) (*x509.Certificate, ZoneID, error) {
+	if len(raw) < 2 {
+		return nil, "", errors.New("the hub sent no zone CA certificate")
+	}
+	ca, err := x509.ParseCertificate(raw[1])
+	if err != nil {
+		return nil, "", fmt.Errorf("hub's CA certificate: %w", err)
+	}
+	zone, err := ZoneIDFromKey(ca.PublicKey)
+	if err != nil {
+		return nil, "", fmt.Errorf("hub's CA certificate: %w", err)
+	}
+	if !ca.IsCA || ca.CheckSignatureFrom(ca) != nil {
+		return nil, "", errors.New("hub's CA certificate is not self-signed, or not a CA")
+	}
+	v, err := Verify(ca, raw[:1], now, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("hub certificate: %w", err)
+	}
+	if v.Identity.Device != HubDevice {
+		return nil, "", fmt.Errorf("peer presented device %q's certificate, not the hub's", v.Identity.Device)
+	}
+	return ca, zone, nil
+}

@@ -71,29 +71,12 @@ func PinnedHubTLS(zone certs.ZoneID, alpn string, got *x509.Certificate) *tls.Co
 		ServerName:         "pzone-hub",
 		InsecureSkipVerify: true, // replaced by VerifyPeerCertificate: trust is the pinned zone ID, not a web PKI name
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) < 2 {
-				return fmt.Errorf("hub sent no zone CA certificate")
-			}
-			ca, err := x509.ParseCertificate(raw[1])
-			if err != nil {
-				return fmt.Errorf("hub's CA certificate: %w", err)
-			}
-			id, err := certs.ZoneIDFromKey(ca.PublicKey)
+			ca, id, err := certs.VerifyHubChain(raw, time.Now())
 			if err != nil {
 				return err
 			}
 			if id != zone {
 				return fmt.Errorf("%w: expected zone %s, the hub presented %s; the token is for another hub, or someone is in the way", ErrZoneMismatch, zone, id)
-			}
-			if err := ca.CheckSignatureFrom(ca); err != nil {
-				return fmt.Errorf("hub's CA certificate is not self-signed: %w", err)
-			}
-			v, err := certs.Verify(ca, raw[:1], time.Now(), 0)
-			if err != nil {
-				return fmt.Errorf("hub certificate: %w", err)
-			}
-			if v.Identity.Device != certs.HubDevice {
-				return fmt.Errorf("peer presented device %q's certificate, not the hub's", v.Identity.Device)
 			}
 			if got != nil {
 				*got = *ca

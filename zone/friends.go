@@ -321,33 +321,10 @@ func (h *Hub) hubChainTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, 
 		GetCertificate: getCert,
 		ClientAuth:     tls.RequireAnyClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, _, err := checkHubChain(raw, h.cfg.Now())
+			_, _, err := certs.VerifyHubChain(raw, h.cfg.Now())
 			return err
 		},
 	}
-}
-
-// checkHubChain checks a chain [hub leaf, zone CA]: a self-signed CA and
-// a hub certificate it issued, valid now. It returns the CA and the zone.
-func checkHubChain(raw [][]byte, now time.Time) (*x509.Certificate, certs.ZoneID, error) {
-	if len(raw) < 2 {
-		return nil, "", errors.New("the other hub sent no zone CA certificate")
-	}
-	ca, err := x509.ParseCertificate(raw[1])
-	if err != nil {
-		return nil, "", fmt.Errorf("the other hub's CA certificate: %w", err)
-	}
-	if !ca.IsCA || ca.CheckSignatureFrom(ca) != nil {
-		return nil, "", errors.New("the other hub's CA certificate is not a self-signed CA")
-	}
-	v, err := certs.Verify(ca, raw[:1], now, 0)
-	if err != nil {
-		return nil, "", fmt.Errorf("the other hub's certificate: %w", err)
-	}
-	if v.Identity.Device != certs.HubDevice {
-		return nil, "", fmt.Errorf("the other side presented device %q's certificate, not its hub's", v.Identity.Device)
-	}
-	return ca, v.Identity.Zone, nil
 }
 
 // hubClientCert presents this hub's chain to another hub.
@@ -391,7 +368,7 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 	for i, c := range cs.PeerCertificates {
 		raw[i] = c.Raw
 	}
-	ca, zone, err := checkHubChain(raw, now)
+	ca, zone, err := certs.VerifyHubChain(raw, now)
 	if err != nil {
 		return fail(pairing.CodeBadRequest, err.Error())
 	}
