@@ -55,13 +55,12 @@ type FriendInfo struct {
 // on a device from the friends bucket.
 type friendEntry struct {
 	petname string
-	zone    string // the friend's own name for itself
 	id      certs.ZoneID
 	ca      *x509.Certificate
 }
 
 func (f *FriendRecord) entry() *friendEntry {
-	return &friendEntry{petname: f.Petname, zone: f.Zone, id: f.ZoneID, ca: f.ca}
+	return &friendEntry{petname: f.Petname, id: f.ZoneID, ca: f.ca}
 }
 
 // decodeFriendInfo reads a friends-bucket record, checking that its CA
@@ -82,7 +81,7 @@ func decodeFriendInfo(key string, value []byte) (*friendEntry, error) {
 	if certs.ValidateName("zone", fi.Petname) != nil {
 		return nil, fmt.Errorf("friend record %q: bad petname %q", key, fi.Petname)
 	}
-	return &friendEntry{petname: fi.Petname, zone: fi.Zone, id: id, ca: ca}, nil
+	return &friendEntry{petname: fi.Petname, id: id, ca: ca}, nil
 }
 
 // friendSet looks friends up by zone ID (compact) and by petname.
@@ -176,17 +175,6 @@ func (h *Hub) friendNamed(name string) *FriendRecord {
 		return h.friends[id.Compact()]
 	}
 	return nil
-}
-
-// friendSet is the hub's friends as calls use them.
-func (h *Hub) friendSet() *friendSet {
-	fs := newFriendSet()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, f := range h.friends {
-		fs.add(f.entry())
-	}
-	return fs
 }
 
 // befriended records a new or renewed friendship in memory and in the
@@ -483,7 +471,12 @@ func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*Frien
 			h.friendMu.Lock()
 			defer h.friendMu.Unlock()
 			if err := h.store.AddFriend(rec); err != nil {
-				return nil, err
+				if errors.Is(err, ErrAlreadyDone) || errors.Is(err, errBadFriend) {
+					return nil, err
+				}
+				// The other hub has recorded the friendship and spent its
+				// token; a new one makes friends again on both sides.
+				return nil, fmt.Errorf("record the friendship: %w; the friend's hub has recorded it and its token is used: once this is fixed, ask for a new friend token", err)
 			}
 			h.befriended(rec)
 			v := h.friendView(rec)
@@ -496,7 +489,7 @@ func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*Frien
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
-	return nil, fmt.Errorf("no address of the friend's hub answered: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("no address of the friend's hub answered (is its pzh serve running, and its port open for UDP or TCP?): %w", errors.Join(errs...))
 }
 
 // friendAt runs the redeeming side of pz-friend/1 against one address.
@@ -555,7 +548,7 @@ type RemoveFriendResult struct {
 	// friendship on its side too.
 	Told bool `json:"told"`
 	// Dropped: messages from that zone that waited for this zone's
-	// devices, now dropped.
+	// devices, and messages for it that waited for its link, now dropped.
 	Dropped int `json:"dropped"`
 	// Rules: policy rules that still name the petname; they would apply
 	// to a later friend given the same name.
@@ -582,8 +575,8 @@ func (h *Hub) removeFriend(name, why string, reason CloseReason) (*RemoveFriendR
 		h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
 	}
 	told := h.stopLink(zone, reason, why)
+	dropped := h.mail.Stat(outboxKey(zone)).n + h.purgeFrom(zone)
 	h.dropOutbox(zone)
-	dropped := h.purgeFrom(zone)
 	h.changes.bump()
 	rules := h.rulesNaming(f.Petname)
 	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
@@ -623,6 +616,8 @@ type FriendView struct {
 	ZoneID   certs.ZoneID `json:"zone_id"`
 	HubAddrs []string     `json:"hub_addrs"`
 	Added    time.Time    `json:"added"`
+	// Invited: this hub printed the friend token the friend redeemed.
+	Invited bool `json:"invited,omitempty"`
 	// State of the link: online, connecting (this hub dials it) or
 	// offline (waiting for the friend's hub to dial).
 	State      string     `json:"state"`
@@ -649,7 +644,7 @@ type FriendsView struct {
 }
 
 func (h *Hub) friendView(f *FriendRecord) FriendView {
-	v := FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, State: "offline",
+	v := FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, Invited: f.Invited, State: "offline",
 		Queue: h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
 	h.linkView(f.ZoneID.Compact(), &v)
 	return v

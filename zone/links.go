@@ -57,10 +57,9 @@ type hubLink struct {
 	dialled bool // this hub dialled it
 	since   time.Time
 
-	wmu        sync.Mutex
-	rttUs      atomic.Int64
-	lastActive atomic.Int64
-	calls      atomic.Uint64
+	wmu   sync.Mutex
+	rttUs atomic.Int64
+	calls atomic.Uint64
 
 	// smu guards streams, the calls and listings on the link now, and
 	// drained, closed when they reach none while the link is retired.
@@ -80,7 +79,6 @@ type hubLink struct {
 func newHubLink(zone string, conn transport.Conn, ctrl transport.Stream, dialled bool, now time.Time) *hubLink {
 	l := &hubLink{zone: zone, id: newSessionID(), conn: conn, ctrl: ctrl, dialled: dialled, since: now, closed: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.lastActive.Store(now.UnixNano())
 	return l
 }
 
@@ -512,7 +510,6 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 				return
 			}
 		case c := <-frames:
-			l.lastActive.Store(h.cfg.Now().UnixNano())
 			switch c.Type {
 			case MsgPing:
 				if l.send(&Control{Type: MsgPong, Seq: c.Seq}) != nil {

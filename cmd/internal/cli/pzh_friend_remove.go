@@ -31,7 +31,7 @@ it is told, and forgets this zone too.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "friend %q removed%s\n", r.Petname, told)
 			if r.Dropped > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "%d messages from it that waited for this zone's devices were dropped\n", r.Dropped)
+				fmt.Fprintf(cmd.OutOrStdout(), "%d messages from or for it that waited at the hub were dropped\n", r.Dropped)
 			}
 			if len(r.Rules) > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "policy rules still name %q: %s; remove them (pzh policy rm ID) before giving another friend that name\n", r.Petname, strings.Join(r.Rules, ", "))
