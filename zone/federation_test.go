@@ -31,30 +31,57 @@ func befriend(t *testing.T, a, b *testHub, petname string) {
 	waitLinked(t, b, 1)
 }
 
+// pollHub long-polls path on hub h (an endpoint answering a view with a
+// version) until cond holds, and returns that view.
+func pollHub[V any](t *testing.T, h *testHub, path string, version func(*V) uint64, cond func(*V) bool) *V {
+	t.Helper()
+	ctx := testCtx(t)
+	query := path
+	for {
+		v := new(V)
+		if err := h.client().Do(ctx, http.MethodGet, query, nil, v); err != nil {
+			t.Fatal(err)
+		}
+		if cond(v) {
+			return v
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s never matched: %+v", path, v)
+		}
+		query = path + "?wait=" + itoa(version(v)) + "&timeout=5s"
+	}
+}
+
+// waitFriends long-polls hub h's friends until cond holds.
+func waitFriends(t *testing.T, h *testHub, cond func(FriendsView) bool) FriendsView {
+	t.Helper()
+	return *pollHub(t, h, "/v1/friends", func(v *FriendsView) uint64 { return v.Version }, func(v *FriendsView) bool { return cond(*v) })
+}
+
 // waitLinked waits until hub h has n live links.
 func waitLinked(t *testing.T, h *testHub, n int) FriendsView {
 	t.Helper()
-	ctx := testCtx(t)
-	path := "/v1/friends"
-	for {
-		var v FriendsView
-		if err := h.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
-			t.Fatal(err)
-		}
+	return waitFriends(t, h, func(v FriendsView) bool {
 		up := 0
 		for _, f := range v.Friends {
 			if f.State == "online" {
 				up++
 			}
 		}
-		if up == n {
-			return v
+		return up == n
+	})
+}
+
+// waitDevices long-polls hub h's devices until cond holds.
+func waitDevices(t *testing.T, h *testHub, cond func(map[string]DeviceView) bool) {
+	t.Helper()
+	pollHub(t, h, "/v1/devices", func(v *DevicesView) uint64 { return v.Version }, func(v *DevicesView) bool {
+		m := map[string]DeviceView{}
+		for _, d := range v.Devices {
+			m[d.Name] = d
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("links never reached %d: %+v", n, v.Friends)
-		}
-		path = "/v1/friends?wait=" + itoa(v.Version) + "&timeout=5s"
-	}
+		return cond(m)
+	})
 }
 
 // putRule writes a policy rule on hub h.
@@ -242,21 +269,8 @@ func TestFriendRemovalEndsBothSides(t *testing.T) {
 		t.Fatalf("remove: %+v, %v", res, err)
 	}
 	// bob forgets alice too, and neither dials the other.
+	waitFriends(t, bob, func(v FriendsView) bool { return len(v.Friends) == 0 })
 	ctx := testCtx(t)
-	path := "/v1/friends"
-	for {
-		var v FriendsView
-		if err := bob.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
-			t.Fatal(err)
-		}
-		if len(v.Friends) == 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("bob still has %+v", v.Friends)
-		}
-		path = "/v1/friends?wait=" + itoa(v.Version) + "&timeout=5s"
-	}
 	err := alice.client().Do(ctx, http.MethodDelete, "/v1/friends/bob", nil, nil)
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
@@ -384,30 +398,6 @@ func TestFederatedMessageForLaterToOnlineDevice(t *testing.T) {
 	}
 }
 
-// waitDevices long-polls hub h's devices until cond holds.
-func waitDevices(t *testing.T, h *testHub, cond func(map[string]DeviceView) bool) {
-	t.Helper()
-	ctx := testCtx(t)
-	path := "/v1/devices"
-	for {
-		var v DevicesView
-		if err := h.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]DeviceView{}
-		for _, d := range v.Devices {
-			m[d.Name] = d
-		}
-		if cond(m) {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("devices never matched: %+v", v.Devices)
-		}
-		path = "/v1/devices?wait=" + itoa(v.Version) + "&timeout=5s"
-	}
-}
-
 // TestOutboxPerDestination: a message the friend's hub cannot take now
 // (the laptop's queue there is full) holds up only later messages for
 // the laptop, not the desk's.
@@ -445,24 +435,4 @@ func TestOutboxPerDestination(t *testing.T) {
 	waitDevices(t, bob, func(d map[string]DeviceView) bool { return d["desk"].Queue == 1 && d["laptop"].Queue == 1 })
 	// The desk's is on; the laptop's second still waits at alice's hub.
 	waitFriends(t, alice, func(v FriendsView) bool { return len(v.Friends) == 1 && v.Friends[0].Queue == 1 })
-}
-
-// waitFriends long-polls hub h's friends until cond holds.
-func waitFriends(t *testing.T, h *testHub, cond func(FriendsView) bool) {
-	t.Helper()
-	ctx := testCtx(t)
-	path := "/v1/friends"
-	for {
-		var v FriendsView
-		if err := h.client().Do(ctx, http.MethodGet, path, nil, &v); err != nil {
-			t.Fatal(err)
-		}
-		if cond(v) {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("friends never matched: %+v", v.Friends)
-		}
-		path = "/v1/friends?wait=" + itoa(v.Version) + "&timeout=5s"
-	}
 }

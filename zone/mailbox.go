@@ -59,8 +59,8 @@ type queuedMsg struct {
 	FromZoneID string    `cbor:"10,keyasint,omitempty"`
 	Envelope   *Envelope `cbor:"11,keyasint,omitempty"`
 	TTLMs      uint64    `cbor:"12,keyasint,omitempty"`
-	// ToDevice: a message kept for a friend zone (outbox.go) names its
-	// device there.
+	// ToDevice is the device it is for (in a friend zone, for one in a
+	// friend's outbox, outbox.go).
 	ToDevice string `cbor:"13,keyasint,omitempty"`
 }
 

@@ -31,15 +31,10 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendReco
 		refuseCall(st, CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
 		return
 	}
-	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
-	if err != nil {
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+	msg, ok := readKept(st, hdr, h.cfg.Now())
+	if !ok {
 		return
 	}
-	now := h.cfg.Now()
-	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
-		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: keptUntil(hdr, now).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope,
-		TTLMs: hdr.TTLMs, ToDevice: hdr.ToDevice}
 	zone := f.ZoneID.Compact()
 	seq, err := h.mail.Put(outboxKey(zone), msg)
 	if err != nil {
@@ -242,6 +237,19 @@ func (h *Hub) purgeFrom(zone string) int {
 		}
 	}
 	return n
+}
+
+// readKept reads the body of a message for later from st and makes the
+// record a hub keeps of it; on failure it refuses the message.
+func readKept(st transport.Stream, hdr *CallHeader, now time.Time) (*queuedMsg, bool) {
+	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+	if err != nil {
+		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		return nil, false
+	}
+	return &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, ToDevice: hdr.ToDevice, Service: hdr.ToService,
+		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: keptUntil(hdr, now).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope,
+		TTLMs: hdr.TTLMs}, true
 }
 
 // keptUntil is how long a hub keeps a message for later: its time to

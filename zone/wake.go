@@ -399,14 +399,10 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 		refuseCall(st, CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
 		return
 	}
-	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
-	if err != nil {
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+	msg, ok := readKept(st, hdr, h.cfg.Now())
+	if !ok {
 		return
 	}
-	now := h.cfg.Now()
-	msg := &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, Service: hdr.ToService,
-		Method: hdr.Method, Body: body, Queued: now.UTC(), Expires: keptUntil(hdr, now).UTC(), FromZoneID: hdr.FromZoneID, Envelope: hdr.Envelope, TTLMs: hdr.TTLMs}
 	var done chan bool
 	key := deliveryKey(hdr.ToDevice, msg.sender(), hdr.ID)
 	if h.online(hdr.ToDevice) {

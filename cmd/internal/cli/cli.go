@@ -7,6 +7,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,6 +102,19 @@ func (g *globals) logger(w io.Writer) (*slog.Logger, error) {
 		return nil, usagef("--log-level %q: use debug, info, warn or error", g.logLevel)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// tokenArg is a token given as an argument, or "-" for the first line
+// of standard input (so it stays out of the shell history).
+func tokenArg(cmd *cobra.Command, arg string) (string, error) {
+	if arg != "-" {
+		return arg, nil
+	}
+	line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	if err != nil && line == "" {
+		return "", fmt.Errorf("read token from stdin: %w", err)
+	}
+	return line, nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"strings"
@@ -31,13 +30,9 @@ the friend: in addresses (NAME/DEVICE/SERVICE) and policy rules.`,
 			if err := certs.ValidateName("zone", as); err != nil {
 				return usageError{fmt.Errorf("--as: %w", err)}
 			}
-			raw := args[0]
-			if raw == "-" {
-				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if err != nil && line == "" {
-					return fmt.Errorf("read token from stdin: %w", err)
-				}
-				raw = line
+			raw, err := tokenArg(cmd, args[0])
+			if err != nil {
+				return err
 			}
 			if _, err := pairing.ParseFriendToken(raw); err != nil {
 				return usageError{err}

@@ -18,9 +18,10 @@ func newPeerCallCmd(g *globals) *cobra.Command {
 		Use:   "call ADDR METHOD [JSON]",
 		Short: "Call a method of a service and print its result",
 		Long: `call sends METHOD with the JSON argument (null when left out) to the service at
-ADDR, DEVICE/SERVICE or ZONE/DEVICE/SERVICE, and prints the JSON result. A
-failed call exits 1 and says why: no such device or service, offline,
-denied by policy, deadline, or the service's own error. With --ttl, a call
+ADDR, DEVICE/SERVICE in this zone or FRIEND/DEVICE/SERVICE in a friend zone
+(its name as pzh friends shows it), and prints the JSON result. A failed call
+exits 1 and says why: no such device, service or friend, offline, denied by
+policy (this zone's or the friend's), deadline, or the service's own error. With --ttl, a call
 to a device that is asleep or offline waits up to that long for it (the
 hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -80,8 +81,10 @@ valid JSON (an object, array, number, true/false/null or a quoted string).
 
 With --ttl, a message for a device that is asleep or offline is kept at the
 hub for up to that long (at most 30 days) and the hub wakes the device; it
-is delivered, in order, once the device is back. send then prints that it
-was queued, and until when. A full queue at the hub is an error (exit 1).`,
+is delivered, in order, once the device is back. For a friend zone
+(FRIEND/DEVICE/SERVICE) it waits at the friend's hub, or at this zone's hub
+while the friend's is not linked. send then prints that it was queued, and
+until when. A full queue at the hub is an error (exit 1).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return usagef("send takes ADDR MESSAGE")

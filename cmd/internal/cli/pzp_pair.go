@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -63,13 +62,9 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 			if err != nil {
 				return usageError{err}
 			}
-			raw := args[0]
-			if raw == "-" {
-				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if err != nil && line == "" {
-					return fmt.Errorf("read token from stdin: %w", err)
-				}
-				raw = line
+			raw, err := tokenArg(cmd, args[0])
+			if err != nil {
+				return err
 			}
 			tok, err := pairing.ParseToken(raw)
 			if err != nil {
