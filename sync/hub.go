@@ -18,6 +18,10 @@ import (
 // allow.
 var ErrProtocol = errors.New("sync protocol violation")
 
+// ErrEpochUnproven: a device was asked to give up its copy of the zone
+// state for a hub epoch it has no proof of (Options.CheckEpoch).
+var ErrEpochUnproven = errors.New("zone state not replaced")
+
 func protoErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 }
@@ -83,7 +87,7 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 		since = 0
 	}
 	w := &writer{w: st}
-	if err := w.send(&Msg{Type: MsgStart, Epoch: epoch, Reset: reset, Head: head}); err != nil {
+	if err := w.send(&Msg{Type: MsgStart, Epoch: epoch, Reset: reset, Head: head, EpochProof: s.proof()}); err != nil {
 		return err
 	}
 	s.log.Debug("sync stream", "device", device, "since", hello.Since, "reset", reset, "head", head)

@@ -102,6 +102,11 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 	if start.Type != MsgStart || start.Epoch == "" {
 		return protoErr("sync stream does not start with start")
 	}
+	if start.Epoch != epoch {
+		if err := s.checkEpoch(epoch, &start); err != nil {
+			return err
+		}
+	}
 	if start.Reset || start.Epoch != epoch {
 		if err := s.beginReset(start.Epoch); err != nil {
 			return err
@@ -125,6 +130,31 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 		err = ctx.Err()
 	}
 	return err
+}
+
+// checkEpoch decides whether the device may follow a hub to another
+// epoch, which drops every record the new epoch lacks: only with proof
+// that the zone replaced its state on purpose. A hub that lost its store
+// and started afresh would otherwise wipe every device that reconnects.
+func (s *Store) checkEpoch(had string, start *Msg) error {
+	var err error
+	switch {
+	case had == "" && start.EpochProof == nil:
+		return nil // a device's first sync: nothing to lose
+	case s.opts.CheckEpoch == nil:
+		err = errors.New("this store cannot check epoch proofs")
+	default:
+		err = s.opts.CheckEpoch(start.Epoch, start.EpochProof)
+	}
+	if err == nil {
+		return nil
+	}
+	if had == "" {
+		return fmt.Errorf("%w: the hub's proof of its zone state does not hold: %v", ErrEpochUnproven, err)
+	}
+	return fmt.Errorf("%w: the hub's zone state changed (epoch %s, this device synced with %s) and %v; "+
+		"this device keeps its copy and does not sync: the hub's operator should restore the hub's %s, or reset it on purpose (pzh serve --reset-zone-state)",
+		ErrEpochUnproven, start.Epoch, had, err, FileName)
 }
 
 // beginReset starts a full resync from the hub of epoch: every record

@@ -54,6 +54,11 @@ type Msg struct {
 	// Full, in Hello: the device is in the middle of a full resync, so it
 	// needs its own changes too (otherwise the hub leaves them out).
 	Full bool `cbor:"13,keyasint,omitempty"`
+	// EpochProof, in Start: the zone's signed statement that Epoch is its
+	// zone state (opaque here; the zone runtime makes and checks it). A
+	// device that synced with another epoch gives up its copy only for a
+	// proof it accepts.
+	EpochProof []byte `cbor:"14,keyasint,omitempty"`
 }
 
 // PushStatus is the hub's verdict on one pushed edit.

@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pzone/pzone/storefile"
 )
 
 // ReadState reads a device's sync state from its store file while no
@@ -16,9 +17,9 @@ func ReadState(path string) (*State, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	db, err := storefile.Open(path, storefile.Options{ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
 	defer db.Close()
 	st := &State{Phase: PhaseOffline}

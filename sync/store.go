@@ -14,6 +14,8 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pzone/pzone/storefile"
 )
 
 // FileName is the store's file inside a hub's or a device's data
@@ -47,9 +49,20 @@ type Options struct {
 	// OnChange, if set, is called after anything State reports changed.
 	OnChange func()
 
+	// MustExist refuses to create the file: a store that existed and is
+	// gone is lost data, not a fresh start (storefile.ErrMissing).
+	MustExist bool
+
 	// Hub only.
 	TombstoneRetention time.Duration
 	MaxClockAhead      time.Duration
+	// Device only. CheckEpoch decides whether the device may give up what
+	// it holds for a hub of another epoch than the one it synced with,
+	// given the hub's proof (nil if the hub sent none); an error refuses
+	// the sync and keeps the device's data. A device that never synced
+	// takes any epoch, but still refuses a proof that is present and
+	// wrong. Nil refuses every change of epoch.
+	CheckEpoch func(epoch string, proof []byte) error
 }
 
 // bbolt layout. Every record lives under bucketKey(bucket, key) in
@@ -127,6 +140,11 @@ type Store struct {
 	acksMu gosync.Mutex
 	acks   map[string]uint64 // hub: confirmations not yet written
 
+	// epochProof (hub) is sent to every device with the hub's epoch:
+	// the zone's signed word that this epoch is its zone state (see
+	// Options.CheckEpoch).
+	epochProof atomic.Pointer[[]byte]
+
 	// peer state
 	stMu     gosync.Mutex
 	st       State
@@ -161,12 +179,9 @@ func open(path string, hub bool, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := storefile.Open(path, storefile.Options{Create: !opts.MustExist})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: it is in use by another process", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
 	s := &Store{db: db, hub: hub, opts: opts, log: opts.Logger, notify: make(chan struct{}), acks: map[string]uint64{}, pushWake: make(chan struct{}, 1)}
 	s.clock.now = opts.Now
@@ -228,6 +243,28 @@ func (s *Store) init(path string) error {
 func (s *Store) Close() error {
 	s.watch.close()
 	return s.db.Close()
+}
+
+// SetEpochProof sets the proof of its epoch the hub sends devices from
+// now on (opaque to this package).
+func (s *Store) SetEpochProof(p []byte) { s.epochProof.Store(&p) }
+
+func (s *Store) proof() []byte {
+	if p := s.epochProof.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Epoch is the hub's epoch: on the hub its own, on a device the one it
+// synced with ("" before the first sync).
+func (s *Store) Epoch() string {
+	var e string
+	s.view(func(tx *bolt.Tx) error {
+		e = string(tx.Bucket(bMeta).Get(kEpoch))
+		return nil
+	})
+	return e
 }
 
 // Hub reports whether this is the hub's store.

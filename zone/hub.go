@@ -72,6 +72,13 @@ type HubConfig struct {
 	// TombstoneRetention is how long a deletion is kept for devices that
 	// have not seen it; zero means sync.DefaultTombstoneRetention.
 	TombstoneRetention time.Duration
+	// ResetZoneState starts the zone state (sync.db) over: the old file,
+	// if any, is moved aside, and devices drop their copies for the new
+	// one (pzh serve --reset-zone-state). Without it a hub whose zone
+	// state is missing, damaged or another's refuses to start.
+	ResetZoneState bool
+	// ResetMailbox likewise starts mailbox.db over (queued messages lost).
+	ResetMailbox bool
 	// QueueLimit and QueueBytes bound the messages kept for one device;
 	// zero means DefaultQueueLimit and DefaultQueueBytes.
 	QueueLimit int
@@ -232,12 +239,12 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 	if err != nil {
 		return err
 	}
-	if h.state, err = openHubState(&cfg); err != nil {
+	if h.state, err = openHubState(&cfg, store, h.ca); err != nil {
 		return err
 	}
 	h.bindings.onEnd = h.tokenBindingEnded
 	defer h.state.Close()
-	if h.mail, err = openMailbox(cfg.DataDir, cfg.QueueLimit, cfg.QueueBytes); err != nil {
+	if h.mail, err = openHubMailbox(&cfg, store); err != nil {
 		return err
 	}
 	defer h.mail.Close()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
 )
 
@@ -114,7 +115,7 @@ func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certi
 	path := filepath.Join(dir, HubDBName)
 	tmp := path + ".new"
 	os.Remove(tmp)
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err := storefile.Open(tmp, storefile.Options{Create: true, LockTimeout: lockTimeout})
 	if err != nil {
 		return err
 	}
@@ -165,15 +166,12 @@ func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certi
 // openHubStore opens an existing zone.
 func openHubStore(dir string) (*hubStore, error) {
 	path := filepath.Join(dir, HubDBName)
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	db, err := storefile.Open(path, storefile.Options{LockTimeout: lockTimeout})
+	if errors.Is(err, storefile.ErrMissing) {
 		return nil, fmt.Errorf("%w: %s has no %s; create a zone first with: pzh init --data %s --zone NAME --public-addr HOST:PORT", ErrNoZone, dir, HubDBName, dir)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("%s is in use by another pzh process; stop it first, or talk to it through its socket", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, storeError(err, "pzh", "the zone CA key and the records of devices, invites and friends", "")
 	}
 	s := &hubStore{db: db}
 	if err := s.checkVersion(); err != nil {

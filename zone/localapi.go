@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pzone/pzone/storefile"
 )
 
 // The daemons' local API: HTTP with JSON bodies over a Unix socket in the
@@ -37,15 +39,19 @@ const maxAPIBody = 1 << 20
 var ErrNotRunning = errors.New("daemon is not running")
 
 // CheckDataDir makes sure dir can hold a daemon: it exists or can be
-// created (0700), is writable, and is short enough for its Unix socket.
+// created (0700), belongs to this user and nobody else may write it, is
+// writable, and is short enough for its Unix socket.
 // Commands that change something elsewhere first (pzp pair spends an
 // invite) call it beforehand, so they do not fail after the fact.
 func CheckDataDir(dir, socketName string) error {
-	if sock := SocketPath(dir, socketName); len(sock) >= maxSocketPath {
+	if sock := bindPath(SocketPath(dir, socketName)); len(sock) >= maxSocketPath {
 		return fmt.Errorf("data directory %s is too long: its socket path would be %d bytes, over the %d-byte limit of Unix sockets; use a shorter --data", dir, len(sock), maxSocketPath)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data directory %s cannot be created: %w", dir, err)
+	}
+	if err := storefile.CheckDir(dir); err != nil {
+		return err
 	}
 	probe, err := os.CreateTemp(dir, ".probe-*")
 	if err != nil {
@@ -57,26 +63,54 @@ func CheckDataDir(dir, socketName string) error {
 
 // listenUnix binds the local API socket. A live daemon already answering
 // there is an error; a stale socket file left by a crash is replaced.
+//
+// The socket is bound in a new directory only this user can enter, made
+// 0600 there, and only then renamed into place: bound where it belongs,
+// it would be connectable by anyone for the moment between bind and
+// chmod (its mode comes from the umask, which may be 000).
 func listenUnix(path string) (net.Listener, error) {
-	if len(path) >= maxSocketPath {
+	dir := filepath.Dir(path)
+	if len(bindPath(path)) >= maxSocketPath {
 		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d-byte limit of Unix sockets: use a shorter --data directory", path, len(path), maxSocketPath)
+	}
+	if err := storefile.CheckDir(dir); err != nil {
+		return nil, err
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("another daemon is already running with this data directory (it answers on %s)", path)
 	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	tmp := bindPath(path)
+	private := filepath.Dir(tmp)
+	os.RemoveAll(private) // left by a crash between bind and rename
+	if err := os.Mkdir(private, 0o700); err != nil {
+		return nil, fmt.Errorf("make a private place for the socket: %w", err)
+	}
+	defer os.RemoveAll(private)
+	if err := os.Chmod(private, 0o700); err != nil { // whatever the umask took
+		return nil, err
+	}
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	// The data directory is 0700 already; 0600 on the socket keeps it
-	// private even if someone loosens the directory.
-	if err := os.Chmod(path, 0o600); err != nil {
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // the file moves; the daemon removes it at exit
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		ln.Close()
 		return nil, err
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("put the socket in place at %s: %w", path, err)
+	}
 	return ln, nil
+}
+
+// bindPath is where listenUnix first binds the socket at path: inside a
+// directory of its own, so that only this user can reach it.
+func bindPath(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new", "s")
 }
 
 // serveAPI serves h on ln until ctx ends.

@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
 )
@@ -107,10 +107,11 @@ type mailbox struct {
 	stats map[string]queueStat
 }
 
-func openMailbox(dir string, limit int, maxBytes int64) (*mailbox, error) {
-	db, err := bolt.Open(filepath.Join(dir, MailboxDBName), 0o600, &bolt.Options{Timeout: lockTimeout})
+// openMailbox opens the mailbox at path, making it if create is set.
+func openMailbox(path string, create bool, limit int, maxBytes int64) (*mailbox, error) {
+	db, err := storefile.Open(path, storefile.Options{Create: create})
 	if err != nil {
-		return nil, fmt.Errorf("open mailbox: %w", err)
+		return nil, err
 	}
 	m := &mailbox{db: db, limit: limit, maxBytes: maxBytes, stats: map[string]queueStat{}}
 	err = db.Update(func(tx *bolt.Tx) error {

@@ -74,6 +74,11 @@ type PeerConfig struct {
 	// Empty: none, every call goes through the hub. Not with SleepAfter: a
 	// sleeping device holds no connections.
 	DirectListen string
+	// ResetZoneState starts this device's copy of the zone state over
+	// (pzp run --reset-zone-state): the old sync.db, if any, is moved
+	// aside and the state is fetched again from the hub. Without it a
+	// missing or damaged sync.db stops the device.
+	ResetZoneState bool
 
 	// started, if set, is handed the running peer (tests reach into it).
 	started func(*Peer)

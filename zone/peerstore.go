@@ -13,6 +13,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/storefile"
 	zsync "github.com/pzone/pzone/sync"
 )
 
@@ -85,7 +86,7 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 		CADER: res.CA.Raw, HubAddrs: res.HubAddrs, Paired: now.UTC()}
 	tmp := path + ".new"
 	os.Remove(tmp)
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err := storefile.Open(tmp, storefile.Options{Create: true, LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}
@@ -119,15 +120,15 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 // while no daemon runs.
 func openPeerStore(dir string, readOnly bool) (*peerStore, error) {
 	path := filepath.Join(dir, PeerDBName)
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	db, err := storefile.Open(path, storefile.Options{LockTimeout: lockTimeout, ReadOnly: readOnly})
+	if errors.Is(err, storefile.ErrMissing) {
 		return nil, fmt.Errorf("%w: %s holds no pairing; pair first with: pzp pair --data %s TOKEN", ErrNotPaired, dir, dir)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly})
+	if errors.Is(err, storefile.ErrInUse) {
+		return nil, fmt.Errorf("%s is in use by another pzp process (is pzp run already running with this --data?)", path)
+	}
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("%s is in use by another pzp process (is pzp run already running with this --data?)", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, storeError(err, "pzp", "this device's key, certificate and pairing", rePairDevice)
 	}
 	s := &peerStore{db: db}
 	err = db.View(func(tx *bolt.Tx) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -236,7 +237,7 @@ func TestQueueRefusalsAndRevocation(t *testing.T) {
 // TestMailboxExpiry: expired messages are listed and removed, and the
 // counts follow.
 func TestMailboxExpiry(t *testing.T) {
-	m, err := openMailbox(t.TempDir(), 10, 1<<20)
+	m, err := openMailbox(filepath.Join(t.TempDir(), MailboxDBName), true, 10, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

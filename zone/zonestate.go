@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -42,12 +41,6 @@ const compactEvery = time.Hour
 type syncStream struct{ transport.Stream }
 
 func (s syncStream) Close() error { s.Stream.Reset(); return nil }
-
-func openHubState(cfg *HubConfig) (*zsync.Store, error) {
-	return zsync.OpenHub(filepath.Join(cfg.DataDir, zsync.FileName), zsync.Options{
-		Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention,
-	})
-}
 
 // handleSync serves a device's sync stream for the life of its session.
 func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
@@ -186,11 +179,11 @@ func (p *Peer) CertRevoked(serial string) bool {
 // openState opens the device's copy of the zone state.
 func (p *Peer) openState() error {
 	id := p.id.Load()
-	st, err := zsync.OpenPeer(filepath.Join(p.cfg.DataDir, zsync.FileName), zsync.Options{
+	st, err := openPeerState(&p.cfg, p.store, id, zsync.Options{
 		Node: id.Device, Now: p.cfg.Now, Logger: p.log.With("part", "sync"), OnChange: p.syncChanged,
 	})
 	if err != nil {
-		return fmt.Errorf("open zone state: %w", err)
+		return err
 	}
 	p.state = st
 	p.publishIdentity()

@@ -24,6 +24,8 @@ type hubServeOptions struct {
 	queueMiB   int
 	wakeRate   int
 	tamper     string
+	resetState bool
+	resetMail  bool
 }
 
 func newHubServeCmd(g *globals) *cobra.Command {
@@ -38,7 +40,16 @@ SIGTERM, then closes every session with reason "shutdown" and exits 0.
 Messages sent with a time to live (pzp send --ttl) for a device that is
 asleep or offline wait in the data directory's mailbox.db, at most
 --queue-limit messages and --queue-mib MiB per device; the hub wakes the
-device with a UDP ping, at most --wake-rate pings per device per minute.`,
+device with a UDP ping, at most --wake-rate pings per device per minute.
+
+serve checks every store in the data directory before it starts. A store
+that is missing although the hub made it, is damaged, or (sync.db) holds a
+zone state this hub did not serve, stops it with an error that names the
+file: restore the file from a backup, or start that store over on purpose
+with --reset-zone-state (sync.db: policy rules, service tokens and app data
+are lost, and devices drop their copies) or --reset-mailbox (mailbox.db:
+queued messages are lost). The old file is kept beside the new one as
+FILE.replaced-TIME.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.queueLimit < 1 || o.queueMiB < 1 || o.wakeRate < 1 {
@@ -64,7 +75,8 @@ device with a UDP ping, at most --wake-rate pings per device per minute.`,
 			}
 			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
-				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate, TestTamper: o.tamper})
+				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate, TestTamper: o.tamper,
+				ResetZoneState: o.resetState, ResetMailbox: o.resetMail})
 		},
 	}
 	f := cmd.Flags()
@@ -79,6 +91,8 @@ device with a UDP ping, at most --wake-rate pings per device per minute.`,
 	f.IntVar(&o.queueLimit, "queue-limit", zone.DefaultQueueLimit, "messages the hub keeps for one device that is away")
 	f.IntVar(&o.queueMiB, "queue-mib", zone.DefaultQueueBytes>>20, "MiB of messages the hub keeps for one device that is away")
 	f.IntVar(&o.wakeRate, "wake-rate", zone.DefaultWakeRate, "wake pings one device may receive per minute")
+	f.BoolVar(&o.resetState, "reset-zone-state", false, "start the zone state (sync.db) over, on purpose: policy rules, tokens and app data are lost, devices drop their copies")
+	f.BoolVar(&o.resetMail, "reset-mailbox", false, "start mailbox.db over, on purpose: queued messages are lost")
 	// For tests only: a hub that alters or replays calls from friend
 	// zones, to show that devices catch it. Hidden from help.
 	f.StringVar(&o.tamper, "test-tamper", "", "TEST ONLY: misbehave with calls from friend zones (alter, replay or answer)")

@@ -46,7 +46,14 @@ and goes through the hub when none can be had within half a second, or when
 it breaks before the answer began. Calls with a service token, and messages
 for later, always go through the hub. --direct=false turns it off; a device
 that sleeps (--sleep-after) has none unless --direct-listen is given, which
-is an error then. pzp status shows the path to each device.`,
+is an error then. pzp status shows the path to each device.
+
+The device never gives up its copy of the zone state for a hub whose zone
+state changed (another epoch) unless the zone CA signed the change, which a
+hub does only when its operator started the state over on purpose (pzh serve
+--reset-zone-state). Otherwise it keeps its copy, does not sync, and pzp
+status says why. A missing or damaged sync.db here stops pzp run with an
+error that names the file; --reset-zone-state fetches it again from the hub.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := transport.ParseMode(mode)
@@ -81,6 +88,7 @@ is an error then. pzp status shows the path to each device.`,
 	f.StringVar(&cfg.WakeListen, "wake-listen", ":0", "UDP address for wake pings (with --sleep-after); QUIC sessions are dialled from it too")
 	f.DurationVar(&cfg.WakeWindow, "wake-window", wakeup.DefaultWindow, "accept wake pings stamped at most this far from the hub's clock")
 	f.DurationVar(&cfg.CheckIn, "check-in", 0, "while asleep, reconnect this often anyway (0: only when woken)")
+	f.BoolVar(&cfg.ResetZoneState, "reset-zone-state", false, "start this device's copy of the zone state (sync.db) over: it is fetched again from the hub; edits not yet pushed are lost")
 	f.BoolVar(&direct, "direct", true, "connect directly to other devices of the zone when they can be reached (false: every call through the hub)")
 	f.StringVar(&cfg.DirectListen, "direct-listen", defaultDirectListen, "address (QUIC and TCP) for direct connections from other devices; port 0: any free one")
 	return cmd
