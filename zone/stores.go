@@ -160,16 +160,17 @@ func openHubMailbox(cfg *HubConfig, store *hubStore) (*mailbox, error) {
 		cfg.Logger.Warn("starting a new mailbox, as asked (--reset-mailbox): queued messages are lost", "old", aside)
 		create = true
 	}
-	if create {
-		// A hub from before the anchor recorded it: an existing file is
-		// opened as it is.
-		if err := markMade(store.db, MailboxDBName); err != nil {
-			return nil, err
-		}
-	}
+	// create without the mark: the first run, or a hub from before the
+	// anchor recorded it, whose file is opened as it is.
 	m, err := openMailbox(path, create, cfg.QueueLimit, cfg.QueueBytes)
 	if err != nil {
 		return nil, storeError(err, "pzh", keepsMailbox, resetMailboxH)
+	}
+	if create {
+		if err := markMade(store.db, MailboxDBName); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("record the mailbox in %s: %w", HubDBName, err)
+		}
 	}
 	return m, nil
 }
