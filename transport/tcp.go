@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -28,12 +29,6 @@ const (
 	// even on a slow uplink; ten seconds of no progress means the
 	// connection is dead and waiting longer only delays noticing.
 	tcpWriteTimeout = 10 * time.Second
-
-	// maxPendingHandshakes bounds TLS handshakes in progress plus finished
-	// connections waiting for Accept. A flood of slow or garbage clients
-	// then costs a fixed amount of memory; further clients wait in the
-	// kernel's accept queue.
-	maxPendingHandshakes = 128
 
 	// acceptRetryMin and acceptRetryMax bound the back-off after a failed
 	// accept (typically running out of file descriptors), as net/http does:
@@ -64,7 +59,8 @@ func ListenTCP(addr string, cfg Config) (Listener, error) {
 // tcpListener accepts TCP connections and runs each TLS handshake in its
 // own goroutine, bounded by HandshakeTimeout, so that a slow or garbage
 // client never holds up Accept. The accept loop starts with the first
-// Accept and stops on Close.
+// Accept and stops on Close. When handshakes pile up it sheds the ones
+// least likely to be real clients (see tcpshed.go).
 type tcpListener struct {
 	cfg Config
 	tls *tls.Config
@@ -72,14 +68,20 @@ type tcpListener struct {
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
-	ready  chan *tcpConn  // handshaken connections, handed to Accept
-	slots  chan struct{}  // maxPendingHandshakes
-	wg     sync.WaitGroup // accept loop and handshakes
-	conns  connSet
+	ready  chan *tcpConn // handshaken connections, handed to Accept
+	// slots holds one token, up to maxPendingHandshakes, for each
+	// handshake in progress, evicted handshake not yet ended, and finished
+	// connection waiting for Accept.
+	slots chan struct{}
+	wg    sync.WaitGroup // accept loop and handshakes
+	conns connSet
+	shed  shedCounts
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	pending  handshakeTable // handshakes in progress
+	evicting int            // evicted handshakes still holding their slot
 }
 
 func newTCPListener(ln net.Listener, cfg Config) *tcpListener {
@@ -122,18 +124,15 @@ func (l *tcpListener) Accept(ctx context.Context) (Conn, error) {
 	}
 }
 
+// acceptLoop takes connections off the kernel's accept queue as fast as
+// they come. Leaving them there while handshake slots were full is what
+// let idle sockets keep real clients out.
 func (l *tcpListener) acceptLoop() {
 	defer l.wg.Done()
 	delay := time.Duration(0)
 	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.ctx.Done():
-			return
-		}
 		raw, err := l.ln.Accept()
 		if err != nil {
-			<-l.slots
 			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -149,29 +148,121 @@ func (l *tcpListener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		l.wg.Add(1)
-		go l.handshake(raw)
+		if !l.admit(raw) {
+			return
+		}
 	}
 }
 
-func (l *tcpListener) handshake(raw net.Conn) {
-	defer l.wg.Done()
-	defer func() { <-l.slots }()
+// admit starts raw's handshake, first evicting a pending handshake if raw's
+// source has too many or no slot is free. It waits only while an evicted
+// handshake ends (its goroutine returns as soon as it runs) or while every
+// slot holds a finished connection that Accept has not taken, which is
+// the application's own back-pressure. It reports false once the listener
+// is closed.
+func (l *tcpListener) admit(raw net.Conn) bool {
+	h := &pendingHandshake{counted: &countConn{Conn: raw}, src: sourceOf(raw.RemoteAddr())}
+	shed := false
+	l.mu.Lock()
+	if h.src.IsValid() && l.pending.count(h.src) >= maxHandshakesPerSource {
+		if v := l.pending.victim(h.src); v != nil {
+			l.evictLocked(v)
+			l.shed.sameSource.Add(1)
+			shed = true
+		}
+	}
+	slotted := false
+	select {
+	case l.slots <- struct{}{}:
+		slotted = true
+	default:
+		// Evict only if no slot is about to be freed already: one
+		// newcomer, one eviction.
+		if l.evicting == 0 {
+			if v := l.pending.victim(netip.Prefix{}); v != nil {
+				l.evictLocked(v)
+				l.shed.forRoom.Add(1)
+				shed = true
+			}
+		}
+	}
+	l.mu.Unlock()
+	if shed {
+		l.shed.report(l.cfg, false)
+	}
+	if !slotted {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.ctx.Done():
+			raw.Close()
+			return false
+		}
+	}
 
-	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
+	l.mu.Lock()
+	budget, pressured := l.cfg.HandshakeTimeout, l.pending.len() >= pressureThreshold
+	if pressured {
+		budget = min(budget, pressureHandshakeTimeout)
+	}
+	l.pending.add(h)
+	l.mu.Unlock()
+	l.wg.Add(1)
+	go l.handshake(h, budget, pressured)
+	return true
+}
+
+// evictLocked closes h's connection, which ends its handshake at once;
+// h's goroutine gives back the slot. l.mu must be held.
+func (l *tcpListener) evictLocked(h *pendingHandshake) {
+	l.pending.remove(h)
+	l.evicting++
+	h.counted.Conn.Close()
+}
+
+// handshake runs h's TLS handshake within budget and hands the connection
+// to Accept. A handshake started under pressure that fails is counted
+// rather than logged, as is an evicted one: a flood would otherwise log a
+// line per socket.
+func (l *tcpListener) handshake(h *pendingHandshake, budget time.Duration, pressured bool) {
+	defer l.wg.Done()
+	raw := h.counted.Conn
+
+	ctx, cancel := context.WithTimeout(l.ctx, budget)
 	defer cancel()
-	counted := &countConn{Conn: raw}
-	tc := tls.Server(counted, l.tls)
+	tc := tls.Server(h.counted, l.tls)
 	err := tc.HandshakeContext(ctx)
 	if err == nil {
 		err = checkALPN(tc.ConnectionState())
 	}
-	if err != nil {
-		l.cfg.debug("transport: tcp handshake failed", "remote", raw.RemoteAddr(), "err", err)
+	l.mu.Lock()
+	evicted := !l.pending.remove(h)
+	if evicted {
+		// Under l.mu, so that admit sees the slot free as soon as it
+		// sees no eviction in progress.
+		l.evicting--
+		<-l.slots
+	}
+	l.mu.Unlock()
+	if evicted {
 		raw.Close()
 		return
 	}
-	c, err := newTCPConn(tc, counted, l.cfg, false)
+	defer func() { <-l.slots }()
+
+	if err != nil {
+		raw.Close()
+		switch {
+		case l.ctx.Err() != nil:
+			// Cut off by Close: not the client's failure.
+		case pressured:
+			l.shed.pressured.Add(1)
+			l.shed.report(l.cfg, false)
+		default:
+			l.cfg.debug("transport: tcp handshake failed", "remote", raw.RemoteAddr(), "err", err)
+		}
+		return
+	}
+	c, err := newTCPConn(tc, h.counted, l.cfg, false)
 	if err != nil {
 		l.cfg.debug("transport: yamux setup failed", "remote", raw.RemoteAddr(), "err", err)
 		raw.Close()
@@ -202,6 +293,7 @@ func (l *tcpListener) Close() error {
 	err := l.ln.Close()
 	l.wg.Wait()
 	l.conns.closeAll()
+	l.shed.report(l.cfg, true)
 	return err
 }
 

@@ -147,7 +147,9 @@ type Listener interface {
 	// Accept returns the next connection whose TLS handshake completed. A
 	// failed handshake is logged by the listener and never returned.
 	// (quic-go does not report failed QUIC handshakes, so only TCP ones and
-	// connections refused after the handshake are logged.)
+	// connections refused after the handshake are logged. Handshakes a
+	// flooded TCP listener sheds are counted instead, and the totals noted
+	// at most every 10 s.)
 	Accept(ctx context.Context) (Conn, error)
 	// Addr is the bound address (for ListenBoth: the TCP address; the UDP
 	// socket has the same IP and port).
@@ -167,7 +169,8 @@ type Config struct {
 	// the configuration allows; a client that negotiates none is refused.
 	TLS *tls.Config
 	// HandshakeTimeout bounds a TLS handshake (TCP) or QUIC handshake.
-	// Zero means DefaultHandshakeTimeout.
+	// Zero means DefaultHandshakeTimeout. A TCP listener flooded with
+	// handshakes gives new ones at most 2 s (pressureHandshakeTimeout).
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection after this long without any traffic
 	// from the peer. Zero means DefaultIdleTimeout. Session heartbeats keep
