@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 
 	"github.com/fxamacker/cbor/v2"
@@ -145,7 +146,11 @@ func putUvarint(b []byte, x uint64) int {
 // the frame it returns, so a stream may carry other bytes after its frames.
 // After a framing error (too large, truncated, bad length) the stream is
 // out of step and every later call returns the same error; a body that is
-// not acceptable CBOR is reported but leaves the reader in step.
+// not acceptable CBOR is reported but leaves the reader in step. A read
+// deadline that passes before the first byte of a frame leaves it in step
+// too (the error is os.ErrDeadlineExceeded, and the next call may wait
+// again); one that passes inside a frame puts it out of step for good
+// (the error then is a timeout, but not os.ErrDeadlineExceeded).
 type FrameReader struct {
 	r   io.Reader
 	br  io.ByteReader // r, when it reads single bytes cheaply
@@ -170,8 +175,14 @@ func (fr *FrameReader) ReadFrame(v any) error {
 	if fr.err != nil {
 		return fr.err
 	}
-	body, err := fr.next()
+	body, started, err := fr.next()
 	if err != nil {
+		if !started && errors.Is(err, os.ErrDeadlineExceeded) {
+			return err // nothing of a frame was read: still in step
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errFrameInterrupted
+		}
 		fr.err = err
 		return err
 	}
@@ -185,16 +196,17 @@ func (fr *FrameReader) ReadFrame(v any) error {
 // anything is allocated for it. Up to frameChunk is allocated at once; a
 // larger body grows by doubling as its bytes arrive, so no buffer exceeds
 // the declared length and all of them together stay under twice it.
-func (fr *FrameReader) next() ([]byte, error) {
-	n, err := fr.readLength()
+// started reports whether any byte of the frame was read.
+func (fr *FrameReader) next() (body []byte, started bool, err error) {
+	n, started, err := fr.readLength()
 	if err != nil {
-		return nil, err
+		return nil, started, err
 	}
 	if n > uint64(fr.max) {
-		return nil, ErrFrameTooLarge
+		return nil, true, ErrFrameTooLarge
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w: empty; a body is one CBOR data item", ErrMalformed)
+		return nil, true, fmt.Errorf("%w: empty; a body is one CBOR data item", ErrMalformed)
 	}
 	size := int(n)
 	buf := make([]byte, min(size, frameChunk))
@@ -206,10 +218,10 @@ func (fr *FrameReader) next() ([]byte, error) {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return nil, true, err
 		}
 		if got == size {
-			return buf, nil
+			return buf, true, nil
 		}
 		grown := make([]byte, min(2*len(buf), size))
 		copy(grown, buf)
@@ -218,8 +230,9 @@ func (fr *FrameReader) next() ([]byte, error) {
 }
 
 // readLength reads the uvarint length prefix: io.EOF if the stream ends
-// before it, io.ErrUnexpectedEOF if it ends inside it.
-func (fr *FrameReader) readLength() (uint64, error) {
+// before it, io.ErrUnexpectedEOF if it ends inside it. started reports
+// whether any byte of it was read.
+func (fr *FrameReader) readLength() (n uint64, started bool, err error) {
 	var x uint64
 	var s uint
 	for i := range maxVarintLen {
@@ -228,19 +241,31 @@ func (fr *FrameReader) readLength() (uint64, error) {
 			if i > 0 && err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return 0, err
+			return 0, i > 0, err
 		}
 		if b < 0x80 {
 			if i == maxVarintLen-1 && b > 1 {
-				return 0, errors.New("frame length overflows 64 bits")
+				return 0, true, errors.New("frame length overflows 64 bits")
 			}
-			return x | uint64(b)<<s, nil
+			return x | uint64(b)<<s, true, nil
 		}
 		x |= uint64(b&0x7f) << s
 		s += 7
 	}
-	return 0, errors.New("frame length longer than 10 bytes")
+	return 0, true, errors.New("frame length longer than 10 bytes")
 }
+
+// errFrameInterrupted is the lasting error of a FrameReader whose read
+// deadline passed inside a frame: a timeout, as it was, but the stream is
+// out of step, so it is not os.ErrDeadlineExceeded (callers that wait
+// again on that error would wait forever).
+var errFrameInterrupted error = interruptedError{}
+
+type interruptedError struct{}
+
+func (interruptedError) Error() string   { return "transport: read deadline passed inside a frame" }
+func (interruptedError) Timeout() bool   { return true }
+func (interruptedError) Temporary() bool { return false }
 
 func (fr *FrameReader) readByte() (byte, error) {
 	if fr.br != nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -297,4 +299,58 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("allocated %d bytes for %d frames from %d input bytes (bound %d)", got, frames, len(data), bound)
 		}
 	})
+}
+
+// scripted is a reader that returns its steps in turn: bytes, or an error.
+type scripted struct{ steps []any }
+
+func (s *scripted) Read(p []byte) (int, error) {
+	if len(s.steps) == 0 {
+		return 0, io.EOF
+	}
+	switch v := s.steps[0].(type) {
+	case error:
+		s.steps = s.steps[1:]
+		return 0, v
+	case []byte:
+		n := copy(p, v)
+		if n == len(v) {
+			s.steps = s.steps[1:]
+		} else {
+			s.steps[0] = v[n:]
+		}
+		return n, nil
+	}
+	panic("bad step")
+}
+
+// A read deadline that passes between frames leaves the reader usable; one
+// that passes inside a frame breaks it for good, as a timeout that callers
+// cannot mistake for a clean one.
+func TestFrameReaderDeadlines(t *testing.T) {
+	var frame bytes.Buffer
+	if err := WriteFrame(&frame, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	f := frame.Bytes()
+	r := &scripted{steps: []any{os.ErrDeadlineExceeded, f, os.ErrDeadlineExceeded, f[:2], os.ErrDeadlineExceeded, f[2:]}}
+	fr := NewFrameReader(r, 0)
+	var s string
+	if err := fr.ReadFrame(&s); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle deadline: %v", err)
+	}
+	if err := fr.ReadFrame(&s); err != nil || s != "hello" {
+		t.Fatalf("after an idle deadline: %q, %v", s, err)
+	}
+	if err := fr.ReadFrame(&s); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("second idle deadline: %v", err)
+	}
+	err := fr.ReadFrame(&s)
+	var ne net.Error
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("deadline inside a frame: %v", err)
+	}
+	if again := fr.ReadFrame(&s); again != err {
+		t.Fatalf("the reader went on after losing step: %v", again)
+	}
 }

@@ -464,9 +464,8 @@ func (d *directNet) serve(c *directConn) {
 		// The dialling end pings; this end answers and watches for
 		// silence.
 		for {
-			c.ctrl.SetReadDeadline(time.Now().Add(dead))
 			var m Control
-			if err := c.fr.ReadFrame(&m); err != nil {
+			if err := readControl(c.conn, c.ctrl, c.fr, dead, &m); err != nil {
 				c.close(ReasonTimeout, "the other device stopped answering")
 				return
 			}
@@ -487,9 +486,8 @@ func (d *directNet) serve(c *directConn) {
 	go func() {
 		defer close(frames)
 		for {
-			c.ctrl.SetReadDeadline(time.Now().Add(dead))
 			var m Control
-			if c.fr.ReadFrame(&m) != nil {
+			if readControl(c.conn, c.ctrl, c.fr, dead, &m) != nil {
 				return
 			}
 			select {

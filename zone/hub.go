@@ -929,9 +929,8 @@ func (h *Hub) unregister(s *hubSession) bool {
 func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason CloseReason, msg string, byDevice bool) {
 	dead := DeadAfter(h.cfg.Heartbeat)
 	for {
-		s.ctrl.SetReadDeadline(time.Now().Add(dead))
 		var c Control
-		if err := fr.ReadFrame(&c); err != nil {
+		if err := readControl(s.conn, s.ctrl, fr, dead, &c); err != nil {
 			select {
 			case <-s.closed:
 				return s.reason, "", false

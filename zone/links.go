@@ -458,9 +458,8 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 	go func() {
 		defer reader.Done()
 		for {
-			l.ctrl.SetReadDeadline(time.Now().Add(dead))
 			var c Control
-			if err := fr.ReadFrame(&c); err != nil {
+			if err := readControl(l.conn, l.ctrl, fr, dead, &c); err != nil {
 				readErr <- err
 				return
 			}

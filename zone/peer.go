@@ -745,9 +745,8 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	dead := DeadAfter(ps.heartbeat)
 	go func() {
 		for {
-			ps.ctrl.SetReadDeadline(time.Now().Add(dead))
 			var c Control
-			if err := ps.fr.ReadFrame(&c); err != nil {
+			if err := readControl(ps.conn, ps.ctrl, ps.fr, dead, &c); err != nil {
 				readErr <- p.readErr(ps.conn, err)
 				return
 			}

@@ -9,8 +9,12 @@
 package zone
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"time"
+
+	"github.com/pzone/pzone/transport"
 )
 
 // SessionVersion is the version of the session protocol carried in Hello.
@@ -230,6 +234,24 @@ func retryWindow(n int) time.Duration {
 // DeadAfter is how long without a frame from the other side before a
 // session is declared dead: three missed heartbeats.
 func DeadAfter(heartbeat time.Duration) time.Duration { return 3 * heartbeat }
+
+// readControl reads the next frame of a control stream of conn into c.
+// The other side counts as gone once dead passes with nothing at all
+// arriving on the connection, not merely no control frame: a session busy
+// with calls or sync whose heartbeat runs late (a loaded host, a GC pause)
+// is not cut for it. An idle session sends only heartbeats, so for it the
+// two are the same.
+func readControl(conn transport.Conn, ctrl transport.Stream, fr *transport.FrameReader, dead time.Duration, c *Control) error {
+	for {
+		seen := conn.Stats().BytesReceived
+		ctrl.SetReadDeadline(time.Now().Add(dead))
+		err := fr.ReadFrame(c)
+		// Only a deadline between frames leaves fr in step to wait again.
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || conn.Stats().BytesReceived == seen {
+			return err
+		}
+	}
+}
 
 // SoftwareVersion is sent in Hello and shown by status commands.
 const SoftwareVersion = "pzone/0.1"

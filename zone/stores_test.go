@@ -1,6 +1,9 @@
 package zone
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
 )
 
 // A device accepts a new zone-state epoch only with the zone CA's
@@ -115,5 +119,66 @@ func TestDataDirNotPrivate(t *testing.T) {
 	}
 	if _, err := listenUnix(SocketPath(dir, HubSocketName)); err == nil {
 		t.Fatal("listened in a directory others may write")
+	}
+}
+
+// fakeTraffic is a connection whose received byte count rises by one each
+// time it is read while flowing is set; the rest of transport.Conn is not
+// used by readControl.
+type fakeTraffic struct {
+	transport.Conn
+	flowing bool
+	n       uint64
+}
+
+func (f *fakeTraffic) Stats() transport.Stats {
+	if f.flowing {
+		f.n++
+	}
+	return transport.Stats{BytesReceived: f.n}
+}
+
+type deadlineOnly struct{ transport.Stream }
+
+func (deadlineOnly) SetReadDeadline(time.Time) error { return nil }
+
+// deadlines reads as a control stream whose deadline passes n times
+// before a frame arrives.
+type deadlines struct {
+	n     int
+	frame []byte
+}
+
+func (d *deadlines) Read(p []byte) (int, error) {
+	if d.n > 0 {
+		d.n--
+		return 0, os.ErrDeadlineExceeded
+	}
+	if len(d.frame) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, d.frame)
+	d.frame = d.frame[n:]
+	return n, nil
+}
+
+// A control stream whose heartbeat is late is not taken for dead while
+// anything else arrives on the connection; on a silent connection the
+// first deadline is the end.
+func TestReadControlWaitsWhileTrafficFlows(t *testing.T) {
+	var frame bytes.Buffer
+	if err := transport.WriteFrame(&frame, &Control{Type: MsgPing, Seq: 7}); err != nil {
+		t.Fatal(err)
+	}
+	var c Control
+	busy := &fakeTraffic{flowing: true}
+	src := &deadlines{n: 5, frame: frame.Bytes()}
+	if err := readControl(busy, deadlineOnly{}, transport.NewFrameReader(src, 0), time.Second, &c); err != nil || c.Seq != 7 {
+		t.Fatalf("busy connection: %+v, %v", c, err)
+	}
+	idle := &fakeTraffic{}
+	src = &deadlines{n: 1, frame: frame.Bytes()}
+	if err := readControl(idle, deadlineOnly{}, transport.NewFrameReader(src, 0), time.Second, &c); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("silent connection: %v, want the deadline", err)
 	}
 }
