@@ -101,7 +101,9 @@ func TestLimiterPerAddress(t *testing.T) {
 		other      netip.Addr // and not against other
 	}{
 		{"IPv4", addrA, addrA, addrB},
-		{"IPv6", addrC, addrC, netip.MustParseAddr("2001:db8::4")},
+		// A source is an IPv6 /64 (TestLimiterIPv6Prefix): the other is in
+		// another one.
+		{"IPv6", addrC, addrC, netip.MustParseAddr("2001:db8:0:1::4")},
 		{"IPv4-mapped counts as IPv4", netip.MustParseAddr("::ffff:192.0.2.1"), addrA, addrB},
 		{"IPv4 counts as IPv4-mapped", addrA, netip.MustParseAddr("::ffff:192.0.2.1"), netip.MustParseAddr("::ffff:192.0.2.2")},
 		{"IPv4-mapped is not IPv6", netip.MustParseAddr("::ffff:192.0.2.1"), addrA, netip.MustParseAddr("::192.0.2.1")},
@@ -164,8 +166,11 @@ func TestLimiterEviction(t *testing.T) {
 func wantTracked(t *testing.T, l *Limiter, want ...netip.Addr) {
 	t.Helper()
 	var got []netip.Addr
-	for a := range l.buckets {
-		got = append(got, a)
+	for k := range l.buckets {
+		got = append(got, k.src.Addr())
+	}
+	for i, a := range want {
+		want[i] = Source(a).Addr()
 	}
 	slices.SortFunc(got, netip.Addr.Compare)
 	slices.SortFunc(want, netip.Addr.Compare)
@@ -190,4 +195,42 @@ func TestLimiterConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// An IPv6 source is its /64: rotating addresses within it does not reset
+// the limit; another /64 is another source. IPv4 in IPv6 is IPv4.
+func TestLimiterIPv6Prefix(t *testing.T) {
+	l := checkLimiter(t, NewLimiter())
+	failN(t, l, netip.MustParseAddr("2001:db8:1:2::1"), testNow, DefaultLimitBurst)
+	wantRefused(t, l, netip.MustParseAddr("2001:db8:1:2:ffff:ffff:ffff:fffe"), testNow, DefaultLimitRefill)
+	wantAllowed(t, l, netip.MustParseAddr("2001:db8:1:3::1"), testNow)
+	failN(t, l, netip.MustParseAddr("::ffff:192.0.2.9"), testNow, DefaultLimitBurst)
+	wantRefused(t, l, netip.MustParseAddr("192.0.2.9"), testNow, DefaultLimitRefill)
+	wantAllowed(t, l, netip.MustParseAddr("192.0.2.10"), testNow)
+	if got := Source(netip.MustParseAddr("fe80::1%eth0")); got.String() != "fe80::/64" {
+		t.Errorf("link-local source %v", got)
+	}
+}
+
+// Wrong proofs for one invite from many sources exhaust that invite's
+// bucket (not the others'), while each source has failed once.
+func TestLimiterPerInvite(t *testing.T) {
+	l := checkLimiter(t, NewLimiter())
+	for i := range DefaultLimitBurst {
+		src := netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)})
+		if ok, _ := l.AllowInvite(src, "inv1", testNow); !ok {
+			t.Fatalf("attempt %d refused", i+1)
+		}
+		l.FailInvite(src, "inv1", testNow)
+	}
+	fresh := netip.MustParseAddr("203.0.113.1")
+	if ok, wait := l.AllowInvite(fresh, "inv1", testNow); ok || wait != DefaultLimitRefill {
+		t.Fatalf("a new source at a sprayed invite: %v, %v; want refused for %v", ok, wait, DefaultLimitRefill)
+	}
+	if ok, _ := l.AllowInvite(fresh, "inv2", testNow); !ok {
+		t.Fatal("another invite refused")
+	}
+	if ok, _ := l.Allow(netip.AddrFrom4([4]byte{198, 51, 100, 1}), testNow); !ok {
+		t.Fatal("a source with one failure refused")
+	}
 }

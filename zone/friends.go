@@ -325,13 +325,18 @@ func (h *Hub) serveFriendInvite(ctx context.Context, conn transport.Conn) {
 	serveOneShot(ctx, conn, func(st transport.Stream) any {
 		ip := remoteIP(conn.RemoteAddr())
 		var req pairing.FriendRequest
-		if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
-			h.log.Warn("friend request rate-limited", "remote", conn.RemoteAddr().String())
-			return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
-		}
 		if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+				return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
+			}
 			h.limiter.Fail(ip, h.cfg.Now())
 			return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed friend request"}}
+		}
+		cs := conn.ConnectionState()
+		if wait, limited := h.overLimit(ip, req.InviteID, bucketFriendInvites, func(id string, verifier []byte) bool {
+			return pairing.CheckFriendProof(cs, id, verifier, req.Proof)
+		}); limited {
+			return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
 		}
 		return h.redeemFriend(conn, &req, ip)
 	})
@@ -408,6 +413,9 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 		return f, nil
 	})
 	if code, msg, ok := inviteRefusal(err, "friend invite", "ask for a new one (pzh friend invite)"); ok {
+		if errors.Is(err, errBadProof) {
+			h.limiter.FailInvite(ip, id, now) // a wrong proof counts against the invite too
+		}
 		return fail(code, msg)
 	}
 	if err != nil {

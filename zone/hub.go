@@ -557,17 +557,48 @@ func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
 	serveOneShot(ctx, conn, func(st transport.Stream) any {
 		ip := remoteIP(conn.RemoteAddr())
 		var req pairing.Request
-		if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
-			h.log.Warn("pairing rate-limited", "remote", conn.RemoteAddr().String())
-			return rateLimited(ip, wait)
-		}
 		if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+				return rateLimited(ip, wait)
+			}
 			h.limiter.Fail(ip, h.cfg.Now())
 			h.log.Info("pairing request unreadable", "remote", conn.RemoteAddr().String(), "err", err)
 			return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed pairing request"}}
 		}
+		cs := conn.ConnectionState()
+		if wait, limited := h.overLimit(ip, req.InviteID, bucketInvites, func(id string, verifier []byte) bool {
+			return pairing.CheckProof(cs, id, verifier, req.Proof)
+		}); limited {
+			return rateLimited(ip, wait)
+		}
 		return h.redeem(conn, &req, ip)
 	})
+}
+
+// overLimit decides a request for invite (its id as sent) from ip: if the
+// source or the invite is over its limit of failures, only a valid proof
+// (checked with proofOK against the stored verifier, without writing)
+// goes on; the rest are told to wait, and each counts as a failure. A
+// request under the limit goes on to be checked in full.
+func (h *Hub) overLimit(ip netip.Addr, invite string, bucket []byte, proofOK func(id string, verifier []byte) bool) (time.Duration, bool) {
+	now := h.cfg.Now()
+	id, err := pairing.NormalizeInviteID(invite)
+	if err != nil {
+		id = ""
+	}
+	ok, wait := h.limiter.AllowInvite(ip, id, now)
+	if ok {
+		return 0, false
+	}
+	if id != "" {
+		if v, err := h.store.inviteVerifier(bucket, id); err == nil && proofOK(id, v) {
+			h.log.Info("pairing over the rate limit let through: its proof holds", "remote", ip, "invite", id)
+			return 0, false
+		}
+	}
+	h.limiter.FailInvite(ip, id, now)
+	h.log.Debug("pairing rate-limited", "remote", ip, "invite", id, "retry_in", wait)
+	return wait, true
 }
 
 var errBadProof = errors.New("bad proof")
@@ -605,6 +636,12 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code) // id is "" unless well-formed
 		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
 	}
+	// A wrong proof counts against the invite too (from any source).
+	failProof := func(code, msg string) *pairing.Response {
+		h.limiter.FailInvite(ip, id, now)
+		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code)
+		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
+	}
 	if req.Version != pairing.ProtocolVersion {
 		return fail(pairing.CodeVersion, fmt.Sprintf("pairing protocol version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", req.Version, pairing.ProtocolVersion))
 	}
@@ -626,6 +663,9 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 		return h.ca.Sign(pub, device, now, inv.CertLifetime)
 	})
 	if code, msg, ok := inviteRefusal(err, "invite", "ask the hub's owner for a new one (pzh invite)"); ok {
+		if errors.Is(err, errBadProof) {
+			return failProof(code, msg)
+		}
 		return fail(code, msg)
 	}
 	if err != nil {

@@ -507,6 +507,15 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 	return rec, cert, err
 }
 
+// inviteVerifier reads the verifier of invite id in bucket (device or
+// friend invites) without a write transaction: the check a rate-limited
+// request gets, so that guesses cost the hub no more than a read.
+func (s *hubStore) inviteVerifier(bucket []byte, id string) ([]byte, error) {
+	var inv pairing.Invite
+	err := s.db.View(func(tx *bolt.Tx) error { return getCBOR(tx.Bucket(bucket), []byte(id), &inv) })
+	return inv.Verifier, err
+}
+
 func activeDevice(b *bolt.Bucket, name string) bool {
 	var d DeviceRecord
 	return getCBOR(b, []byte(name), &d) == nil && !d.Revoked

@@ -402,7 +402,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	hdr := &CallHeader{ID: newCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
-		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: uint64(timeout / time.Millisecond), Token: token,
+		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: ceilMs(timeout), Token: token,
 		TTLMs: uint64(o.ttl / time.Millisecond), FromZoneID: id.ZoneID.Compact()}
 	if friend != nil {
 		hdr.ToZone = friend.id.Compact()
@@ -496,6 +496,12 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	}
 	return res, &rep, nil
 }
+
+// ceilMs is d in whole milliseconds, rounded up: the hops after the
+// caller start their deadlines later and must not end them sooner, or a
+// service's device gives up a moment before the caller and the caller
+// reports a broken call instead of its deadline.
+func ceilMs(d time.Duration) uint64 { return uint64((d + time.Millisecond - 1) / time.Millisecond) }
 
 // callErr explains a call stream that failed. Every hop works to the same
 // deadline, measured from when it heard of the call, so each later hop's
