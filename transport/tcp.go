@@ -164,12 +164,19 @@ func (l *tcpListener) admit(raw net.Conn) bool {
 	h := &pendingHandshake{counted: &countConn{Conn: raw}, src: sourceOf(raw.RemoteAddr())}
 	shed := false
 	l.mu.Lock()
-	if h.src.IsValid() && l.pending.count(h.src) >= maxHandshakesPerSource {
-		if v := l.pending.victim(h.src); v != nil {
-			l.evictLocked(v)
-			l.shed.sameSource.Add(1)
-			shed = true
+	if h.src.IsValid() && l.pending.len() >= pressureThreshold && l.pending.count(h.src) >= maxHandshakesPerSource {
+		l.shed.sameSource.Add(1)
+		v := l.pending.victim(h.src)
+		if v == nil {
+			// Every one of the source's handshakes is under way: the
+			// newcomer waits its turn outside, as its client retries.
+			l.mu.Unlock()
+			l.shed.report(l.cfg, false)
+			raw.Close()
+			return l.ctx.Err() == nil
 		}
+		l.evictLocked(v)
+		shed = true
 	}
 	slotted := false
 	select {

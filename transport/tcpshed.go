@@ -12,13 +12,17 @@ import (
 // flooded with connections that never finish a handshake (slowloris: an
 // attacker connects and sends nothing, or a few bytes, and waits).
 //
-// The accept loop never waits for a slow handshake. When every slot is
-// taken, the newcomer gets the slot of a pending handshake, the oldest one
-// whose client has sent nothing yet, else the oldest. A real client
-// sends its ClientHello the moment TCP connects and finishes in a few
-// round trips, so it is almost never the one evicted, while idle sockets
-// are churned out as fast as new ones arrive. A single address can hold
-// only a few slots, and under pressure new handshakes get a shorter budget.
+// The accept loop does not wait for silent clients. When every slot is
+// taken, the newcomer gets the slot of the oldest pending handshake whose
+// client has sent nothing yet. A real client sends its ClientHello the
+// moment TCP connects and finishes in a few round trips, so it is almost
+// never the one evicted, while idle sockets are churned out as fast as new
+// ones arrive. A handshake whose client has spoken is never evicted: in a
+// reconnect storm every slot holds a real device waiting for the CPU, and
+// cutting one only makes it come back; then the loop waits for a slot, as
+// it always did, and the budget bounds the wait. Under pressure a single
+// source can hold only a few slots, and new handshakes get a shorter
+// budget.
 //
 // There is no separate deadline for the ClientHello's arrival: eviction
 // already prefers silent connections, so such a deadline would only free
@@ -35,11 +39,13 @@ const (
 
 	// maxHandshakesPerSource is the most pending handshakes one source
 	// (an IPv4 address or an IPv6 /64, what one household or one attacker
-	// typically has) may hold; the next one evicts that source's oldest.
-	// Several devices behind one NAT reconnect together when the uplink
-	// returns, one TCP handshake each; 8 covers a household's, and even
-	// beyond it a device only pushes out a silent or older attempt. It
-	// keeps one source to a sixteenth of the slots.
+	// typically has) may hold while the listener is under pressure; the
+	// next one evicts that source's oldest silent one, or is closed if it
+	// has none. Several devices behind one NAT reconnect together when the
+	// uplink returns, one TCP handshake each; 8 covers a household's. It
+	// keeps one source to a sixteenth of the slots. Without pressure there
+	// is no cap: many devices behind one address (a provider's NAT, or a
+	// benchmark on loopback) reconnecting at once are served as they come.
 	maxHandshakesPerSource = 8
 
 	// pressureThreshold is how many handshakes in progress count as
@@ -135,28 +141,21 @@ func (t *handshakeTable) remove(h *pendingHandshake) bool {
 
 // victim picks the handshake to give up for a newcomer: among those of
 // src (any source if src is the zero Prefix), the oldest whose client has
-// sent nothing, else the oldest. Nil if there is none.
+// sent nothing. Nil if there is none.
 func (t *handshakeTable) victim(src netip.Prefix) *pendingHandshake {
-	var oldest *pendingHandshake
 	for _, h := range t.order {
-		if src.IsValid() && h.src != src {
-			continue
-		}
-		if h.silent() {
+		if (!src.IsValid() || h.src == src) && h.silent() {
 			return h
 		}
-		if oldest == nil {
-			oldest = h
-		}
 	}
-	return oldest
+	return nil
 }
 
 // shedCounts counts handshakes the listener gave up to protect the
 // others, since it started.
 type shedCounts struct {
 	forRoom    atomic.Uint64 // evicted because every slot was taken
-	sameSource atomic.Uint64 // evicted because their source had maxHandshakesPerSource
+	sameSource atomic.Uint64 // evicted (or refused) because their source had maxHandshakesPerSource
 	pressured  atomic.Uint64 // started under pressure with the short budget, and failed
 
 	lastLog    atomic.Int64  // time.Time.UnixNano of the last note; 0 before the first

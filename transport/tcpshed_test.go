@@ -227,9 +227,10 @@ func TestHandshakeTableVictim(t *testing.T) {
 	}{
 		{"empty", nil, netip.Prefix{}, -1},
 		{"oldest silent", []entry{{a, true}, {b, false}, {a, false}}, netip.Prefix{}, 1},
-		{"all talked: oldest", []entry{{a, true}, {b, true}}, netip.Prefix{}, 0},
+		// A client that has spoken is a real one waiting its turn.
+		{"all talked: none", []entry{{a, true}, {b, true}}, netip.Prefix{}, -1},
 		{"source's oldest silent", []entry{{a, false}, {b, true}, {b, false}}, b, 2},
-		{"source's oldest", []entry{{a, false}, {b, true}, {b, true}}, b, 1},
+		{"source's all talked: none", []entry{{a, false}, {b, true}, {b, true}}, b, -1},
 		{"source absent", []entry{{a, false}}, b, -1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
