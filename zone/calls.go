@@ -1,6 +1,7 @@
 package zone
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,6 +146,16 @@ const (
 	maxCallBody = maxAPIBody
 	// callChunk is the largest data frame a sender writes.
 	callChunk = 64 << 10
+	// DefaultCallBodyWait is how long a call's request body may take, after
+	// its header, beyond the time callBodyRate allows for what has arrived:
+	// every sender writes the body right behind the header, so this is a
+	// round trip or two on a poor link, with room to spare.
+	DefaultCallBodyWait = 5 * time.Second
+	// callBodyRate (bytes a second) is the slowest a request body may
+	// arrive once it flows: 32 kbit/s, a poor mobile link, so a large body
+	// from a slow but honest sender is not cut (1 MiB may take 4 min 21 s),
+	// while one that stalls is.
+	callBodyRate = 4 << 10
 )
 
 func newCallID() string {
@@ -277,8 +289,17 @@ func writeBody(st transport.Stream, data []byte, reply bool) error {
 // readBody reads data frames until an empty one or the end of the other
 // side's direction, at most limit bytes.
 func readBody(fr *transport.FrameReader, limit int) ([]byte, error) {
+	return readBodyPaced(fr, limit, nil)
+}
+
+// readBodyPaced is readBody calling pace, if set, before each frame with
+// the bytes read so far (to move a read deadline).
+func readBodyPaced(fr *transport.FrameReader, limit int, pace func(got int)) ([]byte, error) {
 	var out []byte
 	for {
+		if pace != nil {
+			pace(len(out))
+		}
 		var chunk []byte
 		err := fr.ReadFrame(&chunk)
 		if errors.Is(err, io.EOF) || err == nil && len(chunk) == 0 {
@@ -292,6 +313,60 @@ func readBody(fr *transport.FrameReader, limit int) ([]byte, error) {
 		}
 		out = append(out, chunk...)
 	}
+}
+
+// bodyDeadline is when a request body whose header came at start must
+// have arrived in full, got bytes of it so far: wait, plus time at
+// callBodyRate for what came, and never after the call's own deadline.
+func bodyDeadline(start time.Time, wait time.Duration, got int, call time.Time) time.Time {
+	d := start.Add(wait + time.Duration(got)*time.Second/callBodyRate)
+	if call.Before(d) {
+		return call
+	}
+	return d
+}
+
+// readRequest reads the request body of a call stream, the header just
+// read, paced by bodyDeadline.
+func readRequest(st transport.Stream, fr *transport.FrameReader, wait time.Duration, call time.Time) ([]byte, error) {
+	start := time.Now()
+	body, err := readBodyPaced(fr, maxCallBody, func(got int) { st.SetReadDeadline(bodyDeadline(start, wait, got, call)) })
+	st.SetReadDeadline(call)
+	return body, err
+}
+
+// replayStream is a call stream whose request body the hub has read
+// already: reads return the body's frames as they came, then go on with
+// the stream (where the caller sends nothing more, only its end).
+type replayStream struct {
+	transport.Stream
+	r io.Reader
+}
+
+func (s *replayStream) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// readCallBody reads a call's request body (at most maxCallBody, held in
+// memory) before the hub commits anything to the call: a caller that
+// sends a header and no body then holds no stream to the target, only a
+// slot of its own, until the body's deadline. It returns the stream to go
+// on with, which reads the body again from the start; on failure it has
+// reset the stream (the body did not come in time), releasing slot, or
+// answered it.
+func (h *Hub) readCallBody(st transport.Stream, hdr *CallHeader, slot *callSlot) (transport.Stream, bool) {
+	var raw bytes.Buffer
+	fr := transport.NewFrameReader(io.TeeReader(st, &raw), callChunk+16)
+	_, err := readRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(callTimeout(hdr)))
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		slot.release() // first: once the caller sees the reset, the slot is free
+		st.Reset()
+		return nil, false
+	case err != nil:
+		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		return nil, false
+	}
+	return &replayStream{Stream: st, r: io.MultiReader(&raw, st)}, true
 }
 
 // refuseCall answers a call stream with a failure and ends it.
@@ -322,13 +397,22 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	if !ok {
 		return
 	}
+	slot, why := h.callSlots.enter(deviceCaller(s.device))
+	if slot == nil {
+		refuseCall(st, CallUnavailable, why)
+		return
+	}
+	defer slot.release()
+	if st, ok = h.readCallBody(st, hdr, slot); !ok {
+		return
+	}
 	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = h.zone.Name, s.device, 0, h.zone.ID.Compact()
 	if hdr.ToZone != "" && !h.ownZone(hdr.ToZone) {
-		h.forwardCall(st, hdr)
+		h.forwardCall(st, hdr, slot)
 		return
 	}
 	hdr.ToZone, hdr.Envelope = "", nil
-	h.routeCall(st, hdr, s.syncCtx.Done(), s.device)
+	h.routeCall(st, hdr, s.syncCtx.Done(), s.device, slot)
 }
 
 // readCallHeader reads and checks the CallHeader of a call stream the
@@ -356,10 +440,12 @@ func (h *Hub) ownZone(name string) bool {
 }
 
 // routeCall delivers a call whose caller is established (hdr's From*
-// fields) within this zone. gone closes when the caller's session or
-// link ends; from names the caller in bindings and token checks (the
-// device, or PETNAME/DEVICE for a friend's).
-func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct{}, from string) {
+// fields) within this zone, its body read (readCallBody). gone closes
+// when the caller's session or link ends; from names the caller in
+// bindings and token checks (the device, or PETNAME/DEVICE for a
+// friend's); slot is the call's hold on the caller's calls in flight, to
+// which routeCall adds the target's.
+func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
 	timeout := callTimeout(hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)
@@ -377,6 +463,10 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 	}
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
+		if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {
+			refuseCall(st, CallUnavailable, why)
+			return
+		}
 		h.serveHosted(st, hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
@@ -413,6 +503,10 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 		limitsOf = func() (bindLimits, error) { return h.bindToken(tok, from) }
 	}
 	hdr.Token, hdr.TokenID = "", key.token
+	if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {
+		refuseCall(st, CallUnavailable, why)
+		return
+	}
 	if h.cfg.TestTamper != "" && hdr.Envelope != nil {
 		if h.tamper(st, target, hdr, deadline) {
 			return
@@ -578,7 +672,14 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	st.SetDeadline(deadline)
-	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+	// A caller that sends no body must not keep the stream (and with it
+	// one of the caller's streams this node accepts) until its deadline.
+	body, err := readRequest(st, transport.NewFrameReader(st, callChunk+16), DefaultCallBodyWait, deadline)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		st.Reset()
+		return
+	}
 	if err != nil {
 		refuseCall(st, CallBadRequest, "request body: "+err.Error())
 		return

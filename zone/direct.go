@@ -65,6 +65,12 @@ const (
 	// maxDirectAddrs bounds the addresses a device publishes and the ones
 	// another device dials at once from a record.
 	maxDirectAddrs = 8
+	// maxDirectCalls bounds the calls one other device has in flight to
+	// this one directly: what the hub lets one caller have at one target
+	// (DefaultCallsPerTarget/callTargetShare), so that one device cannot
+	// take all of a service's room for waiting calls (eventBuffer) by the
+	// direct path either.
+	maxDirectCalls = DefaultCallsPerTarget / callTargetShare
 )
 
 // DirectStatus is the direct part of a peer's status (pzp status): where
@@ -151,6 +157,7 @@ type directConn struct {
 
 	wmu      sync.Mutex
 	active   atomic.Int64 // call streams open on it, either way
+	serving  atomic.Int64 // call streams the other device opened, being served
 	lastUse  atomic.Int64 // unix ns
 	rttNs    atomic.Int64
 	once     sync.Once
@@ -590,18 +597,26 @@ func (d *directNet) acceptCalls(c *directConn) {
 // device are those of c's verified certificate, whatever the header says;
 // the app is the one that device vouches for. A call that would need the
 // hub (a service token, delivery later) is refused: the hub accounts for
-// those.
+// those. Like the hub, it bounds the calls one device has in flight
+// (maxDirectCalls; each other device has a connection of its own), and
+// serveCall ends a call whose body does not follow its header.
 func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 	p := d.p
 	c.active.Add(1)
 	p.inflight.Add(1)
+	n := c.serving.Add(1)
 	defer func() {
 		c.lastUse.Store(time.Now().UnixNano())
 		c.active.Add(-1)
+		c.serving.Add(-1)
 		p.inflight.Add(-1)
 	}()
 	hdr, ok := p.readIncomingCall(st)
 	if !ok {
+		return
+	}
+	if n > maxDirectCalls {
+		refuseCall(st, CallUnavailable, fmt.Sprintf("too many calls in flight from device %q (at most %d directly); try again when some have finished", c.device, maxDirectCalls))
 		return
 	}
 	id := p.id.Load()

@@ -25,7 +25,7 @@ import (
 
 // forwardCall sends a call from one of this zone's devices (hdr's From*
 // set from its session) to the friend zone hdr.ToZone.
-func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader) {
+func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader, slot *callSlot) {
 	f := h.friendNamed(hdr.ToZone)
 	if f == nil {
 		refuseCall(st, CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
@@ -55,6 +55,10 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader) {
 			return
 		}
 		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
+		return
+	}
+	if why := slot.to(linkCaller(hdr.ToZone)); why != "" {
+		refuseCall(st, CallUnavailable, why)
 		return
 	}
 	defer l.use()()
@@ -98,9 +102,19 @@ func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
 }
 
 // receiveCall takes a call a friend zone's device made, over its link.
+// The link is one caller: its zone's calls in flight share its slots.
 func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
 	hdr, ok := readCallHeader(st, fr)
 	if !ok {
+		return
+	}
+	slot, why := h.callSlots.enter(linkCaller(l.zone))
+	if slot == nil {
+		refuseCall(st, CallUnavailable, why)
+		return
+	}
+	defer slot.release()
+	if st, ok = h.readCallBody(st, hdr, slot); !ok {
 		return
 	}
 	f := h.friend(l.zone)
@@ -129,7 +143,7 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 	}
 	l.calls.Add(1)
 	h.changes.bump()
-	h.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice)
+	h.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice, slot)
 }
 
 // ---- discovery ----

@@ -86,6 +86,17 @@ type HubConfig struct {
 	// WakeRate caps the wake pings one device receives per minute; zero
 	// means DefaultWakeRate.
 	WakeRate int
+	// CallsPerCaller bounds the calls one device, or one friend zone's
+	// link, has in flight through the hub; CallsPerTarget those in flight
+	// to one device (or the hub's services, or a friend zone), of which
+	// one caller may hold a quarter. Zero means DefaultCallsPerCaller and
+	// DefaultCallsPerTarget.
+	CallsPerCaller int
+	CallsPerTarget int
+	// CallBodyWait is how long the hub waits for a call's request body
+	// after its header, beyond the time the body's size allows at a slow
+	// rate; zero means DefaultCallBodyWait.
+	CallBodyWait time.Duration
 	// Wakers add or replace ways of waking devices, by method (UDP is
 	// built in).
 	Wakers []wakeup.Waker
@@ -127,6 +138,15 @@ func (c *HubConfig) setDefaults() {
 	if c.WakeRate == 0 {
 		c.WakeRate = DefaultWakeRate
 	}
+	if c.CallsPerCaller == 0 {
+		c.CallsPerCaller = DefaultCallsPerCaller
+	}
+	if c.CallsPerTarget == 0 {
+		c.CallsPerTarget = DefaultCallsPerTarget
+	}
+	if c.CallBodyWait == 0 {
+		c.CallBodyWait = DefaultCallBodyWait
+	}
 }
 
 // Validate checks the configuration.
@@ -148,6 +168,15 @@ func (c *HubConfig) Validate() error {
 	}
 	if c.WakeRate < 0 {
 		return fmt.Errorf("wake rate %d is negative", c.WakeRate)
+	}
+	if c.CallsPerCaller < 0 || c.CallsPerTarget < 0 {
+		return fmt.Errorf("call limits must not be negative")
+	}
+	if c.CallsPerTarget > transport.DefaultMaxIncomingStreams {
+		return fmt.Errorf("calls per target %d: at most %d, the streams a device accepts", c.CallsPerTarget, transport.DefaultMaxIncomingStreams)
+	}
+	if c.CallBodyWait < 0 {
+		return fmt.Errorf("call body wait %v is negative", c.CallBodyWait)
 	}
 	if c.TombstoneRetention < 0 {
 		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
@@ -221,6 +250,8 @@ type Hub struct {
 	outboxes   map[string]*outbox // messages kept for friends (outbox.go)
 	// envelopes checks calls from friend zones to services on the hub.
 	envelopes *envelopeChecker
+	// callSlots bounds the calls in flight per caller and per target.
+	callSlots *callSlots
 }
 
 // RunHub runs a hub until ctx ends, then closes every session with reason
@@ -332,7 +363,7 @@ func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
 		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
 		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
-		envelopes: newEnvelopeChecker()}
+		envelopes: newEnvelopeChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget)}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err

@@ -1,8 +1,12 @@
 package zone
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/pzone/pzone/transport"
 )
 
 // Regression tests for defects found in review.
@@ -52,4 +56,236 @@ func TestMalformedSyncFrameClosesSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.wantProtocolClose(t)
+}
+
+// rawCall opens a call stream on sess, as a modified device would, and
+// sends the header of a call to target/echo; then the body, unless body
+// is nil.
+func rawCall(t *testing.T, sess *Session, target string, body []byte) transport.Stream {
+	t.Helper()
+	st, err := sess.Conn().OpenStream(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := &CallHeader{ID: newCallID(), Kind: CallRequest, ToDevice: target, ToService: "echo", Method: "echo", TimeoutMs: uint64(MaxCallTimeout / time.Millisecond)}
+	if err := transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteFrame(st, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		if err := writeBody(st, body, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+// callOutcome is what became of a raw call: the hub's or service's reply,
+// or the error that ended the stream first.
+type callOutcome struct {
+	rep CallReply
+	err error
+}
+
+// awaitReply reads the reply of a raw call, giving up after a generous
+// wait (a stream nobody answers).
+func awaitReply(st transport.Stream) callOutcome {
+	st.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var o callOutcome
+	o.err = transport.NewFrameReader(st, callChunk+16).ReadFrame(&o.rep)
+	return o
+}
+
+// hostileSession opens a session for the device paired in dir without
+// running its daemon: the test speaks for it by hand.
+func hostileSession(t *testing.T, dir string) *Session {
+	t.Helper()
+	sess, err := DialSession(testCtx(t), peerCert(t, dir), transport.ModeAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	return sess
+}
+
+// legitCalls makes n calls from the peer in dir to target/echo at once,
+// each within its own deadline, and fails the test unless all succeed.
+func legitCalls(t *testing.T, dir, target string, n int, round string) {
+	t.Helper()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+			defer cancel()
+			res, err := peerClient(dir).Call(ctx, "legit", target+"/echo", "echo", i)
+			if err == nil && string(res) != fmt.Sprint(i) {
+				err = fmt.Errorf("result %s, want %d", res, i)
+			}
+			errs <- err
+		}()
+	}
+	var failed []error
+	for range n {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%s: %d of %d legitimate calls failed, first: %v", round, len(failed), n, failed[0])
+	}
+}
+
+// Review 13, point 3: two paired devices that open many call streams to
+// one device and send headers without bodies do not starve a third
+// device's calls to it. Each holds at most its share of calls in flight
+// (the rest are refused as unavailable at once), and holds them at the
+// hub, not at the target: the hub reads a call's body before it opens a
+// stream to the target.
+func TestCallFloodDoesNotStarveOthers(t *testing.T) {
+	clock := &testClock{}
+	// Raw sessions send no heartbeats; the long body wait keeps the
+	// hostile calls held while the second round runs.
+	hub := startHub(t, clock, func(c *HubConfig) { c.Heartbeat, c.CallBodyWait = 30*time.Second, time.Minute })
+	target, legit := hub.pair(t, clock, "target", 0), hub.pair(t, clock, "legit", 0)
+	bad := []string{hub.pair(t, clock, "bad1", 0), hub.pair(t, clock, "bad2", 0)}
+	startPeer(t, target, clock)
+	startPeer(t, legit, clock)
+	waitSyncedPeer(t, target)
+	waitSyncedPeer(t, legit)
+	serveEcho(t, target)
+	legitCalls(t, legit, "target", 1, "before the flood")
+
+	// Together more calls than the target accepts streams, each device
+	// within the streams the hub accepts from it.
+	const perDevice = 150
+	outcomes := make(chan callOutcome, len(bad)*perDevice)
+	for _, dir := range bad {
+		sess := hostileSession(t, dir)
+		for range perDevice {
+			st := rawCall(t, sess, "target", nil)
+			go func() { outcomes <- awaitReply(st) }()
+		}
+	}
+	legitCalls(t, legit, "target", 9, "during the flood")
+
+	// Every hostile call over the caller's limit is refused at once; the
+	// others wait, held, for bodies that never come. (Counted before it is
+	// checked, so that where the limit is missing, the next round shows
+	// what the held calls do to others.)
+	var wrong []callOutcome
+	for range len(bad) * (perDevice - DefaultCallsPerCaller) {
+		if o := <-outcomes; o.err != nil || o.rep.Status != CallUnavailable {
+			wrong = append(wrong, o)
+		}
+	}
+	// Now the hostile devices hold all the calls they may: still the
+	// legitimate ones go through.
+	legitCalls(t, legit, "target", 9, "with the hostile calls held")
+	if len(wrong) > 0 {
+		t.Fatalf("%d hostile calls over the limit were not refused at once; the first ended with %+v, %v", len(wrong), wrong[0].rep, wrong[0].err)
+	}
+}
+
+// Review 13, point 3: a call whose header comes without its body is
+// ended once the body's wait is over, and its slot is free again.
+func TestCallWithoutBodyTimesOut(t *testing.T) {
+	clock := &testClock{}
+	const perCaller = 4
+	hub := startHub(t, clock, func(c *HubConfig) {
+		c.Heartbeat, c.CallsPerCaller, c.CallBodyWait = 30*time.Second, perCaller, time.Second
+	})
+	target, bad := hub.pair(t, clock, "target", 0), hub.pair(t, clock, "bad", 0)
+	startPeer(t, target, clock)
+	waitSyncedPeer(t, target)
+	serveEcho(t, target)
+	sess := hostileSession(t, bad)
+
+	// One call more than the caller may have in flight, none with a body:
+	// whichever comes last is refused at once, the others end without an
+	// answer once the body's wait is over.
+	outcomes := make(chan callOutcome, perCaller+1)
+	for range perCaller + 1 {
+		st := rawCall(t, sess, "target", nil)
+		go func() { outcomes <- awaitReply(st) }()
+	}
+	refused := 0
+	for range perCaller + 1 {
+		switch o := <-outcomes; {
+		case o.err == nil && o.rep.Status == CallUnavailable:
+			refused++
+		case o.err == nil:
+			t.Fatalf("a call without a body was answered: %+v", o.rep)
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("%d calls refused as over the limit, want 1", refused)
+	}
+	// That freed every slot: as many calls as the caller may have, with
+	// bodies, all at once, go through.
+	for range perCaller {
+		st := rawCall(t, sess, "target", []byte(`"hi"`))
+		go func() {
+			o := awaitReply(st)
+			st.Close()
+			outcomes <- o
+		}()
+	}
+	for i := range perCaller {
+		if o := <-outcomes; o.err != nil || o.rep.Status != CallOK {
+			t.Fatalf("call %d after the timeouts: %+v, %v", i, o.rep, o.err)
+		}
+	}
+}
+
+// The call-slot table: per caller, per target, and per caller at one
+// target; a refusal takes nothing, a release gives everything back.
+func TestCallSlots(t *testing.T) {
+	s := newCallSlots(3, 8) // a caller may hold 2 of a target's 8
+	a1, _ := s.enter("a")
+	a2, _ := s.enter("a")
+	a3, _ := s.enter("a")
+	if a, why := s.enter("a"); a != nil || why == "" {
+		t.Fatalf("a fourth call from a: %v %q, want refused", a, why)
+	}
+	if why := a1.to("t"); why != "" {
+		t.Fatal(why)
+	}
+	if why := a2.to("t"); why != "" {
+		t.Fatal(why)
+	}
+	if why := a3.to("t"); why == "" {
+		t.Fatal("a third call from a to t was let through, past its share")
+	}
+	if why := a3.to("u"); why != "" {
+		t.Fatalf("a's call to another target: %s", why)
+	}
+	// Other callers fill t up to its limit, then are refused.
+	var others []*callSlot
+	for i := range 6 {
+		c, why := s.enter(fmt.Sprint("c", i/2))
+		if c == nil {
+			t.Fatal(why)
+		}
+		if why := c.to("t"); why != "" {
+			t.Fatalf("call %d to t: %s", i, why)
+		}
+		others = append(others, c)
+	}
+	d, _ := s.enter("d")
+	if why := d.to("t"); why == "" {
+		t.Fatal("a call to a full target was let through")
+	}
+	a1.release()
+	a1.release() // twice is once
+	if why := d.to("t"); why != "" {
+		t.Fatalf("after a release: %s", why)
+	}
+	for _, c := range append(others, a2, a3, d) {
+		c.release()
+	}
+	if len(s.callers)+len(s.targets)+len(s.pairs) != 0 {
+		t.Fatalf("left after every release: %v %v %v", s.callers, s.targets, s.pairs)
+	}
 }

@@ -1,0 +1,119 @@
+package zone
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Calls in flight through the hub are bounded per caller and per target,
+// so that one device (or one friend zone) cannot starve the calls others
+// make: without the bounds a caller could hold every one of a target's
+// streams with calls it never finishes. A caller is a device of this zone
+// (its name) or a friend zone's link (linkCaller); a target is a device
+// of this zone, the hub's own services (certs.HubDevice), or a friend zone
+// a call is forwarded to (linkCaller again).
+
+// Call-slot defaults, with why.
+const (
+	// DefaultCallsPerCaller bounds one caller's calls in flight through
+	// the hub, to all targets together: applications rarely have more than
+	// a handful open, and each one costs the hub a goroutine and up to
+	// maxCallBody of buffered request while its body arrives.
+	DefaultCallsPerCaller = 64
+	// DefaultCallsPerTarget bounds the calls in flight to one target: below
+	// the streams a device accepts (transport.DefaultMaxIncomingStreams,
+	// 256), so that the hub's own deliveries to it (queued messages, the
+	// couriers) always find a stream.
+	DefaultCallsPerTarget = 192
+	// callTargetShare: one caller may hold at most this fraction (1/N) of
+	// a target's calls, so it takes N callers each at its limit to fill a
+	// target. With the defaults, 48: also below the 64 a friend's hub
+	// allows this zone's link, so one device cannot take all of it.
+	callTargetShare = 4
+)
+
+// deviceCaller names a device of this zone as a caller or target;
+// linkCaller a friend zone (by compact ID). The names appear in refusals.
+func deviceCaller(device string) string { return fmt.Sprintf("device %q", device) }
+func linkCaller(zoneID string) string   { return "friend zone " + zoneID }
+
+// callSlots counts the calls in flight by caller, by target and by the
+// pair of the two.
+type callSlots struct {
+	perCaller, perTarget, perPair int
+
+	mu      sync.Mutex
+	callers map[string]int
+	targets map[string]int
+	pairs   map[[2]string]int
+}
+
+func newCallSlots(perCaller, perTarget int) *callSlots {
+	return &callSlots{perCaller: perCaller, perTarget: perTarget, perPair: max(1, perTarget/callTargetShare),
+		callers: map[string]int{}, targets: map[string]int{}, pairs: map[[2]string]int{}}
+}
+
+// callSlot is one call's hold on the slots: its caller's, once enter
+// succeeded, and its target's once to succeeded. release gives both back.
+type callSlot struct {
+	s              *callSlots
+	caller, target string
+	released       bool
+}
+
+// enter takes a slot for a call from caller, or says why not.
+func (s *callSlots) enter(caller string) (*callSlot, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.callers[caller] >= s.perCaller {
+		return nil, fmt.Sprintf("too many calls in flight from %s (at most %d through the hub); try again when some have finished", caller, s.perCaller)
+	}
+	s.callers[caller]++
+	return &callSlot{s: s, caller: caller}, ""
+}
+
+// to takes a slot at target for the call, or says why not. A call takes
+// at most one target slot.
+func (c *callSlot) to(target string) string {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.released || c.target != "" {
+		return ""
+	}
+	pair := [2]string{c.caller, target}
+	switch {
+	case s.targets[target] >= s.perTarget:
+		return fmt.Sprintf("%s has too many calls in flight (at most %d); try again later", target, s.perTarget)
+	case s.pairs[pair] >= s.perPair:
+		return fmt.Sprintf("%s has too many calls in flight from %s (at most %d from one caller); try again when some have finished", target, c.caller, s.perPair)
+	}
+	s.targets[target]++
+	s.pairs[pair]++
+	c.target = target
+	return ""
+}
+
+// release gives back the call's slots; more calls are harmless.
+func (c *callSlot) release() {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.released {
+		return
+	}
+	c.released = true
+	dec(s.callers, c.caller)
+	if c.target != "" {
+		dec(s.targets, c.target)
+		dec(s.pairs, [2]string{c.caller, c.target})
+	}
+}
+
+func dec[K comparable](m map[K]int, k K) {
+	if m[k] <= 1 {
+		delete(m, k)
+		return
+	}
+	m[k]--
+}
