@@ -50,6 +50,11 @@ type Options struct {
 	// Hub only.
 	TombstoneRetention time.Duration
 	MaxClockAhead      time.Duration
+	// DeviceQuota and ZoneQuota bound the bytes of live records one
+	// device may own and the zone may hold (quota.go); zero means
+	// DefaultDeviceQuota and DefaultZoneQuota.
+	DeviceQuota int64
+	ZoneQuota   int64
 }
 
 // bbolt layout. Every record lives under bucketKey(bucket, key) in
@@ -127,10 +132,13 @@ type Store struct {
 	acksMu gosync.Mutex
 	acks   map[string]uint64 // hub: confirmations not yet written
 
+	usage usage // hub: live bytes by owner, for quotas
+
 	// peer state
 	stMu     gosync.Mutex
 	st       State
 	pushWake chan struct{} // a local edit is waiting to be pushed
+	verdicts verdicts      // the hub's answers, for those awaiting them
 }
 
 // OpenHub opens (creating if needed) the hub's store at path.
@@ -141,6 +149,12 @@ func OpenHub(path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxClockAhead == 0 {
 		opts.MaxClockAhead = DefaultMaxClockAhead
+	}
+	if opts.DeviceQuota == 0 {
+		opts.DeviceQuota = DefaultDeviceQuota
+	}
+	if opts.ZoneQuota == 0 {
+		opts.ZoneQuota = DefaultZoneQuota
 	}
 	return open(path, true, opts)
 }
@@ -216,6 +230,13 @@ func (s *Store) init(path string) error {
 		seq := getU64(m.Get(kSeq))
 		s.head.Store(seq)
 		s.floor.Store(getU64(m.Get(kFloor)))
+		if s.hub {
+			by, total, err := scanUsage(tx)
+			if err != nil {
+				return err
+			}
+			s.usage.byNode, s.usage.total = by, total
+		}
 		if !s.hub {
 			n := tx.Bucket(bPending).Stats().KeyN
 			s.st = State{LastSeq: seq, HubSeq: seq, Pending: n, Phase: PhaseOffline, FullResync: m.Get(kFull) != nil}
@@ -254,6 +275,9 @@ func (s *Store) afterCommit(t *txn) {
 	}
 	if len(t.changed) > 0 {
 		s.version.Add(1)
+	}
+	if len(t.usage) > 0 {
+		s.usage.add(t.usage)
 	}
 	if t.seqSet && t.seq != s.head.Load() {
 		s.head.Store(t.seq)
@@ -390,6 +414,7 @@ func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
 			tombs.Delete(u64(cur.Seq))
 		}
 	}
+	t.account(rec.Key, cur, rec)
 	putStored(t.tx, bk, &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Seq: seq, Accepted: now})
 	lg.Put(u64(seq), bk)
 	if rec.Deleted {

@@ -46,6 +46,7 @@ func (s syncStream) Close() error { s.Stream.Reset(); return nil }
 func openHubState(cfg *HubConfig) (*zsync.Store, error) {
 	return zsync.OpenHub(filepath.Join(cfg.DataDir, zsync.FileName), zsync.Options{
 		Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention,
+		DeviceQuota: cfg.DeviceQuota, ZoneQuota: cfg.ZoneQuota,
 	})
 }
 
