@@ -24,6 +24,9 @@ type txn struct {
 	pendingDelta int
 	// local: a local edit was queued (peer), so the push loop has work.
 	local bool
+	// usage is the change in live bytes by owning node (hub), added to
+	// the store's count after the commit.
+	usage map[string]int64
 }
 
 // refusal is an error a write function returns when it refused before

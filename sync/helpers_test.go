@@ -459,6 +459,17 @@ func checkInvariants(t testing.TB, s *Store) {
 			if n := pend.Stats().KeyN; n != 0 {
 				bad("the hub has %d pending edits", n)
 			}
+			// The quota count kept edit by edit matches a count from
+			// scratch, as the next open makes it.
+			by, total, err := scanUsage(tx)
+			if err != nil {
+				return err
+			}
+			s.usage.mu.Lock()
+			if total != s.usage.total || !maps.Equal(by, s.usage.byNode) {
+				bad("usage counted %d %v, the records hold %d %v", s.usage.total, s.usage.byNode, total, by)
+			}
+			s.usage.mu.Unlock()
 			return nil
 		}
 		pend.ForEach(func(k, bk []byte) error {

@@ -248,6 +248,9 @@ func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer) e
 // accept applies the edits a device pushed and says what became of each.
 // The permission check is here, at the hub, whatever the device checked.
 //
+// An edit that would take the device or the zone over its quota is
+// refused (quota.go); one that shrinks what they hold never is.
+//
 // An edit of a key the hub holds nothing for, stamped no later than the
 // horizon (the latest deletion compacted before every device saw it), is
 // refused: the key may be one of those deletions, and the device one that
@@ -337,6 +340,14 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 			case cur == nil && !horizon.IsZero() && r.Version.Compare(horizon) <= 0:
 				res[i] = PushResult{Status: PushRefused, Reason: "edit made before deletions this device never saw were compacted; it might bring back deleted data"}
 			default:
+				if why := t.overQuota(device, cur, &r); why != "" {
+					// The device restores the hub's record, so it needs it.
+					res[i] = PushResult{Status: PushRefused, Reason: why}
+					if cur != nil && !attach(i, cur, &r) {
+						res[i] = PushResult{Status: PushDeferred}
+					}
+					continue
+				}
 				res[i] = PushResult{Status: PushAccepted, Seq: t.hubPut(bk, cur, &r, now)}
 			}
 		}

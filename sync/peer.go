@@ -39,8 +39,11 @@ type State struct {
 	// Received counts records received in the current session.
 	Received uint64 `json:"received"`
 	// Refused counts local edits the hub refused since the daemon started.
-	Refused   uint64 `json:"refused,omitempty"`
-	LastError string `json:"last_error,omitempty"`
+	Refused uint64 `json:"refused,omitempty"`
+	// LastRefused is the latest of them and the hub's reason, kept across
+	// sessions (unlike LastError) until the daemon stops.
+	LastRefused string `json:"last_refused,omitempty"`
+	LastError   string `json:"last_error,omitempty"`
 }
 
 // Synced reports whether the device holds everything the hub has told it
@@ -380,6 +383,7 @@ func (s *Store) sweep() error {
 type pushItem struct {
 	bk  []byte
 	pid uint64
+	ver Version // of the edit pushed, for whoever awaits its verdict
 }
 
 // pushes tracks a session's pushes awaiting their results.
@@ -508,7 +512,7 @@ func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last
 			b, key := splitKey(bk)
 			r := st.record(b, key)
 			recs = append(recs, r)
-			items = append(items, pushItem{bk: bytes.Clone(bk), pid: pid})
+			items = append(items, pushItem{bk: bytes.Clone(bk), pid: pid, ver: st.Version})
 			size += r.size()
 		}
 		return nil
@@ -530,6 +534,7 @@ func (s *Store) readItems(items []pushItem) (recs []Record, still []pushItem, er
 			}
 			b, key := splitKey(it.bk)
 			recs = append(recs, st.record(b, key))
+			it.ver = st.Version
 			still = append(still, it)
 		}
 		return nil
@@ -617,6 +622,11 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) (deferred [
 	for _, r := range refused {
 		s.log.Warn("the hub refused a local edit; it was undone", "edit", r)
 	}
+	for i, it := range items {
+		if results[i].Status != PushDeferred {
+			s.verdicts.publish(it.bk, it.ver, Verdict{Status: results[i].Status, Seq: results[i].Seq, Reason: results[i].Reason})
+		}
+	}
 	if len(refused) > 0 || accepted > s.State().HubSeq {
 		// The hub's head is at least what it just accepted; the changes
 		// that carry it back here follow.
@@ -624,7 +634,8 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) (deferred [
 			st.HubSeq = max(st.HubSeq, accepted)
 			if len(refused) > 0 {
 				st.Refused += uint64(len(refused))
-				st.LastError = "hub refused " + refused[len(refused)-1]
+				st.LastRefused = refused[len(refused)-1]
+				st.LastError = "hub refused " + st.LastRefused
 			}
 		})
 	}

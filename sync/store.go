@@ -63,6 +63,11 @@ type Options struct {
 	// takes any epoch, but still refuses a proof that is present and
 	// wrong. Nil refuses every change of epoch.
 	CheckEpoch func(epoch string, proof []byte) error
+	// DeviceQuota and ZoneQuota bound the bytes of live records one
+	// device may own and the zone may hold (quota.go); zero means
+	// DefaultDeviceQuota and DefaultZoneQuota.
+	DeviceQuota int64
+	ZoneQuota   int64
 }
 
 // bbolt layout. Every record lives under bucketKey(bucket, key) in
@@ -144,11 +149,13 @@ type Store struct {
 	// the zone's signed word that this epoch is its zone state (see
 	// Options.CheckEpoch).
 	epochProof atomic.Pointer[[]byte]
+	usage      usage // hub: live bytes by owner, for quotas
 
 	// peer state
 	stMu     gosync.Mutex
 	st       State
 	pushWake chan struct{} // a local edit is waiting to be pushed
+	verdicts verdicts      // the hub's answers, for those awaiting them
 }
 
 // OpenHub opens (creating if needed) the hub's store at path.
@@ -159,6 +166,12 @@ func OpenHub(path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxClockAhead == 0 {
 		opts.MaxClockAhead = DefaultMaxClockAhead
+	}
+	if opts.DeviceQuota == 0 {
+		opts.DeviceQuota = DefaultDeviceQuota
+	}
+	if opts.ZoneQuota == 0 {
+		opts.ZoneQuota = DefaultZoneQuota
 	}
 	return open(path, true, opts)
 }
@@ -231,6 +244,13 @@ func (s *Store) init(path string) error {
 		seq := getU64(m.Get(kSeq))
 		s.head.Store(seq)
 		s.floor.Store(getU64(m.Get(kFloor)))
+		if s.hub {
+			by, total, err := scanUsage(tx)
+			if err != nil {
+				return err
+			}
+			s.usage.byNode, s.usage.total = by, total
+		}
 		if !s.hub {
 			n := tx.Bucket(bPending).Stats().KeyN
 			s.st = State{LastSeq: seq, HubSeq: seq, Pending: n, Phase: PhaseOffline, FullResync: m.Get(kFull) != nil}
@@ -291,6 +311,9 @@ func (s *Store) afterCommit(t *txn) {
 	}
 	if len(t.changed) > 0 {
 		s.version.Add(1)
+	}
+	if len(t.usage) > 0 {
+		s.usage.add(t.usage)
 	}
 	if t.seqSet && t.seq != s.head.Load() {
 		s.head.Store(t.seq)
@@ -427,6 +450,7 @@ func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
 			tombs.Delete(u64(cur.Seq))
 		}
 	}
+	t.account(rec.Key, cur, rec)
 	putStored(t.tx, bk, &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Seq: seq, Accepted: now})
 	lg.Put(u64(seq), bk)
 	if rec.Deleted {

@@ -62,6 +62,11 @@ type RecordView struct {
 	Deleted bool        `json:"deleted,omitempty"`
 	Seq     uint64      `json:"seq,omitempty"` // 0: not yet accepted by the hub
 	Version VersionView `json:"version"`
+	// Verdict is the hub's answer to a device's edit made with
+	// ?verdict=DURATION: "accepted", "superseded" (a newer edit of the
+	// key won) or "pending" (no answer yet: the device is offline, or the
+	// wait ran out). A refused edit is an error (409) instead.
+	Verdict string `json:"verdict,omitempty"`
 }
 
 // VersionView is a record's version (zsync.Version).
@@ -176,35 +181,102 @@ func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, NewRecordView(rec))
 }
 
+// Verdicts, as RecordView.Verdict shows them.
+const (
+	verdictAccepted   = "accepted"
+	verdictSuperseded = "superseded"
+	verdictPending    = "pending"
+)
+
+// verdictStore is a device's store, where the hub may refuse an edit
+// after it was made: a *zsync.Store, through syncData.
+type verdictStore interface {
+	WatchVerdicts(bucket, key string) *zsync.VerdictWatch
+	awaitsHub() bool
+}
+
+// awaitsHub reports whether the hub will judge this node's edits soon: a
+// device's store with its sync stream up.
+func (s syncData) awaitsHub() bool { return !s.Hub() && s.State().Phase != zsync.PhaseOffline }
+
+// errRefusedByHub marks an edit the hub refused (409).
+var errRefusedByHub = errors.New("the hub refused the edit, and it was undone here")
+
+// withVerdict makes an edit with do and, if the request asks with
+// ?verdict=DURATION and the store is a device's with the hub online,
+// waits up to DURATION (at most maxLongPoll) for the hub's verdict.
+func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zsync.Record, error)) (RecordView, int, error) {
+	q := r.URL.Query()
+	if !q.Has("verdict") {
+		rec, err := do()
+		return NewRecordView(rec), 0, err
+	}
+	wait, err := time.ParseDuration(q.Get("verdict"))
+	if err != nil || wait < 0 {
+		return RecordView{}, http.StatusBadRequest, fmt.Errorf("verdict=%q: want how long to wait for the hub, e.g. 10s", q.Get("verdict"))
+	}
+	vs, ok := s.(verdictStore)
+	if !ok || wait == 0 || !vs.awaitsHub() {
+		rec, err := do()
+		v := NewRecordView(rec)
+		v.Verdict = verdictPending
+		if rec.Seq != 0 { // the hub's own edits
+			v.Verdict = verdictAccepted
+		}
+		return v, 0, err
+	}
+	vw := vs.WatchVerdicts(bucket, key) // before the edit: the answer can come first
+	defer vw.Close()
+	rec, err := do()
+	if err != nil {
+		return RecordView{}, 0, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxLongPoll))
+	defer cancel()
+	v := NewRecordView(rec)
+	verdict, err := vw.Wait(ctx, rec.Version)
+	switch {
+	case err != nil:
+		v.Verdict = verdictPending
+	case verdict.Status == zsync.PushAccepted:
+		// The record stays as written here (seq 0); the hub's number
+		// reaches the device with the changes.
+		v.Verdict = verdictAccepted
+	case verdict.Status == zsync.PushSuperseded:
+		v.Verdict = verdictSuperseded
+	default:
+		return RecordView{}, http.StatusConflict, fmt.Errorf("%w: %s", errRefusedByHub, verdict.Reason)
+	}
+	return v, 0, nil
+}
+
 func (a *dataAPI) put(w http.ResponseWriter, r *http.Request) {
-	a.edit(w, r, func(s dataStore, bucket, key string) (zsync.Record, int, error) {
+	a.edit(w, r, func(s dataStore, bucket, key string) (RecordView, int, error) {
 		tooBig := fmt.Errorf("value is over the %d-byte limit (%d KiB); keep bulk data out of the zone state", zsync.MaxValue, zsync.MaxValue>>10)
 		if r.ContentLength > zsync.MaxValue {
-			return zsync.Record{}, http.StatusRequestEntityTooLarge, tooBig
+			return RecordView{}, http.StatusRequestEntityTooLarge, tooBig
 		}
 		value, err := io.ReadAll(io.LimitReader(r.Body, zsync.MaxValue+1))
 		if err != nil {
-			return zsync.Record{}, http.StatusBadRequest, fmt.Errorf("read the value: %w", err)
+			return RecordView{}, http.StatusBadRequest, fmt.Errorf("read the value: %w", err)
 		}
 		if len(value) > zsync.MaxValue {
-			return zsync.Record{}, http.StatusRequestEntityTooLarge, tooBig
+			return RecordView{}, http.StatusRequestEntityTooLarge, tooBig
 		}
-		rec, err := s.Put(bucket, key, value)
-		return rec, 0, err
+		return withVerdict(r, s, bucket, key, func() (zsync.Record, error) { return s.Put(bucket, key, value) })
 	})
 }
 
 func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
-	a.edit(w, r, func(s dataStore, bucket, key string) (zsync.Record, int, error) {
-		rec, err := s.Delete(bucket, key)
-		return rec, 0, err
+	a.edit(w, r, func(s dataStore, bucket, key string) (RecordView, int, error) {
+		return withVerdict(r, s, bucket, key, func() (zsync.Record, error) { return s.Delete(bucket, key) })
 	})
 }
 
 // edit checks that this node may write the request's key, then makes the
 // edit fn describes and answers with the record. fn's status, if not 0,
 // overrides the one its error maps to.
-func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataStore, bucket, key string) (zsync.Record, int, error)) {
+func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataStore, bucket, key string) (RecordView, int, error)) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	if err := checkAPIWrite(a.node, bucket, key); err != nil {
 		writeErr(w, dataStatus(err), err)
@@ -214,7 +286,7 @@ func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataSto
 	if s == nil {
 		return
 	}
-	rec, status, err := fn(s, bucket, key)
+	v, status, err := fn(s, bucket, key)
 	switch {
 	case errors.Is(err, zsync.ErrNotFound):
 		writeNoKey(w, bucket, key)
@@ -224,7 +296,7 @@ func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataSto
 		}
 		writeErr(w, status, err)
 	default:
-		writeJSON(w, http.StatusOK, NewRecordView(rec))
+		writeJSON(w, http.StatusOK, v)
 	}
 }
 
@@ -369,6 +441,18 @@ func (c *Client) DataGet(ctx context.Context, bucket, key string) (*RecordView, 
 func (c *Client) DataPut(ctx context.Context, bucket, key string, value []byte) (*RecordView, error) {
 	var v RecordView
 	if err := c.exchange(ctx, http.MethodPut, dataPath(bucket, key), "application/octet-stream", bytes.NewReader(value), &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// DataPutVerdict is DataPut that, on a device whose hub is online, waits
+// up to wait for the hub's verdict (RecordView.Verdict). An edit the hub
+// refused is an *APIError with Status 409 saying why.
+func (c *Client) DataPutVerdict(ctx context.Context, bucket, key string, value []byte, wait time.Duration) (*RecordView, error) {
+	var v RecordView
+	path := dataPath(bucket, key) + "?verdict=" + url.QueryEscape(wait.String())
+	if err := c.exchange(ctx, http.MethodPut, path, "application/octet-stream", bytes.NewReader(value), &v); err != nil {
 		return nil, err
 	}
 	return &v, nil

@@ -79,6 +79,11 @@ type HubConfig struct {
 	ResetZoneState bool
 	// ResetMailbox likewise starts mailbox.db over (queued messages lost).
 	ResetMailbox bool
+	// DeviceQuota and ZoneQuota bound the zone state's live bytes one
+	// device may own and the whole zone may hold; zero means
+	// sync.DefaultDeviceQuota and sync.DefaultZoneQuota.
+	DeviceQuota int64
+	ZoneQuota   int64
 	// QueueLimit and QueueBytes bound the messages kept for one device;
 	// zero means DefaultQueueLimit and DefaultQueueBytes.
 	QueueLimit int
@@ -147,6 +152,12 @@ func (c *HubConfig) setDefaults() {
 	if c.CallBodyWait == 0 {
 		c.CallBodyWait = DefaultCallBodyWait
 	}
+	if c.DeviceQuota == 0 {
+		c.DeviceQuota = zsync.DefaultDeviceQuota
+	}
+	if c.ZoneQuota == 0 {
+		c.ZoneQuota = zsync.DefaultZoneQuota
+	}
 }
 
 // Validate checks the configuration.
@@ -180,6 +191,12 @@ func (c *HubConfig) Validate() error {
 	}
 	if c.TombstoneRetention < 0 {
 		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
+	}
+	if c.DeviceQuota < 0 || c.ZoneQuota < 0 {
+		return fmt.Errorf("zone state quotas must not be negative")
+	}
+	if c.DeviceQuota > c.ZoneQuota && c.ZoneQuota != 0 {
+		return fmt.Errorf("device quota %s is over the zone quota %s: raise the zone quota too", zsync.FormatSize(c.DeviceQuota), zsync.FormatSize(c.ZoneQuota))
 	}
 	switch c.TestTamper {
 	case "", tamperAlter, tamperReplay, tamperAnswer:
@@ -1346,6 +1363,9 @@ type HubStatus struct {
 	// Friends and Linked count friend zones, and those linked now.
 	Friends int `json:"friends"`
 	Linked  int `json:"linked"`
+	// SyncUsage is the zone state's bytes in use, its quotas and the
+	// nodes owning the most of it.
+	SyncUsage zsync.Usage `json:"sync_usage"`
 }
 
 func (h *Hub) status(ver uint64) HubStatus {
@@ -1353,7 +1373,7 @@ func (h *Hub) status(ver uint64) HubStatus {
 	defer h.mu.Unlock()
 	st := HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
 		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid(),
-		SyncSeq: h.state.Head()}
+		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))
 	}

@@ -98,7 +98,8 @@ func openHubState(cfg *HubConfig, store *hubStore, ca *certs.CA) (*zsync.Store, 
 	if err != nil {
 		return nil, err
 	}
-	opts := zsync.Options{Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention}
+	opts := zsync.Options{Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention,
+		DeviceQuota: cfg.DeviceQuota, ZoneQuota: cfg.ZoneQuota}
 	if cfg.ResetZoneState {
 		aside, err := storefile.MoveAside(path, cfg.Now())
 		if err != nil {

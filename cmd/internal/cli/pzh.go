@@ -22,7 +22,7 @@ through the socket in its data directory.`,
 	g.register(root)
 	root.AddCommand(newHubInitCmd(g), newHubServeCmd(g), newHubInviteCmd(g), newHubInvitesCmd(g),
 		newHubDevicesCmd(g), newHubRevokeCmd(g), newHubWakeCmd(g), newHubStatusCmd(g), newHubWaitCmd(g), newHubDataCmd(g), newHubPolicyCmd(g), newHubBindingsCmd(g), newHubTokensCmd(g),
-		newHubFriendCmd(g), newHubFriendsCmd(g))
+		newHubFriendCmd(g), newHubFriendsCmd(g), newHubCompactCmd(g))
 	return root
 }
 

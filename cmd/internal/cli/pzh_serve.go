@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +23,8 @@ type hubServeOptions struct {
 	pairBurst  int
 	pairRefill time.Duration
 	retention  time.Duration
+	devQuota   byteSize
+	zoneQuota  byteSize
 	queueLimit int
 	queueMiB   int
 	wakeRate   int
@@ -49,11 +54,20 @@ file: restore the file from a backup, or start that store over on purpose
 with --reset-zone-state (sync.db: policy rules, service tokens and app data
 are lost, and devices drop their copies) or --reset-mailbox (mailbox.db:
 queued messages are lost). The old file is kept beside the new one as
-FILE.replaced-TIME.`,
+FILE.replaced-TIME.
+
+The zone state, which every device keeps a copy of, holds at most
+--zone-quota bytes of keys and values, and records last written by one
+device at most --device-quota; the hub refuses a device's edit that would
+go over either, saying so (pzp status shows it on the device). Edits that
+shrink what a device holds, and deletions, are always taken.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.queueLimit < 1 || o.queueMiB < 1 || o.wakeRate < 1 {
 				return usagef("--queue-limit, --queue-mib and --wake-rate must be at least 1")
+			}
+			if o.devQuota < 1 || o.zoneQuota < 1 {
+				return usagef("--device-quota and --zone-quota must be at least 1 byte")
 			}
 			if o.noQUIC && o.noTCP {
 				return usagef("--no-quic and --no-tcp together leave nothing to serve")
@@ -75,6 +89,7 @@ FILE.replaced-TIME.`,
 			}
 			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
+				DeviceQuota: int64(o.devQuota), ZoneQuota: int64(o.zoneQuota),
 				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate, TestTamper: o.tamper,
 				ResetZoneState: o.resetState, ResetMailbox: o.resetMail})
 		},
@@ -88,6 +103,9 @@ FILE.replaced-TIME.`,
 	f.IntVar(&o.pairBurst, "pair-burst", pairing.DefaultLimitBurst, "failed pairing attempts one address may make before it is slowed down")
 	f.DurationVar(&o.pairRefill, "pair-refill", pairing.DefaultLimitRefill, "after the burst, one more pairing attempt per this long")
 	f.DurationVar(&o.retention, "tombstone-retention", zsync.DefaultTombstoneRetention, "how long a deletion is kept for devices that have not seen it; a device away longer resyncs fully")
+	o.devQuota, o.zoneQuota = byteSize(zsync.DefaultDeviceQuota), byteSize(zsync.DefaultZoneQuota)
+	f.Var(&o.devQuota, "device-quota", "zone state (keys and values) the records one device last wrote may hold, in bytes or KiB, MiB, GiB")
+	f.Var(&o.zoneQuota, "zone-quota", "zone state (keys and values) the whole zone may hold, in bytes or KiB, MiB, GiB")
 	f.IntVar(&o.queueLimit, "queue-limit", zone.DefaultQueueLimit, "messages the hub keeps for one device that is away")
 	f.IntVar(&o.queueMiB, "queue-mib", zone.DefaultQueueBytes>>20, "MiB of messages the hub keeps for one device that is away")
 	f.IntVar(&o.wakeRate, "wake-rate", zone.DefaultWakeRate, "wake pings one device may receive per minute")
@@ -99,3 +117,43 @@ FILE.replaced-TIME.`,
 	f.MarkHidden("test-tamper")
 	return cmd
 }
+
+// byteSize is a flag value of bytes, written with an optional binary unit:
+// 1048576, 1024KiB, 1MiB and 1M are the same.
+type byteSize int64
+
+var byteUnits = []struct {
+	name  string
+	shift uint
+}{{"tib", 40}, {"t", 40}, {"gib", 30}, {"g", 30}, {"mib", 20}, {"m", 20}, {"kib", 10}, {"k", 10}, {"b", 0}}
+
+func (b *byteSize) Set(s string) error {
+	num, shift := strings.ToLower(strings.TrimSpace(s)), uint(0)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(num, u.name) {
+			num, shift = strings.TrimSpace(strings.TrimSuffix(num, u.name)), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || n > 1<<(62-shift) {
+		return fmt.Errorf("%q is not a size: write bytes, or a number with KiB, MiB, GiB or TiB", s)
+	}
+	*b = byteSize(n << shift)
+	return nil
+}
+
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		name  string
+		shift uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b *byteSize) Type() string { return "size" }

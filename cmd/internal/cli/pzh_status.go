@@ -3,10 +3,12 @@ package cli
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
 )
 
@@ -25,9 +27,18 @@ func newHubStatusCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return printJSON(out, st)
 			}
-			fmt.Fprintf(out, "zone:        %s\nzone ID:     %s\npublic:      %v\nlistening:   %s %v\ndevices:     %d paired, %d online\nfriends:     %d, %d linked\nhub cert:    expires %s\nzone state:  sequence %d\nrunning:     since %s (pid %d)\n",
+			u := st.SyncUsage
+			fmt.Fprintf(out, "zone:        %s\nzone ID:     %s\npublic:      %v\nlistening:   %s %v\ndevices:     %d paired, %d online\nfriends:     %d, %d linked\nhub cert:    expires %s\nzone state:  sequence %d, %s in use of the %s zone quota (%s per device)\n",
 				st.Zone, st.ZoneID, st.PublicAddrs, st.Listen, st.Transports, st.Devices, st.Online, st.Friends, st.Linked,
-				st.CertExpires.Local().Format(time.DateOnly), st.SyncSeq, st.Started.Local().Format(time.DateTime), st.PID)
+				st.CertExpires.Local().Format(time.DateOnly), st.SyncSeq, zsync.FormatSize(u.Bytes), zsync.FormatSize(u.ZoneQuota), zsync.FormatSize(u.DeviceQuota))
+			if len(u.Nodes) > 0 {
+				top := make([]string, len(u.Nodes))
+				for i, n := range u.Nodes {
+					top[i] = n.Node + " " + zsync.FormatSize(n.Bytes)
+				}
+				fmt.Fprintf(out, "             most written by: %s\n", strings.Join(top, ", "))
+			}
+			fmt.Fprintf(out, "running:     since %s (pid %d)\n", st.Started.Local().Format(time.DateTime), st.PID)
 			return nil
 		},
 	}

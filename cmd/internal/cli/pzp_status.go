@@ -44,7 +44,7 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 			if sy := st.Sync; sy != nil {
 				fmt.Fprintf(out, "sync:        %s, last sequence %d of %d, %d local edits pending\n", syncPhase(sy), sy.LastSeq, sy.HubSeq, sy.Pending)
 				if sy.Refused > 0 {
-					fmt.Fprintf(out, "             %d local edits refused by the hub\n", sy.Refused)
+					fmt.Fprintf(out, "             %d local edits refused by the hub (and undone here); the last: %s\n", sy.Refused, dash(sy.LastRefused))
 				}
 			}
 			if w := st.Wake; w != nil {
