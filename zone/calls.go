@@ -340,10 +340,24 @@ func readRequest(st transport.Stream, fr *transport.FrameReader, wait time.Durat
 // the stream (where the caller sends nothing more, only its end).
 type replayStream struct {
 	transport.Stream
-	r io.Reader
+	mu   sync.Mutex
+	rest []byte // what was read already and not yet read again
 }
 
-func (s *replayStream) Read(p []byte) (int, error) { return s.r.Read(p) }
+// Read is safe to call from two goroutines, as the stream's is (a server
+// watches for the caller's reset while it answers): the lock covers only
+// the replayed bytes, never a blocking read of the stream.
+func (s *replayStream) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	if len(s.rest) > 0 {
+		n := copy(p, s.rest)
+		s.rest = s.rest[n:]
+		s.mu.Unlock()
+		return n, nil
+	}
+	s.mu.Unlock()
+	return s.Stream.Read(p)
+}
 
 // readCallBody reads a call's request body (at most maxCallBody, held in
 // memory) before the hub commits anything to the call: a caller that
@@ -366,7 +380,7 @@ func (h *Hub) readCallBody(st transport.Stream, hdr *CallHeader, slot *callSlot)
 		refuseCall(st, CallBadRequest, "request body: "+err.Error())
 		return nil, false
 	}
-	return &replayStream{Stream: st, r: io.MultiReader(&raw, st)}, true
+	return &replayStream{Stream: st, rest: raw.Bytes()}, true
 }
 
 // refuseCall answers a call stream with a failure and ends it.
