@@ -141,9 +141,11 @@ const (
 	MaxCallTimeout = 10 * time.Minute
 	// maxCallHeader: names and an id.
 	maxCallHeader = 4 << 10
-	// maxCallBody bounds a call's request or result, held in memory at
-	// both ends (the local API's own limit).
-	maxCallBody = maxAPIBody
+	// MaxCallBody bounds a call's request or result, held in memory at
+	// both ends and at the hub (the local API's own limit): bulk data
+	// belongs on a stream, not in a call.
+	MaxCallBody = maxAPIBody
+	maxCallBody = MaxCallBody
 	// callChunk is the largest data frame a sender writes.
 	callChunk = 64 << 10
 	// DefaultCallBodyWait is how long a call's request body may take, after
@@ -293,12 +295,15 @@ func readBody(fr *transport.FrameReader, limit int) ([]byte, error) {
 }
 
 // readBodyPaced is readBody calling pace, if set, before each frame with
-// the bytes read so far (to move a read deadline).
-func readBodyPaced(fr *transport.FrameReader, limit int, pace func(got int)) ([]byte, error) {
+// the bytes read so far (to move a read deadline, or to stop with its
+// error).
+func readBodyPaced(fr *transport.FrameReader, limit int, pace func(got int) error) ([]byte, error) {
 	var out []byte
 	for {
 		if pace != nil {
-			pace(len(out))
+			if err := pace(len(out)); err != nil {
+				return nil, err
+			}
 		}
 		var chunk []byte
 		err := fr.ReadFrame(&chunk)
@@ -328,9 +333,19 @@ func bodyDeadline(start time.Time, wait time.Duration, got int, call time.Time) 
 
 // readRequest reads the request body of a call stream, the header just
 // read, paced by bodyDeadline.
-func readRequest(st transport.Stream, fr *transport.FrameReader, wait time.Duration, call time.Time) ([]byte, error) {
+// hold, if set, is told the bytes read so far before each frame and may
+// stop the read with an error.
+func readRequest(st transport.Stream, fr *transport.FrameReader, wait time.Duration, call time.Time, hold func(got int) error) ([]byte, error) {
 	start := time.Now()
-	body, err := readBodyPaced(fr, maxCallBody, func(got int) { st.SetReadDeadline(bodyDeadline(start, wait, got, call)) })
+	body, err := readBodyPaced(fr, maxCallBody, func(got int) error {
+		if hold != nil {
+			if err := hold(got); err != nil {
+				return err
+			}
+		}
+		st.SetReadDeadline(bodyDeadline(start, wait, got, call))
+		return nil
+	})
 	st.SetReadDeadline(call)
 	return body, err
 }
@@ -369,9 +384,13 @@ func (s *replayStream) Read(p []byte) (int, error) {
 func (h *Hub) readCallBody(st transport.Stream, hdr *CallHeader, slot *callSlot) (transport.Stream, bool) {
 	var raw bytes.Buffer
 	fr := transport.NewFrameReader(io.TeeReader(st, &raw), callChunk+16)
-	_, err := readRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(callTimeout(hdr)))
+	_, err := readRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(callTimeout(hdr)), slot.hold)
 	var ne net.Error
+	var over *overBudget
 	switch {
+	case errors.As(err, &over):
+		refuseCall(st, CallUnavailable, over.Error())
+		return nil, false
 	case errors.As(err, &ne) && ne.Timeout():
 		slot.release() // first: once the caller sees the reset, the slot is free
 		st.Reset()
@@ -688,7 +707,7 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 	st.SetDeadline(deadline)
 	// A caller that sends no body must not keep the stream (and with it
 	// one of the caller's streams this node accepts) until its deadline.
-	body, err := readRequest(st, transport.NewFrameReader(st, callChunk+16), DefaultCallBodyWait, deadline)
+	body, err := readRequest(st, transport.NewFrameReader(st, callChunk+16), DefaultCallBodyWait, deadline, nil)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		st.Reset()

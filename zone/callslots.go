@@ -30,6 +30,12 @@ const (
 	// target. With the defaults, 48: also below the 64 a friend's hub
 	// allows this zone's link, so one device cannot take all of it.
 	callTargetShare = 4
+	// DefaultCallBytesPerCaller bounds the request bodies the hub holds in
+	// memory for one caller's calls at once (it reads each whole before
+	// passing it on): sixteen of the largest, so an application with many
+	// large calls open is slowed to that, while a caller cannot make the
+	// hub hold 64 × 1 MiB.
+	DefaultCallBytesPerCaller = 16 * MaxCallBody
 )
 
 // deviceCaller names a device of this zone as a caller or target;
@@ -41,16 +47,18 @@ func linkCaller(zoneID string) string   { return "friend zone " + zoneID }
 // pair of the two.
 type callSlots struct {
 	perCaller, perTarget, perPair int
+	bytesPerCaller                int
 
 	mu      sync.Mutex
 	callers map[string]int
+	bytes   map[string]int // of bodies held, by caller
 	targets map[string]int
 	pairs   map[[2]string]int
 }
 
 func newCallSlots(perCaller, perTarget int) *callSlots {
 	return &callSlots{perCaller: perCaller, perTarget: perTarget, perPair: max(1, perTarget/callTargetShare),
-		callers: map[string]int{}, targets: map[string]int{}, pairs: map[[2]string]int{}}
+		bytesPerCaller: DefaultCallBytesPerCaller, callers: map[string]int{}, bytes: map[string]int{}, targets: map[string]int{}, pairs: map[[2]string]int{}}
 }
 
 // callSlot is one call's hold on the slots: its caller's, once enter
@@ -58,7 +66,38 @@ func newCallSlots(perCaller, perTarget int) *callSlots {
 type callSlot struct {
 	s              *callSlots
 	caller, target string
+	held           int // bytes of the request body counted against the caller
 	released       bool
+}
+
+// overBudget refuses a call whose body would take its caller over the
+// bytes the hub holds for it.
+type overBudget struct {
+	caller string
+	limit  int
+}
+
+func (e *overBudget) Error() string {
+	return fmt.Sprintf("too much call data held for %s (at most %d MiB of request bodies in flight through the hub); try again when some calls have finished", e.caller, e.limit>>20)
+}
+
+// hold counts got bytes of the call's body against its caller, as it
+// arrives: one more frame of the largest size must fit (readRequest calls
+// it before each frame), or the call is refused.
+func (c *callSlot) hold(got int) error {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.released {
+		return nil
+	}
+	next := got + callChunk
+	if s.bytes[c.caller]-c.held+next > s.bytesPerCaller {
+		return &overBudget{caller: c.caller, limit: s.bytesPerCaller}
+	}
+	s.bytes[c.caller] += next - c.held
+	c.held = next
+	return nil
 }
 
 // enter takes a slot for a call from caller, or says why not.
@@ -104,6 +143,11 @@ func (c *callSlot) release() {
 	}
 	c.released = true
 	dec(s.callers, c.caller)
+	if c.held > 0 {
+		if s.bytes[c.caller] -= c.held; s.bytes[c.caller] <= 0 {
+			delete(s.bytes, c.caller)
+		}
+	}
 	if c.target != "" {
 		dec(s.targets, c.target)
 		dec(s.pairs, [2]string{c.caller, c.target})

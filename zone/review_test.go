@@ -2,7 +2,9 @@ package zone
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -287,5 +289,39 @@ func TestCallSlots(t *testing.T) {
 	}
 	if len(s.callers)+len(s.targets)+len(s.pairs) != 0 {
 		t.Fatalf("left after every release: %v %v %v", s.callers, s.targets, s.pairs)
+	}
+}
+
+// The request bodies the hub holds for one caller are bounded in bytes,
+// and given back when its calls end.
+func TestCallSlotBytes(t *testing.T) {
+	s := newCallSlots(64, 192)
+	s.bytesPerCaller = 4 * callChunk
+	a1, _ := s.enter("a")
+	a2, _ := s.enter("a")
+	b1, _ := s.enter("b")
+	for _, got := range []int{0, callChunk, 2 * callChunk} { // a1 holds 3 chunks
+		if err := a1.hold(got); err != nil {
+			t.Fatalf("a1 at %d bytes: %v", got, err)
+		}
+	}
+	if err := a2.hold(0); err != nil {
+		t.Fatalf("a2's first chunk: %v", err)
+	}
+	var over *overBudget
+	if err := a2.hold(callChunk); !errors.As(err, &over) || !strings.Contains(err.Error(), "held for a (at most") {
+		t.Fatalf("a2 past a's budget: %v, want overBudget naming the caller", err)
+	}
+	if err := b1.hold(3 * callChunk); err != nil {
+		t.Fatalf("another caller is not charged for a's calls: %v", err)
+	}
+	a1.release()
+	if err := a2.hold(callChunk); err != nil {
+		t.Fatalf("after a1 ended: %v", err)
+	}
+	a2.release()
+	b1.release()
+	if len(s.bytes) != 0 {
+		t.Fatalf("bytes left counted after every call ended: %v", s.bytes)
 	}
 }
