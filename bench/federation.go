@@ -12,6 +12,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // The federation rows: a call from a device of one zone to a service on a
@@ -67,7 +68,7 @@ func newFederationBench(ctx context.Context, cfg *Config) (_ *federationBench, e
 	if err := f.hubB.client.Do(ctx, http.MethodGet, "/v1/friends", nil, &friendsB); err != nil || len(friendsB.Friends) != 1 {
 		return nil, fmt.Errorf("B's hub lists no friend: %v", err)
 	}
-	rule, err := zone.ParseRule(string(friendsB.Friends[0].ZoneID), "*", "", zone.EffectAllow)
+	rule, err := policy.ParseRule(string(friendsB.Friends[0].ZoneID), "*", "", policy.EffectAllow)
 	if err != nil {
 		return nil, err
 	}

@@ -132,3 +132,15 @@ func luhnCheck(body string) byte {
 	}
 	return zoneIDAlphabet[(n-sum%n)%n]
 }
+
+// FirstZoneID is the compact form of the first of zs that is a zone ID, or
+// "" if none is: names that may be a zone's name or its ID (a policy
+// rule's WHO, an address's zone) resolve to an ID this way.
+func FirstZoneID(zs ...string) string {
+	for _, z := range zs {
+		if id, err := ParseZoneID(z); z != "" && err == nil {
+			return id.Compact()
+		}
+	}
+	return ""
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // Calls and messages between applications (docs/PROTOCOL.md, "Calls").
@@ -662,7 +663,7 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 // the check of the calling device's signature).
 func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Time) {
 	rules := h.calls.get(h.state, h.log).rules
-	req := Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+	req := policy.Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	var opts serveOpts
 	if hdr.FromZoneID != "" && hdr.FromZoneID != h.zone.ID.Compact() {
@@ -676,7 +677,7 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 		self := certs.Identity{Zone: h.zone.ID, Device: certs.HubDevice}
 		opts = envelopeOpts(h.envelopes, hdr, f.entry(), self, signer{key: leaf.PrivateKey.(ed25519.PrivateKey), cert: leaf.Leaf}, h.cfg.Now, h.log)
 	}
-	if d := Decide(rules, req); !d.Allow {
+	if d := policy.Decide(rules, req); !d.Allow {
 		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // serveApp serves info as app through c until the test ends, and returns
@@ -163,9 +164,9 @@ func TestPolicyAtBothEnds(t *testing.T) {
 	startPeer(t, laptop, clock)
 	serveEcho(t, laptop)
 	ctx := testCtx(t)
-	for _, r := range []Rule{
-		{ID: "nophone", From: "alice/phone", To: "laptop/echo", Method: "*", Effect: EffectDeny},
-		{ID: "notablet", From: "alice/tablet", To: "laptop/*", Method: "*", Effect: EffectDeny},
+	for _, r := range []policy.Rule{
+		{ID: "nophone", From: "alice/phone", To: "laptop/echo", Method: "*", Effect: policy.EffectDeny},
+		{ID: "notablet", From: "alice/tablet", To: "laptop/*", Method: "*", Effect: policy.EffectDeny},
 	} {
 		v, _ := json.Marshal(r)
 		if _, err := hub.client().DataPut(ctx, "policy", r.ID, v); err != nil {

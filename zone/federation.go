@@ -11,6 +11,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // Calls between zones: a device's call to PETNAME/DEVICE/SERVICE goes to
@@ -35,9 +36,9 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader, slot *callSlot) 
 		refuseCall(st, CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
 		return
 	}
-	req := Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+	req := policy.Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
-	if d := Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
+	if d := policy.Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
 		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
 		return
 	}
@@ -135,9 +136,9 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 		return
 	}
 	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
-	req := Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+	req := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
-	if d := Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
+	if d := policy.Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
 		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
 		return
 	}
@@ -241,7 +242,7 @@ func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.Fram
 	rules := h.calls.get(h.state, h.log).rules
 	var out []DiscoveredService
 	for _, v := range listServices(h.state) {
-		r := Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
+		r := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
 		methods, ok := allowedMethods(rules, r, v.Methods)
 		if ok && len(out) < maxDiscovered {
 			out = append(out, DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: methods, TokenRequired: v.TokenRequired})
@@ -296,14 +297,14 @@ func exchangeLimit(ctx context.Context, conn transport.Conn, kind StreamKind, re
 // allowedMethods decides whether r may use a service with methods: for a
 // service that lists its methods, the ones rules allow (some must be);
 // for one that lists none, a call without a method.
-func allowedMethods(rules []Rule, r Request, methods []string) ([]string, bool) {
+func allowedMethods(rules []policy.Rule, r policy.Request, methods []string) ([]string, bool) {
 	if len(methods) == 0 {
-		return nil, Decide(rules, r).Allow
+		return nil, policy.Decide(rules, r).Allow
 	}
 	var ok []string
 	for _, m := range methods {
 		r.Method = m
-		if Decide(rules, r).Allow {
+		if policy.Decide(rules, r).Allow {
 			ok = append(ok, m)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // befriend makes the zones of a (inviting) and b friends, b calling a
@@ -87,7 +88,7 @@ func waitDevices(t *testing.T, h *testHub, cond func(map[string]DeviceView) bool
 // putRule writes a policy rule on hub h.
 func putRule(t *testing.T, h *testHub, id, effect, from, to string) {
 	t.Helper()
-	r, err := ParseRule(from, to, "", effect)
+	r, err := policy.ParseRule(from, to, "", effect)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestFederatedCall(t *testing.T) {
 	_, err := c.Call(ctx, "notes", "bob/laptop/echo", "echo", "hi")
 	wantStatus(t, err, http.StatusForbidden, `denied by zone "bob"'s policy: default: other zones may use nothing`)
 
-	putRule(t, bob, "alice-echo", EffectAllow, "alice/phone/notes", "laptop/echo")
+	putRule(t, bob, "alice-echo", policy.EffectAllow, "alice/phone/notes", "laptop/echo")
 	waitRecord(t, laptop, zsync.BucketPolicy, "alice-echo")
 	res, err := c.Call(ctx, "notes", "bob/laptop/echo", "echo", map[string]int{"n": 1})
 	if err != nil || string(res) != `{"n":1}` {
@@ -178,7 +179,7 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 	startPeer(t, laptop, clock)
 	serveEcho(t, laptop)
 	befriend(t, bob, alice, "bob")
-	putRule(t, bob, "all", EffectAllow, "*", "*")
+	putRule(t, bob, "all", policy.EffectAllow, "*", "*")
 	waitRecord(t, laptop, zsync.BucketPolicy, "all")
 	// Take alice's hub down and speak for it.
 	if err := alice.stop(); err != nil {
@@ -349,7 +350,7 @@ func TestFriendRemovalDropsQueued(t *testing.T) {
 	bob.pair(t, clock, "laptop", 0) // never runs: messages for it wait
 	startPeer(t, phone, clock)
 	befriend(t, bob, alice, "bob")
-	putRule(t, bob, "inbox", EffectAllow, "alice", "laptop/inbox")
+	putRule(t, bob, "inbox", policy.EffectAllow, "alice", "laptop/inbox")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	ctx := testCtx(t)
 	res, err := peerClient(phone).SendWith(ctx, CallRequestBody{To: "bob/laptop/inbox", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
@@ -381,7 +382,7 @@ func TestFederatedMessageForLaterToOnlineDevice(t *testing.T) {
 	startPeer(t, laptop, clock)
 	msgs := serveEcho(t, laptop)
 	befriend(t, bob, alice, "bob")
-	putRule(t, bob, "echo", EffectAllow, "alice", "laptop/echo")
+	putRule(t, bob, "echo", policy.EffectAllow, "alice", "laptop/echo")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	waitRecord(t, laptop, zsync.BucketPolicy, "echo")
 	res, err := peerClient(phone).SendWith(testCtx(t), CallRequestBody{App: "notes", To: "bob/laptop/echo", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
@@ -411,7 +412,7 @@ func TestOutboxPerDestination(t *testing.T) {
 	bob.pair(t, clock, "desk", 0)
 	startPeer(t, phone, clock)
 	befriend(t, bob, alice, "bob")
-	putRule(t, bob, "all", EffectAllow, "alice", "*")
+	putRule(t, bob, "all", policy.EffectAllow, "alice", "*")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	ctx := testCtx(t)
 	c := peerClient(phone)

@@ -15,6 +15,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // Services on a device: applications register them through the local API
@@ -383,7 +384,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	id := p.id.Load()
 	method, token := o.method, o.token
 	var friend *friendEntry // the service's zone, when it is a friend's
-	if addr.Zone != "" && addr.Zone != id.Zone && compactID(addr.Zone) != id.ZoneID.Compact() {
+	if addr.Zone != "" && addr.Zone != id.Zone && certs.FirstZoneID(addr.Zone) != id.ZoneID.Compact() {
 		if friend = p.calls.get(p.state, p.log).friends.resolve(addr.Zone); friend == nil {
 			return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
 		}
@@ -643,7 +644,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		id := p.id.Load()
 		var views []ServiceView
 		var friend *friendEntry
-		if zone != "" && zone != id.Zone && compactID(zone) != id.ZoneID.Compact() {
+		if zone != "" && zone != id.Zone && certs.FirstZoneID(zone) != id.ZoneID.Compact() {
 			var cerr *CallError
 			if views, friend, cerr = p.discover(r.Context(), zone, app); cerr != nil {
 				writeErr(w, callHTTPStatus(cerr.Status), errors.New(cerr.Message))
@@ -846,7 +847,7 @@ func (p *Peer) serviceViews() []ServiceView {
 func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 	id := p.id.Load()
 	view := p.calls.get(p.state, p.log)
-	req := Request{FromZone: id.Zone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+	req := policy.Request{FromZone: id.Zone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
 		f := view.friends.byID[hdr.FromZoneID]
@@ -862,7 +863,7 @@ func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 		}
 		req.ToZone, req.ToZoneID = f.petname, string(f.id)
 	}
-	if d := Decide(view.rules, req); !d.Allow {
+	if d := policy.Decide(view.rules, req); !d.Allow {
 		return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // The zone state that package sync replicates, as the zone runtime uses
@@ -271,7 +272,7 @@ func checkAPIWrite(node, bucket, key string) error {
 // and which services require a token. It is rebuilt only after the state
 // changed, so a call neither reads nor parses records.
 type callView struct {
-	rules         []Rule
+	rules         []policy.Rule
 	tokenRequired map[string]bool // DEVICE/SERVICE
 	friends       *friendSet      // the friends bucket
 }
@@ -296,7 +297,7 @@ func (c *callViewCache) get(s *zsync.Store, log *slog.Logger) *callView {
 		return c.view
 	}
 	v := &callView{tokenRequired: map[string]bool{}, friends: newFriendSet()}
-	rules, skipped, err := LoadRules(s)
+	rules, skipped, err := policy.LoadRules(s)
 	if err != nil {
 		log.Warn("read policy rules", "err", err)
 		if c.view != nil {

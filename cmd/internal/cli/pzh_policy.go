@@ -9,10 +9,11 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // The policy subcommands edit the zone's policy rules: records of bucket
-// policy, key = rule ID, value = a zone.Rule in JSON, written through the
+// policy, key = rule ID, value = a policy.Rule in JSON, written through the
 // running hub's data endpoints and synced by it to every device.
 
 // newHubPolicyCmd is the pzh policy command group.
@@ -54,10 +55,10 @@ func withHub(g *globals, fn func(*zone.Client) error) error {
 // policyRules lists the hub's policy rules. A record that is not a valid
 // rule is left out with a warning on stderr: it takes no part in any
 // decision either.
-func policyRules(ctx context.Context, c *zone.Client, stderr io.Writer) ([]zone.Rule, error) {
-	var rules []zone.Rule
+func policyRules(ctx context.Context, c *zone.Client, stderr io.Writer) ([]policy.Rule, error) {
+	var rules []policy.Rule
 	err := c.DataList(ctx, zsync.BucketPolicy, "", func(v zone.RecordView) error {
-		r, err := zone.DecodeRule(v.Key, v.Value)
+		r, err := policy.DecodeRule(v.Key, v.Value)
 		if err != nil {
 			fmt.Fprintf(stderr, "pzh: warning: ignoring %v (remove it with: pzh policy rm %s)\n", err, v.Key)
 			return nil
@@ -68,6 +69,6 @@ func policyRules(ctx context.Context, c *zone.Client, stderr io.Writer) ([]zone.
 	if err != nil {
 		return nil, err
 	}
-	zone.SortRules(rules)
+	policy.SortRules(rules)
 	return rules, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // newRuleIDTries bounds the draws of a fresh rule ID: with 40 random bits,
@@ -44,12 +45,12 @@ DEVICE/SERVICE or DEVICE/*. Examples:
 			if o.from == "" || o.to == "" {
 				return usagef("--from WHO and --to TARGET are required (use '*' for anyone or anything)")
 			}
-			r, err := zone.ParseRule(o.from, o.to, o.method, effect)
+			r, err := policy.ParseRule(o.from, o.to, o.method, effect)
 			if err != nil {
 				return usageError{err}
 			}
 			if o.id != "" {
-				if err := zone.CheckRuleID(o.id); err != nil {
+				if err := policy.CheckRuleID(o.id); err != nil {
 					return usageError{err}
 				}
 			}
@@ -94,9 +95,9 @@ func (o *hubPolicyAddOptions) effect() (string, error) {
 	case o.allow && o.deny:
 		return "", usagef("--allow and --deny exclude each other: give one")
 	case o.allow:
-		return zone.EffectAllow, nil
+		return policy.EffectAllow, nil
 	case o.deny:
-		return zone.EffectDeny, nil
+		return policy.EffectDeny, nil
 	}
 	return "", usagef("say what the rule does: --allow or --deny")
 }
@@ -108,7 +109,7 @@ func (o *hubPolicyAddOptions) freeID(cmd *cobra.Command, c *zone.Client) (string
 	for range newRuleIDTries {
 		id := o.id
 		if id == "" {
-			id = zone.NewRuleID()
+			id = policy.NewRuleID()
 		}
 		_, err := c.DataGet(cmd.Context(), zsync.BucketPolicy, id)
 		var ae *zone.APIError

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 type hubPolicyCheckOptions struct {
@@ -31,7 +32,7 @@ exits 0 either way; --json prints the decision.`,
 			if err != nil {
 				return err
 			}
-			var d zone.Decision
+			var d policy.Decision
 			err = withHub(g, func(c *zone.Client) error {
 				var st zone.HubStatus
 				if err := c.Do(cmd.Context(), http.MethodGet, "/v1/status", nil, &st); err != nil {
@@ -39,7 +40,7 @@ exits 0 either way; --json prints the decision.`,
 				}
 				sameZone(&req, st.Zone, st.ZoneID)
 				rules, err := policyRules(cmd.Context(), c, cmd.ErrOrStderr())
-				d = zone.Decide(rules, req)
+				d = policy.Decide(rules, req)
 				return err
 			})
 			if err != nil {
@@ -49,9 +50,9 @@ exits 0 either way; --json prints the decision.`,
 			if o.json {
 				return printJSON(out, d)
 			}
-			effect := zone.EffectDeny
+			effect := policy.EffectDeny
 			if d.Allow {
-				effect = zone.EffectAllow
+				effect = policy.EffectAllow
 			}
 			_, err = fmt.Fprintf(out, "%s: %s\n", effect, d.Reason)
 			return err
@@ -67,26 +68,26 @@ exits 0 either way; --json prints the decision.`,
 
 // request turns the flags into the call they name: no wildcards, a device
 // on both sides.
-func (o *hubPolicyCheckOptions) request() (zone.Request, error) {
+func (o *hubPolicyCheckOptions) request() (policy.Request, error) {
 	if o.from == "" || o.to == "" {
-		return zone.Request{}, usagef("--from ZONE/DEVICE[/APP] and --to DEVICE/SERVICE are required")
+		return policy.Request{}, usagef("--from ZONE/DEVICE[/APP] and --to DEVICE/SERVICE are required")
 	}
-	r, err := zone.ParseRule(o.from, o.to, o.method, zone.EffectAllow)
+	r, err := policy.ParseRule(o.from, o.to, o.method, policy.EffectAllow)
 	if err != nil {
-		return zone.Request{}, usageError{err}
+		return policy.Request{}, usageError{err}
 	}
 	from := strings.Split(r.From, "/")
 	if len(from) < 2 {
-		return zone.Request{}, usagef("--from %q: name one caller, ZONE/DEVICE or ZONE/DEVICE/APP", o.from)
+		return policy.Request{}, usagef("--from %q: name one caller, ZONE/DEVICE or ZONE/DEVICE/APP", o.from)
 	}
 	dev, svc, _ := strings.Cut(r.To, "/")
 	if r.To == "*" || svc == "*" {
-		return zone.Request{}, usagef("--to %q: name one service, DEVICE/SERVICE", o.to)
+		return policy.Request{}, usagef("--to %q: name one service, DEVICE/SERVICE", o.to)
 	}
 	if o.method == "*" {
-		return zone.Request{}, usagef("--method: name one method, or leave it out")
+		return policy.Request{}, usagef("--method: name one method, or leave it out")
 	}
-	req := zone.Request{FromDevice: from[1], ToDevice: dev, ToService: svc, Method: o.method}
+	req := policy.Request{FromDevice: from[1], ToDevice: dev, ToService: svc, Method: o.method}
 	if len(from) == 3 {
 		req.FromApp = from[2]
 	}
@@ -100,7 +101,7 @@ func (o *hubPolicyCheckOptions) request() (zone.Request, error) {
 
 // sameZone completes req for a caller of this zone, named by its name or
 // ID: both are known, and the default is the zone's.
-func sameZone(req *zone.Request, name string, id certs.ZoneID) {
+func sameZone(req *policy.Request, name string, id certs.ZoneID) {
 	byID := req.FromZoneID != "" && certs.ZoneID(req.FromZoneID).Compact() == id.Compact()
 	if req.FromZone == name || byID {
 		req.FromZone, req.FromZoneID, req.SameZone = name, string(id), true

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 type hubPolicyListOptions struct {
@@ -24,7 +25,7 @@ most specific first (then by ID). Of two rules equally specific that match
 a call, the deny rule decides.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var rules []zone.Rule
+			var rules []policy.Rule
 			err := withHub(g, func(c *zone.Client) error {
 				var err error
 				rules, err = policyRules(cmd.Context(), c, cmd.ErrOrStderr())
@@ -36,7 +37,7 @@ a call, the deny rule decides.`,
 			out := cmd.OutOrStdout()
 			if o.json {
 				if rules == nil {
-					rules = []zone.Rule{}
+					rules = []policy.Rule{}
 				}
 				return printJSON(out, rules)
 			}

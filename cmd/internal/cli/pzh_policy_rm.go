@@ -9,6 +9,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 func newHubPolicyRmCmd(g *globals) *cobra.Command {
@@ -19,7 +20,7 @@ func newHubPolicyRmCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := zone.CheckRuleID(id); err != nil {
+			if err := policy.CheckRuleID(id); err != nil {
 				return usageError{err}
 			}
 			err := withHub(g, func(c *zone.Client) error {

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // TestPolicyCheckRequest: the flags of pzh policy check name one call, and
@@ -15,19 +15,19 @@ func TestPolicyCheckRequest(t *testing.T) {
 	const here = certs.ZoneID("GOPC-76IX-MMCQ-PNVE-EO24-4CCO-FBOR-7JS5-E")
 	for _, tc := range []struct {
 		from, to, method string
-		want             zone.Request
+		want             policy.Request
 		err              string // part of a usage error
 	}{
-		{"alice/phone", "laptop/files", "", zone.Request{FromZone: "alice", FromZoneID: string(here), FromDevice: "phone", ToDevice: "laptop", ToService: "files", SameZone: true}, ""},
-		{"gopc76ixmmcqpnveeo244ccofbor7js5e/phone/notes", "hub/echo", "echo", zone.Request{FromZone: "alice", FromZoneID: string(here), FromDevice: "phone", FromApp: "notes", ToDevice: "hub", ToService: "echo", Method: "echo", SameZone: true}, ""},
-		{"bob/tv", "laptop/files", "get", zone.Request{FromZone: "bob", FromDevice: "tv", ToDevice: "laptop", ToService: "files", Method: "get"}, ""},
-		{"", "laptop/files", "", zone.Request{}, "are required"},
-		{"bob", "laptop/files", "", zone.Request{}, "name one caller"},
-		{"*", "laptop/files", "", zone.Request{}, "name one caller"},
-		{"bob/tv", "laptop/*", "", zone.Request{}, "name one service"},
-		{"bob/tv", "*", "", zone.Request{}, "name one service"},
-		{"bob/tv", "laptop/files", "*", zone.Request{}, "name one method"},
-		{"bob/tv/x/y", "laptop/files", "", zone.Request{}, "invalid WHO"},
+		{"alice/phone", "laptop/files", "", policy.Request{FromZone: "alice", FromZoneID: string(here), FromDevice: "phone", ToDevice: "laptop", ToService: "files", SameZone: true}, ""},
+		{"gopc76ixmmcqpnveeo244ccofbor7js5e/phone/notes", "hub/echo", "echo", policy.Request{FromZone: "alice", FromZoneID: string(here), FromDevice: "phone", FromApp: "notes", ToDevice: "hub", ToService: "echo", Method: "echo", SameZone: true}, ""},
+		{"bob/tv", "laptop/files", "get", policy.Request{FromZone: "bob", FromDevice: "tv", ToDevice: "laptop", ToService: "files", Method: "get"}, ""},
+		{"", "laptop/files", "", policy.Request{}, "are required"},
+		{"bob", "laptop/files", "", policy.Request{}, "name one caller"},
+		{"*", "laptop/files", "", policy.Request{}, "name one caller"},
+		{"bob/tv", "laptop/*", "", policy.Request{}, "name one service"},
+		{"bob/tv", "*", "", policy.Request{}, "name one service"},
+		{"bob/tv", "laptop/files", "*", policy.Request{}, "name one method"},
+		{"bob/tv/x/y", "laptop/files", "", policy.Request{}, "invalid WHO"},
 	} {
 		o := &hubPolicyCheckOptions{from: tc.from, to: tc.to, method: tc.method}
 		got, err := o.request()

@@ -1,4 +1,4 @@
-package zone
+package policy
 
 import (
 	"encoding/json"

@@ -1,4 +1,9 @@
-package zone
+// Package policy is the zone's call policy: rules that say who may call
+// which service, their parsing and canonical form, and the decision for one
+// request. It is pure logic, shared by the hub and every device, which each
+// decide with the same rules; it holds no state and does no I/O beyond
+// reading rules through a RuleLister.
+package policy
 
 import (
 	"cmp"
@@ -495,16 +500,6 @@ type caller struct {
 	toID string
 }
 
-// compactID is the compact form of the first of zs that is a zone ID.
-func compactID(zs ...string) string {
-	for _, z := range zs {
-		if id, err := certs.ParseZoneID(z); z != "" && err == nil {
-			return id.Compact()
-		}
-	}
-	return ""
-}
-
 func (m matcher) matches(c caller, req Request) bool {
 	w := m.from
 	if !w.anyone {
@@ -533,7 +528,7 @@ func (m matcher) matches(c caller, req Request) bool {
 // Decide applies rules to req; see the top of this file for the order. A
 // rule that is not valid (ParseRule would refuse it) never matches.
 func Decide(rules []Rule, req Request) Decision {
-	c := caller{name: req.FromZone, id: compactID(req.FromZoneID, req.FromZone), toID: compactID(req.ToZoneID, req.ToZone)}
+	c := caller{name: req.FromZone, id: certs.FirstZoneID(req.FromZoneID, req.FromZone), toID: certs.FirstZoneID(req.ToZoneID, req.ToZone)}
 	var best *Rule
 	var bestSpec Specificity
 	for i := range rules {
