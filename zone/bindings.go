@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/token"
 )
 
 // Bindings: an application's use of a service on another device, as the
@@ -51,7 +52,7 @@ type binding struct {
 
 	// limits, from the binding's token (zero: none), computed when it
 	// was made.
-	limits bindLimits
+	limits token.Grant
 	timer  *time.Timer
 
 	mu      sync.Mutex
@@ -64,12 +65,12 @@ type binding struct {
 func (b *binding) over() string {
 	in, out := int64(b.in.Load()), int64(b.out.Load())
 	switch l := b.limits; {
-	case l.bytesIn > 0 && in > l.bytesIn:
-		return fmt.Sprintf("quota: %d bytes in", l.bytesIn)
-	case l.bytesOut > 0 && out > l.bytesOut:
-		return fmt.Sprintf("quota: %d bytes out", l.bytesOut)
-	case l.bytesTotal > 0 && in+out > l.bytesTotal:
-		return fmt.Sprintf("quota: %d bytes in all", l.bytesTotal)
+	case l.BytesIn > 0 && in > l.BytesIn:
+		return fmt.Sprintf("quota: %d bytes in", l.BytesIn)
+	case l.BytesOut > 0 && out > l.BytesOut:
+		return fmt.Sprintf("quota: %d bytes out", l.BytesOut)
+	case l.BytesTotal > 0 && in+out > l.BytesTotal:
+		return fmt.Sprintf("quota: %d bytes in all", l.BytesTotal)
 	}
 	return ""
 }
@@ -105,7 +106,7 @@ func newBindingTable() *bindingTable {
 // attach returns the binding for k, made if there is none, with r added
 // to its exchanges in flight. The caller removes r with detach. A new
 // binding takes its limits from limitsOf (nil: none), which may refuse it.
-func (t *bindingTable) attach(k bindKey, r *relay, now time.Time, limitsOf func() (bindLimits, error)) (*binding, error) {
+func (t *bindingTable) attach(k bindKey, r *relay, now time.Time, limitsOf func() (token.Grant, error)) (*binding, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.live[k]
@@ -117,9 +118,9 @@ func (t *bindingTable) attach(k bindKey, r *relay, now time.Time, limitsOf func(
 				return nil, err
 			}
 			b.limits = l
-			if !l.deadline.IsZero() {
-				why := l.expiry
-				b.timer = time.AfterFunc(l.deadline.Sub(now), func() { t.end(b, why, time.Now()) })
+			if !l.Deadline.IsZero() {
+				why := l.Expiry
+				b.timer = time.AfterFunc(l.Deadline.Sub(now), func() { t.end(b, why, time.Now()) })
 			}
 		}
 		t.live[k], t.byID[b.id] = b, b

@@ -18,6 +18,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/token"
 )
 
 // Calls and messages between applications (docs/PROTOCOL.md, "Calls").
@@ -526,7 +527,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 	// A token, presented or required, decides whether a binding can be
 	// made and what it may use.
 	key := bindKey{from, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
-	var limitsOf func() (bindLimits, error)
+	var limitsOf func() (token.Grant, error)
 	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
 		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
 		if err != nil {
@@ -534,7 +535,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 			return
 		}
 		key.token = tok.ID
-		limitsOf = func() (bindLimits, error) { return h.bindToken(tok, from) }
+		limitsOf = func() (token.Grant, error) { return h.bindToken(tok, from) }
 	}
 	hdr.Token, hdr.TokenID = "", key.token
 	if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/token"
 )
 
 // The hub's admin API for service tokens (pzh tokens).
@@ -21,7 +22,7 @@ const maxIssue = 1000
 type TokenTemplateRequest struct {
 	Name    string `json:"name"`
 	Replace bool   `json:"replace,omitempty"`
-	TokenLimits
+	token.Limits
 }
 
 // IssueRequest is the body of POST /v1/tokens.
@@ -46,9 +47,9 @@ type TokenView struct {
 	Lot      string    `json:"lot,omitempty"`
 	Issued   time.Time `json:"issued"`
 	// State: active, revoked, used (single use, used), expired.
-	State string     `json:"state"`
-	Usage TokenUsage `json:"usage"`
-	TokenLimits
+	State string      `json:"state"`
+	Usage token.Usage `json:"usage"`
+	token.Limits
 }
 
 func (h *Hub) tokenRoutes(mux *http.ServeMux) {
@@ -62,25 +63,25 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			writeErr(w, http.StatusBadRequest, err)
 			return
 		}
-		var cur TokenTemplate
-		if ok, err := tokenRecord(h.state, tokenKeyTemplate+req.Name, &cur); err != nil {
+		var cur token.Template
+		if ok, err := tokenRecord(h.state, token.KeyTemplate+req.Name, &cur); err != nil {
 			writeErr(w, http.StatusInternalServerError, err)
 			return
 		} else if ok && !req.Replace {
 			writeErr(w, http.StatusConflict, fmt.Errorf("template %q exists; replace it with --replace (tokens already issued keep their limits)", req.Name))
 			return
 		}
-		tpl := TokenTemplate{Name: req.Name, Created: h.cfg.Now().UTC(), TokenLimits: req.TokenLimits}
-		if err := putTokenRecord(h.state, tokenKeyTemplate+req.Name, &tpl); err != nil {
+		tpl := token.Template{Name: req.Name, Created: h.cfg.Now().UTC(), Limits: req.Limits}
+		if err := putTokenRecord(h.state, token.KeyTemplate+req.Name, &tpl); err != nil {
 			writeErr(w, dataStatus(err), err)
 			return
 		}
 		writeJSON(w, http.StatusOK, tpl)
 	})
 	mux.HandleFunc("GET /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
-		var out []TokenTemplate
-		err := h.state.List(zsync.BucketTokens, tokenKeyTemplate, func(rec zsync.Record) error {
-			var t TokenTemplate
+		var out []token.Template
+		err := h.state.List(zsync.BucketTokens, token.KeyTemplate, func(rec zsync.Record) error {
+			var t token.Template
 			if json.Unmarshal(rec.Value, &t) == nil {
 				out = append(out, t)
 			}
@@ -90,7 +91,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			writeErr(w, dataStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]TokenTemplate{"templates": nonNil(out)})
+		writeJSON(w, http.StatusOK, map[string][]token.Template{"templates": nonNil(out)})
 	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req IssueRequest
@@ -145,7 +146,7 @@ func checkTemplate(req *TokenTemplateRequest) error {
 	if err := ValidateServiceName(req.Name); err != nil {
 		return fmt.Errorf("template: %w", err)
 	}
-	l := req.TokenLimits
+	l := req.Limits
 	if l.MaxBytesIn < 0 || l.MaxBytesOut < 0 || l.MaxBytesTotal < 0 {
 		return errors.New("byte limits cannot be negative")
 	}
@@ -169,8 +170,8 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 			return nil, http.StatusBadRequest, fmt.Errorf("lot: %w", err)
 		}
 	}
-	var tpl TokenTemplate
-	ok, err := tokenRecord(h.state, tokenKeyTemplate+req.Template, &tpl)
+	var tpl token.Template
+	ok, err := tokenRecord(h.state, token.KeyTemplate+req.Template, &tpl)
 	if err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
@@ -181,12 +182,12 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 	var edits []zsync.Edit
 	var out []IssuedToken
 	for range req.Count {
-		t, presented := NewToken(&tpl, req.Lot, now)
+		t, presented := token.New(&tpl, req.Lot, now)
 		b, err := json.Marshal(t)
 		if err != nil {
 			return nil, http.StatusInternalServerError, err
 		}
-		edits = append(edits, zsync.Edit{Bucket: zsync.BucketTokens, Key: tokenKeyToken + t.ID, Value: b})
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketTokens, Key: token.KeyToken + t.ID, Value: b})
 		out = append(out, IssuedToken{ID: t.ID, Token: presented, Lot: req.Lot})
 	}
 	if _, err := h.state.Apply(edits); err != nil {
@@ -199,15 +200,15 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 func (h *Hub) tokenViews(lot string) ([]TokenView, error) {
 	now := h.cfg.Now()
 	var out []TokenView
-	err := h.state.List(zsync.BucketTokens, tokenKeyToken, func(rec zsync.Record) error {
-		var t Token
+	err := h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
+		var t token.Token
 		if json.Unmarshal(rec.Value, &t) != nil || lot != "" && t.Lot != lot {
 			return nil
 		}
-		var u TokenUsage
-		tokenRecord(h.state, tokenKeyUsage+t.ID, &u)
-		v := TokenView{ID: t.ID, Template: t.Template, Lot: t.Lot, Issued: t.Issued, Usage: u, TokenLimits: t.TokenLimits, State: "active"}
-		if _, err := t.limits(u, "", now); err != nil {
+		var u token.Usage
+		tokenRecord(h.state, token.KeyUsage+t.ID, &u)
+		v := TokenView{ID: t.ID, Template: t.Template, Lot: t.Lot, Issued: t.Issued, Usage: u, Limits: t.Limits, State: "active"}
+		if _, err := t.Grant(u, "", now); err != nil {
 			switch {
 			case t.Revoked:
 				v.State = "revoked"
@@ -233,8 +234,8 @@ func (h *Hub) tokenViews(lot string) ([]TokenView, error) {
 func (h *Hub) revokeTokens(id, lot string) (int, error) {
 	var edits []zsync.Edit
 	var ids []string
-	err := h.state.List(zsync.BucketTokens, tokenKeyToken, func(rec zsync.Record) error {
-		var t Token
+	err := h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
+		var t token.Token
 		if json.Unmarshal(rec.Value, &t) != nil || t.Revoked {
 			return nil
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pzone/pzone/zone/token"
 )
 
 func tokenTestZone(t *testing.T) (*testHub, string, string) {
@@ -60,7 +62,7 @@ func TestTokenQuotas(t *testing.T) {
 	wantStatus(t, call("a", "", "echo", 1), http.StatusForbidden, "requires a token")
 	wantStatus(t, call("a", "abcdefgh.0123456789abcdefghijklmnopqrstuv", "echo", 1), http.StatusForbidden, "unknown token")
 
-	bytesTok := issue(t, hub, TokenTemplateRequest{Name: "small", TokenLimits: TokenLimits{MaxBytesTotal: 2000}}, 1, "")[0]
+	bytesTok := issue(t, hub, TokenTemplateRequest{Name: "small", Limits: token.Limits{MaxBytesTotal: 2000}}, 1, "")[0]
 	if err := call("a", bytesTok.Token, "echo", "hello"); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +74,7 @@ func TestTokenQuotas(t *testing.T) {
 	}
 	wantStatus(t, call("a", bytesTok.Token, "echo", 1), http.StatusForbidden, "has used its 2000 bytes in all")
 
-	durTok := issue(t, hub, TokenTemplateRequest{Name: "brief", TokenLimits: TokenLimits{MaxBinding: Duration(300 * time.Millisecond), SingleUse: true}}, 1, "")[0]
+	durTok := issue(t, hub, TokenTemplateRequest{Name: "brief", Limits: token.Limits{MaxBinding: token.Duration(300 * time.Millisecond), SingleUse: true}}, 1, "")[0]
 	err = call("b", durTok.Token, "hang", nil)
 	wantStatus(t, err, http.StatusServiceUnavailable, "broke off")
 	all = waitBindings(t, hub, true, func(bs []BindingView) bool { return len(bs) == 2 && bs[1].Ended != nil })

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/token"
 )
 
 func newHubTokensCmd(g *globals) *cobra.Command {
@@ -60,12 +61,12 @@ func newHubTokensTemplateCmd(g *globals) *cobra.Command {
 				}
 			}
 			req.Name = args[0]
-			req.MaxBinding, req.MaxUsage, req.MaxWall, req.MaxAge = zone.Duration(maxBinding), zone.Duration(maxUsage), zone.Duration(maxWall), zone.Duration(maxAge)
-			var tpl zone.TokenTemplate
+			req.MaxBinding, req.MaxUsage, req.MaxWall, req.MaxAge = token.Duration(maxBinding), token.Duration(maxUsage), token.Duration(maxWall), token.Duration(maxAge)
+			var tpl token.Template
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/tokens/templates", req, &tpl); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "template %s: %s\n", tpl.Name, limitsText(tpl.TokenLimits))
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "template %s: %s\n", tpl.Name, limitsText(tpl.Limits))
 			return err
 		},
 	}
@@ -87,7 +88,7 @@ func newHubTokensTemplateCmd(g *globals) *cobra.Command {
 		Short: "List the templates",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var v struct{ Templates []zone.TokenTemplate }
+			var v struct{ Templates []token.Template }
 			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/tokens/templates", nil, &v); err != nil {
 				return err
 			}
@@ -102,7 +103,7 @@ func newHubTokensTemplateCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TEMPLATE\tLIMITS")
 			for _, t := range v.Templates {
-				fmt.Fprintf(tw, "%s\t%s\n", t.Name, limitsText(t.TokenLimits))
+				fmt.Fprintf(tw, "%s\t%s\n", t.Name, limitsText(t.Limits))
 			}
 			return tw.Flush()
 		},
@@ -113,7 +114,7 @@ func newHubTokensTemplateCmd(g *globals) *cobra.Command {
 }
 
 // limitsText describes limits in a line.
-func limitsText(l zone.TokenLimits) string {
+func limitsText(l token.Limits) string {
 	var parts []string
 	add := func(ok bool, format string, v any) {
 		if ok {
