@@ -542,8 +542,8 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 		refuseCall(st, CallUnavailable, why)
 		return
 	}
-	if h.cfg.TestTamper != "" && hdr.Envelope != nil {
-		if h.tamper(st, target, hdr, deadline) {
+	if h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
+		if h.cfg.FriendCallHook(&FriendCall{Header: hdr, st: st, target: target, deadline: deadline}) {
 			return
 		}
 	}

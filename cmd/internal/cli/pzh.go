@@ -9,7 +9,7 @@ import (
 )
 
 // HubCommand is the pzh root command.
-func HubCommand() *cobra.Command {
+func HubCommand(exts ...ServeExtension) *cobra.Command {
 	g := &globals{envVar: "PZH_DATA", sub: "hub"}
 	root := &cobra.Command{
 		Use:   "pzh",
@@ -20,7 +20,7 @@ run the hub with 'pzh serve', and pair each device with 'pzh invite' (and
 through the socket in its data directory.`,
 	}
 	g.register(root)
-	root.AddCommand(newHubInitCmd(g), newHubServeCmd(g), newHubInviteCmd(g), newHubInvitesCmd(g),
+	root.AddCommand(newHubInitCmd(g), newHubServeCmd(g, exts), newHubInviteCmd(g), newHubInvitesCmd(g),
 		newHubDevicesCmd(g), newHubRevokeCmd(g), newHubWakeCmd(g), newHubStatusCmd(g), newHubWaitCmd(g), newHubDataCmd(g), newHubPolicyCmd(g), newHubBindingsCmd(g), newHubTokensCmd(g),
 		newHubFriendCmd(g), newHubFriendsCmd(g), newHubCompactCmd(g))
 	return root

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
@@ -28,13 +29,18 @@ type hubServeOptions struct {
 	queueLimit int
 	queueMiB   int
 	wakeRate   int
-	tamper     string
 	resetState bool
 	resetMail  bool
 }
 
-func newHubServeCmd(g *globals) *cobra.Command {
+// ServeExtension adds flags to pzh serve and returns what they change in
+// the hub's configuration. Tests use it to build a pzh that misbehaves;
+// the pzh command has none.
+type ServeExtension func(flags *pflag.FlagSet) (configure func(*zone.HubConfig) error)
+
+func newHubServeCmd(g *globals, exts []ServeExtension) *cobra.Command {
 	o := &hubServeOptions{}
+	var configures []func(*zone.HubConfig) error
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the hub",
@@ -87,11 +93,17 @@ shrink what a device holds, and deletions, are always taken.`,
 			if !o.noTCP {
 				kinds = append(kinds, transport.KindTCP)
 			}
-			return zone.RunHub(cmd.Context(), zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
+			cfg := zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
 				DeviceQuota: int64(o.devQuota), ZoneQuota: int64(o.zoneQuota),
-				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate, TestTamper: o.tamper,
-				ResetZoneState: o.resetState, ResetMailbox: o.resetMail})
+				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate,
+				ResetZoneState: o.resetState, ResetMailbox: o.resetMail}
+			for _, configure := range configures {
+				if err := configure(&cfg); err != nil {
+					return err
+				}
+			}
+			return zone.RunHub(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -113,8 +125,9 @@ shrink what a device holds, and deletions, are always taken.`,
 	f.BoolVar(&o.resetMail, "reset-mailbox", false, "start mailbox.db over, on purpose: queued messages are lost")
 	// For tests only: a hub that alters or replays calls from friend
 	// zones, to show that devices catch it. Hidden from help.
-	f.StringVar(&o.tamper, "test-tamper", "", "TEST ONLY: misbehave with calls from friend zones (alter, replay or answer)")
-	f.MarkHidden("test-tamper")
+	for _, ext := range exts {
+		configures = append(configures, ext(f))
+	}
 	return cmd
 }
 

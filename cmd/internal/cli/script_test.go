@@ -24,7 +24,7 @@ import (
 // real child processes with their own sockets, stores and signals.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"pzh": func() { os.Exit(Run(HubCommand())) },
+		"pzh": func() { os.Exit(Run(HubCommand(tamperExtension))) },
 		"pzp": func() { os.Exit(Run(PeerCommand())) },
 	})
 }
