@@ -17,6 +17,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/token"
 )
@@ -76,7 +77,7 @@ type CallHeader struct {
 	FromZoneID string `cbor:"15,keyasint,omitempty"`
 	// Envelope is the calling device's signature over the call, on every
 	// call that crosses zones (envelope.go).
-	Envelope *Envelope `cbor:"16,keyasint,omitempty"`
+	Envelope *envelope.Envelope `cbor:"16,keyasint,omitempty"`
 }
 
 // CallStatus is the outcome in a CallReply.
@@ -118,7 +119,7 @@ type CallReply struct {
 	ExpiresMs int64 `cbor:"4,keyasint,omitempty"`
 	// Envelope is the serving device's signature over the result, on a
 	// call that crossed zones (absent on failures, which hubs may say).
-	Envelope *Envelope `cbor:"5,keyasint,omitempty"`
+	Envelope *envelope.Envelope `cbor:"5,keyasint,omitempty"`
 }
 
 // CallError is a call that did not succeed, with the status that says why.
@@ -676,7 +677,7 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
 		leaf := h.cert.Load()
 		self := certs.Identity{Zone: h.zone.ID, Device: certs.HubDevice}
-		opts = envelopeOpts(h.envelopes, hdr, f.entry(), self, signer{key: leaf.PrivateKey.(ed25519.PrivateKey), cert: leaf.Leaf}, h.cfg.Now, h.log)
+		opts = envelopeOpts(h.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, h.cfg.Now, h.log)
 	}
 	if d := policy.Decide(rules, req); !d.Allow {
 		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
@@ -696,7 +697,7 @@ type serveOpts struct {
 	onDelivered func()
 	onFailed    func(*CallError)
 	// seal, if set, signs the result.
-	seal func(result []byte) *Envelope
+	seal func(result []byte) *envelope.Envelope
 }
 
 // serveCall reads a call's request from st, hands it to the application

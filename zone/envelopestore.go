@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/envelope"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -105,13 +106,13 @@ func (b *boltEnvelopes) ForgetEnvelope(key string) error {
 
 // keepEnvelopes makes c remember across restarts in db, loading what an
 // earlier run accepted.
-func keepEnvelopes(c *envelopeChecker, db *bolt.DB, now func() time.Time) error {
+func keepEnvelopes(c *envelope.Checker, db *bolt.DB, now func() time.Time) error {
 	store := &boltEnvelopes{db: db, now: now}
 	seen, err := store.load(now())
 	if err != nil {
 		return err
 	}
-	c.remember(seen)
-	c.store = store
+	c.Remember(seen)
+	c.Store = store
 	return nil
 }

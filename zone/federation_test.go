@@ -12,6 +12,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -227,7 +228,7 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 		return rep
 	}
 	base := CallHeader{ID: "c1", Kind: CallRequest, FromZoneID: aliceZone, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 5000,
-		Envelope: &Envelope{Cert: chain.Leaf.Raw, TimeMs: time.Now().UnixMilli(), Sig: make([]byte, 64)}}
+		Envelope: &envelope.Envelope{Cert: chain.Leaf.Raw, TimeMs: time.Now().UnixMilli(), Sig: make([]byte, 64)}}
 	other := base
 	other.FromZoneID = bobZone(t, bob) // any zone but the link's
 	unsigned := base

@@ -29,6 +29,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/envelope"
 )
 
 // Hub defaults, with why.
@@ -260,7 +261,7 @@ type Hub struct {
 	linkCtx    context.Context
 	outboxes   map[string]*outbox // messages kept for friends (outbox.go)
 	// envelopes checks calls from friend zones to services on the hub.
-	envelopes *envelopeChecker
+	envelopes *envelope.Checker
 	// callSlots bounds the calls in flight per caller and per target.
 	callSlots *callSlots
 }
@@ -374,7 +375,7 @@ func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
 		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
 		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
-		envelopes: newEnvelopeChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget)}
+		envelopes: envelope.NewChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget)}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ var layers = [][]string{
 	{"certs", "storefile", "transport", "wakeup"},
 	{"pairing", "sync"},
 	// The pure logic the hub and the devices share.
-	{"zone/policy", "zone/token"},
+	{"zone/envelope", "zone/policy", "zone/token"},
 	// The runtimes, for now in one package.
 	{"zone"},
 	// Their users.

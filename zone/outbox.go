@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/envelope"
 )
 
 // The outbox: messages for later (TTLMs) to a friend zone whose hub is not
@@ -259,7 +260,7 @@ func readKept(st transport.Stream, hdr *CallHeader, now time.Time) (*queuedMsg, 
 func keptUntil(hdr *CallHeader, now time.Time) time.Time {
 	until := now.Add(min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL))
 	if env := hdr.Envelope; env != nil {
-		if signed := time.UnixMilli(env.TimeMs).Add(time.Duration(hdr.TTLMs)*time.Millisecond + envelopeWindow); signed.Before(until) {
+		if signed := time.UnixMilli(env.TimeMs).Add(time.Duration(hdr.TTLMs)*time.Millisecond + envelope.Window); signed.Before(until) {
 			until = signed
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/envelope"
 )
 
 // Reconnect backoff, with why.
@@ -187,7 +188,7 @@ type PeerStatus struct {
 	Wake *PeerWakeStatus `json:"wake,omitempty"`
 	// Envelopes counts the verdicts on signed calls and answers from
 	// friend zones.
-	Envelopes EnvelopeCounts `json:"envelopes"`
+	Envelopes envelope.Counts `json:"envelopes"`
 	// Direct is the direct listener and the path to each other device
 	// (absent without direct connections).
 	Direct *DirectStatus `json:"direct,omitempty"`
@@ -222,14 +223,14 @@ type Peer struct {
 	unpairReq chan *unpairCall
 	conn      atomic.Pointer[transport.Conn] // the live session's connection
 
-	delivered  recentIDs        // queued messages delivered lately
-	envelopes  *envelopeChecker // signatures of calls from friend zones
-	sleep      *sleeper         // nil: the device never sleeps
-	direct     *directNet       // nil: no direct connections
-	inflight   atomic.Int64     // calls and messages in progress, either way
-	lastActive atomic.Int64     // unix ns of the last activity
-	renewTried atomic.Int64     // unix ns of the last renewal attempt
-	hubVersion atomic.Uint32    // the session version the hub's Welcome said
+	delivered  recentIDs         // queued messages delivered lately
+	envelopes  *envelope.Checker // signatures of calls from friend zones
+	sleep      *sleeper          // nil: the device never sleeps
+	direct     *directNet        // nil: no direct connections
+	inflight   atomic.Int64      // calls and messages in progress, either way
+	lastActive atomic.Int64      // unix ns of the last activity
+	renewTried atomic.Int64      // unix ns of the last renewal attempt
+	hubVersion atomic.Uint32     // the session version the hub's Welcome said
 }
 
 // Traffic is the wire byte count of the current session's connection
@@ -381,8 +382,8 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 
 func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
 	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: newServiceHost(),
-		envelopes: newEnvelopeChecker()}
-	p.envelopes.notify = p.changes.bump
+		envelopes: envelope.NewChecker()}
+	p.envelopes.Notify = p.changes.bump
 	p.id.Store(id)
 	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}

@@ -15,6 +15,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -279,12 +280,12 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		// header does, and signed by the calling device.
 		f := p.calls.get(p.state, p.log).friends.byID[hdr.FromZoneID]
 		if f == nil {
-			p.envelopes.count(verdictUnknown)
+			p.envelopes.Count(envelope.Unknown)
 			refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
 			return
 		}
 		hdr.FromZone = f.petname
-		opts = envelopeOpts(p.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, signer{key: id.Key, cert: id.Cert}, p.cfg.Now, p.log)
+		opts = envelopeOpts(p.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, envelope.Signer{Key: id.Key, Cert: id.Cert}, p.cfg.Now, p.log)
 	}
 	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
@@ -418,7 +419,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	}
 	if friend != nil {
 		// The hubs relay; only this signature says who asks what.
-		env, err := signer{key: id.Key, cert: id.Cert}.signCall(hdr, friend.id.Compact(), p.cfg.Now(), body)
+		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(envCall(hdr), friend.id.Compact(), p.cfg.Now(), body)
 		if err != nil {
 			return nil, nil, &CallError{CallBadRequest, "sign the call: " + err.Error()}
 		}
@@ -488,8 +489,8 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	if friend != nil {
 		// Any other answer must be the serving device's, signed.
 		from := certs.Identity{Zone: friend.id, Device: addr.Device}
-		v, err := p.envelopes.checkReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
-		p.envelopes.count(v)
+		v, err := p.envelopes.CheckReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
+		p.envelopes.Count(v)
 		if err != nil {
 			p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
 			return nil, nil, &CallError{CallFailed, fmt.Sprintf("the answer from %s does not check out: %v", addr, err)}

@@ -11,6 +11,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/envelope"
 )
 
 func newPeerStatusCmd(g *globals) *cobra.Command {
@@ -61,7 +62,7 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "             %d sleeps, %d woken by ping, %d by local need; pings: %d accepted, %d forged, %d stale, %d replayed, %d malformed\n",
 					w.Sleeps, w.PingWakes, w.LocalWakes, p.Accepted, p.Forged, p.Stale, p.Replayed, p.Malformed)
 			}
-			if e := st.Envelopes; e != (zone.EnvelopeCounts{}) {
+			if e := st.Envelopes; e != (envelope.Counts{}) {
 				fmt.Fprintf(out, "friends:     signed envelopes from friend zones: %d accepted, %d forged, %d stale, %d replayed, %d from unknown zones\n",
 					e.Accepted, e.Forged, e.Stale, e.Replayed, e.Unknown)
 			}
