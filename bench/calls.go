@@ -17,6 +17,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The call rows: calls between applications on two devices through the
@@ -554,7 +555,7 @@ func (c *callBench) relayThroughput(ctx context.Context, kind transport.Kind) ([
 	return []Row{{Name: "relay throughput", Transport: string(kind), Value: v, Unit: "MB/s", Baseline: b, Ratio: ratio(v, b),
 		Target: "report", Met: true, Runs: runs,
 		Note: fmt.Sprintf("A→hub→B, %d MiB in calls of %d KiB (the most a call carries; the hub reads each body whole before passing it on), %d in flight, in %d KiB data frames, bare sessions at both ends (apps have no streaming API yet); raw, alternating: the same frames over one raw %s stream",
-			size>>20, zone.MaxCallBody>>10, relayCallsInFlight, relayChunk>>10, kind)}}, nil
+			size>>20, wire.MaxCallBody>>10, relayCallsInFlight, relayChunk>>10, kind)}}, nil
 }
 
 func mbPerSecond(bytes int64, d time.Duration) float64 { return float64(bytes) / d.Seconds() / 1e6 }
@@ -601,20 +602,20 @@ func rawBulkOnce(ctx context.Context, conn transport.Conn, frame []byte, n int) 
 }
 
 // relayCallsInFlight is how many relay calls the relay row keeps open at
-// once: a call's body is at most zone.MaxCallBody and the hub reads it
+// once: a call's body is at most wire.MaxCallBody and the hub reads it
 // whole before it passes it on, so an application moving bulk data by
 // calls keeps a few in flight to keep both hops busy.
 const relayCallsInFlight = 4
 
 // relayOnce sends n copies of frame from one bare session through the hub
-// to another, in calls of at most zone.MaxCallBody bytes each, at most
+// to another, in calls of at most wire.MaxCallBody bytes each, at most
 // relayCallsInFlight at once; the other end reads each call's body and
 // answers CallOK. It returns the time from opening the first stream until
 // the last answer.
 func relayOnce(ctx context.Context, from, to *zone.Session, toDevice, id string, frame []byte, n int) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, relayTimeout)
 	defer cancel()
-	perCall := max(zone.MaxCallBody/relayChunk, 1)
+	perCall := max(wire.MaxCallBody/relayChunk, 1)
 	calls := (n + perCall - 1) / perCall
 	received := make(chan error, 1)
 	go func() { received <- receiveRelay(ctx, to.Conn(), calls, int64(len(frame))) }()
@@ -651,8 +652,8 @@ func relayCall(ctx context.Context, from *zone.Session, toDevice, id string, fra
 	}
 	defer st.Reset()
 	st.SetDeadline(time.Now().Add(relayTimeout))
-	hdr := zone.CallHeader{ID: id, Kind: zone.CallRequest, ToDevice: toDevice, ToService: relayService, TimeoutMs: uint64(relayTimeout / time.Millisecond)}
-	if err := transport.WriteFrame(st, &zone.StreamHeader{Kind: zone.StreamCall}); err != nil {
+	hdr := wire.CallHeader{ID: id, Kind: wire.CallRequest, ToDevice: toDevice, ToService: relayService, TimeoutMs: uint64(relayTimeout / time.Millisecond)}
+	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
 		return err
 	}
 	if err := transport.WriteFrame(st, &hdr); err != nil {
@@ -661,12 +662,12 @@ func relayCall(ctx context.Context, from *zone.Session, toDevice, id string, fra
 	if err := writeFrames(st, frame, n); err != nil {
 		return fmt.Errorf("send through the hub: %w", err)
 	}
-	var rep zone.CallReply
+	var rep wire.CallReply
 	if err := transport.NewFrameReader(st, maxReplyFrame).ReadFrame(&rep); err != nil {
 		return fmt.Errorf("no answer through the hub: %w", err)
 	}
-	if rep.Status != zone.CallOK {
-		return fmt.Errorf("relay to %s: %w", toDevice, &zone.CallError{Status: rep.Status, Message: rep.Message})
+	if rep.Status != wire.CallOK {
+		return fmt.Errorf("relay to %s: %w", toDevice, &wire.CallError{Status: rep.Status, Message: rep.Message})
 	}
 	return nil
 }
@@ -699,9 +700,9 @@ func receiveRelay(ctx context.Context, conn transport.Conn, calls int, frameLen 
 func receiveRelayCall(st transport.Stream, frameLen int64) error {
 	st.SetDeadline(time.Now().Add(relayTimeout))
 	fr := transport.NewFrameReader(st, maxReplyFrame)
-	var sh zone.StreamHeader
-	var hdr zone.CallHeader
-	if err := fr.ReadFrame(&sh); err != nil || sh.Kind != zone.StreamCall {
+	var sh wire.StreamHeader
+	var hdr wire.CallHeader
+	if err := fr.ReadFrame(&sh); err != nil || sh.Kind != wire.StreamCall {
 		st.Reset()
 		return fmt.Errorf("the hub opened a stream of kind %d (%v), not a call", sh.Kind, err)
 	}
@@ -717,7 +718,7 @@ func receiveRelayCall(st transport.Stream, frameLen int64) error {
 		st.Reset()
 		return fmt.Errorf("relayed call %s: %w", hdr.ID, err)
 	}
-	if err := transport.WriteFrame(st, &zone.CallReply{}); err != nil {
+	if err := transport.WriteFrame(st, &wire.CallReply{}); err != nil {
 		st.Reset()
 		return err
 	}

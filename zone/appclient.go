@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The Go side of the local API for applications: call services, send
@@ -124,7 +126,7 @@ func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle
 		ready()
 	}
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4*maxCallBody)
+	sc.Buffer(make([]byte, 64<<10), 4*wire.MaxCallBody)
 	var mu sync.Mutex
 	inFlight := map[string]context.CancelFunc{} // calls being handled, to cancel
 	// Messages are handled one at a time, in the order they came (a queue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/token"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Bindings: an application's use of a service on another device, as the
@@ -111,7 +112,7 @@ func (t *bindingTable) attach(k bindKey, r *relay, now time.Time, limitsOf func(
 	defer t.mu.Unlock()
 	b := t.live[k]
 	if b == nil {
-		b = &binding{id: newCallID(), key: k, since: now, streams: map[*relay]struct{}{}}
+		b = &binding{id: wire.NewCallID(), key: k, since: now, streams: map[*relay]struct{}{}}
 		if limitsOf != nil {
 			l, err := limitsOf()
 			if err != nil {

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,258 +17,8 @@ import (
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/token"
+	"github.com/pzone/pzone/zone/wire"
 )
-
-// Calls and messages between applications (docs/PROTOCOL.md, "Calls").
-// Each exchange is one StreamCall stream: the caller's peer opens it to
-// the hub with a CallHeader and the request body, the hub authenticates
-// the sender, opens a stream to the target device, and from then on
-// copies bytes both ways without reading them; the target's peer answers
-// with a CallReply and the result. A call to a service on the caller's
-// own device never leaves it.
-
-// CallKind says whether an exchange expects a result.
-type CallKind uint8
-
-const (
-	CallRequest CallKind = 1 // a call: the service's result comes back
-	CallMessage CallKind = 2 // a one-way message: only its delivery is confirmed
-)
-
-// CallHeader opens a call stream, after the StreamHeader. Fields From*
-// are set by the hub from the authenticated session (a device's own
-// values are overwritten), except FromApp, which the sending device
-// vouches for.
-type CallHeader struct {
-	ID         string   `cbor:"1,keyasint"`
-	Kind       CallKind `cbor:"2,keyasint"`
-	FromZone   string   `cbor:"3,keyasint,omitempty"`
-	FromDevice string   `cbor:"4,keyasint,omitempty"`
-	FromApp    string   `cbor:"5,keyasint,omitempty"`
-	ToDevice   string   `cbor:"6,keyasint"`
-	ToService  string   `cbor:"7,keyasint"`
-	Method     string   `cbor:"8,keyasint,omitempty"`
-	// TimeoutMs is the time left for the whole exchange; each hop
-	// measures its own deadline from it, so clocks need not agree.
-	TimeoutMs uint64 `cbor:"9,keyasint"`
-	// Token is the service token the caller presents (ID.SECRET); the hub
-	// checks it and forwards only its ID, as TokenID.
-	Token   string `cbor:"10,keyasint,omitempty"`
-	TokenID string `cbor:"11,keyasint,omitempty"`
-	// TTLMs asks for delivery later: a message for a device that is away
-	// is kept at the hub this long (and the device woken); a call waits
-	// this long for the device to come back.
-	TTLMs uint64 `cbor:"12,keyasint,omitempty"`
-	// QueuedMs, from the hub only: the message waited in the hub's queue,
-	// kept since this time (unix ms). It may arrive twice (the hub lost
-	// the confirmation); the device drops a repeat of a recent ID.
-	QueuedMs int64 `cbor:"13,keyasint,omitempty"`
-	// ToZone names the service's zone when it is not the caller's own: a
-	// friend's compact zone ID (or petname, as the caller's zone knows
-	// it). Only the caller's hub reads it; it forwards the call to that
-	// friend's hub.
-	ToZone string `cbor:"14,keyasint,omitempty"`
-	// FromZoneID is the caller's compact zone ID. Hubs set it: on a call
-	// from a friend zone it is that zone's, proven by the link the call
-	// came over; empty or this zone's own means a call from within.
-	FromZoneID string `cbor:"15,keyasint,omitempty"`
-	// Envelope is the calling device's signature over the call, on every
-	// call that crosses zones (envelope.go).
-	Envelope *envelope.Envelope `cbor:"16,keyasint,omitempty"`
-}
-
-// CallStatus is the outcome in a CallReply.
-type CallStatus uint8
-
-const (
-	CallOK          CallStatus = 0
-	CallNotFound    CallStatus = 1 // no such device or service
-	CallOffline     CallStatus = 2 // the device is not connected, or the service is not running
-	CallDenied      CallStatus = 3 // policy refused it; Message names the rule or default
-	CallDeadline    CallStatus = 4 // the deadline passed
-	CallFailed      CallStatus = 5 // the service answered with an error (Message)
-	CallBadRequest  CallStatus = 6 // malformed header or body
-	CallUnavailable CallStatus = 7 // the node is shutting down or overloaded
-	CallQueueFull   CallStatus = 8 // delivery later: the device's queue at the hub is full
-)
-
-var callStatusNames = map[CallStatus]string{
-	CallOK: "ok", CallNotFound: "not found", CallOffline: "offline", CallDenied: "denied",
-	CallDeadline: "deadline exceeded", CallFailed: "failed", CallBadRequest: "bad request", CallUnavailable: "unavailable",
-	CallQueueFull: "queue full",
-}
-
-func (s CallStatus) String() string {
-	if n, ok := callStatusNames[s]; ok {
-		return n
-	}
-	return fmt.Sprintf("status %d", uint8(s))
-}
-
-// CallReply is the first frame the caller reads back: the outcome, then
-// (CallOK) the result as data frames until the stream's end.
-type CallReply struct {
-	Status  CallStatus `cbor:"1,keyasint,omitempty"`
-	Message string     `cbor:"2,keyasint,omitempty"`
-	// Queued: a message sent for later is kept at the hub, not yet
-	// delivered, until ExpiresMs (unix ms).
-	Queued    bool  `cbor:"3,keyasint,omitempty"`
-	ExpiresMs int64 `cbor:"4,keyasint,omitempty"`
-	// Envelope is the serving device's signature over the result, on a
-	// call that crossed zones (absent on failures, which hubs may say).
-	Envelope *envelope.Envelope `cbor:"5,keyasint,omitempty"`
-}
-
-// CallError is a call that did not succeed, with the status that says why.
-type CallError struct {
-	Status  CallStatus
-	Message string
-}
-
-func (e *CallError) Error() string {
-	if e.Message == "" {
-		return e.Status.String()
-	}
-	return e.Message
-}
-
-// Call limits, with why.
-const (
-	// DefaultCallTimeout applies when a caller gives none.
-	DefaultCallTimeout = 30 * time.Second
-	// MaxCallTimeout bounds what a caller may ask: longer exchanges are
-	// bulk transfers or subscriptions, not calls.
-	MaxCallTimeout = 10 * time.Minute
-	// maxCallHeader: names and an id.
-	maxCallHeader = 4 << 10
-	// MaxCallBody bounds a call's request or result, held in memory at
-	// both ends and at the hub (the local API's own limit): bulk data
-	// belongs on a stream, not in a call.
-	MaxCallBody = maxAPIBody
-	maxCallBody = MaxCallBody
-	// callChunk is the largest data frame a sender writes.
-	callChunk = 64 << 10
-	// DefaultCallBodyWait is how long a call's request body may take, after
-	// its header, beyond the time callBodyRate allows for what has arrived:
-	// every sender writes the body right behind the header, so this is a
-	// round trip or two on a poor link, with room to spare.
-	DefaultCallBodyWait = 5 * time.Second
-	// callBodyRate (bytes a second) is the slowest a request body may
-	// arrive once it flows: 32 kbit/s, a poor mobile link, so a large body
-	// from a slow but honest sender is not cut (1 MiB may take 4 min 21 s),
-	// while one that stalls is.
-	callBodyRate = 4 << 10
-)
-
-func newCallID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// Addr is where a call goes: a service on a device of a zone.
-type Addr struct {
-	Zone    string // empty: the caller's own zone
-	Device  string
-	Service string
-}
-
-func (a Addr) String() string {
-	if a.Zone != "" {
-		return a.Zone + "/" + a.Device + "/" + a.Service
-	}
-	return a.Device + "/" + a.Service
-}
-
-// ParseAddr reads DEVICE/SERVICE or ZONE/DEVICE/SERVICE.
-func ParseAddr(s string) (Addr, error) {
-	parts := strings.Split(s, "/")
-	var a Addr
-	switch len(parts) {
-	case 2:
-		a = Addr{Device: parts[0], Service: parts[1]}
-	case 3:
-		a = Addr{Zone: parts[0], Device: parts[1], Service: parts[2]}
-	default:
-		return Addr{}, fmt.Errorf("address %q: want DEVICE/SERVICE or ZONE/DEVICE/SERVICE", s)
-	}
-	if a.Zone != "" {
-		if err := certs.ValidateName("zone", a.Zone); err != nil {
-			return Addr{}, fmt.Errorf("address %q: %w", s, err)
-		}
-	}
-	if err := certs.ValidateName("device", a.Device); err != nil {
-		return Addr{}, fmt.Errorf("address %q: %w", s, err)
-	}
-	if err := ValidateServiceName(a.Service); err != nil {
-		return Addr{}, fmt.Errorf("address %q: %w", s, err)
-	}
-	return a, nil
-}
-
-// ValidateServiceName checks a service, app or method name: 1-64 of
-// lower-case letters, digits, '-', '_' and '.'.
-func ValidateServiceName(s string) error {
-	if s == "" || len(s) > 64 {
-		return fmt.Errorf("invalid name %q: use 1-64 lower-case letters, digits, '-', '_' or '.'", s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("invalid name %q: use 1-64 lower-case letters, digits, '-', '_' or '.'", s)
-		}
-	}
-	return nil
-}
-
-// checkCallHeader validates what a peer or the hub received.
-func checkCallHeader(h *CallHeader) error {
-	if h.Kind != CallRequest && h.Kind != CallMessage {
-		return fmt.Errorf("unknown call kind %d", h.Kind)
-	}
-	if h.ID == "" || len(h.ID) > 64 {
-		return errors.New("bad call id")
-	}
-	if err := certs.ValidateName("device", h.ToDevice); err != nil {
-		return err
-	}
-	if err := ValidateServiceName(h.ToService); err != nil {
-		return err
-	}
-	if h.Method != "" {
-		if err := ValidateServiceName(h.Method); err != nil {
-			return fmt.Errorf("method: %w", err)
-		}
-	}
-	if h.FromApp != "" {
-		if err := ValidateServiceName(h.FromApp); err != nil {
-			return fmt.Errorf("app: %w", err)
-		}
-	}
-	if h.ToZone != "" {
-		if _, err := certs.ParseZoneID(h.ToZone); err != nil && certs.ValidateName("zone", h.ToZone) != nil {
-			return fmt.Errorf("zone %q: neither a zone name nor a zone ID", h.ToZone)
-		}
-	}
-	if h.FromZoneID != "" {
-		if id, err := certs.ParseZoneID(h.FromZoneID); err != nil || id.Compact() != h.FromZoneID {
-			return errors.New("bad caller zone ID")
-		}
-	}
-	if h.TTLMs > uint64(MaxTTL/time.Millisecond) {
-		return fmt.Errorf("time to live %v: at most %v", time.Duration(h.TTLMs)*time.Millisecond, MaxTTL)
-	}
-	return nil
-}
-
-// callTimeout is the time an exchange may take, from its header.
-func callTimeout(h *CallHeader) time.Duration {
-	d := time.Duration(h.TimeoutMs) * time.Millisecond
-	if d <= 0 {
-		return DefaultCallTimeout
-	}
-	return min(d, MaxCallTimeout)
-}
 
 // writeBody writes data as data frames. A reply then ends the sending
 // direction; a request ends with an empty data frame instead and keeps its
@@ -279,7 +26,7 @@ func callTimeout(h *CallHeader) time.Duration {
 // cancel (reset) it and the service's device notices.
 func writeBody(st transport.Stream, data []byte, reply bool) error {
 	for len(data) > 0 {
-		n := min(len(data), callChunk)
+		n := min(len(data), wire.CallChunk)
 		if err := transport.WriteFrame(st, data[:n]); err != nil {
 			return err
 		}
@@ -325,9 +72,9 @@ func readBodyPaced(fr *transport.FrameReader, limit int, pace func(got int) erro
 
 // bodyDeadline is when a request body whose header came at start must
 // have arrived in full, got bytes of it so far: wait, plus time at
-// callBodyRate for what came, and never after the call's own deadline.
+// wire.CallBodyRate for what came, and never after the call's own deadline.
 func bodyDeadline(start time.Time, wait time.Duration, got int, call time.Time) time.Time {
-	d := start.Add(wait + time.Duration(got)*time.Second/callBodyRate)
+	d := start.Add(wait + time.Duration(got)*time.Second/wire.CallBodyRate)
 	if call.Before(d) {
 		return call
 	}
@@ -340,7 +87,7 @@ func bodyDeadline(start time.Time, wait time.Duration, got int, call time.Time) 
 // stop the read with an error.
 func readRequest(st transport.Stream, fr *transport.FrameReader, wait time.Duration, call time.Time, hold func(got int) error) ([]byte, error) {
 	start := time.Now()
-	body, err := readBodyPaced(fr, maxCallBody, func(got int) error {
+	body, err := readBodyPaced(fr, wire.MaxCallBody, func(got int) error {
 		if hold != nil {
 			if err := hold(got); err != nil {
 				return err
@@ -377,38 +124,38 @@ func (s *replayStream) Read(p []byte) (int, error) {
 	return s.Stream.Read(p)
 }
 
-// readCallBody reads a call's request body (at most maxCallBody, held in
+// readCallBody reads a call's request body (at most wire.MaxCallBody, held in
 // memory) before the hub commits anything to the call: a caller that
 // sends a header and no body then holds no stream to the target, only a
 // slot of its own, until the body's deadline. It returns the stream to go
 // on with, which reads the body again from the start; on failure it has
 // reset the stream (the body did not come in time), releasing slot, or
 // answered it.
-func (h *Hub) readCallBody(st transport.Stream, hdr *CallHeader, slot *callSlot) (transport.Stream, bool) {
+func (h *Hub) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) (transport.Stream, bool) {
 	var raw bytes.Buffer
-	fr := transport.NewFrameReader(io.TeeReader(st, &raw), callChunk+16)
-	_, err := readRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(callTimeout(hdr)), slot.hold)
+	fr := transport.NewFrameReader(io.TeeReader(st, &raw), wire.CallChunk+16)
+	_, err := readRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(wire.CallTimeout(hdr)), slot.hold)
 	var ne net.Error
 	var over *overBudget
 	switch {
 	case errors.As(err, &over):
-		refuseCall(st, CallUnavailable, over.Error())
+		refuseCall(st, wire.CallUnavailable, over.Error())
 		return nil, false
 	case errors.As(err, &ne) && ne.Timeout():
 		slot.release() // first: once the caller sees the reset, the slot is free
 		st.Reset()
 		return nil, false
 	case err != nil:
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		refuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
 		return nil, false
 	}
 	return &replayStream{Stream: st, rest: raw.Bytes()}, true
 }
 
 // refuseCall answers a call stream with a failure and ends it.
-func refuseCall(st transport.Stream, status CallStatus, msg string) {
+func refuseCall(st transport.Stream, status wire.CallStatus, msg string) {
 	st.SetWriteDeadline(time.Now().Add(streamTimeout))
-	if transport.WriteFrame(st, &CallReply{Status: status, Message: msg}) != nil {
+	if transport.WriteFrame(st, &wire.CallReply{Status: status, Message: msg}) != nil {
 		st.Reset()
 		return
 	}
@@ -435,7 +182,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	}
 	slot, why := h.callSlots.enter(deviceCaller(s.device))
 	if slot == nil {
-		refuseCall(st, CallUnavailable, why)
+		refuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	defer slot.release()
@@ -453,14 +200,14 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 
 // readCallHeader reads and checks the CallHeader of a call stream the
 // hub was sent; on failure it answers or resets the stream.
-func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*CallHeader, bool) {
-	var hdr CallHeader
+func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*wire.CallHeader, bool) {
+	var hdr wire.CallHeader
 	if err := fr.ReadFrame(&hdr); err != nil {
 		st.Reset()
 		return nil, false
 	}
-	if err := checkCallHeader(&hdr); err != nil {
-		refuseCall(st, CallBadRequest, err.Error())
+	if err := wire.CheckCallHeader(&hdr); err != nil {
+		refuseCall(st, wire.CallBadRequest, err.Error())
 		return nil, false
 	}
 	return &hdr, true
@@ -481,11 +228,11 @@ func (h *Hub) ownZone(name string) bool {
 // bindings and token checks (the device, or PETNAME/DEVICE for a
 // friend's); slot is the call's hold on the caller's calls in flight, to
 // which routeCall adds the target's.
-func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
-	timeout := callTimeout(hdr)
+func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
+	timeout := wire.CallTimeout(hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)
-	if hdr.Kind == CallMessage && hdr.TTLMs > 0 && hdr.ToDevice != certs.HubDevice {
+	if hdr.Kind == wire.CallMessage && hdr.TTLMs > 0 && hdr.ToDevice != certs.HubDevice {
 		h.queueMessage(st, hdr, deadline)
 		return
 	}
@@ -500,13 +247,13 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
 		if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {
-			refuseCall(st, CallUnavailable, why)
+			refuseCall(st, wire.CallUnavailable, why)
 			return
 		}
 		h.serveHosted(st, hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
-		refuseCall(st, CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		refuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
 		return
 	case target == nil && hdr.TTLMs > 0:
 		// A call for later waits for the device, woken, within its time.
@@ -515,14 +262,14 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 			until = deadline
 		}
 		if target = h.awaitOnline(gone, hdr.ToDevice, until); target == nil {
-			refuseCall(st, CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
+			refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
 	case target == nil && h.asleep(hdr.ToDevice):
-		refuseCall(st, CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
+		refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
 		return
 	case target == nil:
-		refuseCall(st, CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
+		refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
 		return
 	}
 	// A token, presented or required, decides whether a binding can be
@@ -532,7 +279,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
 		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
 		if err != nil {
-			refuseCall(st, CallDenied, err.Error())
+			refuseCall(st, wire.CallDenied, err.Error())
 			return
 		}
 		key.token = tok.ID
@@ -540,7 +287,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 	}
 	hdr.Token, hdr.TokenID = "", key.token
 	if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {
-		refuseCall(st, CallUnavailable, why)
+		refuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	if h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
@@ -552,14 +299,14 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 	defer cancel()
 	out, err := openCallStream(ctx, target.conn, hdr, deadline)
 	if err != nil {
-		refuseCall(st, CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
 		return
 	}
 	r := &relay{a: st, b: out}
 	b, err := h.bindings.attach(key, r, h.cfg.Now(), limitsOf)
 	if err != nil {
 		out.Reset()
-		refuseCall(st, CallDenied, err.Error())
+		refuseCall(st, wire.CallDenied, err.Error())
 		return
 	}
 	defer b.detach(r)
@@ -577,7 +324,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *CallHeader, gone <-chan struct
 // reads the whole answer: the reply and, for status 0, the result. For
 // the hub's own deliveries (queued messages, the outbox), whose bodies it
 // holds, rather than relays.
-func exchangeCall(ctx context.Context, conn transport.Conn, hdr *CallHeader, body []byte, deadline time.Time) (*CallReply, []byte, error) {
+func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, body []byte, deadline time.Time) (*wire.CallReply, []byte, error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	out, err := openCallStream(ctx, conn, hdr, deadline)
@@ -586,21 +333,21 @@ func exchangeCall(ctx context.Context, conn transport.Conn, hdr *CallHeader, bod
 	}
 	stop := context.AfterFunc(ctx, out.Reset)
 	defer stop()
-	fail := func(err error) (*CallReply, []byte, error) {
+	fail := func(err error) (*wire.CallReply, []byte, error) {
 		out.Reset()
 		return nil, nil, err
 	}
 	if err := writeBody(out, body, false); err != nil {
 		return fail(err)
 	}
-	fr := transport.NewFrameReader(out, callChunk+16)
-	var rep CallReply
+	fr := transport.NewFrameReader(out, wire.CallChunk+16)
+	var rep wire.CallReply
 	if err := fr.ReadFrame(&rep); err != nil {
 		return fail(err)
 	}
 	var res []byte
-	if rep.Status == CallOK {
-		if res, err = readBody(fr, maxCallBody); err != nil {
+	if rep.Status == wire.CallOK {
+		if res, err = readBody(fr, wire.MaxCallBody); err != nil {
 			return fail(err)
 		}
 	}
@@ -609,13 +356,13 @@ func exchangeCall(ctx context.Context, conn transport.Conn, hdr *CallHeader, bod
 }
 
 // openCallStream opens a call stream on conn and writes its headers.
-func openCallStream(ctx context.Context, conn transport.Conn, hdr *CallHeader, deadline time.Time) (transport.Stream, error) {
+func openCallStream(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, deadline time.Time) (transport.Stream, error) {
 	out, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out.SetDeadline(deadline)
-	if err := transport.WriteFrame(out, &StreamHeader{Kind: StreamCall}); err != nil {
+	if err := transport.WriteFrame(out, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
 		out.Reset()
 		return nil, err
 	}
@@ -663,7 +410,7 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 // serveHosted delivers a call to a service an application on the hub's
 // host serves, after the hub's own policy check (and, from a friend zone,
 // the check of the calling device's signature).
-func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Time) {
+func (h *Hub) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
 	rules := h.calls.get(h.state, h.log).rules
 	req := policy.Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
@@ -671,7 +418,7 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 	if hdr.FromZoneID != "" && hdr.FromZoneID != h.zone.ID.Compact() {
 		f := h.friend(hdr.FromZoneID)
 		if f == nil {
-			refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
+			refuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
 			return
 		}
 		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
@@ -680,7 +427,7 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *CallHeader, deadline time.Ti
 		opts = envelopeOpts(h.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, h.cfg.Now, h.log)
 	}
 	if d := policy.Decide(rules, req); !d.Allow {
-		refuseCall(st, CallDenied, "denied by the hub's policy: "+d.Reason)
+		refuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
 	serveCall(st, h.services, hdr, deadline, opts)
@@ -691,37 +438,37 @@ type serveOpts struct {
 	// check, if set, vets the request body before delivery: skip answers
 	// the call as done without delivering it (a repeat already
 	// delivered), cerr refuses it.
-	check func(body []byte) (skip bool, cerr *CallError)
+	check func(body []byte) (skip bool, cerr *wire.CallError)
 	// onDelivered runs once the application has the call or message;
 	// onFailed when it could not be delivered, and why.
 	onDelivered func()
-	onFailed    func(*CallError)
+	onFailed    func(*wire.CallError)
 	// seal, if set, signs the result.
-	seal func(result []byte) *envelope.Envelope
+	seal func(result []byte) *wire.Envelope
 }
 
 // serveCall reads a call's request from st, hands it to the application
 // serving it on this node, and writes the answer. The caller keeps its side
 // open until it has the answer: its end before then is a cancellation,
 // which reaches the application.
-func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline time.Time, o serveOpts) {
+func serveCall(st transport.Stream, sh *serviceHost, hdr *wire.CallHeader, deadline time.Time, o serveOpts) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	st.SetDeadline(deadline)
 	// A caller that sends no body must not keep the stream (and with it
 	// one of the caller's streams this node accepts) until its deadline.
-	body, err := readRequest(st, transport.NewFrameReader(st, callChunk+16), DefaultCallBodyWait, deadline, nil)
+	body, err := readRequest(st, transport.NewFrameReader(st, wire.CallChunk+16), wire.DefaultCallBodyWait, deadline, nil)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		st.Reset()
 		return
 	}
 	if err != nil {
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		refuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
 		return
 	}
 	var result []byte
-	var cerr *CallError
+	var cerr *wire.CallError
 	skip := false
 	if o.check != nil {
 		skip, cerr = o.check(body)
@@ -749,7 +496,7 @@ func serveCall(st transport.Stream, sh *serviceHost, hdr *CallHeader, deadline t
 			o.onDelivered()
 		}
 	}
-	rep := &CallReply{}
+	rep := &wire.CallReply{}
 	if o.seal != nil {
 		rep.Envelope = o.seal(result)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // serveApp serves info as app through c until the test ends, and returns
@@ -200,15 +201,15 @@ func TestPolicyAtBothEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := &CallHeader{ID: "forged", Kind: CallRequest, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 10000}
-	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, []byte("1"), false) != nil {
+	hdr := &wire.CallHeader{ID: "forged", Kind: wire.CallRequest, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 10000}
+	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, []byte("1"), false) != nil {
 		t.Fatal("write the call")
 	}
-	var rep CallReply
+	var rep wire.CallReply
 	if err := transport.NewFrameReader(st, 1<<16).ReadFrame(&rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Status != CallDenied || !strings.Contains(rep.Message, `denied by device "laptop"'s policy: rule notablet`) {
+	if rep.Status != wire.CallDenied || !strings.Contains(rep.Message, `denied by device "laptop"'s policy: rule notablet`) {
 		t.Fatalf("a call from a device that skipped its own check: %+v", rep)
 	}
 }

@@ -3,6 +3,8 @@ package zone
 import (
 	"fmt"
 	"sync"
+
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Calls in flight through the hub are bounded per caller and per target,
@@ -18,7 +20,7 @@ const (
 	// DefaultCallsPerCaller bounds one caller's calls in flight through
 	// the hub, to all targets together: applications rarely have more than
 	// a handful open, and each one costs the hub a goroutine and up to
-	// maxCallBody of buffered request while its body arrives.
+	// wire.MaxCallBody of buffered request while its body arrives.
 	DefaultCallsPerCaller = 64
 	// DefaultCallsPerTarget bounds the calls in flight to one target: below
 	// the streams a device accepts (transport.DefaultMaxIncomingStreams,
@@ -35,7 +37,7 @@ const (
 	// passing it on): sixteen of the largest, so an application with many
 	// large calls open is slowed to that, while a caller cannot make the
 	// hub hold 64 × 1 MiB.
-	DefaultCallBytesPerCaller = 16 * MaxCallBody
+	DefaultCallBytesPerCaller = 16 * wire.MaxCallBody
 )
 
 // deviceCaller names a device of this zone as a caller or target;
@@ -91,7 +93,7 @@ func (c *callSlot) hold(got int) error {
 	if c.released {
 		return nil
 	}
-	next := got + callChunk
+	next := got + wire.CallChunk
 	if s.bytes[c.caller]-c.held+next > s.bytesPerCaller {
 		return &overBudget{caller: c.caller, limit: s.bytesPerCaller}
 	}

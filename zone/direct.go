@@ -18,6 +18,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Direct device-to-device connections inside one zone (docs/PROTOCOL.md,
@@ -301,7 +302,7 @@ func (d *directNet) Run(ctx context.Context) error {
 			d.admit(conn)
 		}()
 	}
-	d.closeAll(ReasonShutdown, "device shutting down")
+	d.closeAll(wire.ReasonShutdown, "device shutting down")
 	d.ln.Close()
 	d.wg.Wait()
 	return nil
@@ -309,7 +310,7 @@ func (d *directNet) Run(ctx context.Context) error {
 
 // closeAll closes every direct connection, saying why, and takes no new
 // ones.
-func (d *directNet) closeAll(reason CloseReason, msg string) {
+func (d *directNet) closeAll(reason wire.CloseReason, msg string) {
 	d.mu.Lock()
 	d.closed = true
 	conns := make([]*directConn, 0, len(d.conns))
@@ -353,7 +354,7 @@ func (d *directNet) recheckLoop(ctx context.Context) {
 		d.mu.Unlock()
 		for _, c := range revoked {
 			d.p.log.Info("direct connection cut: certificate revoked", "device", c.device)
-			go c.close(ReasonRevoked, fmt.Sprintf("device %q was revoked", c.device))
+			go c.close(wire.ReasonRevoked, fmt.Sprintf("device %q was revoked", c.device))
 		}
 	}
 }
@@ -364,26 +365,26 @@ func (d *directNet) admit(conn transport.Conn) {
 	c, err := d.newConn(conn, true)
 	if err != nil {
 		d.p.log.Info("direct connection refused", "remote", conn.RemoteAddr().String(), "err", err)
-		conn.CloseWithError(uint64(ReasonProtocol), "refused")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "refused")
 		return
 	}
 	hctx, cancel := context.WithTimeout(context.Background(), helloTimeout)
 	defer cancel()
 	ctrl, err := conn.AcceptStream(hctx)
 	if err != nil {
-		conn.CloseWithError(uint64(ReasonProtocol), "no control stream")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "no control stream")
 		return
 	}
 	ctrl.SetDeadline(time.Now().Add(helloTimeout))
 	c.ctrl, c.fr = ctrl, transport.NewFrameReader(ctrl, maxControlFrame)
-	var sh StreamHeader
-	var hello Control
-	if c.fr.ReadFrame(&sh) != nil || sh.Kind != StreamControl || c.fr.ReadFrame(&hello) != nil || hello.Type != MsgHello || hello.Version < 1 {
-		conn.CloseWithError(uint64(ReasonProtocol), "direct session must start with hello")
+	var sh wire.StreamHeader
+	var hello wire.Control
+	if c.fr.ReadFrame(&sh) != nil || sh.Kind != wire.StreamControl || c.fr.ReadFrame(&hello) != nil || hello.Type != wire.MsgHello || hello.Version < 1 {
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "direct session must start with hello")
 		return
 	}
-	if err := c.send(&Control{Type: MsgWelcome, Version: directVersion, Software: SoftwareVersion, HeartbeatMs: uint64(directHeartbeat / time.Millisecond)}); err != nil {
-		conn.CloseWithError(uint64(ReasonProtocol), "welcome failed")
+	if err := c.send(&wire.Control{Type: wire.MsgWelcome, Version: directVersion, Software: SoftwareVersion, HeartbeatMs: uint64(directHeartbeat / time.Millisecond)}); err != nil {
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "welcome failed")
 		return
 	}
 	ctrl.SetDeadline(time.Time{})
@@ -425,13 +426,13 @@ func (d *directNet) register(c *directConn) bool {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		go c.close(ReasonShutdown, "device shutting down")
+		go c.close(wire.ReasonShutdown, "device shutting down")
 		return false
 	}
 	old := d.conns[c.device]
 	if old != nil && !old.dead() && dialer(c) > dialer(old) {
 		d.mu.Unlock()
-		go c.close(ReasonReplaced, "a direct connection between these devices exists")
+		go c.close(wire.ReasonReplaced, "a direct connection between these devices exists")
 		return false
 	}
 	d.conns[c.device] = c
@@ -439,7 +440,7 @@ func (d *directNet) register(c *directConn) bool {
 	d.wg.Add(3) // while d.mu is held, so never after Run's wait began
 	d.mu.Unlock()
 	if old != nil {
-		go old.close(ReasonReplaced, "replaced by another direct connection")
+		go old.close(wire.ReasonReplaced, "replaced by another direct connection")
 	}
 	d.p.log.Info("direct connection up", "device", c.device, "via", c.conn.Kind(), "remote", c.conn.RemoteAddr().String(), "inbound", c.inbound)
 	d.p.changes.bump()
@@ -471,29 +472,29 @@ func (d *directNet) serve(c *directConn) {
 		// The dialling end pings; this end answers and watches for
 		// silence.
 		for {
-			var m Control
+			var m wire.Control
 			if err := readControl(c.conn, c.ctrl, c.fr, dead, &m); err != nil {
-				c.close(ReasonTimeout, "the other device stopped answering")
+				c.close(wire.ReasonTimeout, "the other device stopped answering")
 				return
 			}
 			switch m.Type {
-			case MsgPing:
-				if c.send(&Control{Type: MsgPong, Seq: m.Seq}) != nil {
-					c.close(ReasonTimeout, "the other device stopped answering")
+			case wire.MsgPing:
+				if c.send(&wire.Control{Type: wire.MsgPong, Seq: m.Seq}) != nil {
+					c.close(wire.ReasonTimeout, "the other device stopped answering")
 					return
 				}
-			case MsgClose:
+			case wire.MsgClose:
 				c.markClosed("closed by " + c.device + ": " + m.Reason.String())
 				c.conn.CloseWithError(uint64(m.Reason), m.Reason.String())
 				return
 			}
 		}
 	}
-	frames := make(chan Control)
+	frames := make(chan wire.Control)
 	go func() {
 		defer close(frames)
 		for {
-			var m Control
+			var m wire.Control
 			if readControl(c.conn, c.ctrl, c.fr, dead, &m) != nil {
 				return
 			}
@@ -514,35 +515,35 @@ func (d *directNet) serve(c *directConn) {
 			return
 		case m, ok := <-frames:
 			if !ok {
-				c.close(ReasonTimeout, "the other device stopped answering")
+				c.close(wire.ReasonTimeout, "the other device stopped answering")
 				return
 			}
 			switch m.Type {
-			case MsgPong:
+			case wire.MsgPong:
 				if m.Seq == seq {
 					c.rttNs.Store(int64(time.Since(sent)))
 				}
-			case MsgClose:
+			case wire.MsgClose:
 				c.markClosed("closed by " + c.device + ": " + m.Reason.String())
 				c.conn.CloseWithError(uint64(m.Reason), m.Reason.String())
 				return
 			}
 		case <-tick.C:
 			if c.active.Load() == 0 && time.Since(time.Unix(0, c.lastUse.Load())) > directIdle {
-				c.close(ReasonTimeout, fmt.Sprintf("idle for %v", directIdle))
+				c.close(wire.ReasonTimeout, fmt.Sprintf("idle for %v", directIdle))
 				return
 			}
 			seq++
 			sent = time.Now()
-			if c.send(&Control{Type: MsgPing, Seq: seq}) != nil {
-				c.close(ReasonTimeout, "the other device stopped answering")
+			if c.send(&wire.Control{Type: wire.MsgPing, Seq: seq}) != nil {
+				c.close(wire.ReasonTimeout, "the other device stopped answering")
 				return
 			}
 		}
 	}
 }
 
-func (c *directConn) send(m *Control) error {
+func (c *directConn) send(m *wire.Control) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
@@ -563,14 +564,14 @@ func (c *directConn) markClosed(why string) { c.once.Do(func() { c.closedBy.Stor
 // close says why on the control stream, gives the other end a moment to
 // read it, and closes the connection (its calls in flight fail, and those
 // not yet answered go through the hub).
-func (c *directConn) close(reason CloseReason, msg string) {
+func (c *directConn) close(reason wire.CloseReason, msg string) {
 	first := false
 	c.once.Do(func() { first = true; c.closedBy.Store(reason.String() + ": " + msg) })
 	if !first {
 		c.conn.CloseWithError(uint64(reason), msg)
 		return
 	}
-	if c.ctrl != nil && c.send(&Control{Type: MsgClose, Reason: reason, Message: msg}) == nil {
+	if c.ctrl != nil && c.send(&wire.Control{Type: wire.MsgClose, Reason: reason, Message: msg}) == nil {
 		c.ctrl.Close()
 		select {
 		case <-c.conn.Done():
@@ -616,21 +617,21 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 		return
 	}
 	if n > maxDirectCalls {
-		refuseCall(st, CallUnavailable, fmt.Sprintf("too many calls in flight from device %q (at most %d directly); try again when some have finished", c.device, maxDirectCalls))
+		refuseCall(st, wire.CallUnavailable, fmt.Sprintf("too many calls in flight from device %q (at most %d directly); try again when some have finished", c.device, maxDirectCalls))
 		return
 	}
 	id := p.id.Load()
 	// Who calls is the verified certificate's device, of this zone.
 	hdr.FromZone, hdr.FromDevice, hdr.FromZoneID, hdr.ToZone, hdr.Envelope = id.Zone, c.device, id.ZoneID.Compact(), "", nil
 	if hdr.Token != "" || hdr.TokenID != "" || hdr.TTLMs != 0 || hdr.QueuedMs != 0 || p.tokenRequired(id.Device, hdr.ToService) {
-		refuseCall(st, CallDenied, fmt.Sprintf("service %q on device %q takes calls with a token or for later only through the hub", hdr.ToService, id.Device))
+		refuseCall(st, wire.CallDenied, fmt.Sprintf("service %q on device %q takes calls with a token or for later only through the hub", hdr.ToService, id.Device))
 		return
 	}
 	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		refuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	serveCall(st, p.services, hdr, time.Now().Add(callTimeout(hdr)), serveOpts{})
+	serveCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), serveOpts{})
 }
 
 // callDirect runs the exchange hdr over a direct connection to its device
@@ -639,7 +640,7 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 // direct connection to be had within directDialTimeout, or one that broke
 // before the answer began (then hdr gets a fresh ID: the service may have
 // seen the first).
-func (p *Peer) callDirect(ctx context.Context, hdr *CallHeader, body []byte, deadline time.Time) ([]byte, *CallReply, error) {
+func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte, deadline time.Time) ([]byte, *wire.CallReply, error) {
 	d := p.direct
 	if d == nil || hdr.ToDevice == certs.HubDevice || hdr.ToDevice == p.id.Load().Device {
 		return nil, nil, errViaHub
@@ -658,13 +659,13 @@ func (p *Peer) callDirect(ctx context.Context, hdr *CallHeader, body []byte, dea
 		c.lastUse.Store(time.Now().UnixNano())
 		c.active.Add(-1)
 	}()
-	fallback := func(err error) ([]byte, *CallReply, error) {
+	fallback := func(err error) ([]byte, *wire.CallReply, error) {
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			return nil, nil, callErr(ctx, deadline, err)
 		}
 		p.log.Info("direct call failed before its answer; through the hub instead", "device", hdr.ToDevice, "err", err)
 		d.count(hdr.ToDevice, false, true)
-		hdr.ID = newCallID()
+		hdr.ID = wire.NewCallID()
 		return nil, nil, errViaHub
 	}
 	st, err := c.conn.OpenStream(ctx)
@@ -674,7 +675,7 @@ func (p *Peer) callDirect(ctx context.Context, hdr *CallHeader, body []byte, dea
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if err := transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}); err != nil {
+	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
 		st.Reset()
 		return fallback(err)
 	}
@@ -686,18 +687,18 @@ func (p *Peer) callDirect(ctx context.Context, hdr *CallHeader, body []byte, dea
 		st.Reset()
 		return fallback(err)
 	}
-	fr := transport.NewFrameReader(st, callChunk+16)
-	var rep CallReply
+	fr := transport.NewFrameReader(st, wire.CallChunk+16)
+	var rep wire.CallReply
 	if err := fr.ReadFrame(&rep); err != nil {
 		st.Reset()
 		return fallback(err)
 	}
 	d.count(hdr.ToDevice, true, false)
-	if rep.Status != CallOK {
+	if rep.Status != wire.CallOK {
 		st.Reset()
-		return nil, nil, &CallError{rep.Status, rep.Message}
+		return nil, nil, &wire.CallError{Status: rep.Status, Message: rep.Message}
 	}
-	res, err := readBody(fr, maxCallBody)
+	res, err := readBody(fr, wire.MaxCallBody)
 	if err != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, err)
@@ -837,7 +838,7 @@ func (d *directNet) dial(ctx context.Context, device string, addrs []string) (*d
 				go func() {
 					for range rest {
 						if l := <-results; l.c != nil {
-							l.c.conn.CloseWithError(uint64(ReasonReplaced), "lost the dial race")
+							l.c.conn.CloseWithError(uint64(wire.ReasonReplaced), "lost the dial race")
 						}
 					}
 				}()
@@ -859,35 +860,35 @@ func (d *directNet) dialOne(ctx context.Context, addr, want string, tc transport
 		err = fmt.Errorf("expected device %q, the other end is device %q", want, c.device)
 	}
 	if err != nil {
-		conn.CloseWithError(uint64(ReasonProtocol), "refused")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "refused")
 		return nil, err
 	}
 	ctrl, err := conn.OpenStream(ctx)
 	if err != nil {
-		conn.CloseWithError(uint64(ReasonProtocol), "no control stream")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "no control stream")
 		return nil, err
 	}
 	c.ctrl, c.fr = ctrl, transport.NewFrameReader(ctrl, maxControlFrame)
 	if dl, ok := ctx.Deadline(); ok {
 		ctrl.SetDeadline(dl)
 	}
-	var w Control
-	err = transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl})
+	var w wire.Control
+	err = transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl})
 	if err == nil {
-		err = c.send(&Control{Type: MsgHello, Version: directVersion, Software: SoftwareVersion})
+		err = c.send(&wire.Control{Type: wire.MsgHello, Version: directVersion, Software: SoftwareVersion})
 	}
 	if err == nil {
 		err = c.fr.ReadFrame(&w)
 	}
 	switch {
 	case err != nil:
-	case w.Type == MsgClose:
+	case w.Type == wire.MsgClose:
 		err = fmt.Errorf("the other device closed: %s: %s", w.Reason, w.Message)
-	case w.Type != MsgWelcome:
+	case w.Type != wire.MsgWelcome:
 		err = fmt.Errorf("the other device answered hello with message %d", w.Type)
 	}
 	if err != nil {
-		conn.CloseWithError(uint64(ReasonProtocol), "hello failed")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "hello failed")
 		return nil, err
 	}
 	ctrl.SetDeadline(time.Time{})

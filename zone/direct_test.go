@@ -9,6 +9,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // directZone is a hub and two devices with direct listeners on loopback:
@@ -111,16 +112,16 @@ func dialDirectAs(ctx context.Context, id *Identity, addr string) (transport.Con
 	ctrl, err := conn.OpenStream(ctx)
 	if err == nil {
 		ctrl.SetDeadline(time.Now().Add(5 * time.Second))
-		err = transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl})
+		err = transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl})
 	}
 	if err == nil {
-		err = transport.WriteFrame(ctrl, &Control{Type: MsgHello, Version: directVersion})
+		err = transport.WriteFrame(ctrl, &wire.Control{Type: wire.MsgHello, Version: directVersion})
 	}
-	var w Control
+	var w wire.Control
 	if err == nil {
 		err = transport.NewFrameReader(ctrl, maxControlFrame).ReadFrame(&w)
 	}
-	if err == nil && w.Type != MsgWelcome {
+	if err == nil && w.Type != wire.MsgWelcome {
 		err = errors.New("no welcome")
 	}
 	if err != nil {
@@ -151,8 +152,8 @@ func TestDirectIdentityAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.SetDeadline(time.Now().Add(10 * time.Second))
-	hdr := &CallHeader{ID: newCallID(), Kind: CallMessage, FromZone: "bob", FromDevice: "phone", FromApp: "liar", ToDevice: "laptop", ToService: "echo", TimeoutMs: 10000}
-	if err := transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}); err != nil {
+	hdr := &wire.CallHeader{ID: wire.NewCallID(), Kind: wire.CallMessage, FromZone: "bob", FromDevice: "phone", FromApp: "liar", ToDevice: "laptop", ToService: "echo", TimeoutMs: 10000}
+	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
 		t.Fatal(err)
 	}
 	if err := transport.WriteFrame(st, hdr); err != nil {
@@ -161,8 +162,8 @@ func TestDirectIdentityAndRevocation(t *testing.T) {
 	if err := writeBody(st, []byte(`"forged"`), false); err != nil {
 		t.Fatal(err)
 	}
-	var rep CallReply
-	if err := transport.NewFrameReader(st, callChunk+16).ReadFrame(&rep); err != nil || rep.Status != CallOK {
+	var rep wire.CallReply
+	if err := transport.NewFrameReader(st, wire.CallChunk+16).ReadFrame(&rep); err != nil || rep.Status != wire.CallOK {
 		t.Fatalf("message: %+v, %v", rep, err)
 	}
 	st.Close()
@@ -173,11 +174,11 @@ func TestDirectIdentityAndRevocation(t *testing.T) {
 	// A token call is the hub's to account for.
 	st, _ = conn.OpenStream(ctx)
 	st.SetDeadline(time.Now().Add(10 * time.Second))
-	hdr = &CallHeader{ID: newCallID(), Kind: CallRequest, ToDevice: "laptop", ToService: "echo", Method: "echo", Token: "x.y", TimeoutMs: 10000}
-	transport.WriteFrame(st, &StreamHeader{Kind: StreamCall})
+	hdr = &wire.CallHeader{ID: wire.NewCallID(), Kind: wire.CallRequest, ToDevice: "laptop", ToService: "echo", Method: "echo", Token: "x.y", TimeoutMs: 10000}
+	transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall})
 	transport.WriteFrame(st, hdr)
 	writeBody(st, []byte("1"), false)
-	if err := transport.NewFrameReader(st, callChunk+16).ReadFrame(&rep); err != nil || rep.Status != CallDenied {
+	if err := transport.NewFrameReader(st, wire.CallChunk+16).ReadFrame(&rep); err != nil || rep.Status != wire.CallDenied {
 		t.Fatalf("token call direct: %+v, %v", rep, err)
 	}
 
@@ -225,7 +226,7 @@ func TestDirectFallback(t *testing.T) {
 			// The first delivery, direct: the laptop's direct listener
 			// and its connections go away before it answers.
 			lp.direct.ln.Close()
-			lp.direct.closeAll(ReasonShutdown, "cut by the test")
+			lp.direct.closeAll(wire.ReasonShutdown, "cut by the test")
 			<-ctx.Done()
 			return nil, ctx.Err()
 		default:

@@ -15,7 +15,7 @@ import (
 // the unix ms after which the envelope is stale anyway), so that a
 // restart does not open them to replay. A device keeps it in pzp.db, the
 // hub (for the services on its host) in mailbox.db. Calls and messages
-// carry at most MaxTTL (checkCallHeader), which bounds what it holds.
+// carry at most MaxTTL (wire.CheckCallHeader), which bounds what it holds.
 type boltEnvelopes struct {
 	db    *bolt.DB
 	now   func() time.Time

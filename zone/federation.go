@@ -12,6 +12,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Calls between zones: a device's call to PETNAME/DEVICE/SERVICE goes to
@@ -26,27 +27,27 @@ import (
 
 // forwardCall sends a call from one of this zone's devices (hdr's From*
 // set from its session) to the friend zone hdr.ToZone.
-func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader, slot *callSlot) {
+func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
 	f := h.friendNamed(hdr.ToZone)
 	if f == nil {
-		refuseCall(st, CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
+		refuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
 		return
 	}
 	if hdr.Envelope == nil {
-		refuseCall(st, CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
+		refuseCall(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
 		return
 	}
 	req := policy.Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	if d := policy.Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
-		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
+		refuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
 		return
 	}
 	hdr.ToZone = f.ZoneID.Compact()
-	deadline := time.Now().Add(callTimeout(hdr))
+	deadline := time.Now().Add(wire.CallTimeout(hdr))
 	st.SetDeadline(deadline)
 	l := h.liveLink(hdr.ToZone)
-	later := hdr.Kind == CallMessage && hdr.TTLMs > 0
+	later := hdr.Kind == wire.CallMessage && hdr.TTLMs > 0
 	// Behind messages kept before (for any destination: the outbox
 	// keeps each destination's order and passes the others on).
 	if l == nil || later && h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
@@ -55,11 +56,11 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader, slot *callSlot) 
 			h.queueForFriend(st, hdr, f)
 			return
 		}
-		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
+		refuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
 		return
 	}
 	if why := slot.to(linkCaller(hdr.ToZone)); why != "" {
-		refuseCall(st, CallUnavailable, why)
+		refuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	defer l.use()()
@@ -71,7 +72,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader, slot *callSlot) 
 			h.queueForFriend(st, hdr, f)
 			return
 		}
-		refuseCall(st, CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
+		refuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}
 	l.calls.Add(1)
@@ -85,16 +86,16 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *CallHeader, slot *callSlot) 
 // handleLinkStream serves a stream a friend's hub opened on the link.
 func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
 	st.SetDeadline(time.Now().Add(streamTimeout))
-	fr := transport.NewFrameReader(st, maxCallHeader)
-	var hdr StreamHeader
+	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
+	var hdr wire.StreamHeader
 	if err := fr.ReadFrame(&hdr); err != nil {
 		st.Reset()
 		return
 	}
 	switch hdr.Kind {
-	case StreamCall:
+	case wire.StreamCall:
 		h.receiveCall(l, st, fr)
-	case StreamDiscover:
+	case wire.StreamDiscover:
 		h.answerDiscover(l, st, fr)
 	default:
 		h.log.Info("unknown stream kind on a friend link", "friend", h.petname(l.zone), "kind", hdr.Kind)
@@ -111,7 +112,7 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 	}
 	slot, why := h.callSlots.enter(linkCaller(l.zone))
 	if slot == nil {
-		refuseCall(st, CallUnavailable, why)
+		refuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	defer slot.release()
@@ -121,25 +122,25 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 	f := h.friend(l.zone)
 	switch {
 	case f == nil:
-		refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
+		refuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
 		return
 	case hdr.FromZoneID != l.zone:
 		// A hub speaks for its own zone only: calls do not transit.
 		h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
-		refuseCall(st, CallBadRequest, "a call over this link must come from the linked zone")
+		refuseCall(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
 		return
 	case hdr.Envelope == nil:
-		refuseCall(st, CallBadRequest, "a call from another zone must be signed by the calling device")
+		refuseCall(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
 		return
 	case hdr.ToZone != "" && hdr.ToZone != h.zone.ID.Compact():
-		refuseCall(st, CallNotFound, "calls do not transit: this hub serves only its own zone")
+		refuseCall(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
 		return
 	}
 	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
 	req := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
 	if d := policy.Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
-		refuseCall(st, CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
+		refuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
 		return
 	}
 	l.calls.Add(1)
@@ -172,7 +173,7 @@ type DiscoveredService struct {
 // call, or says why not.
 type DiscoverResponse struct {
 	Services []DiscoveredService `cbor:"1,keyasint,omitempty"`
-	Status   CallStatus          `cbor:"2,keyasint,omitempty"`
+	Status   wire.CallStatus     `cbor:"2,keyasint,omitempty"`
 	Message  string              `cbor:"3,keyasint,omitempty"`
 }
 
@@ -194,26 +195,26 @@ func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.F
 		return
 	}
 	answer := func(r *DiscoverResponse) { reply(st, r) }
-	if req.FromApp != "" && ValidateServiceName(req.FromApp) != nil {
-		answer(&DiscoverResponse{Status: CallBadRequest, Message: "bad app name"})
+	if req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
+		answer(&DiscoverResponse{Status: wire.CallBadRequest, Message: "bad app name"})
 		return
 	}
 	f := h.friendNamed(req.Zone)
 	if f == nil {
-		answer(&DiscoverResponse{Status: CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
+		answer(&DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
 		return
 	}
 	l := h.liveLink(f.ZoneID.Compact())
 	if l == nil {
-		answer(&DiscoverResponse{Status: CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
+		answer(&DiscoverResponse{Status: wire.CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
 		return
 	}
 	defer l.use()()
 	ctx, cancel := context.WithTimeout(l.ctx, streamTimeout)
 	defer cancel()
 	var resp DiscoverResponse
-	if err := exchangeLimit(ctx, l.conn, StreamDiscover, &DiscoverRequest{FromDevice: s.device, FromApp: req.FromApp}, &resp, maxDiscoverFrame); err != nil {
-		answer(&DiscoverResponse{Status: CallUnavailable, Message: fmt.Sprintf("the hub of friend zone %q did not answer: %v", f.Petname, err)})
+	if err := exchangeLimit(ctx, l.conn, wire.StreamDiscover, &DiscoverRequest{FromDevice: s.device, FromApp: req.FromApp}, &resp, maxDiscoverFrame); err != nil {
+		answer(&DiscoverResponse{Status: wire.CallUnavailable, Message: fmt.Sprintf("the hub of friend zone %q did not answer: %v", f.Petname, err)})
 		return
 	}
 	if len(resp.Services) > maxDiscovered {
@@ -232,11 +233,11 @@ func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.Fram
 	}
 	f := h.friend(l.zone)
 	if f == nil {
-		reply(st, &DiscoverResponse{Status: CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
+		reply(st, &DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
 		return
 	}
-	if certs.ValidateName("device", req.FromDevice) != nil || req.FromApp != "" && ValidateServiceName(req.FromApp) != nil {
-		reply(st, &DiscoverResponse{Status: CallBadRequest, Message: "bad device or app name"})
+	if certs.ValidateName("device", req.FromDevice) != nil || req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
+		reply(st, &DiscoverResponse{Status: wire.CallBadRequest, Message: "bad device or app name"})
 		return
 	}
 	rules := h.calls.get(h.state, h.log).rules
@@ -275,7 +276,7 @@ func listServices(state *zsync.Store) []ServiceView {
 }
 
 // exchangeLimit is exchange with a larger answer allowed.
-func exchangeLimit(ctx context.Context, conn transport.Conn, kind StreamKind, req, resp any, limit int) error {
+func exchangeLimit(ctx context.Context, conn transport.Conn, kind wire.StreamKind, req, resp any, limit int) error {
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
 	st, err := conn.OpenStream(ctx)
@@ -284,7 +285,7 @@ func exchangeLimit(ctx context.Context, conn transport.Conn, kind StreamKind, re
 	}
 	defer st.Reset()
 	st.SetDeadline(time.Now().Add(streamTimeout))
-	if err := transport.WriteFrame(st, &StreamHeader{Kind: kind}); err != nil {
+	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: kind}); err != nil {
 		return err
 	}
 	if err := transport.WriteFrame(st, req); err != nil {

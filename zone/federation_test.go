@@ -12,8 +12,8 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // befriend makes the zones of a (inviting) and b friends, b calling a
@@ -204,13 +204,13 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl})
-	transport.WriteFrame(ctrl, &Control{Type: MsgHello, Version: LinkVersion})
-	var welcome Control
-	if err := transport.NewFrameReader(ctrl, maxControlFrame).ReadFrame(&welcome); err != nil || welcome.Type != MsgWelcome {
+	transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl})
+	transport.WriteFrame(ctrl, &wire.Control{Type: wire.MsgHello, Version: LinkVersion})
+	var welcome wire.Control
+	if err := transport.NewFrameReader(ctrl, maxControlFrame).ReadFrame(&welcome); err != nil || welcome.Type != wire.MsgWelcome {
 		t.Fatalf("no welcome: %+v %v", welcome, err)
 	}
-	call := func(hdr CallHeader) CallReply {
+	call := func(hdr wire.CallHeader) wire.CallReply {
 		t.Helper()
 		st, err := conn.OpenStream(ctx)
 		if err != nil {
@@ -218,17 +218,17 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 		}
 		defer st.Reset()
 		st.SetDeadline(time.Now().Add(10 * time.Second))
-		transport.WriteFrame(st, &StreamHeader{Kind: StreamCall})
+		transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall})
 		transport.WriteFrame(st, &hdr)
 		writeBody(st, []byte(`"x"`), false)
-		var rep CallReply
-		if err := transport.NewFrameReader(st, maxCallHeader).ReadFrame(&rep); err != nil {
+		var rep wire.CallReply
+		if err := transport.NewFrameReader(st, wire.MaxCallHeader).ReadFrame(&rep); err != nil {
 			t.Fatalf("%+v: no answer: %v", hdr, err)
 		}
 		return rep
 	}
-	base := CallHeader{ID: "c1", Kind: CallRequest, FromZoneID: aliceZone, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 5000,
-		Envelope: &envelope.Envelope{Cert: chain.Leaf.Raw, TimeMs: time.Now().UnixMilli(), Sig: make([]byte, 64)}}
+	base := wire.CallHeader{ID: "c1", Kind: wire.CallRequest, FromZoneID: aliceZone, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 5000,
+		Envelope: &wire.Envelope{Cert: chain.Leaf.Raw, TimeMs: time.Now().UnixMilli(), Sig: make([]byte, 64)}}
 	other := base
 	other.FromZoneID = bobZone(t, bob) // any zone but the link's
 	unsigned := base
@@ -236,15 +236,15 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 	third := base
 	third.ToZone = aliceZone
 	for name, tc := range map[string]struct {
-		hdr    CallHeader
-		status CallStatus
+		hdr    wire.CallHeader
+		status wire.CallStatus
 		text   string
 	}{
-		"claims another zone": {other, CallBadRequest, "must come from the linked zone"},
-		"unsigned":            {unsigned, CallBadRequest, "must be signed"},
-		"for a third zone":    {third, CallNotFound, "do not transit"},
+		"claims another zone": {other, wire.CallBadRequest, "must come from the linked zone"},
+		"unsigned":            {unsigned, wire.CallBadRequest, "must be signed"},
+		"for a third zone":    {third, wire.CallNotFound, "do not transit"},
 		// Signed by a hub, not the phone: the laptop itself refuses it.
-		"forged signature": {base, CallDenied, "does not check out"},
+		"forged signature": {base, wire.CallDenied, "does not check out"},
 	} {
 		rep := call(tc.hdr)
 		if rep.Status != tc.status || !strings.Contains(rep.Message, tc.text) {
@@ -256,7 +256,7 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 	}
 	// Discovery from a friend lists only what its policy grants: all.
 	var resp DiscoverResponse
-	if err := exchangeLimit(ctx, conn, StreamDiscover, &DiscoverRequest{FromDevice: "phone"}, &resp, maxDiscoverFrame); err != nil || len(resp.Services) != 1 {
+	if err := exchangeLimit(ctx, conn, wire.StreamDiscover, &DiscoverRequest{FromDevice: "phone"}, &resp, maxDiscoverFrame); err != nil || len(resp.Services) != 1 {
 		t.Fatalf("discovery: %+v, %v", resp, err)
 	}
 }

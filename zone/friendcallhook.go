@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // FriendCall is a call from a friend zone on its way through the hub to a
@@ -13,7 +14,7 @@ import (
 // the real one, and show that devices catch it; pzh never sets the hook.
 type FriendCall struct {
 	// Header is the call as the hub will relay it; a hook may change it.
-	Header *CallHeader
+	Header *wire.CallHeader
 
 	st       transport.Stream
 	target   *hubSession
@@ -22,24 +23,24 @@ type FriendCall struct {
 
 // ReadBody reads the call's request body from the caller.
 func (c *FriendCall) ReadBody() ([]byte, error) {
-	return readBody(transport.NewFrameReader(c.st, callChunk+16), maxCallBody)
+	return readBody(transport.NewFrameReader(c.st, wire.CallChunk+16), wire.MaxCallBody)
 }
 
 // Deliver sends Header and body to the target device as a call of its
 // own and returns its reply and result.
-func (c *FriendCall) Deliver(body []byte) (*CallReply, []byte, error) {
+func (c *FriendCall) Deliver(body []byte) (*wire.CallReply, []byte, error) {
 	return exchangeCall(c.target.syncCtx, c.target.conn, c.Header, body, c.deadline)
 }
 
 // Answer answers the caller with rep and result, and ends the call.
-func (c *FriendCall) Answer(rep *CallReply, result []byte) {
+func (c *FriendCall) Answer(rep *wire.CallReply, result []byte) {
 	if transport.WriteFrame(c.st, rep) != nil || writeBody(c.st, result, true) != nil {
 		c.st.Reset()
 	}
 }
 
 // Refuse answers the caller with a failure.
-func (c *FriendCall) Refuse(status CallStatus, msg string) { refuseCall(c.st, status, msg) }
+func (c *FriendCall) Refuse(status wire.CallStatus, msg string) { refuseCall(c.st, status, msg) }
 
 // Reset cuts the call.
 func (c *FriendCall) Reset() { c.st.Reset() }

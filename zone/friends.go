@@ -17,6 +17,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Friends: zones this hub federates with. Making friends is the friend
@@ -565,7 +566,7 @@ type RemoveFriendResult struct {
 
 // removeFriend forgets a friend, withdraws it from the devices and ends
 // the link, telling the other hub when it is linked.
-func (h *Hub) removeFriend(name, why string, reason CloseReason) (*RemoveFriendResult, error) {
+func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*RemoveFriendResult, error) {
 	h.friendMu.Lock()
 	defer h.friendMu.Unlock()
 	f := h.friendNamed(name)
@@ -749,7 +750,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, v)
 	})
 	mux.HandleFunc("DELETE /v1/friends/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, err := h.removeFriend(r.PathValue("name"), "removed by the hub operator", ReasonUnfriended)
+		res, err := h.removeFriend(r.PathValue("name"), "removed by the hub operator", wire.ReasonUnfriended)
 		if err != nil {
 			friendErr(w, err)
 			return

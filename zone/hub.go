@@ -30,6 +30,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Hub defaults, with why.
@@ -150,7 +151,7 @@ func (c *HubConfig) setDefaults() {
 		c.CallsPerTarget = DefaultCallsPerTarget
 	}
 	if c.CallBodyWait == 0 {
-		c.CallBodyWait = DefaultCallBodyWait
+		c.CallBodyWait = wire.DefaultCallBodyWait
 	}
 	if c.DeviceQuota == 0 {
 		c.DeviceQuota = zsync.DefaultDeviceQuota
@@ -530,7 +531,7 @@ func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
 		}
 		h.mu.Unlock()
 		if closing {
-			conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+			conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String())
 			continue
 		}
 		go func() {
@@ -546,7 +547,7 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 			// A bug in one connection's handling must not take down every
 			// other device's session.
 			h.log.Error("connection handler panicked", "remote", conn.RemoteAddr().String(), "panic", r)
-			conn.CloseWithError(uint64(ReasonProtocol), "internal error")
+			conn.CloseWithError(uint64(wire.ReasonProtocol), "internal error")
 		}
 	}()
 	switch alpn := conn.ConnectionState().NegotiatedProtocol; alpn {
@@ -559,7 +560,7 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 	case transport.ALPNLink:
 		h.serveLink(ctx, conn)
 	default:
-		conn.CloseWithError(uint64(ReasonProtocol), "no protocol negotiated")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "no protocol negotiated")
 	}
 }
 
@@ -584,7 +585,7 @@ func (h *Hub) shutdown() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.finish(ReasonShutdown, &Control{Type: MsgClose, Reason: ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: window})
+			s.finish(wire.ReasonShutdown, &wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: window})
 		}()
 	}
 	wg.Wait()
@@ -743,7 +744,7 @@ type hubSession struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	reason    CloseReason
+	reason    wire.CloseReason
 	// syncCtx ends the sync stream as soon as the session is closing, so
 	// a revoked device cannot push while the Close frame lingers.
 	syncCtx  context.Context
@@ -753,7 +754,7 @@ type hubSession struct {
 	gone chan struct{}
 }
 
-func (s *hubSession) send(c *Control) error {
+func (s *hubSession) send(c *wire.Control) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
@@ -762,14 +763,14 @@ func (s *hubSession) send(c *Control) error {
 
 // close ends the session once: it tells the device why, gives it a moment
 // to read that, then closes the connection with the reason as error code.
-func (s *hubSession) close(reason CloseReason, msg string) {
-	s.finish(reason, &Control{Type: MsgClose, Reason: reason, Message: msg})
+func (s *hubSession) close(reason wire.CloseReason, msg string) {
+	s.finish(reason, &wire.Control{Type: wire.MsgClose, Reason: reason, Message: msg})
 }
 
 // finish closes the session once. With a Close frame c it sends it and
 // lingers for the device to hang up; with nil (the device ended the
 // session itself) it closes at once.
-func (s *hubSession) finish(reason CloseReason, c *Control) {
+func (s *hubSession) finish(reason wire.CloseReason, c *wire.Control) {
 	s.closeOnce.Do(func() {
 		s.reason = reason
 		if c != nil {
@@ -801,18 +802,18 @@ func (h *Hub) acceptHello(ctx context.Context, conn transport.Conn, who string) 
 	ctrl, err := conn.AcceptStream(hctx)
 	cancel()
 	if err != nil {
-		conn.CloseWithError(uint64(ReasonTimeout), "no hello")
+		conn.CloseWithError(uint64(wire.ReasonTimeout), "no hello")
 		return nil, nil, false
 	}
 	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
 	fr := transport.NewFrameReader(ctrl, maxControlFrame)
-	var hdr StreamHeader
-	var hello Control
-	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != StreamControl {
+	var hdr wire.StreamHeader
+	var hello wire.Control
+	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != wire.StreamControl {
 		h.protocolError(conn, who, "first stream is not a control stream", err)
 		return nil, nil, false
 	}
-	if err := fr.ReadFrame(&hello); err != nil || hello.Type != MsgHello {
+	if err := fr.ReadFrame(&hello); err != nil || hello.Type != wire.MsgHello {
 		h.protocolError(conn, who, "control stream does not start with hello", err)
 		return nil, nil, false
 	}
@@ -834,7 +835,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	leaf := conn.ConnectionState().PeerCertificates[0]
 	id, err := certs.IdentityFromCert(leaf)
 	if err != nil { // cannot happen: the callback checked it
-		conn.CloseWithError(uint64(ReasonProtocol), "certificate check failed")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "certificate check failed")
 		return
 	}
 	v := &certs.Verified{Identity: id, Cert: leaf, Expired: h.cfg.Now().After(leaf.NotAfter)}
@@ -846,7 +847,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	s.lastActive.Store(s.since.UnixNano())
 	s.syncCtx, s.syncStop = context.WithCancel(context.Background())
 
-	if reason, msg := h.admit(v); reason != ReasonNone {
+	if reason, msg := h.admit(v); reason != wire.ReasonNone {
 		h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", reason, "detail", msg)
 		s.close(reason, msg)
 		return
@@ -856,22 +857,22 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		h.retireOlder(s.device, s.serial)
 		old, refused := h.register(s)
 		switch refused {
-		case ReasonShutdown:
-			s.finish(ReasonShutdown, &Control{Type: MsgClose, Reason: ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: uint64(minRetryWindow / time.Millisecond)})
+		case wire.ReasonShutdown:
+			s.finish(wire.ReasonShutdown, &wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: uint64(minRetryWindow / time.Millisecond)})
 			return
-		case ReasonRevoked:
+		case wire.ReasonRevoked:
 			h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", refused, "detail", "revoked during admission")
-			s.close(ReasonRevoked, fmt.Sprintf("device %q was revoked", s.device))
+			s.close(wire.ReasonRevoked, fmt.Sprintf("device %q was revoked", s.device))
 			return
 		}
 		if old != nil {
 			h.log.Info("session replaced", "device", s.device, "old_remote", old.conn.RemoteAddr().String(), "new_remote", conn.RemoteAddr().String())
-			go old.close(ReasonReplaced, fmt.Sprintf("another pzp for device %q connected from %s", s.device, conn.RemoteAddr()))
+			go old.close(wire.ReasonReplaced, fmt.Sprintf("another pzp for device %q connected from %s", s.device, conn.RemoteAddr()))
 		}
 	}
-	if err := s.send(&Control{Type: MsgWelcome, Version: SessionVersion, SessionID: s.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), RenewOnly: s.renewOnly,
+	if err := s.send(&wire.Control{Type: wire.MsgWelcome, Version: wire.SessionVersion, SessionID: s.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), RenewOnly: s.renewOnly,
 		TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
-		s.close(ReasonProtocol, "")
+		s.close(wire.ReasonProtocol, "")
 		h.unregister(s)
 		return
 	}
@@ -906,7 +907,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		for _, b := range h.bindings.endDevice(s.device, why, h.cfg.Now()) {
 			h.log.Info("binding ended", "binding", b.id, "reason", why)
 		}
-		h.deviceOffline(s.device, s.reason == ReasonSleep)
+		h.deviceOffline(s.device, s.reason == wire.ReasonSleep)
 	}
 }
 
@@ -926,11 +927,11 @@ func wentAway(conn transport.Conn, err error) bool {
 
 func (h *Hub) protocolError(conn transport.Conn, device, what string, err error) {
 	h.log.Info("session protocol error", "device", device, "remote", conn.RemoteAddr().String(), "problem", what, "err", err)
-	conn.CloseWithError(uint64(ReasonProtocol), what)
+	conn.CloseWithError(uint64(wire.ReasonProtocol), what)
 }
 
 // admit decides whether an authenticated device may hold a session.
-func (h *Hub) admit(v *certs.Verified) (CloseReason, string) {
+func (h *Hub) admit(v *certs.Verified) (wire.CloseReason, string) {
 	serial := serialHex(v.Cert)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -941,13 +942,13 @@ func (h *Hub) admit(v *certs.Verified) (CloseReason, string) {
 		if rec != nil && rec.Revoked {
 			when = " on " + rec.RevokedAt.Format(time.RFC3339)
 		}
-		return ReasonRevoked, fmt.Sprintf("device %q was revoked%s", v.Identity.Device, when)
+		return wire.ReasonRevoked, fmt.Sprintf("device %q was revoked%s", v.Identity.Device, when)
 	case rec == nil || !rec.hasSerial(serial):
-		return ReasonUnknown, fmt.Sprintf("the hub has no pairing for this certificate of device %q; pair again with a new invite", v.Identity.Device)
+		return wire.ReasonUnknown, fmt.Sprintf("the hub has no pairing for this certificate of device %q; pair again with a new invite", v.Identity.Device)
 	case v.Expired && h.cfg.Now().Sub(v.Cert.NotAfter) > h.cfg.RenewGrace:
-		return ReasonExpired, fmt.Sprintf("certificate expired on %s, past the hub's %v grace period; pair again with a new invite", v.Cert.NotAfter.Format(time.RFC3339), h.cfg.RenewGrace)
+		return wire.ReasonExpired, fmt.Sprintf("certificate expired on %s, past the hub's %v grace period; pair again with a new invite", v.Cert.NotAfter.Format(time.RFC3339), h.cfg.RenewGrace)
 	}
-	return ReasonNone, ""
+	return wire.ReasonNone, ""
 }
 
 // retireOlder forgets the certificates a device held before serial, once
@@ -976,21 +977,21 @@ func (h *Hub) retireOlder(device, serial string) {
 // begun (shutdown has already taken its list of sessions to close) or if
 // the device was revoked since admission (the revocation looked for a
 // session to close before this one was in the table).
-func (h *Hub) register(s *hubSession) (*hubSession, CloseReason) {
+func (h *Hub) register(s *hubSession) (*hubSession, wire.CloseReason) {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
-		return nil, ReasonShutdown
+		return nil, wire.ReasonShutdown
 	}
 	if rec := h.devices[s.device]; rec == nil || rec.Revoked || h.revoked[s.serial] {
 		h.mu.Unlock()
-		return nil, ReasonRevoked
+		return nil, wire.ReasonRevoked
 	}
 	old := h.sessions[s.device]
 	h.sessions[s.device] = s
 	h.mu.Unlock()
 	h.changes.bump()
-	return old, ReasonNone
+	return old, wire.ReasonNone
 }
 
 // unregister removes s if it is still the device's live session.
@@ -1009,10 +1010,10 @@ func (h *Hub) unregister(s *hubSession) bool {
 
 // controlLoop answers pings until the session ends, and returns why and
 // whether the device ended it (went away or said Close).
-func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason CloseReason, msg string, byDevice bool) {
+func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire.CloseReason, msg string, byDevice bool) {
 	dead := DeadAfter(h.cfg.Heartbeat)
 	for {
-		var c Control
+		var c wire.Control
 		if err := readControl(s.conn, s.ctrl, fr, dead, &c); err != nil {
 			select {
 			case <-s.closed:
@@ -1021,34 +1022,34 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason Clos
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), false
+				return wire.ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), false
 			}
 			if wentAway(s.conn, err) {
-				return ReasonShutdown, "", true
+				return wire.ReasonShutdown, "", true
 			}
-			return ReasonProtocol, "malformed control frame: " + err.Error(), false
+			return wire.ReasonProtocol, "malformed control frame: " + err.Error(), false
 		}
 		s.lastActive.Store(h.cfg.Now().UnixNano())
 		switch c.Type {
-		case MsgPing:
-			if err := s.send(&Control{Type: MsgPong, Seq: c.Seq}); err != nil {
-				return ReasonShutdown, "", true
+		case wire.MsgPing:
+			if err := s.send(&wire.Control{Type: wire.MsgPong, Seq: c.Seq}); err != nil {
+				return wire.ReasonShutdown, "", true
 			}
 			if c.RTTus > 0 && s.rttUs.Swap(int64(c.RTTus)) == 0 {
 				h.changes.bump() // the first RTT figure is news to watchers
 			}
-		case MsgClose:
+		case wire.MsgClose:
 			h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
 			return c.Reason, "", true
-		case MsgWake:
+		case wire.MsgWake:
 			if s.renewOnly {
-				return ReasonProtocol, "wake registration on a renewal-only session", false
+				return wire.ReasonProtocol, "wake registration on a renewal-only session", false
 			}
 			if err := h.registerWake(s, &c); err != nil {
-				return ReasonProtocol, err.Error(), false
+				return wire.ReasonProtocol, err.Error(), false
 			}
 		default:
-			return ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), false
+			return wire.ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), false
 		}
 	}
 }
@@ -1070,23 +1071,23 @@ func (h *Hub) acceptStreams(ctx context.Context, s *hubSession) {
 func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 	st.SetDeadline(time.Now().Add(streamTimeout))
 	fr := transport.NewFrameReader(st, maxRequestFrame)
-	var hdr StreamHeader
+	var hdr wire.StreamHeader
 	// A renew-only session (expired but genuine certificate) may renew or
 	// unpair, nothing else.
-	if err := fr.ReadFrame(&hdr); err != nil || (s.renewOnly && hdr.Kind != StreamRenew && hdr.Kind != StreamUnpair) {
+	if err := fr.ReadFrame(&hdr); err != nil || (s.renewOnly && hdr.Kind != wire.StreamRenew && hdr.Kind != wire.StreamUnpair) {
 		st.Reset()
 		return
 	}
 	switch hdr.Kind {
-	case StreamRenew:
+	case wire.StreamRenew:
 		h.handleRenew(s, st, fr)
-	case StreamUnpair:
+	case wire.StreamUnpair:
 		h.handleUnpair(s, st, fr)
-	case StreamSync:
+	case wire.StreamSync:
 		h.handleSync(s, st)
-	case StreamCall:
+	case wire.StreamCall:
 		h.handleCall(s, st, fr)
-	case StreamDiscover:
+	case wire.StreamDiscover:
 		h.handleDiscover(s, st, fr)
 	default:
 		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
@@ -1106,12 +1107,12 @@ func reply(st transport.Stream, v any) bool {
 }
 
 func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
-	var req RenewRequest
+	var req wire.RenewRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
-	resp := RenewResponse{}
+	resp := wire.RenewResponse{}
 	cert, err := h.renewDevice(s.device, s.conn.ConnectionState().PeerCertificates[0], req.CSR)
 	if err != nil {
 		resp.Error = err.Error()
@@ -1122,7 +1123,7 @@ func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.Fram
 	}
 	reply(st, &resp)
 	if s.renewOnly && err == nil {
-		s.close(ReasonRenewed, "certificate renewed: reconnect with it")
+		s.close(wire.ReasonRenewed, "certificate renewed: reconnect with it")
 	}
 }
 
@@ -1161,12 +1162,12 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 }
 
 func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
-	var req UnpairRequest
+	var req wire.UnpairRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
-	resp := UnpairResponse{}
+	resp := wire.UnpairResponse{}
 	_, live, err := h.revokeRecord(s.device, "unpaired by the device")
 	if err != nil {
 		resp.Error = err.Error()
@@ -1174,7 +1175,7 @@ func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.Fra
 	reply(st, &resp)
 	if live != nil {
 		// After the answer, so the device reads it before the session ends.
-		live.close(ReasonUnpaired, "device unpaired itself")
+		live.close(wire.ReasonUnpaired, "device unpaired itself")
 	}
 }
 
@@ -1232,7 +1233,7 @@ func (h *Hub) flushSeen() {
 func (h *Hub) seenLoop(ctx context.Context) error { return every(ctx, seenFlush, h.flushSeen) }
 
 // revoke revokes a device, persists it, and cuts its live session.
-func (h *Hub) revoke(device, why string, reason CloseReason) (*DeviceRecord, error) {
+func (h *Hub) revoke(device, why string, reason wire.CloseReason) (*DeviceRecord, error) {
 	rec, s, err := h.revokeRecord(device, why)
 	if err != nil {
 		return nil, err

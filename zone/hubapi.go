@@ -9,6 +9,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // InviteRequest is the body of POST /v1/invites. Durations are Go duration
@@ -68,7 +69,7 @@ func (h *Hub) apiHandler() http.Handler {
 		h.mu.Lock()
 		online := h.sessions[name] != nil
 		h.mu.Unlock()
-		rec, err := h.revoke(name, "revoked by the hub operator", ReasonRevoked)
+		rec, err := h.revoke(name, "revoked by the hub operator", wire.ReasonRevoked)
 		if err != nil {
 			writeErr(w, errStatus(err, []error{ErrNoDevice}, []error{ErrAlreadyDone}), err)
 			return

@@ -16,7 +16,9 @@ var layers = [][]string{
 	// Building blocks that know nothing of zones' daemons.
 	{"certs", "storefile", "transport", "wakeup"},
 	{"pairing", "sync"},
-	// The pure logic the hub and the devices share.
+	// What the hub and the devices share: the vocabulary they speak, and
+	// the pure logic over it.
+	{"zone/wire"},
 	{"zone/envelope", "zone/policy", "zone/token"},
 	// The runtimes, for now in one package.
 	{"zone"},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Links: the session between the hubs of two friend zones (ALPN
@@ -41,7 +42,7 @@ const (
 	// linkDrain is how long a link replaced by a newer one (both hubs
 	// dialled at once, or one came back) keeps carrying the calls already
 	// on it before it closes: a call's default time.
-	linkDrain = DefaultCallTimeout
+	linkDrain = wire.DefaultCallTimeout
 	// linkFirstWait: when both hubs start dialling each other at once
 	// (they just made friends, or both started), the one with the higher
 	// zone ID waits this long first, so usually only one link is made.
@@ -70,7 +71,7 @@ type hubLink struct {
 	closeOnce sync.Once
 	closing   atomic.Bool // set as soon as closing (or retiring) starts: no longer live
 	closed    chan struct{}
-	reason    CloseReason
+	reason    wire.CloseReason
 	// ctx ends with the link: streams relayed over it stop.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,7 +83,7 @@ func newHubLink(zone string, conn transport.Conn, ctrl transport.Stream, dialled
 	return l
 }
 
-func (l *hubLink) send(c *Control) error {
+func (l *hubLink) send(c *wire.Control) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
@@ -91,13 +92,13 @@ func (l *hubLink) send(c *Control) error {
 
 // close ends the link once: it tells the other hub why (unless it is
 // gone), gives it a moment to read that, and closes the connection.
-func (l *hubLink) close(reason CloseReason, msg string, tell bool) {
+func (l *hubLink) close(reason wire.CloseReason, msg string, tell bool) {
 	l.closeOnce.Do(func() {
 		l.closing.Store(true)
 		l.reason = reason
 		l.cancel()
 		if tell {
-			if l.send(&Control{Type: MsgClose, Reason: reason, Message: msg}) == nil {
+			if l.send(&wire.Control{Type: wire.MsgClose, Reason: reason, Message: msg}) == nil {
 				select {
 				case <-l.conn.Done():
 				case <-time.After(closeLinger):
@@ -179,7 +180,7 @@ func (h *Hub) startLink(zone string) {
 
 // stopLink stops a friend's dialler and ends its link, telling the other
 // hub reason; it reports whether a link was up to be told.
-func (h *Hub) stopLink(zone string, reason CloseReason, msg string) bool {
+func (h *Hub) stopLink(zone string, reason wire.CloseReason, msg string) bool {
 	h.mu.Lock()
 	stop := h.linkStops[zone]
 	delete(h.linkStops, zone)
@@ -243,7 +244,7 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 				return
 			}
 			var end *EndError
-			refused := errors.As(err, &end) && end.Reason == ReasonUnknown
+			refused := errors.As(err, &end) && end.Reason == wire.ReasonUnknown
 			h.setLinkState(zone, func(s *linkState) { s.lastErr, s.dialling, s.refused = err.Error(), true, refused })
 			h.log.Info("friend link not up; retrying", "friend", h.petname(zone), "err", err)
 			if refused {
@@ -326,7 +327,7 @@ func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
 		}
 		l, err := h.linkHello(ctx, zone, conn)
 		if err != nil {
-			conn.CloseWithError(uint64(ReasonProtocol), "hello failed")
+			conn.CloseWithError(uint64(wire.ReasonProtocol), "hello failed")
 			return nil, err
 		}
 		return l, nil
@@ -342,22 +343,22 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
 	ctrl.SetDeadline(time.Now().Add(helloTimeout))
-	if err := transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl}); err != nil {
+	if err := transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl}); err != nil {
 		return nil, err
 	}
-	if err := transport.WriteFrame(ctrl, &Control{Type: MsgHello, Version: LinkVersion, Software: SoftwareVersion}); err != nil {
+	if err := transport.WriteFrame(ctrl, &wire.Control{Type: wire.MsgHello, Version: LinkVersion, Software: SoftwareVersion}); err != nil {
 		return nil, err
 	}
 	fr := transport.NewFrameReader(ctrl, maxControlFrame)
-	var c Control
+	var c wire.Control
 	if err := fr.ReadFrame(&c); err != nil {
 		return nil, fmt.Errorf("no welcome from the friend's hub: %w", err)
 	}
 	ctrl.SetDeadline(time.Time{})
 	switch c.Type {
-	case MsgWelcome:
-	case MsgClose:
-		if c.Reason == ReasonUnknown {
+	case wire.MsgWelcome:
+	case wire.MsgClose:
+		if c.Reason == wire.ReasonUnknown {
 			return nil, &EndError{Reason: c.Reason, Message: c.Message}
 		}
 		return nil, fmt.Errorf("the friend's hub closed the link: %s: %s", c.Reason, c.Message)
@@ -368,7 +369,7 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 	l.id = c.SessionID
 	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, MinHeartbeat), MaxHeartbeat)
 	if !h.registerLink(l) {
-		l.close(ReasonReplaced, "a link with this zone is up already", true)
+		l.close(wire.ReasonReplaced, "a link with this zone is up already", true)
 		return nil, errLinkUp
 	}
 	h.conns.Add(1)
@@ -408,7 +409,7 @@ func (h *Hub) registerLink(l *hubLink) bool {
 		go func() {
 			defer h.conns.Done()
 			old.retire(linkDrain) // the calls on it finish first
-			old.close(ReasonReplaced, "replaced by a newer link", true)
+			old.close(wire.ReasonReplaced, "replaced by a newer link", true)
 		}()
 	}
 	h.mu.Unlock()
@@ -447,7 +448,7 @@ func (h *Hub) runLink(l *hubLink) {
 // pings every hb and reads pongs; the acceptor answers pings. Either
 // reads Close.
 func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duration, dialler bool) {
-	frames := make(chan Control)
+	frames := make(chan wire.Control)
 	readErr := make(chan error, 1)
 	dead := DeadAfter(hb)
 	// Every return below has closed the link, whose connection's end
@@ -458,7 +459,7 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 	go func() {
 		defer reader.Done()
 		for {
-			var c Control
+			var c wire.Control
 			if err := readControl(l.conn, l.ctrl, fr, dead, &c); err != nil {
 				readErr <- err
 				return
@@ -476,14 +477,14 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 	ping := func() error {
 		seq++
 		sent = time.Now()
-		return l.send(&Control{Type: MsgPing, Seq: seq, RTTus: uint64(l.rttUs.Load()), Pad: make([]byte, pingPad)})
+		return l.send(&wire.Control{Type: wire.MsgPing, Seq: seq, RTTus: uint64(l.rttUs.Load()), Pad: make([]byte, wire.PingPad)})
 	}
 	if dialler {
 		t := time.NewTicker(hb)
 		defer t.Stop()
 		tick = t.C
 		if ping() != nil {
-			l.close(ReasonShutdown, "", false)
+			l.close(wire.ReasonShutdown, "", false)
 			return
 		}
 	}
@@ -496,40 +497,40 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 			switch {
 			case !l.live():
 			case errors.As(err, &ne) && ne.Timeout():
-				l.close(ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), true)
+				l.close(wire.ReasonTimeout, fmt.Sprintf("no heartbeat for %v", dead), true)
 			case wentAway(l.conn, err):
-				l.close(ReasonShutdown, "", false)
+				l.close(wire.ReasonShutdown, "", false)
 			default:
-				l.close(ReasonProtocol, "malformed control frame", true)
+				l.close(wire.ReasonProtocol, "malformed control frame", true)
 			}
 			return
 		case <-tick:
 			if ping() != nil {
-				l.close(ReasonShutdown, "", false)
+				l.close(wire.ReasonShutdown, "", false)
 				return
 			}
 		case c := <-frames:
 			switch c.Type {
-			case MsgPing:
-				if l.send(&Control{Type: MsgPong, Seq: c.Seq}) != nil {
-					l.close(ReasonShutdown, "", false)
+			case wire.MsgPing:
+				if l.send(&wire.Control{Type: wire.MsgPong, Seq: c.Seq}) != nil {
+					l.close(wire.ReasonShutdown, "", false)
 					return
 				}
 				if c.RTTus > 0 && l.rttUs.Swap(int64(c.RTTus)) == 0 {
 					h.changes.bump()
 				}
-			case MsgPong:
+			case wire.MsgPong:
 				if c.Seq == seq {
 					first := l.rttUs.Swap(int64(time.Since(sent)/time.Microsecond)) == 0
 					if first {
 						h.changes.bump()
 					}
 				}
-			case MsgClose:
+			case wire.MsgClose:
 				h.linkClosedByFriend(l, &c)
 				return
 			default:
-				l.close(ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), true)
+				l.close(wire.ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), true)
 				return
 			}
 		}
@@ -539,12 +540,12 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 // linkClosedByFriend acts on the friend's Close: a friend that removed
 // this zone is removed here too, so neither keeps trusting or dialling
 // the other.
-func (h *Hub) linkClosedByFriend(l *hubLink, c *Control) {
+func (h *Hub) linkClosedByFriend(l *hubLink, c *wire.Control) {
 	l.close(c.Reason, "", false)
 	h.log.Info("friend closed the link", "friend", h.petname(l.zone), "reason", c.Reason, "message", c.Message)
-	if c.Reason == ReasonUnfriended {
+	if c.Reason == wire.ReasonUnfriended {
 		name := h.petname(l.zone)
-		if _, err := h.removeFriend(name, "the friend's hub ended the friendship", ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
+		if _, err := h.removeFriend(name, "the friend's hub ended the friendship", wire.ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
 			h.log.Warn("remove friend", "friend", name, "err", err)
 		}
 	}
@@ -556,7 +557,7 @@ func (h *Hub) serveLink(ctx context.Context, conn transport.Conn) {
 	leaf := cs.PeerCertificates[0]
 	id, err := certs.IdentityFromCert(leaf)
 	if err != nil {
-		conn.CloseWithError(uint64(ReasonProtocol), "certificate check failed")
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "certificate check failed")
 		return
 	}
 	zone := id.Zone.Compact()
@@ -568,22 +569,22 @@ func (h *Hub) serveLink(ctx context.Context, conn transport.Conn) {
 	f := h.friend(zone)
 	if f == nil {
 		h.log.Info("link refused: not a friend", "zone_id", id.Zone, "remote", conn.RemoteAddr().String())
-		l.close(ReasonUnknown, fmt.Sprintf("zone %s is not a friend of zone %q (it was removed, or never added): make friends again with pzh friend invite/accept", id.Zone, h.zone.Name), true)
+		l.close(wire.ReasonUnknown, fmt.Sprintf("zone %s is not a friend of zone %q (it was removed, or never added): make friends again with pzh friend invite/accept", id.Zone, h.zone.Name), true)
 		return
 	}
 	// The chain checked out against itself in the handshake; only the CA
 	// recorded when the zones made friends counts.
 	if _, err := certs.Verify(f.ca, [][]byte{leaf.Raw}, h.cfg.Now(), 0); err != nil {
 		h.log.Warn("link refused: certificate", "friend", f.Petname, "err", err)
-		l.close(ReasonUnknown, "the certificate is not from the zone CA recorded for this friend", true)
+		l.close(wire.ReasonUnknown, "the certificate is not from the zone CA recorded for this friend", true)
 		return
 	}
 	if !h.registerLink(l) {
-		l.close(ReasonReplaced, "a link with this zone is up already", true)
+		l.close(wire.ReasonReplaced, "a link with this zone is up already", true)
 		return
 	}
-	if err := l.send(&Control{Type: MsgWelcome, Version: LinkVersion, SessionID: l.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
-		l.close(ReasonShutdown, "", false)
+	if err := l.send(&wire.Control{Type: wire.MsgWelcome, Version: LinkVersion, SessionID: l.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
+		l.close(wire.ReasonShutdown, "", false)
 	}
 	ctrl.SetReadDeadline(time.Time{})
 	h.conns.Add(1)
@@ -611,7 +612,7 @@ func (h *Hub) shutdownLinks() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.close(ReasonShutdown, "hub is shutting down", true)
+			l.close(wire.ReasonShutdown, "hub is shutting down", true)
 		}()
 	}
 	wg.Wait()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/storefile"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The daemons' local API: HTTP with JSON bodies over a Unix socket in the
@@ -33,7 +34,7 @@ const (
 const maxSocketPath = 104
 
 // maxAPIBody bounds a request body on the local API.
-const maxAPIBody = 1 << 20
+const maxAPIBody = wire.MaxCallBody
 
 // ErrNotRunning: no daemon answers on the socket.
 var ErrNotRunning = errors.New("daemon is not running")

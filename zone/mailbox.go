@@ -12,7 +12,7 @@ import (
 	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
-	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The hub's mailbox: messages kept for devices that are asleep or offline,
@@ -31,8 +31,6 @@ const (
 	// DefaultQueueBytes bounds the bodies waiting for one device, so 100
 	// devices cannot take more than about 1.6 GB of the hub's disk.
 	DefaultQueueBytes = 16 << 20
-	// MaxTTL is the longest a sender may ask a message to wait.
-	MaxTTL = 30 * 24 * time.Hour
 )
 
 var (
@@ -57,9 +55,9 @@ type queuedMsg struct {
 	Expires    time.Time `cbor:"9,keyasint"`
 	// FromZoneID, Envelope and TTLMs: a message from a friend zone keeps
 	// its sender's signature, which the device checks on delivery.
-	FromZoneID string             `cbor:"10,keyasint,omitempty"`
-	Envelope   *envelope.Envelope `cbor:"11,keyasint,omitempty"`
-	TTLMs      uint64             `cbor:"12,keyasint,omitempty"`
+	FromZoneID string         `cbor:"10,keyasint,omitempty"`
+	Envelope   *wire.Envelope `cbor:"11,keyasint,omitempty"`
+	TTLMs      uint64         `cbor:"12,keyasint,omitempty"`
 	// ToDevice is the device it is for (in a friend zone, for one in a
 	// friend's outbox, outbox.go).
 	ToDevice string `cbor:"13,keyasint,omitempty"`

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The outbox: messages for later (TTLMs) to a friend zone whose hub is not
@@ -27,9 +28,9 @@ func outboxKey(zone string) string { return outboxPrefix + zone }
 func isOutbox(key string) bool { return strings.HasPrefix(key, outboxPrefix) }
 
 // queueForFriend keeps a message for friend f until its link is back.
-func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendRecord) {
+func (h *Hub) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *FriendRecord) {
 	if hdr.Token != "" {
-		refuseCall(st, CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
+		refuseCall(st, wire.CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
 		return
 	}
 	msg, ok := readKept(st, hdr, h.cfg.Now())
@@ -40,23 +41,23 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *CallHeader, f *FriendReco
 	seq, err := h.mail.Put(outboxKey(zone), msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			refuseCall(st, CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
+			refuseCall(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
 				h.mail.Stat(outboxKey(zone)).n, h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {
 			h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
-			refuseCall(st, CallUnavailable, "the hub could not store the message: "+err.Error())
+			refuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
 	if h.friend(zone) == nil { // removed meanwhile: its queue is gone
 		h.mail.Remove(outboxKey(zone), seq)
-		refuseCall(st, CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, h.zone.Name))
+		refuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, h.zone.Name))
 		return
 	}
 	h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
 	h.changes.bump()
 	h.kickOutbox(zone) // the link may have come back meanwhile
-	if transport.WriteFrame(st, &CallReply{Queued: true, ExpiresMs: msg.Expires.UnixMilli()}) != nil || st.Close() != nil {
+	if transport.WriteFrame(st, &wire.CallReply{Queued: true, ExpiresMs: msg.Expires.UnixMilli()}) != nil || st.Close() != nil {
 		st.Reset()
 	}
 }
@@ -152,7 +153,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				}
 				h.changes.bump()
 				progress = true
-			case cerr.Status == CallOffline || cerr.Status == CallUnavailable || cerr.Status == CallDeadline || cerr.Status == CallQueueFull:
+			case cerr.Status == wire.CallOffline || cerr.Status == wire.CallUnavailable || cerr.Status == wire.CallDeadline || cerr.Status == wire.CallQueueFull:
 				blocked[dest], retry = true, true // the friend's hub says not now: keep it, and its followers' order
 			default:
 				h.dropQueued(key, q, cerr.Message)
@@ -164,18 +165,18 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 // forwardQueued sends one kept message over the friend's link and reads
 // the friend hub's answer (delivered, or kept there for its device);
 // broke says the link failed before the friend's hub answered.
-func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *CallError, broke bool) {
+func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *wire.CallError, broke bool) {
 	defer l.use()()
-	hdr := &CallHeader{ID: m.ID, Kind: CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: m.ToDevice,
+	hdr := &wire.CallHeader{ID: m.ID, Kind: wire.CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: m.ToDevice,
 		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), TTLMs: m.TTLMs,
 		FromZoneID: m.FromZoneID, Envelope: m.Envelope, ToZone: zone}
 	rep, _, err := exchangeCall(l.ctx, l.conn, hdr, m.Body, time.Now().Add(deliverTimeout))
 	if err != nil {
-		return &CallError{CallOffline, "the link went away: " + err.Error()}, true
+		return &wire.CallError{Status: wire.CallOffline, Message: "the link went away: " + err.Error()}, true
 	}
 	l.calls.Add(1)
-	if rep.Status != CallOK {
-		return &CallError{rep.Status, rep.Message}, false
+	if rep.Status != wire.CallOK {
+		return &wire.CallError{Status: rep.Status, Message: rep.Message}, false
 	}
 	return nil, false
 }
@@ -242,10 +243,10 @@ func (h *Hub) purgeFrom(zone string) int {
 
 // readKept reads the body of a message for later from st and makes the
 // record a hub keeps of it; on failure it refuses the message.
-func readKept(st transport.Stream, hdr *CallHeader, now time.Time) (*queuedMsg, bool) {
-	body, err := readBody(transport.NewFrameReader(st, callChunk+16), maxCallBody)
+func readKept(st transport.Stream, hdr *wire.CallHeader, now time.Time) (*queuedMsg, bool) {
+	body, err := readBody(transport.NewFrameReader(st, wire.CallChunk+16), wire.MaxCallBody)
 	if err != nil {
-		refuseCall(st, CallBadRequest, "request body: "+err.Error())
+		refuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
 		return nil, false
 	}
 	return &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, ToDevice: hdr.ToDevice, Service: hdr.ToService,
@@ -257,8 +258,8 @@ func readKept(st transport.Stream, hdr *CallHeader, now time.Time) (*queuedMsg, 
 // live from now, but, for one signed in a friend zone (that may have
 // waited at another hub first), no longer than its device would still
 // accept it.
-func keptUntil(hdr *CallHeader, now time.Time) time.Time {
-	until := now.Add(min(time.Duration(hdr.TTLMs)*time.Millisecond, MaxTTL))
+func keptUntil(hdr *wire.CallHeader, now time.Time) time.Time {
+	until := now.Add(min(time.Duration(hdr.TTLMs)*time.Millisecond, wire.MaxTTL))
 	if env := hdr.Envelope; env != nil {
 		if signed := time.UnixMilli(env.TimeMs).Add(time.Duration(hdr.TTLMs)*time.Millisecond + envelope.Window); signed.Before(until) {
 			until = signed

@@ -22,6 +22,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Reconnect backoff, with why.
@@ -140,16 +141,16 @@ func (c *PeerConfig) Validate() error {
 // EndError is a session end after which the device must not reconnect:
 // revoked, replaced by another pzp, unpaired, expired past grace.
 type EndError struct {
-	Reason  CloseReason
+	Reason  wire.CloseReason
 	Message string
 }
 
 func (e *EndError) Error() string {
 	hint := ""
 	switch e.Reason {
-	case ReasonRevoked:
+	case wire.ReasonRevoked:
 		hint = "; this device can no longer connect: pair it again with a new invite"
-	case ReasonReplaced:
+	case wire.ReasonReplaced:
 		hint = "; another pzp with this device's credentials took over the session"
 	}
 	if e.Message == "" {
@@ -545,13 +546,13 @@ type peerSession struct {
 	conn      transport.Conn
 	ctrl      transport.Stream
 	fr        *transport.FrameReader
-	welcome   Control
+	welcome   wire.Control
 	heartbeat time.Duration
 	addr      string
 	wmu       sync.Mutex
 }
 
-func (ps *peerSession) send(c *Control) error {
+func (ps *peerSession) send(c *wire.Control) error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
 	ps.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
@@ -587,7 +588,7 @@ func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
 		}
 		ps, err := p.hello(ctx, conn, addr)
 		if err != nil {
-			conn.CloseWithError(uint64(ReasonProtocol), "hello failed")
+			conn.CloseWithError(uint64(wire.ReasonProtocol), "hello failed")
 			return nil, err
 		}
 		return ps, nil
@@ -608,10 +609,10 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 	}
 	ps := &peerSession{conn: conn, ctrl: ctrl, fr: transport.NewFrameReader(ctrl, maxControlFrame), addr: addr}
 	ctrl.SetDeadline(time.Now().Add(helloTimeout))
-	if err := transport.WriteFrame(ctrl, &StreamHeader{Kind: StreamControl}); err != nil {
+	if err := transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl}); err != nil {
 		return nil, err
 	}
-	if err := ps.send(&Control{Type: MsgHello, Version: SessionVersion, Software: SoftwareVersion}); err != nil {
+	if err := ps.send(&wire.Control{Type: wire.MsgHello, Version: wire.SessionVersion, Software: SoftwareVersion}); err != nil {
 		return nil, err
 	}
 	// Over QUIC, keep talking while Welcome is awaited: if the hub that
@@ -630,14 +631,14 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 				case <-waiting:
 					return
 				case <-t.C:
-					if ps.send(&Control{Type: MsgPing, Pad: make([]byte, pingPad)}) != nil {
+					if ps.send(&wire.Control{Type: wire.MsgPing, Pad: make([]byte, wire.PingPad)}) != nil {
 						return
 					}
 				}
 			}
 		}()
 	}
-	var c Control
+	var c wire.Control
 	if err := ps.fr.ReadFrame(&c); err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -647,8 +648,8 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 	}
 	ctrl.SetDeadline(time.Time{})
 	switch c.Type {
-	case MsgWelcome:
-	case MsgClose:
+	case wire.MsgWelcome:
+	case wire.MsgClose:
 		return nil, closeErr(&c)
 	default:
 		return nil, fmt.Errorf("hub answered hello with message %d", c.Type)
@@ -670,14 +671,14 @@ func (e *retryWithin) Error() string {
 }
 
 // closeErr turns a hub's Close frame into the error the loop acts on.
-func closeErr(c *Control) error {
-	if c.Reason.final() {
+func closeErr(c *wire.Control) error {
+	if c.Reason.Final() {
 		return &EndError{Reason: c.Reason, Message: c.Message}
 	}
-	if c.Reason == ReasonRenewed {
+	if c.Reason == wire.ReasonRenewed {
 		return errReconnect
 	}
-	if c.Reason == ReasonShutdown && c.RetryWindowMs > 0 {
+	if c.Reason == wire.ReasonShutdown && c.RetryWindowMs > 0 {
 		w := min(time.Duration(c.RetryWindowMs)*time.Millisecond, maxRetryWindow)
 		return &retryWithin{Window: w, Msg: c.Message}
 	}
@@ -694,7 +695,7 @@ func (p *Peer) readErr(conn transport.Conn, err error) error {
 	case <-conn.Done():
 		var rc *transport.RemoteCloseError
 		if errors.As(conn.Err(), &rc) && rc.Code != 0 {
-			return closeErr(&Control{Type: MsgClose, Reason: CloseReason(rc.Code)})
+			return closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.CloseReason(rc.Code)})
 		}
 	default:
 	}
@@ -725,7 +726,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			<-syncDone
 		}
 	}()
-	defer ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+	defer ps.conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String())
 	p.hubVersion.Store(uint32(ps.welcome.Version))
 	p.conn.Store(&ps.conn)
 	defer p.conn.Store(nil)
@@ -741,12 +742,12 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		})
 	}
 
-	frames := make(chan Control)
+	frames := make(chan wire.Control)
 	readErr := make(chan error, 1)
 	dead := DeadAfter(ps.heartbeat)
 	go func() {
 		for {
-			var c Control
+			var c wire.Control
 			if err := readControl(ps.conn, ps.ctrl, ps.fr, dead, &c); err != nil {
 				readErr <- p.readErr(ps.conn, err)
 				return
@@ -774,12 +775,12 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	var rtt time.Duration
 	var pad []byte
 	if ps.conn.Kind() == transport.KindQUIC {
-		pad = make([]byte, pingPad)
+		pad = make([]byte, wire.PingPad)
 	}
 	ping := func() error {
 		seq++
 		pingSent = time.Now()
-		return ps.send(&Control{Type: MsgPing, Seq: seq, RTTus: uint64(rtt / time.Microsecond), Pad: pad})
+		return ps.send(&wire.Control{Type: wire.MsgPing, Seq: seq, RTTus: uint64(rtt / time.Microsecond), Pad: pad})
 	}
 	if err := ping(); err != nil { // measure RTT at once
 		return nil, p.readErr(ps.conn, err)
@@ -804,8 +805,8 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	}
 	var syncErr error
 	var syncGrace <-chan time.Time
-	hangUp := func(reason CloseReason, msg string) {
-		ps.send(&Control{Type: MsgClose, Reason: reason, Message: msg})
+	hangUp := func(reason wire.CloseReason, msg string) {
+		ps.send(&wire.Control{Type: wire.MsgClose, Reason: reason, Message: msg})
 		ps.ctrl.Close()
 		select {
 		case <-ps.conn.Done():
@@ -815,10 +816,10 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	for {
 		select {
 		case <-ctx.Done():
-			hangUp(ReasonShutdown, "device shutting down")
+			hangUp(wire.ReasonShutdown, "device shutting down")
 			return nil, ctx.Err()
 		case <-p.synced:
-			hangUp(ReasonShutdown, "device shutting down")
+			hangUp(wire.ReasonShutdown, "device shutting down")
 			return nil, errSynced
 		case <-idle:
 			if left := p.sleep.after - p.idleFor(); left > 0 || renewing || !p.doze() {
@@ -827,7 +828,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			}
 			p.conn.Store(nil) // calls from now on wait for the next session
 			p.sleep.drain()
-			hangUp(ReasonSleep, "device going to sleep")
+			hangUp(wire.ReasonSleep, "device going to sleep")
 			return nil, errSleep
 		case err := <-syncDone:
 			syncing = false
@@ -846,7 +847,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			return nil, err
 		case c := <-frames:
 			switch c.Type {
-			case MsgPong:
+			case wire.MsgPong:
 				if c.Seq == seq {
 					first := rtt == 0
 					rtt = time.Since(pingSent)
@@ -860,9 +861,9 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 						}
 					}
 				}
-			case MsgClose:
+			case wire.MsgClose:
 				return nil, closeErr(&c)
-			case MsgWakeOK:
+			case wire.MsgWakeOK:
 				p.wakeConfirmed(&c)
 			default:
 				p.log.Debug("ignoring control message", "type", c.Type)
@@ -923,8 +924,8 @@ func (p *Peer) renew(ctx context.Context, ps *peerSession) error {
 	if err != nil {
 		return err
 	}
-	var resp RenewResponse
-	if err := exchange(ctx, ps.conn, StreamRenew, &RenewRequest{CSR: csr}, &resp); err != nil {
+	var resp wire.RenewResponse
+	if err := exchange(ctx, ps.conn, wire.StreamRenew, &wire.RenewRequest{CSR: csr}, &resp); err != nil {
 		return err
 	}
 	if resp.Error != "" {
@@ -970,13 +971,13 @@ func checkIssued(id *Identity, key ed25519.PrivateKey, der []byte, now time.Time
 }
 
 // exchange runs a one-shot request/response on a new stream of kind.
-func exchange(ctx context.Context, conn transport.Conn, kind StreamKind, req, resp any) error {
+func exchange(ctx context.Context, conn transport.Conn, kind wire.StreamKind, req, resp any) error {
 	return exchangeLimit(ctx, conn, kind, req, resp, maxRequestFrame)
 }
 
 func (p *Peer) unpairOn(ctx context.Context, ps *peerSession) error {
-	var resp UnpairResponse
-	if err := exchange(ctx, ps.conn, StreamUnpair, &UnpairRequest{}, &resp); err != nil {
+	var resp wire.UnpairResponse
+	if err := exchange(ctx, ps.conn, wire.StreamUnpair, &wire.UnpairRequest{}, &resp); err != nil {
 		return err
 	}
 	if resp.Error != "" {
@@ -1041,12 +1042,12 @@ func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout
 	ps, err := p.connect(tctx)
 	if err == nil {
 		err = p.unpairOn(tctx, ps)
-		ps.send(&Control{Type: MsgClose, Reason: ReasonUnpaired})
-		ps.conn.CloseWithError(uint64(ReasonUnpaired), ReasonUnpaired.String())
+		ps.send(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonUnpaired})
+		ps.conn.CloseWithError(uint64(wire.ReasonUnpaired), wire.ReasonUnpaired.String())
 	}
 	cancel()
 	var end *EndError
-	if errors.As(err, &end) && end.Reason == ReasonRevoked {
+	if errors.As(err, &end) && end.Reason == wire.ReasonRevoked {
 		err = nil // already revoked: the hub will not accept it again either way
 	}
 	res.HubTold = err == nil
@@ -1111,6 +1112,6 @@ func (s *Session) Conn() transport.Conn { return s.ps.conn }
 
 // Close says goodbye and closes at once.
 func (s *Session) Close() error {
-	s.ps.send(&Control{Type: MsgClose, Reason: ReasonShutdown})
-	return s.ps.conn.CloseWithError(uint64(ReasonShutdown), ReasonShutdown.String())
+	s.ps.send(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown})
+	return s.ps.conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String())
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Regression tests for defects found in review.
@@ -23,12 +24,12 @@ func TestRegisterRefusedWhenRevoked(t *testing.T) {
 		name    string
 		rec     *DeviceRecord
 		revoked map[string]bool
-		want    CloseReason
+		want    wire.CloseReason
 	}{
-		{"in good standing", &DeviceRecord{Name: "phone", Serials: []string{serial}}, nil, ReasonNone},
-		{"device revoked", &DeviceRecord{Name: "phone", Serials: []string{serial}, Revoked: true, RevokedAt: time.Now()}, nil, ReasonRevoked},
-		{"certificate revoked", &DeviceRecord{Name: "phone", Serials: []string{serial}}, map[string]bool{serial: true}, ReasonRevoked},
-		{"record gone", nil, nil, ReasonRevoked},
+		{"in good standing", &DeviceRecord{Name: "phone", Serials: []string{serial}}, nil, wire.ReasonNone},
+		{"device revoked", &DeviceRecord{Name: "phone", Serials: []string{serial}, Revoked: true, RevokedAt: time.Now()}, nil, wire.ReasonRevoked},
+		{"certificate revoked", &DeviceRecord{Name: "phone", Serials: []string{serial}}, map[string]bool{serial: true}, wire.ReasonRevoked},
+		{"record gone", nil, nil, wire.ReasonRevoked},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &Hub{sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, revoked: tc.revoked}
@@ -39,7 +40,7 @@ func TestRegisterRefusedWhenRevoked(t *testing.T) {
 			if _, refused := h.register(s); refused != tc.want {
 				t.Fatalf("register: %v, want %v", refused, tc.want)
 			}
-			if registered := h.sessions["phone"] == s; registered != (tc.want == ReasonNone) {
+			if registered := h.sessions["phone"] == s; registered != (tc.want == wire.ReasonNone) {
 				t.Fatalf("session in the table: %v", registered)
 			}
 		})
@@ -69,8 +70,8 @@ func rawCall(t *testing.T, sess *Session, target string, body []byte) transport.
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := &CallHeader{ID: newCallID(), Kind: CallRequest, ToDevice: target, ToService: "echo", Method: "echo", TimeoutMs: uint64(MaxCallTimeout / time.Millisecond)}
-	if err := transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}); err != nil {
+	hdr := &wire.CallHeader{ID: wire.NewCallID(), Kind: wire.CallRequest, ToDevice: target, ToService: "echo", Method: "echo", TimeoutMs: uint64(wire.MaxCallTimeout / time.Millisecond)}
+	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
 		t.Fatal(err)
 	}
 	if err := transport.WriteFrame(st, hdr); err != nil {
@@ -87,7 +88,7 @@ func rawCall(t *testing.T, sess *Session, target string, body []byte) transport.
 // callOutcome is what became of a raw call: the hub's or service's reply,
 // or the error that ended the stream first.
 type callOutcome struct {
-	rep CallReply
+	rep wire.CallReply
 	err error
 }
 
@@ -96,7 +97,7 @@ type callOutcome struct {
 func awaitReply(st transport.Stream) callOutcome {
 	st.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var o callOutcome
-	o.err = transport.NewFrameReader(st, callChunk+16).ReadFrame(&o.rep)
+	o.err = transport.NewFrameReader(st, wire.CallChunk+16).ReadFrame(&o.rep)
 	return o
 }
 
@@ -178,7 +179,7 @@ func TestCallFloodDoesNotStarveOthers(t *testing.T) {
 	// what the held calls do to others.)
 	var wrong []callOutcome
 	for range len(bad) * (perDevice - DefaultCallsPerCaller) {
-		if o := <-outcomes; o.err != nil || o.rep.Status != CallUnavailable {
+		if o := <-outcomes; o.err != nil || o.rep.Status != wire.CallUnavailable {
 			wrong = append(wrong, o)
 		}
 	}
@@ -215,7 +216,7 @@ func TestCallWithoutBodyTimesOut(t *testing.T) {
 	refused := 0
 	for range perCaller + 1 {
 		switch o := <-outcomes; {
-		case o.err == nil && o.rep.Status == CallUnavailable:
+		case o.err == nil && o.rep.Status == wire.CallUnavailable:
 			refused++
 		case o.err == nil:
 			t.Fatalf("a call without a body was answered: %+v", o.rep)
@@ -235,7 +236,7 @@ func TestCallWithoutBodyTimesOut(t *testing.T) {
 		}()
 	}
 	for i := range perCaller {
-		if o := <-outcomes; o.err != nil || o.rep.Status != CallOK {
+		if o := <-outcomes; o.err != nil || o.rep.Status != wire.CallOK {
 			t.Fatalf("call %d after the timeouts: %+v, %v", i, o.rep, o.err)
 		}
 	}
@@ -296,11 +297,11 @@ func TestCallSlots(t *testing.T) {
 // and given back when its calls end.
 func TestCallSlotBytes(t *testing.T) {
 	s := newCallSlots(64, 192)
-	s.bytesPerCaller = 4 * callChunk
+	s.bytesPerCaller = 4 * wire.CallChunk
 	a1, _ := s.enter("a")
 	a2, _ := s.enter("a")
 	b1, _ := s.enter("b")
-	for _, got := range []int{0, callChunk, 2 * callChunk} { // a1 holds 3 chunks
+	for _, got := range []int{0, wire.CallChunk, 2 * wire.CallChunk} { // a1 holds 3 chunks
 		if err := a1.hold(got); err != nil {
 			t.Fatalf("a1 at %d bytes: %v", got, err)
 		}
@@ -309,14 +310,14 @@ func TestCallSlotBytes(t *testing.T) {
 		t.Fatalf("a2's first chunk: %v", err)
 	}
 	var over *overBudget
-	if err := a2.hold(callChunk); !errors.As(err, &over) || !strings.Contains(err.Error(), "held for a (at most") {
+	if err := a2.hold(wire.CallChunk); !errors.As(err, &over) || !strings.Contains(err.Error(), "held for a (at most") {
 		t.Fatalf("a2 past a's budget: %v, want overBudget naming the caller", err)
 	}
-	if err := b1.hold(3 * callChunk); err != nil {
+	if err := b1.hold(3 * wire.CallChunk); err != nil {
 		t.Fatalf("another caller is not charged for a's calls: %v", err)
 	}
 	a1.release()
-	if err := a2.hold(callChunk); err != nil {
+	if err := a2.hold(wire.CallChunk); err != nil {
 		t.Fatalf("after a1 ended: %v", err)
 	}
 	a2.release()

@@ -17,6 +17,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Services on a device: applications register them through the local API
@@ -146,9 +147,9 @@ func (sh *serviceHost) running(service string) bool {
 
 // deliver hands a call or message to the application serving hdr's
 // service and, for a call, waits for its reply until ctx ends.
-func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte) ([]byte, *CallError) {
+func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) ([]byte, *wire.CallError) {
 	if !json.Valid(body) {
-		return nil, &CallError{CallBadRequest, "the body is not JSON"}
+		return nil, &wire.CallError{Status: wire.CallBadRequest, Message: "the body is not JSON"}
 	}
 	deadline, _ := ctx.Deadline()
 	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}
@@ -159,7 +160,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	var pc *pendingCall
 	sh.mu.Lock()
 	l := sh.listeners[hdr.ToService]
-	if l != nil && hdr.Kind == CallRequest {
+	if l != nil && hdr.Kind == wire.CallRequest {
 		ev.Type = "call"
 		pc = &pendingCall{service: hdr.ToService, reply: make(chan Reply, 1)}
 		sh.calls[hdr.ID] = pc
@@ -168,7 +169,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	}
 	sh.mu.Unlock()
 	if l == nil {
-		return nil, &CallError{CallOffline, fmt.Sprintf("service %q is not running on device %q", hdr.ToService, hdr.ToDevice)}
+		return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q is not running on device %q", hdr.ToService, hdr.ToDevice)}
 	}
 	if pc != nil {
 		defer func() {
@@ -180,7 +181,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	select {
 	case l.events <- ev:
 	default:
-		return nil, &CallError{CallUnavailable, fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, eventBuffer)}
+		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, eventBuffer)}
 	}
 	if ev.written != nil {
 		// A queued message is confirmed, and so removed from the hub, only
@@ -194,9 +195,9 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 				return nil, nil
 			default:
 			}
-			return nil, &CallError{CallOffline, fmt.Sprintf("service %q stopped before it took the message", hdr.ToService)}
+			return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q stopped before it took the message", hdr.ToService)}
 		case <-ctx.Done():
-			return nil, &CallError{CallDeadline, fmt.Sprintf("service %q did not take the message in time", hdr.ToService)}
+			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not take the message in time", hdr.ToService)}
 		}
 	}
 	if pc == nil {
@@ -205,7 +206,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 	select {
 	case r := <-pc.reply:
 		if r.Error != "" {
-			return nil, &CallError{CallFailed, r.Error}
+			return nil, &wire.CallError{Status: wire.CallFailed, Message: r.Error}
 		}
 		if len(r.Result) == 0 {
 			return []byte("null"), nil
@@ -213,14 +214,14 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *CallHeader, body []byte
 		return r.Result, nil
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, &CallError{CallDeadline, fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
+			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
 		}
 		// Tell the application to stop working on it.
 		select {
 		case l.events <- Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}:
 		default:
 		}
-		return nil, &CallError{CallUnavailable, "the call was cancelled"}
+		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
 	}
 }
 
@@ -240,7 +241,7 @@ func (sh *serviceHost) answer(id string, r Reply) bool {
 	}
 }
 
-func callerName(h *CallHeader) string {
+func callerName(h *wire.CallHeader) string {
 	s := h.FromZone + "/" + h.FromDevice
 	if h.FromApp != "" {
 		s += "/" + h.FromApp
@@ -271,7 +272,7 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		return
 	}
 	id := p.id.Load()
-	if hdr.Kind != CallMessage {
+	if hdr.Kind != wire.CallMessage {
 		hdr.QueuedMs = 0 // only messages are kept for later
 	}
 	var opts serveOpts
@@ -281,7 +282,7 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		f := p.calls.get(p.state, p.log).friends.byID[hdr.FromZoneID]
 		if f == nil {
 			p.envelopes.Count(envelope.Unknown)
-			refuseCall(st, CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
+			refuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
 			return
 		}
 		hdr.FromZone = f.petname
@@ -295,7 +296,7 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 	if hdr.QueuedMs != 0 && p.delivered.seen(qid) {
 		// A queued message delivered before, whose confirmation the hub
 		// lost: confirm it again, do not deliver it twice.
-		if transport.WriteFrame(st, &CallReply{}) != nil || writeBody(st, nil, true) != nil {
+		if transport.WriteFrame(st, &wire.CallReply{}) != nil || writeBody(st, nil, true) != nil {
 			st.Reset()
 		}
 		return
@@ -305,23 +306,23 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 		// lost on the way back does not make it arrive twice.
 		opts.onDelivered = func() { p.delivered.add(qid) }
 	}
-	serveCall(st, p.services, hdr, time.Now().Add(callTimeout(hdr)), opts)
+	serveCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts)
 }
 
 // readIncomingCall reads the headers of a call stream opened to this
 // device (by its hub, or directly by another device) and checks them; on
 // failure it answers or resets the stream and reports false.
-func (p *Peer) readIncomingCall(st transport.Stream) (*CallHeader, bool) {
+func (p *Peer) readIncomingCall(st transport.Stream) (*wire.CallHeader, bool) {
 	st.SetDeadline(time.Now().Add(streamTimeout))
-	fr := transport.NewFrameReader(st, maxCallHeader)
-	var sh StreamHeader
-	var hdr CallHeader
-	if fr.ReadFrame(&sh) != nil || sh.Kind != StreamCall || fr.ReadFrame(&hdr) != nil {
+	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
+	var sh wire.StreamHeader
+	var hdr wire.CallHeader
+	if fr.ReadFrame(&sh) != nil || sh.Kind != wire.StreamCall || fr.ReadFrame(&hdr) != nil {
 		st.Reset()
 		return nil, false
 	}
-	if err := checkCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
-		refuseCall(st, CallBadRequest, "malformed call")
+	if err := wire.CheckCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
+		refuseCall(st, wire.CallBadRequest, "malformed call")
 		return nil, false
 	}
 	return &hdr, true
@@ -366,7 +367,7 @@ func (r *recentIDs) add(id string) {
 // ---- the peer: outgoing calls ----
 
 var (
-	errNoSession = &CallError{CallOffline, "this device is not connected to its hub"}
+	errNoSession = &wire.CallError{Status: wire.CallOffline, Message: "this device is not connected to its hub"}
 )
 
 // callOpts are an exchange's options.
@@ -378,7 +379,7 @@ type callOpts struct {
 // call runs one exchange from app on this device to addr, and returns the
 // result of a call (nil for a message) and, for a message kept at the
 // hub for later, the hub's answer saying so.
-func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o callOpts, body []byte) ([]byte, *CallReply, error) {
+func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.CallKind, o callOpts, body []byte) ([]byte, *wire.CallReply, error) {
 	p.inflight.Add(1)
 	p.touch()
 	defer func() { p.touch(); p.inflight.Add(-1) }()
@@ -387,30 +388,30 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	var friend *friendEntry // the service's zone, when it is a friend's
 	if addr.Zone != "" && addr.Zone != id.Zone && certs.FirstZoneID(addr.Zone) != id.ZoneID.Compact() {
 		if friend = p.calls.get(p.state, p.log).friends.resolve(addr.Zone); friend == nil {
-			return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
+			return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
 		}
 	}
-	if o.ttl < 0 || o.ttl > MaxTTL {
-		return nil, nil, &CallError{CallBadRequest, fmt.Sprintf("time to live %v: use up to %v", o.ttl, MaxTTL)}
+	if o.ttl < 0 || o.ttl > wire.MaxTTL {
+		return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: fmt.Sprintf("time to live %v: use up to %v", o.ttl, wire.MaxTTL)}
 	}
-	timeout := DefaultCallTimeout
+	timeout := wire.DefaultCallTimeout
 	if d, ok := ctx.Deadline(); ok {
-		timeout = min(time.Until(d), MaxCallTimeout)
+		timeout = min(time.Until(d), wire.MaxCallTimeout)
 	}
 	if timeout <= 0 {
-		return nil, nil, &CallError{CallDeadline, "the deadline has passed"}
+		return nil, nil, &wire.CallError{Status: wire.CallDeadline, Message: "the deadline has passed"}
 	}
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	hdr := &CallHeader{ID: newCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
+	hdr := &wire.CallHeader{ID: wire.NewCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
 		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: ceilMs(timeout), Token: token,
 		TTLMs: uint64(o.ttl / time.Millisecond), FromZoneID: id.ZoneID.Compact()}
 	if friend != nil {
 		hdr.ToZone = friend.id.Compact()
 	}
-	if err := checkCallHeader(hdr); err != nil {
-		return nil, nil, &CallError{CallBadRequest, err.Error()}
+	if err := wire.CheckCallHeader(hdr); err != nil {
+		return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: err.Error()}
 	}
 	// The requester's end of policy; the hoster's device checks again
 	// (the same device, for a call that stays here).
@@ -421,7 +422,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		// The hubs relay; only this signature says who asks what.
 		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(envCall(hdr), friend.id.Compact(), p.cfg.Now(), body)
 		if err != nil {
-			return nil, nil, &CallError{CallBadRequest, "sign the call: " + err.Error()}
+			return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: "sign the call: " + err.Error()}
 		}
 		hdr.Envelope = env
 	} else if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
@@ -456,32 +457,32 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 	}
 	st, err := conn.OpenStream(ctx)
 	if err != nil {
-		return nil, nil, &CallError{CallOffline, "open a stream to the hub: " + err.Error()}
+		return nil, nil, &wire.CallError{Status: wire.CallOffline, Message: "open a stream to the hub: " + err.Error()}
 	}
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if transport.WriteFrame(st, &StreamHeader{Kind: StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body, false) != nil {
+	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body, false) != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, errors.New("the hub went away"))
 	}
-	fr := transport.NewFrameReader(st, callChunk+16)
-	var rep CallReply
+	fr := transport.NewFrameReader(st, wire.CallChunk+16)
+	var rep wire.CallReply
 	if err := fr.ReadFrame(&rep); err != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, err)
 	}
-	if rep.Status != CallOK {
+	if rep.Status != wire.CallOK {
 		st.Reset()
-		return nil, nil, &CallError{rep.Status, rep.Message}
+		return nil, nil, &wire.CallError{Status: rep.Status, Message: rep.Message}
 	}
-	res, err := readBody(fr, maxCallBody)
+	res, err := readBody(fr, wire.MaxCallBody)
 	if err != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, err)
 	}
 	st.Close() // done: the service's device stops waiting for a cancellation
-	if friend != nil && kind == CallMessage && o.ttl > 0 {
+	if friend != nil && kind == wire.CallMessage && o.ttl > 0 {
 		// A message for later is answered by the friend's hub, which
 		// kept it or handed it on: its word, with nothing taken from it.
 		return nil, &rep, nil
@@ -493,7 +494,7 @@ func (p *Peer) call(ctx context.Context, app string, addr Addr, kind CallKind, o
 		p.envelopes.Count(v)
 		if err != nil {
 			p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
-			return nil, nil, &CallError{CallFailed, fmt.Sprintf("the answer from %s does not check out: %v", addr, err)}
+			return nil, nil, &wire.CallError{Status: wire.CallFailed, Message: fmt.Sprintf("the answer from %s does not check out: %v", addr, err)}
 		}
 	}
 	return res, &rep, nil
@@ -511,12 +512,12 @@ func ceilMs(d time.Duration) uint64 { return uint64((d + time.Millisecond - 1) /
 // deadline, whichever hop noticed first.
 func callErr(ctx context.Context, deadline time.Time, err error) error {
 	if !time.Now().Before(deadline) {
-		return &CallError{CallDeadline, "no answer before the deadline"}
+		return &wire.CallError{Status: wire.CallDeadline, Message: "no answer before the deadline"}
 	}
 	if ctx.Err() != nil {
-		return &CallError{CallUnavailable, "the call was cancelled"}
+		return &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
 	}
-	return &CallError{CallUnavailable, "the call broke off: " + err.Error()}
+	return &wire.CallError{Status: wire.CallUnavailable, Message: "the call broke off: " + err.Error()}
 }
 
 // ---- the peer: local API for applications ----
@@ -550,41 +551,41 @@ type SendResult struct {
 }
 
 // callHTTPStatus maps a call's outcome to the local API's status.
-func callHTTPStatus(s CallStatus) int {
+func callHTTPStatus(s wire.CallStatus) int {
 	switch s {
-	case CallNotFound:
+	case wire.CallNotFound:
 		return http.StatusNotFound
-	case CallOffline, CallUnavailable:
+	case wire.CallOffline, wire.CallUnavailable:
 		return http.StatusServiceUnavailable
-	case CallDenied:
+	case wire.CallDenied:
 		return http.StatusForbidden
-	case CallDeadline:
+	case wire.CallDeadline:
 		return http.StatusGatewayTimeout
-	case CallFailed:
+	case wire.CallFailed:
 		return http.StatusBadGateway
-	case CallBadRequest:
+	case wire.CallBadRequest:
 		return http.StatusBadRequest
-	case CallQueueFull:
+	case wire.CallQueueFull:
 		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }
 
 func (p *Peer) serviceRoutes(mux *http.ServeMux) {
-	exchange := func(kind CallKind) http.HandlerFunc {
+	exchange := func(kind wire.CallKind) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			var req CallRequestBody
 			if err := readJSON(r, &req); err != nil {
 				writeErr(w, http.StatusBadRequest, err)
 				return
 			}
-			addr, err := ParseAddr(req.To)
+			addr, err := wire.ParseAddr(req.To)
 			if err != nil {
 				writeErr(w, http.StatusBadRequest, err)
 				return
 			}
 			if req.App != "" {
-				if err := ValidateServiceName(req.App); err != nil {
+				if err := wire.ValidateServiceName(req.App); err != nil {
 					writeErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
 					return
 				}
@@ -603,21 +604,21 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			// later may also wait its time to live for the device.
 			timeout := time.Duration(req.TimeoutMs) * time.Millisecond
 			if timeout <= 0 {
-				timeout = DefaultCallTimeout
-				if kind == CallRequest {
+				timeout = wire.DefaultCallTimeout
+				if kind == wire.CallRequest {
 					timeout += ttl
 				}
 			}
-			ctx, cancel := context.WithTimeout(ctx, min(timeout, MaxCallTimeout))
+			ctx, cancel := context.WithTimeout(ctx, min(timeout, wire.MaxCallTimeout))
 			defer cancel()
 			res, rep, err := p.call(ctx, req.App, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
-			var ce *CallError
+			var ce *wire.CallError
 			switch {
 			case errors.As(err, &ce):
 				writeErr(w, callHTTPStatus(ce.Status), fmt.Errorf("%s: %s", addr, ce.Message))
 			case err != nil:
 				writeErr(w, http.StatusInternalServerError, err)
-			case kind == CallMessage:
+			case kind == wire.CallMessage:
 				out := SendResult{Delivered: true}
 				if rep != nil && rep.Queued {
 					exp := time.UnixMilli(rep.ExpiresMs).UTC()
@@ -629,15 +630,15 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			}
 		}
 	}
-	mux.HandleFunc("POST /v1/call", exchange(CallRequest))
-	mux.HandleFunc("POST /v1/send", exchange(CallMessage))
+	mux.HandleFunc("POST /v1/call", exchange(wire.CallRequest))
+	mux.HandleFunc("POST /v1/send", exchange(wire.CallMessage))
 	hostRoutes(mux, p.services, func(app string, info ServiceInfo) error {
 		return publishService(p.state, p.id.Load().Device, app, info)
 	}, p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		app, zone := r.URL.Query().Get("app"), r.URL.Query().Get("zone")
 		if app != "" {
-			if err := ValidateServiceName(app); err != nil {
+			if err := wire.ValidateServiceName(app); err != nil {
 				writeErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
 				return
 			}
@@ -646,7 +647,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		var views []ServiceView
 		var friend *friendEntry
 		if zone != "" && zone != id.Zone && certs.FirstZoneID(zone) != id.ZoneID.Compact() {
-			var cerr *CallError
+			var cerr *wire.CallError
 			if views, friend, cerr = p.discover(r.Context(), zone, app); cerr != nil {
 				writeErr(w, callHTTPStatus(cerr.Status), errors.New(cerr.Message))
 				return
@@ -658,7 +659,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		// device as a whole), by this device's policy.
 		shown := []ServiceView{}
 		for _, v := range views {
-			hdr := &CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: app, ToDevice: v.Device, ToService: v.Service}
+			hdr := &wire.CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: app, ToDevice: v.Device, ToService: v.Service}
 			if friend != nil {
 				hdr.ToZone = friend.id.Compact()
 			}
@@ -673,19 +674,19 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 // hubFederates says why not if this device's hub is too old to take calls
 // to friend zones (an older hub would read one as a call to a device of
 // its own zone that happens to have the same name).
-func (p *Peer) hubFederates() *CallError {
-	if v := p.hubVersion.Load(); v < federationVersion {
-		return &CallError{CallUnavailable, fmt.Sprintf("this device's hub speaks session version %d and cannot reach friend zones (that needs %d): update pzh", v, federationVersion)}
+func (p *Peer) hubFederates() *wire.CallError {
+	if v := p.hubVersion.Load(); v < wire.FederationVersion {
+		return &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("this device's hub speaks session version %d and cannot reach friend zones (that needs %d): update pzh", v, wire.FederationVersion)}
 	}
 	return nil
 }
 
 // discover asks this device's hub for the services of friend zone name
 // that its policy lets this device (app) call.
-func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *friendEntry, *CallError) {
+func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *friendEntry, *wire.CallError) {
 	f := p.calls.get(p.state, p.log).friends.resolve(name)
 	if f == nil {
-		return nil, nil, &CallError{CallNotFound, fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, p.id.Load().Zone)}
+		return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, p.id.Load().Zone)}
 	}
 	p.inflight.Add(1)
 	p.touch()
@@ -702,15 +703,15 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *
 		return nil, nil, cerr
 	}
 	var resp DiscoverResponse
-	if err := exchangeLimit(ctx, conn, StreamDiscover, &DiscoverRequest{Zone: f.id.Compact(), FromApp: app}, &resp, maxDiscoverFrame); err != nil {
-		return nil, nil, &CallError{CallUnavailable, "ask the hub: " + err.Error()}
+	if err := exchangeLimit(ctx, conn, wire.StreamDiscover, &DiscoverRequest{Zone: f.id.Compact(), FromApp: app}, &resp, maxDiscoverFrame); err != nil {
+		return nil, nil, &wire.CallError{Status: wire.CallUnavailable, Message: "ask the hub: " + err.Error()}
 	}
-	if resp.Status != CallOK {
-		return nil, nil, &CallError{resp.Status, resp.Message}
+	if resp.Status != wire.CallOK {
+		return nil, nil, &wire.CallError{Status: resp.Status, Message: resp.Message}
 	}
 	var out []ServiceView
 	for _, s := range resp.Services {
-		if certs.ValidateName("device", s.Device) != nil || ValidateServiceName(s.Service) != nil {
+		if certs.ValidateName("device", s.Device) != nil || wire.ValidateServiceName(s.Service) != nil {
 			continue
 		}
 		out = append(out, ServiceView{Addr: f.petname + "/" + s.Device + "/" + s.Service, Zone: f.petname, Device: s.Device, App: s.App, Service: s.Service,
@@ -758,7 +759,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publis
 		info.Methods = strings.Split(m, ",")
 	}
 	for _, n := range append([]string{service, app}, info.Methods...) {
-		if err := ValidateServiceName(n); err != nil {
+		if err := wire.ValidateServiceName(n); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
 		}
@@ -845,7 +846,7 @@ func (p *Peer) serviceViews() []ServiceView {
 // it is for the message ("the caller's" or "this device's"). A call from
 // a friend zone names it by FromZoneID (FromZone already set to this
 // zone's petname for it); a call out names the friend in ToZone.
-func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
+func (p *Peer) authorize(hdr *wire.CallHeader, side string) *wire.CallError {
 	id := p.id.Load()
 	view := p.calls.get(p.state, p.log)
 	req := policy.Request{FromZone: id.Zone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
@@ -853,19 +854,19 @@ func (p *Peer) authorize(hdr *CallHeader, side string) *CallError {
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
 		f := view.friends.byID[hdr.FromZoneID]
 		if f == nil {
-			return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: zone %s is not a friend", side, hdr.FromZoneID)}
+			return &wire.CallError{Status: wire.CallDenied, Message: fmt.Sprintf("denied by %s policy: zone %s is not a friend", side, hdr.FromZoneID)}
 		}
 		req.FromZone, req.FromZoneID, req.SameZone = f.petname, hdr.FromZoneID, false
 	}
 	if hdr.ToZone != "" {
 		f := view.friends.resolve(hdr.ToZone)
 		if f == nil {
-			return &CallError{CallNotFound, fmt.Sprintf("zone %q is not a friend of this zone", hdr.ToZone)}
+			return &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of this zone", hdr.ToZone)}
 		}
 		req.ToZone, req.ToZoneID = f.petname, string(f.id)
 	}
 	if d := policy.Decide(view.rules, req); !d.Allow {
-		return &CallError{CallDenied, fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
+		return &wire.CallError{Status: wire.CallDenied, Message: fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
 	}
 	return nil
 }

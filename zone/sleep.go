@@ -10,6 +10,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Sleeping, on the device's side (docs/PROTOCOL.md, "Wakeup and delivery
@@ -142,10 +143,10 @@ func (p *Peer) registerWake(ps *peerSession) error {
 	sl.pending, sl.registered = secret, false
 	sl.mu.Unlock()
 	port := uint16(sl.ep.LocalAddr().(*net.UDPAddr).Port)
-	return ps.send(&Control{Type: MsgWake, WakePort: port, WakeID: secret.ID[:], WakeKey: secret.Key[:]})
+	return ps.send(&wire.Control{Type: wire.MsgWake, WakePort: port, WakeID: secret.ID[:], WakeKey: secret.Key[:]})
 }
 
-func (p *Peer) wakeConfirmed(c *Control) {
+func (p *Peer) wakeConfirmed(c *wire.Control) {
 	sl := p.sleep
 	if sl == nil {
 		return

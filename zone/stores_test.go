@@ -14,6 +14,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // A device accepts a new zone-state epoch only with the zone CA's
@@ -167,10 +168,10 @@ func (d *deadlines) Read(p []byte) (int, error) {
 // first deadline is the end.
 func TestReadControlWaitsWhileTrafficFlows(t *testing.T) {
 	var frame bytes.Buffer
-	if err := transport.WriteFrame(&frame, &Control{Type: MsgPing, Seq: 7}); err != nil {
+	if err := transport.WriteFrame(&frame, &wire.Control{Type: wire.MsgPing, Seq: 7}); err != nil {
 		t.Fatal(err)
 	}
-	var c Control
+	var c wire.Control
 	busy := &fakeTraffic{flowing: true}
 	src := &deadlines{n: 5, frame: frame.Bytes()}
 	if err := readControl(busy, deadlineOnly{}, transport.NewFrameReader(src, 0), time.Second, &c); err != nil || c.Seq != 7 {

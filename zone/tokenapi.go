@@ -11,6 +11,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/token"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The hub's admin API for service tokens (pzh tokens).
@@ -143,7 +144,7 @@ func nonNil[T any](s []T) []T {
 }
 
 func checkTemplate(req *TokenTemplateRequest) error {
-	if err := ValidateServiceName(req.Name); err != nil {
+	if err := wire.ValidateServiceName(req.Name); err != nil {
 		return fmt.Errorf("template: %w", err)
 	}
 	l := req.Limits
@@ -151,7 +152,7 @@ func checkTemplate(req *TokenTemplateRequest) error {
 		return errors.New("byte limits cannot be negative")
 	}
 	for _, d := range l.Devices {
-		if err := ValidateServiceName(d); err != nil {
+		if err := wire.ValidateServiceName(d); err != nil {
 			return fmt.Errorf("device: %w", err)
 		}
 	}
@@ -166,7 +167,7 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 		return nil, http.StatusBadRequest, fmt.Errorf("count %d: issue 1 to %d tokens at once", req.Count, maxIssue)
 	}
 	if req.Lot != "" {
-		if err := ValidateServiceName(req.Lot); err != nil {
+		if err := wire.ValidateServiceName(req.Lot); err != nil {
 			return nil, http.StatusBadRequest, fmt.Errorf("lot: %w", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Sleeping devices, on the hub's side (docs/PROTOCOL.md, "Wakeup and
@@ -133,7 +134,7 @@ func wakeEndpoint(conn transport.Conn, port uint16) (string, error) {
 }
 
 // registerWake keeps a session's wake registration and confirms it.
-func (h *Hub) registerWake(s *hubSession, c *Control) error {
+func (h *Hub) registerWake(s *hubSession, c *wire.Control) error {
 	method := c.WakeMethod
 	if method == "" {
 		method = wakeup.MethodUDP
@@ -177,7 +178,7 @@ func (h *Hub) registerWake(s *hubSession, c *Control) error {
 	}
 	h.changes.bump()
 	h.log.Debug("wake registration", "device", s.device, "method", method, "endpoint", endpoint)
-	return s.send(&Control{Type: MsgWakeOK, WakeEndpoint: endpoint})
+	return s.send(&wire.Control{Type: wire.MsgWakeOK, WakeEndpoint: endpoint})
 }
 
 // deviceOnline is called once a device's session is registered: its
@@ -387,16 +388,16 @@ func (h *Hub) awaitOnline(gone <-chan struct{}, device string, until time.Time) 
 // queueMessage keeps a message for later: it answers the sender once the
 // message is stored (and, for a device online, once the first attempt to
 // deliver it has told whether it arrived).
-func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.Time) {
+func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
 	h.mu.Lock()
 	rec := h.devices[hdr.ToDevice]
 	h.mu.Unlock()
 	if rec == nil || rec.Revoked {
-		refuseCall(st, CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		refuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
 		return
 	}
 	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
-		refuseCall(st, CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
+		refuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
 		return
 	}
 	msg, ok := readKept(st, hdr, h.cfg.Now())
@@ -412,10 +413,10 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 	seq, err := h.mail.Put(hdr.ToDevice, msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			refuseCall(st, CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
+			refuseCall(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
 		} else {
 			h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
-			refuseCall(st, CallUnavailable, "the hub could not store the message: "+err.Error())
+			refuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
@@ -424,7 +425,7 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 	h.mu.Unlock()
 	if rec == nil || rec.Revoked { // revoked meanwhile: its queue is gone
 		h.mail.Remove(hdr.ToDevice, seq)
-		refuseCall(st, CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
+		refuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
 		return
 	}
 	h.wakeMu.Lock()
@@ -444,7 +445,7 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *CallHeader, deadline time.T
 		}
 		t.Stop()
 	}
-	ans := &CallReply{Queued: !delivered}
+	ans := &wire.CallReply{Queued: !delivered}
 	if !delivered {
 		ans.ExpiresMs = msg.Expires.UnixMilli()
 	}
@@ -592,7 +593,7 @@ func (h *Hub) courierPass(device string) (retry, progress bool) {
 				h.changes.bump()
 				h.delivered(device, q.msg, true)
 				progress = true
-			case cerr.Status == CallOffline || cerr.Status == CallUnavailable || cerr.Status == CallDeadline:
+			case cerr.Status == wire.CallOffline || cerr.Status == wire.CallUnavailable || cerr.Status == wire.CallDeadline:
 				// Not now: the app is not running or busy, or the session
 				// broke. Keep it, and its followers for the same service.
 				h.delivered(device, q.msg, false)
@@ -616,16 +617,16 @@ func (h *Hub) dropQueued(device string, q queued, why string) {
 
 // deliverQueued sends one queued message over a device's session and
 // waits for its device to confirm it reached the application.
-func (h *Hub) deliverQueued(s *hubSession, m *queuedMsg) *CallError {
-	hdr := &CallHeader{ID: m.ID, Kind: CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: s.device,
+func (h *Hub) deliverQueued(s *hubSession, m *queuedMsg) *wire.CallError {
+	hdr := &wire.CallHeader{ID: m.ID, Kind: wire.CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: s.device,
 		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), QueuedMs: m.Queued.UnixMilli(),
 		FromZoneID: m.FromZoneID, Envelope: m.Envelope, TTLMs: m.TTLMs}
 	rep, _, err := exchangeCall(s.syncCtx, s.conn, hdr, m.Body, time.Now().Add(deliverTimeout))
 	if err != nil {
-		return &CallError{CallOffline, "the device went away: " + err.Error()}
+		return &wire.CallError{Status: wire.CallOffline, Message: "the device went away: " + err.Error()}
 	}
-	if rep.Status != CallOK {
-		return &CallError{rep.Status, rep.Message}
+	if rep.Status != wire.CallOK {
+		return &wire.CallError{Status: rep.Status, Message: rep.Message}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 func sleepy(after time.Duration, mode transport.Mode) func(*PeerConfig) {
@@ -210,7 +211,7 @@ func TestQueueRefusalsAndRevocation(t *testing.T) {
 	c := peerClient(phone)
 	_, err := c.SendWith(ctx, CallRequestBody{To: "desk/echo", Body: []byte(`1`), TTLMs: 1000})
 	wantStatus(t, err, http.StatusNotFound, `no device "desk"`)
-	_, err = c.SendWith(ctx, CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: (MaxTTL + time.Hour).Milliseconds()})
+	_, err = c.SendWith(ctx, CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: (wire.MaxTTL + time.Hour).Milliseconds()})
 	wantStatus(t, err, http.StatusBadRequest, "time to live")
 	res, err := c.SendWith(ctx, CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: 60000})
 	if err != nil || !res.Queued {

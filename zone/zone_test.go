@@ -13,6 +13,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // testClock is a wall clock with an adjustable offset, shared by a hub and
@@ -304,7 +305,7 @@ func TestExpiredPastGraceIsTold(t *testing.T) {
 	clock.Advance(3 * time.Hour)
 	err := startPeer(t, dir, clock).wait()
 	var end *EndError
-	if !errors.As(err, &end) || end.Reason != ReasonExpired {
+	if !errors.As(err, &end) || end.Reason != wire.ReasonExpired {
 		t.Fatalf("want an EndError with reason expired, got %v", err)
 	}
 }
@@ -331,13 +332,13 @@ func TestControlStreamAbuse(t *testing.T) {
 	}{
 		{"oversized frame", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, ""},
 		{"not CBOR", []byte{0x03, 0xff, 0xfe, 0xfd}, ""},
-		{"wrong stream kind first", mustFrame(t, &StreamHeader{Kind: StreamRenew}), ""},
-		{"header then junk", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), 0x02, 0xff, 0xff), ""},
-		{"ping before hello", append(mustFrame(t, &StreamHeader{Kind: StreamControl}), mustFrame(t, &Control{Type: MsgPing})...), ""},
-		{"wake with a short key", helloThen(t, &Control{Type: MsgWake, WakePort: 9, WakeID: make([]byte, 16), WakeKey: make([]byte, 8)}), ""},
-		{"wake by an unknown method", helloThen(t, &Control{Type: MsgWake, WakeMethod: "pigeon", WakeEndpoint: "x", WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), ""},
+		{"wrong stream kind first", mustFrame(t, &wire.StreamHeader{Kind: wire.StreamRenew}), ""},
+		{"header then junk", append(mustFrame(t, &wire.StreamHeader{Kind: wire.StreamControl}), 0x02, 0xff, 0xff), ""},
+		{"ping before hello", append(mustFrame(t, &wire.StreamHeader{Kind: wire.StreamControl}), mustFrame(t, &wire.Control{Type: wire.MsgPing})...), ""},
+		{"wake with a short key", helloThen(t, &wire.Control{Type: wire.MsgWake, WakePort: 9, WakeID: make([]byte, 16), WakeKey: make([]byte, 8)}), ""},
+		{"wake by an unknown method", helloThen(t, &wire.Control{Type: wire.MsgWake, WakeMethod: "pigeon", WakeEndpoint: "x", WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), ""},
 		// Over QUIC the hub pings the session's own address and needs no port.
-		{"wake over tcp without a port", helloThen(t, &Control{Type: MsgWake, WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), transport.ModeTCP},
+		{"wake over tcp without a port", helloThen(t, &wire.Control{Type: wire.MsgWake, WakeID: make([]byte, 16), WakeKey: make([]byte, 32)}), transport.ModeTCP},
 	}
 	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
 		for _, tc := range cases {
@@ -374,8 +375,8 @@ func TestControlStreamAbuse(t *testing.T) {
 }
 
 // helloThen is a control stream's header and Hello followed by c.
-func helloThen(t *testing.T, c *Control) []byte {
-	b := append(mustFrame(t, &StreamHeader{Kind: StreamControl}), mustFrame(t, &Control{Type: MsgHello, Version: SessionVersion})...)
+func helloThen(t *testing.T, c *wire.Control) []byte {
+	b := append(mustFrame(t, &wire.StreamHeader{Kind: wire.StreamControl}), mustFrame(t, &wire.Control{Type: wire.MsgHello, Version: wire.SessionVersion})...)
 	return append(b, mustFrame(t, c)...)
 }
 
@@ -456,13 +457,13 @@ func TestRetryWindowAfterShutdown(t *testing.T) {
 		}
 	}
 	var rw *retryWithin
-	if err := closeErr(&Control{Type: MsgClose, Reason: ReasonShutdown, RetryWindowMs: 2500}); !errors.As(err, &rw) || rw.Window != 2500*time.Millisecond {
+	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, RetryWindowMs: 2500}); !errors.As(err, &rw) || rw.Window != 2500*time.Millisecond {
 		t.Errorf("shutdown with a window: %v", err)
 	}
-	if err := closeErr(&Control{Type: MsgClose, Reason: ReasonShutdown, RetryWindowMs: 1 << 40}); !errors.As(err, &rw) || rw.Window != maxRetryWindow {
+	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, RetryWindowMs: 1 << 40}); !errors.As(err, &rw) || rw.Window != maxRetryWindow {
 		t.Errorf("a hub cannot ask for more than %v: %v", maxRetryWindow, err)
 	}
-	if err := closeErr(&Control{Type: MsgClose, Reason: ReasonShutdown}); errors.As(err, &rw) {
+	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown}); errors.As(err, &rw) {
 		t.Errorf("shutdown without a window is plain backoff: %v", err)
 	}
 }
@@ -490,7 +491,7 @@ func TestUnpairFromRenewOnlySession(t *testing.T) {
 // close it.
 func TestRegisterRefusedDuringShutdown(t *testing.T) {
 	h := &Hub{sessions: map[string]*hubSession{}, closing: true}
-	if _, refused := h.register(&hubSession{device: "phone"}); refused != ReasonShutdown {
+	if _, refused := h.register(&hubSession{device: "phone"}); refused != wire.ReasonShutdown {
 		t.Fatal("registered a session after shutdown began")
 	}
 	if len(h.sessions) != 0 {

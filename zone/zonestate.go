@@ -16,6 +16,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The zone state that package sync replicates, as the zone runtime uses
@@ -56,7 +57,7 @@ func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
 	if err != nil && !wentAway(s.conn, err) {
 		h.log.Info("sync stream failed", "device", s.device, "err", err)
 		if errors.Is(err, zsync.ErrProtocol) {
-			go s.close(ReasonProtocol, err.Error())
+			go s.close(wire.ReasonProtocol, err.Error())
 		}
 	}
 }
@@ -243,7 +244,7 @@ func (p *Peer) runSync(ctx context.Context, ps *peerSession) error {
 	if err != nil {
 		return fmt.Errorf("open sync stream: %w", err)
 	}
-	if err := transport.WriteFrame(st, &StreamHeader{Kind: StreamSync}); err != nil {
+	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamSync}); err != nil {
 		st.Reset()
 		return err
 	}

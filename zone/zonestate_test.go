@@ -9,6 +9,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 func peerClient(dir string) *Client { return NewClient(SocketPath(dir, PeerSocketName)) }
@@ -119,7 +120,7 @@ func openRawSync(t *testing.T, dir string) (*rawSync, zsync.Msg) {
 		t.Fatal(err)
 	}
 	r := &rawSync{sess: sess, st: st, fr: transport.NewFrameReader(st, 1<<20)}
-	r.send(t, &StreamHeader{Kind: StreamSync})
+	r.send(t, &wire.StreamHeader{Kind: wire.StreamSync})
 	r.send(t, &zsync.Msg{Type: zsync.MsgHello, Version: zsync.ProtocolVersion})
 	var start zsync.Msg
 	if err := r.fr.ReadFrame(&start); err != nil || start.Type != zsync.MsgStart {
@@ -145,7 +146,7 @@ func (r *rawSync) wantProtocolClose(t *testing.T) {
 		t.Fatal("the hub kept a session that broke the sync protocol")
 	}
 	var rc *transport.RemoteCloseError
-	if !errors.As(r.sess.Conn().Err(), &rc) || CloseReason(rc.Code) != ReasonProtocol {
+	if !errors.As(r.sess.Conn().Err(), &rc) || wire.CloseReason(rc.Code) != wire.ReasonProtocol {
 		t.Fatalf("session ended with %v, want a protocol error", r.sess.Conn().Err())
 	}
 }

@@ -25,17 +25,8 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
 )
-
-// Envelope is a signature on a call, a message or an answer.
-type Envelope struct {
-	// Cert is the Signer's node certificate (DER), issued by its zone CA.
-	Cert []byte `cbor:"1,keyasint"`
-	// TimeMs is when it was signed, unix ms, by the Signer's clock.
-	TimeMs int64 `cbor:"2,keyasint"`
-	// Sig is the Ed25519 signature over the signed content.
-	Sig []byte `cbor:"3,keyasint"`
-}
 
 // Call is what a call envelope covers, with the envelope itself: the
 // fields of a call header that the calling device vouches for.
@@ -49,7 +40,7 @@ type Call struct {
 	ToService  string
 	Method     string
 	TTLMs      uint64
-	Envelope   *Envelope
+	Envelope   *wire.Envelope
 }
 
 // Domain strings: one signature can never pass for another kind.
@@ -127,13 +118,13 @@ type Signer struct {
 	Cert *x509.Certificate
 }
 
-func (s Signer) seal(content []byte, timeMs int64) *Envelope {
-	return &Envelope{Cert: s.Cert.Raw, TimeMs: timeMs, Sig: ed25519.Sign(s.Key, content)}
+func (s Signer) seal(content []byte, timeMs int64) *wire.Envelope {
+	return &wire.Envelope{Cert: s.Cert.Raw, TimeMs: timeMs, Sig: ed25519.Sign(s.Key, content)}
 }
 
 // SignCall seals hdr (FromZoneID and FromDevice set) and its body for
 // the zone toZoneID.
-func (s Signer) SignCall(hdr *Call, toZoneID string, now time.Time, body []byte) (*Envelope, error) {
+func (s Signer) SignCall(hdr *Call, toZoneID string, now time.Time, body []byte) (*wire.Envelope, error) {
 	ms := now.UnixMilli()
 	c, err := callContent(hdr, toZoneID, ms, body)
 	if err != nil {
@@ -142,7 +133,7 @@ func (s Signer) SignCall(hdr *Call, toZoneID string, now time.Time, body []byte)
 	return s.seal(c, ms), nil
 }
 
-func (s Signer) SignReply(callID string, from, to certs.Identity, now time.Time, body []byte) (*Envelope, error) {
+func (s Signer) SignReply(callID string, from, to certs.Identity, now time.Time, body []byte) (*wire.Envelope, error) {
 	ms := now.UnixMilli()
 	c, err := replyContent(callID, from, to, ms, body)
 	if err != nil {
@@ -213,7 +204,7 @@ type Checker struct {
 	// restarts (their freshness lasts their time to live).
 	Store Store
 	mu    sync.Mutex
-	seen  map[string]seenEnvelope // Signer/ID
+	seen  map[string]seenEnvelope // signer/ID
 	// floor: refuse envelopes without a time to live stamped at or
 	// before this (the memory of those overflowed).
 	floor  int64
@@ -261,20 +252,20 @@ func (c *Checker) Count(v Verdict) {
 // verifySigner checks an envelope's certificate against the zone CA ca
 // and that it names device, and the signature over content. The caller
 // checks the stamp's freshness.
-func (c *Checker) verifySigner(env *Envelope, ca *x509.Certificate, device string, content []byte) error {
+func (c *Checker) verifySigner(env *wire.Envelope, ca *x509.Certificate, device string, content []byte) error {
 	if env == nil || len(env.Cert) == 0 || len(env.Cert) > maxEnvelopeCert || len(env.Sig) != ed25519.SignatureSize {
 		return fmt.Errorf("no well-formed signature")
 	}
 	// The certificate must have been valid when it signed (a message
 	// kept for later may outlive it); freshness bounds that time.
-	Signer, err := c.signerCert(ca, env.Cert, time.UnixMilli(env.TimeMs))
+	signer, err := c.signerCert(ca, env.Cert, time.UnixMilli(env.TimeMs))
 	if err != nil {
-		return fmt.Errorf("Signer's certificate: %w", err)
+		return fmt.Errorf("signer's certificate: %w", err)
 	}
-	if Signer.device != device {
-		return fmt.Errorf("signed by device %q, not %q", Signer.device, device)
+	if signer.device != device {
+		return fmt.Errorf("signed by device %q, not %q", signer.device, device)
 	}
-	if !ed25519.Verify(Signer.key, content, env.Sig) {
+	if !ed25519.Verify(signer.key, content, env.Sig) {
 		return fmt.Errorf("the signature does not match what arrived")
 	}
 	return nil
@@ -428,7 +419,7 @@ func (c *Checker) Remember(seen map[string]int64) {
 // zone whose CA is ca to call callID of self. Answers are read once, by
 // the caller that is waiting for them: a replayed one names a call no
 // longer waiting, so freshness suffices.
-func (c *Checker) CheckReply(env *Envelope, ca *x509.Certificate, callID string, from, self certs.Identity, body []byte, now time.Time) (Verdict, error) {
+func (c *Checker) CheckReply(env *wire.Envelope, ca *x509.Certificate, callID string, from, self certs.Identity, body []byte, now time.Time) (Verdict, error) {
 	if env == nil {
 		return Forged, fmt.Errorf("the answer carries no signature")
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/token"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 func newHubTokensCmd(g *globals) *cobra.Command {
@@ -49,7 +50,7 @@ func newHubTokensTemplateCmd(g *globals) *cobra.Command {
 			if len(args) != 1 {
 				return usagef("template add takes NAME")
 			}
-			if err := zone.ValidateServiceName(args[0]); err != nil {
+			if err := wire.ValidateServiceName(args[0]); err != nil {
 				return usageError{err}
 			}
 			return nil

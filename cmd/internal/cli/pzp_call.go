@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 func newPeerCallCmd(g *globals) *cobra.Command {
@@ -28,10 +29,10 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 			if len(args) < 2 || len(args) > 3 {
 				return usagef("call takes ADDR METHOD [JSON]")
 			}
-			if _, err := zone.ParseAddr(args[0]); err != nil {
+			if _, err := wire.ParseAddr(args[0]); err != nil {
 				return usageError{err}
 			}
-			if err := zone.ValidateServiceName(args[1]); err != nil {
+			if err := wire.ValidateServiceName(args[1]); err != nil {
 				return usagef("method: %v", err)
 			}
 			if len(args) == 3 && !json.Valid([]byte(args[2])) {
@@ -63,7 +64,7 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 	}
 	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the call is made as (what policy rules match)")
 	cmd.Flags().StringVar(&token, "token", "", "a service token (ID.SECRET from pzh tokens issue), for services that require one")
-	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
+	cmd.Flags().DurationVar(&timeout, "timeout", wire.DefaultCallTimeout, "give up after this long")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "wait up to this long for a device that is asleep or offline (0: fail at once)")
 	return cmd
 }
@@ -89,7 +90,7 @@ until when. A full queue at the hub is an error (exit 1).`,
 			if len(args) != 2 {
 				return usagef("send takes ADDR MESSAGE")
 			}
-			if _, err := zone.ParseAddr(args[0]); err != nil {
+			if _, err := wire.ParseAddr(args[0]); err != nil {
 				return usageError{err}
 			}
 			return nil
@@ -103,8 +104,8 @@ until when. A full queue at the hub is an error (exit 1).`,
 			if !json.Valid(msg) {
 				msg, _ = json.Marshal(args[1])
 			}
-			if ttl < 0 || ttl > zone.MaxTTL {
-				return usagef("--ttl %v: use 0 (deliver now or fail) up to %v", ttl, zone.MaxTTL)
+			if ttl < 0 || ttl > wire.MaxTTL {
+				return usagef("--ttl %v: use 0 (deliver now or fail) up to %v", ttl, wire.MaxTTL)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -122,7 +123,7 @@ until when. A full queue at the hub is an error (exit 1).`,
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the message is sent as")
-	cmd.Flags().DurationVar(&timeout, "timeout", zone.DefaultCallTimeout, "give up after this long")
+	cmd.Flags().DurationVar(&timeout, "timeout", wire.DefaultCallTimeout, "give up after this long")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "keep the message at the hub this long if the device is asleep or offline (0: deliver now or fail)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	return cmd

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 func newPeerListenCmd(g *globals) *cobra.Command {
@@ -27,7 +28,7 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 			if len(args) != 1 {
 				return usagef("listen takes SERVICE")
 			}
-			if err := zone.ValidateServiceName(args[0]); err != nil {
+			if err := wire.ValidateServiceName(args[0]); err != nil {
 				return usageError{err}
 			}
 			return nil

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // A hub that misbehaves on purpose, for the scripts that show devices
@@ -54,17 +55,17 @@ func tamper(mode string, c *zone.FriendCall, log *slog.Logger) bool {
 			c.Reset()
 			return true
 		}
-		c.Answer(&zone.CallReply{Queued: true, ExpiresMs: time.Now().Add(time.Hour).UnixMilli()}, []byte(`"forged by the hub"`))
+		c.Answer(&wire.CallReply{Queued: true, ExpiresMs: time.Now().Add(time.Hour).UnixMilli()}, []byte(`"forged by the hub"`))
 		return true
 	case tamperReplay:
 		body, err := c.ReadBody()
 		if err != nil {
-			c.Refuse(zone.CallBadRequest, "request body: "+err.Error())
+			c.Refuse(wire.CallBadRequest, "request body: "+err.Error())
 			return true
 		}
 		rep, res, err := c.Deliver(body)
 		if err != nil {
-			c.Refuse(zone.CallOffline, err.Error())
+			c.Refuse(wire.CallOffline, err.Error())
 			return true
 		}
 		c.Answer(rep, res)
