@@ -17,6 +17,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -119,7 +120,7 @@ type callRun struct {
 }
 
 // echo is the applications' handler: the argument back.
-func echo(_ context.Context, ev zone.Event) (any, error) { return ev.Body, nil }
+func echo(_ context.Context, ev api.Event) (any, error) { return ev.Body, nil }
 
 // startDevices runs A and B over kind, echo served on both, unless they
 // run so already (the call rows share them).
@@ -132,7 +133,7 @@ func (c *callBench) startDevices(ctx context.Context, kind transport.Kind) error
 	if err != nil {
 		return err
 	}
-	info := zone.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
+	info := api.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
 	a, err := serveApps(ctx, []*syncDevice{c.a, c.b}, info, echo)
 	if err != nil {
 		devs.stop()
@@ -160,7 +161,7 @@ type apps struct {
 
 // serveApps serves info with handle as callApp on each of devs, and
 // returns once every device's daemon has registered it.
-func serveApps(ctx context.Context, devs []*syncDevice, info zone.ServiceInfo, handle zone.Handler) (*apps, error) {
+func serveApps(ctx context.Context, devs []*syncDevice, info api.ServiceInfo, handle api.Handler) (*apps, error) {
 	actx, cancel := context.WithCancel(ctx)
 	a := &apps{cancel: cancel}
 	ready := make(chan struct{}, len(devs))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // The direct rows: calls between two devices of one zone that connect
@@ -57,7 +58,7 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 	if err := waitSynced(ctx, []*syncDevice{d.a, d.b, d.c}); err != nil {
 		return nil, err
 	}
-	info := zone.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
+	info := api.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
 	apps, err := serveApps(ctx, []*syncDevice{d.b, d.c}, info, echo)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -118,7 +119,7 @@ func (f *federationBench) roundTrip(ctx context.Context, kind transport.Kind) (_
 	if err := waitSynced(ctx, []*syncDevice{f.a, f.b}); err != nil {
 		return nil, err
 	}
-	info := zone.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
+	info := api.ServiceInfo{Name: callService, Description: "returns its argument", Methods: []string{callMethod}}
 	apps, err := serveApps(ctx, []*syncDevice{f.b}, info, echo)
 	if err != nil {
 		return nil, err

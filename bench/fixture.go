@@ -16,6 +16,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // fixture is one zone with many paired devices and an in-process hub.
@@ -24,7 +25,7 @@ type fixture struct {
 	dir    string
 	addr   string
 	ids    []*zone.Identity
-	client *zone.Client
+	client *api.Client
 
 	stopHubHere func() // nil while no hub runs in this process
 }
@@ -39,7 +40,7 @@ func newFixture(ctx context.Context, cfg *Config) (*fixture, error) {
 		return nil, err
 	}
 	f := &fixture{cfg: cfg, dir: filepath.Join(cfg.Work, "hub"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	f.client = zone.NewClient(zone.SocketPath(f.dir, zone.HubSocketName))
+	f.client = api.NewClient(api.SocketPath(f.dir, api.HubSocketName))
 	if _, err := zone.InitZone(f.dir, "bench", []string{f.addr}, time.Now()); err != nil {
 		return nil, err
 	}
@@ -157,7 +158,7 @@ func (f *fixture) waitOnline(ctx context.Context, want int, atMost bool, timeout
 	st, err := f.hubStatus(ctx, 0, false)
 	for {
 		if err != nil {
-			if errors.Is(err, zone.ErrNotRunning) && ctx.Err() == nil {
+			if errors.Is(err, api.ErrNotRunning) && ctx.Err() == nil {
 				// A hub process still starting: its socket is not there yet.
 				if err := sleep(ctx, 10*time.Millisecond); err != nil {
 					return time.Since(start), err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // Targets from the benchmark issue.
@@ -335,10 +336,10 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 		return nil, fmt.Errorf("start %s rawserver: %w", f.cfg.Self, err)
 	}
 	defer stopChild(raw)
-	rc := zone.NewClient(filepath.Join(pkiDir, "raw.sock"))
+	rc := api.NewClient(filepath.Join(pkiDir, "raw.sock"))
 	var raw0 *zone.MemStats
 	for raw0 == nil {
-		if raw0, err = memstats(ctx, rc); err != nil && !errors.Is(err, zone.ErrNotRunning) {
+		if raw0, err = memstats(ctx, rc); err != nil && !errors.Is(err, api.ErrNotRunning) {
 			return nil, err
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil { // child still starting
@@ -470,7 +471,7 @@ func holdRaw(ctx context.Context, addr string, kind transport.Kind, pki *rawPKI,
 	return out, err
 }
 
-func memstats(ctx context.Context, c *zone.Client) (*zone.MemStats, error) {
+func memstats(ctx context.Context, c *api.Client) (*zone.MemStats, error) {
 	var m zone.MemStats
 	if err := c.Do(ctx, http.MethodGet, "/v1/debug/memstats?gc=1", nil, &m); err != nil {
 		return nil, err

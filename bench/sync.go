@@ -26,6 +26,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // The zone-state rows. They run against zones of their own, with the hub
@@ -130,7 +131,7 @@ func (s *syncBench) close() {
 // wakeup rows) one run in this process, proc nil.
 type syncHub struct {
 	dir, addr string
-	client    *zone.Client
+	client    *api.Client
 	proc      *exec.Cmd
 	// records were put in its state before it started; wireBytes is
 	// their encoded size (CBOR, as the sync stream carries them).
@@ -173,7 +174,7 @@ func newZone(cfg *Config, dir string, records int) (*syncHub, error) {
 		return nil, err
 	}
 	h := &syncHub{dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port), records: records}
-	h.client = zone.NewClient(zone.SocketPath(h.dir, zone.HubSocketName))
+	h.client = api.NewClient(api.SocketPath(h.dir, api.HubSocketName))
 	if _, err := zone.InitZone(h.dir, "bench", []string{h.addr}, time.Now()); err != nil {
 		return nil, err
 	}
@@ -236,7 +237,7 @@ func (h *syncHub) invite(ctx context.Context, device string, uses int) (string, 
 // syncDevice is a device paired with a sync hub, with its data directory.
 type syncDevice struct {
 	name, dir string
-	client    *zone.Client
+	client    *api.Client
 }
 
 // pairDevices pairs n devices named name, name-2, ..., each with its data
@@ -260,7 +261,7 @@ func (h *syncHub) pairDevices(ctx context.Context, name, base string, n int) ([]
 		if err := zone.SavePairing(dir, res, time.Now()); err != nil {
 			return nil, err
 		}
-		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName))})
+		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: api.NewClient(api.SocketPath(dir, api.PeerSocketName))})
 	}
 	return devs, nil
 }
@@ -352,12 +353,12 @@ func synced(st *zone.PeerStatus) bool {
 }
 
 // answer reads path from a daemon that may still be starting.
-func answer(ctx context.Context, c *zone.Client, path string, out any, timeout time.Duration) error {
+func answer(ctx context.Context, c *api.Client, path string, out any, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		err := c.Do(ctx, http.MethodGet, path, nil, out)
-		if !errors.Is(err, zone.ErrNotRunning) {
+		if !errors.Is(err, api.ErrNotRunning) {
 			return err
 		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
@@ -407,7 +408,7 @@ func (s *syncBench) propagation(ctx context.Context, kind transport.Kind) ([]Row
 	var watchErr error
 	go func() {
 		defer close(watchEnded)
-		watchErr = b.client.DataWatch(wctx, zsync.BucketAppData, syncApp+"/", true, func(r zone.RecordView) error {
+		watchErr = b.client.DataWatch(wctx, zsync.BucketAppData, syncApp+"/", true, func(r api.RecordView) error {
 			select {
 			case events <- event{r.Key, time.Now()}:
 				return nil
@@ -805,7 +806,7 @@ func (s *syncBench) profileSync(ctx context.Context, kind transport.Kind, window
 // hub answering on hub's socket (PREFIX-hub-KIND.pprof) and of this
 // process, which runs the devices (PREFIX-devices-KIND.pprof), over the
 // next window; the returned function ends them.
-func profileWindow(ctx context.Context, cfg *Config, hub *zone.Client, prefix string, kind transport.Kind, window time.Duration) (stop func()) {
+func profileWindow(ctx context.Context, cfg *Config, hub *api.Client, prefix string, kind transport.Kind, window time.Duration) (stop func()) {
 	if cfg.ProfileDir == "" {
 		return func() {}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // The wakeup rows: sleeping devices (docs/PROTOCOL.md, "Wakeup and
@@ -235,7 +236,7 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 		}
 	}
 	arrivals := make(chan arrival, len(w.sleepers))
-	take := func(ctx context.Context, ev zone.Event) (any, error) {
+	take := func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Type == "message" {
 			a := arrival{body: string(ev.Body), at: time.Now()}
 			select {
@@ -245,7 +246,7 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 		}
 		return nil, nil
 	}
-	apps, err := serveApps(ctx, w.sleepers, zone.ServiceInfo{Name: wakeService, Description: "takes messages"}, take)
+	apps, err := serveApps(ctx, w.sleepers, api.ServiceInfo{Name: wakeService, Description: "takes messages"}, take)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +278,7 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 		}
 		body := strconv.Itoa(i)
 		sent := time.Now()
-		res, err := w.sender.client.SendWith(ctx, zone.CallRequestBody{App: callApp, To: d.name + "/" + wakeService,
+		res, err := w.sender.client.SendWith(ctx, api.CallRequestBody{App: callApp, To: d.name + "/" + wakeService,
 			Body: []byte(body), TTLMs: wakeTTL.Milliseconds()})
 		if err != nil {
 			return nil, fmt.Errorf("send to %s: %w", d.name, err)

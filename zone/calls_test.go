@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
 )
 
 // serveApp serves info as app through c until the test ends, and returns
 // once the daemon has registered it.
-func serveApp(t *testing.T, c *Client, app string, info ServiceInfo, handle Handler) {
+func serveApp(t *testing.T, c *api.Client, app string, info api.ServiceInfo, handle api.Handler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan error, 1)
@@ -43,11 +44,11 @@ func serveApp(t *testing.T, c *Client, app string, info ServiceInfo, handle Hand
 // serveEcho serves service "echo" as app on the peer in dir until the test
 // ends: method echo returns its argument, method hang never answers,
 // method fail fails.
-func serveEcho(t *testing.T, dir string) (messages <-chan Event) {
+func serveEcho(t *testing.T, dir string) (messages <-chan api.Event) {
 	t.Helper()
 	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
-	msgs := make(chan Event, 16)
-	serveApp(t, peerClient(dir), "demo", ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev Event) (any, error) {
+	msgs := make(chan api.Event, 16)
+	serveApp(t, peerClient(dir), "demo", api.ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Type == "message" {
 			msgs <- ev
 			return nil, nil
@@ -71,7 +72,7 @@ func waitRecord(t *testing.T, dir, bucket, key string) {
 	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
 	defer cancel()
 	found := errors.New("found")
-	err := peerClient(dir).DataWatch(ctx, bucket, key, false, func(v RecordView) error {
+	err := peerClient(dir).DataWatch(ctx, bucket, key, false, func(v api.RecordView) error {
 		if v.Key == key && !v.Deleted {
 			return found
 		}
@@ -84,7 +85,7 @@ func waitRecord(t *testing.T, dir, bucket, key string) {
 
 func wantStatus(t *testing.T, err error, status int, text string) {
 	t.Helper()
-	var ae *APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != status || !strings.Contains(ae.Message, text) {
 		t.Fatalf("got %v, want status %d with %q", err, status, text)
 	}
@@ -327,11 +328,11 @@ func TestAppAPIBadRequests(t *testing.T) {
 	} {
 		var err error
 		if s, ok := tc.body.(string); ok { // not JSON at all
-			err = c.exchange(ctx, tc.method, tc.path, "application/json", strings.NewReader(s), nil)
+			err = c.DoRaw(ctx, tc.method, tc.path, "application/json", strings.NewReader(s), nil)
 		} else {
 			err = c.Do(ctx, tc.method, tc.path, tc.body, nil)
 		}
-		var ae *APIError
+		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != tc.status || !strings.Contains(ae.Message, tc.text) {
 			t.Errorf("%s %s %v: %v, want %d with %q", tc.method, tc.path, tc.body, err, tc.status, tc.text)
 		}
@@ -352,7 +353,7 @@ func TestCancellationReachesTheService(t *testing.T) {
 	startPeer(t, laptop, clock)
 	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
 	started, stopped := make(chan struct{}, 1), make(chan error, 1)
-	serveApp(t, peerClient(laptop), "slow", ServiceInfo{Name: "slow"}, func(ctx context.Context, ev Event) (any, error) {
+	serveApp(t, peerClient(laptop), "slow", api.ServiceInfo{Name: "slow"}, func(ctx context.Context, ev api.Event) (any, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		stopped <- ctx.Err()
@@ -392,7 +393,7 @@ func TestHubHostedService(t *testing.T) {
 	hub := startHub(t, clock, nil)
 	phone := hub.pair(t, clock, "phone", 0)
 	startPeer(t, phone, clock)
-	serveApp(t, hub.client(), "clock", ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev Event) (any, error) {
+	serveApp(t, hub.client(), "clock", api.ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		return map[string]string{"from": ev.From, "method": ev.Method}, nil
 	})
 	waitRecord(t, phone, "apps", "hub/clock")

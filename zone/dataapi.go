@@ -1,20 +1,18 @@
 package zone
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // The data endpoints of the local API: read, write, list and watch the
@@ -49,49 +47,6 @@ func (s syncData) Watch(bucket, prefix string) (dataWatch, error) {
 		return nil, err // not a typed nil in an interface
 	}
 	return w, nil
-}
-
-// RecordView is a record as the local API shows it.
-type RecordView struct {
-	Bucket string `json:"bucket"`
-	Key    string `json:"key"`
-	// Value is base64 in JSON; null for a deletion.
-	Value []byte `json:"value"`
-	// Text is the value again when it is valid UTF-8 (possibly empty).
-	Text    *string     `json:"text,omitempty"`
-	Deleted bool        `json:"deleted,omitempty"`
-	Seq     uint64      `json:"seq,omitempty"` // 0: not yet accepted by the hub
-	Version VersionView `json:"version"`
-	// Verdict is the hub's answer to a device's edit made with
-	// ?verdict=DURATION: "accepted", "superseded" (a newer edit of the
-	// key won) or "pending" (no answer yet: the device is offline, or the
-	// wait ran out). A refused edit is an error (409) instead.
-	Verdict string `json:"verdict,omitempty"`
-}
-
-// VersionView is a record's version (zsync.Version).
-type VersionView struct {
-	Time    time.Time `json:"time"`
-	Logical uint32    `json:"logical"`
-	Node    string    `json:"node"`
-}
-
-// NewRecordView shows r.
-func NewRecordView(r zsync.Record) RecordView {
-	v := RecordView{Bucket: r.Bucket, Key: r.Key, Deleted: r.Deleted, Seq: r.Seq,
-		Version: VersionView{Time: r.Version.Time(), Logical: r.Version.Logical, Node: r.Version.Node}}
-	if !r.Deleted {
-		// An empty value is "", not null: only a deletion has no value.
-		v.Value = r.Value
-		if v.Value == nil {
-			v.Value = []byte{}
-		}
-		if utf8.Valid(r.Value) {
-			t := string(r.Value)
-			v.Text = &t
-		}
-	}
-	return v
 }
 
 // dataRoutes adds the data endpoints to mux. store returns nil while the
@@ -178,7 +133,7 @@ func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
 		writeNoKey(w, bucket, key)
 		return
 	}
-	writeJSON(w, http.StatusOK, NewRecordView(rec))
+	writeJSON(w, http.StatusOK, api.NewRecordView(rec))
 }
 
 // Verdicts, as RecordView.Verdict shows them.
@@ -205,20 +160,20 @@ var errRefusedByHub = errors.New("the hub refused the edit, and it was undone he
 // withVerdict makes an edit with do and, if the request asks with
 // ?verdict=DURATION and the store is a device's with the hub online,
 // waits up to DURATION (at most maxLongPoll) for the hub's verdict.
-func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zsync.Record, error)) (RecordView, int, error) {
+func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zsync.Record, error)) (api.RecordView, int, error) {
 	q := r.URL.Query()
 	if !q.Has("verdict") {
 		rec, err := do()
-		return NewRecordView(rec), 0, err
+		return api.NewRecordView(rec), 0, err
 	}
 	wait, err := time.ParseDuration(q.Get("verdict"))
 	if err != nil || wait < 0 {
-		return RecordView{}, http.StatusBadRequest, fmt.Errorf("verdict=%q: want how long to wait for the hub, e.g. 10s", q.Get("verdict"))
+		return api.RecordView{}, http.StatusBadRequest, fmt.Errorf("verdict=%q: want how long to wait for the hub, e.g. 10s", q.Get("verdict"))
 	}
 	vs, ok := s.(verdictStore)
 	if !ok || wait == 0 || !vs.awaitsHub() {
 		rec, err := do()
-		v := NewRecordView(rec)
+		v := api.NewRecordView(rec)
 		v.Verdict = verdictPending
 		if rec.Seq != 0 { // the hub's own edits
 			v.Verdict = verdictAccepted
@@ -229,11 +184,11 @@ func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zs
 	defer vw.Close()
 	rec, err := do()
 	if err != nil {
-		return RecordView{}, 0, err
+		return api.RecordView{}, 0, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxLongPoll))
 	defer cancel()
-	v := NewRecordView(rec)
+	v := api.NewRecordView(rec)
 	verdict, err := vw.Wait(ctx, rec.Version)
 	switch {
 	case err != nil:
@@ -245,30 +200,30 @@ func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zs
 	case verdict.Status == zsync.PushSuperseded:
 		v.Verdict = verdictSuperseded
 	default:
-		return RecordView{}, http.StatusConflict, fmt.Errorf("%w: %s", errRefusedByHub, verdict.Reason)
+		return api.RecordView{}, http.StatusConflict, fmt.Errorf("%w: %s", errRefusedByHub, verdict.Reason)
 	}
 	return v, 0, nil
 }
 
 func (a *dataAPI) put(w http.ResponseWriter, r *http.Request) {
-	a.edit(w, r, func(s dataStore, bucket, key string) (RecordView, int, error) {
+	a.edit(w, r, func(s dataStore, bucket, key string) (api.RecordView, int, error) {
 		tooBig := fmt.Errorf("value is over the %d-byte limit (%d KiB); keep bulk data out of the zone state", zsync.MaxValue, zsync.MaxValue>>10)
 		if r.ContentLength > zsync.MaxValue {
-			return RecordView{}, http.StatusRequestEntityTooLarge, tooBig
+			return api.RecordView{}, http.StatusRequestEntityTooLarge, tooBig
 		}
 		value, err := io.ReadAll(io.LimitReader(r.Body, zsync.MaxValue+1))
 		if err != nil {
-			return RecordView{}, http.StatusBadRequest, fmt.Errorf("read the value: %w", err)
+			return api.RecordView{}, http.StatusBadRequest, fmt.Errorf("read the value: %w", err)
 		}
 		if len(value) > zsync.MaxValue {
-			return RecordView{}, http.StatusRequestEntityTooLarge, tooBig
+			return api.RecordView{}, http.StatusRequestEntityTooLarge, tooBig
 		}
 		return withVerdict(r, s, bucket, key, func() (zsync.Record, error) { return s.Put(bucket, key, value) })
 	})
 }
 
 func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
-	a.edit(w, r, func(s dataStore, bucket, key string) (RecordView, int, error) {
+	a.edit(w, r, func(s dataStore, bucket, key string) (api.RecordView, int, error) {
 		return withVerdict(r, s, bucket, key, func() (zsync.Record, error) { return s.Delete(bucket, key) })
 	})
 }
@@ -276,7 +231,7 @@ func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
 // edit checks that this node may write the request's key, then makes the
 // edit fn describes and answers with the record. fn's status, if not 0,
 // overrides the one its error maps to.
-func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataStore, bucket, key string) (RecordView, int, error)) {
+func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataStore, bucket, key string) (api.RecordView, int, error)) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	if err := checkAPIWrite(a.node, bucket, key); err != nil {
 		writeErr(w, dataStatus(err), err)
@@ -305,8 +260,8 @@ func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataSto
 // memory than one record; a failure after the first record ends the
 // object with an "error" member instead of a status.
 type recordList struct {
-	Records []RecordView `json:"records"`
-	Error   string       `json:"error,omitempty"`
+	Records []api.RecordView `json:"records"`
+	Error   string           `json:"error,omitempty"`
 }
 
 // bucketStore checks the request's bucket and opens the store; it answers
@@ -330,7 +285,7 @@ func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
 		if err := r.Context().Err(); err != nil {
 			return err
 		}
-		b, err := json.Marshal(NewRecordView(rec))
+		b, err := json.Marshal(api.NewRecordView(rec))
 		if err != nil {
 			return err
 		}
@@ -351,7 +306,7 @@ func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
 	case n == 0 && err != nil:
 		writeErr(w, dataStatus(err), err)
 	case n == 0:
-		writeJSON(w, http.StatusOK, recordList{Records: []RecordView{}})
+		writeJSON(w, http.StatusOK, recordList{Records: []api.RecordView{}})
 	case err == nil:
 		io.WriteString(w, "\n]}\n")
 	case r.Context().Err() == nil:
@@ -388,14 +343,14 @@ func (a *dataAPI) watch(w http.ResponseWriter, r *http.Request) {
 		if err := r.Context().Err(); err != nil {
 			return err
 		}
-		if err := enc.Encode(NewRecordView(rec)); err != nil {
+		if err := enc.Encode(api.NewRecordView(rec)); err != nil {
 			return err
 		}
 		return rc.Flush()
 	}
 	end := func(err error) {
 		if err != nil && r.Context().Err() == nil {
-			enc.Encode(apiError{Error: err.Error()})
+			enc.Encode(api.ErrorBody{Error: err.Error()})
 			rc.Flush()
 		}
 	}
@@ -417,168 +372,6 @@ func (a *dataAPI) watch(w http.ResponseWriter, r *http.Request) {
 			if err := send(rec); err != nil {
 				return
 			}
-		}
-	}
-}
-
-func dataPath(bucket, key string) string {
-	// The key is one escaped segment, slashes included, so keys with "//",
-	// "." or ".." survive the server's path cleaning.
-	return "/v1/data/" + url.PathEscape(bucket) + "/" + url.PathEscape(key)
-}
-
-// DataGet reads the live record of (bucket, key); an absent or deleted key
-// is an *APIError with Status 404.
-func (c *Client) DataGet(ctx context.Context, bucket, key string) (*RecordView, error) {
-	var v RecordView
-	if err := c.Do(ctx, http.MethodGet, dataPath(bucket, key), nil, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
-}
-
-// DataPut writes value under (bucket, key) and returns the new record.
-func (c *Client) DataPut(ctx context.Context, bucket, key string, value []byte) (*RecordView, error) {
-	var v RecordView
-	if err := c.exchange(ctx, http.MethodPut, dataPath(bucket, key), "application/octet-stream", bytes.NewReader(value), &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
-}
-
-// DataPutVerdict is DataPut that, on a device whose hub is online, waits
-// up to wait for the hub's verdict (RecordView.Verdict). An edit the hub
-// refused is an *APIError with Status 409 saying why.
-func (c *Client) DataPutVerdict(ctx context.Context, bucket, key string, value []byte, wait time.Duration) (*RecordView, error) {
-	var v RecordView
-	path := dataPath(bucket, key) + "?verdict=" + url.QueryEscape(wait.String())
-	if err := c.exchange(ctx, http.MethodPut, path, "application/octet-stream", bytes.NewReader(value), &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
-}
-
-// DataDelete deletes (bucket, key) and returns the tombstone; a key with no
-// live record is an *APIError with Status 404.
-func (c *Client) DataDelete(ctx context.Context, bucket, key string) (*RecordView, error) {
-	var v RecordView
-	if err := c.Do(ctx, http.MethodDelete, dataPath(bucket, key), nil, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
-}
-
-func dataQuery(path string, q url.Values) string {
-	if len(q) == 0 {
-		return path
-	}
-	return path + "?" + q.Encode()
-}
-
-// DataList calls fn for every live record of bucket under prefix, in key
-// order, as the daemon sends them. An error from fn stops the listing and
-// is returned.
-func (c *Client) DataList(ctx context.Context, bucket, prefix string, fn func(RecordView) error) error {
-	q := url.Values{}
-	if prefix != "" {
-		q.Set("prefix", prefix)
-	}
-	resp, err := c.stream(ctx, dataQuery("/v1/data/"+url.PathEscape(bucket), q))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	if err := expectDelim(dec, '{'); err != nil {
-		return err
-	}
-	for dec.More() {
-		name, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("read listing: %w", err)
-		}
-		switch name {
-		case "records":
-			if err := expectDelim(dec, '['); err != nil {
-				return err
-			}
-			for dec.More() {
-				var v RecordView
-				if err := dec.Decode(&v); err != nil {
-					return fmt.Errorf("read listing: %w", err)
-				}
-				if err := fn(v); err != nil {
-					return err
-				}
-			}
-			if err := expectDelim(dec, ']'); err != nil {
-				return err
-			}
-		case "error":
-			var msg string
-			if err := dec.Decode(&msg); err != nil {
-				return fmt.Errorf("read listing: %w", err)
-			}
-			return &APIError{Status: resp.StatusCode, Message: msg}
-		default: // a member a newer daemon added
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return fmt.Errorf("read listing: %w", err)
-			}
-		}
-	}
-	return expectDelim(dec, '}')
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	t, err := dec.Token()
-	if err != nil {
-		return fmt.Errorf("read listing: %w", err)
-	}
-	if t != want {
-		return fmt.Errorf("read listing: got %v, want %v", t, want)
-	}
-	return nil
-}
-
-// DataWatch calls fn for the live records of bucket under prefix (unless
-// changesOnly), then for every change, deletions included, as they come.
-// It returns when ctx ends (ctx.Err()), when fn returns an error (that
-// error), or when the daemon ends the watch (an *APIError saying why, for
-// instance that the watcher fell behind).
-func (c *Client) DataWatch(ctx context.Context, bucket, prefix string, changesOnly bool, fn func(RecordView) error) error {
-	q := url.Values{}
-	if prefix != "" {
-		q.Set("prefix", prefix)
-	}
-	if changesOnly {
-		q.Set("changes", "1")
-	}
-	resp, err := c.stream(ctx, dataQuery("/v1/watch/"+url.PathEscape(bucket), q))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var line struct {
-			RecordView
-			Error string `json:"error"`
-		}
-		if err := dec.Decode(&line); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, io.EOF) {
-				return errors.New("the daemon ended the watch (is it stopping?)")
-			}
-			return fmt.Errorf("read watch: %w", err)
-		}
-		if line.Error != "" {
-			return &APIError{Status: resp.StatusCode, Message: line.Error}
-		}
-		if err := fn(line.RecordView); err != nil {
-			return err
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // fakeData is an in-memory dataStore with the store's observable rules:
@@ -246,7 +247,7 @@ func TestDataAPIStoreErrors(t *testing.T) {
 			{"GET", "/v1/data/appdata"}, {"GET", "/v1/watch/appdata"},
 		} {
 			status, body := dataCall(t, mux, req[0], req[1], req[2])
-			var e apiError
+			var e api.ErrorBody
 			if status != tc.status || json.Unmarshal([]byte(body), &e) != nil || e.Error == "" {
 				t.Errorf("store error %v: %s %s: %d %s, want %d and a JSON error", tc.err, req[0], req[1], status, body, tc.status)
 			}
@@ -297,7 +298,7 @@ func TestRecordViewJSON(t *testing.T) {
 		{zsync.Record{Bucket: "appdata", Key: "app/k", Deleted: true, Version: v, Seq: 9},
 			`{"bucket":"appdata","key":"app/k","value":null,"deleted":true,"seq":9,"version":{"time":"2023-11-14T22:13:20.123Z","logical":2,"node":"phone"}}`},
 	} {
-		b, err := json.Marshal(NewRecordView(tc.rec))
+		b, err := json.Marshal(api.NewRecordView(tc.rec))
 		if err != nil || string(b) != tc.want {
 			t.Errorf("%+v:\n got %s (%v)\nwant %s", tc.rec, b, err, tc.want)
 		}
@@ -306,7 +307,7 @@ func TestRecordViewJSON(t *testing.T) {
 
 // dataClient serves the data endpoints of store on a real Unix socket, as
 // a daemon does, and returns a client for it.
-func dataClient(t *testing.T, store *fakeData) *Client {
+func dataClient(t *testing.T, store *fakeData) *api.Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "d.sock")
 	ln, err := listenUnix(sock)
@@ -322,7 +323,7 @@ func dataClient(t *testing.T, store *fakeData) *Client {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return NewClient(sock)
+	return api.NewClient(sock)
 }
 
 func TestDataClient(t *testing.T) {
@@ -357,7 +358,7 @@ func TestDataClient(t *testing.T) {
 }
 
 func isAPIError(err error, status int, msg string) bool {
-	var ae *APIError
+	var ae *api.APIError
 	return errors.As(err, &ae) && ae.Status == status && strings.Contains(ae.Message, msg)
 }
 
@@ -367,7 +368,7 @@ func TestDataClientList(t *testing.T) {
 	c := dataClient(t, store)
 	keys := func(prefix string) ([]string, error) {
 		var ks []string
-		err := c.DataList(ctx, "appdata", prefix, func(v RecordView) error {
+		err := c.DataList(ctx, "appdata", prefix, func(v api.RecordView) error {
 			ks = append(ks, v.Key)
 			return nil
 		})
@@ -394,7 +395,7 @@ func TestDataClientList(t *testing.T) {
 
 	stop := errors.New("enough")
 	seen := 0
-	err = c.DataList(ctx, "appdata", "", func(RecordView) error {
+	err = c.DataList(ctx, "appdata", "", func(api.RecordView) error {
 		if seen++; seen == 10 {
 			return stop
 		}
@@ -412,16 +413,16 @@ func TestDataClientList(t *testing.T) {
 	if _, err := keys("none/"); !isAPIError(err, 500, "disk on fire") {
 		t.Fatalf("listing failing at once: %v", err)
 	}
-	if err := c.DataList(ctx, "nosuch", "", func(RecordView) error { return nil }); !isAPIError(err, 400, "unknown bucket") {
+	if err := c.DataList(ctx, "nosuch", "", func(api.RecordView) error { return nil }); !isAPIError(err, 400, "unknown bucket") {
 		t.Fatalf("listing an unknown bucket: %v", err)
 	}
 }
 
 // watchLines runs DataWatch in the background and hands over each record.
-func watchLines(ctx context.Context, c *Client, prefix string, changesOnly bool) (<-chan RecordView, <-chan error) {
-	recs, errc := make(chan RecordView, 100), make(chan error, 1)
+func watchLines(ctx context.Context, c *api.Client, prefix string, changesOnly bool) (<-chan api.RecordView, <-chan error) {
+	recs, errc := make(chan api.RecordView, 100), make(chan error, 1)
 	go func() {
-		errc <- c.DataWatch(ctx, "appdata", prefix, changesOnly, func(v RecordView) error {
+		errc <- c.DataWatch(ctx, "appdata", prefix, changesOnly, func(v api.RecordView) error {
 			recs <- v
 			return nil
 		})
@@ -429,7 +430,7 @@ func watchLines(ctx context.Context, c *Client, prefix string, changesOnly bool)
 	return recs, errc
 }
 
-func nextRecord(t *testing.T, recs <-chan RecordView) RecordView {
+func nextRecord(t *testing.T, recs <-chan api.RecordView) api.RecordView {
 	t.Helper()
 	select {
 	case v := <-recs:
@@ -437,7 +438,7 @@ func nextRecord(t *testing.T, recs <-chan RecordView) RecordView {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no record")
 	}
-	return RecordView{}
+	return api.RecordView{}
 }
 
 func TestDataClientWatch(t *testing.T) {

@@ -3,15 +3,13 @@ package zone
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // Bulk import of records into the zone's store: POST /v1/import reads
@@ -35,38 +33,6 @@ const (
 	maxImportLine = 2 << 20
 )
 
-// ImportLine is one line of POST /v1/import. A RecordView line (as a watch
-// prints it) is one too; its other fields are ignored.
-type ImportLine struct {
-	// Bucket, if set, overrides the request's bucket for this line.
-	Bucket string `json:"bucket,omitempty"`
-	Key    string `json:"key"`
-	// Text or Value is the value, as text or as base64. A line may give
-	// both only when they hold the same bytes (RecordView does).
-	Text  *string `json:"text,omitempty"`
-	Value *[]byte `json:"value,omitempty"`
-	// Deleted: delete the key (no value). A key that holds nothing is
-	// left alone and not counted.
-	Deleted bool `json:"deleted,omitempty"`
-}
-
-// ImportResult is the answer of POST /v1/import; on a refusal it is also
-// in the error body, beside "error".
-type ImportResult struct {
-	// Applied counts the records written: every line before Line, less
-	// deletions of keys that held nothing.
-	Applied int `json:"applied"`
-	// Line is the 1-based line that stopped the import (refusals only;
-	// 0 when no one line is to blame, as for a store failure).
-	Line int `json:"line,omitempty"`
-}
-
-// importError is the body of a refused import.
-type importError struct {
-	Error string `json:"error"`
-	ImportResult
-}
-
 // dataApplier is what an import needs of a store besides dataStore: a
 // *zsync.Store applies many edits in one transaction.
 type dataApplier interface {
@@ -77,7 +43,7 @@ type dataApplier interface {
 // bucket the default; its error is ErrInvalid or ErrPermission. It checks
 // what PUT checks: the certificates bucket is not importable either.
 func parseImportLine(line []byte, bucket, node string) (zsync.Edit, error) {
-	var l ImportLine
+	var l api.ImportLine
 	if err := json.Unmarshal(line, &l); err != nil {
 		return zsync.Edit{}, fmt.Errorf("%w: not JSON: %v", zsync.ErrInvalid, err)
 	}
@@ -128,9 +94,9 @@ func (a *dataAPI) importNDJSON(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotImplemented, errors.New("this daemon's store cannot import"))
 		return
 	}
-	var res ImportResult
+	var res api.ImportResult
 	fail := func(status int, err error) {
-		writeJSON(w, status, importError{Error: err.Error(), ImportResult: res})
+		writeJSON(w, status, api.ImportError{Error: err.Error(), ImportResult: res})
 	}
 	var chunk []zsync.Edit
 	size := 0
@@ -198,37 +164,4 @@ func (a *dataAPI) importNDJSON(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
-}
-
-// DataImport imports NDJSON records from r (ImportLine, one a line; lines
-// without a bucket go to appdata) and returns how many were written.
-func (c *Client) DataImport(ctx context.Context, r io.Reader) (int, error) {
-	n, _, err := c.DataImportInto(ctx, "", r)
-	return n, err
-}
-
-// DataImportInto is DataImport with bucket for lines that name none
-// ("": appdata). On a refusal it also returns the line that stopped the
-// import (0 if none did), and the count is of the records written before
-// it.
-func (c *Client) DataImportInto(ctx context.Context, bucket string, r io.Reader) (applied, line int, err error) {
-	q := url.Values{}
-	if bucket != "" {
-		q.Set("bucket", bucket)
-	}
-	resp, err := c.send(ctx, http.MethodPost, dataQuery("/v1/import", q), "application/x-ndjson", r)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIBody))
-	if err != nil {
-		return 0, 0, err
-	}
-	var ans importError
-	json.Unmarshal(data, &ans)
-	if resp.StatusCode/100 != 2 {
-		return ans.Applied, ans.Line, answerError(resp, data)
-	}
-	return ans.Applied, 0, nil
 }

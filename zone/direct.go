@@ -69,7 +69,7 @@ const (
 	// maxDirectCalls bounds the calls one other device has in flight to
 	// this one directly: what the hub lets one caller have at one target
 	// (DefaultCallsPerTarget/callTargetShare), so that one device cannot
-	// take all of a service's room for waiting calls (eventBuffer) by the
+	// take all of a service's room for waiting calls (api.EventBuffer) by the
 	// direct path either.
 	maxDirectCalls = DefaultCallsPerTarget / callTargetShare
 )

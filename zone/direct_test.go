@@ -9,6 +9,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -18,7 +19,7 @@ type directZone struct {
 	hub                 *testHub
 	phone, laptop       string
 	phonePeer, laptopPr *Peer
-	msgs                <-chan Event
+	msgs                <-chan api.Event
 }
 
 func startDirectZone(t *testing.T, mode transport.Mode, extra ...string) (*directZone, map[string]string) {
@@ -219,7 +220,7 @@ func TestDirectFallback(t *testing.T) {
 	froms := make(chan string, 4)
 	cut := make(chan struct{}, 1)
 	cut <- struct{}{}
-	serveApp(t, peerClient(laptop), "demo", ServiceInfo{Name: "echo", Methods: []string{"echo"}}, func(ctx context.Context, ev Event) (any, error) {
+	serveApp(t, peerClient(laptop), "demo", api.ServiceInfo{Name: "echo", Methods: []string{"echo"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		froms <- ev.From
 		select {
 		case <-cut:

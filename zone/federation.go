@@ -11,6 +11,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -253,11 +254,11 @@ func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.Fram
 }
 
 // listServices lists the services published in a zone state.
-func listServices(state *zsync.Store) []ServiceView {
+func listServices(state *zsync.Store) []api.ServiceView {
 	if state == nil {
 		return nil
 	}
-	var out []ServiceView
+	var out []api.ServiceView
 	state.List(zsync.BucketApps, "", func(r zsync.Record) error {
 		device, app, ok := strings.Cut(r.Key, "/")
 		if !ok || r.Deleted {
@@ -268,7 +269,7 @@ func listServices(state *zsync.Store) []ServiceView {
 			return nil
 		}
 		for _, s := range rec.Services {
-			out = append(out, ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
+			out = append(out, api.ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
 		}
 		return nil
 	})

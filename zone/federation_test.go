@@ -12,6 +12,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -274,7 +275,7 @@ func TestFriendRemovalEndsBothSides(t *testing.T) {
 	waitFriends(t, bob, func(v FriendsView) bool { return len(v.Friends) == 0 })
 	ctx := testCtx(t)
 	err := alice.client().Do(ctx, http.MethodDelete, "/v1/friends/bob", nil, nil)
-	var ae *APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 		t.Fatalf("second removal: %v", err)
 	}
@@ -302,7 +303,7 @@ func TestFriendAcceptRefusals(t *testing.T) {
 		"device invite": {bob, FriendAcceptRequest{Token: "PZI1AAAA", As: "alice"}, http.StatusBadRequest, "token of pzh invite"},
 	} {
 		err := tc.hub.client().Do(ctx, http.MethodPost, "/v1/friends", tc.req, nil)
-		var ae *APIError
+		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != tc.status || !strings.Contains(ae.Message, tc.text) {
 			t.Errorf("%s: %v, want %d with %q", name, err, tc.status, tc.text)
 		}
@@ -316,7 +317,7 @@ func TestFriendAcceptRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv2.Token, As: "alice"}, nil)
-	if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || !strings.Contains(ae.Message, "cancelled") {
+	if ae := (*api.APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || !strings.Contains(ae.Message, "cancelled") {
 		t.Fatalf("cancelled invite: %v", err)
 	}
 	// A tampered secret: the inviting hub refuses it, and the invite still works.
@@ -329,7 +330,7 @@ func TestFriendAcceptRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: "alice2"}, nil)
-	var ae *APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 		t.Fatalf("friends twice: %v", err)
 	}
@@ -354,7 +355,7 @@ func TestFriendRemovalDropsQueued(t *testing.T) {
 	putRule(t, bob, "inbox", policy.EffectAllow, "alice", "laptop/inbox")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	ctx := testCtx(t)
-	res, err := peerClient(phone).SendWith(ctx, CallRequestBody{To: "bob/laptop/inbox", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
+	res, err := peerClient(phone).SendWith(ctx, api.CallRequestBody{To: "bob/laptop/inbox", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
 	if err != nil || !res.Queued {
 		t.Fatalf("send for later: %+v, %v", res, err)
 	}
@@ -386,7 +387,7 @@ func TestFederatedMessageForLaterToOnlineDevice(t *testing.T) {
 	putRule(t, bob, "echo", policy.EffectAllow, "alice", "laptop/echo")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	waitRecord(t, laptop, zsync.BucketPolicy, "echo")
-	res, err := peerClient(phone).SendWith(testCtx(t), CallRequestBody{App: "notes", To: "bob/laptop/echo", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
+	res, err := peerClient(phone).SendWith(testCtx(t), api.CallRequestBody{App: "notes", To: "bob/laptop/echo", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
 	if err != nil || !res.Delivered && !res.Queued {
 		t.Fatalf("send for later to an online friend device: %+v, %v", res, err)
 	}
@@ -419,7 +420,7 @@ func TestOutboxPerDestination(t *testing.T) {
 	c := peerClient(phone)
 	send := func(to string) {
 		t.Helper()
-		if res, err := c.SendWith(ctx, CallRequestBody{To: to, Body: json.RawMessage(`"m"`), TTLMs: time.Hour.Milliseconds()}); err != nil || !res.Queued {
+		if res, err := c.SendWith(ctx, api.CallRequestBody{To: to, Body: json.RawMessage(`"m"`), TTLMs: time.Hour.Milliseconds()}); err != nil || !res.Queued {
 			t.Fatalf("send to %s: %+v, %v", to, res, err)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -325,12 +326,12 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		ln.Close()
 		return fmt.Errorf("read wake registrations: %w", err)
 	}
-	api, err := listenUnix(SocketPath(cfg.DataDir, HubSocketName))
+	sock, err := listenUnix(api.SocketPath(cfg.DataDir, api.HubSocketName))
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	defer os.Remove(SocketPath(cfg.DataDir, HubSocketName))
+	defer os.Remove(api.SocketPath(cfg.DataDir, api.HubSocketName))
 
 	h.log.Info("hub serving", "zone", h.zone.Name, "zone_id", h.zone.ID, "listen", ln.Addr().String(), "transports", cfg.Transports)
 	if cfg.Ready != nil {
@@ -349,7 +350,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		h.startLink(z)
 	}
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
-	g.Go(func() error { return serveAPI(gctx, api, h.apiHandler()) })
+	g.Go(func() error { return serveAPI(gctx, sock, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error { return h.seenLoop(gctx) })
 	g.Go(func() error { return h.compactLoop(gctx) })

@@ -9,6 +9,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -146,7 +147,7 @@ func (h *Hub) apiHandler() http.Handler {
 	h.bindingRoutes(mux)
 	h.tokenRoutes(mux)
 	h.friendRoutes(mux)
-	hostRoutes(mux, h.services, func(app string, info ServiceInfo) error {
+	hostRoutes(mux, h.services, func(app string, info api.ServiceInfo) error {
 		return publishService(h.state, zsync.HubNode, app, info)
 	}, h.log)
 	mux.HandleFunc("/", notFound)

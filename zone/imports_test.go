@@ -20,6 +20,8 @@ var layers = [][]string{
 	// the pure logic over it.
 	{"zone/wire"},
 	{"zone/envelope", "zone/policy", "zone/token"},
+	// The local API as its clients see it: types and the Go client.
+	{"zone/api"},
 	// The runtimes, for now in one package.
 	{"zone"},
 	// Their users.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // ErrZoneExists: pzh init found a zone already in the data directory.
@@ -60,7 +61,7 @@ func InitZone(dir, name string, publicAddrs []string, now time.Time) (*ZoneInfo,
 	}
 	path := filepath.Join(dir, HubDBName)
 	if _, err := os.Stat(path); err != nil {
-		if err := CheckDataDir(dir, HubSocketName); err != nil {
+		if err := CheckDataDir(dir, api.HubSocketName); err != nil {
 			return nil, err
 		}
 	}

@@ -1,7 +1,6 @@
 package zone
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,22 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/storefile"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
-// The daemons' local API: HTTP with JSON bodies over a Unix socket in the
-// data directory, mode 0600. The CLI is its first client; applications use
-// the same socket. See docs/PROTOCOL.md, "Local API".
-
-// Socket names inside a data directory.
-const (
-	HubSocketName  = "pzh.sock"
-	PeerSocketName = "pzp.sock"
-)
+// The daemons' local API, the serving side: HTTP with JSON bodies over a
+// Unix socket in the data directory, mode 0600. Its types and the Go
+// client are package zone/api. See docs/PROTOCOL.md, "Local API".
 
 // maxSocketPath is the portable limit on a Unix socket path (sun_path is
 // 108 bytes on Linux, 104 on BSDs).
@@ -36,16 +29,13 @@ const maxSocketPath = 104
 // maxAPIBody bounds a request body on the local API.
 const maxAPIBody = wire.MaxCallBody
 
-// ErrNotRunning: no daemon answers on the socket.
-var ErrNotRunning = errors.New("daemon is not running")
-
 // CheckDataDir makes sure dir can hold a daemon: it exists or can be
 // created (0700), belongs to this user and nobody else may write it, is
 // writable, and is short enough for its Unix socket.
 // Commands that change something elsewhere first (pzp pair spends an
 // invite) call it beforehand, so they do not fail after the fact.
 func CheckDataDir(dir, socketName string) error {
-	if sock := bindPath(SocketPath(dir, socketName)); len(sock) >= maxSocketPath {
+	if sock := bindPath(api.SocketPath(dir, socketName)); len(sock) >= maxSocketPath {
 		return fmt.Errorf("data directory %s is too long: its socket path would be %d bytes, over the %d-byte limit of Unix sockets; use a shorter --data", dir, len(sock), maxSocketPath)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -133,11 +123,6 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler) error {
 	}
 }
 
-// apiError is the JSON body of every non-2xx answer.
-type apiError struct {
-	Error string `json:"error"`
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -147,7 +132,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, apiError{Error: err.Error()})
+	writeJSON(w, status, api.ErrorBody{Error: err.Error()})
 }
 
 // notFound answers unknown paths in the same JSON shape as other errors.
@@ -180,130 +165,6 @@ func readJSON(r *http.Request, v any) error {
 	}
 	return nil
 }
-
-// send makes one request with a body of type contentType (if body is
-// non-nil); a daemon that is not there is ErrNotRunning.
-func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
-		}
-		return nil, err
-	}
-	return resp, nil
-}
-
-// Fetch copies the body of a non-JSON answer (a pprof profile) to w.
-func (c *Client) Fetch(ctx context.Context, path string, w io.Writer) error {
-	resp, err := c.send(ctx, http.MethodGet, path, "", nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return &APIError{Status: resp.StatusCode, Message: fmt.Sprintf("daemon answered %s", resp.Status)}
-	}
-	_, err = io.Copy(w, resp.Body)
-	return err
-}
-
-// Client talks to a daemon's local API.
-type Client struct {
-	socket string
-	hc     *http.Client
-}
-
-// NewClient returns a client for the socket at path.
-func NewClient(path string) *Client {
-	return &Client{socket: path, hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}}}
-}
-
-// APIError is a refusal from the daemon. Status is the HTTP status; it is
-// 200 for an error that ended a streamed answer (a listing or a watch).
-type APIError struct {
-	Status  int
-	Message string
-}
-
-func (e *APIError) Error() string { return e.Message }
-
-// Do sends a request with an optional JSON body and decodes the JSON answer
-// into out (if non-nil).
-func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	return c.exchange(ctx, method, path, "application/json", body, out)
-}
-
-// exchange sends body, of type contentType, and decodes the JSON answer
-// into out (if non-nil).
-func (c *Client) exchange(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
-	resp, err := c.send(ctx, method, path, contentType, body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return answerError(resp, data)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(data, out)
-}
-
-// stream sends a GET whose answer the caller reads as it arrives (and
-// closes); a refusal is an *APIError.
-func (c *Client) stream(ctx context.Context, path string) (*http.Response, error) {
-	resp, err := c.send(ctx, http.MethodGet, path, "", nil)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIBody))
-		if err != nil {
-			return nil, err
-		}
-		return nil, answerError(resp, data)
-	}
-	return resp, nil
-}
-
-// answerError is the *APIError of a non-2xx answer whose body is data.
-func answerError(resp *http.Response, data []byte) error {
-	var e apiError
-	if json.Unmarshal(data, &e) != nil || e.Error == "" {
-		e.Error = fmt.Sprintf("daemon answered %s", resp.Status)
-	}
-	return &APIError{Status: resp.StatusCode, Message: e.Error}
-}
-
-// SocketPath is where the daemon of kind ("pzh" or "pzp") listens in dir.
-func SocketPath(dir, name string) string { return filepath.Join(dir, name) }
 
 // notifier versions a piece of state so API clients can long-poll for
 // change instead of polling.

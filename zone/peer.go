@@ -21,6 +21,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -295,7 +296,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
-	sock := SocketPath(cfg.DataDir, PeerSocketName)
+	sock := api.SocketPath(cfg.DataDir, api.PeerSocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
 		closeDirect()
@@ -1065,11 +1066,11 @@ func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout
 // there is one, else from its store.
 func ReadPeerStatus(ctx context.Context, dir string) (*PeerStatus, error) {
 	var st PeerStatus
-	err := NewClient(SocketPath(dir, PeerSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	err := api.NewClient(api.SocketPath(dir, api.PeerSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	if err == nil {
 		return &st, nil
 	}
-	if !errors.Is(err, ErrNotRunning) {
+	if !errors.Is(err, api.ErrNotRunning) {
 		return nil, err
 	}
 	store, err := openPeerStore(dir, true)

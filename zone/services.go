@@ -15,6 +15,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
@@ -26,83 +27,31 @@ import (
 // hub, on other devices of the zone. See docs/PROTOCOL.md, "Local API:
 // applications and services".
 
-// Event is one line of a service's event stream (GET
-// /v1/services/{name}/events): a call to answer, or a message.
-type Event struct {
-	// Type is "call", "message", or "cancel": the caller gave up on call
-	// ID, whose reply is no longer wanted.
-	Type string `json:"type"`
-	ID   string `json:"id"`
-	// From is who sent it: zone/device/app (app left out when none).
-	From     string          `json:"from"`
-	Service  string          `json:"service"`
-	Method   string          `json:"method,omitempty"`
-	Body     json.RawMessage `json:"body"`
-	Deadline time.Time       `json:"deadline"`
-	// Token is the ID of the service token the call was made with, if any.
-	Token string `json:"token,omitempty"`
-	// Queued: the message waited at the hub since then (the device was
-	// away). Such a message can, rarely, arrive twice: its ID is the same.
-	Queued *time.Time `json:"queued,omitempty"`
-
-	// written, for a queued message, is closed once the event is written
-	// to the application's stream: only then does the device confirm it.
-	written chan struct{}
-}
-
-// Reply is an application's answer to a call event (POST
-// /v1/calls/{id}/reply): a result or an error.
-type Reply struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  string          `json:"error,omitempty"`
-}
-
-// ServiceInfo describes a registered service; devices publish theirs in
-// the zone state (bucket apps, key DEVICE/APP, an AppRecord).
-type ServiceInfo struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description,omitempty"`
-	Methods     []string `json:"methods,omitempty"`
-	// TokenRequired: calls must present a service token (pzh tokens).
-	TokenRequired bool `json:"token_required,omitempty"`
-}
-
 // AppRecord is the value of an apps/DEVICE/APP record.
 type AppRecord struct {
-	Services []ServiceInfo `json:"services"`
+	Services []api.ServiceInfo `json:"services"`
 }
 
-// ServiceView is one row of GET /v1/services and pzp services.
-type ServiceView struct {
-	Addr string `json:"addr"` // DEVICE/SERVICE, or ZONE/DEVICE/SERVICE in a friend zone
-	// Zone is the friend zone's petname; empty for this zone.
-	Zone        string   `json:"zone,omitempty"`
-	Device      string   `json:"device"`
-	App         string   `json:"app"`
-	Service     string   `json:"service"`
-	Description string   `json:"description,omitempty"`
-	Methods     []string `json:"methods,omitempty"`
-	// TokenRequired: calls must present a service token.
-	TokenRequired bool `json:"token_required,omitempty"`
-	// Running: an application serves it now (known for this device only).
-	Running *bool `json:"running,omitempty"`
+// hostedEvent is an event on its way to the application serving its
+// service. written, for a queued message, is closed once the event is
+// written to the application's stream: only then does the device confirm
+// it.
+type hostedEvent struct {
+	api.Event
+	written chan struct{}
 }
-
-// eventBuffer bounds the events waiting for a slow application: past it,
-// callers are told the service is busy rather than queueing without end.
-const eventBuffer = 256
 
 // listener is an application serving one service on this device.
 type listener struct {
 	app, service string
-	events       chan Event
+	events       chan hostedEvent
 	done         chan struct{} // closed when the application stops serving
 }
 
 // pendingCall is a call delivered to an application, awaiting its reply.
 type pendingCall struct {
 	service string
-	reply   chan Reply
+	reply   chan api.Reply
 }
 
 // serviceHost holds the services this device serves and the calls in
@@ -125,7 +74,7 @@ func (sh *serviceHost) listen(app, service string) (*listener, error) {
 	if l := sh.listeners[service]; l != nil {
 		return nil, fmt.Errorf("%w: app %q serves %q on this device already", errServiceTaken, l.app, service)
 	}
-	l := &listener{app: app, service: service, events: make(chan Event, eventBuffer), done: make(chan struct{})}
+	l := &listener{app: app, service: service, events: make(chan hostedEvent, api.EventBuffer), done: make(chan struct{})}
 	sh.listeners[service] = l
 	return l, nil
 }
@@ -152,7 +101,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body [
 		return nil, &wire.CallError{Status: wire.CallBadRequest, Message: "the body is not JSON"}
 	}
 	deadline, _ := ctx.Deadline()
-	ev := Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}
+	ev := hostedEvent{Event: api.Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}}
 	if hdr.QueuedMs != 0 {
 		t := time.UnixMilli(hdr.QueuedMs).UTC()
 		ev.Queued, ev.written = &t, make(chan struct{})
@@ -162,7 +111,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body [
 	l := sh.listeners[hdr.ToService]
 	if l != nil && hdr.Kind == wire.CallRequest {
 		ev.Type = "call"
-		pc = &pendingCall{service: hdr.ToService, reply: make(chan Reply, 1)}
+		pc = &pendingCall{service: hdr.ToService, reply: make(chan api.Reply, 1)}
 		sh.calls[hdr.ID] = pc
 	} else {
 		ev.Type = "message"
@@ -181,7 +130,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body [
 	select {
 	case l.events <- ev:
 	default:
-		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, eventBuffer)}
+		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, api.EventBuffer)}
 	}
 	if ev.written != nil {
 		// A queued message is confirmed, and so removed from the hub, only
@@ -218,7 +167,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body [
 		}
 		// Tell the application to stop working on it.
 		select {
-		case l.events <- Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}:
+		case l.events <- hostedEvent{Event: api.Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}}:
 		default:
 		}
 		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
@@ -226,7 +175,7 @@ func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body [
 }
 
 // answer delivers an application's reply to call id.
-func (sh *serviceHost) answer(id string, r Reply) bool {
+func (sh *serviceHost) answer(id string, r api.Reply) bool {
 	sh.mu.Lock()
 	pc := sh.calls[id]
 	sh.mu.Unlock()
@@ -522,34 +471,6 @@ func callErr(ctx context.Context, deadline time.Time, err error) error {
 
 // ---- the peer: local API for applications ----
 
-// CallRequest is the body of POST /v1/call and POST /v1/send.
-type CallRequestBody struct {
-	App       string          `json:"app,omitempty"`
-	To        string          `json:"to"`
-	Method    string          `json:"method,omitempty"`
-	Body      json.RawMessage `json:"body,omitempty"`
-	TimeoutMs int64           `json:"timeout_ms,omitempty"`
-	// Token is a service token (ID.SECRET from pzh tokens issue).
-	Token string `json:"token,omitempty"`
-	// TTLMs asks for delivery later when the device is away: a message
-	// is kept at the hub this long (and the device woken); a call waits
-	// this long for the device, on top of its timeout.
-	TTLMs int64 `json:"ttl_ms,omitempty"`
-}
-
-// CallResult is the answer of POST /v1/call.
-type CallResult struct {
-	Result json.RawMessage `json:"result"`
-}
-
-// SendResult is the answer of POST /v1/send: delivered to the serving
-// application, or (with a time to live) queued at the hub until Expires.
-type SendResult struct {
-	Delivered bool       `json:"delivered"`
-	Queued    bool       `json:"queued,omitempty"`
-	Expires   *time.Time `json:"expires,omitempty"`
-}
-
 // callHTTPStatus maps a call's outcome to the local API's status.
 func callHTTPStatus(s wire.CallStatus) int {
 	switch s {
@@ -574,7 +495,7 @@ func callHTTPStatus(s wire.CallStatus) int {
 func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	exchange := func(kind wire.CallKind) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			var req CallRequestBody
+			var req api.CallRequestBody
 			if err := readJSON(r, &req); err != nil {
 				writeErr(w, http.StatusBadRequest, err)
 				return
@@ -619,20 +540,20 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			case err != nil:
 				writeErr(w, http.StatusInternalServerError, err)
 			case kind == wire.CallMessage:
-				out := SendResult{Delivered: true}
+				out := api.SendResult{Delivered: true}
 				if rep != nil && rep.Queued {
 					exp := time.UnixMilli(rep.ExpiresMs).UTC()
-					out = SendResult{Queued: true, Expires: &exp}
+					out = api.SendResult{Queued: true, Expires: &exp}
 				}
 				writeJSON(w, http.StatusOK, out)
 			default:
-				writeJSON(w, http.StatusOK, CallResult{Result: res})
+				writeJSON(w, http.StatusOK, api.CallResult{Result: res})
 			}
 		}
 	}
 	mux.HandleFunc("POST /v1/call", exchange(wire.CallRequest))
 	mux.HandleFunc("POST /v1/send", exchange(wire.CallMessage))
-	hostRoutes(mux, p.services, func(app string, info ServiceInfo) error {
+	hostRoutes(mux, p.services, func(app string, info api.ServiceInfo) error {
 		return publishService(p.state, p.id.Load().Device, app, info)
 	}, p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
@@ -644,7 +565,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			}
 		}
 		id := p.id.Load()
-		var views []ServiceView
+		var views []api.ServiceView
 		var friend *friendEntry
 		if zone != "" && zone != id.Zone && certs.FirstZoneID(zone) != id.ZoneID.Compact() {
 			var cerr *wire.CallError
@@ -657,7 +578,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		}
 		// Only what the asking application may call (?app=, or the
 		// device as a whole), by this device's policy.
-		shown := []ServiceView{}
+		shown := []api.ServiceView{}
 		for _, v := range views {
 			hdr := &wire.CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: app, ToDevice: v.Device, ToService: v.Service}
 			if friend != nil {
@@ -667,7 +588,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 				shown = append(shown, v)
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string][]ServiceView{"services": shown})
+		writeJSON(w, http.StatusOK, map[string][]api.ServiceView{"services": shown})
 	})
 }
 
@@ -683,7 +604,7 @@ func (p *Peer) hubFederates() *wire.CallError {
 
 // discover asks this device's hub for the services of friend zone name
 // that its policy lets this device (app) call.
-func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *friendEntry, *wire.CallError) {
+func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceView, *friendEntry, *wire.CallError) {
 	f := p.calls.get(p.state, p.log).friends.resolve(name)
 	if f == nil {
 		return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, p.id.Load().Zone)}
@@ -709,12 +630,12 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *
 	if resp.Status != wire.CallOK {
 		return nil, nil, &wire.CallError{Status: resp.Status, Message: resp.Message}
 	}
-	var out []ServiceView
+	var out []api.ServiceView
 	for _, s := range resp.Services {
 		if certs.ValidateName("device", s.Device) != nil || wire.ValidateServiceName(s.Service) != nil {
 			continue
 		}
-		out = append(out, ServiceView{Addr: f.petname + "/" + s.Device + "/" + s.Service, Zone: f.petname, Device: s.Device, App: s.App, Service: s.Service,
+		out = append(out, api.ServiceView{Addr: f.petname + "/" + s.Device + "/" + s.Service, Zone: f.petname, Device: s.Device, App: s.App, Service: s.Service,
 			Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
 	}
 	return out, f, nil
@@ -723,12 +644,12 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]ServiceView, *
 // hostRoutes adds the endpoints of applications serving services on this
 // node (a device, or the hub): their event streams and their replies.
 // publish records a service in the zone state.
-func hostRoutes(mux *http.ServeMux, sh *serviceHost, publish func(app string, info ServiceInfo) error, log *slog.Logger) {
+func hostRoutes(mux *http.ServeMux, sh *serviceHost, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
 	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, sh, publish, log)
 	})
 	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
-		var rep Reply
+		var rep api.Reply
 		if err := readJSON(r, &rep); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -748,13 +669,13 @@ func hostRoutes(mux *http.ServeMux, sh *serviceHost, publish func(app string, in
 // serveEvents serves GET /v1/services/{service}/events?app=APP[&description=D][&methods=a,b]:
 // the application serves the service for as long as it holds this
 // stream, which carries one JSON event per line.
-func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publish func(app string, info ServiceInfo) error, log *slog.Logger) {
+func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
 	service, q := r.PathValue("service"), r.URL.Query()
 	app := q.Get("app")
 	if app == "" {
 		app = service
 	}
-	info := ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
+	info := api.ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
 	if m := q.Get("methods"); m != "" {
 		info.Methods = strings.Split(m, ",")
 	}
@@ -785,7 +706,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publis
 		case <-r.Context().Done():
 			return
 		case ev := <-l.events:
-			if enc.Encode(ev) != nil {
+			if enc.Encode(ev.Event) != nil {
 				return
 			}
 			if fl != nil {
@@ -800,7 +721,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publis
 
 // publishService records that app on node offers info, in the zone
 // state, so other devices can find it.
-func publishService(state *zsync.Store, node, app string, info ServiceInfo) error {
+func publishService(state *zsync.Store, node, app string, info api.ServiceInfo) error {
 	if state == nil {
 		return nil
 	}
@@ -816,7 +737,7 @@ func publishService(state *zsync.Store, node, app string, info ServiceInfo) erro
 		}
 		rec.Services[i] = info
 	} else {
-		rec.Services = append(rec.Services[:i], append([]ServiceInfo{info}, rec.Services[i:]...)...)
+		rec.Services = append(rec.Services[:i], append([]api.ServiceInfo{info}, rec.Services[i:]...)...)
 	}
 	v, err := json.Marshal(rec)
 	if err != nil {
@@ -828,7 +749,7 @@ func publishService(state *zsync.Store, node, app string, info ServiceInfo) erro
 
 // serviceViews lists the services published in the zone state, with
 // whether this device's own run.
-func (p *Peer) serviceViews() []ServiceView {
+func (p *Peer) serviceViews() []api.ServiceView {
 	self := p.id.Load().Device
 	views := listServices(p.state)
 	for i := range views {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -66,10 +67,10 @@ func TestSocketPrivateUnderUmask000(t *testing.T) {
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
 	dir := filepath.Join(t.TempDir(), "d")
-	if err := CheckDataDir(dir, HubSocketName); err != nil {
+	if err := CheckDataDir(dir, api.HubSocketName); err != nil {
 		t.Fatal(err)
 	}
-	path := SocketPath(dir, HubSocketName)
+	path := api.SocketPath(dir, api.HubSocketName)
 	var stop atomic.Bool
 	var seen atomic.Uint32
 	done := make(chan struct{})
@@ -114,11 +115,11 @@ func TestSocketPrivateUnderUmask000(t *testing.T) {
 func TestDataDirNotPrivate(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
-	err := CheckDataDir(dir, HubSocketName)
+	err := CheckDataDir(dir, api.HubSocketName)
 	if err == nil || !strings.Contains(err.Error(), "lets others write it") {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := listenUnix(SocketPath(dir, HubSocketName)); err == nil {
+	if _, err := listenUnix(api.SocketPath(dir, api.HubSocketName)); err == nil {
 		t.Fatal("listened in a directory others may write")
 	}
 }

@@ -2,11 +2,13 @@ package zone
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/token"
 )
 
@@ -18,7 +20,7 @@ func tokenTestZone(t *testing.T) (*testHub, string, string) {
 	startPeer(t, phone, clock)
 	startPeer(t, laptop, clock)
 	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
-	serveApp(t, peerClient(laptop), "paid", ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev Event) (any, error) {
+	serveApp(t, peerClient(laptop), "paid", api.ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Method == "hang" {
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -55,8 +57,8 @@ func TestTokenQuotas(t *testing.T) {
 	ctx := testCtx(t)
 	c := peerClient(phone)
 	call := func(app, token, method string, arg any) error {
-		body, _ := marshalArg(arg)
-		_, err := c.CallWith(ctx, CallRequestBody{App: app, To: "laptop/echo", Method: method, Body: body, Token: token})
+		body, _ := json.Marshal(arg)
+		_, err := c.CallWith(ctx, api.CallRequestBody{App: app, To: "laptop/echo", Method: method, Body: body, Token: token})
 		return err
 	}
 	wantStatus(t, call("a", "", "echo", 1), http.StatusForbidden, "requires a token")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -67,9 +68,9 @@ func TestSleepWakeDeliver(t *testing.T) {
 			ctx := testCtx(t)
 			c := peerClient(phone)
 			// Without a time to live, a sleeping device is away.
-			_, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`1`)})
+			_, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`1`)})
 			wantStatus(t, err, http.StatusServiceUnavailable, `device "laptop" is asleep`)
-			res, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`"later"`), TTLMs: time.Minute.Milliseconds()})
+			res, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`"later"`), TTLMs: time.Minute.Milliseconds()})
 			if err != nil || !res.Queued || res.Expires == nil {
 				t.Fatalf("send for later: %+v, %v", res, err)
 			}
@@ -88,7 +89,7 @@ func TestSleepWakeDeliver(t *testing.T) {
 			}
 
 			// A call for later wakes the device and gets its answer.
-			out, err := c.CallWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Method: "echo", Body: []byte(`"hi"`), TTLMs: 20000})
+			out, err := c.CallWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Method: "echo", Body: []byte(`"hi"`), TTLMs: 20000})
 			if err != nil || string(out) != `"hi"` {
 				t.Fatalf("call for later: %s, %v", out, err)
 			}
@@ -113,12 +114,12 @@ func TestQueueSurvivesRestartAndFills(t *testing.T) {
 	ctx := testCtx(t)
 	c := peerClient(phone)
 	for i, m := range []string{`1`, `2`, `3`} {
-		res, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(m), TTLMs: time.Hour.Milliseconds()})
+		res, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(m), TTLMs: time.Hour.Milliseconds()})
 		if err != nil || !res.Queued {
 			t.Fatalf("message %d: %+v, %v", i, res, err)
 		}
 	}
-	_, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`4`), TTLMs: time.Hour.Milliseconds()})
+	_, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`4`), TTLMs: time.Hour.Milliseconds()})
 	wantStatus(t, err, http.StatusInsufficientStorage, "queue full")
 	if d := waitHubDevice(t, hub, "laptop", func(DeviceView) bool { return true }); d.Queue != 3 || d.State != "offline" {
 		t.Fatalf("laptop at the hub: %+v", d)
@@ -158,7 +159,7 @@ func TestQueueOrderPerService(t *testing.T) {
 	c := peerClient(phone)
 	send := func(to, body string) {
 		t.Helper()
-		res, err := c.SendWith(ctx, CallRequestBody{App: "tester", To: to, Body: []byte(body), TTLMs: time.Hour.Milliseconds()})
+		res, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: to, Body: []byte(body), TTLMs: time.Hour.Milliseconds()})
 		if err != nil || !res.Queued {
 			t.Fatalf("send %s %s: %+v, %v", to, body, res, err)
 		}
@@ -179,8 +180,8 @@ func TestQueueOrderPerService(t *testing.T) {
 	if d := waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Queue == 2 }); d.State != "online" {
 		t.Fatalf("laptop: %+v", d)
 	}
-	later := make(chan Event, 4)
-	serveApp(t, peerClient(laptop), "late", ServiceInfo{Name: "later"}, func(_ context.Context, ev Event) (any, error) {
+	later := make(chan api.Event, 4)
+	serveApp(t, peerClient(laptop), "late", api.ServiceInfo{Name: "later"}, func(_ context.Context, ev api.Event) (any, error) {
 		later <- ev
 		return nil, nil
 	})
@@ -209,11 +210,11 @@ func TestQueueRefusalsAndRevocation(t *testing.T) {
 	waitSyncedPeer(t, phone)
 	ctx := testCtx(t)
 	c := peerClient(phone)
-	_, err := c.SendWith(ctx, CallRequestBody{To: "desk/echo", Body: []byte(`1`), TTLMs: 1000})
+	_, err := c.SendWith(ctx, api.CallRequestBody{To: "desk/echo", Body: []byte(`1`), TTLMs: 1000})
 	wantStatus(t, err, http.StatusNotFound, `no device "desk"`)
-	_, err = c.SendWith(ctx, CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: (wire.MaxTTL + time.Hour).Milliseconds()})
+	_, err = c.SendWith(ctx, api.CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: (wire.MaxTTL + time.Hour).Milliseconds()})
 	wantStatus(t, err, http.StatusBadRequest, "time to live")
-	res, err := c.SendWith(ctx, CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: 60000})
+	res, err := c.SendWith(ctx, api.CallRequestBody{To: "laptop/echo", Body: []byte(`1`), TTLMs: 60000})
 	if err != nil || !res.Queued {
 		t.Fatalf("queue: %+v, %v", res, err)
 	}
@@ -316,7 +317,7 @@ func TestHeldCallEndsAtShutdown(t *testing.T) {
 	ctx := testCtx(t)
 	done := make(chan error, 1)
 	go func() {
-		_, err := peerClient(phone).CallWith(ctx, CallRequestBody{To: "laptop/echo", Method: "echo", TTLMs: 50000})
+		_, err := peerClient(phone).CallWith(ctx, api.CallRequestBody{To: "laptop/echo", Method: "echo", TTLMs: 50000})
 		done <- err
 	}()
 	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Wake != nil && d.Wake.Pings >= 1 })

@@ -13,6 +13,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -105,7 +106,9 @@ func restartHub(t *testing.T, clock *testClock, dir string, tweak func(*HubConfi
 	return h
 }
 
-func (h *testHub) client() *Client { return NewClient(SocketPath(h.dir, HubSocketName)) }
+func (h *testHub) client() *api.Client {
+	return api.NewClient(api.SocketPath(h.dir, api.HubSocketName))
+}
 
 // pair invites device with the given certificate lifetime and pairs a new
 // peer directory with it, at the clock's current time.
@@ -175,14 +178,14 @@ func startPeerWith(t *testing.T, dir string, clock *testClock, tweak func(*PeerC
 func waitPeer(t *testing.T, dir string, cond func(*PeerStatus) bool) *PeerStatus {
 	t.Helper()
 	ctx := testCtx(t)
-	c := NewClient(SocketPath(dir, PeerSocketName))
+	c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
 	var ver uint64
 	path := "/v1/status"
 	for {
 		var st PeerStatus
 		err := c.Do(ctx, http.MethodGet, path, nil, &st)
 		switch {
-		case errors.Is(err, ErrNotRunning):
+		case errors.Is(err, api.ErrNotRunning):
 			// The daemon is still creating its socket.
 			select {
 			case <-ctx.Done():
@@ -433,7 +436,7 @@ func TestInitZoneRefusesExisting(t *testing.T) {
 	if _, err := InitZone(dir, "bob", []string{"127.0.0.1:7443"}, time.Now()); !errors.Is(err, ErrZoneExists) {
 		t.Fatalf("second init: %v", err)
 	}
-	fi, err := os.Stat(SocketPath(dir, HubDBName))
+	fi, err := os.Stat(api.SocketPath(dir, HubDBName))
 	if err != nil {
 		t.Fatal(err)
 	}

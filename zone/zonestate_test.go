@@ -9,10 +9,13 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
-func peerClient(dir string) *Client { return NewClient(SocketPath(dir, PeerSocketName)) }
+func peerClient(dir string) *api.Client {
+	return api.NewClient(api.SocketPath(dir, api.PeerSocketName))
+}
 
 func waitSyncedPeer(t *testing.T, dir string) {
 	t.Helper()
@@ -40,10 +43,10 @@ func TestSyncOverSessions(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
-	seen := make(chan RecordView, 16)
+	seen := make(chan api.RecordView, 16)
 	watchDone := make(chan error, 1)
 	go func() {
-		watchDone <- peerClient(laptop).DataWatch(ctx, zsync.BucketAppData, "notes/", false, func(v RecordView) error {
+		watchDone <- peerClient(laptop).DataWatch(ctx, zsync.BucketAppData, "notes/", false, func(v api.RecordView) error {
 			seen <- v
 			return nil
 		})
@@ -69,7 +72,7 @@ func TestSyncOverSessions(t *testing.T) {
 		t.Fatalf("policy on the phone: %+v %v", v, err)
 	}
 	_, err := peerClient(phone).DataPut(testCtx(t), zsync.BucketPolicy, "default", []byte("mine"))
-	var apiErr *APIError
+	var apiErr *api.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != 403 || !strings.Contains(err.Error(), "hub only") {
 		t.Fatalf("device write to policy: %v", err)
 	}
@@ -84,7 +87,7 @@ func TestSyncOverSessions(t *testing.T) {
 	wctx, wcancel := context.WithTimeout(testCtx(t), 20*time.Second)
 	defer wcancel()
 	errFound := errors.New("found")
-	err = peerClient(phone).DataWatch(wctx, zsync.BucketCerts, certKeyRevokedPfx+serial, false, func(v RecordView) error {
+	err = peerClient(phone).DataWatch(wctx, zsync.BucketCerts, certKeyRevokedPfx+serial, false, func(v api.RecordView) error {
 		if !v.Deleted {
 			return errFound
 		}

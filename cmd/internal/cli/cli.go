@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // Exit codes, documented in the README.
@@ -125,7 +126,7 @@ func printJSON(w io.Writer, v any) error {
 
 // notRunningHint turns "daemon not running" into what to do about it.
 func notRunningHint(err error, what, start string) error {
-	if errors.Is(err, zone.ErrNotRunning) {
+	if errors.Is(err, api.ErrNotRunning) {
 		return fmt.Errorf("%s is not running (%v); start it with: %s", what, err, start)
 	}
 	return err

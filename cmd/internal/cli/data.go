@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // The data subcommands read and write the zone's replicated store through
@@ -22,7 +22,7 @@ import (
 // dataDaemon is the daemon data subcommands talk to.
 type dataDaemon struct {
 	prog   string // pzp or pzh, for examples in help
-	socket string // zone.PeerSocketName or zone.HubSocketName
+	socket string // api.PeerSocketName or api.HubSocketName
 	what   string // how errors name it
 	start  string // the command that starts it
 }
@@ -42,12 +42,12 @@ func (o *dataOptions) register(cmd *cobra.Command, jsonHelp string) {
 
 // client runs fn with a client of the daemon, and explains a daemon that
 // is not running.
-func (o *dataOptions) client(fn func(*zone.Client) error) error {
+func (o *dataOptions) client(fn func(*api.Client) error) error {
 	dir, err := o.g.dataDir()
 	if err != nil {
 		return err
 	}
-	err = fn(zone.NewClient(zone.SocketPath(dir, o.daemon.socket)))
+	err = fn(api.NewClient(api.SocketPath(dir, o.daemon.socket)))
 	return notRunningHint(err, o.daemon.what, o.daemon.start+" --data "+dir)
 }
 
@@ -123,7 +123,7 @@ func tooBig(what string) error {
 
 // shown renders a value on one line: its text when that is printable
 // UTF-8 on a single line, else its size.
-func shown(v zone.RecordView) string {
+func shown(v api.RecordView) string {
 	if v.Text != nil && !strings.ContainsFunc(*v.Text, func(r rune) bool { return !unicode.IsPrint(r) }) {
 		return *v.Text
 	}

@@ -1,9 +1,8 @@
 package cli
 
 import (
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newDataDelCmd(o *dataOptions) *cobra.Command {
@@ -18,7 +17,7 @@ is an error. It prints nothing unless --json.`,
 			if err != nil {
 				return err
 			}
-			return o.client(func(c *zone.Client) error {
+			return o.client(func(c *api.Client) error {
 				v, err := c.DataDelete(cmd.Context(), o.bucket, key)
 				if err != nil || !o.json {
 					return err

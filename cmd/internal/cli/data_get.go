@@ -3,9 +3,8 @@ package cli
 import (
 	"bytes"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newDataGetCmd(o *dataOptions) *cobra.Command {
@@ -21,7 +20,7 @@ key that is absent or deleted is an error.`,
 			if err != nil {
 				return err
 			}
-			return o.client(func(c *zone.Client) error {
+			return o.client(func(c *api.Client) error {
 				v, err := c.DataGet(cmd.Context(), o.bucket, key)
 				if err != nil {
 					return err

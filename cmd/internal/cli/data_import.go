@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newDataImportCmd(o *dataOptions) *cobra.Command {
@@ -41,7 +41,7 @@ before it stay written.`,
 				in, name = f, args[0]
 			}
 			var n, line int
-			err := o.client(func(c *zone.Client) error {
+			err := o.client(func(c *api.Client) error {
 				var err error
 				n, line, err = c.DataImportInto(cmd.Context(), o.bucket, in)
 				return err
@@ -51,7 +51,7 @@ before it stay written.`,
 			}
 			out := cmd.OutOrStdout()
 			if o.json {
-				return printJSON(out, zone.ImportResult{Applied: n})
+				return printJSON(out, api.ImportResult{Applied: n})
 			}
 			_, err = fmt.Fprintf(out, "imported %d records\n", n)
 			return err
@@ -64,7 +64,7 @@ before it stay written.`,
 // importStopped explains an import the daemon refused part way: what was
 // written, and how to go on from the line at fault.
 func importStopped(err error, n, line int, name string, o *dataOptions) error {
-	var ae *zone.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) {
 		return err
 	}

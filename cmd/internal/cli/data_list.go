@@ -3,9 +3,8 @@ package cli
 import (
 	"fmt"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newDataListCmd(o *dataOptions) *cobra.Command {
@@ -24,8 +23,8 @@ with --bucket the argument is a key prefix.`,
 			}
 			out := cmd.OutOrStdout()
 			arr := &jsonArray{w: out}
-			err = o.client(func(c *zone.Client) error {
-				return c.DataList(cmd.Context(), o.bucket, prefix, func(v zone.RecordView) error {
+			err = o.client(func(c *api.Client) error {
+				return c.DataList(cmd.Context(), o.bucket, prefix, func(v api.RecordView) error {
 					if o.json {
 						return arr.add(v)
 					}

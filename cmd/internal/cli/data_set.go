@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 // defaultVerdictWait is how long pzp data set waits for the hub's verdict
@@ -46,8 +45,8 @@ pzp status shows refusals.`
 			if wait < 0 {
 				return usagef("--wait %v is negative", wait)
 			}
-			return o.client(func(c *zone.Client) error {
-				var v *zone.RecordView
+			return o.client(func(c *api.Client) error {
+				var v *api.RecordView
 				var err error
 				if o.daemon.prog == "pzp" {
 					v, err = c.DataPutVerdict(cmd.Context(), o.bucket, key, value, wait)

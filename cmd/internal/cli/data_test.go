@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func TestReadValue(t *testing.T) {
@@ -85,9 +85,9 @@ func TestDataArgs(t *testing.T) {
 }
 
 func TestShown(t *testing.T) {
-	text := func(s string) zone.RecordView { return zone.NewRecordView(zsync.Record{Value: []byte(s)}) }
+	text := func(s string) api.RecordView { return api.NewRecordView(zsync.Record{Value: []byte(s)}) }
 	for _, tc := range []struct {
-		v    zone.RecordView
+		v    api.RecordView
 		want string
 	}{
 		{text("hello, world"), "hello, world"},
@@ -105,7 +105,7 @@ func TestShown(t *testing.T) {
 
 // A streamed JSON array reads exactly as printJSON prints the slice.
 func TestJSONArray(t *testing.T) {
-	for _, vs := range [][]zone.RecordView{nil, {{Key: "a/1"}}, {{Key: "a/1"}, {Key: "a/2", Deleted: true}}} {
+	for _, vs := range [][]api.RecordView{nil, {{Key: "a/1"}}, {{Key: "a/1"}, {Key: "a/2", Deleted: true}}} {
 		var got, want bytes.Buffer
 		arr := &jsonArray{w: &got}
 		for _, v := range vs {
@@ -113,7 +113,7 @@ func TestJSONArray(t *testing.T) {
 		}
 		arr.close()
 		if vs == nil {
-			vs = []zone.RecordView{}
+			vs = []api.RecordView{}
 		}
 		printJSON(&want, vs)
 		if got.String() != want.String() {

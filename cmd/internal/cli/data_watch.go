@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 type dataWatchOptions struct {
@@ -41,8 +40,8 @@ start. With --json each line is a record as JSON.`,
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out) // one record per line
 			n := 0
-			err = o.client(func(c *zone.Client) error {
-				return c.DataWatch(cmd.Context(), o.bucket, prefix, o.changesOnly, func(v zone.RecordView) error {
+			err = o.client(func(c *api.Client) error {
+				return c.DataWatch(cmd.Context(), o.bucket, prefix, o.changesOnly, func(v api.RecordView) error {
 					var err error
 					switch {
 					case o.json:

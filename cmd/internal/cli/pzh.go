@@ -3,9 +3,8 @@ package cli
 import (
 	"context"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 // HubCommand is the pzh root command.
@@ -27,12 +26,12 @@ through the socket in its data directory.`,
 }
 
 // hubClient returns a client for the running hub of g's data directory.
-func hubClient(g *globals) (*zone.Client, string, error) {
+func hubClient(g *globals) (*api.Client, string, error) {
 	dir, err := g.dataDir()
 	if err != nil {
 		return nil, "", err
 	}
-	return zone.NewClient(zone.SocketPath(dir, zone.HubSocketName)), dir, nil
+	return api.NewClient(api.SocketPath(dir, api.HubSocketName)), dir, nil
 }
 
 // hubDo calls the running hub and explains a hub that is not running.

@@ -13,6 +13,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // compactOptions are the flags of pzh compact and pzp compact.
@@ -40,7 +41,7 @@ func newHubCompactCmd(g *globals) *cobra.Command {
 		var st zone.HubStatus
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		if err := zone.NewClient(zone.SocketPath(dir, zone.HubSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err == nil {
+		if err := api.NewClient(api.SocketPath(dir, api.HubSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err == nil {
 			return fmt.Sprintf("pzh is running (pid %d): stop it first (e.g. kill -INT %d), then run pzh compact again", st.PID, st.PID)
 		}
 		return "pzh is running: stop it first (e.g. Ctrl-C where pzh serve runs, or kill -INT its pid, which pzh status shows), then run pzh compact again"

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -44,7 +44,7 @@ may use nothing.`,
 
 // withHub runs fn with a client of the running hub, and explains a hub
 // that is not running.
-func withHub(g *globals, fn func(*zone.Client) error) error {
+func withHub(g *globals, fn func(*api.Client) error) error {
 	c, dir, err := hubClient(g)
 	if err != nil {
 		return err
@@ -55,9 +55,9 @@ func withHub(g *globals, fn func(*zone.Client) error) error {
 // policyRules lists the hub's policy rules. A record that is not a valid
 // rule is left out with a warning on stderr: it takes no part in any
 // decision either.
-func policyRules(ctx context.Context, c *zone.Client, stderr io.Writer) ([]policy.Rule, error) {
+func policyRules(ctx context.Context, c *api.Client, stderr io.Writer) ([]policy.Rule, error) {
 	var rules []policy.Rule
-	err := c.DataList(ctx, zsync.BucketPolicy, "", func(v zone.RecordView) error {
+	err := c.DataList(ctx, zsync.BucketPolicy, "", func(v api.RecordView) error {
 		r, err := policy.DecodeRule(v.Key, v.Value)
 		if err != nil {
 			fmt.Fprintf(stderr, "pzh: warning: ignoring %v (remove it with: pzh policy rm %s)\n", err, v.Key)

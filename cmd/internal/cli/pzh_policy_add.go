@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -55,7 +55,7 @@ DEVICE/SERVICE or DEVICE/*. Examples:
 				}
 			}
 			r.Created = time.Now().UTC().Truncate(time.Second)
-			err = withHub(g, func(c *zone.Client) error {
+			err = withHub(g, func(c *api.Client) error {
 				id, err := o.freeID(cmd, c)
 				if err != nil {
 					return err
@@ -105,14 +105,14 @@ func (o *hubPolicyAddOptions) effect() (string, error) {
 // freeID returns --id if no rule has it yet, else a fresh random ID no
 // rule has. (Another 'pzh policy add' with the same --id at the same
 // moment could still overwrite it: the data API has no create-only put.)
-func (o *hubPolicyAddOptions) freeID(cmd *cobra.Command, c *zone.Client) (string, error) {
+func (o *hubPolicyAddOptions) freeID(cmd *cobra.Command, c *api.Client) (string, error) {
 	for range newRuleIDTries {
 		id := o.id
 		if id == "" {
 			id = policy.NewRuleID()
 		}
 		_, err := c.DataGet(cmd.Context(), zsync.BucketPolicy, id)
-		var ae *zone.APIError
+		var ae *api.APIError
 		switch {
 		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
 			return id, nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -33,7 +34,7 @@ exits 0 either way; --json prints the decision.`,
 				return err
 			}
 			var d policy.Decision
-			err = withHub(g, func(c *zone.Client) error {
+			err = withHub(g, func(c *api.Client) error {
 				var st zone.HubStatus
 				if err := c.Do(cmd.Context(), http.MethodGet, "/v1/status", nil, &st); err != nil {
 					return err

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -26,7 +26,7 @@ a call, the deny rule decides.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rules []policy.Rule
-			err := withHub(g, func(c *zone.Client) error {
+			err := withHub(g, func(c *api.Client) error {
 				var err error
 				rules, err = policyRules(cmd.Context(), c, cmd.ErrOrStderr())
 				return err

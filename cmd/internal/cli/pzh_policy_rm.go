@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -23,11 +23,11 @@ func newHubPolicyRmCmd(g *globals) *cobra.Command {
 			if err := policy.CheckRuleID(id); err != nil {
 				return usageError{err}
 			}
-			err := withHub(g, func(c *zone.Client) error {
+			err := withHub(g, func(c *api.Client) error {
 				_, err := c.DataDelete(cmd.Context(), zsync.BucketPolicy, id)
 				return err
 			})
-			var ae *zone.APIError
+			var ae *api.APIError
 			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
 				return fmt.Errorf("no rule with ID %q; list the rules with: pzh policy list", id)
 			}

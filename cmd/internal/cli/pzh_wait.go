@@ -10,6 +10,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubWaitCmd(g *globals) *cobra.Command {
@@ -111,7 +112,7 @@ func describeDevices(v *zone.DevicesView, names []string) string {
 
 // waitFriends waits until the named friends' links are all up (linked)
 // or all down.
-func waitFriends(ctx context.Context, c *zone.Client, dir string, timeout time.Duration, linked bool, names []string) error {
+func waitFriends(ctx context.Context, c *api.Client, dir string, timeout time.Duration, linked bool, names []string) error {
 	up := func(v *zone.FriendsView, n string) bool {
 		i := slices.IndexFunc(v.Friends, func(f zone.FriendView) bool { return f.Petname == n })
 		return i >= 0 && v.Friends[i].State == "online"

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -54,7 +54,7 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+ttl)
 			defer cancel()
-			res, err := c.CallWith(ctx, zone.CallRequestBody{App: app, To: args[0], Method: args[1], Body: arg, Token: token, TTLMs: ttl.Milliseconds()})
+			res, err := c.CallWith(ctx, api.CallRequestBody{App: app, To: args[0], Method: args[1], Body: arg, Token: token, TTLMs: ttl.Milliseconds()})
 			if err != nil {
 				return hint(err)
 			}
@@ -109,7 +109,7 @@ until when. A full queue at the hub is an error (exit 1).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.SendWith(ctx, zone.CallRequestBody{App: app, To: args[0], Body: msg, TTLMs: ttl.Milliseconds()})
+			res, err := c.SendWith(ctx, api.CallRequestBody{App: app, To: args[0], Body: msg, TTLMs: ttl.Milliseconds()})
 			if err != nil {
 				return hint(err)
 			}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -46,7 +46,7 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 			defer stop()
 			var mu sync.Mutex // events are handled concurrently
 			printed := 0
-			print := func(ev zone.Event) {
+			print := func(ev api.Event) {
 				mu.Lock()
 				defer mu.Unlock()
 				if count > 0 && printed >= count {
@@ -66,8 +66,8 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 					f.Sync()
 				}
 			}
-			info := zone.ServiceInfo{Name: args[0], Description: description}
-			err = c.Serve(ctx, app, info, func(_ context.Context, ev zone.Event) (any, error) {
+			info := api.ServiceInfo{Name: args[0], Description: description}
+			err = c.Serve(ctx, app, info, func(_ context.Context, ev api.Event) (any, error) {
 				if ev.Type != "message" {
 					return nil, fmt.Errorf("%s only takes messages (pzp send)", args[0])
 				}
@@ -103,8 +103,8 @@ func newPeerServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			info := zone.ServiceInfo{Name: "echo", Description: "returns its argument", Methods: []string{"echo"}, TokenRequired: tokenRequired}
-			err = c.Serve(cmd.Context(), "pzp-echo", info, func(_ context.Context, ev zone.Event) (any, error) {
+			info := api.ServiceInfo{Name: "echo", Description: "returns its argument", Methods: []string{"echo"}, TokenRequired: tokenRequired}
+			err = c.Serve(cmd.Context(), "pzp-echo", info, func(_ context.Context, ev api.Event) (any, error) {
 				if ev.Type == "call" && ev.Method != "echo" {
 					return nil, fmt.Errorf("echo has one method, echo, not %q", ev.Method)
 				}

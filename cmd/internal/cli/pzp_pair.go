@@ -17,6 +17,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 type peerPairOptions struct {
@@ -83,7 +84,7 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 			if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 				createdDir = true
 			}
-			if err := zone.CheckDataDir(dir, zone.PeerSocketName); err != nil {
+			if err := zone.CheckDataDir(dir, api.PeerSocketName); err != nil {
 				return err
 			}
 			removeIfNew := func() {

@@ -5,20 +5,19 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 // peerClient returns a client for the running pzp of g's data directory,
 // and how to start it if it is not running.
-func peerClient(g *globals) (*zone.Client, func(error) error, error) {
+func peerClient(g *globals) (*api.Client, func(error) error, error) {
 	dir, err := g.dataDir()
 	if err != nil {
 		return nil, nil, err
 	}
 	hint := func(err error) error { return notRunningHint(err, "pzp run", "pzp run --data "+dir) }
-	return zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName)), hint, nil
+	return api.NewClient(api.SocketPath(dir, api.PeerSocketName)), hint, nil
 }
 
 func newPeerServicesCmd(g *globals) *cobra.Command {
@@ -44,7 +43,7 @@ zone's policy lets it call out to.`,
 			out := cmd.OutOrStdout()
 			if asJSON {
 				if views == nil {
-					views = []zone.ServiceView{}
+					views = []api.ServiceView{}
 				}
 				return printJSON(out, views)
 			}

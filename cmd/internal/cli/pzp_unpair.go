@@ -10,6 +10,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newPeerUnpairCmd(g *globals) *cobra.Command {
@@ -29,8 +30,8 @@ func newPeerUnpairCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var res zone.UnpairResult
-			err = zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName)).Do(cmd.Context(), http.MethodPost, "/v1/unpair", nil, &res)
-			if errors.Is(err, zone.ErrNotRunning) {
+			err = api.NewClient(api.SocketPath(dir, api.PeerSocketName)).Do(cmd.Context(), http.MethodPost, "/v1/unpair", nil, &res)
+			if errors.Is(err, api.ErrNotRunning) {
 				var r *zone.UnpairResult
 				r, err = zone.UnpairOffline(cmd.Context(), dir, m, timeout)
 				if r != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newPeerWaitCmd(g *globals) *cobra.Command {
@@ -30,7 +31,7 @@ for the hub (synced).`,
 			if err != nil {
 				return err
 			}
-			c := zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName))
+			c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			var st zone.PeerStatus

@@ -8,6 +8,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // waitpath DIR DEVICE PATH: long-poll the status of the device in DIR until
@@ -19,7 +20,7 @@ func cmdWaitPath(ts *testscript.TestScript, neg bool, args []string) {
 	dir, device, want := ts.MkAbs(args[0]), args[1], args[2]
 	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
 	defer cancel()
-	c := zone.NewClient(zone.SocketPath(dir, zone.PeerSocketName))
+	c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
 	path := func(s *zone.PeerStatus) string {
 		if s.Direct == nil {
 			return "(no direct status)"

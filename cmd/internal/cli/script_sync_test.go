@@ -16,6 +16,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // Script commands for the zone state scripts: streams of edits racing a
@@ -48,17 +49,17 @@ func syncState(ts *testscript.TestScript) *scriptSync {
 }
 
 // daemonClient is a client of the daemon of kind pzh or pzp in dir.
-func daemonClient(ts *testscript.TestScript, dir, kind string) *zone.Client {
+func daemonClient(ts *testscript.TestScript, dir, kind string) *api.Client {
 	var sock string
 	switch kind {
 	case "pzh":
-		sock = zone.HubSocketName
+		sock = api.HubSocketName
 	case "pzp":
-		sock = zone.PeerSocketName
+		sock = api.PeerSocketName
 	default:
 		ts.Fatalf("daemon kind %q: say pzh or pzp", kind)
 	}
-	return zone.NewClient(zone.SocketPath(ts.MkAbs(dir), sock))
+	return api.NewClient(api.SocketPath(ts.MkAbs(dir), sock))
 }
 
 // editStream writes PREFIX/0, PREFIX/1, … (each value its own key) one
@@ -73,7 +74,7 @@ type editStream struct {
 	moved chan struct{} // closed, and replaced, at each ack and at the end
 }
 
-func (s *editStream) run(ctx context.Context, c *zone.Client, prefix string) {
+func (s *editStream) run(ctx context.Context, c *api.Client, prefix string) {
 	defer close(s.done)
 	var err error
 	for i := 0; i < editStreamCap && err == nil; i++ {
@@ -218,7 +219,7 @@ func cmdGenRecords(ts *testscript.TestScript, neg bool, args []string) {
 	for i := range n {
 		// A value of some fifty bytes, about what an application keeps.
 		text := fmt.Sprintf("record %d of %d, with a little padding.....", i, n)
-		ts.Check(enc.Encode(zone.ImportLine{Key: fmt.Sprintf("bulk/%06d", i), Text: &text}))
+		ts.Check(enc.Encode(api.ImportLine{Key: fmt.Sprintf("bulk/%06d", i), Text: &text}))
 	}
 	ts.Check(w.Flush())
 	ts.Check(f.Close())

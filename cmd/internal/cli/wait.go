@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // defaultWait is how long wait subcommands wait unless told otherwise.
@@ -16,11 +16,11 @@ const defaultWait = 30 * time.Second
 // waitReady waits until a daemon answers on its socket. The daemon may not
 // have created the socket yet, so this retries with a short, growing pause;
 // it is the one place the CLI polls.
-func waitReady(ctx context.Context, c *zone.Client, statusPath string, out any) error {
+func waitReady(ctx context.Context, c *api.Client, statusPath string, out any) error {
 	pause := 10 * time.Millisecond
 	for {
 		err := c.Do(ctx, http.MethodGet, statusPath, nil, out)
-		if err == nil || !errors.Is(err, zone.ErrNotRunning) {
+		if err == nil || !errors.Is(err, api.ErrNotRunning) {
 			return err
 		}
 		t := time.NewTimer(pause)
@@ -38,7 +38,7 @@ func waitReady(ctx context.Context, c *zone.Client, statusPath string, out any) 
 
 // watch long-polls path until done reports true for the decoded answer.
 // version extracts the answer's change version.
-func watch[T any](ctx context.Context, c *zone.Client, path string, version func(*T) uint64, done func(*T) bool) (*T, error) {
+func watch[T any](ctx context.Context, c *api.Client, path string, version func(*T) uint64, done func(*T) bool) (*T, error) {
 	var ver uint64
 	first := true
 	for {

@@ -1,4 +1,4 @@
-package zone
+package api
 
 import (
 	"bufio"
@@ -15,6 +15,91 @@ import (
 
 	"github.com/pzone/pzone/zone/wire"
 )
+
+// Event is one line of a service's event stream (GET
+// /v1/services/{name}/events): a call to answer, or a message.
+type Event struct {
+	// Type is "call", "message", or "cancel": the caller gave up on call
+	// ID, whose reply is no longer wanted.
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	// From is who sent it: zone/device/app (app left out when none).
+	From     string          `json:"from"`
+	Service  string          `json:"service"`
+	Method   string          `json:"method,omitempty"`
+	Body     json.RawMessage `json:"body"`
+	Deadline time.Time       `json:"deadline"`
+	// Token is the ID of the service token the call was made with, if any.
+	Token string `json:"token,omitempty"`
+	// Queued: the message waited at the hub since then (the device was
+	// away). Such a message can, rarely, arrive twice: its ID is the same.
+	Queued *time.Time `json:"queued,omitempty"`
+}
+
+// Reply is an application's answer to a call event (POST
+// /v1/calls/{id}/reply): a result or an error.
+type Reply struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// ServiceInfo describes a registered service; devices publish theirs in
+// the zone state (bucket apps, key DEVICE/APP, an AppRecord).
+type ServiceInfo struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Methods     []string `json:"methods,omitempty"`
+	// TokenRequired: calls must present a service token (pzh tokens).
+	TokenRequired bool `json:"token_required,omitempty"`
+}
+
+// ServiceView is one row of GET /v1/services and pzp services.
+type ServiceView struct {
+	Addr string `json:"addr"` // DEVICE/SERVICE, or ZONE/DEVICE/SERVICE in a friend zone
+	// Zone is the friend zone's petname; empty for this zone.
+	Zone        string   `json:"zone,omitempty"`
+	Device      string   `json:"device"`
+	App         string   `json:"app"`
+	Service     string   `json:"service"`
+	Description string   `json:"description,omitempty"`
+	Methods     []string `json:"methods,omitempty"`
+	// TokenRequired: calls must present a service token.
+	TokenRequired bool `json:"token_required,omitempty"`
+	// Running: an application serves it now (known for this device only).
+	Running *bool `json:"running,omitempty"`
+}
+
+// EventBuffer bounds the events waiting for a slow application: past it,
+// callers are told the service is busy rather than queueing without end.
+const EventBuffer = 256
+
+// CallRequest is the body of POST /v1/call and POST /v1/send.
+type CallRequestBody struct {
+	App       string          `json:"app,omitempty"`
+	To        string          `json:"to"`
+	Method    string          `json:"method,omitempty"`
+	Body      json.RawMessage `json:"body,omitempty"`
+	TimeoutMs int64           `json:"timeout_ms,omitempty"`
+	// Token is a service token (ID.SECRET from pzh tokens issue).
+	Token string `json:"token,omitempty"`
+	// TTLMs asks for delivery later when the device is away: a message
+	// is kept at the hub this long (and the device woken); a call waits
+	// this long for the device, on top of its timeout.
+	TTLMs int64 `json:"ttl_ms,omitempty"`
+}
+
+// CallResult is the answer of POST /v1/call.
+type CallResult struct {
+	Result json.RawMessage `json:"result"`
+}
+
+// SendResult is the answer of POST /v1/send: delivered to the serving
+// application, or (with a time to live) queued at the hub until Expires.
+type SendResult struct {
+	Delivered bool       `json:"delivered"`
+	Queued    bool       `json:"queued,omitempty"`
+	Expires   *time.Time `json:"expires,omitempty"`
+}
 
 // The Go side of the local API for applications: call services, send
 // messages, list services, and serve a service. Any language can do the
@@ -131,7 +216,7 @@ func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle
 	inFlight := map[string]context.CancelFunc{} // calls being handled, to cancel
 	// Messages are handled one at a time, in the order they came (a queue
 	// at the hub delivers them in order); calls each on their own.
-	messages := make(chan Event, eventBuffer)
+	messages := make(chan Event, EventBuffer)
 	defer close(messages)
 	go func() {
 		for ev := range messages {
