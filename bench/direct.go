@@ -74,7 +74,7 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 	}
 	// Until the direct connection is up: the first call makes it, once
 	// A holds B's published address.
-	up := func(st *zone.PeerStatus) bool {
+	up := func(st *api.PeerStatus) bool {
 		if st.Direct == nil {
 			return false
 		}
@@ -90,7 +90,7 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 		if _, err := timed(toB); err != nil {
 			return nil, err
 		}
-		if st, err := waitPeer(ctx, d.a, func(*zone.PeerStatus) bool { return true }); err != nil {
+		if st, err := waitPeer(ctx, d.a, func(*api.PeerStatus) bool { return true }); err != nil {
 			return nil, err
 		} else if up(st) {
 			break
@@ -99,7 +99,7 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 			return nil, fmt.Errorf("no direct connection from %s to %s after %v", d.a.name, d.b.name, syncWait)
 		}
 	}
-	before, err := waitPeer(ctx, d.a, func(*zone.PeerStatus) bool { return true })
+	before, err := waitPeer(ctx, d.a, func(*api.PeerStatus) bool { return true })
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 			dirs, hubs = append(dirs, x), append(hubs, h)
 		}
 	}
-	after, err := waitPeer(ctx, d.a, func(*zone.PeerStatus) bool { return true })
+	after, err := waitPeer(ctx, d.a, func(*api.PeerStatus) bool { return true })
 	if err != nil {
 		return nil, err
 	}

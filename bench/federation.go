@@ -57,15 +57,15 @@ func newFederationBench(ctx context.Context, cfg *Config) (_ *federationBench, e
 	}
 	f.a, f.b = devA[0], devB[0]
 	// B's hub invites; A's hub accepts, naming B's zone f.friend.
-	var inv zone.FriendInviteView
-	if err := f.hubB.client.Do(ctx, http.MethodPost, "/v1/friends/invites", zone.FriendInviteRequest{}, &inv); err != nil {
+	var inv api.FriendInviteView
+	if err := f.hubB.client.Do(ctx, http.MethodPost, "/v1/friends/invites", api.FriendInviteRequest{}, &inv); err != nil {
 		return nil, fmt.Errorf("friend invite: %w", err)
 	}
-	if err := f.hubA.client.Do(ctx, http.MethodPost, "/v1/friends", zone.FriendAcceptRequest{Token: inv.Token, As: f.friend}, nil); err != nil {
+	if err := f.hubA.client.Do(ctx, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: inv.Token, As: f.friend}, nil); err != nil {
 		return nil, fmt.Errorf("friend accept: %w", err)
 	}
 	// B's zone lets A's zone, named by its zone ID, call anything.
-	var friendsB zone.FriendsView
+	var friendsB api.FriendsView
 	if err := f.hubB.client.Do(ctx, http.MethodGet, "/v1/friends", nil, &friendsB); err != nil || len(friendsB.Friends) != 1 {
 		return nil, fmt.Errorf("B's hub lists no friend: %v", err)
 	}
@@ -93,7 +93,7 @@ func (f *federationBench) close() {
 // waitLinked waits until A's hub has a link with B's.
 func (f *federationBench) waitLinked(ctx context.Context) error {
 	deadline := time.Now().Add(syncWait)
-	var v zone.FriendsView
+	var v api.FriendsView
 	path := "/v1/friends"
 	for {
 		if err := f.hubA.client.Do(ctx, http.MethodGet, path, nil, &v); err != nil {
@@ -139,7 +139,7 @@ func (f *federationBench) roundTrip(ctx context.Context, kind transport.Kind) (_
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("cross-zone call %s: %w", to, cb.call(ctx, to, arg))
 		}
-		if _, err := waitPeer(ctx, f.b, func(*zone.PeerStatus) bool { return true }); err != nil {
+		if _, err := waitPeer(ctx, f.b, func(*api.PeerStatus) bool { return true }); err != nil {
 			return nil, err
 		}
 	}
@@ -162,7 +162,7 @@ func (f *federationBench) roundTrip(ctx context.Context, kind transport.Kind) (_
 			calls, raws = append(calls, c), append(raws, r)
 		}
 	}
-	st, err := waitPeer(ctx, f.b, func(*zone.PeerStatus) bool { return true })
+	st, err := waitPeer(ctx, f.b, func(*api.PeerStatus) bool { return true })
 	if err != nil {
 		return nil, err
 	}

@@ -102,9 +102,9 @@ func (f *fixture) pairMany(ctx context.Context, n int) error {
 	errc := make(chan error, pairWorkers)
 	var tokens []*pairing.Token
 	for i := 0; i < n; i += pairing.MaxInviteUses {
-		var inv zone.InviteView
+		var inv api.InviteView
 		uses := min(pairing.MaxInviteUses, n-i)
-		if err := f.client.Do(ctx, http.MethodPost, "/v1/invites", zone.InviteRequest{Device: fmt.Sprintf("d%d", i/pairing.MaxInviteUses), Uses: uses, TTL: "1h"}, &inv); err != nil {
+		if err := f.client.Do(ctx, http.MethodPost, "/v1/invites", api.InviteRequest{Device: fmt.Sprintf("d%d", i/pairing.MaxInviteUses), Uses: uses, TTL: "1h"}, &inv); err != nil {
 			return err
 		}
 		tok, err := pairing.ParseToken(inv.Token)
@@ -140,12 +140,12 @@ func (f *fixture) pairMany(ctx context.Context, n int) error {
 
 // hubStatus reads the hub's status, long-polling past version since when
 // wait is set.
-func (f *fixture) hubStatus(ctx context.Context, since uint64, wait bool) (*zone.HubStatus, error) {
+func (f *fixture) hubStatus(ctx context.Context, since uint64, wait bool) (*api.HubStatus, error) {
 	path := "/v1/status"
 	if wait {
 		path = fmt.Sprintf("/v1/status?wait=%d&timeout=5s", since)
 	}
-	var st zone.HubStatus
+	var st api.HubStatus
 	return &st, f.client.Do(ctx, http.MethodGet, path, nil, &st)
 }
 
@@ -174,7 +174,7 @@ func (f *fixture) waitOnline(ctx context.Context, want int, atMost bool, timeout
 		if (!atMost && st.Online >= want) || (atMost && st.Online <= want) {
 			return time.Since(start), nil
 		}
-		var next *zone.HubStatus
+		var next *api.HubStatus
 		next, err = f.hubStatus(ctx, st.Version, true)
 		if err == nil {
 			st = next

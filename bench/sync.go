@@ -158,7 +158,7 @@ func startZoneHub(ctx context.Context, cfg *Config, dir string, records int) (*s
 	if err := h.proc.Start(); err != nil {
 		return nil, fmt.Errorf("start %v: %w", cfg.HubCommand, err)
 	}
-	var st zone.HubStatus
+	var st api.HubStatus
 	if err := answer(ctx, h.client, "/v1/status", &st, 30*time.Second); err != nil {
 		stopChild(h.proc)
 		return nil, fmt.Errorf("hub in %s: %w", h.dir, err)
@@ -227,8 +227,8 @@ func fillState(dir string, n int) (int64, error) {
 
 // invite creates an invite for uses devices named device.
 func (h *syncHub) invite(ctx context.Context, device string, uses int) (string, error) {
-	var inv zone.InviteView
-	if err := h.client.Do(ctx, http.MethodPost, "/v1/invites", zone.InviteRequest{Device: device, Uses: uses, TTL: "1h"}, &inv); err != nil {
+	var inv api.InviteView
+	if err := h.client.Do(ctx, http.MethodPost, "/v1/invites", api.InviteRequest{Device: device, Uses: uses, TTL: "1h"}, &inv); err != nil {
 		return "", fmt.Errorf("invite: %w", err)
 	}
 	return inv.Token, nil
@@ -333,13 +333,13 @@ func waitSynced(ctx context.Context, devs []*syncDevice) error {
 // waitPeer long-polls d's status, once its daemon answers, until cond
 // holds, and returns that status; on failure, the last status seen (nil
 // if none).
-func waitPeer(ctx context.Context, d *syncDevice, cond func(*zone.PeerStatus) bool) (*zone.PeerStatus, error) {
-	st := &zone.PeerStatus{}
+func waitPeer(ctx context.Context, d *syncDevice, cond func(*api.PeerStatus) bool) (*api.PeerStatus, error) {
+	st := &api.PeerStatus{}
 	if err := answer(ctx, d.client, "/v1/status", st, syncWait); err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.name, err)
 	}
 	for !cond(st) {
-		var next zone.PeerStatus
+		var next api.PeerStatus
 		if err := d.client.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/status?wait=%d&timeout=5s", st.Version), nil, &next); err != nil {
 			return st, fmt.Errorf("device %s: %w", d.name, err)
 		}
@@ -348,7 +348,7 @@ func waitPeer(ctx context.Context, d *syncDevice, cond func(*zone.PeerStatus) bo
 	return st, nil
 }
 
-func synced(st *zone.PeerStatus) bool {
+func synced(st *api.PeerStatus) bool {
 	return st.State == "online" && st.Sync != nil && st.Sync.Synced()
 }
 
@@ -367,8 +367,8 @@ func answer(ctx context.Context, c *api.Client, path string, out any, timeout ti
 	}
 }
 
-func peerStatus(ctx context.Context, d *syncDevice) (*zone.PeerStatus, error) {
-	var st zone.PeerStatus
+func peerStatus(ctx context.Context, d *syncDevice) (*api.PeerStatus, error) {
+	var st api.PeerStatus
 	if err := d.client.Do(ctx, http.MethodGet, "/v1/status", nil, &st); err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.name, err)
 	}

@@ -189,10 +189,10 @@ type arrival struct {
 
 // asleep waits until d is asleep, registered for wakeup, and the hub
 // knows it is; it returns d's status.
-func (w *wakeBench) asleep(ctx context.Context, d *syncDevice) (*zone.PeerStatus, error) {
+func (w *wakeBench) asleep(ctx context.Context, d *syncDevice) (*api.PeerStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, wakeWait)
 	defer cancel()
-	st, err := waitPeer(ctx, d, func(st *zone.PeerStatus) bool {
+	st, err := waitPeer(ctx, d, func(st *api.PeerStatus) bool {
 		return st.State == "asleep" && st.Wake != nil && st.Wake.Endpoint != "" && st.Wake.Asleep != nil
 	})
 	if err != nil {
@@ -203,7 +203,7 @@ func (w *wakeBench) asleep(ctx context.Context, d *syncDevice) (*zone.PeerStatus
 	}
 	var ver uint64
 	for {
-		var v zone.DevicesView
+		var v api.DevicesView
 		if err := w.hub.client.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/devices?wait=%d&timeout=5s", ver), nil, &v); err != nil {
 			return nil, fmt.Errorf("device %s asleep, but the hub: %w", d.name, err)
 		}
@@ -260,7 +260,7 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 	pings0 := w.waker.count()
 	// first is each sleeper's wake status before its first message: the
 	// asleep rows count from there.
-	first := map[string]*zone.PeerWakeStatus{}
+	first := map[string]*api.PeerWakeStatus{}
 	var asleepFor time.Duration
 	lat, raws := make([]float64, 0, n), make([]float64, 0, n)
 	for i := range warm + n {

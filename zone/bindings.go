@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -20,27 +21,6 @@ import (
 // sessions it runs over, so it ends with either of them (a session that
 // ends, a revoked device), or when the hub's operator ends it. Ending a
 // binding cuts every exchange in flight on it, and records why.
-
-// BindingsView is the answer of GET /v1/bindings.
-type BindingsView struct {
-	Version  uint64        `json:"version"`
-	Bindings []BindingView `json:"bindings"`
-}
-
-// BindingView is one row of pzh bindings; its JSON is stable
-// (docs/PROTOCOL.md).
-type BindingView struct {
-	ID       string     `json:"id"`
-	From     string     `json:"from"` // DEVICE/APP (DEVICE when no app)
-	To       string     `json:"to"`   // DEVICE/SERVICE
-	Since    time.Time  `json:"since"`
-	Calls    uint64     `json:"calls"`
-	BytesIn  uint64     `json:"bytes_in"`  // towards the service
-	BytesOut uint64     `json:"bytes_out"` // back to the application
-	Token    string     `json:"token,omitempty"`
-	Ended    *time.Time `json:"ended,omitempty"`
-	Reason   string     `json:"reason,omitempty"` // why it ended
-}
 
 type bindKey struct{ fromDevice, fromApp, toDevice, toService, token string }
 
@@ -211,12 +191,12 @@ func (t *bindingTable) lookup(id string) *binding {
 	return t.byID[id]
 }
 
-func (b *binding) view() BindingView {
+func (b *binding) view() api.BindingView {
 	from := b.key.fromDevice
 	if b.key.fromApp != "" {
 		from += "/" + b.key.fromApp
 	}
-	v := BindingView{ID: b.id, From: from, To: b.key.toDevice + "/" + b.key.toService, Since: b.since,
+	v := api.BindingView{ID: b.id, From: from, To: b.key.toDevice + "/" + b.key.toService, Since: b.since,
 		Calls: b.calls.Load(), BytesIn: b.in.Load(), BytesOut: b.out.Load(), Token: b.key.token}
 	b.mu.Lock()
 	if !b.ended.IsZero() {
@@ -228,7 +208,7 @@ func (b *binding) view() BindingView {
 }
 
 // views lists the live bindings, and the recently ended ones with all.
-func (t *bindingTable) views(all bool) []BindingView {
+func (t *bindingTable) views(all bool) []api.BindingView {
 	t.mu.Lock()
 	bs := make([]*binding, 0, len(t.live))
 	for _, b := range t.live {
@@ -238,7 +218,7 @@ func (t *bindingTable) views(all bool) []BindingView {
 		bs = append(bs, t.ended...)
 	}
 	t.mu.Unlock()
-	out := make([]BindingView, 0, len(bs))
+	out := make([]api.BindingView, 0, len(bs))
 	for _, b := range bs {
 		out = append(out, b.view())
 	}
@@ -273,7 +253,7 @@ func (c countingWriter) Write(p []byte) (int, error) {
 var errNoBinding = errors.New("no such binding")
 
 // endBinding ends a binding by id for the hub's operator.
-func (h *Hub) endBinding(id string) (*BindingView, error) {
+func (h *Hub) endBinding(id string) (*api.BindingView, error) {
 	b := h.bindings.lookup(id)
 	if b == nil || !h.bindings.end(b, "ended by the hub operator", h.cfg.Now()) {
 		return nil, fmt.Errorf("%w %q (pzh bindings lists the live ones)", errNoBinding, id)
@@ -286,7 +266,7 @@ func (h *Hub) endBinding(id string) (*BindingView, error) {
 func (h *Hub) bindingRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/bindings", func(w http.ResponseWriter, r *http.Request) {
 		ver := longPoll(r, &h.bindings.changes)
-		writeJSON(w, http.StatusOK, BindingsView{Version: ver, Bindings: h.bindings.views(r.URL.Query().Get("all") == "1")})
+		writeJSON(w, http.StatusOK, api.BindingsView{Version: ver, Bindings: h.bindings.views(r.URL.Query().Get("all") == "1")})
 	})
 	mux.HandleFunc("POST /v1/bindings/{id}/end", func(w http.ResponseWriter, r *http.Request) {
 		v, err := h.endBinding(r.PathValue("id"))

@@ -46,7 +46,7 @@ func serveApp(t *testing.T, c *api.Client, app string, info api.ServiceInfo, han
 // method fail fails.
 func serveEcho(t *testing.T, dir string) (messages <-chan api.Event) {
 	t.Helper()
-	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
+	waitPeer(t, dir, func(*api.PeerStatus) bool { return true }) // the daemon answers
 	msgs := make(chan api.Event, 16)
 	serveApp(t, peerClient(dir), "demo", api.ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Type == "message" {
@@ -68,7 +68,7 @@ func serveEcho(t *testing.T, dir string) (messages <-chan api.Event) {
 // waitRecord waits until the peer in dir holds bucket/key.
 func waitRecord(t *testing.T, dir, bucket, key string) {
 	t.Helper()
-	waitPeer(t, dir, func(*PeerStatus) bool { return true }) // the daemon answers
+	waitPeer(t, dir, func(*api.PeerStatus) bool { return true }) // the daemon answers
 	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
 	defer cancel()
 	found := errors.New("found")
@@ -143,8 +143,8 @@ func TestCallsThroughTheHub(t *testing.T) {
 	}
 
 	// A device that is offline fails fast.
-	var inv InviteView
-	if err := hub.client().Do(ctx, http.MethodPost, "/v1/invites", InviteRequest{Device: "tablet"}, &inv); err != nil {
+	var inv api.InviteView
+	if err := hub.client().Do(ctx, http.MethodPost, "/v1/invites", api.InviteRequest{Device: "tablet"}, &inv); err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.Call(ctx, "tester", "laptop/echo", "echo", json.RawMessage(`"still here"`))
@@ -216,14 +216,14 @@ func TestPolicyAtBothEnds(t *testing.T) {
 }
 
 // waitBindings long-polls the hub's bindings until cond holds.
-func waitBindings(t *testing.T, hub *testHub, all bool, cond func([]BindingView) bool) []BindingView {
+func waitBindings(t *testing.T, hub *testHub, all bool, cond func([]api.BindingView) bool) []api.BindingView {
 	t.Helper()
 	ctx := testCtx(t)
 	path := "/v1/bindings?"
 	if all {
 		path += "all=1&"
 	}
-	var v BindingsView
+	var v api.BindingsView
 	for first := true; ; first = false {
 		p := path
 		if !first {
@@ -257,7 +257,7 @@ func TestBindings(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bs := waitBindings(t, hub, false, func([]BindingView) bool { return true })
+	bs := waitBindings(t, hub, false, func([]api.BindingView) bool { return true })
 	if len(bs) != 1 || bs[0].From != "phone/notes" || bs[0].To != "laptop/echo" || bs[0].Calls != 2 || bs[0].BytesIn == 0 || bs[0].BytesOut == 0 {
 		t.Fatalf("bindings %+v", bs)
 	}
@@ -268,8 +268,8 @@ func TestBindings(t *testing.T) {
 		_, err := c.Call(ctx, "notes", "laptop/echo", "hang", nil)
 		hung <- err
 	}()
-	bs = waitBindings(t, hub, false, func(bs []BindingView) bool { return len(bs) == 1 && bs[0].Calls == 3 })
-	var ended BindingView
+	bs = waitBindings(t, hub, false, func(bs []api.BindingView) bool { return len(bs) == 1 && bs[0].Calls == 3 })
+	var ended api.BindingView
 	if err := hub.client().Do(ctx, http.MethodPost, "/v1/bindings/"+bs[0].ID+"/end", nil, &ended); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func TestBindings(t *testing.T) {
 	if err := hub.client().Do(ctx, http.MethodPost, "/v1/devices/laptop/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	all := waitBindings(t, hub, true, func(bs []BindingView) bool { return len(bs) == 2 && bs[1].Ended != nil })
+	all := waitBindings(t, hub, true, func(bs []api.BindingView) bool { return len(bs) == 2 && bs[1].Ended != nil })
 	if !strings.Contains(all[1].Reason, `device "laptop" went offline (revoked)`) {
 		t.Fatalf("ended bindings %+v", all)
 	}
@@ -351,7 +351,7 @@ func TestCancellationReachesTheService(t *testing.T) {
 	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
 	startPeer(t, phone, clock)
 	startPeer(t, laptop, clock)
-	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
+	waitPeer(t, laptop, func(*api.PeerStatus) bool { return true })
 	started, stopped := make(chan struct{}, 1), make(chan error, 1)
 	serveApp(t, peerClient(laptop), "slow", api.ServiceInfo{Name: "slow"}, func(ctx context.Context, ev api.Event) (any, error) {
 		started <- struct{}{}

@@ -18,6 +18,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -73,44 +74,6 @@ const (
 	// direct path either.
 	maxDirectCalls = DefaultCallsPerTarget / callTargetShare
 )
-
-// DirectStatus is the direct part of a peer's status (pzp status): where
-// this device takes direct connections, and the path to every other device.
-type DirectStatus struct {
-	// Listen are the addresses published for other devices.
-	Listen []string `json:"listen"`
-	// CallsDirect and CallsHub count the calls and messages sent to other
-	// devices since pzp run started, by the path they took; Fallbacks,
-	// those of CallsHub that went through the hub after a direct attempt
-	// failed.
-	CallsDirect uint64             `json:"calls_direct"`
-	CallsHub    uint64             `json:"calls_hub"`
-	Fallbacks   uint64             `json:"fallbacks"`
-	Peers       []DirectPeerStatus `json:"peers"`
-}
-
-// DirectPeerStatus is the path to one other device of the zone.
-type DirectPeerStatus struct {
-	Device string `json:"device"`
-	// Path is "direct" while a direct connection is up, else "hub".
-	Path string `json:"path"`
-	// Transport ("quic" or "tcp"), Addr (the other device's address),
-	// Inbound (the other device dialled) and Since: the direct connection.
-	Transport string     `json:"transport,omitempty"`
-	Addr      string     `json:"addr,omitempty"`
-	Inbound   bool       `json:"inbound,omitempty"`
-	Since     *time.Time `json:"since,omitempty"`
-	RTTMs     *float64   `json:"rtt_ms,omitempty"`
-	// Hints are the addresses the device published.
-	Hints       []string `json:"hints,omitempty"`
-	CallsDirect uint64   `json:"calls_direct"`
-	CallsHub    uint64   `json:"calls_hub"`
-	Fallbacks   uint64   `json:"fallbacks"`
-	// LastError says why the last direct attempt failed; RetryAfter is
-	// when the next may be made.
-	LastError  string     `json:"last_error,omitempty"`
-	RetryAfter *time.Time `json:"retry_after,omitempty"`
-}
 
 // errViaHub is callDirect's answer for a call the hub must carry.
 var errViaHub = errors.New("via the hub")
@@ -897,11 +860,11 @@ func (d *directNet) dialOne(ctx context.Context, addr, want string, tc transport
 
 // status reports the listener and the path to every other device of the
 // zone (nil for a device without direct connections).
-func (d *directNet) status() *DirectStatus {
+func (d *directNet) status() *api.DirectStatus {
 	if d == nil {
 		return nil
 	}
-	st := &DirectStatus{Listen: d.addr, CallsDirect: d.callsDirect.Load(), CallsHub: d.callsHub.Load(), Fallbacks: d.fallbacks.Load()}
+	st := &api.DirectStatus{Listen: d.addr, CallsDirect: d.callsDirect.Load(), CallsHub: d.callsHub.Load(), Fallbacks: d.fallbacks.Load()}
 	self := d.p.id.Load().Device
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -919,7 +882,7 @@ func (d *directNet) status() *DirectStatus {
 	delete(names, self)
 	now := time.Now()
 	for n := range names {
-		ps := DirectPeerStatus{Device: n, Path: "hub", Hints: view.addrs[n]}
+		ps := api.DirectPeerStatus{Device: n, Path: "hub", Hints: view.addrs[n]}
 		if c := d.conns[n]; c != nil && !c.dead() {
 			since := c.since
 			ps.Path, ps.Transport, ps.Addr, ps.Inbound, ps.Since = "direct", string(c.conn.Kind()), c.conn.RemoteAddr().String(), c.inbound, &since

@@ -47,7 +47,7 @@ func startDirectZone(t *testing.T, mode transport.Mode, extra ...string) (*direc
 }
 
 // pathTo is dir's path to device in its status ("" if not listed).
-func pathTo(st *PeerStatus, device string) DirectPeerStatus {
+func pathTo(st *api.PeerStatus, device string) api.DirectPeerStatus {
 	if st.Direct != nil {
 		for _, p := range st.Direct.Peers {
 			if p.Device == device {
@@ -55,7 +55,7 @@ func pathTo(st *PeerStatus, device string) DirectPeerStatus {
 			}
 		}
 	}
-	return DirectPeerStatus{}
+	return api.DirectPeerStatus{}
 }
 
 // TestDirectCall: a call between two devices that can reach each other
@@ -71,7 +71,7 @@ func TestDirectCall(t *testing.T) {
 			if err != nil || string(res) != `{"n":1}` {
 				t.Fatalf("direct call: %s, %v", res, err)
 			}
-			st := waitPeer(t, z.phone, func(s *PeerStatus) bool { return pathTo(s, "laptop").Path == "direct" })
+			st := waitPeer(t, z.phone, func(s *api.PeerStatus) bool { return pathTo(s, "laptop").Path == "direct" })
 			if p := pathTo(st, "laptop"); p.Transport != string(mode) || p.CallsDirect != 1 || p.CallsHub != 0 || p.Inbound {
 				t.Fatalf("phone's path to the laptop: %+v", p)
 			}
@@ -86,11 +86,11 @@ func TestDirectCall(t *testing.T) {
 			if _, err := c.Call(ctx, "tester", "laptop/echo", "fail", nil); err == nil {
 				t.Fatal("a failing method succeeded")
 			}
-			st = waitPeer(t, z.laptop, func(s *PeerStatus) bool { return pathTo(s, "phone").Path == "direct" })
+			st = waitPeer(t, z.laptop, func(s *api.PeerStatus) bool { return pathTo(s, "phone").Path == "direct" })
 			if p := pathTo(st, "phone"); !p.Inbound {
 				t.Fatalf("laptop's path to the phone: %+v", p)
 			}
-			if b := waitBindings(t, z.hub, true, func([]BindingView) bool { return true }); len(b) != 0 {
+			if b := waitBindings(t, z.hub, true, func([]api.BindingView) bool { return true }); len(b) != 0 {
 				t.Fatalf("the hub made bindings for direct calls: %+v", b)
 			}
 			if st := z.phonePeer.Status(); st.Direct.CallsDirect != 3 || st.Direct.CallsHub != 0 || st.Direct.Fallbacks != 0 {
@@ -243,7 +243,7 @@ func TestDirectFallback(t *testing.T) {
 	if f1, f2 := <-froms, <-froms; f1 != "alice/phone/tester" || f2 != f1 {
 		t.Fatalf("deliveries from %q and %q", f1, f2)
 	}
-	st := waitPeer(t, phone, func(s *PeerStatus) bool { return pathTo(s, "laptop").Path == "hub" })
+	st := waitPeer(t, phone, func(s *api.PeerStatus) bool { return pathTo(s, "laptop").Path == "hub" })
 	if st.Direct.Fallbacks != 1 || st.Direct.CallsHub != 1 || st.Direct.CallsDirect != 0 {
 		t.Fatalf("after the cut: %+v", st.Direct)
 	}
@@ -254,7 +254,7 @@ func TestDirectFallback(t *testing.T) {
 			t.Fatalf("call %d after the cut: %s, %v", i, res, err)
 		}
 	}
-	st = waitPeer(t, phone, func(s *PeerStatus) bool { return true })
+	st = waitPeer(t, phone, func(s *api.PeerStatus) bool { return true })
 	p := pathTo(st, "laptop")
 	if p.Path != "hub" || p.CallsHub != 3 || p.LastError == "" || p.RetryAfter == nil {
 		t.Fatalf("path after failures: %+v", p)

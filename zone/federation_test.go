@@ -22,12 +22,12 @@ import (
 func befriend(t *testing.T, a, b *testHub, petname string) {
 	t.Helper()
 	ctx := testCtx(t)
-	var inv FriendInviteView
-	if err := a.client().Do(ctx, http.MethodPost, "/v1/friends/invites", FriendInviteRequest{}, &inv); err != nil {
+	var inv api.FriendInviteView
+	if err := a.client().Do(ctx, http.MethodPost, "/v1/friends/invites", api.FriendInviteRequest{}, &inv); err != nil {
 		t.Fatal(err)
 	}
-	var fv FriendView
-	if err := b.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: petname}, &fv); err != nil {
+	var fv api.FriendView
+	if err := b.client().Do(ctx, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: inv.Token, As: petname}, &fv); err != nil {
 		t.Fatal(err)
 	}
 	waitLinked(t, a, 1)
@@ -56,15 +56,15 @@ func pollHub[V any](t *testing.T, h *testHub, path string, version func(*V) uint
 }
 
 // waitFriends long-polls hub h's friends until cond holds.
-func waitFriends(t *testing.T, h *testHub, cond func(FriendsView) bool) FriendsView {
+func waitFriends(t *testing.T, h *testHub, cond func(api.FriendsView) bool) api.FriendsView {
 	t.Helper()
-	return *pollHub(t, h, "/v1/friends", func(v *FriendsView) uint64 { return v.Version }, func(v *FriendsView) bool { return cond(*v) })
+	return *pollHub(t, h, "/v1/friends", func(v *api.FriendsView) uint64 { return v.Version }, func(v *api.FriendsView) bool { return cond(*v) })
 }
 
 // waitLinked waits until hub h has n live links.
-func waitLinked(t *testing.T, h *testHub, n int) FriendsView {
+func waitLinked(t *testing.T, h *testHub, n int) api.FriendsView {
 	t.Helper()
-	return waitFriends(t, h, func(v FriendsView) bool {
+	return waitFriends(t, h, func(v api.FriendsView) bool {
 		up := 0
 		for _, f := range v.Friends {
 			if f.State == "online" {
@@ -76,10 +76,10 @@ func waitLinked(t *testing.T, h *testHub, n int) FriendsView {
 }
 
 // waitDevices long-polls hub h's devices until cond holds.
-func waitDevices(t *testing.T, h *testHub, cond func(map[string]DeviceView) bool) {
+func waitDevices(t *testing.T, h *testHub, cond func(map[string]api.DeviceView) bool) {
 	t.Helper()
-	pollHub(t, h, "/v1/devices", func(v *DevicesView) uint64 { return v.Version }, func(v *DevicesView) bool {
-		m := map[string]DeviceView{}
+	pollHub(t, h, "/v1/devices", func(v *api.DevicesView) uint64 { return v.Version }, func(v *api.DevicesView) bool {
+		m := map[string]api.DeviceView{}
 		for _, d := range v.Devices {
 			m[d.Name] = d
 		}
@@ -127,7 +127,7 @@ func TestFederatedCall(t *testing.T) {
 	// The rule names the app: another app of the phone is refused.
 	_, err = c.Call(ctx, "other", "bob/laptop/echo", "echo", "hi")
 	wantStatus(t, err, http.StatusForbidden, "denied")
-	if st := waitPeer(t, laptop, func(st *PeerStatus) bool { return st.Envelopes.Accepted >= 1 }); st.Envelopes.Forged != 0 {
+	if st := waitPeer(t, laptop, func(st *api.PeerStatus) bool { return st.Envelopes.Accepted >= 1 }); st.Envelopes.Forged != 0 {
 		t.Fatalf("laptop envelopes %+v", st.Envelopes)
 	}
 	// The serving app sees the caller by the name its zone gives it.
@@ -143,7 +143,7 @@ func TestFederatedCall(t *testing.T) {
 // bobZone is the compact zone ID of hub h.
 func bobZone(t *testing.T, h *testHub) string {
 	t.Helper()
-	var st HubStatus
+	var st api.HubStatus
 	if err := h.client().Do(testCtx(t), http.MethodGet, "/v1/status", nil, &st); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 			t.Errorf("%s: %v %q, want %v with %q", name, rep.Status, rep.Message, tc.status, tc.text)
 		}
 	}
-	if st := waitPeer(t, laptop, func(st *PeerStatus) bool { return st.Envelopes.Forged >= 1 }); st.Envelopes.Accepted != 0 {
+	if st := waitPeer(t, laptop, func(st *api.PeerStatus) bool { return st.Envelopes.Forged >= 1 }); st.Envelopes.Accepted != 0 {
 		t.Fatalf("laptop accepted %+v", st.Envelopes)
 	}
 	// Discovery from a friend lists only what its policy grants: all.
@@ -267,12 +267,12 @@ func TestFriendRemovalEndsBothSides(t *testing.T) {
 	alice := startHubNamed(t, clock, "alice", nil)
 	bob := startHubNamed(t, clock, "bob", nil)
 	befriend(t, alice, bob, "alice")
-	var res RemoveFriendResult
+	var res api.RemoveFriendResult
 	if err := alice.client().Do(testCtx(t), http.MethodDelete, "/v1/friends/bob", nil, &res); err != nil || !res.Told {
 		t.Fatalf("remove: %+v, %v", res, err)
 	}
 	// bob forgets alice too, and neither dials the other.
-	waitFriends(t, bob, func(v FriendsView) bool { return len(v.Friends) == 0 })
+	waitFriends(t, bob, func(v api.FriendsView) bool { return len(v.Friends) == 0 })
 	ctx := testCtx(t)
 	err := alice.client().Do(ctx, http.MethodDelete, "/v1/friends/bob", nil, nil)
 	var ae *api.APIError
@@ -286,21 +286,21 @@ func TestFriendAcceptRefusals(t *testing.T) {
 	alice := startHubNamed(t, clock, "alice", nil)
 	bob := startHubNamed(t, clock, "bob", nil)
 	ctx := testCtx(t)
-	var inv FriendInviteView
-	if err := alice.client().Do(ctx, http.MethodPost, "/v1/friends/invites", FriendInviteRequest{TTL: "1h"}, &inv); err != nil {
+	var inv api.FriendInviteView
+	if err := alice.client().Do(ctx, http.MethodPost, "/v1/friends/invites", api.FriendInviteRequest{TTL: "1h"}, &inv); err != nil {
 		t.Fatal(err)
 	}
 	for name, tc := range map[string]struct {
 		hub    *testHub
-		req    FriendAcceptRequest
+		req    api.FriendAcceptRequest
 		status int
 		text   string
 	}{
-		"own token":     {alice, FriendAcceptRequest{Token: inv.Token, As: "x"}, http.StatusBadRequest, "this zone's own"},
-		"own name":      {bob, FriendAcceptRequest{Token: inv.Token, As: "bob"}, http.StatusBadRequest, "this zone's own name"},
-		"bad name":      {bob, FriendAcceptRequest{Token: inv.Token, As: "Al ice"}, http.StatusBadRequest, "invalid zone name"},
-		"not a token":   {bob, FriendAcceptRequest{Token: "PZF1AAAA", As: "alice"}, http.StatusBadRequest, "invalid friend token"},
-		"device invite": {bob, FriendAcceptRequest{Token: "PZI1AAAA", As: "alice"}, http.StatusBadRequest, "token of pzh invite"},
+		"own token":     {alice, api.FriendAcceptRequest{Token: inv.Token, As: "x"}, http.StatusBadRequest, "this zone's own"},
+		"own name":      {bob, api.FriendAcceptRequest{Token: inv.Token, As: "bob"}, http.StatusBadRequest, "this zone's own name"},
+		"bad name":      {bob, api.FriendAcceptRequest{Token: inv.Token, As: "Al ice"}, http.StatusBadRequest, "invalid zone name"},
+		"not a token":   {bob, api.FriendAcceptRequest{Token: "PZF1AAAA", As: "alice"}, http.StatusBadRequest, "invalid friend token"},
+		"device invite": {bob, api.FriendAcceptRequest{Token: "PZI1AAAA", As: "alice"}, http.StatusBadRequest, "token of pzh invite"},
 	} {
 		err := tc.hub.client().Do(ctx, http.MethodPost, "/v1/friends", tc.req, nil)
 		var ae *api.APIError
@@ -309,27 +309,27 @@ func TestFriendAcceptRefusals(t *testing.T) {
 		}
 	}
 	// A cancelled invite makes no friends.
-	var inv2 FriendInviteView
-	if err := alice.client().Do(ctx, http.MethodPost, "/v1/friends/invites", FriendInviteRequest{}, &inv2); err != nil {
+	var inv2 api.FriendInviteView
+	if err := alice.client().Do(ctx, http.MethodPost, "/v1/friends/invites", api.FriendInviteRequest{}, &inv2); err != nil {
 		t.Fatal(err)
 	}
 	if err := alice.client().Do(ctx, http.MethodDelete, "/v1/friends/invites/"+inv2.ID, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv2.Token, As: "alice"}, nil)
+	err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: inv2.Token, As: "alice"}, nil)
 	if ae := (*api.APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || !strings.Contains(ae.Message, "cancelled") {
 		t.Fatalf("cancelled invite: %v", err)
 	}
 	// A tampered secret: the inviting hub refuses it, and the invite still works.
 	bad := []byte(inv.Token)
-	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: string(bad[:len(bad)-1]) + flip(bad[len(bad)-1]), As: "alice"}, nil)
+	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: string(bad[:len(bad)-1]) + flip(bad[len(bad)-1]), As: "alice"}, nil)
 	if err == nil {
 		t.Fatal("a damaged token was accepted")
 	}
-	if err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: "alice"}, nil); err != nil {
+	if err := bob.client().Do(ctx, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: inv.Token, As: "alice"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", FriendAcceptRequest{Token: inv.Token, As: "alice2"}, nil)
+	err = bob.client().Do(ctx, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: inv.Token, As: "alice2"}, nil)
 	var ae *api.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 		t.Fatalf("friends twice: %v", err)
@@ -362,7 +362,7 @@ func TestFriendRemovalDropsQueued(t *testing.T) {
 	if d := deviceRecord(t, bob, "laptop"); d.Queue != 1 {
 		t.Fatalf("bob's hub keeps %d messages for the laptop", d.Queue)
 	}
-	var rm RemoveFriendResult
+	var rm api.RemoveFriendResult
 	if err := bob.client().Do(ctx, http.MethodDelete, "/v1/friends/alice", nil, &rm); err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +435,7 @@ func TestOutboxPerDestination(t *testing.T) {
 		t.Fatalf("alice keeps %d", v.Friends[0].Queue)
 	}
 	bob = restartHub(t, clock, bob.dir, lim)
-	waitDevices(t, bob, func(d map[string]DeviceView) bool { return d["desk"].Queue == 1 && d["laptop"].Queue == 1 })
+	waitDevices(t, bob, func(d map[string]api.DeviceView) bool { return d["desk"].Queue == 1 && d["laptop"].Queue == 1 })
 	// The desk's is on; the laptop's second still waits at alice's hub.
-	waitFriends(t, alice, func(v FriendsView) bool { return len(v.Friends) == 1 && v.Friends[0].Queue == 1 })
+	waitFriends(t, alice, func(v api.FriendsView) bool { return len(v.Friends) == 1 && v.Friends[0].Queue == 1 })
 }

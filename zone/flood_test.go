@@ -9,6 +9,7 @@ import (
 
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // floodSockets is how many idle TCP sockets the flood holds: the review
@@ -33,8 +34,8 @@ func TestTCPDeviceDuringHandshakeFlood(t *testing.T) {
 	}
 	clock := &testClock{}
 	hub := startHub(t, clock, nil)
-	var inv InviteView
-	if err := hub.client().Do(testCtx(t), http.MethodPost, "/v1/invites", InviteRequest{Device: "phone"}, &inv); err != nil {
+	var inv api.InviteView
+	if err := hub.client().Do(testCtx(t), http.MethodPost, "/v1/invites", api.InviteRequest{Device: "phone"}, &inv); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := pairing.ParseToken(inv.Token)
@@ -78,6 +79,6 @@ func TestTCPDeviceDuringHandshakeFlood(t *testing.T) {
 	}
 	start = time.Now()
 	startPeerWith(t, dir, clock, func(c *PeerConfig) { c.Mode = transport.ModeTCP })
-	waitPeer(t, dir, func(s *PeerStatus) bool { return s.State == "online" })
+	waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.State == "online" })
 	t.Logf("with %d idle sockets held: paired over TCP in %v, session online in %v", floodSockets, paired.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -245,32 +246,16 @@ func (h *Hub) checkPetname(name string, zone certs.ZoneID) error {
 
 // ---- friend invites ----
 
-// FriendInviteRequest is the body of POST /v1/friends/invites.
-type FriendInviteRequest struct {
-	TTL string `json:"ttl,omitempty"` // Go duration; empty: pairing.DefaultFriendTTL
-}
-
-// FriendInviteView is a friend invite: Token is set only when it is made.
-type FriendInviteView struct {
-	ID      string    `json:"id"`
-	Token   string    `json:"token,omitempty"`
-	State   string    `json:"state"` // open, expired, used, cancelled
-	Created time.Time `json:"created"`
-	Expires time.Time `json:"expires"`
-	// Friend is the petname of the zone that redeemed it.
-	Friend string `json:"friend,omitempty"`
-}
-
-func friendInviteView(inv *pairing.Invite, now time.Time) FriendInviteView {
+func friendInviteView(inv *pairing.Invite, now time.Time) api.FriendInviteView {
 	v := inviteView(inv, now)
-	f := FriendInviteView{ID: v.ID, State: v.State, Created: v.Created, Expires: v.Expires}
+	f := api.FriendInviteView{ID: v.ID, State: v.State, Created: v.Created, Expires: v.Expires}
 	if len(inv.Devices) > 0 {
 		f.Friend = inv.Devices[0]
 	}
 	return f
 }
 
-func (h *Hub) createFriendInvite(req FriendInviteRequest) (*FriendInviteView, error) {
+func (h *Hub) createFriendInvite(req api.FriendInviteRequest) (*api.FriendInviteView, error) {
 	ttl, err := parseDurationField("ttl", req.TTL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
@@ -451,15 +436,8 @@ func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transpor
 	}
 }
 
-// FriendAcceptRequest is the body of POST /v1/friends: redeem a friend
-// token, naming the friend As.
-type FriendAcceptRequest struct {
-	Token string `json:"token"`
-	As    string `json:"as"`
-}
-
 // acceptFriend redeems another hub's friend token.
-func (h *Hub) acceptFriend(ctx context.Context, req FriendAcceptRequest) (*FriendView, error) {
+func (h *Hub) acceptFriend(ctx context.Context, req api.FriendAcceptRequest) (*api.FriendView, error) {
 	tok, err := pairing.ParseFriendToken(req.Token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
@@ -550,23 +528,9 @@ func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, pet
 
 // ---- removing and renaming ----
 
-// RemoveFriendResult is the answer of DELETE /v1/friends/{name}.
-type RemoveFriendResult struct {
-	Petname string `json:"petname"`
-	// Told: the friend's hub was linked and was told to end the
-	// friendship on its side too.
-	Told bool `json:"told"`
-	// Dropped: messages from that zone that waited for this zone's
-	// devices, and messages for it that waited for its link, now dropped.
-	Dropped int `json:"dropped"`
-	// Rules: policy rules that still name the petname; they would apply
-	// to a later friend given the same name.
-	Rules []string `json:"rules,omitempty"`
-}
-
 // removeFriend forgets a friend, withdraws it from the devices and ends
 // the link, telling the other hub when it is linked.
-func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*RemoveFriendResult, error) {
+func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*api.RemoveFriendResult, error) {
 	h.friendMu.Lock()
 	defer h.friendMu.Unlock()
 	f := h.friendNamed(name)
@@ -589,10 +553,10 @@ func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*RemoveFr
 	h.changes.bump()
 	rules := h.rulesNaming(f.Petname)
 	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
-	return &RemoveFriendResult{Petname: f.Petname, Told: told, Dropped: dropped, Rules: rules}, nil
+	return &api.RemoveFriendResult{Petname: f.Petname, Told: told, Dropped: dropped, Rules: rules}, nil
 }
 
-func (h *Hub) renameFriend(from, to string) (*FriendView, error) {
+func (h *Hub) renameFriend(from, to string) (*api.FriendView, error) {
 	h.friendMu.Lock()
 	defer h.friendMu.Unlock()
 	f := h.friendNamed(from)
@@ -618,65 +582,26 @@ func (h *Hub) renameFriend(from, to string) (*FriendView, error) {
 
 // ---- views and API ----
 
-// FriendView is one row of pzh friends; its JSON is stable.
-type FriendView struct {
-	Petname  string       `json:"petname"`
-	Zone     string       `json:"zone"`
-	ZoneID   certs.ZoneID `json:"zone_id"`
-	HubAddrs []string     `json:"hub_addrs"`
-	Added    time.Time    `json:"added"`
-	// Invited: this hub printed the friend token the friend redeemed.
-	Invited bool `json:"invited,omitempty"`
-	// State of the link: online, connecting (this hub dials it) or
-	// offline (waiting for the friend's hub to dial).
-	State      string     `json:"state"`
-	Transport  string     `json:"transport,omitempty"`
-	RemoteAddr string     `json:"remote_addr,omitempty"`
-	Since      *time.Time `json:"since,omitempty"`
-	RTTMs      *float64   `json:"rtt_ms,omitempty"`
-	LastError  string     `json:"last_error,omitempty"`
-	// Calls and messages that crossed the link either way since it came up.
-	Calls uint64 `json:"calls"`
-	// Queue: messages for later kept here until the link is back.
-	Queue int `json:"queue"`
-	// Rules are the policy rules that name the petname, in the answer to
-	// accepting or renaming: they apply to this friend now. RulesOld, on
-	// renaming, name the old petname: they no longer apply to it.
-	Rules    []string `json:"rules,omitempty"`
-	RulesOld []string `json:"rules_old,omitempty"`
-}
-
-// FriendsView is the answer of GET /v1/friends.
-type FriendsView struct {
-	Version uint64       `json:"version"`
-	Friends []FriendView `json:"friends"`
-}
-
-func (h *Hub) friendView(f *FriendRecord) FriendView {
-	v := FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, Invited: f.Invited, State: "offline",
+func (h *Hub) friendView(f *FriendRecord) api.FriendView {
+	v := api.FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, Invited: f.Invited, State: "offline",
 		Queue: h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
 	h.linkView(f.ZoneID.Compact(), &v)
 	return v
 }
 
-func (h *Hub) friendsView(ver uint64) FriendsView {
+func (h *Hub) friendsView(ver uint64) api.FriendsView {
 	h.mu.Lock()
 	recs := make([]*FriendRecord, 0, len(h.friends))
 	for _, f := range h.friends {
 		recs = append(recs, f)
 	}
 	h.mu.Unlock()
-	out := FriendsView{Version: ver, Friends: []FriendView{}}
+	out := api.FriendsView{Version: ver, Friends: []api.FriendView{}}
 	for _, f := range recs {
 		out.Friends = append(out.Friends, h.friendView(f))
 	}
 	sort.Slice(out.Friends, func(i, j int) bool { return out.Friends[i].Petname < out.Friends[j].Petname })
 	return out
-}
-
-// RenameFriendRequest is the body of POST /v1/friends/{name}/rename.
-type RenameFriendRequest struct {
-	To string `json:"to"`
 }
 
 func (h *Hub) friendRoutes(mux *http.ServeMux) {
@@ -695,7 +620,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, h.friendsView(longPoll(r, &h.changes)))
 	})
 	mux.HandleFunc("POST /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
-		var req FriendInviteRequest
+		var req api.FriendInviteRequest
 		if err := readJSON(r, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -714,7 +639,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			writeErr(w, http.StatusInternalServerError, err)
 			return
 		}
-		out := []FriendInviteView{}
+		out := []api.FriendInviteView{}
 		for _, inv := range invs {
 			out = append(out, friendInviteView(inv, now))
 		}
@@ -735,7 +660,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, friendInviteView(inv, h.cfg.Now()))
 	})
 	mux.HandleFunc("POST /v1/friends", func(w http.ResponseWriter, r *http.Request) {
-		var req FriendAcceptRequest
+		var req api.FriendAcceptRequest
 		if err := readJSON(r, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -758,7 +683,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("POST /v1/friends/{name}/rename", func(w http.ResponseWriter, r *http.Request) {
-		var req RenameFriendRequest
+		var req api.RenameFriendRequest
 		if err := readJSON(r, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return

@@ -1268,36 +1268,9 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 
 // ---- views for the admin API ----
 
-// DeviceView is one row of pzh devices; its JSON is stable (docs/PROTOCOL.md).
-type DeviceView struct {
-	Name         string     `json:"name"`
-	State        string     `json:"state"` // online, asleep, offline, revoked
-	Transport    string     `json:"transport,omitempty"`
-	RemoteAddr   string     `json:"remote_addr,omitempty"`
-	Since        *time.Time `json:"since,omitempty"`
-	LastActivity *time.Time `json:"last_activity,omitempty"`
-	RTTMs        *float64   `json:"rtt_ms,omitempty"`
-	CertExpires  time.Time  `json:"cert_expires"`
-	Paired       time.Time  `json:"paired"`
-	LastSeen     *time.Time `json:"last_seen,omitempty"`
-	RevokedAt    *time.Time `json:"revoked_at,omitempty"`
-	RevokeReason string     `json:"revoke_reason,omitempty"`
-	// Queue and QueueBytes: messages the hub keeps for the device.
-	Queue      int   `json:"queue"`
-	QueueBytes int64 `json:"queue_bytes"`
-	// Wake: how the hub wakes the device (absent: it never registered).
-	Wake *WakeView `json:"wake,omitempty"`
-}
-
-// DevicesView is the answer of GET /v1/devices.
-type DevicesView struct {
-	Version uint64       `json:"version"`
-	Devices []DeviceView `json:"devices"`
-}
-
-func (h *Hub) devicesView(ver uint64) DevicesView {
+func (h *Hub) devicesView(ver uint64) api.DevicesView {
 	h.mu.Lock()
-	out := DevicesView{Version: ver, Devices: []DeviceView{}}
+	out := api.DevicesView{Version: ver, Devices: []api.DeviceView{}}
 	defer func() {
 		for i := range out.Devices {
 			v := &out.Devices[i]
@@ -1314,7 +1287,7 @@ func (h *Hub) devicesView(ver uint64) DevicesView {
 	}()
 	defer h.mu.Unlock()
 	for _, d := range h.devices {
-		v := DeviceView{Name: d.Name, State: "offline", CertExpires: d.CertExpires, Paired: d.Paired}
+		v := api.DeviceView{Name: d.Name, State: "offline", CertExpires: d.CertExpires, Paired: d.Paired}
 		if !d.LastSeen.IsZero() {
 			t := d.LastSeen
 			v.LastSeen = &t
@@ -1341,34 +1314,10 @@ func (h *Hub) devicesView(ver uint64) DevicesView {
 	return out
 }
 
-// HubStatus is the answer of GET /v1/status.
-type HubStatus struct {
-	Version     uint64       `json:"version"`
-	Zone        string       `json:"zone"`
-	ZoneID      certs.ZoneID `json:"zone_id"`
-	PublicAddrs []string     `json:"public_addrs"`
-	Listen      string       `json:"listen"`
-	Transports  []string     `json:"transports"`
-	Started     time.Time    `json:"started"`
-	Devices     int          `json:"devices"`
-	Online      int          `json:"online"`
-	CertExpires time.Time    `json:"cert_expires"`
-	Software    string       `json:"software"`
-	PID         int          `json:"pid"`
-	// SyncSeq is the zone state's last sequence number.
-	SyncSeq uint64 `json:"sync_seq"`
-	// Friends and Linked count friend zones, and those linked now.
-	Friends int `json:"friends"`
-	Linked  int `json:"linked"`
-	// SyncUsage is the zone state's bytes in use, its quotas and the
-	// nodes owning the most of it.
-	SyncUsage zsync.Usage `json:"sync_usage"`
-}
-
-func (h *Hub) status(ver uint64) HubStatus {
+func (h *Hub) status(ver uint64) api.HubStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
+	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
 		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid(),
 		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage()}
 	for _, k := range h.cfg.Transports {

@@ -13,30 +13,7 @@ import (
 	"github.com/pzone/pzone/zone/wire"
 )
 
-// InviteRequest is the body of POST /v1/invites. Durations are Go duration
-// strings ("15m", "2160h"); empty means the default.
-type InviteRequest struct {
-	Device       string `json:"device"`
-	TTL          string `json:"ttl,omitempty"`
-	Uses         int    `json:"uses,omitempty"`
-	CertLifetime string `json:"cert_lifetime,omitempty"`
-}
-
-// InviteView describes an invite; Token is set only when it is created.
-type InviteView struct {
-	ID           string    `json:"id"`
-	Device       string    `json:"device"`
-	State        string    `json:"state"` // open, expired, used, cancelled
-	Uses         int       `json:"uses"`
-	UsesLeft     int       `json:"uses_left"`
-	Created      time.Time `json:"created"`
-	Expires      time.Time `json:"expires"`
-	CertLifetime string    `json:"cert_lifetime"`
-	Devices      []string  `json:"devices,omitempty"`
-	Token        string    `json:"token,omitempty"`
-}
-
-func inviteView(inv *pairing.Invite, now time.Time) InviteView {
+func inviteView(inv *pairing.Invite, now time.Time) api.InviteView {
 	state := "open"
 	switch inv.Usable(now) {
 	case pairing.ErrInviteCancelled:
@@ -46,15 +23,8 @@ func inviteView(inv *pairing.Invite, now time.Time) InviteView {
 	case pairing.ErrInviteExpired:
 		state = "expired"
 	}
-	return InviteView{ID: inv.ID, Device: inv.Device, State: state, Uses: inv.Uses, UsesLeft: inv.UsesLeft,
+	return api.InviteView{ID: inv.ID, Device: inv.Device, State: state, Uses: inv.Uses, UsesLeft: inv.UsesLeft,
 		Created: inv.Created, Expires: inv.Expires, CertLifetime: inv.CertLifetime.String(), Devices: inv.Devices}
-}
-
-// RevokeResponse is the answer of POST /v1/devices/{name}/revoke.
-type RevokeResponse struct {
-	Device    string    `json:"device"`
-	RevokedAt time.Time `json:"revoked_at"`
-	WasOnline bool      `json:"was_online"`
 }
 
 func (h *Hub) apiHandler() http.Handler {
@@ -75,7 +45,7 @@ func (h *Hub) apiHandler() http.Handler {
 			writeErr(w, errStatus(err, []error{ErrNoDevice}, []error{ErrAlreadyDone}), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
+		writeJSON(w, http.StatusOK, api.RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
 	})
 	mux.HandleFunc("POST /v1/devices/{name}/wake", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -101,14 +71,14 @@ func (h *Hub) apiHandler() http.Handler {
 			writeErr(w, http.StatusInternalServerError, err)
 			return
 		}
-		out := []InviteView{}
+		out := []api.InviteView{}
 		for _, inv := range invs {
 			out = append(out, inviteView(inv, now))
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST /v1/invites", func(w http.ResponseWriter, r *http.Request) {
-		var req InviteRequest
+		var req api.InviteRequest
 		if err := readJSON(r, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -170,7 +140,7 @@ func parseDurationField(name, s string) (time.Duration, error) {
 	return d, nil
 }
 
-func (h *Hub) createInvite(req InviteRequest) (*InviteView, error) {
+func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 	if err := certs.ValidateName("device", req.Device); err != nil {
 		return nil, badInvite(err)
 	}

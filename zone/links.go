@@ -13,6 +13,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -619,7 +620,7 @@ func (h *Hub) shutdownLinks() {
 }
 
 // linkView fills the link fields of a friend's row.
-func (h *Hub) linkView(zone string, v *FriendView) {
+func (h *Hub) linkView(zone string, v *api.FriendView) {
 	h.mu.Lock()
 	l := h.links[zone]
 	var st *linkState

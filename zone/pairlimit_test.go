@@ -7,6 +7,7 @@ import (
 
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // The pairing rate limit slows down guessing without locking out the
@@ -18,8 +19,8 @@ func TestPairingLimitLetsValidProofThrough(t *testing.T) {
 	hub := startHub(t, clock, nil)
 	ctx := testCtx(t)
 	newToken := func(device string) *pairing.Token {
-		var inv InviteView
-		if err := hub.client().Do(ctx, http.MethodPost, "/v1/invites", InviteRequest{Device: device}, &inv); err != nil {
+		var inv api.InviteView
+		if err := hub.client().Do(ctx, http.MethodPost, "/v1/invites", api.InviteRequest{Device: device}, &inv); err != nil {
 			t.Fatal(err)
 		}
 		tok, err := pairing.ParseToken(inv.Token)

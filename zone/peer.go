@@ -160,42 +160,6 @@ func (e *EndError) Error() string {
 	return fmt.Sprintf("session ended: %s: %s%s", e.Reason, e.Message, hint)
 }
 
-// PeerStatus is the answer of GET /v1/status on the peer socket, and of
-// pzp status; its JSON is stable (docs/PROTOCOL.md).
-type PeerStatus struct {
-	Version   uint64       `json:"version"`
-	Running   bool         `json:"running"`
-	State     string       `json:"state"` // online, connecting, renewing, stopped
-	Zone      string       `json:"zone"`
-	ZoneID    certs.ZoneID `json:"zone_id"`
-	Device    string       `json:"device"`
-	Hub       string       `json:"hub"`
-	HubAddrs  []string     `json:"hub_addrs"`
-	Transport string       `json:"transport,omitempty"`
-	Session   string       `json:"session,omitempty"`
-	Since     *time.Time   `json:"since,omitempty"`
-	RTTMs     *float64     `json:"rtt_ms,omitempty"`
-	// BytesSent and BytesReceived count the current session's wire bytes
-	// (TLS records or QUIC packets), online only.
-	BytesSent     uint64    `json:"bytes_sent,omitempty"`
-	BytesReceived uint64    `json:"bytes_received,omitempty"`
-	CertExpires   time.Time `json:"cert_expires"`
-	CertRenews    time.Time `json:"cert_renews"`
-	LastError     string    `json:"last_error,omitempty"`
-	Software      string    `json:"software"`
-	// Sync is the zone state synchronisation (absent for a peer without a
-	// store).
-	Sync *zsync.State `json:"sync,omitempty"`
-	// Wake is the device's sleep and wakeup (absent when it never sleeps).
-	Wake *PeerWakeStatus `json:"wake,omitempty"`
-	// Envelopes counts the verdicts on signed calls and answers from
-	// friend zones.
-	Envelopes envelope.Counts `json:"envelopes"`
-	// Direct is the direct listener and the path to each other device
-	// (absent without direct connections).
-	Direct *DirectStatus `json:"direct,omitempty"`
-}
-
 // MinSleepAfter is the shortest idle time before sleep a device may ask
 // for: shorter would close sessions between two calls of one exchange.
 const MinSleepAfter = 10 * time.Millisecond
@@ -219,7 +183,7 @@ type Peer struct {
 	syncedOnce sync.Once
 
 	mu      sync.Mutex
-	st      PeerStatus
+	st      api.PeerStatus
 	changes notifier
 
 	unpairReq chan *unpairCall
@@ -369,7 +333,7 @@ func (p *Peer) Run(ctx context.Context) error {
 }
 
 // Status reports the peer's state, as GET /v1/status would.
-func (p *Peer) Status() PeerStatus { return p.status(0) }
+func (p *Peer) Status() api.PeerStatus { return p.status(0) }
 
 // NewIdentity builds a device identity from a pairing result.
 func NewIdentity(res *pairing.Result) (*Identity, error) {
@@ -387,19 +351,19 @@ func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
 		envelopes: envelope.NewChecker()}
 	p.envelopes.Notify = p.changes.bump
 	p.id.Store(id)
-	p.st = PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
+	p.st = api.PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
 	return p
 }
 
-func (p *Peer) setStatus(f func(*PeerStatus)) {
+func (p *Peer) setStatus(f func(*api.PeerStatus)) {
 	p.mu.Lock()
 	f(&p.st)
 	p.mu.Unlock()
 	p.changes.bump()
 }
 
-func (p *Peer) status(ver uint64) PeerStatus {
+func (p *Peer) status(ver uint64) api.PeerStatus {
 	p.mu.Lock()
 	st := p.st
 	p.mu.Unlock()
@@ -465,11 +429,11 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 		var end *EndError
 		switch {
 		case ctx.Err() != nil:
-			p.setStatus(func(s *PeerStatus) { s.State, s.Running = "stopped", false })
+			p.setStatus(func(s *api.PeerStatus) { s.State, s.Running = "stopped", false })
 			return nil, nil
 		case errors.As(err, &end):
 			p.log.Error("hub ended the session for good", "reason", end.Reason, "detail", end.Message)
-			p.setStatus(func(s *PeerStatus) { s.State, s.Running, s.LastError = "stopped", false, err.Error() })
+			p.setStatus(func(s *api.PeerStatus) { s.State, s.Running, s.LastError = "stopped", false, err.Error() })
 			return nil, err
 		case errors.Is(err, errReconnect):
 			continue
@@ -485,13 +449,13 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			// than drain the battery retrying; a ping, a local need or
 			// the check-in brings it back.
 			p.log.Warn("hub unreachable after waking; going back to sleep", "attempts", wakeAttempts, "err", err)
-			p.setStatus(func(s *PeerStatus) { s.LastError = err.Error() })
+			p.setStatus(func(s *api.PeerStatus) { s.LastError = err.Error() })
 			p.sleepUntilWoken(ctx)
 			failedAfterWake = 1
 			bo.reset()
 			continue
 		case errors.Is(err, errSynced):
-			p.setStatus(func(s *PeerStatus) { s.State, s.Running = "stopped", false })
+			p.setStatus(func(s *api.PeerStatus) { s.State, s.Running = "stopped", false })
 			return nil, nil
 		}
 		wait := bo.next()
@@ -503,7 +467,7 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			bo.reset()
 		}
 		p.log.Warn("not connected to hub; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
-		p.setStatus(func(s *PeerStatus) {
+		p.setStatus(func(s *api.PeerStatus) {
 			s.State, s.LastError, s.Transport, s.Session, s.Since, s.RTTMs = "connecting", err.Error(), "", "", nil, nil
 		})
 		t := time.NewTimer(wait)
@@ -735,10 +699,10 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	now := p.cfg.Now()
 	if ps.welcome.RenewOnly {
 		p.log.Info("certificate expired; renewing before going online")
-		p.setStatus(func(s *PeerStatus) { s.State = "renewing" })
+		p.setStatus(func(s *api.PeerStatus) { s.State = "renewing" })
 	} else {
 		p.log.Info("online", "hub", ps.addr, "via", ps.conn.Kind(), "session", ps.welcome.SessionID)
-		p.setStatus(func(s *PeerStatus) {
+		p.setStatus(func(s *api.PeerStatus) {
 			s.State, s.Hub, s.Transport, s.Session, s.Since, s.LastError, s.RTTMs = "online", ps.addr, string(ps.conn.Kind()), ps.welcome.SessionID, &now, "", nil
 		})
 	}
@@ -853,7 +817,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 					first := rtt == 0
 					rtt = time.Since(pingSent)
 					ms := float64(rtt) / float64(time.Millisecond)
-					p.setStatus(func(s *PeerStatus) { s.RTTMs = &ms })
+					p.setStatus(func(s *api.PeerStatus) { s.RTTMs = &ms })
 					if first {
 						// Report the first figure now rather than a
 						// heartbeat later: the hub shows it in pzh devices.
@@ -987,13 +951,6 @@ func (p *Peer) unpairOn(ctx context.Context, ps *peerSession) error {
 	return nil
 }
 
-// UnpairResult is the answer of POST /v1/unpair and of pzp unpair.
-type UnpairResult struct {
-	Device   string `json:"device"`
-	HubTold  bool   `json:"hub_told"`
-	HubError string `json:"hub_error,omitempty"`
-}
-
 func (p *Peer) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -1012,7 +969,7 @@ func (p *Peer) apiHandler() http.Handler {
 			writeErr(w, http.StatusInternalServerError, fmt.Errorf("delete credentials: %w", err))
 			return
 		}
-		res := UnpairResult{Device: p.id.Load().Device, HubTold: told == nil}
+		res := api.UnpairResult{Device: p.id.Load().Device, HubTold: told == nil}
 		if told != nil {
 			res.HubError = told.Error()
 		}
@@ -1026,7 +983,7 @@ func (p *Peer) apiHandler() http.Handler {
 
 // UnpairOffline unpairs a device whose daemon is not running: it tells the
 // hub if it can within timeout, then deletes the credentials either way.
-func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout time.Duration) (*UnpairResult, error) {
+func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout time.Duration) (*api.UnpairResult, error) {
 	store, err := openPeerStore(dir, false)
 	if err != nil {
 		return nil, err
@@ -1038,7 +995,7 @@ func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout
 		store.Close()
 		return nil, err
 	}
-	res := &UnpairResult{Device: p.id.Load().Device}
+	res := &api.UnpairResult{Device: p.id.Load().Device}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	ps, err := p.connect(tctx)
 	if err == nil {
@@ -1064,8 +1021,8 @@ func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout
 
 // ReadPeerStatus reports a device's status: from its running daemon if
 // there is one, else from its store.
-func ReadPeerStatus(ctx context.Context, dir string) (*PeerStatus, error) {
-	var st PeerStatus
+func ReadPeerStatus(ctx context.Context, dir string) (*api.PeerStatus, error) {
+	var st api.PeerStatus
 	err := api.NewClient(api.SocketPath(dir, api.PeerSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	if err == nil {
 		return &st, nil
@@ -1086,7 +1043,7 @@ func ReadPeerStatus(ctx context.Context, dir string) (*PeerStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &PeerStatus{State: "stopped", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device, Hub: id.HubAddrs[0],
+	return &api.PeerStatus{State: "stopped", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device, Hub: id.HubAddrs[0],
 		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: renewAt(id.Cert), Software: SoftwareVersion, Sync: sync}, nil
 }
 

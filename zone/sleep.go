@@ -10,6 +10,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -19,24 +20,6 @@ import (
 // dialled from for wake pings, and reconnects on a valid one, on a local
 // need (an application's call or message, a local edit, unpair), when its
 // certificate is due for renewal, or at its check-in interval.
-
-// PeerWakeStatus is the wake part of a peer's status (pzp status).
-type PeerWakeStatus struct {
-	SleepAfter string `json:"sleep_after"`
-	// Listen is the local UDP socket for wake pings.
-	Listen string `json:"listen"`
-	// Endpoint is where the hub pings this device (the address it
-	// observed), once it has confirmed this session's registration.
-	Endpoint    string     `json:"endpoint,omitempty"`
-	Asleep      *time.Time `json:"asleep_since,omitempty"`
-	Sleeps      uint64     `json:"sleeps"`
-	PingWakes   uint64     `json:"ping_wakes"`  // woken by a valid ping
-	LocalWakes  uint64     `json:"local_wakes"` // woken by an app, an edit, renewal or check-in
-	LastWake    *time.Time `json:"last_wake,omitempty"`
-	BytesAsleep uint64     `json:"bytes_sent_asleep"` // sent from the wake socket while asleep: stays 0
-	// Pings counts what arrived on the wake socket, by verdict.
-	Pings wakeup.Counters `json:"pings"`
-}
 
 // sleeper is a peer's wake machinery; nil when the peer never sleeps.
 type sleeper struct {
@@ -52,7 +35,7 @@ type sleeper struct {
 	waking     bool          // woken, reconnecting: local calls wait for the session
 	pending    wakeup.Secret // sent to the hub, not yet confirmed
 	registered bool          // this session's registration confirmed
-	st         PeerWakeStatus
+	st         api.PeerWakeStatus
 }
 
 func (p *Peer) newSleeper() (*sleeper, error) {
@@ -69,7 +52,7 @@ func (p *Peer) newSleeper() (*sleeper, error) {
 	}
 	sl := &sleeper{after: p.cfg.SleepAfter, checkIn: p.cfg.CheckIn, ep: ep, verifier: wakeup.NewVerifier(p.cfg.WakeWindow, nil),
 		pinged: make(chan struct{}, 1), needed: make(chan struct{}, 1)}
-	sl.st = PeerWakeStatus{SleepAfter: p.cfg.SleepAfter.String(), Listen: ep.LocalAddr().String()}
+	sl.st = api.PeerWakeStatus{SleepAfter: p.cfg.SleepAfter.String(), Listen: ep.LocalAddr().String()}
 	return sl, nil
 }
 
@@ -218,7 +201,7 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	sl.st.Asleep = &now
 	sl.st.Sleeps++
 	sl.mu.Unlock()
-	p.setStatus(func(s *PeerStatus) {
+	p.setStatus(func(s *api.PeerStatus) {
 		s.State, s.Transport, s.Session, s.Since, s.RTTMs = "asleep", "", "", nil, nil
 	})
 	p.log.Info("asleep: session closed; waiting for a wake ping", "listen", sl.st.Listen)
@@ -230,7 +213,7 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 		sl.st.LastWake = &t
 		sl.st.BytesAsleep += sl.ep.BytesSent() - sentBefore
 		sl.mu.Unlock()
-		p.setStatus(func(s *PeerStatus) { s.State = "connecting" })
+		p.setStatus(func(s *api.PeerStatus) { s.State = "connecting" })
 	}()
 	// A local edit or call that came while the session was closing.
 	if p.state != nil && p.state.State().Pending > 0 || p.inflight.Load() > 0 {
@@ -286,7 +269,7 @@ func (sl *sleeper) drain() {
 	}
 }
 
-func (p *Peer) wakeStatus() *PeerWakeStatus {
+func (p *Peer) wakeStatus() *api.PeerWakeStatus {
 	sl := p.sleep
 	if sl == nil {
 		return nil

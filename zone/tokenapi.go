@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"time"
 
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -19,43 +19,9 @@ import (
 // maxIssue bounds one issue: a lot is one transaction.
 const maxIssue = 1000
 
-// TokenTemplateRequest is the body of POST /v1/tokens/templates.
-type TokenTemplateRequest struct {
-	Name    string `json:"name"`
-	Replace bool   `json:"replace,omitempty"`
-	token.Limits
-}
-
-// IssueRequest is the body of POST /v1/tokens.
-type IssueRequest struct {
-	Template string `json:"template"`
-	Lot      string `json:"lot,omitempty"`
-	Count    int    `json:"count,omitempty"` // default 1
-}
-
-// IssuedToken is one token of an IssueResult: Token is what the
-// application presents; it is shown once and not kept by the hub.
-type IssuedToken struct {
-	ID    string `json:"id"`
-	Token string `json:"token"`
-	Lot   string `json:"lot,omitempty"`
-}
-
-// TokenView is one row of pzh tokens list.
-type TokenView struct {
-	ID       string    `json:"id"`
-	Template string    `json:"template"`
-	Lot      string    `json:"lot,omitempty"`
-	Issued   time.Time `json:"issued"`
-	// State: active, revoked, used (single use, used), expired.
-	State string      `json:"state"`
-	Usage token.Usage `json:"usage"`
-	token.Limits
-}
-
 func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
-		var req TokenTemplateRequest
+		var req api.TokenTemplateRequest
 		if err := readJSON(r, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -95,7 +61,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string][]token.Template{"templates": nonNil(out)})
 	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		var req IssueRequest
+		var req api.IssueRequest
 		if err := readJSON(r, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -105,7 +71,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			writeErr(w, status, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]IssuedToken{"tokens": res})
+		writeJSON(w, http.StatusOK, map[string][]api.IssuedToken{"tokens": res})
 	})
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		views, err := h.tokenViews(r.URL.Query().Get("lot"))
@@ -113,7 +79,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			writeErr(w, dataStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]TokenView{"tokens": nonNil(views)})
+		writeJSON(w, http.StatusOK, map[string][]api.TokenView{"tokens": nonNil(views)})
 	})
 	mux.HandleFunc("POST /v1/tokens/revoke", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -143,7 +109,7 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-func checkTemplate(req *TokenTemplateRequest) error {
+func checkTemplate(req *api.TokenTemplateRequest) error {
 	if err := wire.ValidateServiceName(req.Name); err != nil {
 		return fmt.Errorf("template: %w", err)
 	}
@@ -159,7 +125,7 @@ func checkTemplate(req *TokenTemplateRequest) error {
 	return nil
 }
 
-func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
+func (h *Hub) issueTokens(req api.IssueRequest) ([]api.IssuedToken, int, error) {
 	if req.Count == 0 {
 		req.Count = 1
 	}
@@ -181,7 +147,7 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 	}
 	now := h.cfg.Now()
 	var edits []zsync.Edit
-	var out []IssuedToken
+	var out []api.IssuedToken
 	for range req.Count {
 		t, presented := token.New(&tpl, req.Lot, now)
 		b, err := json.Marshal(t)
@@ -189,7 +155,7 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 			return nil, http.StatusInternalServerError, err
 		}
 		edits = append(edits, zsync.Edit{Bucket: zsync.BucketTokens, Key: token.KeyToken + t.ID, Value: b})
-		out = append(out, IssuedToken{ID: t.ID, Token: presented, Lot: req.Lot})
+		out = append(out, api.IssuedToken{ID: t.ID, Token: presented, Lot: req.Lot})
 	}
 	if _, err := h.state.Apply(edits); err != nil {
 		return nil, dataStatus(err), err
@@ -198,9 +164,9 @@ func (h *Hub) issueTokens(req IssueRequest) ([]IssuedToken, int, error) {
 	return out, 0, nil
 }
 
-func (h *Hub) tokenViews(lot string) ([]TokenView, error) {
+func (h *Hub) tokenViews(lot string) ([]api.TokenView, error) {
 	now := h.cfg.Now()
-	var out []TokenView
+	var out []api.TokenView
 	err := h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
 		var t token.Token
 		if json.Unmarshal(rec.Value, &t) != nil || lot != "" && t.Lot != lot {
@@ -208,7 +174,7 @@ func (h *Hub) tokenViews(lot string) ([]TokenView, error) {
 		}
 		var u token.Usage
 		tokenRecord(h.state, token.KeyUsage+t.ID, &u)
-		v := TokenView{ID: t.ID, Template: t.Template, Lot: t.Lot, Issued: t.Issued, Usage: u, Limits: t.Limits, State: "active"}
+		v := api.TokenView{ID: t.ID, Template: t.Template, Lot: t.Lot, Issued: t.Issued, Usage: u, Limits: t.Limits, State: "active"}
 		if _, err := t.Grant(u, "", now); err != nil {
 			switch {
 			case t.Revoked:

@@ -19,7 +19,7 @@ func tokenTestZone(t *testing.T) (*testHub, string, string) {
 	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
 	startPeer(t, phone, clock)
 	startPeer(t, laptop, clock)
-	waitPeer(t, laptop, func(*PeerStatus) bool { return true })
+	waitPeer(t, laptop, func(*api.PeerStatus) bool { return true })
 	serveApp(t, peerClient(laptop), "paid", api.ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Method == "hang" {
 			<-ctx.Done()
@@ -32,14 +32,14 @@ func tokenTestZone(t *testing.T) (*testHub, string, string) {
 	return hub, phone, laptop
 }
 
-func issue(t *testing.T, hub *testHub, tpl TokenTemplateRequest, n int, lot string) []IssuedToken {
+func issue(t *testing.T, hub *testHub, tpl api.TokenTemplateRequest, n int, lot string) []api.IssuedToken {
 	t.Helper()
 	ctx := testCtx(t)
 	if err := hub.client().Do(ctx, http.MethodPost, "/v1/tokens/templates", tpl, nil); err != nil {
 		t.Fatal(err)
 	}
-	var res struct{ Tokens []IssuedToken }
-	if err := hub.client().Do(ctx, http.MethodPost, "/v1/tokens", IssueRequest{Template: tpl.Name, Count: n, Lot: lot}, &res); err != nil {
+	var res struct{ Tokens []api.IssuedToken }
+	if err := hub.client().Do(ctx, http.MethodPost, "/v1/tokens", api.IssueRequest{Template: tpl.Name, Count: n, Lot: lot}, &res); err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Tokens) != n {
@@ -64,29 +64,29 @@ func TestTokenQuotas(t *testing.T) {
 	wantStatus(t, call("a", "", "echo", 1), http.StatusForbidden, "requires a token")
 	wantStatus(t, call("a", "abcdefgh.0123456789abcdefghijklmnopqrstuv", "echo", 1), http.StatusForbidden, "unknown token")
 
-	bytesTok := issue(t, hub, TokenTemplateRequest{Name: "small", Limits: token.Limits{MaxBytesTotal: 2000}}, 1, "")[0]
+	bytesTok := issue(t, hub, api.TokenTemplateRequest{Name: "small", Limits: token.Limits{MaxBytesTotal: 2000}}, 1, "")[0]
 	if err := call("a", bytesTok.Token, "echo", "hello"); err != nil {
 		t.Fatal(err)
 	}
 	err := call("a", bytesTok.Token, "echo", strings.Repeat("x", 3000))
 	wantStatus(t, err, http.StatusServiceUnavailable, "broke off")
-	all := waitBindings(t, hub, true, func(bs []BindingView) bool { return len(bs) == 1 && bs[0].Ended != nil })
+	all := waitBindings(t, hub, true, func(bs []api.BindingView) bool { return len(bs) == 1 && bs[0].Ended != nil })
 	if all[0].Reason != "quota: 2000 bytes in all" || all[0].Token != bytesTok.ID {
 		t.Fatalf("binding %+v", all[0])
 	}
 	wantStatus(t, call("a", bytesTok.Token, "echo", 1), http.StatusForbidden, "has used its 2000 bytes in all")
 
-	durTok := issue(t, hub, TokenTemplateRequest{Name: "brief", Limits: token.Limits{MaxBinding: token.Duration(300 * time.Millisecond), SingleUse: true}}, 1, "")[0]
+	durTok := issue(t, hub, api.TokenTemplateRequest{Name: "brief", Limits: token.Limits{MaxBinding: token.Duration(300 * time.Millisecond), SingleUse: true}}, 1, "")[0]
 	err = call("b", durTok.Token, "hang", nil)
 	wantStatus(t, err, http.StatusServiceUnavailable, "broke off")
-	all = waitBindings(t, hub, true, func(bs []BindingView) bool { return len(bs) == 2 && bs[1].Ended != nil })
+	all = waitBindings(t, hub, true, func(bs []api.BindingView) bool { return len(bs) == 2 && bs[1].Ended != nil })
 	if all[1].Reason != "duration" {
 		t.Fatalf("binding %+v", all[1])
 	}
 	wantStatus(t, call("b", durTok.Token, "echo", 1), http.StatusForbidden, "single use")
 
 	// A lot, revoked at once; revoking ends the bindings in use.
-	lot := issue(t, hub, TokenTemplateRequest{Name: "open"}, 3, "party")
+	lot := issue(t, hub, api.TokenTemplateRequest{Name: "open"}, 3, "party")
 	if err := call("c", lot[0].Token, "echo", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +94,13 @@ func TestTokenQuotas(t *testing.T) {
 	if err := hub.client().Do(ctx, http.MethodPost, "/v1/tokens/revoke", map[string]string{"lot": "party"}, &rev); err != nil || rev["revoked"] != 3 {
 		t.Fatalf("revoke lot: %v %v", rev, err)
 	}
-	all = waitBindings(t, hub, true, func(bs []BindingView) bool { return len(bs) == 3 && bs[2].Ended != nil })
+	all = waitBindings(t, hub, true, func(bs []api.BindingView) bool { return len(bs) == 3 && bs[2].Ended != nil })
 	if all[2].Reason != "token revoked" {
 		t.Fatalf("binding %+v", all[2])
 	}
 	wantStatus(t, call("c", lot[1].Token, "echo", 1), http.StatusForbidden, "was revoked")
 
-	var list struct{ Tokens []TokenView }
+	var list struct{ Tokens []api.TokenView }
 	if err := hub.client().Do(ctx, http.MethodGet, "/v1/tokens", nil, &list); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -696,24 +697,14 @@ func (h *Hub) forgetDevice(device string) {
 
 // ---- admin ----
 
-// WakeView is a device's wake state in pzh devices.
-type WakeView struct {
-	Method   string     `json:"method"`
-	Endpoint string     `json:"endpoint"`
-	Pings    uint64     `json:"pings"`   // sent since the hub started
-	Limited  uint64     `json:"limited"` // held back by the rate cap
-	LastPing *time.Time `json:"last_ping,omitempty"`
-	Asleep   *time.Time `json:"asleep_since,omitempty"`
-}
-
-func (h *Hub) wakeView(device string) *WakeView {
+func (h *Hub) wakeView(device string) *api.WakeView {
 	h.wakeMu.Lock()
 	defer h.wakeMu.Unlock()
 	w := h.wakes[device]
 	if w == nil || w.rec == nil {
 		return nil
 	}
-	v := &WakeView{Method: w.rec.Method, Endpoint: w.rec.Endpoint, Pings: w.pings, Limited: w.limited}
+	v := &api.WakeView{Method: w.rec.Method, Endpoint: w.rec.Endpoint, Pings: w.pings, Limited: w.limited}
 	if !w.lastPing.IsZero() {
 		t := w.lastPing
 		v.LastPing = &t
@@ -725,24 +716,11 @@ func (h *Hub) wakeView(device string) *WakeView {
 	return v
 }
 
-// WakeResult is the answer of POST /v1/devices/{name}/wake.
-type WakeResult struct {
-	Device string `json:"device"`
-	// Online: the device is connected; nothing was sent.
-	Online bool `json:"online,omitempty"`
-	// Sent: a ping went out now (false: the rate cap held it back).
-	Sent     bool   `json:"sent"`
-	Endpoint string `json:"endpoint,omitempty"`
-	// Ping is the sealed ping, hex, with ?print=1: made but not sent, for
-	// an operator to send from elsewhere when debugging reachability.
-	Ping string `json:"ping,omitempty"`
-}
-
 var errNoWake = errors.New("device cannot be woken")
 
 // wakeNow is pzh wake: one ping now (within the rate cap), or with print
 // a ping stamped at (zero: now) returned instead of sent.
-func (h *Hub) wakeNow(device string, print bool, at time.Time) (*WakeResult, error) {
+func (h *Hub) wakeNow(device string, print bool, at time.Time) (*api.WakeResult, error) {
 	h.mu.Lock()
 	rec := h.devices[device]
 	online := h.sessions[device] != nil
@@ -750,7 +728,7 @@ func (h *Hub) wakeNow(device string, print bool, at time.Time) (*WakeResult, err
 	if rec == nil || rec.Revoked {
 		return nil, fmt.Errorf("%w: no device %q in this zone", errNotFound, device)
 	}
-	res := &WakeResult{Device: device}
+	res := &api.WakeResult{Device: device}
 	h.wakeMu.Lock()
 	defer h.wakeMu.Unlock()
 	w := h.wakeOf(device)

@@ -19,18 +19,18 @@ func sleepy(after time.Duration, mode transport.Mode) func(*PeerConfig) {
 	}
 }
 
-func waitAsleep(t *testing.T, dir string) *PeerStatus {
+func waitAsleep(t *testing.T, dir string) *api.PeerStatus {
 	t.Helper()
-	return waitPeer(t, dir, func(s *PeerStatus) bool { return s.State == "asleep" })
+	return waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.State == "asleep" })
 }
 
 // waitHubDevice long-polls the hub's devices until cond holds for device.
-func waitHubDevice(t *testing.T, h *testHub, device string, cond func(DeviceView) bool) DeviceView {
+func waitHubDevice(t *testing.T, h *testHub, device string, cond func(api.DeviceView) bool) api.DeviceView {
 	t.Helper()
 	ctx := testCtx(t)
 	var ver uint64
 	for {
-		var v DevicesView
+		var v api.DevicesView
 		if err := h.client().Do(ctx, http.MethodGet, "/v1/devices?wait="+itoa(ver)+"&timeout=10s", nil, &v); err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +63,7 @@ func TestSleepWakeDeliver(t *testing.T) {
 			if st.Wake == nil || st.Wake.Endpoint == "" || st.Wake.Sleeps != 1 {
 				t.Fatalf("asleep without a registration: %+v", st.Wake)
 			}
-			waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.State == "asleep" })
+			waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.State == "asleep" })
 
 			ctx := testCtx(t)
 			c := peerClient(phone)
@@ -82,7 +82,7 @@ func TestSleepWakeDeliver(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("the queued message never arrived")
 			}
-			waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Queue == 0 })
+			waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.Queue == 0 })
 			st = waitAsleep(t, laptop)
 			if st.Wake.PingWakes != 1 || st.Wake.Pings.Accepted != 1 || st.Wake.BytesAsleep != 0 {
 				t.Fatalf("wake counters: %+v", st.Wake)
@@ -121,14 +121,14 @@ func TestQueueSurvivesRestartAndFills(t *testing.T) {
 	}
 	_, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`4`), TTLMs: time.Hour.Milliseconds()})
 	wantStatus(t, err, http.StatusInsufficientStorage, "queue full")
-	if d := waitHubDevice(t, hub, "laptop", func(DeviceView) bool { return true }); d.Queue != 3 || d.State != "offline" {
+	if d := waitHubDevice(t, hub, "laptop", func(api.DeviceView) bool { return true }); d.Queue != 3 || d.State != "offline" {
 		t.Fatalf("laptop at the hub: %+v", d)
 	}
 	if err := hub.stop(); err != nil {
 		t.Fatal(err)
 	}
 	hub2 := restartHub(t, clock, hubDir, nil)
-	if d := waitHubDevice(t, hub2, "laptop", func(DeviceView) bool { return true }); d.Queue != 3 {
+	if d := waitHubDevice(t, hub2, "laptop", func(api.DeviceView) bool { return true }); d.Queue != 3 {
 		t.Fatalf("after restart: %+v", d)
 	}
 	startPeer(t, laptop, clock)
@@ -143,7 +143,7 @@ func TestQueueSurvivesRestartAndFills(t *testing.T) {
 			t.Fatal("queued messages not delivered")
 		}
 	}
-	waitHubDevice(t, hub2, "laptop", func(d DeviceView) bool { return d.Queue == 0 })
+	waitHubDevice(t, hub2, "laptop", func(d api.DeviceView) bool { return d.Queue == 0 })
 }
 
 // TestQueueOrderPerService: a message whose service is not running yet
@@ -177,7 +177,7 @@ func TestQueueOrderPerService(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("echo's message never arrived")
 	}
-	if d := waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Queue == 2 }); d.State != "online" {
+	if d := waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.Queue == 2 }); d.State != "online" {
 		t.Fatalf("laptop: %+v", d)
 	}
 	later := make(chan api.Event, 4)
@@ -195,7 +195,7 @@ func TestQueueOrderPerService(t *testing.T) {
 			t.Fatal("later's messages never arrived")
 		}
 	}
-	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Queue == 0 })
+	waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.Queue == 0 })
 }
 
 // TestQueueRefusalsAndRevocation: messages for later are refused for an
@@ -218,11 +218,11 @@ func TestQueueRefusalsAndRevocation(t *testing.T) {
 	if err != nil || !res.Queued {
 		t.Fatalf("queue: %+v, %v", res, err)
 	}
-	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Queue == 1 })
+	waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.Queue == 1 })
 	if err := hub.client().Do(ctx, http.MethodPost, "/v1/devices/laptop/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	var v DevicesView
+	var v api.DevicesView
 	if err := hub.client().Do(ctx, http.MethodGet, "/v1/devices", nil, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestHeldCallEndsAtShutdown(t *testing.T) {
 	lp := startPeerWith(t, laptop, clock, sleepy(100*time.Millisecond, transport.ModeQUIC))
 	waitSyncedPeer(t, phone)
 	waitAsleep(t, laptop)
-	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.State == "asleep" })
+	waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.State == "asleep" })
 	lp.stop() // asleep for good: pings reach nobody
 	ctx := testCtx(t)
 	done := make(chan error, 1)
@@ -320,7 +320,7 @@ func TestHeldCallEndsAtShutdown(t *testing.T) {
 		_, err := peerClient(phone).CallWith(ctx, api.CallRequestBody{To: "laptop/echo", Method: "echo", TTLMs: 50000})
 		done <- err
 	}()
-	waitHubDevice(t, hub, "laptop", func(d DeviceView) bool { return d.Wake != nil && d.Wake.Pings >= 1 })
+	waitHubDevice(t, hub, "laptop", func(d api.DeviceView) bool { return d.Wake != nil && d.Wake.Pings >= 1 })
 	stopped := make(chan error, 1)
 	go func() { stopped <- hub.stop() }()
 	select {

@@ -114,8 +114,8 @@ func (h *testHub) client() *api.Client {
 // peer directory with it, at the clock's current time.
 func (h *testHub) pair(t *testing.T, clock *testClock, device string, life time.Duration) string {
 	t.Helper()
-	var inv InviteView
-	if err := h.client().Do(testCtx(t), http.MethodPost, "/v1/invites", InviteRequest{Device: device, CertLifetime: life.String()}, &inv); err != nil {
+	var inv api.InviteView
+	if err := h.client().Do(testCtx(t), http.MethodPost, "/v1/invites", api.InviteRequest{Device: device, CertLifetime: life.String()}, &inv); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := pairing.ParseToken(inv.Token)
@@ -175,14 +175,14 @@ func startPeerWith(t *testing.T, dir string, clock *testClock, tweak func(*PeerC
 }
 
 // waitPeer long-polls the peer's status until cond holds.
-func waitPeer(t *testing.T, dir string, cond func(*PeerStatus) bool) *PeerStatus {
+func waitPeer(t *testing.T, dir string, cond func(*api.PeerStatus) bool) *api.PeerStatus {
 	t.Helper()
 	ctx := testCtx(t)
 	c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
 	var ver uint64
 	path := "/v1/status"
 	for {
-		var st PeerStatus
+		var st api.PeerStatus
 		err := c.Do(ctx, http.MethodGet, path, nil, &st)
 		switch {
 		case errors.Is(err, api.ErrNotRunning):
@@ -211,9 +211,9 @@ func itoa(v uint64) string { return fmtUint(v) }
 
 func dummyTLS(t *testing.T) *tlsConfig { return newDummyTLS(t) }
 
-func deviceRecord(t *testing.T, h *testHub, name string) DeviceView {
+func deviceRecord(t *testing.T, h *testHub, name string) api.DeviceView {
 	t.Helper()
-	var v DevicesView
+	var v api.DevicesView
 	if err := h.client().Do(testCtx(t), http.MethodGet, "/v1/devices", nil, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func deviceRecord(t *testing.T, h *testHub, name string) DeviceView {
 		}
 	}
 	t.Fatalf("no device %q", name)
-	return DeviceView{}
+	return api.DeviceView{}
 }
 
 func peerCert(t *testing.T, dir string) *Identity {
@@ -248,7 +248,7 @@ func TestRenewalAtConnectWhenDue(t *testing.T) {
 
 	clock.Advance(50 * time.Minute) // past 2/3 of the hour
 	p := startPeer(t, dir, clock)
-	st := waitPeer(t, dir, func(s *PeerStatus) bool { return s.State == "online" && s.CertExpires.After(before.Cert.NotAfter) })
+	st := waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.State == "online" && s.CertExpires.After(before.Cert.NotAfter) })
 	if err := p.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -274,8 +274,8 @@ func TestRenewalTimerDuringSession(t *testing.T) {
 	due := renewAt(before.Cert).Sub(clock.Now())
 	clock.Advance(due - 200*time.Millisecond)
 	startPeer(t, dir, clock)
-	waitPeer(t, dir, func(s *PeerStatus) bool { return s.State == "online" })
-	waitPeer(t, dir, func(s *PeerStatus) bool { return s.CertExpires.After(before.Cert.NotAfter) && s.State == "online" })
+	waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.State == "online" })
+	waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.CertExpires.After(before.Cert.NotAfter) && s.State == "online" })
 }
 
 func TestExpiredWithinGraceRenews(t *testing.T) {
@@ -286,7 +286,7 @@ func TestExpiredWithinGraceRenews(t *testing.T) {
 
 	clock.Advance(30 * 24 * time.Hour) // a month in a drawer
 	p := startPeer(t, dir, clock)
-	st := waitPeer(t, dir, func(s *PeerStatus) bool { return s.State == "online" })
+	st := waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.State == "online" })
 	if !st.CertExpires.After(clock.Now()) {
 		t.Fatalf("online with a certificate that expired %v", st.CertExpires)
 	}
@@ -371,7 +371,7 @@ func TestControlStreamAbuse(t *testing.T) {
 	store.Close()
 	// A well-behaved device is unaffected.
 	startPeer(t, other, clock)
-	waitPeer(t, other, func(s *PeerStatus) bool { return s.State == "online" })
+	waitPeer(t, other, func(s *api.PeerStatus) bool { return s.State == "online" })
 	if d := deviceRecord(t, h, "phone"); d.State != "offline" {
 		t.Errorf("abusive device shows %s", d.State)
 	}

@@ -19,7 +19,7 @@ func peerClient(dir string) *api.Client {
 
 func waitSyncedPeer(t *testing.T, dir string) {
 	t.Helper()
-	waitPeer(t, dir, func(s *PeerStatus) bool {
+	waitPeer(t, dir, func(s *api.PeerStatus) bool {
 		return s.State == "online" && s.Sync != nil && s.Sync.Synced()
 	})
 }
@@ -80,7 +80,7 @@ func TestSyncOverSessions(t *testing.T) {
 	// Revoking the laptop tells the phone, which can then refuse its
 	// certificate on a direct link.
 	serial := laptopSerial
-	var rev DeviceView
+	var rev api.DeviceView
 	if err := hub.client().Do(testCtx(t), "POST", "/v1/devices/laptop/revoke", nil, &rev); err != nil {
 		t.Fatal(err)
 	}

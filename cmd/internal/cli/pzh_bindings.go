@@ -6,9 +6,8 @@ import (
 	"net/url"
 	"text/tabwriter"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newHubBindingsCmd(g *globals) *cobra.Command {
@@ -26,7 +25,7 @@ With --all it also lists recently ended ones and why they ended.`,
 			if all {
 				path += "?all=1"
 			}
-			var v zone.BindingsView
+			var v api.BindingsView
 			if err := hubDo(cmd.Context(), g, http.MethodGet, path, nil, &v); err != nil {
 				return err
 			}
@@ -67,7 +66,7 @@ func newHubBindingsEndCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var v zone.BindingView
+			var v api.BindingView
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/bindings/"+url.PathEscape(args[0])+"/end", nil, &v); err != nil {
 				return err
 			}

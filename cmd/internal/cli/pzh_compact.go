@@ -38,7 +38,7 @@ compact refuses while it runs.`
 
 func newHubCompactCmd(g *globals) *cobra.Command {
 	o := &compactOptions{g: g, prog: "pzh", files: zone.HubStoreFiles(), running: func(ctx context.Context, dir string) string {
-		var st zone.HubStatus
+		var st api.HubStatus
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if err := api.NewClient(api.SocketPath(dir, api.HubSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err == nil {

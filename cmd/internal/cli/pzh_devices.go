@@ -6,9 +6,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newHubDevicesCmd(g *globals) *cobra.Command {
@@ -18,7 +17,7 @@ func newHubDevicesCmd(g *globals) *cobra.Command {
 		Short: "List paired devices with their session state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var v zone.DevicesView
+			var v api.DevicesView
 			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/devices", nil, &v); err != nil {
 				return err
 			}
@@ -45,7 +44,7 @@ func newHubDevicesCmd(g *globals) *cobra.Command {
 
 // wakeSummary is a device's wake column: where it is pinged and how many
 // pings went (and were held back by the rate cap).
-func wakeSummary(w *zone.WakeView) string {
+func wakeSummary(w *api.WakeView) string {
 	if w == nil {
 		return "-"
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/pairing"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // newHubFriendCmd is pzh friend: making, renaming and ending friendships
@@ -43,8 +43,8 @@ secret; this hub keeps only a hash of it. It works once, until --ttl.`,
 			if ttl <= 0 || ttl > pairing.MaxFriendTTL {
 				return usagef("--ttl %v: use more than 0 and at most %v", ttl, pairing.MaxFriendTTL)
 			}
-			var v zone.FriendInviteView
-			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends/invites", zone.FriendInviteRequest{TTL: ttl.String()}, &v); err != nil {
+			var v api.FriendInviteView
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends/invites", api.FriendInviteRequest{TTL: ttl.String()}, &v); err != nil {
 				return err
 			}
 			if asJSON {

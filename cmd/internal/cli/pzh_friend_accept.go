@@ -9,7 +9,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubFriendAcceptCmd(g *globals) *cobra.Command {
@@ -37,8 +37,8 @@ the friend: in addresses (NAME/DEVICE/SERVICE) and policy rules.`,
 			if _, err := pairing.ParseFriendToken(raw); err != nil {
 				return usageError{err}
 			}
-			var v zone.FriendView
-			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends", zone.FriendAcceptRequest{Token: raw, As: as}, &v); err != nil {
+			var v api.FriendView
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends", api.FriendAcceptRequest{Token: raw, As: as}, &v); err != nil {
 				return err
 			}
 			if asJSON {

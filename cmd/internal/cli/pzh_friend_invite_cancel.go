@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/pairing"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubFriendInviteCancelCmd(g *globals) *cobra.Command {
@@ -20,7 +20,7 @@ func newHubFriendInviteCancelCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			var v zone.FriendInviteView
+			var v api.FriendInviteView
 			if err := hubDo(cmd.Context(), g, http.MethodDelete, "/v1/friends/invites/"+id, nil, &v); err != nil {
 				return err
 			}

@@ -6,9 +6,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newHubFriendInvitesCmd(g *globals) *cobra.Command {
@@ -18,7 +17,7 @@ func newHubFriendInvitesCmd(g *globals) *cobra.Command {
 		Short: "List friend invites: id, state, expiry, the friend that redeemed it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var list []zone.FriendInviteView
+			var list []api.FriendInviteView
 			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/friends/invites", nil, &list); err != nil {
 				return err
 			}

@@ -6,9 +6,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newHubFriendRemoveCmd(g *globals) *cobra.Command {
@@ -21,7 +20,7 @@ hubs closes, and calls in flight over it end. If the friend's hub is linked
 it is told, and forgets this zone too.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r zone.RemoveFriendResult
+			var r api.RemoveFriendResult
 			if err := hubDo(cmd.Context(), g, http.MethodDelete, "/v1/friends/"+url.PathEscape(args[0]), nil, &r); err != nil {
 				return err
 			}

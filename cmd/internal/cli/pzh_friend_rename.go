@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubFriendRenameCmd(g *globals) *cobra.Command {
@@ -23,8 +23,8 @@ that use the old name stop matching it: update them (pzh policy list).`,
 			if err := certs.ValidateName("zone", args[1]); err != nil {
 				return usageError{err}
 			}
-			var v zone.FriendView
-			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends/"+url.PathEscape(args[0])+"/rename", zone.RenameFriendRequest{To: args[1]}, &v); err != nil {
+			var v api.FriendView
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/friends/"+url.PathEscape(args[0])+"/rename", api.RenameFriendRequest{To: args[1]}, &v); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "friend zone %q (%s) is now called %q\n", v.Zone, v.ZoneID, v.Petname)

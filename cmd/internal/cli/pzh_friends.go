@@ -5,9 +5,8 @@ import (
 	"net/http"
 	"text/tabwriter"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newHubFriendsCmd(g *globals) *cobra.Command {
@@ -17,7 +16,7 @@ func newHubFriendsCmd(g *globals) *cobra.Command {
 		Short: "List friend zones and the state of their links",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var v zone.FriendsView
+			var v api.FriendsView
 			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/friends", nil, &v); err != nil {
 				return err
 			}

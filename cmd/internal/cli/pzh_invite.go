@@ -11,7 +11,7 @@ import (
 	"rsc.io/qr"
 
 	"github.com/pzone/pzone/pairing"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 type hubInviteOptions struct {
@@ -36,8 +36,8 @@ run 'pzp pair TOKEN'. The hub keeps only a hash of the token's secret. With
 			if o.device == "" {
 				return usagef("--device is required: name the device, e.g. --device phone")
 			}
-			req := zone.InviteRequest{Device: o.device, TTL: o.ttl.String(), Uses: o.uses, CertLifetime: o.certLifetime.String()}
-			var v zone.InviteView
+			req := api.InviteRequest{Device: o.device, TTL: o.ttl.String(), Uses: o.uses, CertLifetime: o.certLifetime.String()}
+			var v api.InviteView
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/invites", req, &v); err != nil {
 				return err
 			}
@@ -114,7 +114,7 @@ func newHubInviteCancelCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			var v zone.InviteView
+			var v api.InviteView
 			if err := hubDo(cmd.Context(), g, http.MethodDelete, "/v1/invites/"+id, nil, &v); err != nil {
 				return err
 			}

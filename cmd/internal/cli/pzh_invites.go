@@ -6,9 +6,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
-
-	"github.com/pzone/pzone/zone"
 )
 
 func newHubInvitesCmd(g *globals) *cobra.Command {
@@ -18,7 +17,7 @@ func newHubInvitesCmd(g *globals) *cobra.Command {
 		Short: "List invites: id, device, state, uses left, expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var list []zone.InviteView
+			var list []api.InviteView
 			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/invites", nil, &list); err != nil {
 				return err
 			}

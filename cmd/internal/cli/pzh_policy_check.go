@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
@@ -35,7 +34,7 @@ exits 0 either way; --json prints the decision.`,
 			}
 			var d policy.Decision
 			err = withHub(g, func(c *api.Client) error {
-				var st zone.HubStatus
+				var st api.HubStatus
 				if err := c.Do(cmd.Context(), http.MethodGet, "/v1/status", nil, &st); err != nil {
 					return err
 				}

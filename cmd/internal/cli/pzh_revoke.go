@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubRevokeCmd(g *globals) *cobra.Command {
@@ -20,7 +20,7 @@ func newHubRevokeCmd(g *globals) *cobra.Command {
 			if err := certs.ValidateName("device", args[0]); err != nil {
 				return usageError{err}
 			}
-			var r zone.RevokeResponse
+			var r api.RevokeResponse
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/devices/"+url.PathEscape(args[0])+"/revoke", nil, &r); err != nil {
 				return err
 			}

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubStatusCmd(g *globals) *cobra.Command {
@@ -19,7 +19,7 @@ func newHubStatusCmd(g *globals) *cobra.Command {
 		Short: "Show the running hub: zone, addresses, sessions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st zone.HubStatus
+			var st api.HubStatus
 			if err := hubDo(cmd.Context(), g, http.MethodGet, "/v1/status", nil, &st); err != nil {
 				return err
 			}

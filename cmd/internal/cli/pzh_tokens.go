@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -41,7 +41,7 @@ func newHubTokensTemplateCmd(g *globals) *cobra.Command {
 			return usagef("say what to do: template add or template list")
 		},
 	}
-	var req zone.TokenTemplateRequest
+	var req api.TokenTemplateRequest
 	var maxBinding, maxUsage, maxWall, maxAge time.Duration
 	add := &cobra.Command{
 		Use:   "add NAME",
@@ -138,7 +138,7 @@ func limitsText(l token.Limits) string {
 }
 
 func newHubTokensIssueCmd(g *globals) *cobra.Command {
-	var req zone.IssueRequest
+	var req api.IssueRequest
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "issue TEMPLATE",
@@ -154,7 +154,7 @@ func newHubTokensIssueCmd(g *globals) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Template = args[0]
-			var v struct{ Tokens []zone.IssuedToken }
+			var v struct{ Tokens []api.IssuedToken }
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/tokens", req, &v); err != nil {
 				return err
 			}
@@ -186,7 +186,7 @@ func newHubTokensListCmd(g *globals) *cobra.Command {
 			if lot != "" {
 				path += "?lot=" + lot
 			}
-			var v struct{ Tokens []zone.TokenView }
+			var v struct{ Tokens []api.TokenView }
 			if err := hubDo(cmd.Context(), g, http.MethodGet, path, nil, &v); err != nil {
 				return err
 			}

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 )
 
@@ -63,7 +62,7 @@ friend any more).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			var st zone.HubStatus
+			var st api.HubStatus
 			if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
 				return fmt.Errorf("hub in %s not ready after %v: %w", dir, timeout, err)
 			}
@@ -74,9 +73,9 @@ friend any more).`,
 			if want == "linked" || want == "unlinked" {
 				return waitFriends(ctx, c, dir, timeout, want == "linked", names)
 			}
-			v, err := watch(ctx, c, "/v1/devices", func(v *zone.DevicesView) uint64 { return v.Version }, func(v *zone.DevicesView) bool {
+			v, err := watch(ctx, c, "/v1/devices", func(v *api.DevicesView) uint64 { return v.Version }, func(v *api.DevicesView) bool {
 				for _, n := range names {
-					i := slices.IndexFunc(v.Devices, func(d zone.DeviceView) bool { return d.Name == n })
+					i := slices.IndexFunc(v.Devices, func(d api.DeviceView) bool { return d.Name == n })
 					if i < 0 || v.Devices[i].State != want {
 						return false
 					}
@@ -96,7 +95,7 @@ friend any more).`,
 	return cmd
 }
 
-func describeDevices(v *zone.DevicesView, names []string) string {
+func describeDevices(v *api.DevicesView, names []string) string {
 	s := ""
 	for _, n := range names {
 		state := "not paired"
@@ -113,11 +112,11 @@ func describeDevices(v *zone.DevicesView, names []string) string {
 // waitFriends waits until the named friends' links are all up (linked)
 // or all down.
 func waitFriends(ctx context.Context, c *api.Client, dir string, timeout time.Duration, linked bool, names []string) error {
-	up := func(v *zone.FriendsView, n string) bool {
-		i := slices.IndexFunc(v.Friends, func(f zone.FriendView) bool { return f.Petname == n })
+	up := func(v *api.FriendsView, n string) bool {
+		i := slices.IndexFunc(v.Friends, func(f api.FriendView) bool { return f.Petname == n })
 		return i >= 0 && v.Friends[i].State == "online"
 	}
-	v, err := watch(ctx, c, "/v1/friends", func(v *zone.FriendsView) uint64 { return v.Version }, func(v *zone.FriendsView) bool {
+	v, err := watch(ctx, c, "/v1/friends", func(v *api.FriendsView) uint64 { return v.Version }, func(v *api.FriendsView) bool {
 		for _, n := range names {
 			if up(v, n) != linked {
 				return false

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 )
 
 func newHubWakeCmd(g *globals) *cobra.Command {
@@ -43,7 +43,7 @@ hex, to send from elsewhere when checking whether pings reach the device
 				}
 				q.Set("at", at)
 			}
-			var r zone.WakeResult
+			var r api.WakeResult
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/devices/"+url.PathEscape(args[0])+"/wake?"+q.Encode(), nil, &r); err != nil {
 				return err
 			}

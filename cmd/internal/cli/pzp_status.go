@@ -11,6 +11,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
 )
 
@@ -91,7 +92,7 @@ func syncPhase(s *zsync.State) string {
 }
 
 // printDirect shows the direct listener and the path to each device.
-func printDirect(out io.Writer, d *zone.DirectStatus) {
+func printDirect(out io.Writer, d *api.DirectStatus) {
 	listen := strings.Join(d.Listen, ", ")
 	if listen == "" {
 		listen = "no address to publish"

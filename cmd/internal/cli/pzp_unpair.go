@@ -29,10 +29,10 @@ func newPeerUnpairCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res zone.UnpairResult
+			var res api.UnpairResult
 			err = api.NewClient(api.SocketPath(dir, api.PeerSocketName)).Do(cmd.Context(), http.MethodPost, "/v1/unpair", nil, &res)
 			if errors.Is(err, api.ErrNotRunning) {
-				var r *zone.UnpairResult
+				var r *api.UnpairResult
 				r, err = zone.UnpairOffline(cmd.Context(), dir, m, timeout)
 				if r != nil {
 					res = *r

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 )
 
@@ -34,14 +33,14 @@ for the hub (synced).`,
 			c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			var st zone.PeerStatus
+			var st api.PeerStatus
 			if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
 				return fmt.Errorf("pzp in %s not running after %v: %w", dir, timeout, err)
 			}
 			if args[0] == "ready" {
 				return nil
 			}
-			v, err := watch(ctx, c, "/v1/status", func(s *zone.PeerStatus) uint64 { return s.Version }, func(s *zone.PeerStatus) bool {
+			v, err := watch(ctx, c, "/v1/status", func(s *api.PeerStatus) uint64 { return s.Version }, func(s *api.PeerStatus) bool {
 				if args[0] == "synced" {
 					return s.State == "online" && s.Sync != nil && s.Sync.Synced()
 				}

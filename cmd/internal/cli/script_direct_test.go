@@ -7,7 +7,6 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 )
 
@@ -21,7 +20,7 @@ func cmdWaitPath(ts *testscript.TestScript, neg bool, args []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
 	defer cancel()
 	c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
-	path := func(s *zone.PeerStatus) string {
+	path := func(s *api.PeerStatus) string {
 		if s.Direct == nil {
 			return "(no direct status)"
 		}
@@ -32,7 +31,7 @@ func cmdWaitPath(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		return "(not listed)"
 	}
-	st, err := watch(ctx, c, "/v1/status", func(s *zone.PeerStatus) uint64 { return s.Version }, func(s *zone.PeerStatus) bool { return path(s) == want })
+	st, err := watch(ctx, c, "/v1/status", func(s *api.PeerStatus) uint64 { return s.Version }, func(s *api.PeerStatus) bool { return path(s) == want })
 	if err != nil {
 		last := "none"
 		if st != nil {

@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/rogpeppe/go-internal/testscript"
-
-	"github.com/pzone/pzone/zone"
 )
 
 // waitenvelopes DIR VERDICT N: wait until the pzp of DIR has counted at
@@ -18,7 +17,7 @@ func cmdWaitEnvelopes(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	want, err := strconv.ParseUint(args[2], 10, 64)
 	ts.Check(err)
-	count := func(st *zone.PeerStatus) uint64 {
+	count := func(st *api.PeerStatus) uint64 {
 		e := st.Envelopes
 		got := map[string]uint64{"accepted": e.Accepted, "forged": e.Forged, "stale": e.Stale, "replayed": e.Replayed, "unknown": e.Unknown}
 		n, ok := got[args[1]]
@@ -27,7 +26,7 @@ func cmdWaitEnvelopes(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		return n
 	}
-	st := waitPeerStatus(ts, args[0], "waitenvelopes", func(st *zone.PeerStatus) bool { return count(st) >= want })
+	st := waitPeerStatus(ts, args[0], "waitenvelopes", func(st *api.PeerStatus) bool { return count(st) >= want })
 	e := st.Envelopes
 	fmt.Fprintf(ts.Stdout(), "envelopes accepted %d forged %d stale %d replayed %d unknown %d\n", e.Accepted, e.Forged, e.Stale, e.Replayed, e.Unknown)
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 )
 
@@ -233,20 +232,20 @@ func cmdWaitSeq(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	want, err := strconv.ParseUint(args[1], 10, 64)
 	ts.Check(err)
-	st := waitPeerStatus(ts, args[0], "waitseq", func(st *zone.PeerStatus) bool { return st.Sync != nil && st.Sync.LastSeq >= want })
+	st := waitPeerStatus(ts, args[0], "waitseq", func(st *api.PeerStatus) bool { return st.Sync != nil && st.Sync.LastSeq >= want })
 	sy := st.Sync
 	fmt.Fprintf(ts.Stdout(), "sync %s: applied up to %d of %d, %d records received\n", sy.Phase, sy.LastSeq, sy.HubSeq, sy.Received)
 }
 
 // waitPeerStatus long-polls the status of the pzp in dir until cond
 // holds, for at most scriptWait, and returns it.
-func waitPeerStatus(ts *testscript.TestScript, dir, what string, cond func(*zone.PeerStatus) bool) *zone.PeerStatus {
+func waitPeerStatus(ts *testscript.TestScript, dir, what string, cond func(*api.PeerStatus) bool) *api.PeerStatus {
 	c := daemonClient(ts, dir, "pzp")
 	ctx, cancel := context.WithTimeout(context.Background(), scriptWait)
 	defer cancel()
 	path := "/v1/status"
 	for {
-		var st zone.PeerStatus
+		var st api.PeerStatus
 		if err := c.Do(ctx, http.MethodGet, path, nil, &st); err != nil {
 			ts.Fatalf("%s: %v", what, err)
 		}

@@ -6,9 +6,8 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/rogpeppe/go-internal/testscript"
-
-	"github.com/pzone/pzone/zone"
 )
 
 // Commands for the wakeup scripts.
@@ -40,7 +39,7 @@ func cmdWaitPings(ts *testscript.TestScript, neg bool, args []string) {
 	want, err := strconv.ParseUint(args[2], 10, 64)
 	ts.Check(err)
 	var n uint64
-	st := waitPeerStatus(ts, args[0], "waitpings", func(st *zone.PeerStatus) bool {
+	st := waitPeerStatus(ts, args[0], "waitpings", func(st *api.PeerStatus) bool {
 		if st.Wake == nil {
 			ts.Fatalf("waitpings: %s does not sleep (no --sleep-after)", args[0])
 		}
