@@ -11,6 +11,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -75,7 +76,7 @@ type bindingTable struct {
 	byID  map[string]*binding
 	ended []*binding // most recent last
 	// changes moves with every call and every end, for long polls.
-	changes notifier
+	changes localapi.Notifier
 	// onEnd, if set, runs after a binding ended (token usage).
 	onEnd func(*binding)
 }
@@ -110,7 +111,7 @@ func (t *bindingTable) attach(k bindKey, r *relay, now time.Time, limitsOf func(
 	b.streams[r] = struct{}{}
 	b.mu.Unlock()
 	b.calls.Add(1)
-	t.changes.bump()
+	t.changes.Bump()
 	return b, nil
 }
 
@@ -149,7 +150,7 @@ func (t *bindingTable) end(b *binding, reason string, now time.Time) bool {
 	if t.onEnd != nil {
 		t.onEnd(b)
 	}
-	t.changes.bump()
+	t.changes.Bump()
 	return true
 }
 
@@ -265,15 +266,15 @@ func (h *Hub) endBinding(id string) (*api.BindingView, error) {
 
 func (h *Hub) bindingRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/bindings", func(w http.ResponseWriter, r *http.Request) {
-		ver := longPoll(r, &h.bindings.changes)
-		writeJSON(w, http.StatusOK, api.BindingsView{Version: ver, Bindings: h.bindings.views(r.URL.Query().Get("all") == "1")})
+		ver := localapi.LongPoll(r, &h.bindings.changes)
+		localapi.WriteJSON(w, http.StatusOK, api.BindingsView{Version: ver, Bindings: h.bindings.views(r.URL.Query().Get("all") == "1")})
 	})
 	mux.HandleFunc("POST /v1/bindings/{id}/end", func(w http.ResponseWriter, r *http.Request) {
 		v, err := h.endBinding(r.PathValue("id"))
 		if err != nil {
-			writeErr(w, http.StatusNotFound, err)
+			localapi.WriteErr(w, http.StatusNotFound, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
+		localapi.WriteJSON(w, http.StatusOK, v)
 	})
 }

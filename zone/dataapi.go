@@ -13,6 +13,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 // The data endpoints of the local API: read, write, list and watch the
@@ -83,7 +84,7 @@ var errNoStore = errors.New("the data store is not open: the daemon is starting 
 func (a *dataAPI) open(w http.ResponseWriter) dataStore {
 	s := a.store()
 	if s == nil {
-		writeErr(w, http.StatusServiceUnavailable, errNoStore)
+		localapi.WriteErr(w, http.StatusServiceUnavailable, errNoStore)
 	}
 	return s
 }
@@ -98,7 +99,7 @@ func dataStatus(err error) int {
 	case errors.Is(err, zsync.ErrClosed):
 		return http.StatusServiceUnavailable
 	}
-	return errStatus(err, []error{zsync.ErrNotFound}, nil)
+	return localapi.ErrStatus(err, []error{zsync.ErrNotFound}, nil)
 }
 
 func checkBucket(bucket string) error {
@@ -111,13 +112,13 @@ func checkBucket(bucket string) error {
 // writeNoKey answers 404 for a key without a live record. Its message
 // leaves out the "not found: " of zsync.ErrNotFound: "no key" says it.
 func writeNoKey(w http.ResponseWriter, bucket, key string) {
-	writeErr(w, http.StatusNotFound, fmt.Errorf("no key %s in bucket %s", key, bucket))
+	localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no key %s in bucket %s", key, bucket))
 }
 
 func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	if err := zsync.CheckKey(bucket, key); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		localapi.WriteErr(w, http.StatusBadRequest, err)
 		return
 	}
 	s := a.open(w)
@@ -126,14 +127,14 @@ func (a *dataAPI) get(w http.ResponseWriter, r *http.Request) {
 	}
 	rec, ok, err := s.Get(bucket, key)
 	if err != nil {
-		writeErr(w, dataStatus(err), err)
+		localapi.WriteErr(w, dataStatus(err), err)
 		return
 	}
 	if !ok || rec.Deleted && r.URL.Query().Get("deleted") != "1" {
 		writeNoKey(w, bucket, key)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.NewRecordView(rec))
+	localapi.WriteJSON(w, http.StatusOK, api.NewRecordView(rec))
 }
 
 // Verdicts, as RecordView.Verdict shows them.
@@ -159,7 +160,7 @@ var errRefusedByHub = errors.New("the hub refused the edit, and it was undone he
 
 // withVerdict makes an edit with do and, if the request asks with
 // ?verdict=DURATION and the store is a device's with the hub online,
-// waits up to DURATION (at most maxLongPoll) for the hub's verdict.
+// waits up to DURATION (at most localapi.MaxLongPoll) for the hub's verdict.
 func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zsync.Record, error)) (api.RecordView, int, error) {
 	q := r.URL.Query()
 	if !q.Has("verdict") {
@@ -186,7 +187,7 @@ func withVerdict(r *http.Request, s dataStore, bucket, key string, do func() (zs
 	if err != nil {
 		return api.RecordView{}, 0, err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxLongPoll))
+	ctx, cancel := context.WithTimeout(r.Context(), min(wait, localapi.MaxLongPoll))
 	defer cancel()
 	v := api.NewRecordView(rec)
 	verdict, err := vw.Wait(ctx, rec.Version)
@@ -234,7 +235,7 @@ func (a *dataAPI) del(w http.ResponseWriter, r *http.Request) {
 func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataStore, bucket, key string) (api.RecordView, int, error)) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	if err := checkAPIWrite(a.node, bucket, key); err != nil {
-		writeErr(w, dataStatus(err), err)
+		localapi.WriteErr(w, dataStatus(err), err)
 		return
 	}
 	s := a.open(w)
@@ -249,9 +250,9 @@ func (a *dataAPI) edit(w http.ResponseWriter, r *http.Request, fn func(s dataSto
 		if status == 0 {
 			status = dataStatus(err)
 		}
-		writeErr(w, status, err)
+		localapi.WriteErr(w, status, err)
 	default:
-		writeJSON(w, http.StatusOK, v)
+		localapi.WriteJSON(w, http.StatusOK, v)
 	}
 }
 
@@ -269,7 +270,7 @@ type recordList struct {
 func (a *dataAPI) bucketStore(w http.ResponseWriter, r *http.Request) (string, dataStore) {
 	bucket := r.PathValue("bucket")
 	if err := checkBucket(bucket); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		localapi.WriteErr(w, http.StatusBadRequest, err)
 		return "", nil
 	}
 	return bucket, a.open(w)
@@ -304,9 +305,9 @@ func (a *dataAPI) list(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case n == 0 && err != nil:
-		writeErr(w, dataStatus(err), err)
+		localapi.WriteErr(w, dataStatus(err), err)
 	case n == 0:
-		writeJSON(w, http.StatusOK, recordList{Records: []api.RecordView{}})
+		localapi.WriteJSON(w, http.StatusOK, recordList{Records: []api.RecordView{}})
 	case err == nil:
 		io.WriteString(w, "\n]}\n")
 	case r.Context().Err() == nil:
@@ -327,7 +328,7 @@ func (a *dataAPI) watch(w http.ResponseWriter, r *http.Request) {
 	// not mind.
 	sub, err := s.Watch(bucket, prefix)
 	if err != nil {
-		writeErr(w, dataStatus(err), err)
+		localapi.WriteErr(w, dataStatus(err), err)
 		return
 	}
 	defer sub.Close()

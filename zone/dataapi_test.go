@@ -18,6 +18,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 // fakeData is an in-memory dataStore with the store's observable rules:
@@ -171,7 +172,7 @@ func dataMux(store *fakeData, node string) *http.ServeMux {
 		}
 		return store
 	}, node)
-	mux.HandleFunc("/", notFound)
+	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }
 
@@ -310,13 +311,13 @@ func TestRecordViewJSON(t *testing.T) {
 func dataClient(t *testing.T, store *fakeData) *api.Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "d.sock")
-	ln, err := listenUnix(sock)
+	ln, err := localapi.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveAPI(ctx, ln, dataMux(store, store.node)) }()
+	go func() { done <- localapi.Serve(ctx, ln, dataMux(store, store.node)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -10,6 +10,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 // Bulk import of records into the zone's store: POST /v1/import reads
@@ -82,7 +83,7 @@ func (a *dataAPI) importNDJSON(w http.ResponseWriter, r *http.Request) {
 		bucket = zsync.BucketAppData
 	}
 	if err := checkBucket(bucket); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		localapi.WriteErr(w, http.StatusBadRequest, err)
 		return
 	}
 	s := a.open(w)
@@ -91,12 +92,12 @@ func (a *dataAPI) importNDJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	ap, ok := s.(dataApplier)
 	if !ok {
-		writeErr(w, http.StatusNotImplemented, errors.New("this daemon's store cannot import"))
+		localapi.WriteErr(w, http.StatusNotImplemented, errors.New("this daemon's store cannot import"))
 		return
 	}
 	var res api.ImportResult
 	fail := func(status int, err error) {
-		writeJSON(w, status, api.ImportError{Error: err.Error(), ImportResult: res})
+		localapi.WriteJSON(w, status, api.ImportError{Error: err.Error(), ImportResult: res})
 	}
 	var chunk []zsync.Edit
 	size := 0
@@ -163,5 +164,5 @@ func (a *dataAPI) importNDJSON(w http.ResponseWriter, r *http.Request) {
 		fail(dataStatus(err), fmt.Errorf("import: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	localapi.WriteJSON(w, http.StatusOK, res)
 }

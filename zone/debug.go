@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 // MemStats is the answer of GET /v1/debug/memstats: what an operator (or
@@ -26,7 +28,7 @@ type MemStats struct {
 // socket is private to its owner (0600), so exposing pprof there is safe.
 func registerDebug(mux *http.ServeMux, sessions func() int) {
 	mux.HandleFunc("GET /v1/debug/memstats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, ReadMemStats(r.URL.Query().Get("gc") == "1", sessions()))
+		localapi.WriteJSON(w, http.StatusOK, ReadMemStats(r.URL.Query().Get("gc") == "1", sessions()))
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -402,7 +402,7 @@ func (d *directNet) register(c *directConn) bool {
 		go old.close(wire.ReasonReplaced, "replaced by another direct connection")
 	}
 	d.p.log.Info("direct connection up", "device", c.device, "via", c.conn.Kind(), "remote", c.conn.RemoteAddr().String(), "inbound", c.inbound)
-	d.p.changes.bump()
+	d.p.changes.Bump()
 	go func() { defer d.wg.Done(); d.serve(c) }()
 	go func() { defer d.wg.Done(); d.acceptCalls(c) }()
 	go func() {
@@ -418,7 +418,7 @@ func (d *directNet) register(c *directConn) bool {
 			why = fmt.Sprint(c.conn.Err())
 		}
 		d.p.log.Info("direct connection down", "device", c.device, "reason", why)
-		d.p.changes.bump()
+		d.p.changes.Bump()
 	}()
 	return true
 }

@@ -243,7 +243,7 @@ func (d *directNet) connTo(ctx context.Context, device string) *directConn {
 		c = d.conns[device]
 	}
 	d.mu.Unlock()
-	d.p.changes.bump()
+	d.p.changes.Bump()
 	if c == nil || c.dead() {
 		return nil
 	}

@@ -77,7 +77,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 		return
 	}
 	l.calls.Add(1)
-	h.changes.bump()
+	h.changes.Bump()
 	var in, back atomic.Uint64
 	splice(st, out, &in, &back, func() error { return nil })
 }
@@ -145,7 +145,7 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 		return
 	}
 	l.calls.Add(1)
-	h.changes.bump()
+	h.changes.Bump()
 	h.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice, slot)
 }
 

@@ -18,6 +18,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -188,7 +189,7 @@ func (h *Hub) befriended(f *FriendRecord) {
 	h.mu.Unlock()
 	h.publishFriend(f)
 	h.startLink(zone)
-	h.changes.bump()
+	h.changes.Bump()
 	h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
 }
 
@@ -550,7 +551,7 @@ func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*api.Remo
 	told := h.stopLink(zone, reason, why)
 	dropped := h.mail.Stat(outboxKey(zone)).n + h.purgeFrom(zone)
 	h.dropOutbox(zone)
-	h.changes.bump()
+	h.changes.Bump()
 	rules := h.rulesNaming(f.Petname)
 	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
 	return &api.RemoveFriendResult{Petname: f.Petname, Told: told, Dropped: dropped, Rules: rules}, nil
@@ -574,7 +575,7 @@ func (h *Hub) renameFriend(from, to string) (*api.FriendView, error) {
 	h.friends[rec.ZoneID.Compact()] = rec
 	h.mu.Unlock()
 	h.publishFriend(rec)
-	h.changes.bump()
+	h.changes.Bump()
 	v := h.friendView(rec)
 	v.Rules, v.RulesOld = h.rulesNaming(rec.Petname), h.rulesNaming(f.Petname)
 	return &v, nil
@@ -606,7 +607,7 @@ func (h *Hub) friendsView(ver uint64) api.FriendsView {
 
 func (h *Hub) friendRoutes(mux *http.ServeMux) {
 	friendErr := func(w http.ResponseWriter, err error) {
-		status := errStatus(err, []error{ErrNoFriend}, []error{ErrAlreadyDone})
+		status := localapi.ErrStatus(err, []error{ErrNoFriend}, []error{ErrAlreadyDone})
 		var perr *pairing.Error
 		switch {
 		case errors.Is(err, errBadFriend):
@@ -614,15 +615,15 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		case errors.As(err, &perr):
 			status = http.StatusBadGateway // the friend's hub refused
 		}
-		writeErr(w, status, err)
+		localapi.WriteErr(w, status, err)
 	}
 	mux.HandleFunc("GET /v1/friends", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, h.friendsView(longPoll(r, &h.changes)))
+		localapi.WriteJSON(w, http.StatusOK, h.friendsView(localapi.LongPoll(r, &h.changes)))
 	})
 	mux.HandleFunc("POST /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
 		var req api.FriendInviteRequest
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		v, err := h.createFriendInvite(req)
@@ -630,39 +631,39 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			friendErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, v)
+		localapi.WriteJSON(w, http.StatusCreated, v)
 	})
 	mux.HandleFunc("GET /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
 		now := h.cfg.Now()
 		invs, err := h.store.FriendInvites(now)
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
+			localapi.WriteErr(w, http.StatusInternalServerError, err)
 			return
 		}
 		out := []api.FriendInviteView{}
 		for _, inv := range invs {
 			out = append(out, friendInviteView(inv, now))
 		}
-		writeJSON(w, http.StatusOK, out)
+		localapi.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("DELETE /v1/friends/invites/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, err := pairing.NormalizeInviteID(r.PathValue("id"))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		inv, err := h.store.CancelFriendInvite(id)
 		if err != nil {
-			writeErr(w, errStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
+			localapi.WriteErr(w, localapi.ErrStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
 			return
 		}
 		h.log.Info("friend invite cancelled", "invite", id)
-		writeJSON(w, http.StatusOK, friendInviteView(inv, h.cfg.Now()))
+		localapi.WriteJSON(w, http.StatusOK, friendInviteView(inv, h.cfg.Now()))
 	})
 	mux.HandleFunc("POST /v1/friends", func(w http.ResponseWriter, r *http.Request) {
 		var req api.FriendAcceptRequest
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*streamTimeout)
@@ -672,7 +673,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			friendErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, v)
+		localapi.WriteJSON(w, http.StatusCreated, v)
 	})
 	mux.HandleFunc("DELETE /v1/friends/{name}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := h.removeFriend(r.PathValue("name"), "removed by the hub operator", wire.ReasonUnfriended)
@@ -680,12 +681,12 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			friendErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		localapi.WriteJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("POST /v1/friends/{name}/rename", func(w http.ResponseWriter, r *http.Request) {
 		var req api.RenameFriendRequest
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		v, err := h.renameFriend(r.PathValue("name"), req.To)
@@ -693,6 +694,6 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			friendErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
+		localapi.WriteJSON(w, http.StatusOK, v)
 	})
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/pzone/pzone/wakeup"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -221,7 +222,7 @@ type Hub struct {
 	ca       *certs.CA
 	cert     atomic.Pointer[tls.Certificate]
 	limiter  *pairing.Limiter
-	changes  notifier
+	changes  localapi.Notifier
 	started  time.Time
 	addr     net.Addr
 
@@ -323,7 +324,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		ln.Close()
 		return fmt.Errorf("read wake registrations: %w", err)
 	}
-	sock, err := listenUnix(api.SocketPath(cfg.DataDir, api.HubSocketName))
+	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.HubSocketName))
 	if err != nil {
 		ln.Close()
 		return err
@@ -347,7 +348,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		h.startLink(z)
 	}
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
-	g.Go(func() error { return serveAPI(gctx, sock, h.apiHandler()) })
+	g.Go(func() error { return localapi.Serve(gctx, sock, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error { return h.seenLoop(gctx) })
 	g.Go(func() error { return h.compactLoop(gctx) })

@@ -10,6 +10,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -30,10 +31,10 @@ func inviteView(inv *pairing.Invite, now time.Time) api.InviteView {
 func (h *Hub) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, h.status(longPoll(r, &h.changes)))
+		localapi.WriteJSON(w, http.StatusOK, h.status(localapi.LongPoll(r, &h.changes)))
 	})
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, h.devicesView(longPoll(r, &h.changes)))
+		localapi.WriteJSON(w, http.StatusOK, h.devicesView(localapi.LongPoll(r, &h.changes)))
 	})
 	mux.HandleFunc("POST /v1/devices/{name}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
@@ -42,10 +43,10 @@ func (h *Hub) apiHandler() http.Handler {
 		h.mu.Unlock()
 		rec, err := h.revoke(name, "revoked by the hub operator", wire.ReasonRevoked)
 		if err != nil {
-			writeErr(w, errStatus(err, []error{ErrNoDevice}, []error{ErrAlreadyDone}), err)
+			localapi.WriteErr(w, localapi.ErrStatus(err, []error{ErrNoDevice}, []error{ErrAlreadyDone}), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, api.RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
+		localapi.WriteJSON(w, http.StatusOK, api.RevokeResponse{Device: name, RevokedAt: rec.RevokedAt, WasOnline: online})
 	})
 	mux.HandleFunc("POST /v1/devices/{name}/wake", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -53,34 +54,34 @@ func (h *Hub) apiHandler() http.Handler {
 		if s := q.Get("at"); s != "" {
 			var err error
 			if at, err = time.Parse(time.RFC3339Nano, s); err != nil {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("at: %w (want RFC 3339)", err))
+				localapi.WriteErr(w, http.StatusBadRequest, fmt.Errorf("at: %w (want RFC 3339)", err))
 				return
 			}
 		}
 		res, err := h.wakeNow(r.PathValue("name"), q.Get("print") == "1", at)
 		if err != nil {
-			writeErr(w, errStatus(err, []error{errNotFound}, []error{errNoWake}), err)
+			localapi.WriteErr(w, localapi.ErrStatus(err, []error{errNotFound}, []error{errNoWake}), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		localapi.WriteJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("GET /v1/invites", func(w http.ResponseWriter, r *http.Request) {
 		now := h.cfg.Now()
 		invs, err := h.store.Invites(now)
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
+			localapi.WriteErr(w, http.StatusInternalServerError, err)
 			return
 		}
 		out := []api.InviteView{}
 		for _, inv := range invs {
 			out = append(out, inviteView(inv, now))
 		}
-		writeJSON(w, http.StatusOK, out)
+		localapi.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST /v1/invites", func(w http.ResponseWriter, r *http.Request) {
 		var req api.InviteRequest
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		v, err := h.createInvite(req)
@@ -89,24 +90,24 @@ func (h *Hub) apiHandler() http.Handler {
 			if errors.Is(err, errBadInvite) {
 				status = http.StatusBadRequest
 			}
-			writeErr(w, status, err)
+			localapi.WriteErr(w, status, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, v)
+		localapi.WriteJSON(w, http.StatusCreated, v)
 	})
 	mux.HandleFunc("DELETE /v1/invites/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, err := pairing.NormalizeInviteID(r.PathValue("id"))
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		inv, err := h.store.CancelInvite(id)
 		if err != nil {
-			writeErr(w, errStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
+			localapi.WriteErr(w, localapi.ErrStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
 			return
 		}
 		h.log.Info("invite cancelled", "invite", id)
-		writeJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
+		localapi.WriteJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
 	})
 	registerDebug(mux, func() int {
 		h.mu.Lock()
@@ -120,7 +121,7 @@ func (h *Hub) apiHandler() http.Handler {
 	hostRoutes(mux, h.services, func(app string, info api.ServiceInfo) error {
 		return publishService(h.state, zsync.HubNode, app, info)
 	}, h.log)
-	mux.HandleFunc("/", notFound)
+	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }
 

@@ -139,7 +139,7 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 	h.devices[rec.Name] = rec
 	h.mu.Unlock()
 	h.putCert(certKeyDevice+rec.Name, cert.Raw)
-	h.changes.bump()
+	h.changes.Bump()
 	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
 	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.zone.PublicAddrs}
 }

@@ -287,7 +287,7 @@ func (h *Hub) register(s *hubSession) (*hubSession, wire.CloseReason) {
 	old := h.sessions[s.device]
 	h.sessions[s.device] = s
 	h.mu.Unlock()
-	h.changes.bump()
+	h.changes.Bump()
 	return old, wire.ReasonNone
 }
 
@@ -300,7 +300,7 @@ func (h *Hub) unregister(s *hubSession) bool {
 	}
 	h.mu.Unlock()
 	if cur {
-		h.changes.bump()
+		h.changes.Bump()
 	}
 	return cur
 }
@@ -333,7 +333,7 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire
 				return wire.ReasonShutdown, "", true
 			}
 			if c.RTTus > 0 && s.rttUs.Swap(int64(c.RTTus)) == 0 {
-				h.changes.bump() // the first RTT figure is news to watchers
+				h.changes.Bump() // the first RTT figure is news to watchers
 			}
 		case wire.MsgClose:
 			h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
@@ -454,7 +454,7 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 	h.putDevice(nrec)
 	h.mu.Unlock()
 	h.putCert(certKeyDevice+device, cert.Raw)
-	h.changes.bump()
+	h.changes.Bump()
 	return cert, nil
 }
 
@@ -557,7 +557,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	h.mu.Unlock()
 	h.forgetDevice(device)
 	h.publishRevocation(rec)
-	h.changes.bump()
+	h.changes.Bump()
 	h.log.Info("device revoked", "device", device, "why", why)
 	return rec, s, nil
 }

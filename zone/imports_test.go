@@ -22,6 +22,8 @@ var layers = [][]string{
 	{"zone/envelope", "zone/policy", "zone/token"},
 	// The local API as its clients see it: types and the Go client.
 	{"zone/api"},
+	// The local API's serving side, shared by both daemons.
+	{"zone/localapi"},
 	// The runtimes, for now in one package.
 	{"zone"},
 	// Their users.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 // ErrZoneExists: pzh init found a zone already in the data directory.
@@ -61,7 +62,7 @@ func InitZone(dir, name string, publicAddrs []string, now time.Time) (*ZoneInfo,
 	}
 	path := filepath.Join(dir, HubDBName)
 	if _, err := os.Stat(path); err != nil {
-		if err := CheckDataDir(dir, api.HubSocketName); err != nil {
+		if err := localapi.CheckDataDir(dir, api.HubSocketName); err != nil {
 			return nil, err
 		}
 	}

@@ -267,7 +267,7 @@ func (h *Hub) setLinkState(zone string, f func(*linkState)) {
 	}
 	f(s)
 	h.mu.Unlock()
-	h.changes.bump()
+	h.changes.Bump()
 }
 
 func (h *Hub) liveLink(zone string) *hubLink {
@@ -414,7 +414,7 @@ func (h *Hub) registerLink(l *hubLink) bool {
 		}()
 	}
 	h.mu.Unlock()
-	h.changes.bump()
+	h.changes.Bump()
 	h.log.Info("friend link up", "friend", h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
 	go h.kickOutbox(l.zone) // messages kept while the link was down
 	return true
@@ -441,7 +441,7 @@ func (h *Hub) runLink(l *hubLink) {
 		delete(h.links, l.zone)
 	}
 	h.mu.Unlock()
-	h.changes.bump()
+	h.changes.Bump()
 	h.log.Info("friend link down", "friend", h.petname(l.zone), "reason", l.reason)
 }
 
@@ -518,13 +518,13 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 					return
 				}
 				if c.RTTus > 0 && l.rttUs.Swap(int64(c.RTTus)) == 0 {
-					h.changes.bump()
+					h.changes.Bump()
 				}
 			case wire.MsgPong:
 				if c.Seq == seq {
 					first := l.rttUs.Swap(int64(time.Since(sent)/time.Microsecond)) == 0
 					if first {
-						h.changes.bump()
+						h.changes.Bump()
 					}
 				}
 			case wire.MsgClose:

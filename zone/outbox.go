@@ -55,7 +55,7 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *Frien
 		return
 	}
 	h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
-	h.changes.bump()
+	h.changes.Bump()
 	h.kickOutbox(zone) // the link may have come back meanwhile
 	if transport.WriteFrame(st, &wire.CallReply{Queued: true, ExpiresMs: msg.Expires.UnixMilli()}) != nil || st.Close() != nil {
 		st.Reset()
@@ -151,7 +151,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				if err := h.mail.Remove(key, q.seq); err != nil {
 					h.log.Error("remove a forwarded message", "friend", h.petname(zone), "err", err)
 				}
-				h.changes.bump()
+				h.changes.Bump()
 				progress = true
 			case cerr.Status == wire.CallOffline || cerr.Status == wire.CallUnavailable || cerr.Status == wire.CallDeadline || cerr.Status == wire.CallQueueFull:
 				blocked[dest], retry = true, true // the friend's hub says not now: keep it, and its followers' order

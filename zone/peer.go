@@ -19,6 +19,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -180,7 +181,7 @@ type Peer struct {
 
 	mu      sync.Mutex
 	st      api.PeerStatus
-	changes notifier
+	changes localapi.Notifier
 
 	unpairReq chan *unpairCall
 	conn      atomic.Pointer[transport.Conn] // the live session's connection
@@ -257,7 +258,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		return err
 	}
 	sock := api.SocketPath(cfg.DataDir, api.PeerSocketName)
-	ln, err := listenUnix(sock)
+	ln, err := localapi.Listen(sock)
 	if err != nil {
 		closeDirect()
 		p.state.Close()
@@ -267,7 +268,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 	defer os.Remove(sock)
 	apiCtx, apiStop := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- serveAPI(apiCtx, ln, p.apiHandler()) }()
+	go func() { apiDone <- localapi.Serve(apiCtx, ln, p.apiHandler()) }()
 
 	id := p.id.Load()
 	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
@@ -345,7 +346,7 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
 	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: newServiceHost(),
 		envelopes: envelope.NewChecker()}
-	p.envelopes.Notify = p.changes.bump
+	p.envelopes.Notify = p.changes.Bump
 	p.id.Store(id)
 	p.st = api.PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
@@ -356,7 +357,7 @@ func (p *Peer) setStatus(f func(*api.PeerStatus)) {
 	p.mu.Lock()
 	f(&p.st)
 	p.mu.Unlock()
-	p.changes.bump()
+	p.changes.Bump()
 }
 
 func (p *Peer) status(ver uint64) api.PeerStatus {
@@ -486,7 +487,7 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 func (p *Peer) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, p.status(longPoll(r, &p.changes)))
+		localapi.WriteJSON(w, http.StatusOK, p.status(localapi.LongPoll(r, &p.changes)))
 	})
 	mux.HandleFunc("POST /v1/unpair", func(w http.ResponseWriter, r *http.Request) {
 		call := &unpairCall{told: make(chan error, 1), done: make(chan error, 1)}
@@ -498,18 +499,18 @@ func (p *Peer) apiHandler() http.Handler {
 		}
 		told := <-call.told
 		if err := <-call.done; err != nil {
-			writeErr(w, http.StatusInternalServerError, fmt.Errorf("delete credentials: %w", err))
+			localapi.WriteErr(w, http.StatusInternalServerError, fmt.Errorf("delete credentials: %w", err))
 			return
 		}
 		res := api.UnpairResult{Device: p.id.Load().Device, HubTold: told == nil}
 		if told != nil {
 			res.HubError = told.Error()
 		}
-		writeJSON(w, http.StatusOK, res)
+		localapi.WriteJSON(w, http.StatusOK, res)
 	})
 	dataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
 	p.serviceRoutes(mux)
-	mux.HandleFunc("/", notFound)
+	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }
 

@@ -452,7 +452,7 @@ func (p *Peer) renew(ctx context.Context, ps *peerSession) error {
 		nid = &c
 	}
 	p.id.Store(nid)
-	p.changes.bump()
+	p.changes.Bump()
 	p.log.Info("certificate renewed", "expires", cert.NotAfter)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -496,18 +497,18 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	exchange := func(kind wire.CallKind) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			var req api.CallRequestBody
-			if err := readJSON(r, &req); err != nil {
-				writeErr(w, http.StatusBadRequest, err)
+			if err := localapi.ReadJSON(r, &req); err != nil {
+				localapi.WriteErr(w, http.StatusBadRequest, err)
 				return
 			}
 			addr, err := wire.ParseAddr(req.To)
 			if err != nil {
-				writeErr(w, http.StatusBadRequest, err)
+				localapi.WriteErr(w, http.StatusBadRequest, err)
 				return
 			}
 			if req.App != "" {
 				if err := wire.ValidateServiceName(req.App); err != nil {
-					writeErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
+					localapi.WriteErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
 					return
 				}
 			}
@@ -516,7 +517,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 				body = []byte("null")
 			}
 			if req.TTLMs < 0 {
-				writeErr(w, http.StatusBadRequest, errors.New("ttl_ms is negative"))
+				localapi.WriteErr(w, http.StatusBadRequest, errors.New("ttl_ms is negative"))
 				return
 			}
 			ttl := time.Duration(req.TTLMs) * time.Millisecond
@@ -536,18 +537,18 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			var ce *wire.CallError
 			switch {
 			case errors.As(err, &ce):
-				writeErr(w, callHTTPStatus(ce.Status), fmt.Errorf("%s: %s", addr, ce.Message))
+				localapi.WriteErr(w, callHTTPStatus(ce.Status), fmt.Errorf("%s: %s", addr, ce.Message))
 			case err != nil:
-				writeErr(w, http.StatusInternalServerError, err)
+				localapi.WriteErr(w, http.StatusInternalServerError, err)
 			case kind == wire.CallMessage:
 				out := api.SendResult{Delivered: true}
 				if rep != nil && rep.Queued {
 					exp := time.UnixMilli(rep.ExpiresMs).UTC()
 					out = api.SendResult{Queued: true, Expires: &exp}
 				}
-				writeJSON(w, http.StatusOK, out)
+				localapi.WriteJSON(w, http.StatusOK, out)
 			default:
-				writeJSON(w, http.StatusOK, api.CallResult{Result: res})
+				localapi.WriteJSON(w, http.StatusOK, api.CallResult{Result: res})
 			}
 		}
 	}
@@ -560,7 +561,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		app, zone := r.URL.Query().Get("app"), r.URL.Query().Get("zone")
 		if app != "" {
 			if err := wire.ValidateServiceName(app); err != nil {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
+				localapi.WriteErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
 				return
 			}
 		}
@@ -570,7 +571,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		if zone != "" && zone != id.Zone && certs.FirstZoneID(zone) != id.ZoneID.Compact() {
 			var cerr *wire.CallError
 			if views, friend, cerr = p.discover(r.Context(), zone, app); cerr != nil {
-				writeErr(w, callHTTPStatus(cerr.Status), errors.New(cerr.Message))
+				localapi.WriteErr(w, callHTTPStatus(cerr.Status), errors.New(cerr.Message))
 				return
 			}
 		} else {
@@ -588,7 +589,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 				shown = append(shown, v)
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string][]api.ServiceView{"services": shown})
+		localapi.WriteJSON(w, http.StatusOK, map[string][]api.ServiceView{"services": shown})
 	})
 }
 
@@ -650,19 +651,19 @@ func hostRoutes(mux *http.ServeMux, sh *serviceHost, publish func(app string, in
 	})
 	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
 		var rep api.Reply
-		if err := readJSON(r, &rep); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &rep); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		if rep.Error == "" && len(rep.Result) > 0 && !json.Valid(rep.Result) {
-			writeErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
+			localapi.WriteErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
 			return
 		}
 		if !sh.answer(r.PathValue("id"), rep) {
-			writeErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
+			localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		localapi.WriteJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	})
 }
 
@@ -681,13 +682,13 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publis
 	}
 	for _, n := range append([]string{service, app}, info.Methods...) {
 		if err := wire.ValidateServiceName(n); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 	}
 	l, err := sh.listen(app, service)
 	if err != nil {
-		writeErr(w, http.StatusConflict, err)
+		localapi.WriteErr(w, http.StatusConflict, err)
 		return
 	}
 	defer sh.stop(l)

@@ -67,7 +67,7 @@ func (p *Peer) listenWake(ctx context.Context) {
 			return
 		}
 		v := sl.verifier.Check(buf[:n])
-		p.changes.bump()
+		p.changes.Bump()
 		if v != wakeup.Accepted {
 			p.log.Debug("wake datagram dropped", "from", from, "size", n, "verdict", v)
 			continue
@@ -142,7 +142,7 @@ func (p *Peer) wakeConfirmed(c *wire.Control) {
 	}
 	sl.st.Endpoint = c.WakeEndpoint
 	sl.mu.Unlock()
-	p.changes.bump()
+	p.changes.Bump()
 	p.log.Info("wake registration confirmed", "endpoint", c.WakeEndpoint)
 }
 
@@ -297,7 +297,7 @@ func (p *Peer) awaitSession(ctx context.Context) transport.Conn {
 			return nil
 		}
 		p.need()
-		nv := p.changes.wait(ctx, ver)
+		nv := p.changes.Wait(ctx, ver)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -316,6 +316,6 @@ func (p *Peer) woke() {
 	p.sleep.waking = false
 	p.sleep.mu.Unlock()
 	if changed {
-		p.changes.bump()
+		p.changes.Bump()
 	}
 }

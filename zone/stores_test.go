@@ -15,6 +15,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -67,7 +68,7 @@ func TestSocketPrivateUnderUmask000(t *testing.T) {
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
 	dir := filepath.Join(t.TempDir(), "d")
-	if err := CheckDataDir(dir, api.HubSocketName); err != nil {
+	if err := localapi.CheckDataDir(dir, api.HubSocketName); err != nil {
 		t.Fatal(err)
 	}
 	path := api.SocketPath(dir, api.HubSocketName)
@@ -83,7 +84,7 @@ func TestSocketPrivateUnderUmask000(t *testing.T) {
 		}
 	}()
 	for range 200 {
-		ln, err := listenUnix(path)
+		ln, err := localapi.Listen(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,11 +116,11 @@ func TestSocketPrivateUnderUmask000(t *testing.T) {
 func TestDataDirNotPrivate(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
-	err := CheckDataDir(dir, api.HubSocketName)
+	err := localapi.CheckDataDir(dir, api.HubSocketName)
 	if err == nil || !strings.Contains(err.Error(), "lets others write it") {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := listenUnix(api.SocketPath(dir, api.HubSocketName)); err == nil {
+	if _, err := localapi.Listen(api.SocketPath(dir, api.HubSocketName)); err == nil {
 		t.Fatal("listened in a directory others may write")
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -22,28 +23,28 @@ const maxIssue = 1000
 func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
 		var req api.TokenTemplateRequest
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		if err := checkTemplate(&req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		var cur token.Template
 		if ok, err := tokenRecord(h.state, token.KeyTemplate+req.Name, &cur); err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
+			localapi.WriteErr(w, http.StatusInternalServerError, err)
 			return
 		} else if ok && !req.Replace {
-			writeErr(w, http.StatusConflict, fmt.Errorf("template %q exists; replace it with --replace (tokens already issued keep their limits)", req.Name))
+			localapi.WriteErr(w, http.StatusConflict, fmt.Errorf("template %q exists; replace it with --replace (tokens already issued keep their limits)", req.Name))
 			return
 		}
 		tpl := token.Template{Name: req.Name, Created: h.cfg.Now().UTC(), Limits: req.Limits}
 		if err := putTokenRecord(h.state, token.KeyTemplate+req.Name, &tpl); err != nil {
-			writeErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, dataStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, tpl)
+		localapi.WriteJSON(w, http.StatusOK, tpl)
 	})
 	mux.HandleFunc("GET /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
 		var out []token.Template
@@ -55,49 +56,49 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			return nil
 		})
 		if err != nil {
-			writeErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, dataStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]token.Template{"templates": nonNil(out)})
+		localapi.WriteJSON(w, http.StatusOK, map[string][]token.Template{"templates": nonNil(out)})
 	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req api.IssueRequest
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		res, status, err := h.issueTokens(req)
 		if err != nil {
-			writeErr(w, status, err)
+			localapi.WriteErr(w, status, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]api.IssuedToken{"tokens": res})
+		localapi.WriteJSON(w, http.StatusOK, map[string][]api.IssuedToken{"tokens": res})
 	})
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		views, err := h.tokenViews(r.URL.Query().Get("lot"))
 		if err != nil {
-			writeErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, dataStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]api.TokenView{"tokens": nonNil(views)})
+		localapi.WriteJSON(w, http.StatusOK, map[string][]api.TokenView{"tokens": nonNil(views)})
 	})
 	mux.HandleFunc("POST /v1/tokens/revoke", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			ID  string `json:"id,omitempty"`
 			Lot string `json:"lot,omitempty"`
 		}
-		if err := readJSON(r, &req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
 		n, err := h.revokeTokens(req.ID, req.Lot)
 		switch {
 		case err != nil:
-			writeErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, dataStatus(err), err)
 		case n == 0:
-			writeErr(w, http.StatusNotFound, fmt.Errorf("no active token matches (id %q, lot %q)", req.ID, req.Lot))
+			localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no active token matches (id %q, lot %q)", req.ID, req.Lot))
 		default:
-			writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+			localapi.WriteJSON(w, http.StatusOK, map[string]int{"revoked": n})
 		}
 	})
 }

@@ -177,7 +177,7 @@ func (h *Hub) registerWake(s *hubSession, c *wire.Control) error {
 		h.log.Error("save wake registration; the device will not sleep", "device", s.device, "err", err)
 		return nil // no WakeOK: the device stays awake, which is safe
 	}
-	h.changes.bump()
+	h.changes.Bump()
 	h.log.Debug("wake registration", "device", s.device, "method", method, "endpoint", endpoint)
 	return s.send(&wire.Control{Type: wire.MsgWakeOK, WakeEndpoint: endpoint})
 }
@@ -235,7 +235,7 @@ func (h *Hub) setAsleep(device string, asleep bool) {
 		h.log.Warn("save wake state", "device", device, "err", err)
 	}
 	w.rec = &c
-	h.changes.bump()
+	h.changes.Bump()
 }
 
 // asleep reports whether a device's last session ended with it going to
@@ -314,7 +314,7 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 	w.sent = keep
 	if len(w.sent) >= h.cfg.WakeRate {
 		w.limited++
-		h.changes.bump()
+		h.changes.Bump()
 		return
 	}
 	stamp := h.cfg.Now().Truncate(time.Millisecond)
@@ -329,7 +329,7 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 	reg := w.rec.registration()
 	ping := wakeup.Seal(reg.Secret, stamp)
 	waker := h.wakers[reg.Method]
-	h.changes.bump()
+	h.changes.Bump()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
 		defer cancel()
@@ -432,7 +432,7 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline t
 	h.wakeMu.Lock()
 	h.wakeOf(hdr.ToDevice).newMail = true
 	h.wakeMu.Unlock()
-	h.changes.bump()
+	h.changes.Bump()
 	// Wake after the message is stored: if the session closed meanwhile,
 	// this pings; if it is up, it does nothing.
 	h.wake(hdr.ToDevice)
@@ -591,7 +591,7 @@ func (h *Hub) courierPass(device string) (retry, progress bool) {
 				if err := h.mail.Remove(device, q.seq); err != nil {
 					h.log.Error("remove a delivered message", "device", device, "err", err)
 				}
-				h.changes.bump()
+				h.changes.Bump()
 				h.delivered(device, q.msg, true)
 				progress = true
 			case cerr.Status == wire.CallOffline || cerr.Status == wire.CallUnavailable || cerr.Status == wire.CallDeadline:
@@ -613,7 +613,7 @@ func (h *Hub) dropQueued(device string, q queued, why string) {
 	if err := h.mail.Remove(device, q.seq); err != nil {
 		h.log.Error("remove a queued message", "device", device, "err", err)
 	}
-	h.changes.bump()
+	h.changes.Bump()
 }
 
 // deliverQueued sends one queued message over a device's session and
@@ -650,7 +650,7 @@ func (h *Hub) expire() {
 			continue
 		}
 		h.log.Info("queued messages expired", "device", device, "count", len(seqs))
-		h.changes.bump()
+		h.changes.Bump()
 	}
 }
 

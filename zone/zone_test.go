@@ -412,22 +412,6 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestNotifierWakesWaiters(t *testing.T) {
-	var n notifier
-	v0 := n.wait(context.Background(), ^uint64(0))
-	got := make(chan uint64)
-	go func() { got <- n.wait(context.Background(), v0) }()
-	n.bump()
-	if v := <-got; v == v0 {
-		t.Fatalf("waiter woke with the old version %d", v)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if v := n.wait(ctx, n.wait(context.Background(), ^uint64(0))); v != v0+1 {
-		t.Fatalf("cancelled wait returned %d", v)
-	}
-}
-
 func TestInitZoneRefusesExisting(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := InitZone(dir, "alice", []string{"127.0.0.1:7443"}, time.Now()); err != nil {

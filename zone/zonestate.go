@@ -193,7 +193,7 @@ func (p *Peer) openState() error {
 }
 
 func (p *Peer) syncChanged() {
-	p.changes.bump()
+	p.changes.Bump()
 	if p.state == nil {
 		return
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 type peerPairOptions struct {
@@ -84,7 +85,7 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 			if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 				createdDir = true
 			}
-			if err := zone.CheckDataDir(dir, api.PeerSocketName); err != nil {
+			if err := localapi.CheckDataDir(dir, api.PeerSocketName); err != nil {
 				return err
 			}
 			removeIfNew := func() {

@@ -1,4 +1,8 @@
-package zone
+// Package localapi is the serving side of the daemons' local API, shared
+// by the hub and the device: the Unix socket (private to its user), the
+// HTTP server on it, JSON answers and errors in one shape, and long polls
+// over a Notifier. Its clients' side is package zone/api.
+package localapi
 
 import (
 	"context"
@@ -26,8 +30,8 @@ import (
 // 108 bytes on Linux, 104 on BSDs).
 const maxSocketPath = 104
 
-// maxAPIBody bounds a request body on the local API.
-const maxAPIBody = wire.MaxCallBody
+// MaxBody bounds a request body on the local API.
+const MaxBody = wire.MaxCallBody
 
 // CheckDataDir makes sure dir can hold a daemon: it exists or can be
 // created (0700), belongs to this user and nobody else may write it, is
@@ -52,14 +56,14 @@ func CheckDataDir(dir, socketName string) error {
 	return os.Remove(probe.Name())
 }
 
-// listenUnix binds the local API socket. A live daemon already answering
+// Listen binds the local API socket. A live daemon already answering
 // there is an error; a stale socket file left by a crash is replaced.
 //
 // The socket is bound in a new directory only this user can enter, made
 // 0600 there, and only then renamed into place: bound where it belongs,
 // it would be connectable by anyone for the moment between bind and
 // chmod (its mode comes from the umask, which may be 000).
-func listenUnix(path string) (net.Listener, error) {
+func Listen(path string) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if len(bindPath(path)) >= maxSocketPath {
 		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d-byte limit of Unix sockets: use a shorter --data directory", path, len(path), maxSocketPath)
@@ -98,14 +102,14 @@ func listenUnix(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// bindPath is where listenUnix first binds the socket at path: inside a
+// bindPath is where Listen first binds the socket at path: inside a
 // directory of its own, so that only this user can reach it.
 func bindPath(path string) string {
 	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new", "s")
 }
 
-// serveAPI serves h on ln until ctx ends.
-func serveAPI(ctx context.Context, ln net.Listener, h http.Handler) error {
+// Serve serves h on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	// Requests live within ctx, so that streams (watches, long polls) end
 	// when the daemon stops instead of holding up its shutdown.
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
@@ -123,7 +127,7 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler) error {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
@@ -131,18 +135,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-func writeErr(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, api.ErrorBody{Error: err.Error()})
+func WriteErr(w http.ResponseWriter, status int, err error) {
+	WriteJSON(w, status, api.ErrorBody{Error: err.Error()})
 }
 
-// notFound answers unknown paths in the same JSON shape as other errors.
-func notFound(w http.ResponseWriter, r *http.Request) {
-	writeErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+// NotFound answers unknown paths in the same JSON shape as other errors.
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	WriteErr(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 }
 
-// errStatus maps an error to its HTTP status: the sentinels listed are the
+// ErrStatus maps an error to its HTTP status: the sentinels listed are the
 // client's doing (404, 409); anything else is the daemon's own failure (500).
-func errStatus(err error, notFoundErrs, conflictErrs []error) int {
+func ErrStatus(err error, notFoundErrs, conflictErrs []error) int {
 	for _, e := range notFoundErrs {
 		if errors.Is(err, e) {
 			return http.StatusNotFound
@@ -156,25 +160,26 @@ func errStatus(err error, notFoundErrs, conflictErrs []error) int {
 	return http.StatusInternalServerError
 }
 
-func readJSON(r *http.Request, v any) error {
+func ReadJSON(r *http.Request, v any) error {
 	// Unknown fields are ignored: a newer client may send fields an older
 	// daemon does not know yet.
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxAPIBody))
+	dec := json.NewDecoder(io.LimitReader(r.Body, MaxBody))
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("bad request body: %w", err)
 	}
 	return nil
 }
 
-// notifier versions a piece of state so API clients can long-poll for
+// Notifier versions a piece of state so API clients can long-poll for
 // change instead of polling.
-type notifier struct {
+type Notifier struct {
 	mu  sync.Mutex
 	ver uint64
 	ch  chan struct{}
 }
 
-func (n *notifier) bump() {
+// Bump marks a change: every Wait for an older version returns.
+func (n *Notifier) Bump() {
 	n.mu.Lock()
 	n.ver++
 	if n.ch != nil {
@@ -184,9 +189,9 @@ func (n *notifier) bump() {
 	n.mu.Unlock()
 }
 
-// wait returns the current version once it differs from since, or when
+// Wait returns the current version once it differs from since, or when
 // ctx ends (then with the unchanged version).
-func (n *notifier) wait(ctx context.Context, since uint64) uint64 {
+func (n *Notifier) Wait(ctx context.Context, since uint64) uint64 {
 	for {
 		n.mu.Lock()
 		v := n.ver
@@ -207,24 +212,24 @@ func (n *notifier) wait(ctx context.Context, since uint64) uint64 {
 	}
 }
 
-// maxLongPoll bounds one long-poll request; clients ask again.
-const maxLongPoll = 60 * time.Second
+// MaxLongPoll bounds one long-poll request; clients ask again.
+const MaxLongPoll = 60 * time.Second
 
-// longPoll waits, if the request asks with ?wait=VERSION, until n moves
-// past it (or ?timeout / maxLongPoll passes), and returns the version to
+// LongPoll waits, if the request asks with ?wait=VERSION, until n moves
+// past it (or ?timeout / MaxLongPoll passes), and returns the version to
 // report.
-func longPoll(r *http.Request, n *notifier) uint64 {
+func LongPoll(r *http.Request, n *Notifier) uint64 {
 	q := r.URL.Query()
 	if !q.Has("wait") {
-		return n.wait(context.Background(), ^uint64(0))
+		return n.Wait(context.Background(), ^uint64(0))
 	}
 	var since uint64
 	fmt.Sscan(q.Get("wait"), &since)
-	d := maxLongPoll
+	d := MaxLongPoll
 	if t, err := time.ParseDuration(q.Get("timeout")); err == nil && t > 0 && t < d {
 		d = t
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), d)
 	defer cancel()
-	return n.wait(ctx, since)
+	return n.Wait(ctx, since)
 }
