@@ -31,7 +31,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 15s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParseZoneID$$' -fuzztime=$(FUZZTIME) ./certs
 	$(GO) test -run='^$$' -fuzz='^FuzzSyncFrames$$' -fuzztime=$(FUZZTIME) ./sync
 	$(GO) test -run='^$$' -fuzz='^FuzzSyncFramesToDevice$$' -fuzztime=$(FUZZTIME) ./sync
-	$(GO) test -run='^$$' -fuzz='^FuzzParseImportLine$$' -fuzztime=$(FUZZTIME) ./zone
+	$(GO) test -run='^$$' -fuzz='^FuzzParseImportLine$$' -fuzztime=$(FUZZTIME) ./zone/localapi
 	$(GO) test -run='^$$' -fuzz='^FuzzEnvelope$$' -fuzztime=$(FUZZTIME) ./zone/envelope
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRule$$' -fuzztime=$(FUZZTIME) ./zone/policy
 	$(GO) test -run='^$$' -fuzz='^FuzzParseFriendToken$$' -fuzztime=$(FUZZTIME) ./pairing

@@ -16,7 +16,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/localapi"
 )
 
 // rawPKI is a throwaway zone for the raw baselines: the same Ed25519
@@ -191,7 +191,7 @@ func RunRawServer(ctx context.Context, kind transport.Kind, addr, dir string) er
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/debug/memstats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		st := zone.ReadMemStats(r.URL.Query().Get("gc") == "1", s.count())
+		st := localapi.ReadMemStats(r.URL.Query().Get("gc") == "1", s.count())
 		fmt.Fprintf(w, `{"heap_alloc":%d,"heap_inuse":%d,"heap_objects":%d,"sys":%d,"rss":%d,"goroutines":%d,"sessions":%d}`,
 			st.HeapAlloc, st.HeapInuse, st.HeapObjects, st.Sys, st.RSS, st.Goroutines, st.Sessions)
 	})

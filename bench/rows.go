@@ -16,6 +16,8 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Targets from the benchmark issue.
@@ -271,10 +273,10 @@ func (f *fixture) idleTraffic(ctx context.Context, kind transport.Kind) (Row, er
 		return Row{}, err
 	}
 	perBeat := float64(fl.traffic()-before) / float64(n) / (float64(window) / float64(trafficHeartbeat))
-	perMin := perBeat * float64(time.Minute) / float64(zone.DefaultHeartbeat)
+	perMin := perBeat * float64(time.Minute) / float64(wire.DefaultHeartbeat)
 	return Row{Name: "idle keepalive traffic", Transport: string(kind), Value: perMin, Unit: "B/min/session",
 		Target: fmt.Sprintf("≤ %.0f B/min", targetIdleBytes), Met: perMin <= targetIdleBytes, Runs: 1,
-		Note: fmt.Sprintf("%.0f B per ping/pong exchange (both ways, with ACKs), one per %v; a raw idle connection sends 0", perBeat, zone.DefaultHeartbeat)}, nil
+		Note: fmt.Sprintf("%.0f B per ping/pong exchange (both ways, with ACKs), one per %v; a raw idle connection sends 0", perBeat, wire.DefaultHeartbeat)}, nil
 }
 
 // sleep waits out a measurement window (not a synchronisation).
@@ -337,7 +339,7 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 	}
 	defer stopChild(raw)
 	rc := api.NewClient(filepath.Join(pkiDir, "raw.sock"))
-	var raw0 *zone.MemStats
+	var raw0 *localapi.MemStats
 	for raw0 == nil {
 		if raw0, err = memstats(ctx, rc); err != nil && !errors.Is(err, api.ErrNotRunning) {
 			return nil, err
@@ -361,7 +363,7 @@ func (f *fixture) idleMemory(ctx context.Context, kind transport.Kind) ([]Row, e
 	// actually held, as long as that is nearly all of them.
 	held := 0
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		var m zone.MemStats
+		var m localapi.MemStats
 		if err := rc.Do(ctx, http.MethodGet, "/v1/debug/memstats", nil, &m); err != nil {
 			return nil, err
 		}
@@ -471,8 +473,8 @@ func holdRaw(ctx context.Context, addr string, kind transport.Kind, pki *rawPKI,
 	return out, err
 }
 
-func memstats(ctx context.Context, c *api.Client) (*zone.MemStats, error) {
-	var m zone.MemStats
+func memstats(ctx context.Context, c *api.Client) (*localapi.MemStats, error) {
+	var m localapi.MemStats
 	if err := c.Do(ctx, http.MethodGet, "/v1/debug/memstats?gc=1", nil, &m); err != nil {
 		return nil, err
 	}

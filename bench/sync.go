@@ -27,6 +27,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // The zone-state rows. They run against zones of their own, with the hub
@@ -38,7 +39,7 @@ import (
 const (
 	// syncHeartbeat is the sync hubs' heartbeat: the longest allowed, so
 	// that heartbeats add next to nothing to the wire bytes of edits.
-	syncHeartbeat = zone.MaxHeartbeat
+	syncHeartbeat = wire.MaxHeartbeat
 	// syncLoops is how many DataPut loops the accepted-edits row runs,
 	// spread over its devices. A device commits concurrent local edits
 	// together and pushes them in batches, so a few loops per device keep

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/envelope"
@@ -19,86 +22,6 @@ import (
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
-
-// writeBody writes data as data frames. A reply then ends the sending
-// direction; a request ends with an empty data frame instead and keeps its
-// direction open until the reply is read, so that the caller can still
-// cancel (reset) it and the service's device notices.
-func writeBody(st transport.Stream, data []byte, reply bool) error {
-	for len(data) > 0 {
-		n := min(len(data), wire.CallChunk)
-		if err := transport.WriteFrame(st, data[:n]); err != nil {
-			return err
-		}
-		data = data[n:]
-	}
-	if reply {
-		return st.Close()
-	}
-	return transport.WriteFrame(st, []byte{})
-}
-
-// readBody reads data frames until an empty one or the end of the other
-// side's direction, at most limit bytes.
-func readBody(fr *transport.FrameReader, limit int) ([]byte, error) {
-	return readBodyPaced(fr, limit, nil)
-}
-
-// readBodyPaced is readBody calling pace, if set, before each frame with
-// the bytes read so far (to move a read deadline, or to stop with its
-// error).
-func readBodyPaced(fr *transport.FrameReader, limit int, pace func(got int) error) ([]byte, error) {
-	var out []byte
-	for {
-		if pace != nil {
-			if err := pace(len(out)); err != nil {
-				return nil, err
-			}
-		}
-		var chunk []byte
-		err := fr.ReadFrame(&chunk)
-		if errors.Is(err, io.EOF) || err == nil && len(chunk) == 0 {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(out)+len(chunk) > limit {
-			return nil, fmt.Errorf("body over the %d-byte limit", limit)
-		}
-		out = append(out, chunk...)
-	}
-}
-
-// bodyDeadline is when a request body whose header came at start must
-// have arrived in full, got bytes of it so far: wait, plus time at
-// wire.CallBodyRate for what came, and never after the call's own deadline.
-func bodyDeadline(start time.Time, wait time.Duration, got int, call time.Time) time.Time {
-	d := start.Add(wait + time.Duration(got)*time.Second/wire.CallBodyRate)
-	if call.Before(d) {
-		return call
-	}
-	return d
-}
-
-// readRequest reads the request body of a call stream, the header just
-// read, paced by bodyDeadline.
-// hold, if set, is told the bytes read so far before each frame and may
-// stop the read with an error.
-func readRequest(st transport.Stream, fr *transport.FrameReader, wait time.Duration, call time.Time, hold func(got int) error) ([]byte, error) {
-	start := time.Now()
-	body, err := readBodyPaced(fr, wire.MaxCallBody, func(got int) error {
-		if hold != nil {
-			if err := hold(got); err != nil {
-				return err
-			}
-		}
-		st.SetReadDeadline(bodyDeadline(start, wait, got, call))
-		return nil
-	})
-	st.SetReadDeadline(call)
-	return body, err
-}
 
 // replayStream is a call stream whose request body the hub has read
 // already: reads return the body's frames as they came, then go on with
@@ -134,41 +57,22 @@ func (s *replayStream) Read(p []byte) (int, error) {
 func (h *Hub) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) (transport.Stream, bool) {
 	var raw bytes.Buffer
 	fr := transport.NewFrameReader(io.TeeReader(st, &raw), wire.CallChunk+16)
-	_, err := readRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(wire.CallTimeout(hdr)), slot.hold)
+	_, err := session.ReadRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(wire.CallTimeout(hdr)), slot.hold)
 	var ne net.Error
 	var over *overBudget
 	switch {
 	case errors.As(err, &over):
-		refuseCall(st, wire.CallUnavailable, over.Error())
+		session.RefuseCall(st, wire.CallUnavailable, over.Error())
 		return nil, false
 	case errors.As(err, &ne) && ne.Timeout():
 		slot.release() // first: once the caller sees the reset, the slot is free
 		st.Reset()
 		return nil, false
 	case err != nil:
-		refuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
+		session.RefuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
 		return nil, false
 	}
 	return &replayStream{Stream: st, rest: raw.Bytes()}, true
-}
-
-// refuseCall answers a call stream with a failure and ends it.
-func refuseCall(st transport.Stream, status wire.CallStatus, msg string) {
-	st.SetWriteDeadline(time.Now().Add(streamTimeout))
-	if transport.WriteFrame(st, &wire.CallReply{Status: status, Message: msg}) != nil {
-		st.Reset()
-		return
-	}
-	st.Close()
-	// Whatever the caller still sends is not wanted. A reset right away
-	// could discard the reply in flight; once the caller has ended its
-	// side, or after a grace period, the stream is done.
-	go func() {
-		st.SetReadDeadline(time.Now().Add(closeLinger))
-		if _, err := io.Copy(io.Discard, st); err != nil {
-			st.Reset()
-		}
-	}()
 }
 
 // ---- the hub: relay ----
@@ -182,7 +86,7 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	}
 	slot, why := h.callSlots.enter(deviceCaller(s.device))
 	if slot == nil {
-		refuseCall(st, wire.CallUnavailable, why)
+		session.RefuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	defer slot.release()
@@ -207,7 +111,7 @@ func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*wire.CallH
 		return nil, false
 	}
 	if err := wire.CheckCallHeader(&hdr); err != nil {
-		refuseCall(st, wire.CallBadRequest, err.Error())
+		session.RefuseCall(st, wire.CallBadRequest, err.Error())
 		return nil, false
 	}
 	return &hdr, true
@@ -247,13 +151,13 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
 		if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {
-			refuseCall(st, wire.CallUnavailable, why)
+			session.RefuseCall(st, wire.CallUnavailable, why)
 			return
 		}
 		h.serveHosted(st, hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
-		refuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
 		return
 	case target == nil && hdr.TTLMs > 0:
 		// A call for later waits for the device, woken, within its time.
@@ -262,14 +166,14 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 			until = deadline
 		}
 		if target = h.awaitOnline(gone, hdr.ToDevice, until); target == nil {
-			refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
+			session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
 	case target == nil && h.asleep(hdr.ToDevice):
-		refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
 		return
 	case target == nil:
-		refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
 		return
 	}
 	// A token, presented or required, decides whether a binding can be
@@ -279,7 +183,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
 		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
 		if err != nil {
-			refuseCall(st, wire.CallDenied, err.Error())
+			session.RefuseCall(st, wire.CallDenied, err.Error())
 			return
 		}
 		key.token = tok.ID
@@ -287,7 +191,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 	}
 	hdr.Token, hdr.TokenID = "", key.token
 	if why := slot.to(deviceCaller(hdr.ToDevice)); why != "" {
-		refuseCall(st, wire.CallUnavailable, why)
+		session.RefuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	if h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
@@ -299,14 +203,14 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 	defer cancel()
 	out, err := openCallStream(ctx, target.conn, hdr, deadline)
 	if err != nil {
-		refuseCall(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
 		return
 	}
 	r := &relay{a: st, b: out}
 	b, err := h.bindings.attach(key, r, h.cfg.Now(), limitsOf)
 	if err != nil {
 		out.Reset()
-		refuseCall(st, wire.CallDenied, err.Error())
+		session.RefuseCall(st, wire.CallDenied, err.Error())
 		return
 	}
 	defer b.detach(r)
@@ -337,7 +241,7 @@ func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader
 		out.Reset()
 		return nil, nil, err
 	}
-	if err := writeBody(out, body, false); err != nil {
+	if err := session.WriteBody(out, body, false); err != nil {
 		return fail(err)
 	}
 	fr := transport.NewFrameReader(out, wire.CallChunk+16)
@@ -347,7 +251,7 @@ func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader
 	}
 	var res []byte
 	if rep.Status == wire.CallOK {
-		if res, err = readBody(fr, wire.MaxCallBody); err != nil {
+		if res, err = session.ReadBody(fr, wire.MaxCallBody); err != nil {
 			return fail(err)
 		}
 	}
@@ -411,96 +315,24 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 // host serves, after the hub's own policy check (and, from a friend zone,
 // the check of the calling device's signature).
 func (h *Hub) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
-	rules := h.calls.get(h.state, h.log).rules
+	rules := h.calls.Get(h.state, h.log).Rules
 	req := policy.Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
-	var opts serveOpts
+	var opts services.ServeOpts
 	if hdr.FromZoneID != "" && hdr.FromZoneID != h.zone.ID.Compact() {
 		f := h.friend(hdr.FromZoneID)
 		if f == nil {
-			refuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
+			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
 			return
 		}
 		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
 		leaf := h.cert.Load()
 		self := certs.Identity{Zone: h.zone.ID, Device: certs.HubDevice}
-		opts = envelopeOpts(h.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, h.cfg.Now, h.log)
+		opts = services.EnvelopeOpts(h.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, h.cfg.Now, h.log)
 	}
 	if d := policy.Decide(rules, req); !d.Allow {
-		refuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
+		session.RefuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
-	serveCall(st, h.services, hdr, deadline, opts)
-}
-
-// serveOpts adapt serveCall to where the call came from.
-type serveOpts struct {
-	// check, if set, vets the request body before delivery: skip answers
-	// the call as done without delivering it (a repeat already
-	// delivered), cerr refuses it.
-	check func(body []byte) (skip bool, cerr *wire.CallError)
-	// onDelivered runs once the application has the call or message;
-	// onFailed when it could not be delivered, and why.
-	onDelivered func()
-	onFailed    func(*wire.CallError)
-	// seal, if set, signs the result.
-	seal func(result []byte) *wire.Envelope
-}
-
-// serveCall reads a call's request from st, hands it to the application
-// serving it on this node, and writes the answer. The caller keeps its side
-// open until it has the answer: its end before then is a cancellation,
-// which reaches the application.
-func serveCall(st transport.Stream, sh *serviceHost, hdr *wire.CallHeader, deadline time.Time, o serveOpts) {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	st.SetDeadline(deadline)
-	// A caller that sends no body must not keep the stream (and with it
-	// one of the caller's streams this node accepts) until its deadline.
-	body, err := readRequest(st, transport.NewFrameReader(st, wire.CallChunk+16), wire.DefaultCallBodyWait, deadline, nil)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		st.Reset()
-		return
-	}
-	if err != nil {
-		refuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
-		return
-	}
-	var result []byte
-	var cerr *wire.CallError
-	skip := false
-	if o.check != nil {
-		skip, cerr = o.check(body)
-		if cerr != nil {
-			refuseCall(st, cerr.Status, cerr.Message)
-			return
-		}
-	}
-	if !skip {
-		go func() {
-			var b [1]byte
-			if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
-				cancel()
-			}
-		}()
-		result, cerr = sh.deliver(ctx, hdr, body)
-		if cerr != nil {
-			if o.onFailed != nil {
-				o.onFailed(cerr)
-			}
-			refuseCall(st, cerr.Status, cerr.Message)
-			return
-		}
-		if o.onDelivered != nil {
-			o.onDelivered()
-		}
-	}
-	rep := &wire.CallReply{}
-	if o.seal != nil {
-		rep.Envelope = o.seal(result)
-	}
-	if transport.WriteFrame(st, rep) != nil || writeBody(st, result, true) != nil {
-		st.Reset()
-	}
+	services.ServeCall(st, h.services, hdr, deadline, opts)
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
@@ -203,7 +205,7 @@ func TestPolicyAtBothEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	hdr := &wire.CallHeader{ID: "forged", Kind: wire.CallRequest, FromDevice: "phone", ToDevice: "laptop", ToService: "echo", Method: "echo", TimeoutMs: 10000}
-	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, []byte("1"), false) != nil {
+	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || session.WriteBody(st, []byte("1"), false) != nil {
 		t.Fatal("write the call")
 	}
 	var rep wire.CallReply

@@ -22,16 +22,6 @@ const (
 	// a handful open, and each one costs the hub a goroutine and up to
 	// wire.MaxCallBody of buffered request while its body arrives.
 	DefaultCallsPerCaller = 64
-	// DefaultCallsPerTarget bounds the calls in flight to one target: below
-	// the streams a device accepts (transport.DefaultMaxIncomingStreams,
-	// 256), so that the hub's own deliveries to it (queued messages, the
-	// couriers) always find a stream.
-	DefaultCallsPerTarget = 192
-	// callTargetShare: one caller may hold at most this fraction (1/N) of
-	// a target's calls, so it takes N callers each at its limit to fill a
-	// target. With the defaults, 48: also below the 64 a friend's hub
-	// allows this zone's link, so one device cannot take all of it.
-	callTargetShare = 4
 	// DefaultCallBytesPerCaller bounds the request bodies the hub holds in
 	// memory for one caller's calls at once (it reads each whole before
 	// passing it on): sixteen of the largest, so an application with many
@@ -59,7 +49,7 @@ type callSlots struct {
 }
 
 func newCallSlots(perCaller, perTarget int) *callSlots {
-	return &callSlots{perCaller: perCaller, perTarget: perTarget, perPair: max(1, perTarget/callTargetShare),
+	return &callSlots{perCaller: perCaller, perTarget: perTarget, perPair: max(1, perTarget/wire.CallTargetShare),
 		bytesPerCaller: DefaultCallBytesPerCaller, callers: map[string]int{}, bytes: map[string]int{}, targets: map[string]int{}, pairs: map[[2]string]int{}}
 }
 
@@ -84,7 +74,7 @@ func (e *overBudget) Error() string {
 }
 
 // hold counts got bytes of the call's body against its caller, as it
-// arrives: one more frame of the largest size must fit (readRequest calls
+// arrives: one more frame of the largest size must fit (ReadRequest calls
 // it before each frame), or the call is refused.
 func (c *callSlot) hold(got int) error {
 	s := c.s

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
@@ -65,10 +68,10 @@ const (
 	maxDirectAddrs = 8
 	// maxDirectCalls bounds the calls one other device has in flight to
 	// this one directly: what the hub lets one caller have at one target
-	// (DefaultCallsPerTarget/callTargetShare), so that one device cannot
+	// (DefaultCallsPerTarget/CallTargetShare), so that one device cannot
 	// take all of a service's room for waiting calls (api.EventBuffer) by the
 	// direct path either.
-	maxDirectCalls = DefaultCallsPerTarget / callTargetShare
+	maxDirectCalls = wire.DefaultCallsPerTarget / wire.CallTargetShare
 )
 
 // errViaHub is callDirect's answer for a call the hub must carry.
@@ -224,10 +227,10 @@ func (p *Peer) checkDirectPeer(raw [][]byte, want string) (*certs.Verified, erro
 		return nil, fmt.Errorf("direct: the other end presented this device's own name %q", dev)
 	case want != "" && dev != want:
 		return nil, fmt.Errorf("direct: expected device %q, the other end is device %q", want, dev)
-	case p.CertRevoked(serialHex(v.Cert)):
+	case p.CertRevoked(stores.SerialHex(v.Cert)):
 		return nil, fmt.Errorf("direct: device %q's certificate is revoked", dev)
 	}
-	rec, ok, err := p.state.Get(zsync.BucketCerts, certKeyDevice+dev)
+	rec, ok, err := p.state.Get(zsync.BucketCerts, wire.CertKeyDevice+dev)
 	if err != nil || !ok || rec.Deleted {
 		return nil, fmt.Errorf("direct: the zone state here has no current certificate of device %q (revoked, unpaired, or not synced yet)", dev)
 	}
@@ -327,22 +330,22 @@ func (d *directNet) admit(conn transport.Conn) {
 		conn.CloseWithError(uint64(wire.ReasonProtocol), "refused")
 		return
 	}
-	hctx, cancel := context.WithTimeout(context.Background(), helloTimeout)
+	hctx, cancel := context.WithTimeout(context.Background(), wire.HelloTimeout)
 	defer cancel()
 	ctrl, err := conn.AcceptStream(hctx)
 	if err != nil {
 		conn.CloseWithError(uint64(wire.ReasonProtocol), "no control stream")
 		return
 	}
-	ctrl.SetDeadline(time.Now().Add(helloTimeout))
-	c.ctrl, c.fr = ctrl, transport.NewFrameReader(ctrl, maxControlFrame)
+	ctrl.SetDeadline(time.Now().Add(wire.HelloTimeout))
+	c.ctrl, c.fr = ctrl, transport.NewFrameReader(ctrl, wire.MaxControlFrame)
 	var sh wire.StreamHeader
 	var hello wire.Control
 	if c.fr.ReadFrame(&sh) != nil || sh.Kind != wire.StreamControl || c.fr.ReadFrame(&hello) != nil || hello.Type != wire.MsgHello || hello.Version < 1 {
 		conn.CloseWithError(uint64(wire.ReasonProtocol), "direct session must start with hello")
 		return
 	}
-	if err := c.send(&wire.Control{Type: wire.MsgWelcome, Version: directVersion, Software: SoftwareVersion, HeartbeatMs: uint64(directHeartbeat / time.Millisecond)}); err != nil {
+	if err := c.send(&wire.Control{Type: wire.MsgWelcome, Version: directVersion, Software: wire.SoftwareVersion, HeartbeatMs: uint64(directHeartbeat / time.Millisecond)}); err != nil {
 		conn.CloseWithError(uint64(wire.ReasonProtocol), "welcome failed")
 		return
 	}
@@ -366,7 +369,7 @@ func (d *directNet) newConn(conn transport.Conn, inbound bool) (*directConn, err
 	if err != nil {
 		return nil, err
 	}
-	c := &directConn{device: v.Identity.Device, serial: serialHex(v.Cert), conn: conn, inbound: inbound, since: time.Now()}
+	c := &directConn{device: v.Identity.Device, serial: stores.SerialHex(v.Cert), conn: conn, inbound: inbound, since: time.Now()}
 	c.lastUse.Store(time.Now().UnixNano())
 	return c, nil
 }
@@ -426,13 +429,13 @@ func (d *directNet) register(c *directConn) bool {
 // serve runs c's control stream and takes the call streams the other
 // device opens, until c closes.
 func (d *directNet) serve(c *directConn) {
-	dead := DeadAfter(directHeartbeat)
+	dead := wire.DeadAfter(directHeartbeat)
 	if c.inbound {
 		// The dialling end pings; this end answers and watches for
 		// silence.
 		for {
 			var m wire.Control
-			if err := readControl(c.conn, c.ctrl, c.fr, dead, &m); err != nil {
+			if err := session.ReadControl(c.conn, c.ctrl, c.fr, dead, &m); err != nil {
 				c.close(wire.ReasonTimeout, "the other device stopped answering")
 				return
 			}
@@ -454,7 +457,7 @@ func (d *directNet) serve(c *directConn) {
 		defer close(frames)
 		for {
 			var m wire.Control
-			if readControl(c.conn, c.ctrl, c.fr, dead, &m) != nil {
+			if session.ReadControl(c.conn, c.ctrl, c.fr, dead, &m) != nil {
 				return
 			}
 			select {
@@ -505,7 +508,7 @@ func (d *directNet) serve(c *directConn) {
 func (c *directConn) send(m *wire.Control) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	c.ctrl.SetWriteDeadline(time.Now().Add(wire.StreamTimeout))
 	return transport.WriteFrame(c.ctrl, m)
 }
 
@@ -534,7 +537,7 @@ func (c *directConn) close(reason wire.CloseReason, msg string) {
 		c.ctrl.Close()
 		select {
 		case <-c.conn.Done():
-		case <-time.After(closeLinger):
+		case <-time.After(wire.CloseLinger):
 		}
 	}
 	c.conn.CloseWithError(uint64(reason), msg)

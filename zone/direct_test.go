@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
@@ -120,7 +123,7 @@ func dialDirectAs(ctx context.Context, id *Identity, addr string) (transport.Con
 	}
 	var w wire.Control
 	if err == nil {
-		err = transport.NewFrameReader(ctrl, maxControlFrame).ReadFrame(&w)
+		err = transport.NewFrameReader(ctrl, wire.MaxControlFrame).ReadFrame(&w)
 	}
 	if err == nil && w.Type != wire.MsgWelcome {
 		err = errors.New("no welcome")
@@ -138,7 +141,7 @@ func dialDirectAs(ctx context.Context, id *Identity, addr string) (transport.Con
 func TestDirectIdentityAndRevocation(t *testing.T) {
 	z, others := startDirectZone(t, transport.ModeQUIC, "tablet")
 	tablet := peerCert(t, others["tablet"])
-	waitRecord(t, z.laptop, zsync.BucketCerts, certKeyDevice+"tablet")
+	waitRecord(t, z.laptop, zsync.BucketCerts, wire.CertKeyDevice+"tablet")
 	addr := z.laptopPr.Status().Direct.Listen[0]
 	ctx := testCtx(t)
 	conn, err := dialDirectAs(ctx, tablet, addr)
@@ -160,7 +163,7 @@ func TestDirectIdentityAndRevocation(t *testing.T) {
 	if err := transport.WriteFrame(st, hdr); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeBody(st, []byte(`"forged"`), false); err != nil {
+	if err := session.WriteBody(st, []byte(`"forged"`), false); err != nil {
 		t.Fatal(err)
 	}
 	var rep wire.CallReply
@@ -178,7 +181,7 @@ func TestDirectIdentityAndRevocation(t *testing.T) {
 	hdr = &wire.CallHeader{ID: wire.NewCallID(), Kind: wire.CallRequest, ToDevice: "laptop", ToService: "echo", Method: "echo", Token: "x.y", TimeoutMs: 10000}
 	transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall})
 	transport.WriteFrame(st, hdr)
-	writeBody(st, []byte("1"), false)
+	session.WriteBody(st, []byte("1"), false)
 	if err := transport.NewFrameReader(st, wire.CallChunk+16).ReadFrame(&rep); err != nil || rep.Status != wire.CallDenied {
 		t.Fatalf("token call direct: %+v, %v", rep, err)
 	}
@@ -191,7 +194,7 @@ func TestDirectIdentityAndRevocation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the revoked tablet's direct connection is still open")
 	}
-	waitRecord(t, z.laptop, zsync.BucketCerts, certKeyRevokedPfx+serialHex(tablet.Cert))
+	waitRecord(t, z.laptop, zsync.BucketCerts, wire.CertKeyRevokedPrefix+stores.SerialHex(tablet.Cert))
 	if c, err := dialDirectAs(ctx, tablet, addr); err == nil {
 		c.CloseWithError(0, "")
 		t.Fatal("a revoked certificate got a direct session")

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
@@ -40,7 +43,7 @@ func (d *directNet) acceptCalls(c *directConn) {
 // hub (a service token, delivery later) is refused: the hub accounts for
 // those. Like the hub, it bounds the calls one device has in flight
 // (maxDirectCalls; each other device has a connection of its own), and
-// serveCall ends a call whose body does not follow its header.
+// ServeCall ends a call whose body does not follow its header.
 func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 	p := d.p
 	c.active.Add(1)
@@ -57,21 +60,21 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 		return
 	}
 	if n > maxDirectCalls {
-		refuseCall(st, wire.CallUnavailable, fmt.Sprintf("too many calls in flight from device %q (at most %d directly); try again when some have finished", c.device, maxDirectCalls))
+		session.RefuseCall(st, wire.CallUnavailable, fmt.Sprintf("too many calls in flight from device %q (at most %d directly); try again when some have finished", c.device, maxDirectCalls))
 		return
 	}
 	id := p.id.Load()
 	// Who calls is the verified certificate's device, of this zone.
 	hdr.FromZone, hdr.FromDevice, hdr.FromZoneID, hdr.ToZone, hdr.Envelope = id.Zone, c.device, id.ZoneID.Compact(), "", nil
 	if hdr.Token != "" || hdr.TokenID != "" || hdr.TTLMs != 0 || hdr.QueuedMs != 0 || p.tokenRequired(id.Device, hdr.ToService) {
-		refuseCall(st, wire.CallDenied, fmt.Sprintf("service %q on device %q takes calls with a token or for later only through the hub", hdr.ToService, id.Device))
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("service %q on device %q takes calls with a token or for later only through the hub", hdr.ToService, id.Device))
 		return
 	}
 	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
-		refuseCall(st, cerr.Status, cerr.Message)
+		session.RefuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
-	serveCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), serveOpts{})
+	services.ServeCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), services.ServeOpts{})
 }
 
 // callDirect runs the exchange hdr over a direct connection to its device
@@ -123,7 +126,7 @@ func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte
 		st.Reset()
 		return fallback(err)
 	}
-	if err := writeBody(st, body, false); err != nil {
+	if err := session.WriteBody(st, body, false); err != nil {
 		st.Reset()
 		return fallback(err)
 	}
@@ -138,7 +141,7 @@ func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte
 		st.Reset()
 		return nil, nil, &wire.CallError{Status: rep.Status, Message: rep.Message}
 	}
-	res, err := readBody(fr, wire.MaxCallBody)
+	res, err := session.ReadBody(fr, wire.MaxCallBody)
 	if err != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, err)
@@ -308,14 +311,14 @@ func (d *directNet) dialOne(ctx context.Context, addr, want string, tc transport
 		conn.CloseWithError(uint64(wire.ReasonProtocol), "no control stream")
 		return nil, err
 	}
-	c.ctrl, c.fr = ctrl, transport.NewFrameReader(ctrl, maxControlFrame)
+	c.ctrl, c.fr = ctrl, transport.NewFrameReader(ctrl, wire.MaxControlFrame)
 	if dl, ok := ctx.Deadline(); ok {
 		ctrl.SetDeadline(dl)
 	}
 	var w wire.Control
 	err = transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl})
 	if err == nil {
-		err = c.send(&wire.Control{Type: wire.MsgHello, Version: directVersion, Software: SoftwareVersion})
+		err = c.send(&wire.Control{Type: wire.MsgHello, Version: directVersion, Software: wire.SoftwareVersion})
 	}
 	if err == nil {
 		err = c.fr.ReadFrame(&w)
@@ -408,12 +411,12 @@ func (c *hintCache) get(s *zsync.Store) *hintView {
 		return c.view
 	}
 	v := &hintView{devices: map[string]bool{}, addrs: map[string][]string{}}
-	s.List(zsync.BucketCerts, certKeyDevice, func(r zsync.Record) error {
-		v.devices[strings.TrimPrefix(r.Key, certKeyDevice)] = true
+	s.List(zsync.BucketCerts, wire.CertKeyDevice, func(r zsync.Record) error {
+		v.devices[strings.TrimPrefix(r.Key, wire.CertKeyDevice)] = true
 		return nil
 	})
 	s.List(zsync.BucketDevices, "", func(r zsync.Record) error {
-		var info DeviceInfo
+		var info wire.DeviceInfo
 		if !v.devices[r.Key] || json.Unmarshal(r.Value, &info) != nil {
 			return nil
 		}

@@ -2,16 +2,15 @@ package zone
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
-	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -31,17 +30,17 @@ import (
 func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
 	f := h.friendNamed(hdr.ToZone)
 	if f == nil {
-		refuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
 		return
 	}
 	if hdr.Envelope == nil {
-		refuseCall(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
+		session.RefuseCall(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
 		return
 	}
 	req := policy.Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
-	if d := policy.Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
-		refuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
+	if d := policy.Decide(h.calls.Get(h.state, h.log).Rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
 		return
 	}
 	hdr.ToZone = f.ZoneID.Compact()
@@ -57,11 +56,11 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 			h.queueForFriend(st, hdr, f)
 			return
 		}
-		refuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
 		return
 	}
 	if why := slot.to(linkCaller(hdr.ToZone)); why != "" {
-		refuseCall(st, wire.CallUnavailable, why)
+		session.RefuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	defer l.use()()
@@ -73,7 +72,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 			h.queueForFriend(st, hdr, f)
 			return
 		}
-		refuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}
 	l.calls.Add(1)
@@ -86,7 +85,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 
 // handleLinkStream serves a stream a friend's hub opened on the link.
 func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
-	st.SetDeadline(time.Now().Add(streamTimeout))
+	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
 	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
 	var hdr wire.StreamHeader
 	if err := fr.ReadFrame(&hdr); err != nil {
@@ -113,7 +112,7 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 	}
 	slot, why := h.callSlots.enter(linkCaller(l.zone))
 	if slot == nil {
-		refuseCall(st, wire.CallUnavailable, why)
+		session.RefuseCall(st, wire.CallUnavailable, why)
 		return
 	}
 	defer slot.release()
@@ -123,25 +122,25 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 	f := h.friend(l.zone)
 	switch {
 	case f == nil:
-		refuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
 		return
 	case hdr.FromZoneID != l.zone:
 		// A hub speaks for its own zone only: calls do not transit.
 		h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
-		refuseCall(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
+		session.RefuseCall(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
 		return
 	case hdr.Envelope == nil:
-		refuseCall(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
+		session.RefuseCall(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
 		return
 	case hdr.ToZone != "" && hdr.ToZone != h.zone.ID.Compact():
-		refuseCall(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
+		session.RefuseCall(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
 		return
 	}
 	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
 	req := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
-	if d := policy.Decide(h.calls.get(h.state, h.log).rules, req); !d.Allow {
-		refuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
+	if d := policy.Decide(h.calls.Get(h.state, h.log).Rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
 		return
 	}
 	l.calls.Add(1)
@@ -151,37 +150,8 @@ func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameRe
 
 // ---- discovery ----
 
-// DiscoverRequest asks for the services of a friend zone a device may
-// call. From a device to its hub, Zone names the friend; from hub to hub,
-// FromDevice and FromApp say who asks (the hub sets FromDevice).
-type DiscoverRequest struct {
-	Zone       string `cbor:"1,keyasint,omitempty"`
-	FromDevice string `cbor:"2,keyasint,omitempty"`
-	FromApp    string `cbor:"3,keyasint,omitempty"`
-}
-
-// DiscoveredService is one service in a DiscoverResponse.
-type DiscoveredService struct {
-	Device        string   `cbor:"1,keyasint"`
-	App           string   `cbor:"2,keyasint"`
-	Service       string   `cbor:"3,keyasint"`
-	Description   string   `cbor:"4,keyasint,omitempty"`
-	Methods       []string `cbor:"5,keyasint,omitempty"`
-	TokenRequired bool     `cbor:"6,keyasint,omitempty"`
-}
-
-// DiscoverResponse lists the services the hoster's policy lets the asker
-// call, or says why not.
-type DiscoverResponse struct {
-	Services []DiscoveredService `cbor:"1,keyasint,omitempty"`
-	Status   wire.CallStatus     `cbor:"2,keyasint,omitempty"`
-	Message  string              `cbor:"3,keyasint,omitempty"`
-}
-
 // Discovery limits, with why.
 const (
-	// maxDiscoverFrame bounds a listing: a zone's few hundred services.
-	maxDiscoverFrame = 1 << 20
 	// maxDiscovered bounds the services one listing carries: below the
 	// CBOR decoder's array limit, so a full listing still decodes.
 	maxDiscovered = 1000
@@ -190,32 +160,32 @@ const (
 // handleDiscover answers a device's request for a friend zone's services
 // by asking that zone's hub.
 func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
-	var req DiscoverRequest
+	var req wire.DiscoverRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
-	answer := func(r *DiscoverResponse) { reply(st, r) }
+	answer := func(r *wire.DiscoverResponse) { reply(st, r) }
 	if req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
-		answer(&DiscoverResponse{Status: wire.CallBadRequest, Message: "bad app name"})
+		answer(&wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad app name"})
 		return
 	}
 	f := h.friendNamed(req.Zone)
 	if f == nil {
-		answer(&DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
+		answer(&wire.DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
 		return
 	}
 	l := h.liveLink(f.ZoneID.Compact())
 	if l == nil {
-		answer(&DiscoverResponse{Status: wire.CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
+		answer(&wire.DiscoverResponse{Status: wire.CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
 		return
 	}
 	defer l.use()()
-	ctx, cancel := context.WithTimeout(l.ctx, streamTimeout)
+	ctx, cancel := context.WithTimeout(l.ctx, wire.StreamTimeout)
 	defer cancel()
-	var resp DiscoverResponse
-	if err := exchangeLimit(ctx, l.conn, wire.StreamDiscover, &DiscoverRequest{FromDevice: s.device, FromApp: req.FromApp}, &resp, maxDiscoverFrame); err != nil {
-		answer(&DiscoverResponse{Status: wire.CallUnavailable, Message: fmt.Sprintf("the hub of friend zone %q did not answer: %v", f.Petname, err)})
+	var resp wire.DiscoverResponse
+	if err := session.Exchange(ctx, l.conn, wire.StreamDiscover, &wire.DiscoverRequest{FromDevice: s.device, FromApp: req.FromApp}, &resp, wire.MaxDiscoverFrame); err != nil {
+		answer(&wire.DiscoverResponse{Status: wire.CallUnavailable, Message: fmt.Sprintf("the hub of friend zone %q did not answer: %v", f.Petname, err)})
 		return
 	}
 	if len(resp.Services) > maxDiscovered {
@@ -227,73 +197,30 @@ func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.F
 // answerDiscover lists, for a friend's device, the services of this zone
 // that this zone's policy lets it call.
 func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
-	var req DiscoverRequest
+	var req wire.DiscoverRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
 	f := h.friend(l.zone)
 	if f == nil {
-		reply(st, &DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
+		reply(st, &wire.DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
 		return
 	}
 	if certs.ValidateName("device", req.FromDevice) != nil || req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
-		reply(st, &DiscoverResponse{Status: wire.CallBadRequest, Message: "bad device or app name"})
+		reply(st, &wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad device or app name"})
 		return
 	}
-	rules := h.calls.get(h.state, h.log).rules
-	var out []DiscoveredService
-	for _, v := range listServices(h.state) {
+	rules := h.calls.Get(h.state, h.log).Rules
+	var out []wire.DiscoveredService
+	for _, v := range services.ListServices(h.state) {
 		r := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
 		methods, ok := allowedMethods(rules, r, v.Methods)
 		if ok && len(out) < maxDiscovered {
-			out = append(out, DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: methods, TokenRequired: v.TokenRequired})
+			out = append(out, wire.DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: methods, TokenRequired: v.TokenRequired})
 		}
 	}
-	reply(st, &DiscoverResponse{Services: out})
-}
-
-// listServices lists the services published in a zone state.
-func listServices(state *zsync.Store) []api.ServiceView {
-	if state == nil {
-		return nil
-	}
-	var out []api.ServiceView
-	state.List(zsync.BucketApps, "", func(r zsync.Record) error {
-		device, app, ok := strings.Cut(r.Key, "/")
-		if !ok || r.Deleted {
-			return nil
-		}
-		var rec AppRecord
-		if json.Unmarshal(r.Value, &rec) != nil {
-			return nil
-		}
-		for _, s := range rec.Services {
-			out = append(out, api.ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
-		}
-		return nil
-	})
-	return out
-}
-
-// exchangeLimit is exchange with a larger answer allowed.
-func exchangeLimit(ctx context.Context, conn transport.Conn, kind wire.StreamKind, req, resp any, limit int) error {
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
-	defer cancel()
-	st, err := conn.OpenStream(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Reset()
-	st.SetDeadline(time.Now().Add(streamTimeout))
-	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: kind}); err != nil {
-		return err
-	}
-	if err := transport.WriteFrame(st, req); err != nil {
-		return err
-	}
-	st.Close()
-	return transport.NewFrameReader(st, limit).ReadFrame(resp)
+	reply(st, &wire.DiscoverResponse{Services: out})
 }
 
 // allowedMethods decides whether r may use a service with methods: for a

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
@@ -208,7 +210,7 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 	transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl})
 	transport.WriteFrame(ctrl, &wire.Control{Type: wire.MsgHello, Version: LinkVersion})
 	var welcome wire.Control
-	if err := transport.NewFrameReader(ctrl, maxControlFrame).ReadFrame(&welcome); err != nil || welcome.Type != wire.MsgWelcome {
+	if err := transport.NewFrameReader(ctrl, wire.MaxControlFrame).ReadFrame(&welcome); err != nil || welcome.Type != wire.MsgWelcome {
 		t.Fatalf("no welcome: %+v %v", welcome, err)
 	}
 	call := func(hdr wire.CallHeader) wire.CallReply {
@@ -221,7 +223,7 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 		st.SetDeadline(time.Now().Add(10 * time.Second))
 		transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall})
 		transport.WriteFrame(st, &hdr)
-		writeBody(st, []byte(`"x"`), false)
+		session.WriteBody(st, []byte(`"x"`), false)
 		var rep wire.CallReply
 		if err := transport.NewFrameReader(st, wire.MaxCallHeader).ReadFrame(&rep); err != nil {
 			t.Fatalf("%+v: no answer: %v", hdr, err)
@@ -256,8 +258,8 @@ func TestLinkRefusesWhatItMustNot(t *testing.T) {
 		t.Fatalf("laptop accepted %+v", st.Envelopes)
 	}
 	// Discovery from a friend lists only what its policy grants: all.
-	var resp DiscoverResponse
-	if err := exchangeLimit(ctx, conn, wire.StreamDiscover, &DiscoverRequest{FromDevice: "phone"}, &resp, maxDiscoverFrame); err != nil || len(resp.Services) != 1 {
+	var resp wire.DiscoverResponse
+	if err := session.Exchange(ctx, conn, wire.StreamDiscover, &wire.DiscoverRequest{FromDevice: "phone"}, &resp, wire.MaxDiscoverFrame); err != nil || len(resp.Services) != 1 {
 		t.Fatalf("discovery: %+v, %v", resp, err)
 	}
 }

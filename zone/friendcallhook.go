@@ -3,6 +3,8 @@ package zone
 import (
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -23,7 +25,7 @@ type FriendCall struct {
 
 // ReadBody reads the call's request body from the caller.
 func (c *FriendCall) ReadBody() ([]byte, error) {
-	return readBody(transport.NewFrameReader(c.st, wire.CallChunk+16), wire.MaxCallBody)
+	return session.ReadBody(transport.NewFrameReader(c.st, wire.CallChunk+16), wire.MaxCallBody)
 }
 
 // Deliver sends Header and body to the target device as a call of its
@@ -34,13 +36,15 @@ func (c *FriendCall) Deliver(body []byte) (*wire.CallReply, []byte, error) {
 
 // Answer answers the caller with rep and result, and ends the call.
 func (c *FriendCall) Answer(rep *wire.CallReply, result []byte) {
-	if transport.WriteFrame(c.st, rep) != nil || writeBody(c.st, result, true) != nil {
+	if transport.WriteFrame(c.st, rep) != nil || session.WriteBody(c.st, result, true) != nil {
 		c.st.Reset()
 	}
 }
 
 // Refuse answers the caller with a failure.
-func (c *FriendCall) Refuse(status wire.CallStatus, msg string) { refuseCall(c.st, status, msg) }
+func (c *FriendCall) Refuse(status wire.CallStatus, msg string) {
+	session.RefuseCall(c.st, status, msg)
+}
 
 // Reset cuts the call.
 func (c *FriendCall) Reset() { c.st.Reset() }

@@ -43,75 +43,8 @@ const (
 // errBadFriend marks friend requests refused for what they ask.
 var errBadFriend = errors.New("bad friend request")
 
-// FriendInfo is the value of a friends-bucket record (key: the friend's
-// compact zone ID): what devices need to address a friend zone and to
-// check its devices' signatures themselves.
-type FriendInfo struct {
-	Petname string       `json:"petname"`
-	Zone    string       `json:"zone"`
-	ZoneID  certs.ZoneID `json:"zone_id"`
-	CA      []byte       `json:"ca"` // the friend's zone CA certificate, DER
-	Since   time.Time    `json:"since"`
-}
-
-// friendEntry is a friend as calls use it: on the hub from its records,
-// on a device from the friends bucket.
-type friendEntry struct {
-	petname string
-	id      certs.ZoneID
-	ca      *x509.Certificate
-}
-
-func (f *FriendRecord) entry() *friendEntry {
-	return &friendEntry{petname: f.Petname, id: f.ZoneID, ca: f.ca}
-}
-
-// decodeFriendInfo reads a friends-bucket record, checking that its CA
-// is the zone its key names.
-func decodeFriendInfo(key string, value []byte) (*friendEntry, error) {
-	var fi FriendInfo
-	if err := json.Unmarshal(value, &fi); err != nil {
-		return nil, fmt.Errorf("friend record %q: %w", key, err)
-	}
-	ca, err := x509.ParseCertificate(fi.CA)
-	if err != nil {
-		return nil, fmt.Errorf("friend record %q: CA certificate: %w", key, err)
-	}
-	id, err := certs.ZoneIDFromKey(ca.PublicKey)
-	if err != nil || id.Compact() != key || id != fi.ZoneID {
-		return nil, fmt.Errorf("friend record %q: CA certificate is not of that zone", key)
-	}
-	if certs.ValidateName("zone", fi.Petname) != nil {
-		return nil, fmt.Errorf("friend record %q: bad petname %q", key, fi.Petname)
-	}
-	return &friendEntry{petname: fi.Petname, id: id, ca: ca}, nil
-}
-
-// friendSet looks friends up by zone ID (compact) and by petname.
-type friendSet struct {
-	byID   map[string]*friendEntry
-	byName map[string]*friendEntry
-}
-
-func newFriendSet() *friendSet {
-	return &friendSet{byID: map[string]*friendEntry{}, byName: map[string]*friendEntry{}}
-}
-
-func (fs *friendSet) add(f *friendEntry) {
-	fs.byID[f.id.Compact()] = f
-	fs.byName[f.petname] = f
-}
-
-// resolve finds the friend a caller names: a petname, or a zone ID in any
-// form certs.ParseZoneID reads.
-func (fs *friendSet) resolve(name string) *friendEntry {
-	if f := fs.byName[name]; f != nil {
-		return f
-	}
-	if id, err := certs.ParseZoneID(name); err == nil {
-		return fs.byID[id.Compact()]
-	}
-	return nil
+func (f *FriendRecord) entry() *wire.Friend {
+	return &wire.Friend{Petname: f.Petname, ID: f.ZoneID, CA: f.ca}
 }
 
 // ---- the hub's friend table ----
@@ -151,7 +84,7 @@ func (h *Hub) loadFriends() error {
 }
 
 func (h *Hub) publishFriend(f *FriendRecord) {
-	v, err := json.Marshal(FriendInfo{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, CA: f.CA, Since: f.Added})
+	v, err := json.Marshal(wire.FriendInfo{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, CA: f.CA, Since: f.Added})
 	if err != nil {
 		return
 	}
@@ -206,7 +139,7 @@ func looksLikeZoneID(name string) bool {
 // name that rules about an earlier one still use.
 func (h *Hub) ruleZones() map[string][]string {
 	out := map[string][]string{}
-	for _, r := range h.calls.get(h.state, h.log).rules {
+	for _, r := range h.calls.Get(h.state, h.log).Rules {
 		from, _, _ := strings.Cut(r.From, "/")
 		out[from] = append(out[from], r.ID)
 		if to := strings.Split(r.To, "/"); len(to) == 3 && to[0] != from {
@@ -312,7 +245,7 @@ func (h *Hub) serveFriendInvite(ctx context.Context, conn transport.Conn) {
 	serveOneShot(ctx, conn, func(st transport.Stream) any {
 		ip := remoteIP(conn.RemoteAddr())
 		var req pairing.FriendRequest
-		if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+		if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&req); err != nil {
 			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
 				return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
 			}
@@ -418,7 +351,7 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 // moment to read it and hang up.
 func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transport.Stream) any) {
 	defer conn.CloseWithError(0, "done")
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
 	defer cancel()
 	st, err := conn.AcceptStream(ctx)
 	if err != nil {
@@ -433,7 +366,7 @@ func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transpor
 	st.Close()
 	select {
 	case <-conn.Done():
-	case <-time.After(closeLinger):
+	case <-time.After(wire.CloseLinger):
 	}
 }
 
@@ -492,7 +425,7 @@ func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, pet
 	// The CA the pinning check accepted, from this connection's own
 	// handshake (with auto, two handshakes may have run).
 	ca := conn.ConnectionState().PeerCertificates[1]
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
 	defer cancel()
 	st, err := conn.OpenStream(ctx)
 	if err != nil {
@@ -511,7 +444,7 @@ func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, pet
 		return nil, fmt.Errorf("send friend request: %w", err)
 	}
 	var resp pairing.FriendResponse
-	if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&resp); err != nil {
+	if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&resp); err != nil {
 		return nil, fmt.Errorf("read friend response: %w", err)
 	}
 	if resp.Error != nil {
@@ -666,7 +599,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*streamTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), 2*wire.StreamTimeout)
 		defer cancel()
 		v, err := h.acceptFriend(ctx, req)
 		if err != nil {

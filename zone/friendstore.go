@@ -7,6 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pzone/pzone/zone/stores"
+
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pzone/pzone/certs"
@@ -114,13 +116,13 @@ func (s *hubStore) AddFriend(f *FriendRecord) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketFriends)
 		var cur FriendRecord
-		if getCBOR(b, []byte(f.ZoneID.Compact()), &cur) == nil {
+		if stores.GetCBOR(b, []byte(f.ZoneID.Compact()), &cur) == nil {
 			return fmt.Errorf("%w: zone %s is a friend already, as %q (pzh friend remove %s first to make friends again)", ErrAlreadyDone, f.ZoneID, cur.Petname, cur.Petname)
 		}
 		if friendTaken(b, f.Petname, f.ZoneID) {
 			return fmt.Errorf("%w: another friend is called %q already; choose another name with --as", errBadFriend, f.Petname)
 		}
-		return putCBOR(b, []byte(f.ZoneID.Compact()), f)
+		return stores.PutCBOR(b, []byte(f.ZoneID.Compact()), f)
 	})
 }
 
@@ -134,7 +136,7 @@ func (s *hubStore) RenameFriend(from, to string) (*FriendRecord, error) {
 		b.ForEach(func(k, v []byte) error {
 			var f FriendRecord
 			if transport.Unmarshal(v, &f) == nil && f.Petname == from {
-				key, rec = clone(k), f
+				key, rec = stores.Clone(k), f
 			}
 			return nil
 		})
@@ -146,7 +148,7 @@ func (s *hubStore) RenameFriend(from, to string) (*FriendRecord, error) {
 		}
 		rec.Petname = to
 		out = &rec
-		return putCBOR(b, key, &rec)
+		return stores.PutCBOR(b, key, &rec)
 	})
 	if err != nil {
 		return nil, err
@@ -168,7 +170,7 @@ func (s *hubStore) AddFriendInvite(inv *pairing.Invite) error {
 		if b.Get([]byte(inv.ID)) != nil {
 			return fmt.Errorf("invite id collision; try again")
 		}
-		return putCBOR(b, []byte(inv.ID), inv)
+		return stores.PutCBOR(b, []byte(inv.ID), inv)
 	})
 }
 
@@ -186,7 +188,7 @@ func (s *hubStore) RedeemFriend(id string, fn redeemFriendFunc) (*FriendRecord, 
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ib, fb := tx.Bucket(bucketFriendInvites), tx.Bucket(bucketFriends)
 		var inv pairing.Invite
-		if err := getCBOR(ib, []byte(id), &inv); err != nil {
+		if err := stores.GetCBOR(ib, []byte(id), &inv); err != nil {
 			return err
 		}
 		f, err := fn(&inv, func(p string, z certs.ZoneID) bool { return friendTaken(fb, p, z) })
@@ -196,10 +198,10 @@ func (s *hubStore) RedeemFriend(id string, fn redeemFriendFunc) (*FriendRecord, 
 		rec = f
 		inv.UsesLeft--
 		inv.Devices = append(inv.Devices, f.Petname)
-		if err := putCBOR(ib, []byte(id), &inv); err != nil {
+		if err := stores.PutCBOR(ib, []byte(id), &inv); err != nil {
 			return err
 		}
-		return putCBOR(fb, []byte(f.ZoneID.Compact()), f)
+		return stores.PutCBOR(fb, []byte(f.ZoneID.Compact()), f)
 	})
 	return rec, err
 }

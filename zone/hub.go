@@ -19,6 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pzone/pzone/certs"
@@ -114,7 +119,7 @@ type HubConfig struct {
 
 func (c *HubConfig) setDefaults() {
 	if c.Heartbeat == 0 {
-		c.Heartbeat = DefaultHeartbeat
+		c.Heartbeat = wire.DefaultHeartbeat
 	}
 	if c.RenewGrace == 0 {
 		c.RenewGrace = DefaultRenewGrace
@@ -147,7 +152,7 @@ func (c *HubConfig) setDefaults() {
 		c.CallsPerCaller = DefaultCallsPerCaller
 	}
 	if c.CallsPerTarget == 0 {
-		c.CallsPerTarget = DefaultCallsPerTarget
+		c.CallsPerTarget = wire.DefaultCallsPerTarget
 	}
 	if c.CallBodyWait == 0 {
 		c.CallBodyWait = wire.DefaultCallBodyWait
@@ -165,8 +170,8 @@ func (c *HubConfig) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("no data directory given")
 	}
-	if c.Heartbeat < MinHeartbeat || c.Heartbeat > MaxHeartbeat {
-		return fmt.Errorf("heartbeat %v out of range: use %v to %v", c.Heartbeat, MinHeartbeat, MaxHeartbeat)
+	if c.Heartbeat < wire.MinHeartbeat || c.Heartbeat > wire.MaxHeartbeat {
+		return fmt.Errorf("heartbeat %v out of range: use %v to %v", c.Heartbeat, wire.MinHeartbeat, wire.MaxHeartbeat)
 	}
 	if c.PairBurst < 1 || c.PairRefill < 0 {
 		return fmt.Errorf("pairing limit: burst must be at least 1 and refill not negative")
@@ -216,8 +221,8 @@ type Hub struct {
 	bindings *bindingTable
 	tokenMu  sync.Mutex // token usage records: read, add, write
 	// services are the ones applications on the hub's host serve.
-	services *serviceHost
-	calls    callViewCache // policy and token rules, for calls
+	services *services.Host
+	calls    policy.ViewCache // policy and token rules, for calls
 	zone     *ZoneInfo
 	ca       *certs.CA
 	cert     atomic.Pointer[tls.Certificate]
@@ -291,7 +296,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 		return err
 	}
 	defer h.mail.Close()
-	if err := keepEnvelopes(h.envelopes, h.mail.db, cfg.Now); err != nil {
+	if err := stores.KeepEnvelopes(h.envelopes, h.mail.db, cfg.Now); err != nil {
 		return fmt.Errorf("read the envelopes the hub accepted: %w", err)
 	}
 	if err := h.renewHubCertIfDue(); err != nil {
@@ -372,7 +377,7 @@ func RunHub(ctx context.Context, cfg HubConfig) error {
 
 func newHub(cfg HubConfig, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
-		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: newServiceHost(),
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
 		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
 		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
 		envelopes: envelope.NewChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget)}
@@ -409,7 +414,7 @@ func (h *Hub) setHubCert(cert *x509.Certificate, key ed25519.PrivateKey) {
 // lifetime (the hub holds the CA key, so no request is needed).
 func (h *Hub) renewHubCertIfDue() error {
 	cur := h.cert.Load().Leaf
-	if h.cfg.Now().Before(renewAt(cur)) {
+	if h.cfg.Now().Before(session.RenewAt(cur)) {
 		return nil
 	}
 	key, err := certs.NewKey()
@@ -424,7 +429,7 @@ func (h *Hub) renewHubCertIfDue() error {
 		return fmt.Errorf("save renewed hub certificate: %w", err)
 	}
 	h.setHubCert(cert, key)
-	h.putCert(certKeyHub, cert.Raw)
+	h.putCert(wire.CertKeyHub, cert.Raw)
 	h.log.Info("hub certificate renewed", "expires", cert.NotAfter)
 	return nil
 }
@@ -449,18 +454,6 @@ func every(ctx context.Context, d time.Duration, fn func()) error {
 			fn()
 		}
 	}
-}
-
-// renewAt is 2/3 through a certificate's lifetime, counted from when it
-// was issued: certs.Sign backdates NotBefore by certs.ClockSkew, and
-// counting from there would put the renewal point of a short-lived
-// certificate in the past.
-func renewAt(c *x509.Certificate) time.Time {
-	issued := c.NotBefore
-	if c.NotAfter.Sub(issued) > certs.ClockSkew {
-		issued = issued.Add(certs.ClockSkew)
-	}
-	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
 }
 
 // resetKey derives the QUIC stateless reset key from the CA key, so it is
@@ -511,7 +504,7 @@ func (h *Hub) transportConfig() transport.Config {
 			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
 		},
 	}
-	return transport.Config{TLS: base, Logger: h.log, IdleTimeout: transportIdle, StatelessResetKey: h.resetKey()}
+	return transport.Config{TLS: base, Logger: h.log, IdleTimeout: wire.TransportIdle, StatelessResetKey: h.resetKey()}
 }
 
 func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
@@ -646,7 +639,7 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
-		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: SoftwareVersion, PID: os.Getpid(),
+		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
 		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))

@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/stores"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
@@ -60,7 +63,7 @@ func (h *Hub) apiHandler() http.Handler {
 		}
 		res, err := h.wakeNow(r.PathValue("name"), q.Get("print") == "1", at)
 		if err != nil {
-			localapi.WriteErr(w, localapi.ErrStatus(err, []error{errNotFound}, []error{errNoWake}), err)
+			localapi.WriteErr(w, localapi.ErrStatus(err, []error{stores.ErrNotFound}, []error{errNoWake}), err)
 			return
 		}
 		localapi.WriteJSON(w, http.StatusOK, res)
@@ -109,17 +112,17 @@ func (h *Hub) apiHandler() http.Handler {
 		h.log.Info("invite cancelled", "invite", id)
 		localapi.WriteJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
 	})
-	registerDebug(mux, func() int {
+	localapi.RegisterDebug(mux, func() int {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		return len(h.sessions)
 	})
-	dataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
+	localapi.DataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	h.bindingRoutes(mux)
 	h.tokenRoutes(mux)
 	h.friendRoutes(mux)
-	hostRoutes(mux, h.services, func(app string, info api.ServiceInfo) error {
-		return publishService(h.state, zsync.HubNode, app, info)
+	services.HostRoutes(mux, h.services, func(app string, info api.ServiceInfo) error {
+		return services.Publish(h.state, zsync.HubNode, app, info)
 	}, h.log)
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux

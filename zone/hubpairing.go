@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/zone/wire"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
@@ -20,7 +23,7 @@ func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
 	serveOneShot(ctx, conn, func(st transport.Stream) any {
 		ip := remoteIP(conn.RemoteAddr())
 		var req pairing.Request
-		if err := transport.NewFrameReader(st, maxRequestFrame).ReadFrame(&req); err != nil {
+		if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&req); err != nil {
 			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
 				return rateLimited(ip, wait)
 			}
@@ -72,7 +75,7 @@ var errBadProof = errors.New("bad proof")
 // checks out: unknown and wrong proof are both "invalid".
 func inviteRefusal(err error, what, ask string) (code, msg string, ok bool) {
 	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, errBadProof):
+	case errors.Is(err, stores.ErrNotFound), errors.Is(err, errBadProof):
 		return pairing.CodeInvalid, what + " not recognised: the token is wrong or for another hub", true
 	case errors.Is(err, pairing.ErrInviteExpired):
 		return pairing.CodeExpired, "this " + what + " has expired; " + ask, true
@@ -138,7 +141,7 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 	h.mu.Lock()
 	h.devices[rec.Name] = rec
 	h.mu.Unlock()
-	h.putCert(certKeyDevice+rec.Name, cert.Raw)
+	h.putCert(wire.CertKeyDevice+rec.Name, cert.Raw)
 	h.changes.Bump()
 	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
 	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.zone.PublicAddrs}

@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
@@ -54,7 +57,7 @@ type hubSession struct {
 func (s *hubSession) send(c *wire.Control) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	s.ctrl.SetWriteDeadline(time.Now().Add(wire.StreamTimeout))
 	return transport.WriteFrame(s.ctrl, c)
 }
 
@@ -76,7 +79,7 @@ func (s *hubSession) finish(reason wire.CloseReason, c *wire.Control) {
 			select {
 			case <-s.conn.Done():
 			case <-s.gone:
-			case <-time.After(closeLinger):
+			case <-time.After(wire.CloseLinger):
 			}
 		}
 		s.syncStop()
@@ -95,15 +98,15 @@ func newSessionID() string {
 // friend's hub) opens first, and reads its Hello. On failure it closes
 // conn, saying why, and reports false.
 func (h *Hub) acceptHello(ctx context.Context, conn transport.Conn, who string) (transport.Stream, *transport.FrameReader, bool) {
-	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	hctx, cancel := context.WithTimeout(ctx, wire.HelloTimeout)
 	ctrl, err := conn.AcceptStream(hctx)
 	cancel()
 	if err != nil {
 		conn.CloseWithError(uint64(wire.ReasonTimeout), "no hello")
 		return nil, nil, false
 	}
-	ctrl.SetReadDeadline(time.Now().Add(helloTimeout))
-	fr := transport.NewFrameReader(ctrl, maxControlFrame)
+	ctrl.SetReadDeadline(time.Now().Add(wire.HelloTimeout))
+	fr := transport.NewFrameReader(ctrl, wire.MaxControlFrame)
 	var hdr wire.StreamHeader
 	var hello wire.Control
 	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != wire.StreamControl {
@@ -140,7 +143,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	if !ok {
 		return
 	}
-	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, serial: serialHex(v.Cert), conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
+	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, serial: stores.SerialHex(v.Cert), conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
 	s.lastActive.Store(s.since.UnixNano())
 	s.syncCtx, s.syncStop = context.WithCancel(context.Background())
 
@@ -229,7 +232,7 @@ func (h *Hub) protocolError(conn transport.Conn, device, what string, err error)
 
 // admit decides whether an authenticated device may hold a session.
 func (h *Hub) admit(v *certs.Verified) (wire.CloseReason, string) {
-	serial := serialHex(v.Cert)
+	serial := stores.SerialHex(v.Cert)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rec := h.devices[v.Identity.Device]
@@ -308,10 +311,10 @@ func (h *Hub) unregister(s *hubSession) bool {
 // controlLoop answers pings until the session ends, and returns why and
 // whether the device ended it (went away or said Close).
 func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire.CloseReason, msg string, byDevice bool) {
-	dead := DeadAfter(h.cfg.Heartbeat)
+	dead := wire.DeadAfter(h.cfg.Heartbeat)
 	for {
 		var c wire.Control
-		if err := readControl(s.conn, s.ctrl, fr, dead, &c); err != nil {
+		if err := session.ReadControl(s.conn, s.ctrl, fr, dead, &c); err != nil {
 			select {
 			case <-s.closed:
 				return s.reason, "", false
@@ -366,8 +369,8 @@ func (h *Hub) acceptStreams(ctx context.Context, s *hubSession) {
 }
 
 func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
-	st.SetDeadline(time.Now().Add(streamTimeout))
-	fr := transport.NewFrameReader(st, maxRequestFrame)
+	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
+	fr := transport.NewFrameReader(st, wire.MaxRequestFrame)
 	var hdr wire.StreamHeader
 	// A renew-only session (expired but genuine certificate) may renew or
 	// unpair, nothing else.
@@ -453,7 +456,7 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 	h.mu.Lock()
 	h.putDevice(nrec)
 	h.mu.Unlock()
-	h.putCert(certKeyDevice+device, cert.Raw)
+	h.putCert(wire.CertKeyDevice+device, cert.Raw)
 	h.changes.Bump()
 	return cert, nil
 }

@@ -3,13 +3,14 @@ package zone
 import (
 	"crypto/ed25519"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/pzone/pzone/zone/stores"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -22,28 +23,17 @@ import (
 // HubDBName is the hub's store inside its data directory.
 const HubDBName = "pzh.db"
 
-// StoreVersion is the on-disk format version of both stores; a store with
-// a newer version is refused rather than misread.
-const StoreVersion = 1
-
-// lockTimeout is how long opening a store waits for bbolt's file lock
-// before concluding another daemon holds it.
-const lockTimeout = time.Second
-
 var (
-	bucketMeta    = []byte("meta")
 	bucketDevices = []byte("devices")
 	bucketInvites = []byte("invites")
 	bucketRevoked = []byte("revoked")
 )
 
 var (
-	keyVersion  = []byte("version")
-	keyZoneInfo = []byte("zone")
-	keyCACert   = []byte("ca-cert")
-	keyCAKey    = []byte("ca-key")
-	keyHubCert  = []byte("hub-cert")
-	keyHubKey   = []byte("hub-key")
+	keyCACert  = []byte("ca-cert")
+	keyCAKey   = []byte("ca-key")
+	keyHubCert = []byte("hub-cert")
+	keyHubKey  = []byte("hub-key")
 )
 
 // ErrNoZone: the data directory holds no zone.
@@ -94,14 +84,12 @@ func (d *DeviceRecord) hasSerial(s string) bool {
 }
 
 func (d *DeviceRecord) addCert(c *x509.Certificate) {
-	d.Serials = append(d.Serials, serialHex(c))
+	d.Serials = append(d.Serials, stores.SerialHex(c))
 	if len(d.Serials) > maxSerials {
 		d.Serials = d.Serials[len(d.Serials)-maxSerials:]
 	}
 	d.CertExpires, d.Cert = c.NotAfter, c.Raw
 }
-
-func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
 
 // hubStore is the hub's bbolt database. Only the running hub (or pzh init,
 // before any hub runs) opens it.
@@ -115,31 +103,31 @@ func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certi
 	path := filepath.Join(dir, HubDBName)
 	tmp := path + ".new"
 	os.Remove(tmp)
-	db, err := storefile.Open(tmp, storefile.Options{Create: true, LockTimeout: lockTimeout})
+	db, err := storefile.Open(tmp, storefile.Options{Create: true, LockTimeout: stores.LockTimeout})
 	if err != nil {
 		return err
 	}
-	caKey, err := marshalKey(ca.Key)
+	caKey, err := stores.MarshalKey(ca.Key)
 	if err != nil {
 		db.Close()
 		return err
 	}
-	hk, err := marshalKey(hubKey)
+	hk, err := stores.MarshalKey(hubKey)
 	if err != nil {
 		db.Close()
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketDevices, bucketInvites, bucketRevoked} {
+		for _, b := range [][]byte{stores.BucketMeta, bucketDevices, bucketInvites, bucketRevoked} {
 			if _, err := tx.CreateBucket(b); err != nil {
 				return err
 			}
 		}
-		m := tx.Bucket(bucketMeta)
-		if err := putCBOR(m, keyVersion, StoreVersion); err != nil {
+		m := tx.Bucket(stores.BucketMeta)
+		if err := stores.PutCBOR(m, stores.KeyVersion, stores.StoreVersion); err != nil {
 			return err
 		}
-		if err := putCBOR(m, keyZoneInfo, info); err != nil {
+		if err := stores.PutCBOR(m, stores.KeyZoneInfo, info); err != nil {
 			return err
 		}
 		for k, v := range map[string][]byte{string(keyCACert): ca.Cert.Raw, string(keyCAKey): caKey, string(keyHubCert): hubCert.Raw, string(keyHubKey): hk} {
@@ -160,18 +148,18 @@ func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certi
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return stores.SyncDir(dir)
 }
 
 // openHubStore opens an existing zone.
 func openHubStore(dir string) (*hubStore, error) {
 	path := filepath.Join(dir, HubDBName)
-	db, err := storefile.Open(path, storefile.Options{LockTimeout: lockTimeout})
+	db, err := storefile.Open(path, storefile.Options{LockTimeout: stores.LockTimeout})
 	if errors.Is(err, storefile.ErrMissing) {
 		return nil, fmt.Errorf("%w: %s has no %s; create a zone first with: pzh init --data %s --zone NAME --public-addr HOST:PORT", ErrNoZone, dir, HubDBName, dir)
 	}
 	if err != nil {
-		return nil, storeError(err, "pzh", "the zone CA key and the records of devices, invites and friends", "")
+		return nil, stores.StoreError(err, "pzh", "the zone CA key and the records of devices, invites and friends", "")
 	}
 	s := &hubStore{db: db}
 	if err := s.checkVersion(); err != nil {
@@ -189,16 +177,16 @@ func (s *hubStore) Close() error { return s.db.Close() }
 
 func (s *hubStore) checkVersion() error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
+		m := tx.Bucket(stores.BucketMeta)
 		if m == nil {
 			return fmt.Errorf("store has no meta bucket: not a pzh store, or damaged")
 		}
 		var v int
-		if err := getCBOR(m, keyVersion, &v); err != nil {
+		if err := stores.GetCBOR(m, stores.KeyVersion, &v); err != nil {
 			return err
 		}
-		if v != StoreVersion {
-			return fmt.Errorf("store format version %d; this pzh understands %d: use a matching pzh", v, StoreVersion)
+		if v != stores.StoreVersion {
+			return fmt.Errorf("store format version %d; this pzh understands %d: use a matching pzh", v, stores.StoreVersion)
 		}
 		return nil
 	})
@@ -207,7 +195,7 @@ func (s *hubStore) checkVersion() error {
 // Zone returns the zone description.
 func (s *hubStore) Zone() (*ZoneInfo, error) {
 	var z ZoneInfo
-	err := s.db.View(func(tx *bolt.Tx) error { return getCBOR(tx.Bucket(bucketMeta), keyZoneInfo, &z) })
+	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), stores.KeyZoneInfo, &z) })
 	return &z, err
 }
 
@@ -215,8 +203,8 @@ func (s *hubStore) Zone() (*ZoneInfo, error) {
 func (s *hubStore) CA() (*certs.CA, error) {
 	var c, k []byte
 	s.db.View(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
-		c, k = clone(m.Get(keyCACert)), clone(m.Get(keyCAKey))
+		m := tx.Bucket(stores.BucketMeta)
+		c, k = stores.Clone(m.Get(keyCACert)), stores.Clone(m.Get(keyCAKey))
 		return nil
 	})
 	return certs.LoadCA(c, k)
@@ -226,26 +214,26 @@ func (s *hubStore) CA() (*certs.CA, error) {
 func (s *hubStore) HubCert() (*x509.Certificate, ed25519.PrivateKey, error) {
 	var c, k []byte
 	s.db.View(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
-		c, k = clone(m.Get(keyHubCert)), clone(m.Get(keyHubKey))
+		m := tx.Bucket(stores.BucketMeta)
+		c, k = stores.Clone(m.Get(keyHubCert)), stores.Clone(m.Get(keyHubKey))
 		return nil
 	})
 	cert, err := x509.ParseCertificate(c)
 	if err != nil {
 		return nil, nil, fmt.Errorf("hub certificate: %w", err)
 	}
-	key, err := parseKey(k)
+	key, err := stores.ParseKey(k)
 	return cert, key, err
 }
 
 // SaveHubCert replaces the hub's certificate and key together.
 func (s *hubStore) SaveHubCert(cert *x509.Certificate, key ed25519.PrivateKey) error {
-	k, err := marshalKey(key)
+	k, err := stores.MarshalKey(key)
 	if err != nil {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
+		m := tx.Bucket(stores.BucketMeta)
 		if err := m.Put(keyHubCert, cert.Raw); err != nil {
 			return err
 		}
@@ -302,7 +290,7 @@ func (s *hubStore) Revoke(name, reason string, now time.Time) (*DeviceRecord, er
 	var d DeviceRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
-		if err := getCBOR(b, []byte(name), &d); err != nil {
+		if err := stores.GetCBOR(b, []byte(name), &d); err != nil {
 			return err
 		}
 		if d.Revoked {
@@ -311,13 +299,13 @@ func (s *hubStore) Revoke(name, reason string, now time.Time) (*DeviceRecord, er
 		d.Revoked, d.RevokedAt, d.RevokeReason = true, now.UTC(), reason
 		rb := tx.Bucket(bucketRevoked)
 		for _, serial := range d.Serials {
-			if err := putCBOR(rb, []byte(serial), Revocation{Device: name, At: now.UTC(), Reason: reason}); err != nil {
+			if err := stores.PutCBOR(rb, []byte(serial), Revocation{Device: name, At: now.UTC(), Reason: reason}); err != nil {
 				return err
 			}
 		}
-		return putCBOR(b, []byte(name), &d)
+		return stores.PutCBOR(b, []byte(name), &d)
 	})
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, stores.ErrNotFound) {
 		return nil, fmt.Errorf("%w %q: pzh devices lists the paired ones", ErrNoDevice, name)
 	}
 	return &d, err
@@ -328,14 +316,14 @@ func (s *hubStore) AddSerial(name string, cert *x509.Certificate) (*DeviceRecord
 	var d DeviceRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
-		if err := getCBOR(b, []byte(name), &d); err != nil {
+		if err := stores.GetCBOR(b, []byte(name), &d); err != nil {
 			return err
 		}
 		if d.Revoked {
 			return fmt.Errorf("device %q is revoked", name)
 		}
 		d.addCert(cert)
-		return putCBOR(b, []byte(name), &d)
+		return stores.PutCBOR(b, []byte(name), &d)
 	})
 	return &d, err
 }
@@ -345,13 +333,13 @@ func (s *hubStore) RetireOlder(name, serial string) (*DeviceRecord, error) {
 	var d DeviceRecord
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
-		if err := getCBOR(b, []byte(name), &d); err != nil {
+		if err := stores.GetCBOR(b, []byte(name), &d); err != nil {
 			return err
 		}
 		for i, x := range d.Serials {
 			if x == serial {
 				d.Serials = append([]string(nil), d.Serials[i:]...)
-				return putCBOR(b, []byte(name), &d)
+				return stores.PutCBOR(b, []byte(name), &d)
 			}
 		}
 		return nil
@@ -367,11 +355,11 @@ func (s *hubStore) SeenMany(each func(yield func(name string, at time.Time, addr
 		var err error
 		each(func(name string, at time.Time, addr, via string) bool {
 			var d DeviceRecord
-			if getCBOR(b, []byte(name), &d) != nil {
+			if stores.GetCBOR(b, []byte(name), &d) != nil {
 				return true // unpaired meanwhile: nothing to record
 			}
 			d.LastSeen, d.LastAddr, d.LastVia = at.UTC(), addr, via
-			err = putCBOR(b, []byte(name), &d)
+			err = stores.PutCBOR(b, []byte(name), &d)
 			return err == nil
 		})
 		return err
@@ -385,7 +373,7 @@ func (s *hubStore) AddInvite(inv *pairing.Invite) error {
 		if b.Get([]byte(inv.ID)) != nil {
 			return fmt.Errorf("invite id collision; try again")
 		}
-		return putCBOR(b, []byte(inv.ID), inv)
+		return stores.PutCBOR(b, []byte(inv.ID), inv)
 	})
 }
 
@@ -411,7 +399,7 @@ func (s *hubStore) invitesIn(bucket []byte, now time.Time) ([]*pairing.Invite, e
 				return fmt.Errorf("invite %q: %w", k, err)
 			}
 			if inv.Usable(now) != nil && now.Sub(inv.Expires) > inviteKeep {
-				stale = append(stale, clone(k))
+				stale = append(stale, stores.Clone(k))
 				return nil
 			}
 			out = append(out, &inv)
@@ -452,16 +440,16 @@ func (s *hubStore) cancelIn(bucket []byte, id, lister string) (*pairing.Invite, 
 	var inv pairing.Invite
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
-		if err := getCBOR(b, []byte(id), &inv); err != nil {
+		if err := stores.GetCBOR(b, []byte(id), &inv); err != nil {
 			return err
 		}
 		if inv.Cancelled {
 			return fmt.Errorf("%w: invite %s is already cancelled", ErrAlreadyDone, id)
 		}
 		inv.Cancelled = true
-		return putCBOR(b, []byte(id), &inv)
+		return stores.PutCBOR(b, []byte(id), &inv)
 	})
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, stores.ErrNotFound) {
 		return nil, fmt.Errorf("%w %q: %s lists them", ErrNoInvite, id, lister)
 	}
 	return &inv, err
@@ -480,7 +468,7 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ib, db := tx.Bucket(bucketInvites), tx.Bucket(bucketDevices)
 		var inv pairing.Invite
-		if err := getCBOR(ib, []byte(id), &inv); err != nil {
+		if err := stores.GetCBOR(ib, []byte(id), &inv); err != nil {
 			return err
 		}
 		name := inv.DeviceForUse()
@@ -499,10 +487,10 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 		rec.addCert(c)
 		inv.UsesLeft--
 		inv.Devices = append(inv.Devices, name)
-		if err := putCBOR(ib, []byte(id), &inv); err != nil {
+		if err := stores.PutCBOR(ib, []byte(id), &inv); err != nil {
 			return err
 		}
-		return putCBOR(db, []byte(name), rec)
+		return stores.PutCBOR(db, []byte(name), rec)
 	})
 	return rec, cert, err
 }
@@ -512,13 +500,13 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 // request gets, so that guesses cost the hub no more than a read.
 func (s *hubStore) inviteVerifier(bucket []byte, id string) ([]byte, error) {
 	var inv pairing.Invite
-	err := s.db.View(func(tx *bolt.Tx) error { return getCBOR(tx.Bucket(bucket), []byte(id), &inv) })
+	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(bucket), []byte(id), &inv) })
 	return inv.Verifier, err
 }
 
 func activeDevice(b *bolt.Bucket, name string) bool {
 	var d DeviceRecord
-	return getCBOR(b, []byte(name), &d) == nil && !d.Revoked
+	return stores.GetCBOR(b, []byte(name), &d) == nil && !d.Revoked
 }
 
 // ActiveDevice reports whether name is paired and not revoked.
@@ -532,50 +520,3 @@ func (s *hubStore) ActiveDevice(name string) bool {
 }
 
 // Helpers shared by both stores.
-
-var errNotFound = errors.New("not found")
-
-func putCBOR(b *bolt.Bucket, k []byte, v any) error {
-	data, err := transport.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return b.Put(k, data)
-}
-
-func getCBOR(b *bolt.Bucket, k []byte, v any) error {
-	data := b.Get(k)
-	if data == nil {
-		return errNotFound
-	}
-	if err := transport.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("decode %q: %w", k, err)
-	}
-	return nil
-}
-
-func clone(b []byte) []byte { return append([]byte(nil), b...) }
-
-func marshalKey(k ed25519.PrivateKey) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
-
-func parseKey(der []byte) (ed25519.PrivateKey, error) {
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("private key: %w", err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("private key is %T, want Ed25519", k)
-	}
-	return ek, nil
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}

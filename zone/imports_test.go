@@ -20,10 +20,12 @@ var layers = [][]string{
 	// the pure logic over it.
 	{"zone/wire"},
 	{"zone/envelope", "zone/policy", "zone/token"},
-	// The local API as its clients see it: types and the Go client.
-	{"zone/api"},
-	// The local API's serving side, shared by both daemons.
+	// The local API as its clients see it (types and the Go client), and
+	// the pieces of sessions and stores both runtimes use.
+	{"zone/api", "zone/session", "zone/stores"},
+	// The local API's serving side, and services hosted on a node.
 	{"zone/localapi"},
+	{"zone/services"},
 	// The runtimes, for now in one package.
 	{"zone"},
 	// Their users.

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
@@ -87,7 +89,7 @@ func newHubLink(zone string, conn transport.Conn, ctrl transport.Stream, dialled
 func (l *hubLink) send(c *wire.Control) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	l.ctrl.SetWriteDeadline(time.Now().Add(wire.StreamTimeout))
 	return transport.WriteFrame(l.ctrl, c)
 }
 
@@ -102,7 +104,7 @@ func (l *hubLink) close(reason wire.CloseReason, msg string, tell bool) {
 			if l.send(&wire.Control{Type: wire.MsgClose, Reason: reason, Message: msg}) == nil {
 				select {
 				case <-l.conn.Done():
-				case <-time.After(closeLinger):
+				case <-time.After(wire.CloseLinger):
 				}
 			}
 		}
@@ -202,7 +204,7 @@ func (h *Hub) stopLink(zone string, reason wire.CloseReason, msg string) bool {
 // keepLink dials a friend's hub whenever there is no link with it, with
 // backoff and jitter, until ctx ends.
 func (h *Hub) keepLink(ctx context.Context, zone string) {
-	bo := backoff{min: linkBackoffMin, max: linkBackoffMax}
+	bo := session.Backoff{Min: linkBackoffMin, Max: linkBackoffMax}
 	first := true
 	for ctx.Err() == nil {
 		if l := h.liveLink(zone); l != nil {
@@ -217,7 +219,7 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 		wait := time.Duration(0)
 		switch {
 		case !first:
-			wait = bo.next()
+			wait = bo.Next()
 		case h.zone.ID.Compact() > zone:
 			wait = linkFirstWait
 		}
@@ -244,16 +246,16 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 			if ctx.Err() != nil {
 				return
 			}
-			var end *EndError
+			var end *wire.EndError
 			refused := errors.As(err, &end) && end.Reason == wire.ReasonUnknown
 			h.setLinkState(zone, func(s *linkState) { s.lastErr, s.dialling, s.refused = err.Error(), true, refused })
 			h.log.Info("friend link not up; retrying", "friend", h.petname(zone), "err", err)
 			if refused {
-				bo.cur = linkRefusedBackoff
+				bo.Cur = linkRefusedBackoff
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		h.runLink(l)
 	}
 }
@@ -315,7 +317,7 @@ func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
 	if f == nil {
 		return nil, fmt.Errorf("%w: zone %s", ErrNoFriend, zone)
 	}
-	tc := transport.Config{TLS: h.linkTLS(f), Logger: h.log, IdleTimeout: transportIdle, HandshakeTimeout: sessionHandshakeTimeout}
+	tc := transport.Config{TLS: h.linkTLS(f), Logger: h.log, IdleTimeout: wire.TransportIdle, HandshakeTimeout: session.HandshakeTimeout}
 	var errs []error
 	for _, addr := range f.HubAddrs {
 		conn, err := transport.Dial(ctx, addr, transport.ModeAuto, tc)
@@ -337,20 +339,20 @@ func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
 }
 
 func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (*hubLink, error) {
-	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	hctx, cancel := context.WithTimeout(ctx, wire.HelloTimeout)
 	defer cancel()
 	ctrl, err := conn.OpenStream(hctx)
 	if err != nil {
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
-	ctrl.SetDeadline(time.Now().Add(helloTimeout))
+	ctrl.SetDeadline(time.Now().Add(wire.HelloTimeout))
 	if err := transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl}); err != nil {
 		return nil, err
 	}
-	if err := transport.WriteFrame(ctrl, &wire.Control{Type: wire.MsgHello, Version: LinkVersion, Software: SoftwareVersion}); err != nil {
+	if err := transport.WriteFrame(ctrl, &wire.Control{Type: wire.MsgHello, Version: LinkVersion, Software: wire.SoftwareVersion}); err != nil {
 		return nil, err
 	}
-	fr := transport.NewFrameReader(ctrl, maxControlFrame)
+	fr := transport.NewFrameReader(ctrl, wire.MaxControlFrame)
 	var c wire.Control
 	if err := fr.ReadFrame(&c); err != nil {
 		return nil, fmt.Errorf("no welcome from the friend's hub: %w", err)
@@ -360,7 +362,7 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 	case wire.MsgWelcome:
 	case wire.MsgClose:
 		if c.Reason == wire.ReasonUnknown {
-			return nil, &EndError{Reason: c.Reason, Message: c.Message}
+			return nil, &wire.EndError{Reason: c.Reason, Message: c.Message}
 		}
 		return nil, fmt.Errorf("the friend's hub closed the link: %s: %s", c.Reason, c.Message)
 	default:
@@ -368,7 +370,7 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 	}
 	l := newHubLink(zone, conn, ctrl, true, h.cfg.Now())
 	l.id = c.SessionID
-	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, MinHeartbeat), MaxHeartbeat)
+	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, wire.MinHeartbeat), wire.MaxHeartbeat)
 	if !h.registerLink(l) {
 		l.close(wire.ReasonReplaced, "a link with this zone is up already", true)
 		return nil, errLinkUp
@@ -451,7 +453,7 @@ func (h *Hub) runLink(l *hubLink) {
 func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duration, dialler bool) {
 	frames := make(chan wire.Control)
 	readErr := make(chan error, 1)
-	dead := DeadAfter(hb)
+	dead := wire.DeadAfter(hb)
 	// Every return below has closed the link, whose connection's end
 	// ends the reader's read.
 	var reader sync.WaitGroup
@@ -461,7 +463,7 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 		defer reader.Done()
 		for {
 			var c wire.Control
-			if err := readControl(l.conn, l.ctrl, fr, dead, &c); err != nil {
+			if err := session.ReadControl(l.conn, l.ctrl, fr, dead, &c); err != nil {
 				readErr <- err
 				return
 			}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pzone/pzone/zone/stores"
+
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pzone/pzone/storefile"
@@ -120,10 +122,10 @@ func openMailbox(path string, create bool, limit int, maxBytes int64) (*mailbox,
 			}
 		}
 		meta := tx.Bucket(mbMeta)
-		if v := meta.Get(keyVersion); v != nil && binary.BigEndian.Uint64(v) > StoreVersion {
-			return fmt.Errorf("mailbox format %d is newer than this pzh understands (%d): upgrade pzh", binary.BigEndian.Uint64(v), StoreVersion)
+		if v := meta.Get(stores.KeyVersion); v != nil && binary.BigEndian.Uint64(v) > stores.StoreVersion {
+			return fmt.Errorf("mailbox format %d is newer than this pzh understands (%d): upgrade pzh", binary.BigEndian.Uint64(v), stores.StoreVersion)
 		}
-		if err := meta.Put(keyVersion, u64key(StoreVersion)); err != nil {
+		if err := meta.Put(stores.KeyVersion, u64key(stores.StoreVersion)); err != nil {
 			return err
 		}
 		return tx.Bucket(mbQueue).ForEachBucket(func(dev []byte) error {
@@ -178,7 +180,7 @@ func (m *mailbox) Put(device string, msg *queuedMsg) (uint64, error) {
 		if seq, err = b.NextSequence(); err != nil {
 			return err
 		}
-		return putCBOR(b, u64key(seq), msg)
+		return stores.PutCBOR(b, u64key(seq), msg)
 	})
 	if err != nil {
 		return 0, err
@@ -318,7 +320,7 @@ func (m *mailbox) Devices() []string {
 
 // SaveWake stores a device's wake record.
 func (m *mailbox) SaveWake(device string, rec *wakeRecord) error {
-	return m.db.Update(func(tx *bolt.Tx) error { return putCBOR(tx.Bucket(mbWake), []byte(device), rec) })
+	return m.db.Update(func(tx *bolt.Tx) error { return stores.PutCBOR(tx.Bucket(mbWake), []byte(device), rec) })
 }
 
 // Wakes reads every wake record.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/wire"
@@ -30,7 +32,7 @@ func isOutbox(key string) bool { return strings.HasPrefix(key, outboxPrefix) }
 // queueForFriend keeps a message for friend f until its link is back.
 func (h *Hub) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *FriendRecord) {
 	if hdr.Token != "" {
-		refuseCall(st, wire.CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
+		session.RefuseCall(st, wire.CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
 		return
 	}
 	msg, ok := readKept(st, hdr, h.cfg.Now())
@@ -41,17 +43,17 @@ func (h *Hub) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *Frien
 	seq, err := h.mail.Put(outboxKey(zone), msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			refuseCall(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
+			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
 				h.mail.Stat(outboxKey(zone)).n, h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {
 			h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
-			refuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
+			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
 	if h.friend(zone) == nil { // removed meanwhile: its queue is gone
 		h.mail.Remove(outboxKey(zone), seq)
-		refuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, h.zone.Name))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, h.zone.Name))
 		return
 	}
 	h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
@@ -244,9 +246,9 @@ func (h *Hub) purgeFrom(zone string) int {
 // readKept reads the body of a message for later from st and makes the
 // record a hub keeps of it; on failure it refuses the message.
 func readKept(st transport.Stream, hdr *wire.CallHeader, now time.Time) (*queuedMsg, bool) {
-	body, err := readBody(transport.NewFrameReader(st, wire.CallChunk+16), wire.MaxCallBody)
+	body, err := session.ReadBody(transport.NewFrameReader(st, wire.CallChunk+16), wire.MaxCallBody)
 	if err != nil {
-		refuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
+		session.RefuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
 		return nil, false
 	}
 	return &queuedMsg{ID: hdr.ID, FromZone: hdr.FromZone, FromDevice: hdr.FromDevice, FromApp: hdr.FromApp, ToDevice: hdr.ToDevice, Service: hdr.ToService,

@@ -14,6 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
@@ -25,14 +30,6 @@ import (
 
 // Reconnect backoff, with why.
 const (
-	// sessionHandshakeTimeout bounds a session dial. A QUIC dial to a hub
-	// that is down gets no answer at all (ICMP errors do not reach
-	// unconnected UDP sockets) and runs to this limit, so shorter would
-	// help a device that dialled into a restart's gap. It stays at the
-	// transport default: with 4 s, 10,000 devices reconnecting to an
-	// overloaded hub gave up on handshakes that were merely slow and
-	// retried, doubling the storm (measured by make bench).
-	sessionHandshakeTimeout = transport.DefaultHandshakeTimeout
 	// DefaultBackoffMin: a hub restart takes about a second; the first
 	// retry should not wait much longer than that.
 	DefaultBackoffMin = 500 * time.Millisecond
@@ -136,27 +133,6 @@ func (c *PeerConfig) Validate() error {
 	return nil
 }
 
-// EndError is a session end after which the device must not reconnect:
-// revoked, replaced by another pzp, unpaired, expired past grace.
-type EndError struct {
-	Reason  wire.CloseReason
-	Message string
-}
-
-func (e *EndError) Error() string {
-	hint := ""
-	switch e.Reason {
-	case wire.ReasonRevoked:
-		hint = "; this device can no longer connect: pair it again with a new invite"
-	case wire.ReasonReplaced:
-		hint = "; another pzp with this device's credentials took over the session"
-	}
-	if e.Message == "" {
-		return fmt.Sprintf("session ended: %s%s", e.Reason, hint)
-	}
-	return fmt.Sprintf("session ended: %s: %s%s", e.Reason, e.Message, hint)
-}
-
 // MinSleepAfter is the shortest idle time before sleep a device may ask
 // for: shorter would close sessions between two calls of one exchange.
 const MinSleepAfter = 10 * time.Millisecond
@@ -172,8 +148,8 @@ type Peer struct {
 	store *peerStore
 	state *zsync.Store // the device's copy of the zone state
 	// services are the ones applications serve on this device.
-	services *serviceHost
-	calls    callViewCache // policy and token rules, for calls
+	services *services.Host
+	calls    policy.ViewCache // policy and token rules, for calls
 	id       atomic.Pointer[Identity]
 
 	synced     chan struct{} // closed once in sync, with ExitWhenSynced
@@ -229,7 +205,7 @@ func RunPeer(ctx context.Context, cfg PeerConfig) error {
 		store.Close()
 		return err
 	}
-	if err := keepEnvelopes(p.envelopes, store.db, cfg.Now); err != nil {
+	if err := stores.KeepEnvelopes(p.envelopes, store.db, cfg.Now); err != nil {
 		store.Close()
 		return fmt.Errorf("read the envelopes this device accepted: %w", err)
 	}
@@ -334,7 +310,7 @@ func (p *Peer) Status() api.PeerStatus { return p.status(0) }
 
 // NewIdentity builds a device identity from a pairing result.
 func NewIdentity(res *pairing.Result) (*Identity, error) {
-	key, err := marshalKey(res.Key)
+	key, err := stores.MarshalKey(res.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -344,12 +320,12 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 }
 
 func newPeerWith(cfg PeerConfig, id *Identity, store *peerStore) *Peer {
-	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: newServiceHost(),
+	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: services.NewHost(),
 		envelopes: envelope.NewChecker()}
 	p.envelopes.Notify = p.changes.Bump
 	p.id.Store(id)
 	p.st = api.PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
-		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: SoftwareVersion}
+		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: wire.SoftwareVersion}
 	return p
 }
 
@@ -365,7 +341,7 @@ func (p *Peer) status(ver uint64) api.PeerStatus {
 	st := p.st
 	p.mu.Unlock()
 	id := p.id.Load()
-	st.Version, st.CertExpires, st.CertRenews = ver, id.Cert.NotAfter, renewAt(id.Cert)
+	st.Version, st.CertExpires, st.CertRenews = ver, id.Cert.NotAfter, session.RenewAt(id.Cert)
 	if p.state != nil {
 		ss := p.state.State()
 		st.Sync = &ss
@@ -394,7 +370,7 @@ func (e *syncError) Unwrap() error { return e.err }
 // loop connects, runs sessions and backs off between them. It returns an
 // unpair call if the local API asked to unpair.
 func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
-	bo := backoff{min: p.cfg.BackoffMin, max: p.cfg.BackoffMax}
+	bo := session.Backoff{Min: p.cfg.BackoffMin, Max: p.cfg.BackoffMax}
 	var pinged chan struct{} // nil: never sleeps
 	if sl := p.sleep; sl != nil {
 		pinged = sl.pinged
@@ -420,10 +396,10 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			// device back at once every time.
 			var se *syncError
 			if !errors.As(err, &se) {
-				bo.reset()
+				bo.Reset()
 			}
 		}
-		var end *EndError
+		var end *wire.EndError
 		switch {
 		case ctx.Err() != nil:
 			p.setStatus(func(s *api.PeerStatus) { s.State, s.Running = "stopped", false })
@@ -437,7 +413,7 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 		case errors.Is(err, errSleep):
 			p.sleepUntilWoken(ctx)
 			failedAfterWake = 1
-			bo.reset()
+			bo.Reset()
 			continue
 		case failedAfterWake > 0 && failedAfterWake < wakeAttempts:
 			failedAfterWake++
@@ -449,19 +425,19 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			p.setStatus(func(s *api.PeerStatus) { s.LastError = err.Error() })
 			p.sleepUntilWoken(ctx)
 			failedAfterWake = 1
-			bo.reset()
+			bo.Reset()
 			continue
 		case errors.Is(err, errSynced):
 			p.setStatus(func(s *api.PeerStatus) { s.State, s.Running = "stopped", false })
 			return nil, nil
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		var rw *retryWithin
 		if errors.As(err, &rw) {
 			// The hub said how to spread out; the backoff starts afresh
 			// in case it is not back by then.
 			wait = rand.N(rw.Window + 1)
-			bo.reset()
+			bo.Reset()
 		}
 		p.log.Warn("not connected to hub; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		p.setStatus(func(s *api.PeerStatus) {
@@ -508,7 +484,7 @@ func (p *Peer) apiHandler() http.Handler {
 		}
 		localapi.WriteJSON(w, http.StatusOK, res)
 	})
-	dataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
+	localapi.DataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
 	p.serviceRoutes(mux)
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux
@@ -537,7 +513,7 @@ func UnpairOffline(ctx context.Context, dir string, mode transport.Mode, timeout
 		ps.conn.CloseWithError(uint64(wire.ReasonUnpaired), wire.ReasonUnpaired.String())
 	}
 	cancel()
-	var end *EndError
+	var end *wire.EndError
 	if errors.As(err, &end) && end.Reason == wire.ReasonRevoked {
 		err = nil // already revoked: the hub will not accept it again either way
 	}
@@ -577,7 +553,7 @@ func ReadPeerStatus(ctx context.Context, dir string) (*api.PeerStatus, error) {
 		return nil, err
 	}
 	return &api.PeerStatus{State: "stopped", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device, Hub: id.HubAddrs[0],
-		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: renewAt(id.Cert), Software: SoftwareVersion, Sync: sync}, nil
+		HubAddrs: id.HubAddrs, CertExpires: id.Cert.NotAfter, CertRenews: session.RenewAt(id.Cert), Software: wire.SoftwareVersion, Sync: sync}, nil
 }
 
 // Session is one admitted session opened by DialSession: no heartbeats, no

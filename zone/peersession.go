@@ -7,10 +7,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
@@ -22,25 +24,6 @@ import (
 // The device's session with its hub: connecting with backoff, Hello and
 // Welcome, the session's control loop and streams, certificate renewal
 // and unpairing over it.
-
-// backoff is capped exponential backoff with equal jitter: each wait is
-// between half and all of the current step, so devices that lost the hub
-// at the same moment spread out.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else if b.cur *= 2; b.cur > b.max {
-		b.cur = b.max
-	}
-	half := b.cur / 2
-	return half + rand.N(half+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // peerSession is an admitted session on the device side.
 type peerSession struct {
@@ -56,7 +39,7 @@ type peerSession struct {
 func (ps *peerSession) send(c *wire.Control) error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
-	ps.ctrl.SetWriteDeadline(time.Now().Add(streamTimeout))
+	ps.ctrl.SetWriteDeadline(time.Now().Add(wire.StreamTimeout))
 	return transport.WriteFrame(ps.ctrl, c)
 }
 
@@ -74,7 +57,7 @@ func (p *Peer) sessionTLS() *tls.Config {
 func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
 	id := p.id.Load()
 	var errs []error
-	tc := transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: transportIdle, HandshakeTimeout: sessionHandshakeTimeout}
+	tc := transport.Config{TLS: p.sessionTLS(), Logger: p.log, IdleTimeout: wire.TransportIdle, HandshakeTimeout: session.HandshakeTimeout}
 	if p.sleep != nil {
 		tc.Endpoint = p.sleep.ep // the hub observes the wake socket's address
 	}
@@ -102,24 +85,24 @@ func (p *Peer) connect(ctx context.Context) (*peerSession, error) {
 }
 
 func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*peerSession, error) {
-	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	hctx, cancel := context.WithTimeout(ctx, wire.HelloTimeout)
 	defer cancel()
 	ctrl, err := conn.OpenStream(hctx)
 	if err != nil {
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
-	ps := &peerSession{conn: conn, ctrl: ctrl, fr: transport.NewFrameReader(ctrl, maxControlFrame), addr: addr}
-	ctrl.SetDeadline(time.Now().Add(helloTimeout))
+	ps := &peerSession{conn: conn, ctrl: ctrl, fr: transport.NewFrameReader(ctrl, wire.MaxControlFrame), addr: addr}
+	ctrl.SetDeadline(time.Now().Add(wire.HelloTimeout))
 	if err := transport.WriteFrame(ctrl, &wire.StreamHeader{Kind: wire.StreamControl}); err != nil {
 		return nil, err
 	}
-	if err := ps.send(&wire.Control{Type: wire.MsgHello, Version: wire.SessionVersion, Software: SoftwareVersion}); err != nil {
+	if err := ps.send(&wire.Control{Type: wire.MsgHello, Version: wire.SessionVersion, Software: wire.SoftwareVersion}); err != nil {
 		return nil, err
 	}
 	// Over QUIC, keep talking while Welcome is awaited: if the hub that
 	// took the handshake died before answering (a restart), the packets
 	// reach its successor, which answers with a stateless reset, and this
-	// dial fails at once instead of after helloTimeout. The hub answers
+	// dial fails at once instead of after HelloTimeout. The hub answers
 	// Welcome before it reads these pings; their Pongs (Seq 0) are ignored.
 	waiting := make(chan struct{})
 	defer close(waiting)
@@ -143,7 +126,7 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 	if err := ps.fr.ReadFrame(&c); err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, fmt.Errorf("the hub took the connection but did not answer hello within %v", helloTimeout)
+			return nil, fmt.Errorf("the hub took the connection but did not answer hello within %v", wire.HelloTimeout)
 		}
 		return nil, p.readErr(conn, err)
 	}
@@ -156,7 +139,7 @@ func (p *Peer) hello(ctx context.Context, conn transport.Conn, addr string) (*pe
 		return nil, fmt.Errorf("hub answered hello with message %d", c.Type)
 	}
 	ps.welcome = c
-	ps.heartbeat = min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, MinHeartbeat), MaxHeartbeat)
+	ps.heartbeat = min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, wire.MinHeartbeat), wire.MaxHeartbeat)
 	return ps, nil
 }
 
@@ -174,13 +157,13 @@ func (e *retryWithin) Error() string {
 // closeErr turns a hub's Close frame into the error the loop acts on.
 func closeErr(c *wire.Control) error {
 	if c.Reason.Final() {
-		return &EndError{Reason: c.Reason, Message: c.Message}
+		return &wire.EndError{Reason: c.Reason, Message: c.Message}
 	}
 	if c.Reason == wire.ReasonRenewed {
 		return errReconnect
 	}
 	if c.Reason == wire.ReasonShutdown && c.RetryWindowMs > 0 {
-		w := min(time.Duration(c.RetryWindowMs)*time.Millisecond, maxRetryWindow)
+		w := min(time.Duration(c.RetryWindowMs)*time.Millisecond, wire.MaxRetryWindow)
 		return &retryWithin{Window: w, Msg: c.Message}
 	}
 	if c.Message != "" {
@@ -245,11 +228,11 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 
 	frames := make(chan wire.Control)
 	readErr := make(chan error, 1)
-	dead := DeadAfter(ps.heartbeat)
+	dead := wire.DeadAfter(ps.heartbeat)
 	go func() {
 		for {
 			var c wire.Control
-			if err := readControl(ps.conn, ps.ctrl, ps.fr, dead, &c); err != nil {
+			if err := session.ReadControl(ps.conn, ps.ctrl, ps.fr, dead, &c); err != nil {
 				readErr <- p.readErr(ps.conn, err)
 				return
 			}
@@ -264,7 +247,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 
 	tick := time.NewTicker(ps.heartbeat)
 	defer tick.Stop()
-	renewIn := renewAt(p.id.Load().Cert).Sub(now)
+	renewIn := session.RenewAt(p.id.Load().Cert).Sub(now)
 	if ps.welcome.RenewOnly || renewIn < 0 {
 		renewIn = 0
 	}
@@ -311,7 +294,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		ps.ctrl.Close()
 		select {
 		case <-ps.conn.Done():
-		case <-time.After(closeLinger):
+		case <-time.After(wire.CloseLinger):
 		}
 	}
 	for {
@@ -340,7 +323,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			// stream first): give its Close frame, which says why, a
 			// moment to arrive.
 			syncErr = err
-			syncGrace = time.After(closeLinger)
+			syncGrace = time.After(wire.CloseLinger)
 		case <-syncGrace:
 			p.log.Warn("zone sync stopped; reconnecting", "err", syncErr)
 			return nil, &syncError{syncErr}
@@ -388,7 +371,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 				// The hub closes this session; the next uses the new certificate.
 				continue
 			}
-			next := renewAt(p.id.Load().Cert).Sub(p.cfg.Now())
+			next := session.RenewAt(p.id.Load().Cert).Sub(p.cfg.Now())
 			if next < minRenewInterval {
 				// A fresh certificate already due means the clocks
 				// disagree; do not spin on renewals.
@@ -443,7 +426,7 @@ func (p *Peer) renew(ctx context.Context, ps *peerSession) error {
 			return fmt.Errorf("save renewed certificate: %w", err)
 		}
 	} else {
-		kder, err := marshalKey(key)
+		kder, err := stores.MarshalKey(key)
 		if err != nil {
 			return err
 		}
@@ -473,7 +456,7 @@ func checkIssued(id *Identity, key ed25519.PrivateKey, der []byte, now time.Time
 
 // exchange runs a one-shot request/response on a new stream of kind.
 func exchange(ctx context.Context, conn transport.Conn, kind wire.StreamKind, req, resp any) error {
-	return exchangeLimit(ctx, conn, kind, req, resp, maxRequestFrame)
+	return session.Exchange(ctx, conn, kind, req, resp, wire.MaxRequestFrame)
 }
 
 func (p *Peer) unpairOn(ctx context.Context, ps *peerSession) error {

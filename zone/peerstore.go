@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pzone/pzone/zone/stores"
+
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pzone/pzone/certs"
@@ -42,7 +44,7 @@ type Identity struct {
 
 func (id *Identity) parse() error {
 	var err error
-	if id.Key, err = parseKey(id.KeyDER); err != nil {
+	if id.Key, err = stores.ParseKey(id.KeyDER); err != nil {
 		return err
 	}
 	if id.Cert, err = x509.ParseCertificate(id.CertDER); err != nil {
@@ -78,7 +80,7 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 		os.Remove(path + ".new")
 		return err
 	}
-	key, err := marshalKey(res.Key)
+	key, err := stores.MarshalKey(res.Key)
 	if err != nil {
 		return fail(err)
 	}
@@ -86,23 +88,23 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 		CADER: res.CA.Raw, HubAddrs: res.HubAddrs, Paired: now.UTC()}
 	tmp := path + ".new"
 	os.Remove(tmp)
-	db, err := storefile.Open(tmp, storefile.Options{Create: true, LockTimeout: lockTimeout})
+	db, err := storefile.Open(tmp, storefile.Options{Create: true, LockTimeout: stores.LockTimeout})
 	if err != nil {
 		return fail(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		m, err := tx.CreateBucket(bucketMeta)
+		m, err := tx.CreateBucket(stores.BucketMeta)
 		if err != nil {
 			return err
 		}
-		if err := putCBOR(m, keyVersion, StoreVersion); err != nil {
+		if err := stores.PutCBOR(m, stores.KeyVersion, stores.StoreVersion); err != nil {
 			return err
 		}
 		b, err := tx.CreateBucket(bucketIdentity)
 		if err != nil {
 			return err
 		}
-		return putCBOR(b, keyZoneInfo, &id)
+		return stores.PutCBOR(b, stores.KeyZoneInfo, &id)
 	})
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -113,14 +115,14 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
-	return syncDir(dir)
+	return stores.SyncDir(dir)
 }
 
 // openPeerStore opens the device's store; readOnly is for status reads
 // while no daemon runs.
 func openPeerStore(dir string, readOnly bool) (*peerStore, error) {
 	path := filepath.Join(dir, PeerDBName)
-	db, err := storefile.Open(path, storefile.Options{LockTimeout: lockTimeout, ReadOnly: readOnly})
+	db, err := storefile.Open(path, storefile.Options{LockTimeout: stores.LockTimeout, ReadOnly: readOnly})
 	if errors.Is(err, storefile.ErrMissing) {
 		return nil, fmt.Errorf("%w: %s holds no pairing; pair first with: pzp pair --data %s TOKEN", ErrNotPaired, dir, dir)
 	}
@@ -128,20 +130,20 @@ func openPeerStore(dir string, readOnly bool) (*peerStore, error) {
 		return nil, fmt.Errorf("%s is in use by another pzp process (is pzp run already running with this --data?)", path)
 	}
 	if err != nil {
-		return nil, storeError(err, "pzp", "this device's key, certificate and pairing", rePairDevice)
+		return nil, stores.StoreError(err, "pzp", "this device's key, certificate and pairing", rePairDevice)
 	}
 	s := &peerStore{db: db}
 	err = db.View(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
+		m := tx.Bucket(stores.BucketMeta)
 		if m == nil {
 			return fmt.Errorf("%s is not a pzp store, or is damaged", path)
 		}
 		var v int
-		if err := getCBOR(m, keyVersion, &v); err != nil {
+		if err := stores.GetCBOR(m, stores.KeyVersion, &v); err != nil {
 			return err
 		}
-		if v != StoreVersion {
-			return fmt.Errorf("store format version %d; this pzp understands %d", v, StoreVersion)
+		if v != stores.StoreVersion {
+			return fmt.Errorf("store format version %d; this pzp understands %d", v, stores.StoreVersion)
 		}
 		return nil
 	})
@@ -156,7 +158,7 @@ func (s *peerStore) Close() error { return s.db.Close() }
 
 func (s *peerStore) Identity() (*Identity, error) {
 	var id Identity
-	err := s.db.View(func(tx *bolt.Tx) error { return getCBOR(tx.Bucket(bucketIdentity), keyZoneInfo, &id) })
+	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(bucketIdentity), stores.KeyZoneInfo, &id) })
 	if err != nil {
 		return nil, err
 	}
@@ -165,18 +167,18 @@ func (s *peerStore) Identity() (*Identity, error) {
 
 // SaveCert replaces the device key and certificate together (renewal).
 func (s *peerStore) SaveCert(key ed25519.PrivateKey, cert *x509.Certificate) (*Identity, error) {
-	kder, err := marshalKey(key)
+	kder, err := stores.MarshalKey(key)
 	if err != nil {
 		return nil, err
 	}
 	var id Identity
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketIdentity)
-		if err := getCBOR(b, keyZoneInfo, &id); err != nil {
+		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &id); err != nil {
 			return err
 		}
 		id.KeyDER, id.CertDER = kder, cert.Raw
-		return putCBOR(b, keyZoneInfo, &id)
+		return stores.PutCBOR(b, stores.KeyZoneInfo, &id)
 	})
 	if err != nil {
 		return nil, err
@@ -197,5 +199,5 @@ func RemovePairing(dir string) error {
 	if err := os.Remove(filepath.Join(dir, zsync.FileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove zone state: %w", err)
 	}
-	return syncDir(dir)
+	return stores.SyncDir(dir)
 }

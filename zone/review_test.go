@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -78,7 +80,7 @@ func rawCall(t *testing.T, sess *Session, target string, body []byte) transport.
 		t.Fatal(err)
 	}
 	if body != nil {
-		if err := writeBody(st, body, false); err != nil {
+		if err := session.WriteBody(st, body, false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,18 +2,16 @@ package zone
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
-	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
@@ -27,177 +25,6 @@ import (
 // calls from its applications to services on this device or, through the
 // hub, on other devices of the zone. See docs/PROTOCOL.md, "Local API:
 // applications and services".
-
-// AppRecord is the value of an apps/DEVICE/APP record.
-type AppRecord struct {
-	Services []api.ServiceInfo `json:"services"`
-}
-
-// hostedEvent is an event on its way to the application serving its
-// service. written, for a queued message, is closed once the event is
-// written to the application's stream: only then does the device confirm
-// it.
-type hostedEvent struct {
-	api.Event
-	written chan struct{}
-}
-
-// listener is an application serving one service on this device.
-type listener struct {
-	app, service string
-	events       chan hostedEvent
-	done         chan struct{} // closed when the application stops serving
-}
-
-// pendingCall is a call delivered to an application, awaiting its reply.
-type pendingCall struct {
-	service string
-	reply   chan api.Reply
-}
-
-// serviceHost holds the services this device serves and the calls in
-// flight to them.
-type serviceHost struct {
-	mu        sync.Mutex
-	listeners map[string]*listener // by service name
-	calls     map[string]*pendingCall
-}
-
-func newServiceHost() *serviceHost {
-	return &serviceHost{listeners: map[string]*listener{}, calls: map[string]*pendingCall{}}
-}
-
-var errServiceTaken = errors.New("service already served")
-
-func (sh *serviceHost) listen(app, service string) (*listener, error) {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if l := sh.listeners[service]; l != nil {
-		return nil, fmt.Errorf("%w: app %q serves %q on this device already", errServiceTaken, l.app, service)
-	}
-	l := &listener{app: app, service: service, events: make(chan hostedEvent, api.EventBuffer), done: make(chan struct{})}
-	sh.listeners[service] = l
-	return l, nil
-}
-
-func (sh *serviceHost) stop(l *listener) {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.listeners[l.service] == l {
-		delete(sh.listeners, l.service)
-	}
-	close(l.done)
-}
-
-func (sh *serviceHost) running(service string) bool {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.listeners[service] != nil
-}
-
-// deliver hands a call or message to the application serving hdr's
-// service and, for a call, waits for its reply until ctx ends.
-func (sh *serviceHost) deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) ([]byte, *wire.CallError) {
-	if !json.Valid(body) {
-		return nil, &wire.CallError{Status: wire.CallBadRequest, Message: "the body is not JSON"}
-	}
-	deadline, _ := ctx.Deadline()
-	ev := hostedEvent{Event: api.Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}}
-	if hdr.QueuedMs != 0 {
-		t := time.UnixMilli(hdr.QueuedMs).UTC()
-		ev.Queued, ev.written = &t, make(chan struct{})
-	}
-	var pc *pendingCall
-	sh.mu.Lock()
-	l := sh.listeners[hdr.ToService]
-	if l != nil && hdr.Kind == wire.CallRequest {
-		ev.Type = "call"
-		pc = &pendingCall{service: hdr.ToService, reply: make(chan api.Reply, 1)}
-		sh.calls[hdr.ID] = pc
-	} else {
-		ev.Type = "message"
-	}
-	sh.mu.Unlock()
-	if l == nil {
-		return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q is not running on device %q", hdr.ToService, hdr.ToDevice)}
-	}
-	if pc != nil {
-		defer func() {
-			sh.mu.Lock()
-			delete(sh.calls, hdr.ID)
-			sh.mu.Unlock()
-		}()
-	}
-	select {
-	case l.events <- ev:
-	default:
-		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, api.EventBuffer)}
-	}
-	if ev.written != nil {
-		// A queued message is confirmed, and so removed from the hub, only
-		// once the application's stream has it.
-		select {
-		case <-ev.written:
-			return nil, nil
-		case <-l.done:
-			select {
-			case <-ev.written: // it took it, then stopped
-				return nil, nil
-			default:
-			}
-			return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q stopped before it took the message", hdr.ToService)}
-		case <-ctx.Done():
-			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not take the message in time", hdr.ToService)}
-		}
-	}
-	if pc == nil {
-		return nil, nil
-	}
-	select {
-	case r := <-pc.reply:
-		if r.Error != "" {
-			return nil, &wire.CallError{Status: wire.CallFailed, Message: r.Error}
-		}
-		if len(r.Result) == 0 {
-			return []byte("null"), nil
-		}
-		return r.Result, nil
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
-		}
-		// Tell the application to stop working on it.
-		select {
-		case l.events <- hostedEvent{Event: api.Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}}:
-		default:
-		}
-		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
-	}
-}
-
-// answer delivers an application's reply to call id.
-func (sh *serviceHost) answer(id string, r api.Reply) bool {
-	sh.mu.Lock()
-	pc := sh.calls[id]
-	sh.mu.Unlock()
-	if pc == nil {
-		return false
-	}
-	select {
-	case pc.reply <- r:
-		return true
-	default:
-		return false // answered already
-	}
-}
-
-func callerName(h *wire.CallHeader) string {
-	s := h.FromZone + "/" + h.FromDevice
-	if h.FromApp != "" {
-		s += "/" + h.FromApp
-	}
-	return s
-}
 
 // ---- the peer: incoming calls from the hub ----
 
@@ -225,28 +52,28 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 	if hdr.Kind != wire.CallMessage {
 		hdr.QueuedMs = 0 // only messages are kept for later
 	}
-	var opts serveOpts
+	var opts services.ServeOpts
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
 		// From a friend zone: named as this zone names it, never as the
 		// header does, and signed by the calling device.
-		f := p.calls.get(p.state, p.log).friends.byID[hdr.FromZoneID]
+		f := p.calls.Get(p.state, p.log).Friends.ByID[hdr.FromZoneID]
 		if f == nil {
 			p.envelopes.Count(envelope.Unknown)
-			refuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
+			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
 			return
 		}
-		hdr.FromZone = f.petname
-		opts = envelopeOpts(p.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, envelope.Signer{Key: id.Key, Cert: id.Cert}, p.cfg.Now, p.log)
+		hdr.FromZone = f.Petname
+		opts = services.EnvelopeOpts(p.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, envelope.Signer{Key: id.Key, Cert: id.Cert}, p.cfg.Now, p.log)
 	}
 	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
-		refuseCall(st, cerr.Status, cerr.Message)
+		session.RefuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
 	qid := hdr.FromZoneID + "/" + hdr.FromDevice + "/" + hdr.ID // the sender picks the ID
 	if hdr.QueuedMs != 0 && p.delivered.seen(qid) {
 		// A queued message delivered before, whose confirmation the hub
 		// lost: confirm it again, do not deliver it twice.
-		if transport.WriteFrame(st, &wire.CallReply{}) != nil || writeBody(st, nil, true) != nil {
+		if transport.WriteFrame(st, &wire.CallReply{}) != nil || session.WriteBody(st, nil, true) != nil {
 			st.Reset()
 		}
 		return
@@ -254,16 +81,16 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 	if hdr.QueuedMs != 0 {
 		// Remembered as soon as the application has it, so a confirmation
 		// lost on the way back does not make it arrive twice.
-		opts.onDelivered = func() { p.delivered.add(qid) }
+		opts.OnDelivered = func() { p.delivered.add(qid) }
 	}
-	serveCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts)
+	services.ServeCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts)
 }
 
 // readIncomingCall reads the headers of a call stream opened to this
 // device (by its hub, or directly by another device) and checks them; on
 // failure it answers or resets the stream and reports false.
 func (p *Peer) readIncomingCall(st transport.Stream) (*wire.CallHeader, bool) {
-	st.SetDeadline(time.Now().Add(streamTimeout))
+	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
 	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
 	var sh wire.StreamHeader
 	var hdr wire.CallHeader
@@ -272,7 +99,7 @@ func (p *Peer) readIncomingCall(st transport.Stream) (*wire.CallHeader, bool) {
 		return nil, false
 	}
 	if err := wire.CheckCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
-		refuseCall(st, wire.CallBadRequest, "malformed call")
+		session.RefuseCall(st, wire.CallBadRequest, "malformed call")
 		return nil, false
 	}
 	return &hdr, true
@@ -335,9 +162,9 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	defer func() { p.touch(); p.inflight.Add(-1) }()
 	id := p.id.Load()
 	method, token := o.method, o.token
-	var friend *friendEntry // the service's zone, when it is a friend's
+	var friend *wire.Friend // the service's zone, when it is a friend's
 	if addr.Zone != "" && addr.Zone != id.Zone && certs.FirstZoneID(addr.Zone) != id.ZoneID.Compact() {
-		if friend = p.calls.get(p.state, p.log).friends.resolve(addr.Zone); friend == nil {
+		if friend = p.calls.Get(p.state, p.log).Friends.Resolve(addr.Zone); friend == nil {
 			return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
 		}
 	}
@@ -358,7 +185,7 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: ceilMs(timeout), Token: token,
 		TTLMs: uint64(o.ttl / time.Millisecond), FromZoneID: id.ZoneID.Compact()}
 	if friend != nil {
-		hdr.ToZone = friend.id.Compact()
+		hdr.ToZone = friend.ID.Compact()
 	}
 	if err := wire.CheckCallHeader(hdr); err != nil {
 		return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: err.Error()}
@@ -370,7 +197,7 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	}
 	if friend != nil {
 		// The hubs relay; only this signature says who asks what.
-		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(envCall(hdr), friend.id.Compact(), p.cfg.Now(), body)
+		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(services.EnvCall(hdr), friend.ID.Compact(), p.cfg.Now(), body)
 		if err != nil {
 			return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: "sign the call: " + err.Error()}
 		}
@@ -378,7 +205,7 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	} else if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
 		// Same device: straight to the application, no network. (With a
 		// token the call goes through the hub, which accounts for it.)
-		res, cerr := p.services.deliver(ctx, hdr, body)
+		res, cerr := p.services.Deliver(ctx, hdr, body)
 		if cerr != nil {
 			return nil, nil, cerr
 		}
@@ -412,7 +239,7 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || writeBody(st, body, false) != nil {
+	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || session.WriteBody(st, body, false) != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, errors.New("the hub went away"))
 	}
@@ -426,7 +253,7 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 		st.Reset()
 		return nil, nil, &wire.CallError{Status: rep.Status, Message: rep.Message}
 	}
-	res, err := readBody(fr, wire.MaxCallBody)
+	res, err := session.ReadBody(fr, wire.MaxCallBody)
 	if err != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, err)
@@ -439,8 +266,8 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	}
 	if friend != nil {
 		// Any other answer must be the serving device's, signed.
-		from := certs.Identity{Zone: friend.id, Device: addr.Device}
-		v, err := p.envelopes.CheckReply(rep.Envelope, friend.ca, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
+		from := certs.Identity{Zone: friend.ID, Device: addr.Device}
+		v, err := p.envelopes.CheckReply(rep.Envelope, friend.CA, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
 		p.envelopes.Count(v)
 		if err != nil {
 			p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
@@ -554,8 +381,8 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /v1/call", exchange(wire.CallRequest))
 	mux.HandleFunc("POST /v1/send", exchange(wire.CallMessage))
-	hostRoutes(mux, p.services, func(app string, info api.ServiceInfo) error {
-		return publishService(p.state, p.id.Load().Device, app, info)
+	services.HostRoutes(mux, p.services, func(app string, info api.ServiceInfo) error {
+		return services.Publish(p.state, p.id.Load().Device, app, info)
 	}, p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		app, zone := r.URL.Query().Get("app"), r.URL.Query().Get("zone")
@@ -567,7 +394,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		}
 		id := p.id.Load()
 		var views []api.ServiceView
-		var friend *friendEntry
+		var friend *wire.Friend
 		if zone != "" && zone != id.Zone && certs.FirstZoneID(zone) != id.ZoneID.Compact() {
 			var cerr *wire.CallError
 			if views, friend, cerr = p.discover(r.Context(), zone, app); cerr != nil {
@@ -583,7 +410,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 		for _, v := range views {
 			hdr := &wire.CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: app, ToDevice: v.Device, ToService: v.Service}
 			if friend != nil {
-				hdr.ToZone = friend.id.Compact()
+				hdr.ToZone = friend.ID.Compact()
 			}
 			if p.authorize(hdr, "") == nil {
 				shown = append(shown, v)
@@ -605,15 +432,15 @@ func (p *Peer) hubFederates() *wire.CallError {
 
 // discover asks this device's hub for the services of friend zone name
 // that its policy lets this device (app) call.
-func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceView, *friendEntry, *wire.CallError) {
-	f := p.calls.get(p.state, p.log).friends.resolve(name)
+func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceView, *wire.Friend, *wire.CallError) {
+	f := p.calls.Get(p.state, p.log).Friends.Resolve(name)
 	if f == nil {
 		return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, p.id.Load().Zone)}
 	}
 	p.inflight.Add(1)
 	p.touch()
 	defer func() { p.touch(); p.inflight.Add(-1) }()
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
 	defer cancel()
 	var conn transport.Conn
 	if cp := p.conn.Load(); cp != nil && !p.away() {
@@ -624,8 +451,8 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceVie
 	if cerr := p.hubFederates(); cerr != nil {
 		return nil, nil, cerr
 	}
-	var resp DiscoverResponse
-	if err := exchangeLimit(ctx, conn, wire.StreamDiscover, &DiscoverRequest{Zone: f.id.Compact(), FromApp: app}, &resp, maxDiscoverFrame); err != nil {
+	var resp wire.DiscoverResponse
+	if err := session.Exchange(ctx, conn, wire.StreamDiscover, &wire.DiscoverRequest{Zone: f.ID.Compact(), FromApp: app}, &resp, wire.MaxDiscoverFrame); err != nil {
 		return nil, nil, &wire.CallError{Status: wire.CallUnavailable, Message: "ask the hub: " + err.Error()}
 	}
 	if resp.Status != wire.CallOK {
@@ -636,126 +463,20 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceVie
 		if certs.ValidateName("device", s.Device) != nil || wire.ValidateServiceName(s.Service) != nil {
 			continue
 		}
-		out = append(out, api.ServiceView{Addr: f.petname + "/" + s.Device + "/" + s.Service, Zone: f.petname, Device: s.Device, App: s.App, Service: s.Service,
+		out = append(out, api.ServiceView{Addr: f.Petname + "/" + s.Device + "/" + s.Service, Zone: f.Petname, Device: s.Device, App: s.App, Service: s.Service,
 			Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
 	}
 	return out, f, nil
-}
-
-// hostRoutes adds the endpoints of applications serving services on this
-// node (a device, or the hub): their event streams and their replies.
-// publish records a service in the zone state.
-func hostRoutes(mux *http.ServeMux, sh *serviceHost, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
-	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
-		serveEvents(w, r, sh, publish, log)
-	})
-	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
-		var rep api.Reply
-		if err := localapi.ReadJSON(r, &rep); err != nil {
-			localapi.WriteErr(w, http.StatusBadRequest, err)
-			return
-		}
-		if rep.Error == "" && len(rep.Result) > 0 && !json.Valid(rep.Result) {
-			localapi.WriteErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
-			return
-		}
-		if !sh.answer(r.PathValue("id"), rep) {
-			localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
-			return
-		}
-		localapi.WriteJSON(w, http.StatusOK, map[string]bool{"ok": true})
-	})
-}
-
-// serveEvents serves GET /v1/services/{service}/events?app=APP[&description=D][&methods=a,b]:
-// the application serves the service for as long as it holds this
-// stream, which carries one JSON event per line.
-func serveEvents(w http.ResponseWriter, r *http.Request, sh *serviceHost, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
-	service, q := r.PathValue("service"), r.URL.Query()
-	app := q.Get("app")
-	if app == "" {
-		app = service
-	}
-	info := api.ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
-	if m := q.Get("methods"); m != "" {
-		info.Methods = strings.Split(m, ",")
-	}
-	for _, n := range append([]string{service, app}, info.Methods...) {
-		if err := wire.ValidateServiceName(n); err != nil {
-			localapi.WriteErr(w, http.StatusBadRequest, err)
-			return
-		}
-	}
-	l, err := sh.listen(app, service)
-	if err != nil {
-		localapi.WriteErr(w, http.StatusConflict, err)
-		return
-	}
-	defer sh.stop(l)
-	if err := publish(app, info); err != nil {
-		log.Warn("publish service", "service", service, "err", err)
-	}
-	fl, _ := w.(http.Flusher)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	if fl != nil {
-		fl.Flush()
-	}
-	enc := json.NewEncoder(w)
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case ev := <-l.events:
-			if enc.Encode(ev.Event) != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
-			}
-			if ev.written != nil {
-				close(ev.written)
-			}
-		}
-	}
-}
-
-// publishService records that app on node offers info, in the zone
-// state, so other devices can find it.
-func publishService(state *zsync.Store, node, app string, info api.ServiceInfo) error {
-	if state == nil {
-		return nil
-	}
-	key := node + "/" + app
-	var rec AppRecord
-	if cur, ok, err := state.Get(zsync.BucketApps, key); err == nil && ok && !cur.Deleted {
-		json.Unmarshal(cur.Value, &rec)
-	}
-	i := sort.Search(len(rec.Services), func(i int) bool { return rec.Services[i].Name >= info.Name })
-	if i < len(rec.Services) && rec.Services[i].Name == info.Name {
-		if fmt.Sprint(rec.Services[i]) == fmt.Sprint(info) {
-			return nil
-		}
-		rec.Services[i] = info
-	} else {
-		rec.Services = append(rec.Services[:i], append([]api.ServiceInfo{info}, rec.Services[i:]...)...)
-	}
-	v, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	_, err = state.Put(zsync.BucketApps, key, v)
-	return err
 }
 
 // serviceViews lists the services published in the zone state, with
 // whether this device's own run.
 func (p *Peer) serviceViews() []api.ServiceView {
 	self := p.id.Load().Device
-	views := listServices(p.state)
+	views := services.ListServices(p.state)
 	for i := range views {
 		if views[i].Device == self {
-			running := p.services.running(views[i].Service)
+			running := p.services.Running(views[i].Service)
 			views[i].Running = &running
 		}
 	}
@@ -770,24 +491,24 @@ func (p *Peer) serviceViews() []api.ServiceView {
 // zone's petname for it); a call out names the friend in ToZone.
 func (p *Peer) authorize(hdr *wire.CallHeader, side string) *wire.CallError {
 	id := p.id.Load()
-	view := p.calls.get(p.state, p.log)
+	view := p.calls.Get(p.state, p.log)
 	req := policy.Request{FromZone: id.Zone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
-		f := view.friends.byID[hdr.FromZoneID]
+		f := view.Friends.ByID[hdr.FromZoneID]
 		if f == nil {
 			return &wire.CallError{Status: wire.CallDenied, Message: fmt.Sprintf("denied by %s policy: zone %s is not a friend", side, hdr.FromZoneID)}
 		}
-		req.FromZone, req.FromZoneID, req.SameZone = f.petname, hdr.FromZoneID, false
+		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
 	}
 	if hdr.ToZone != "" {
-		f := view.friends.resolve(hdr.ToZone)
+		f := view.Friends.Resolve(hdr.ToZone)
 		if f == nil {
 			return &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of this zone", hdr.ToZone)}
 		}
-		req.ToZone, req.ToZoneID = f.petname, string(f.id)
+		req.ToZone, req.ToZoneID = f.Petname, string(f.ID)
 	}
-	if d := policy.Decide(view.rules, req); !d.Allow {
+	if d := policy.Decide(view.Rules, req); !d.Allow {
 		return &wire.CallError{Status: wire.CallDenied, Message: fmt.Sprintf("denied by %s policy: %s", side, d.Reason)}
 	}
 	return nil
@@ -796,5 +517,5 @@ func (p *Peer) authorize(hdr *wire.CallHeader, side string) *wire.CallError {
 // tokenRequired reports whether device published service as requiring a
 // token, in the zone state this device holds.
 func (p *Peer) tokenRequired(device, service string) bool {
-	return p.calls.get(p.state, p.log).tokenRequired[device+"/"+service]
+	return p.calls.Get(p.state, p.log).TokenRequired[device+"/"+service]
 }

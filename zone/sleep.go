@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
 	"github.com/pzone/pzone/zone/api"
@@ -222,7 +224,7 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	}
 	// Renewal: when due, but not sooner than renewRetry after the last
 	// attempt, so a renewal that keeps failing cannot make it spin.
-	renewDue := renewAt(p.id.Load().Cert)
+	renewDue := session.RenewAt(p.id.Load().Cert)
 	if tried := p.renewTried.Load(); tried != 0 {
 		if next := time.Unix(0, tried).Add(renewRetry); next.After(renewDue) {
 			renewDue = next

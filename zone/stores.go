@@ -1,7 +1,6 @@
 package zone
 
 import (
-	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -9,12 +8,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pzone/pzone/zone/stores"
+
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/storefile"
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/transport"
 )
 
 // Each daemon has one anchor store (pzh.db, pzp.db) made when the zone or
@@ -26,9 +26,6 @@ import (
 // serves carries a proof signed by the zone CA, which devices require
 // before they give up their copies for it.
 
-// keyMadePfx + file name: the anchor saw that store made.
-const keyMadePfx = "made/"
-
 // keyStateEpoch: the hub's zone-state epoch and its proof (stateEpoch).
 var keyStateEpoch = []byte("state-epoch")
 
@@ -36,48 +33,6 @@ var keyStateEpoch = []byte("state-epoch")
 type stateEpoch struct {
 	Epoch string `cbor:"1,keyasint"`
 	Proof []byte `cbor:"2,keyasint"`
-}
-
-func markMade(db *bolt.DB, name string) error {
-	return db.Update(func(tx *bolt.Tx) error {
-		v, _ := time.Now().UTC().MarshalText()
-		return tx.Bucket(bucketMeta).Put([]byte(keyMadePfx+name), v)
-	})
-}
-
-func wasMade(db *bolt.DB, name string) bool {
-	made := false
-	db.View(func(tx *bolt.Tx) error {
-		made = tx.Bucket(bucketMeta).Get([]byte(keyMadePfx+name)) != nil
-		return nil
-	})
-	return made
-}
-
-// storeError adds what to do to storefile's refusal of a store. prog is
-// the daemon ("pzh", "pzp"), keeps says what the file holds, reset how
-// to do without it (empty: nothing can rebuild it).
-func storeError(err error, prog, keeps, reset string) error {
-	var se *storefile.Error
-	if !errors.As(err, &se) {
-		return err
-	}
-	switch se.Kind {
-	case storefile.ErrInUse:
-		return fmt.Errorf("%w: another %s is running with this data directory; stop it first, or talk to it through its socket", err, prog)
-	case storefile.ErrUnsafe:
-		return err
-	}
-	how := fmt.Sprintf("restore %s from a backup (it holds %s)", filepath.Base(se.Path), keeps)
-	if reset != "" {
-		how += ", or " + reset
-	} else {
-		how += "; nothing else can rebuild it"
-	}
-	if se.Kind == storefile.ErrMissing {
-		return fmt.Errorf("%w, but this data directory had one: %s was not started; %s", err, prog, how)
-	}
-	return fmt.Errorf("%w; %s was not started and the file was left as it is: %s", err, prog, how)
 }
 
 const (
@@ -112,7 +67,7 @@ func openHubState(cfg *HubConfig, store *hubStore, ca *certs.CA) (*zsync.Store, 
 		if err != nil {
 			return nil, err
 		}
-		had := rec != nil || wasMade(store.db, zsync.FileName)
+		had := rec != nil || stores.WasMade(store.db, zsync.FileName)
 		if !had && !exists {
 			// A hub from before the anchor recorded its zone state: it
 			// had one if it has paired a device or made a friend.
@@ -124,7 +79,7 @@ func openHubState(cfg *HubConfig, store *hubStore, ca *certs.CA) (*zsync.Store, 
 	}
 	st, err := zsync.OpenHub(path, opts)
 	if err != nil {
-		return nil, storeError(err, "pzh", keepsZoneState, resetZoneStateH)
+		return nil, stores.StoreError(err, "pzh", keepsZoneState, resetZoneStateH)
 	}
 	epoch := st.Epoch()
 	if rec != nil && rec.Epoch != epoch {
@@ -135,7 +90,7 @@ func openHubState(cfg *HubConfig, store *hubStore, ca *certs.CA) (*zsync.Store, 
 	if rec == nil || !checkEpochProof(ca.Cert, ca.ZoneID, epoch, rec.Proof) {
 		// A zone state made now (first run, or the reset asked for), or
 		// one a hub from before this check kept: this hub vouches for it.
-		proof, err := signEpoch(ca, epoch, cfg.Now())
+		proof, err := stores.SignEpoch(ca, epoch, cfg.Now())
 		if err == nil {
 			rec = &stateEpoch{Epoch: epoch, Proof: proof}
 			err = store.setStateEpoch(rec)
@@ -152,7 +107,7 @@ func openHubState(cfg *HubConfig, store *hubStore, ca *certs.CA) (*zsync.Store, 
 // openHubMailbox opens mailbox.db, which must exist once made.
 func openHubMailbox(cfg *HubConfig, store *hubStore) (*mailbox, error) {
 	path := filepath.Join(cfg.DataDir, MailboxDBName)
-	create := !wasMade(store.db, MailboxDBName)
+	create := !stores.WasMade(store.db, MailboxDBName)
 	if cfg.ResetMailbox {
 		aside, err := storefile.MoveAside(path, cfg.Now())
 		if err != nil {
@@ -165,10 +120,10 @@ func openHubMailbox(cfg *HubConfig, store *hubStore) (*mailbox, error) {
 	// anchor recorded it, whose file is opened as it is.
 	m, err := openMailbox(path, create, cfg.QueueLimit, cfg.QueueBytes)
 	if err != nil {
-		return nil, storeError(err, "pzh", keepsMailbox, resetMailboxH)
+		return nil, stores.StoreError(err, "pzh", keepsMailbox, resetMailboxH)
 	}
 	if create {
-		if err := markMade(store.db, MailboxDBName); err != nil {
+		if err := stores.MarkMade(store.db, MailboxDBName); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("record the mailbox in %s: %w", HubDBName, err)
 		}
@@ -178,8 +133,8 @@ func openHubMailbox(cfg *HubConfig, store *hubStore) (*mailbox, error) {
 
 func (s *hubStore) stateEpoch() (*stateEpoch, error) {
 	var rec stateEpoch
-	err := s.db.View(func(tx *bolt.Tx) error { return getCBOR(tx.Bucket(bucketMeta), keyStateEpoch, &rec) })
-	if errors.Is(err, errNotFound) {
+	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), keyStateEpoch, &rec) })
+	if errors.Is(err, stores.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
@@ -190,12 +145,12 @@ func (s *hubStore) stateEpoch() (*stateEpoch, error) {
 
 func (s *hubStore) setStateEpoch(rec *stateEpoch) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
-		if err := putCBOR(m, keyStateEpoch, rec); err != nil {
+		m := tx.Bucket(stores.BucketMeta)
+		if err := stores.PutCBOR(m, keyStateEpoch, rec); err != nil {
 			return err
 		}
 		v, _ := time.Now().UTC().MarshalText()
-		return m.Put([]byte(keyMadePfx+zsync.FileName), v)
+		return m.Put([]byte(stores.KeyMadePrefix+zsync.FileName), v)
 	})
 }
 
@@ -214,69 +169,8 @@ func (s *hubStore) hasMembers() (bool, error) {
 	return n > 0, err
 }
 
-// The proof of an epoch is the zone CA's signature over an epochClaim:
-// only the hub holds the CA key, and it signs an epoch only when it made
-// that zone state itself (first run, or a reset its operator asked for),
-// so a device that sees another epoch than it synced with knows whether
-// its zone replaced the state on purpose.
-type epochClaim struct {
-	Purpose string `cbor:"1,keyasint"` // epochPurpose: the signature means nothing else
-	ZoneID  string `cbor:"2,keyasint"`
-	Epoch   string `cbor:"3,keyasint"`
-	At      int64  `cbor:"4,keyasint"` // Unix seconds; informative
-}
-
-type epochProof struct {
-	Claim []byte `cbor:"1,keyasint"` // CBOR epochClaim
-	Sig   []byte `cbor:"2,keyasint"` // Ed25519 by the zone CA over "pz-epoch/1\x00" + Claim
-}
-
-const epochPurpose = "pz-epoch/1"
-
-// maxEpochProof bounds the proof a device decodes: a claim is under 200
-// bytes, a signature 64.
-const maxEpochProof = 1024
-
-func signEpoch(ca *certs.CA, epoch string, now time.Time) ([]byte, error) {
-	claim, err := transport.Marshal(&epochClaim{Purpose: epochPurpose, ZoneID: ca.ZoneID.Compact(), Epoch: epoch, At: now.Unix()})
-	if err != nil {
-		return nil, err
-	}
-	sig := ed25519.Sign(ca.Key, epochSigned(claim))
-	return transport.Marshal(&epochProof{Claim: claim, Sig: sig})
-}
-
-func epochSigned(claim []byte) []byte { return append([]byte(epochPurpose+"\x00"), claim...) }
-
-// verifyEpochProof checks proof against the zone CA: nil if it proves
-// that epoch is this zone's chosen zone state.
-func verifyEpochProof(ca *x509.Certificate, zoneID certs.ZoneID, epoch string, proof []byte) error {
-	if proof == nil {
-		return errors.New("the hub sent no reset signed by the zone")
-	}
-	if len(proof) > maxEpochProof {
-		return errors.New("the hub's signed reset is too large")
-	}
-	var p epochProof
-	if err := transport.Unmarshal(proof, &p); err != nil {
-		return fmt.Errorf("the hub's signed reset is unreadable: %v", err)
-	}
-	pub, ok := ca.PublicKey.(ed25519.PublicKey)
-	if !ok || !ed25519.Verify(pub, epochSigned(p.Claim), p.Sig) {
-		return errors.New("the hub's reset is not signed by the zone CA")
-	}
-	var c epochClaim
-	if err := transport.Unmarshal(p.Claim, &c); err != nil {
-		return fmt.Errorf("the hub's signed reset is unreadable: %v", err)
-	}
-	if c.Purpose != epochPurpose || c.ZoneID != zoneID.Compact() || c.Epoch != epoch {
-		return errors.New("the hub's signed reset is for another zone state")
-	}
-	return nil
-}
-
 func checkEpochProof(ca *x509.Certificate, zoneID certs.ZoneID, epoch string, proof []byte) bool {
-	return verifyEpochProof(ca, zoneID, epoch, proof) == nil
+	return stores.VerifyEpochProof(ca, zoneID, epoch, proof) == nil
 }
 
 // openPeerState opens the device's copy of the zone state: made by the
@@ -284,7 +178,7 @@ func checkEpochProof(ca *x509.Certificate, zoneID certs.ZoneID, epoch string, pr
 // cfg.ResetZoneState starts it over.
 func openPeerState(cfg *PeerConfig, store *peerStore, id *Identity, opts zsync.Options) (*zsync.Store, error) {
 	path := filepath.Join(cfg.DataDir, zsync.FileName)
-	opts.MustExist = wasMade(store.db, zsync.FileName)
+	opts.MustExist = stores.WasMade(store.db, zsync.FileName)
 	if cfg.ResetZoneState {
 		aside, err := storefile.MoveAside(path, cfg.Now())
 		if err != nil {
@@ -296,7 +190,7 @@ func openPeerState(cfg *PeerConfig, store *peerStore, id *Identity, opts zsync.O
 		opts.MustExist = false
 	}
 	opts.CheckEpoch = func(epoch string, proof []byte) error {
-		return verifyEpochProof(id.CA, id.ZoneID, epoch, proof)
+		return stores.VerifyEpochProof(id.CA, id.ZoneID, epoch, proof)
 	}
 	made := false
 	if !opts.MustExist {
@@ -308,11 +202,11 @@ func openPeerState(cfg *PeerConfig, store *peerStore, id *Identity, opts zsync.O
 	}
 	st, err := zsync.OpenPeer(path, opts)
 	if err != nil {
-		return nil, storeError(err, "pzp", "this device's copy of the zone state and its edits not yet pushed", resetDeviceState)
+		return nil, stores.StoreError(err, "pzp", "this device's copy of the zone state and its edits not yet pushed", resetDeviceState)
 	}
 	if !opts.MustExist {
 		// Made now, or kept by a pzp from before the anchor recorded it.
-		if err := markMade(store.db, zsync.FileName); err != nil {
+		if err := stores.MarkMade(store.db, zsync.FileName); err != nil {
 			st.Close()
 			if made {
 				os.Remove(path)

@@ -41,7 +41,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 		}
 		tpl := token.Template{Name: req.Name, Created: h.cfg.Now().UTC(), Limits: req.Limits}
 		if err := putTokenRecord(h.state, token.KeyTemplate+req.Name, &tpl); err != nil {
-			localapi.WriteErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, localapi.DataStatus(err), err)
 			return
 		}
 		localapi.WriteJSON(w, http.StatusOK, tpl)
@@ -56,7 +56,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			return nil
 		})
 		if err != nil {
-			localapi.WriteErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, localapi.DataStatus(err), err)
 			return
 		}
 		localapi.WriteJSON(w, http.StatusOK, map[string][]token.Template{"templates": nonNil(out)})
@@ -77,7 +77,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		views, err := h.tokenViews(r.URL.Query().Get("lot"))
 		if err != nil {
-			localapi.WriteErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, localapi.DataStatus(err), err)
 			return
 		}
 		localapi.WriteJSON(w, http.StatusOK, map[string][]api.TokenView{"tokens": nonNil(views)})
@@ -94,7 +94,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 		n, err := h.revokeTokens(req.ID, req.Lot)
 		switch {
 		case err != nil:
-			localapi.WriteErr(w, dataStatus(err), err)
+			localapi.WriteErr(w, localapi.DataStatus(err), err)
 		case n == 0:
 			localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no active token matches (id %q, lot %q)", req.ID, req.Lot))
 		default:
@@ -159,7 +159,7 @@ func (h *Hub) issueTokens(req api.IssueRequest) ([]api.IssuedToken, int, error) 
 		out = append(out, api.IssuedToken{ID: t.ID, Token: presented, Lot: req.Lot})
 	}
 	if _, err := h.state.Apply(edits); err != nil {
-		return nil, dataStatus(err), err
+		return nil, localapi.DataStatus(err), err
 	}
 	h.log.Info("tokens issued", "template", req.Template, "lot", req.Lot, "count", req.Count)
 	return out, 0, nil

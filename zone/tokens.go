@@ -32,7 +32,7 @@ func putTokenRecord(s *zsync.Store, key string, v any) error {
 // needsToken reports whether device published service as requiring a
 // token.
 func (h *Hub) needsToken(device, service string) bool {
-	return h.calls.get(h.state, h.log).tokenRequired[device+"/"+service]
+	return h.calls.Get(h.state, h.log).TokenRequired[device+"/"+service]
 }
 
 // presentedToken checks a token presented for a call to device/service.

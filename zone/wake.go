@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
 	"github.com/pzone/pzone/zone/api"
@@ -331,7 +334,7 @@ func (h *Hub) pingLocked(device string, w *hubWake, retry bool) {
 	waker := h.wakers[reg.Method]
 	h.changes.Bump()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), wire.StreamTimeout)
 		defer cancel()
 		if err := waker.Wake(ctx, reg.Endpoint, ping); err != nil {
 			h.log.Info("wake ping not sent", "device", device, "endpoint", reg.Endpoint, "err", err)
@@ -394,11 +397,11 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline t
 	rec := h.devices[hdr.ToDevice]
 	h.mu.Unlock()
 	if rec == nil || rec.Revoked {
-		refuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
 		return
 	}
 	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
-		refuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
+		session.RefuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
 		return
 	}
 	msg, ok := readKept(st, hdr, h.cfg.Now())
@@ -414,10 +417,10 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline t
 	seq, err := h.mail.Put(hdr.ToDevice, msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			refuseCall(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
+			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
 		} else {
 			h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
-			refuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
+			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
@@ -426,7 +429,7 @@ func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline t
 	h.mu.Unlock()
 	if rec == nil || rec.Revoked { // revoked meanwhile: its queue is gone
 		h.mail.Remove(hdr.ToDevice, seq)
-		refuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
 		return
 	}
 	h.wakeMu.Lock()
@@ -726,7 +729,7 @@ func (h *Hub) wakeNow(device string, print bool, at time.Time) (*api.WakeResult,
 	online := h.sessions[device] != nil
 	h.mu.Unlock()
 	if rec == nil || rec.Revoked {
-		return nil, fmt.Errorf("%w: no device %q in this zone", errNotFound, device)
+		return nil, fmt.Errorf("%w: no device %q in this zone", stores.ErrNotFound, device)
 	}
 	res := &api.WakeResult{Device: device}
 	h.wakeMu.Lock()

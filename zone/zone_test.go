@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/session"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
@@ -271,7 +273,7 @@ func TestRenewalTimerDuringSession(t *testing.T) {
 	before := peerCert(t, dir)
 	// Start just short of the 2/3 mark, so the session comes up first and
 	// the renewal timer fires during it (after ~200 ms of real time).
-	due := renewAt(before.Cert).Sub(clock.Now())
+	due := session.RenewAt(before.Cert).Sub(clock.Now())
 	clock.Advance(due - 200*time.Millisecond)
 	startPeer(t, dir, clock)
 	waitPeer(t, dir, func(s *api.PeerStatus) bool { return s.State == "online" })
@@ -307,7 +309,7 @@ func TestExpiredPastGraceIsTold(t *testing.T) {
 	dir := h.pair(t, clock, "phone", time.Hour)
 	clock.Advance(3 * time.Hour)
 	err := startPeer(t, dir, clock).wait()
-	var end *EndError
+	var end *wire.EndError
 	if !errors.As(err, &end) || end.Reason != wire.ReasonExpired {
 		t.Fatalf("want an EndError with reason expired, got %v", err)
 	}
@@ -396,22 +398,6 @@ type frameBuf []byte
 
 func (b *frameBuf) Write(p []byte) (int, error) { *b = append(*b, p...); return len(p), nil }
 
-func TestBackoff(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	steps := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, s := range steps {
-		s *= time.Millisecond
-		got := b.next()
-		if got < s/2 || got > s {
-			t.Errorf("attempt %d: wait %v outside [%v, %v]", i, got, s/2, s)
-		}
-	}
-	b.reset()
-	if got := b.next(); got > 100*time.Millisecond {
-		t.Errorf("after reset: %v", got)
-	}
-}
-
 func TestInitZoneRefusesExisting(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := InitZone(dir, "alice", []string{"127.0.0.1:7443"}, time.Now()); err != nil {
@@ -437,7 +423,7 @@ func TestRetryWindowAfterShutdown(t *testing.T) {
 		sessions int
 		want     time.Duration
 	}{
-		{0, minRetryWindow}, {1, minRetryWindow}, {2000, 2 * time.Second}, {10000, 10 * time.Second}, {1 << 30, maxRetryWindow},
+		{0, minRetryWindow}, {1, minRetryWindow}, {2000, 2 * time.Second}, {10000, 10 * time.Second}, {1 << 30, wire.MaxRetryWindow},
 	} {
 		if got := retryWindow(tc.sessions); got != tc.want {
 			t.Errorf("retryWindow(%d) = %v, want %v", tc.sessions, got, tc.want)
@@ -447,8 +433,8 @@ func TestRetryWindowAfterShutdown(t *testing.T) {
 	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, RetryWindowMs: 2500}); !errors.As(err, &rw) || rw.Window != 2500*time.Millisecond {
 		t.Errorf("shutdown with a window: %v", err)
 	}
-	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, RetryWindowMs: 1 << 40}); !errors.As(err, &rw) || rw.Window != maxRetryWindow {
-		t.Errorf("a hub cannot ask for more than %v: %v", maxRetryWindow, err)
+	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, RetryWindowMs: 1 << 40}); !errors.As(err, &rw) || rw.Window != wire.MaxRetryWindow {
+		t.Errorf("a hub cannot ask for more than %v: %v", wire.MaxRetryWindow, err)
 	}
 	if err := closeErr(&wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown}); errors.As(err, &rw) {
 		t.Errorf("shutdown without a window is plain backoff: %v", err)

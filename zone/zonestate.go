@@ -6,16 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/zone/session"
+
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone/policy"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -23,26 +20,9 @@ import (
 // it: the sync stream of each session, and the certificates bucket, which
 // the hub keeps in step with its own records of devices.
 
-// Keys of the certificates bucket (docs/PROTOCOL.md, "Synchronisation").
-const (
-	certKeyCA         = "ca"       // the zone CA certificate, DER
-	certKeyHub        = "hub"      // the hub's current certificate, DER
-	certKeyDevice     = "device/"  // + device name: its current certificate, DER
-	certKeyRevokedPfx = "revoked/" // + certificate serial (hex): a Revocation (CBOR); every node refuses that certificate
-)
-
-// userKeyZone is the user bucket's record of the zone (a ZoneRecord).
-const userKeyZone = "zone"
-
 // compactEvery is how often the hub compacts deletions every device has
 // seen: tombstones cost a few dozen bytes each, so hourly is plenty.
 const compactEvery = time.Hour
-
-// syncStream adapts a session stream to package sync, which needs Close
-// to end both directions.
-type syncStream struct{ transport.Stream }
-
-func (s syncStream) Close() error { s.Stream.Reset(); return nil }
 
 // handleSync serves a device's sync stream for the life of its session.
 func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
@@ -53,7 +33,7 @@ func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
 	}
 	st.SetDeadline(time.Time{})
 	// The stream also fails when the session ends.
-	err := h.state.Serve(s.syncCtx, s.device, syncStream{st})
+	err := h.state.Serve(s.syncCtx, s.device, session.SyncStream{Stream: st})
 	if err != nil && !wentAway(s.conn, err) {
 		h.log.Info("sync stream failed", "device", s.device, "err", err)
 		if errors.Is(err, zsync.ErrProtocol) {
@@ -76,14 +56,6 @@ func (h *Hub) putState(bucket, key string, value []byte) {
 	}
 }
 
-// ZoneRecord is the value of the user bucket's "zone" record: who this
-// zone is, for every device.
-type ZoneRecord struct {
-	Zone     string       `json:"zone"`
-	ZoneID   certs.ZoneID `json:"zone_id"`
-	HubAddrs []string     `json:"hub_addrs"`
-}
-
 // publishRevocation puts every serial of a revoked device in the
 // certificates bucket and withdraws its current certificate, in one
 // change set, so no device sees one without the other.
@@ -94,7 +66,7 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 	}
 	var edits []zsync.Edit
 	for _, serial := range rec.Serials {
-		if _, ok, _ := h.state.Get(zsync.BucketCerts, certKeyRevokedPfx+serial); ok {
+		if _, ok, _ := h.state.Get(zsync.BucketCerts, wire.CertKeyRevokedPrefix+serial); ok {
 			continue
 		}
 		v, err := transport.Marshal(&Revocation{Device: rec.Name, At: at, Reason: rec.RevokeReason})
@@ -102,10 +74,10 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 			h.log.Warn("encode revocation", "err", err)
 			return
 		}
-		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: certKeyRevokedPfx + serial, Value: v})
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: wire.CertKeyRevokedPrefix + serial, Value: v})
 	}
-	if _, ok, _ := h.state.Get(zsync.BucketCerts, certKeyDevice+rec.Name); ok || len(edits) > 0 {
-		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: certKeyDevice + rec.Name, Delete: true})
+	if _, ok, _ := h.state.Get(zsync.BucketCerts, wire.CertKeyDevice+rec.Name); ok || len(edits) > 0 {
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: wire.CertKeyDevice + rec.Name, Delete: true})
 	}
 	if len(edits) == 0 {
 		return
@@ -119,11 +91,11 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 // identity, the certificates bucket) in step with its own records at
 // start: an earlier run may have stopped between the two.
 func (h *Hub) reconcileState() {
-	if v, err := json.Marshal(ZoneRecord{Zone: h.zone.Name, ZoneID: h.zone.ID, HubAddrs: h.zone.PublicAddrs}); err == nil {
-		h.putState(zsync.BucketUser, userKeyZone, v)
+	if v, err := json.Marshal(wire.ZoneRecord{Zone: h.zone.Name, ZoneID: h.zone.ID, HubAddrs: h.zone.PublicAddrs}); err == nil {
+		h.putState(zsync.BucketUser, wire.UserKeyZone, v)
 	}
-	h.putCert(certKeyCA, h.ca.Cert.Raw)
-	h.putCert(certKeyHub, h.cert.Load().Leaf.Raw)
+	h.putCert(wire.CertKeyCA, h.ca.Cert.Raw)
+	h.putCert(wire.CertKeyHub, h.cert.Load().Leaf.Raw)
 	h.mu.Lock()
 	devs := make([]*DeviceRecord, 0, len(h.devices))
 	for _, d := range h.devices {
@@ -135,7 +107,7 @@ func (h *Hub) reconcileState() {
 		case d.Revoked:
 			h.publishRevocation(d)
 		case d.Cert != nil:
-			h.putCert(certKeyDevice+d.Name, d.Cert)
+			h.putCert(wire.CertKeyDevice+d.Name, d.Cert)
 		}
 	}
 }
@@ -174,7 +146,7 @@ func (p *Peer) CertRevoked(serial string) bool {
 	if p.state == nil {
 		return false
 	}
-	r, ok, err := p.state.Get(zsync.BucketCerts, certKeyRevokedPfx+serial)
+	r, ok, err := p.state.Get(zsync.BucketCerts, wire.CertKeyRevokedPrefix+serial)
 	return err == nil && ok && !r.Deleted
 }
 
@@ -213,20 +185,9 @@ func (p *Peer) syncChanged() {
 	}
 }
 
-// DeviceInfo is a device's own record in the devices bucket, which it
-// keeps current itself.
-type DeviceInfo struct {
-	OS       string `json:"os"`
-	Arch     string `json:"arch"`
-	Software string `json:"software"`
-	// Direct are the addresses (HOST:PORT) where the device takes direct
-	// connections from other devices of the zone (pzp run --direct-listen).
-	Direct []string `json:"direct,omitempty"`
-}
-
 // publishIdentity writes the device's own record if it changed.
 func (p *Peer) publishIdentity() {
-	v, _ := json.Marshal(DeviceInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, Software: SoftwareVersion, Direct: p.directAddrs()})
+	v, _ := json.Marshal(wire.DeviceInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, Software: wire.SoftwareVersion, Direct: p.directAddrs()})
 	name := p.id.Load().Device
 	if cur, ok, err := p.state.Get(zsync.BucketDevices, name); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, v) {
 		return
@@ -238,7 +199,7 @@ func (p *Peer) publishIdentity() {
 
 // runSync runs the session's sync stream until the session ends.
 func (p *Peer) runSync(ctx context.Context, ps *peerSession) error {
-	octx, cancel := context.WithTimeout(ctx, streamTimeout)
+	octx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
 	st, err := ps.conn.OpenStream(octx)
 	cancel()
 	if err != nil {
@@ -248,97 +209,5 @@ func (p *Peer) runSync(ctx context.Context, ps *peerSession) error {
 		st.Reset()
 		return err
 	}
-	return p.state.Sync(ctx, syncStream{st})
-}
-
-// checkAPIWrite is the write check of the local APIs: the node's rights,
-// and nobody edits the certificates bucket by hand. The hub keeps it in
-// step with its own records (pairing, renewal, revocation); an edit there
-// could hide a revocation from the devices.
-func checkAPIWrite(node, bucket, key string) error {
-	if err := zsync.CheckWrite(node, bucket, key); err != nil {
-		return err
-	}
-	switch bucket {
-	case zsync.BucketCerts:
-		return fmt.Errorf("%w: bucket %s is kept by the hub itself from its pairings and revocations (use pzh revoke)", zsync.ErrPermission, bucket)
-	case zsync.BucketFriends:
-		// Its records are trust anchors: a friend's CA certificate.
-		return fmt.Errorf("%w: bucket %s is kept by the hub itself from its friendships (use pzh friend)", zsync.ErrPermission, bucket)
-	}
-	return nil
-}
-
-// callView is what every call reads from the zone state: the policy rules,
-// and which services require a token. It is rebuilt only after the state
-// changed, so a call neither reads nor parses records.
-type callView struct {
-	rules         []policy.Rule
-	tokenRequired map[string]bool // DEVICE/SERVICE
-	friends       *friendSet      // the friends bucket
-}
-
-// callViewCache holds a callView as of a store version.
-type callViewCache struct {
-	mu      sync.Mutex
-	version uint64
-	view    *callView
-}
-
-// get returns the view of s (an empty one for no store), rebuilt if s
-// changed since.
-func (c *callViewCache) get(s *zsync.Store, log *slog.Logger) *callView {
-	if s == nil {
-		return &callView{friends: newFriendSet()}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ver := s.Version()
-	if c.view != nil && c.version == ver {
-		return c.view
-	}
-	v := &callView{tokenRequired: map[string]bool{}, friends: newFriendSet()}
-	rules, skipped, err := policy.LoadRules(s)
-	if err != nil {
-		log.Warn("read policy rules", "err", err)
-		if c.view != nil {
-			return c.view // keep the last good rules rather than none
-		}
-	}
-	for _, e := range skipped {
-		log.Warn("policy rule ignored", "err", e)
-	}
-	v.rules = rules
-	err = s.List(zsync.BucketApps, "", func(r zsync.Record) error {
-		device, _, _ := strings.Cut(r.Key, "/")
-		var rec AppRecord
-		if json.Unmarshal(r.Value, &rec) == nil {
-			for _, svc := range rec.Services {
-				if svc.TokenRequired {
-					v.tokenRequired[device+"/"+svc.Name] = true
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		log.Warn("read services", "err", err)
-	}
-	err = s.List(zsync.BucketFriends, "", func(r zsync.Record) error {
-		if r.Deleted {
-			return nil
-		}
-		f, err := decodeFriendInfo(r.Key, r.Value)
-		if err != nil {
-			log.Warn("friend record ignored", "err", err)
-			return nil
-		}
-		v.friends.add(f)
-		return nil
-	})
-	if err != nil {
-		log.Warn("read friends", "err", err)
-	}
-	c.view, c.version = v, ver
-	return v
+	return p.state.Sync(ctx, session.SyncStream{Stream: st})
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/zone/stores"
+
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
@@ -35,7 +37,7 @@ func TestSyncOverSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	phone, laptop := hub.pair(t, clock, "phone", 0), hub.pair(t, clock, "laptop", 0)
-	laptopSerial := serialHex(peerCert(t, laptop).Cert)
+	laptopSerial := stores.SerialHex(peerCert(t, laptop).Cert)
 	startPeer(t, phone, clock)
 	startPeer(t, laptop, clock)
 	waitSyncedPeer(t, phone)
@@ -87,7 +89,7 @@ func TestSyncOverSessions(t *testing.T) {
 	wctx, wcancel := context.WithTimeout(testCtx(t), 20*time.Second)
 	defer wcancel()
 	errFound := errors.New("found")
-	err = peerClient(phone).DataWatch(wctx, zsync.BucketCerts, certKeyRevokedPfx+serial, false, func(v api.RecordView) error {
+	err = peerClient(phone).DataWatch(wctx, zsync.BucketCerts, wire.CertKeyRevokedPrefix+serial, false, func(v api.RecordView) error {
 		if !v.Deleted {
 			return errFound
 		}
@@ -96,7 +98,7 @@ func TestSyncOverSessions(t *testing.T) {
 	if !errors.Is(err, errFound) {
 		t.Fatalf("the phone never heard of the revocation: %v", err)
 	}
-	if _, err := peerClient(phone).DataGet(testCtx(t), zsync.BucketCerts, certKeyDevice+"laptop"); err == nil {
+	if _, err := peerClient(phone).DataGet(testCtx(t), zsync.BucketCerts, wire.CertKeyDevice+"laptop"); err == nil {
 		t.Error("the revoked laptop's certificate is still published")
 	}
 }

@@ -43,15 +43,9 @@ type Reply struct {
 	Error  string          `json:"error,omitempty"`
 }
 
-// ServiceInfo describes a registered service; devices publish theirs in
-// the zone state (bucket apps, key DEVICE/APP, an AppRecord).
-type ServiceInfo struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description,omitempty"`
-	Methods     []string `json:"methods,omitempty"`
-	// TokenRequired: calls must present a service token (pzh tokens).
-	TokenRequired bool `json:"token_required,omitempty"`
-}
+// ServiceInfo describes a registered service (wire.ServiceInfo: devices
+// publish theirs in the zone state).
+type ServiceInfo = wire.ServiceInfo
 
 // ServiceView is one row of GET /v1/services and pzp services.
 type ServiceView struct {

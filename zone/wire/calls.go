@@ -273,3 +273,16 @@ type Envelope struct {
 	// Sig is the Ed25519 signature over the signed content.
 	Sig []byte `cbor:"3,keyasint"`
 }
+
+const (
+	// DefaultCallsPerTarget bounds the calls in flight to one target: below
+	// the streams a device accepts (transport.DefaultMaxIncomingStreams,
+	// 256), so that the hub's own deliveries to it (queued messages, the
+	// couriers) always find a stream.
+	DefaultCallsPerTarget = 192
+	// CallTargetShare: one caller may hold at most this fraction (1/N) of
+	// a target's calls, so it takes N callers each at its limit to fill a
+	// target. With the defaults, 48: also below the 64 a friend's hub
+	// allows this zone's link, so one device cannot take all of it.
+	CallTargetShare = 4
+)

@@ -6,7 +6,9 @@
 // no I/O, no daemon state. docs/PROTOCOL.md is its prose.
 package wire
 
-import "fmt"
+import (
+	"fmt"
+)
 
 // SessionVersion is the version of the session protocol carried in Hello.
 // History: 1 — control stream, heartbeats, renewal, unpair, sync stream,
@@ -170,4 +172,25 @@ type UnpairRequest struct{}
 // UnpairResponse confirms it.
 type UnpairResponse struct {
 	Error string `cbor:"1,keyasint,omitempty"`
+}
+
+// EndError is a session end after which the device must not reconnect:
+// revoked, replaced by another pzp, unpaired, expired past grace.
+type EndError struct {
+	Reason  CloseReason
+	Message string
+}
+
+func (e *EndError) Error() string {
+	hint := ""
+	switch e.Reason {
+	case ReasonRevoked:
+		hint = "; this device can no longer connect: pair it again with a new invite"
+	case ReasonReplaced:
+		hint = "; another pzp with this device's credentials took over the session"
+	}
+	if e.Message == "" {
+		return fmt.Sprintf("session ended: %s%s", e.Reason, hint)
+	}
+	return fmt.Sprintf("session ended: %s: %s%s", e.Reason, e.Message, hint)
 }

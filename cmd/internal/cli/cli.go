@@ -22,8 +22,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 // Exit codes, documented in the README.
@@ -52,7 +52,7 @@ func Run(root *cobra.Command) int {
 	}
 	fmt.Fprintf(root.ErrOrStderr(), "%s: %v\n", root.Name(), err)
 	var ue usageError
-	var end *zone.EndError
+	var end *wire.EndError
 	switch {
 	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)"):
 		fmt.Fprintf(root.ErrOrStderr(), "Run '%s --help' for usage.\n", root.Name())

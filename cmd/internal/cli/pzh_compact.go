@@ -14,6 +14,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/stores"
 )
 
 // compactOptions are the flags of pzh compact and pzp compact.
@@ -60,8 +61,8 @@ func (o *compactOptions) command() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := zone.CompactStores(dir, o.files)
-			if errors.Is(err, zone.ErrStoreInUse) {
+			res, err := stores.CompactStores(dir, o.files)
+			if errors.Is(err, stores.ErrStoreInUse) {
 				return errors.New(o.running(cmd.Context(), dir))
 			}
 			if perr := o.print(cmd, res); perr != nil && err == nil {
@@ -83,11 +84,11 @@ func (o *compactOptions) command() *cobra.Command {
 }
 
 // print shows each file's size before and after.
-func (o *compactOptions) print(cmd *cobra.Command, res []zone.CompactResult) error {
+func (o *compactOptions) print(cmd *cobra.Command, res []stores.CompactResult) error {
 	out := cmd.OutOrStdout()
 	if o.json {
 		if res == nil {
-			res = []zone.CompactResult{}
+			res = []stores.CompactResult{}
 		}
 		return printJSON(out, res)
 	}

@@ -13,6 +13,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/wire"
 )
 
 type hubServeOptions struct {
@@ -110,7 +111,7 @@ shrink what a device holds, and deletions, are always taken.`,
 	f.StringVar(&o.listen, "listen", "", "HOST:PORT to listen on, UDP and TCP (default: all interfaces, the public address's port)")
 	f.BoolVar(&o.noQUIC, "no-quic", false, "serve TCP only (devices fall back to it)")
 	f.BoolVar(&o.noTCP, "no-tcp", false, "serve QUIC only")
-	f.DurationVar(&o.heartbeat, "heartbeat", zone.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
+	f.DurationVar(&o.heartbeat, "heartbeat", wire.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
 	f.DurationVar(&o.renewGrace, "renew-grace", zone.DefaultRenewGrace, "how long after its certificate expired a device may still renew")
 	f.IntVar(&o.pairBurst, "pair-burst", pairing.DefaultLimitBurst, "failed pairing attempts one address may make before it is slowed down")
 	f.DurationVar(&o.pairRefill, "pair-refill", pairing.DefaultLimitRefill, "after the burst, one more pairing attempt per this long")

@@ -1,4 +1,4 @@
-package zone
+package localapi
 
 import (
 	"bytes"
@@ -18,10 +18,9 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
-	"github.com/pzone/pzone/zone/localapi"
 )
 
-// fakeData is an in-memory dataStore with the store's observable rules:
+// fakeData is an in-memory DataStore with the store's observable rules:
 // edits are versioned and numbered, deletions leave tombstones, and every
 // change goes to the watchers of its bucket and prefix.
 type fakeData struct {
@@ -104,7 +103,7 @@ func (f *fakeData) List(bucket, prefix string, fn func(zsync.Record) error) erro
 	return f.listErr
 }
 
-func (f *fakeData) Watch(bucket, prefix string) (dataWatch, error) {
+func (f *fakeData) Watch(bucket, prefix string) (DataWatch, error) {
 	if f.fail != nil {
 		return nil, f.fail
 	}
@@ -143,6 +142,7 @@ type fakeWatch struct {
 }
 
 func (w *fakeWatch) Changes() <-chan zsync.Record { return w.ch }
+
 func (w *fakeWatch) Err() error {
 	w.f.mu.Lock()
 	defer w.f.mu.Unlock()
@@ -166,13 +166,13 @@ func (w *fakeWatch) Close() {
 // daemons do, unknown paths included.
 func dataMux(store *fakeData, node string) *http.ServeMux {
 	mux := http.NewServeMux()
-	routeData(mux, func() dataStore {
+	RouteData(mux, func() DataStore {
 		if store == nil {
 			return nil
 		}
 		return store
 	}, node)
-	mux.HandleFunc("/", localapi.NotFound)
+	mux.HandleFunc("/", NotFound)
 	return mux
 }
 
@@ -311,13 +311,13 @@ func TestRecordViewJSON(t *testing.T) {
 func dataClient(t *testing.T, store *fakeData) *api.Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "d.sock")
-	ln, err := localapi.Listen(sock)
+	ln, err := Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- localapi.Serve(ctx, ln, dataMux(store, store.node)) }()
+	go func() { done <- Serve(ctx, ln, dataMux(store, store.node)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -506,4 +506,12 @@ func TestDataAPIWatchLines(t *testing.T) {
 	if store.open() != 0 {
 		t.Fatal("watch left open")
 	}
+}
+
+// testCtx bounds a test's waits generously: they end on events, and the
+// deadline only stops a test that would otherwise hang.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }

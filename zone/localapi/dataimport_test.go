@@ -1,4 +1,4 @@
-package zone
+package localapi
 
 import (
 	"errors"
@@ -31,7 +31,7 @@ func TestParseImportLine(t *testing.T) {
 		{`not json`, "phone", zsync.Edit{}, zsync.ErrInvalid},
 		{big, "phone", zsync.Edit{}, zsync.ErrInvalid},
 	} {
-		got, err := parseImportLine([]byte(tc.line), zsync.BucketAppData, tc.node)
+		got, err := ParseImportLine([]byte(tc.line), zsync.BucketAppData, tc.node)
 		name := tc.line
 		if len(name) > 60 {
 			name = name[:60]
@@ -55,14 +55,14 @@ func FuzzParseImportLine(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		e, err := parseImportLine(line, zsync.BucketAppData, "phone")
+		e, err := ParseImportLine(line, zsync.BucketAppData, "phone")
 		if err != nil {
 			if !errors.Is(err, zsync.ErrInvalid) && !errors.Is(err, zsync.ErrPermission) {
 				t.Fatalf("error of another kind: %v", err)
 			}
 			return
 		}
-		if werr := checkAPIWrite("phone", e.Bucket, e.Key); werr != nil {
+		if werr := CheckAPIWrite("phone", e.Bucket, e.Key); werr != nil {
 			t.Fatalf("accepted an edit the device may not make: %+v: %v", e, werr)
 		}
 		if len(e.Value) > zsync.MaxValue || e.Delete && len(e.Value) > 0 {

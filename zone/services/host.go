@@ -1,0 +1,320 @@
+// Package services hosts applications' services on a node, device or
+// hub: the registry of apps serving a service name over the local API,
+// their event streams and replies, delivery of a call read from a stream
+// (with a friend zone's envelope checked and the answer signed), and the
+// listing of services published in the zone state. Routing calls between
+// nodes is not here; that is the runtimes' job.
+package services
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// hostedEvent is an event on its way to the application serving its
+// service. written, for a queued message, is closed once the event is
+// written to the application's stream: only then does the device confirm
+// it.
+type hostedEvent struct {
+	api.Event
+	written chan struct{}
+}
+
+// listener is an application serving one service on this device.
+type listener struct {
+	app, service string
+	events       chan hostedEvent
+	done         chan struct{} // closed when the application stops serving
+}
+
+// pendingCall is a call delivered to an application, awaiting its reply.
+type pendingCall struct {
+	service string
+	reply   chan api.Reply
+}
+
+// Host holds the services this device serves and the calls in
+// flight to them.
+type Host struct {
+	mu        sync.Mutex
+	listeners map[string]*listener // by service name
+	calls     map[string]*pendingCall
+}
+
+func NewHost() *Host {
+	return &Host{listeners: map[string]*listener{}, calls: map[string]*pendingCall{}}
+}
+
+var errServiceTaken = errors.New("service already served")
+
+func (sh *Host) listen(app, service string) (*listener, error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if l := sh.listeners[service]; l != nil {
+		return nil, fmt.Errorf("%w: app %q serves %q on this device already", errServiceTaken, l.app, service)
+	}
+	l := &listener{app: app, service: service, events: make(chan hostedEvent, api.EventBuffer), done: make(chan struct{})}
+	sh.listeners[service] = l
+	return l, nil
+}
+
+func (sh *Host) stop(l *listener) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.listeners[l.service] == l {
+		delete(sh.listeners, l.service)
+	}
+	close(l.done)
+}
+
+func (sh *Host) Running(service string) bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.listeners[service] != nil
+}
+
+// deliver hands a call or message to the application serving hdr's
+// service and, for a call, waits for its reply until ctx ends.
+func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) ([]byte, *wire.CallError) {
+	if !json.Valid(body) {
+		return nil, &wire.CallError{Status: wire.CallBadRequest, Message: "the body is not JSON"}
+	}
+	deadline, _ := ctx.Deadline()
+	ev := hostedEvent{Event: api.Event{ID: hdr.ID, From: callerName(hdr), Service: hdr.ToService, Method: hdr.Method, Body: body, Deadline: deadline.UTC(), Token: hdr.TokenID}}
+	if hdr.QueuedMs != 0 {
+		t := time.UnixMilli(hdr.QueuedMs).UTC()
+		ev.Queued, ev.written = &t, make(chan struct{})
+	}
+	var pc *pendingCall
+	sh.mu.Lock()
+	l := sh.listeners[hdr.ToService]
+	if l != nil && hdr.Kind == wire.CallRequest {
+		ev.Type = "call"
+		pc = &pendingCall{service: hdr.ToService, reply: make(chan api.Reply, 1)}
+		sh.calls[hdr.ID] = pc
+	} else {
+		ev.Type = "message"
+	}
+	sh.mu.Unlock()
+	if l == nil {
+		return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q is not running on device %q", hdr.ToService, hdr.ToDevice)}
+	}
+	if pc != nil {
+		defer func() {
+			sh.mu.Lock()
+			delete(sh.calls, hdr.ID)
+			sh.mu.Unlock()
+		}()
+	}
+	select {
+	case l.events <- ev:
+	default:
+		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("service %q is busy: %d calls and messages wait for it", hdr.ToService, api.EventBuffer)}
+	}
+	if ev.written != nil {
+		// A queued message is confirmed, and so removed from the hub, only
+		// once the application's stream has it.
+		select {
+		case <-ev.written:
+			return nil, nil
+		case <-l.done:
+			select {
+			case <-ev.written: // it took it, then stopped
+				return nil, nil
+			default:
+			}
+			return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q stopped before it took the message", hdr.ToService)}
+		case <-ctx.Done():
+			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not take the message in time", hdr.ToService)}
+		}
+	}
+	if pc == nil {
+		return nil, nil
+	}
+	select {
+	case r := <-pc.reply:
+		if r.Error != "" {
+			return nil, &wire.CallError{Status: wire.CallFailed, Message: r.Error}
+		}
+		if len(r.Result) == 0 {
+			return []byte("null"), nil
+		}
+		return r.Result, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
+		}
+		// Tell the application to stop working on it.
+		select {
+		case l.events <- hostedEvent{Event: api.Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}}:
+		default:
+		}
+		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
+	}
+}
+
+// answer delivers an application's reply to call id.
+func (sh *Host) answer(id string, r api.Reply) bool {
+	sh.mu.Lock()
+	pc := sh.calls[id]
+	sh.mu.Unlock()
+	if pc == nil {
+		return false
+	}
+	select {
+	case pc.reply <- r:
+		return true
+	default:
+		return false // answered already
+	}
+}
+
+func callerName(h *wire.CallHeader) string {
+	s := h.FromZone + "/" + h.FromDevice
+	if h.FromApp != "" {
+		s += "/" + h.FromApp
+	}
+	return s
+}
+
+// HostRoutes adds the endpoints of applications serving services on this
+// node (a device, or the hub): their event streams and their replies.
+// publish records a service in the zone state.
+func HostRoutes(mux *http.ServeMux, sh *Host, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
+	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
+		serveEvents(w, r, sh, publish, log)
+	})
+	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
+		var rep api.Reply
+		if err := localapi.ReadJSON(r, &rep); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if rep.Error == "" && len(rep.Result) > 0 && !json.Valid(rep.Result) {
+			localapi.WriteErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
+			return
+		}
+		if !sh.answer(r.PathValue("id"), rep) {
+			localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
+			return
+		}
+		localapi.WriteJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+}
+
+// serveEvents serves GET /v1/services/{service}/events?app=APP[&description=D][&methods=a,b]:
+// the application serves the service for as long as it holds this
+// stream, which carries one JSON event per line.
+func serveEvents(w http.ResponseWriter, r *http.Request, sh *Host, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
+	service, q := r.PathValue("service"), r.URL.Query()
+	app := q.Get("app")
+	if app == "" {
+		app = service
+	}
+	info := api.ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
+	if m := q.Get("methods"); m != "" {
+		info.Methods = strings.Split(m, ",")
+	}
+	for _, n := range append([]string{service, app}, info.Methods...) {
+		if err := wire.ValidateServiceName(n); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	l, err := sh.listen(app, service)
+	if err != nil {
+		localapi.WriteErr(w, http.StatusConflict, err)
+		return
+	}
+	defer sh.stop(l)
+	if err := publish(app, info); err != nil {
+		log.Warn("publish service", "service", service, "err", err)
+	}
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if fl != nil {
+		fl.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev := <-l.events:
+			if enc.Encode(ev.Event) != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+			if ev.written != nil {
+				close(ev.written)
+			}
+		}
+	}
+}
+
+// Publish records that app on node offers info, in the zone
+// state, so other devices can find it.
+func Publish(state *zsync.Store, node, app string, info api.ServiceInfo) error {
+	if state == nil {
+		return nil
+	}
+	key := node + "/" + app
+	var rec wire.AppRecord
+	if cur, ok, err := state.Get(zsync.BucketApps, key); err == nil && ok && !cur.Deleted {
+		json.Unmarshal(cur.Value, &rec)
+	}
+	i := sort.Search(len(rec.Services), func(i int) bool { return rec.Services[i].Name >= info.Name })
+	if i < len(rec.Services) && rec.Services[i].Name == info.Name {
+		if fmt.Sprint(rec.Services[i]) == fmt.Sprint(info) {
+			return nil
+		}
+		rec.Services[i] = info
+	} else {
+		rec.Services = append(rec.Services[:i], append([]api.ServiceInfo{info}, rec.Services[i:]...)...)
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = state.Put(zsync.BucketApps, key, v)
+	return err
+}
+
+// ListServices lists the services published in a zone state.
+func ListServices(state *zsync.Store) []api.ServiceView {
+	if state == nil {
+		return nil
+	}
+	var out []api.ServiceView
+	state.List(zsync.BucketApps, "", func(r zsync.Record) error {
+		device, app, ok := strings.Cut(r.Key, "/")
+		if !ok || r.Deleted {
+			return nil
+		}
+		var rec wire.AppRecord
+		if json.Unmarshal(r.Value, &rec) != nil {
+			return nil
+		}
+		for _, s := range rec.Services {
+			out = append(out, api.ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
+		}
+		return nil
+	})
+	return out
+}
