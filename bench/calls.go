@@ -16,15 +16,15 @@ import (
 
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/peer"
 	"github.com/pzone/pzone/zone/wire"
 )
 
 // The call rows: calls between applications on two devices through the
 // hub (docs/PROTOCOL.md §6.11, §7.5). The hub runs as its own process
 // (pzh serve), as for the sync rows. Devices A and B run in this process
-// (RunPeer, as pzp run would run them), and so do their applications: on
+// (peer.Run, as pzp run would run them), and so do their applications: on
 // each an application serves echo through the Go client (Serve), and the
 // callers call through A's local API (Client.Call). The relay row has two
 // more devices, with bare sessions (DialSession) at both ends of one call
@@ -65,7 +65,7 @@ type callBench struct {
 	a, b *syncDevice
 	// relay are the sender and the receiver of the relay row; they only
 	// ever have bare sessions.
-	relay []*zone.Identity
+	relay []*peer.Identity
 	run   *callRun // A and B running, serving echo
 }
 
@@ -97,7 +97,7 @@ func newCallBench(ctx context.Context, cfg *Config) (_ *callBench, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("pair relay device %d: %w", i, err)
 		}
-		id, err := zone.NewIdentity(res)
+		id, err := peer.NewIdentity(res)
 		if err != nil {
 			return nil, err
 		}
@@ -523,12 +523,12 @@ func (c *callBench) relayThroughput(ctx context.Context, kind transport.Kind) ([
 	frames := int(max(c.cfg.RelayBytes/relayChunk, 1))
 	size := int64(frames) * relayChunk
 	mode := transport.Mode(kind)
-	from, err := zone.DialSession(ctx, c.relay[0], mode)
+	from, err := peer.DialSession(ctx, c.relay[0], mode)
 	if err != nil {
 		return nil, fmt.Errorf("session of %s: %w", c.relay[0].Device, err)
 	}
 	defer from.Close()
-	to, err := zone.DialSession(ctx, c.relay[1], mode)
+	to, err := peer.DialSession(ctx, c.relay[1], mode)
 	if err != nil {
 		return nil, fmt.Errorf("session of %s: %w", c.relay[1].Device, err)
 	}
@@ -613,7 +613,7 @@ const relayCallsInFlight = 4
 // relayCallsInFlight at once; the other end reads each call's body and
 // answers CallOK. It returns the time from opening the first stream until
 // the last answer.
-func relayOnce(ctx context.Context, from, to *zone.Session, toDevice, id string, frame []byte, n int) (time.Duration, error) {
+func relayOnce(ctx context.Context, from, to *peer.Session, toDevice, id string, frame []byte, n int) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, relayTimeout)
 	defer cancel()
 	perCall := max(wire.MaxCallBody/relayChunk, 1)
@@ -646,7 +646,7 @@ func relayOnce(ctx context.Context, from, to *zone.Session, toDevice, id string,
 }
 
 // relayCall makes one relay call carrying n copies of frame.
-func relayCall(ctx context.Context, from *zone.Session, toDevice, id string, frame []byte, n int) error {
+func relayCall(ctx context.Context, from *peer.Session, toDevice, id string, frame []byte, n int) error {
 	st, err := from.Conn().OpenStream(ctx)
 	if err != nil {
 		return err

@@ -16,13 +16,14 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/hub"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 // ChildMain runs the benchmark's child roles when args name one:
 // "rawserver" (the raw baseline server), "maxrss FILE CMD ARGS..." (run a
 // command and write its peak RSS in FILE), and, for when no pzh or pzp
-// binary is at hand (as in the smoke test), "hub" (zone.RunHub with the
+// binary is at hand (as in the smoke test), "hub" (hub.Run with the
 // pzh serve flags the benchmark uses) and "pair" (pzp pair --json with the
 // flags the benchmark uses). It reports whether args named a role.
 func ChildMain(ctx context.Context, args []string) (handled bool, code int) {
@@ -61,7 +62,7 @@ func ChildMain(ctx context.Context, args []string) (handled bool, code int) {
 		if !*noTCP {
 			kinds = append(kinds, transport.KindTCP)
 		}
-		err = zone.RunHub(ctx, zone.HubConfig{DataDir: *data, Listen: *listen, Transports: kinds, Heartbeat: *heartbeat})
+		err = hub.Run(ctx, hub.Config{DataDir: *data, Listen: *listen, Transports: kinds, Heartbeat: *heartbeat})
 	case "pair":
 		if fs.NArg() != 1 {
 			err = fmt.Errorf("want one token, got %d arguments", fs.NArg())
@@ -94,7 +95,7 @@ func pairChild(ctx context.Context, dir string, mode transport.Mode, noSync bool
 	if err != nil {
 		return err
 	}
-	if err := zone.SavePairing(dir, res, time.Now()); err != nil {
+	if err := peer.SavePairing(dir, res, time.Now()); err != nil {
 		return err
 	}
 	var out pairOutput
@@ -102,7 +103,7 @@ func pairChild(ctx context.Context, dir string, mode transport.Mode, noSync bool
 		var received atomic.Uint64
 		var done atomic.Bool
 		start := time.Now()
-		err := zone.RunPeer(ctx, zone.PeerConfig{DataDir: dir, Mode: mode, ExitWhenSynced: true, OnSync: func(st zsync.State) {
+		err := peer.Run(ctx, peer.Config{DataDir: dir, Mode: mode, ExitWhenSynced: true, OnSync: func(st zsync.State) {
 			received.Store(st.Received)
 			if st.Synced() {
 				done.Store(true)

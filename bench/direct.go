@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 // The direct rows: calls between two devices of one zone that connect
@@ -17,7 +17,7 @@ import (
 // through the hub, measured alternating in the same run. The hub runs as
 // its own process (pzh serve), as for the call rows. Devices A and B run
 // with direct listeners on loopback, C without one, all in this process
-// (RunPeer, as pzp run would); B and C each have an application serving
+// (peer.Run, as pzp run would); B and C each have an application serving
 // echo. A call from A to B/echo takes the direct connection; one from A to
 // C/echo, which publishes no direct address, goes A → hub → C: the same
 // call, the same applications, over the hub.
@@ -52,8 +52,8 @@ func (d *directBench) close() { stopChild(d.hub.proc) }
 // through the hub, alternating.
 func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []Row, err error) {
 	mode := transport.Mode(kind)
-	direct := startPeers(ctx, zone.PeerConfig{Mode: mode, DirectListen: "127.0.0.1:0"}, []*syncDevice{d.a, d.b})
-	viaHub := startPeers(ctx, zone.PeerConfig{Mode: mode}, []*syncDevice{d.c})
+	direct := startPeers(ctx, peer.Config{Mode: mode, DirectListen: "127.0.0.1:0"}, []*syncDevice{d.a, d.b})
+	viaHub := startPeers(ctx, peer.Config{Mode: mode}, []*syncDevice{d.c})
 	defer func() { err = errors.Join(err, viaHub.stop(), direct.stop()) }()
 	if err := waitSynced(ctx, []*syncDevice{d.a, d.b, d.c}); err != nil {
 		return nil, err

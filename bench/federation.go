@@ -11,8 +11,8 @@ import (
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/peer"
 	"github.com/pzone/pzone/zone/policy"
 )
 
@@ -22,7 +22,7 @@ import (
 // raw 64-byte echo round trips on one raw stream of the same transport
 // (the call crosses three hops), measured alternating. Both hubs run as
 // their own processes (pzh serve); the devices run in this process
-// (RunPeer, as pzp run would); B's application serves echo.
+// (peer.Run, as pzp run would); B's application serves echo.
 
 // federationBench is the two zones of the federation rows.
 type federationBench struct {
@@ -114,7 +114,7 @@ func (f *federationBench) roundTrip(ctx context.Context, kind transport.Kind) (_
 	if err := f.waitLinked(ctx); err != nil {
 		return nil, err
 	}
-	peers := startPeers(ctx, zone.PeerConfig{Mode: transport.Mode(kind)}, []*syncDevice{f.a, f.b})
+	peers := startPeers(ctx, peer.Config{Mode: transport.Mode(kind)}, []*syncDevice{f.a, f.b})
 	defer func() { err = errors.Join(err, peers.stop()) }()
 	if err := waitSynced(ctx, []*syncDevice{f.a, f.b}); err != nil {
 		return nil, err

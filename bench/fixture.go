@@ -15,8 +15,9 @@ import (
 
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/hub"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 // fixture is one zone with many paired devices and an in-process hub.
@@ -24,7 +25,7 @@ type fixture struct {
 	cfg    *Config
 	dir    string
 	addr   string
-	ids    []*zone.Identity
+	ids    []*peer.Identity
 	client *api.Client
 
 	stopHubHere func() // nil while no hub runs in this process
@@ -41,7 +42,7 @@ func newFixture(ctx context.Context, cfg *Config) (*fixture, error) {
 	}
 	f := &fixture{cfg: cfg, dir: filepath.Join(cfg.Work, "hub"), addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	f.client = api.NewClient(api.SocketPath(f.dir, api.HubSocketName))
-	if _, err := zone.InitZone(f.dir, "bench", []string{f.addr}, time.Now()); err != nil {
+	if _, err := hub.InitZone(f.dir, "bench", []string{f.addr}, time.Now()); err != nil {
 		return nil, err
 	}
 	if err := f.startHub(ctx, 0); err != nil {
@@ -61,7 +62,7 @@ func (f *fixture) close() { f.stopHub() }
 
 // startHub runs the hub in this process (heartbeat 0: the default).
 func (f *fixture) startHub(ctx context.Context, heartbeat time.Duration) error {
-	stop, err := runHub(ctx, zone.HubConfig{DataDir: f.dir, Listen: f.addr, Heartbeat: heartbeat})
+	stop, err := runHub(ctx, hub.Config{DataDir: f.dir, Listen: f.addr, Heartbeat: heartbeat})
 	if err != nil {
 		return err
 	}
@@ -79,12 +80,12 @@ func (f *fixture) stopHub() {
 
 // runHub runs a hub in this process, as pzh serve would, and returns once
 // it listens; stop ends it and waits until it has.
-func runHub(ctx context.Context, hc zone.HubConfig) (stop func(), err error) {
+func runHub(ctx context.Context, hc hub.Config) (stop func(), err error) {
 	hctx, cancel := context.WithCancel(ctx)
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	hc.Ready = func(net.Addr) { close(ready) }
-	go func() { done <- zone.RunHub(hctx, hc) }()
+	go func() { done <- hub.Run(hctx, hc) }()
 	select {
 	case <-ready:
 		return func() { cancel(); <-done }, nil
@@ -96,7 +97,7 @@ func runHub(ctx context.Context, hc zone.HubConfig) (stop func(), err error) {
 
 // pairMany pairs n devices through the real pairing exchange.
 func (f *fixture) pairMany(ctx context.Context, n int) error {
-	f.ids = make([]*zone.Identity, n)
+	f.ids = make([]*peer.Identity, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, pairWorkers)
@@ -124,7 +125,7 @@ func (f *fixture) pairMany(ctx context.Context, n int) error {
 				}
 				res, err := pairing.Pair(ctx, tokens[i/pairing.MaxInviteUses], transport.ModeTCP)
 				if err == nil {
-					f.ids[i], err = zone.NewIdentity(res)
+					f.ids[i], err = peer.NewIdentity(res)
 				}
 				if err != nil {
 					errc <- fmt.Errorf("pair device %d: %w", i, err)
@@ -184,7 +185,7 @@ func (f *fixture) waitOnline(ctx context.Context, want int, atMost bool, timeout
 
 // fleet is a set of running peers.
 type fleet struct {
-	peers  []*zone.Peer
+	peers  []*peer.Peer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// retries counts failed connection attempts across the fleet.
@@ -269,16 +270,16 @@ func (r retryCounter) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r retryCounter) WithGroup(string) slog.Handler      { return r }
 
 // startFleet runs a peer runtime for each identity, as pzp run would.
-func startFleet(ctx context.Context, ids []*zone.Identity, kind transport.Kind) (*fleet, error) {
+func startFleet(ctx context.Context, ids []*peer.Identity, kind transport.Kind) (*fleet, error) {
 	return startFleetCounting(ctx, ids, kind, newRetryCounter())
 }
 
-func startFleetCounting(ctx context.Context, ids []*zone.Identity, kind transport.Kind, rc retryCounter) (*fleet, error) {
+func startFleetCounting(ctx context.Context, ids []*peer.Identity, kind transport.Kind, rc retryCounter) (*fleet, error) {
 	fctx, cancel := context.WithCancel(ctx)
 	fl := &fleet{cancel: cancel, retries: rc}
 	log := slog.New(fl.retries)
 	for _, id := range ids {
-		p, err := zone.NewPeer(zone.PeerConfig{Mode: transport.Mode(kind), Logger: log}, id)
+		p, err := peer.New(peer.Config{Mode: transport.Mode(kind), Logger: log}, id)
 		if err != nil {
 			cancel()
 			return nil, err

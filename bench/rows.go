@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/peer"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -109,7 +109,7 @@ func (f *fixture) sessionSetup(ctx context.Context, kind transport.Kind) (Row, e
 		}
 		z, err := measure(ctx, cfg.Handshakes, cfg.Concurrency, func(w, op int) error {
 			id := f.ids[w*perWorker+(op/cfg.Concurrency)%perWorker]
-			s, err := zone.DialSession(ctx, id, mode)
+			s, err := peer.DialSession(ctx, id, mode)
 			if err != nil {
 				return err
 			}
@@ -173,7 +173,7 @@ func (f *fixture) setupLatency(ctx context.Context, kind transport.Kind) (Row, e
 		raws = append(raws, float64(time.Since(start))/float64(time.Millisecond))
 		c.CloseWithError(0, "")
 		start = time.Now()
-		s, err := zone.DialSession(ctx, f.ids[i%len(f.ids)], mode)
+		s, err := peer.DialSession(ctx, f.ids[i%len(f.ids)], mode)
 		if err != nil {
 			return Row{}, err
 		}

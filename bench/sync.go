@@ -25,13 +25,14 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/hub"
+	"github.com/pzone/pzone/zone/peer"
 	"github.com/pzone/pzone/zone/wire"
 )
 
 // The zone-state rows. They run against zones of their own, with the hub
-// as its own process (pzh serve): devices live in this process (RunPeer,
+// as its own process (pzh serve): devices live in this process (peer.Run,
 // as pzp run would run them) for the propagation, wire-bytes and
 // accepted-edits rows, and a new device is its own pzp pair process for
 // the initial-sync rows, so its memory is its own.
@@ -176,7 +177,7 @@ func newZone(cfg *Config, dir string, records int) (*syncHub, error) {
 	}
 	h := &syncHub{dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port), records: records}
 	h.client = api.NewClient(api.SocketPath(h.dir, api.HubSocketName))
-	if _, err := zone.InitZone(h.dir, "bench", []string{h.addr}, time.Now()); err != nil {
+	if _, err := hub.InitZone(h.dir, "bench", []string{h.addr}, time.Now()); err != nil {
 		return nil, err
 	}
 	if records > 0 {
@@ -259,7 +260,7 @@ func (h *syncHub) pairDevices(ctx context.Context, name, base string, n int) ([]
 			return nil, fmt.Errorf("pair device %d: %w", i, err)
 		}
 		dir := filepath.Join(base, fmt.Sprint(i))
-		if err := zone.SavePairing(dir, res, time.Now()); err != nil {
+		if err := peer.SavePairing(dir, res, time.Now()); err != nil {
 			return nil, err
 		}
 		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: api.NewClient(api.SocketPath(dir, api.PeerSocketName))})
@@ -278,7 +279,7 @@ type running struct {
 // runDevices runs devs over kind and waits until every one is online and
 // in sync with nothing left to push.
 func runDevices(ctx context.Context, kind transport.Kind, devs []*syncDevice) (*running, error) {
-	r := startPeers(ctx, zone.PeerConfig{Mode: transport.Mode(kind)}, devs)
+	r := startPeers(ctx, peer.Config{Mode: transport.Mode(kind)}, devs)
 	if err := waitSynced(ctx, devs); err != nil {
 		r.stop()
 		return nil, err
@@ -288,7 +289,7 @@ func runDevices(ctx context.Context, kind transport.Kind, devs []*syncDevice) (*
 
 // startPeers runs devs as pzp run would, each with pc and its own data
 // directory, without waiting for them.
-func startPeers(ctx context.Context, pc zone.PeerConfig, devs []*syncDevice) *running {
+func startPeers(ctx context.Context, pc peer.Config, devs []*syncDevice) *running {
 	rctx, cancel := context.WithCancel(ctx)
 	r := &running{cancel: cancel}
 	for _, d := range devs {
@@ -297,7 +298,7 @@ func startPeers(ctx context.Context, pc zone.PeerConfig, devs []*syncDevice) *ru
 			defer r.wg.Done()
 			dc := pc
 			dc.DataDir = d.dir
-			if err := zone.RunPeer(rctx, dc); err != nil {
+			if err := peer.Run(rctx, dc); err != nil {
 				r.mu.Lock()
 				r.err = errors.Join(r.err, fmt.Errorf("device %s: %w", d.name, err))
 				r.mu.Unlock()

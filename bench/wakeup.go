@@ -13,14 +13,15 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/hub"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 // The wakeup rows: sleeping devices (docs/PROTOCOL.md, "Wakeup and
 // delivery later"). The hub runs in this process, not as pzh serve,
 // because the rows time its pings: its UDP waker is replaced by a timed
-// one. The devices run in this process too (RunPeer, as pzp run would run
+// one. The devices run in this process too (peer.Run, as pzp run would run
 // them): one sender, whose application sends messages with a time to
 // live, and sleepers, which sleep when idle and whose applications take
 // the messages once a ping has woken them.
@@ -31,7 +32,7 @@ const (
 	wakeService = "inbox"
 	// wakeSleepAfter is the sleepers' idle time before sleep: short, so
 	// that a device is soon asleep again, and well above
-	// zone.MinSleepAfter, so that a delivery completes before it.
+	// peer.MinSleepAfter, so that a delivery completes before it.
 	wakeSleepAfter = 50 * time.Millisecond
 	// wakeRate is the hub's cap on pings per device per minute: far above
 	// what the rows send, so that it never holds a ping back.
@@ -90,7 +91,7 @@ func newWakeBench(ctx context.Context, cfg *Config) (_ *wakeBench, err error) {
 	if w.hub, err = newZone(cfg, filepath.Join(w.dir, "hub"), 0); err != nil {
 		return nil, err
 	}
-	if w.stopHub, err = runHub(ctx, zone.HubConfig{DataDir: w.hub.dir, Listen: w.hub.addr, WakeRate: wakeRate,
+	if w.stopHub, err = runHub(ctx, hub.Config{DataDir: w.hub.dir, Listen: w.hub.addr, WakeRate: wakeRate,
 		Wakers: []wakeup.Waker{w.waker}}); err != nil {
 		return nil, err
 	}
@@ -228,7 +229,7 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 		return nil, err
 	}
 	defer senders.stop()
-	sleepers := startPeers(ctx, zone.PeerConfig{Mode: transport.Mode(kind), SleepAfter: wakeSleepAfter, WakeListen: "127.0.0.1:0"}, w.sleepers)
+	sleepers := startPeers(ctx, peer.Config{Mode: transport.Mode(kind), SleepAfter: wakeSleepAfter, WakeListen: "127.0.0.1:0"}, w.sleepers)
 	defer sleepers.stop()
 	for _, d := range w.sleepers {
 		if _, err := w.asleep(ctx, d); err != nil {

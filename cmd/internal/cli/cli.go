@@ -2,8 +2,8 @@
 // its own file with an options struct, a constructor, argument validation
 // and RunE; output goes through cmd.OutOrStdout so tests can capture it.
 //
-// It is not where the daemons live: serve and run call zone.RunHub and
-// zone.RunPeer, and every other subcommand talks to its daemon's socket.
+// It is not where the daemons live: serve and run call hub.Run and
+// peer.Run, and every other subcommand talks to its daemon's socket.
 package cli
 
 import (

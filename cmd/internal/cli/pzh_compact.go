@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/hub"
 	"github.com/pzone/pzone/zone/stores"
 )
 
@@ -38,7 +38,7 @@ It works on the files directly, so the daemon must be stopped first;
 compact refuses while it runs.`
 
 func newHubCompactCmd(g *globals) *cobra.Command {
-	o := &compactOptions{g: g, prog: "pzh", files: zone.HubStoreFiles(), running: func(ctx context.Context, dir string) string {
+	o := &compactOptions{g: g, prog: "pzh", files: hub.StoreFiles(), running: func(ctx context.Context, dir string) string {
 		var st api.HubStatus
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()

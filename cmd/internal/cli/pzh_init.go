@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/hub"
 )
 
 type hubInitOptions struct {
@@ -36,7 +36,7 @@ reach the hub (repeat it for several). init never overwrites a zone.`,
 			if err != nil {
 				return err
 			}
-			info, err := zone.InitZone(dir, o.zone, o.addrs, time.Now())
+			info, err := hub.InitZone(dir, o.zone, o.addrs, time.Now())
 			if err != nil {
 				return err
 			}

@@ -12,7 +12,7 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/hub"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -37,11 +37,11 @@ type hubServeOptions struct {
 // ServeExtension adds flags to pzh serve and returns what they change in
 // the hub's configuration. Tests use it to build a pzh that misbehaves;
 // the pzh command has none.
-type ServeExtension func(flags *pflag.FlagSet) (configure func(*zone.HubConfig) error)
+type ServeExtension func(flags *pflag.FlagSet) (configure func(*hub.Config) error)
 
 func newHubServeCmd(g *globals, exts []ServeExtension) *cobra.Command {
 	o := &hubServeOptions{}
-	var configures []func(*zone.HubConfig) error
+	var configures []func(*hub.Config) error
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the hub",
@@ -94,7 +94,7 @@ shrink what a device holds, and deletions, are always taken.`,
 			if !o.noTCP {
 				kinds = append(kinds, transport.KindTCP)
 			}
-			cfg := zone.HubConfig{DataDir: dir, Listen: o.listen, Transports: kinds,
+			cfg := hub.Config{DataDir: dir, Listen: o.listen, Transports: kinds,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
 				DeviceQuota: int64(o.devQuota), ZoneQuota: int64(o.zoneQuota),
 				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate,
@@ -104,7 +104,7 @@ shrink what a device holds, and deletions, are always taken.`,
 					return err
 				}
 			}
-			return zone.RunHub(cmd.Context(), cfg)
+			return hub.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -112,16 +112,16 @@ shrink what a device holds, and deletions, are always taken.`,
 	f.BoolVar(&o.noQUIC, "no-quic", false, "serve TCP only (devices fall back to it)")
 	f.BoolVar(&o.noTCP, "no-tcp", false, "serve QUIC only")
 	f.DurationVar(&o.heartbeat, "heartbeat", wire.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
-	f.DurationVar(&o.renewGrace, "renew-grace", zone.DefaultRenewGrace, "how long after its certificate expired a device may still renew")
+	f.DurationVar(&o.renewGrace, "renew-grace", hub.DefaultRenewGrace, "how long after its certificate expired a device may still renew")
 	f.IntVar(&o.pairBurst, "pair-burst", pairing.DefaultLimitBurst, "failed pairing attempts one address may make before it is slowed down")
 	f.DurationVar(&o.pairRefill, "pair-refill", pairing.DefaultLimitRefill, "after the burst, one more pairing attempt per this long")
 	f.DurationVar(&o.retention, "tombstone-retention", zsync.DefaultTombstoneRetention, "how long a deletion is kept for devices that have not seen it; a device away longer resyncs fully")
 	o.devQuota, o.zoneQuota = byteSize(zsync.DefaultDeviceQuota), byteSize(zsync.DefaultZoneQuota)
 	f.Var(&o.devQuota, "device-quota", "zone state (keys and values) the records one device last wrote may hold, in bytes or KiB, MiB, GiB")
 	f.Var(&o.zoneQuota, "zone-quota", "zone state (keys and values) the whole zone may hold, in bytes or KiB, MiB, GiB")
-	f.IntVar(&o.queueLimit, "queue-limit", zone.DefaultQueueLimit, "messages the hub keeps for one device that is away")
-	f.IntVar(&o.queueMiB, "queue-mib", zone.DefaultQueueBytes>>20, "MiB of messages the hub keeps for one device that is away")
-	f.IntVar(&o.wakeRate, "wake-rate", zone.DefaultWakeRate, "wake pings one device may receive per minute")
+	f.IntVar(&o.queueLimit, "queue-limit", hub.DefaultQueueLimit, "messages the hub keeps for one device that is away")
+	f.IntVar(&o.queueMiB, "queue-mib", hub.DefaultQueueBytes>>20, "MiB of messages the hub keeps for one device that is away")
+	f.IntVar(&o.wakeRate, "wake-rate", hub.DefaultWakeRate, "wake pings one device may receive per minute")
 	f.BoolVar(&o.resetState, "reset-zone-state", false, "start the zone state (sync.db) over, on purpose: policy rules, tokens and app data are lost, devices drop their copies")
 	f.BoolVar(&o.resetMail, "reset-mailbox", false, "start mailbox.db over, on purpose: queued messages are lost")
 	// For tests only: a hub that alters or replays calls from friend

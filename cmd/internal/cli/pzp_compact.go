@@ -5,11 +5,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 func newPeerCompactCmd(g *globals) *cobra.Command {
-	o := &compactOptions{g: g, prog: "pzp", files: zone.PeerStoreFiles(), running: func(context.Context, string) string {
+	o := &compactOptions{g: g, prog: "pzp", files: peer.StoreFiles(), running: func(context.Context, string) string {
 		return "pzp is running: stop it first (e.g. Ctrl-C where pzp run runs, or kill -INT its pid), then run pzp compact again"
 	}}
 	return o.command()

@@ -16,9 +16,9 @@ import (
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 type peerPairOptions struct {
@@ -76,7 +76,7 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 			if err != nil {
 				return err
 			}
-			if _, err := os.Stat(filepath.Join(dir, zone.PeerDBName)); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, peer.DBName)); err == nil {
 				return fmt.Errorf("%s already holds a pairing; to pair again, first run: pzp unpair --data %s", dir, dir)
 			}
 			// Everything that can fail here is checked before the invite
@@ -110,7 +110,7 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 				}
 				return fmt.Errorf("pairing failed: %w", err)
 			}
-			if err := zone.SavePairing(dir, res, time.Now()); err != nil {
+			if err := peer.SavePairing(dir, res, time.Now()); err != nil {
 				removeIfNew()
 				return fmt.Errorf("the hub paired this device as %q, but saving its credentials failed: %w; on the hub run 'pzh revoke %s', then pair again with a new invite", res.Device, err, res.Device)
 			}
@@ -159,7 +159,7 @@ func firstSync(ctx context.Context, dir string, mode transport.Mode, timeout tim
 	var done atomic.Bool
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := zone.RunPeer(sctx, zone.PeerConfig{DataDir: dir, Mode: mode, ExitWhenSynced: true, OnSync: func(st zsync.State) {
+	err := peer.Run(sctx, peer.Config{DataDir: dir, Mode: mode, ExitWhenSynced: true, OnSync: func(st zsync.State) {
 		received.Store(st.Received)
 		if st.Synced() {
 			done.Store(true)

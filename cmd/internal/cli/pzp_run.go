@@ -5,7 +5,7 @@ import (
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/wakeup"
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 // defaultDirectListen takes any free port on every interface: devices
@@ -16,7 +16,7 @@ const defaultDirectListen = ":0"
 func newPeerRunCmd(g *globals) *cobra.Command {
 	var mode string
 	direct := true
-	cfg := zone.PeerConfig{}
+	cfg := peer.Config{}
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Keep this device's session with its hub",
@@ -77,13 +77,13 @@ error that names the file; --reset-zone-state fetches it again from the hub.`,
 			case cfg.SleepAfter > 0:
 				return usagef("--direct-listen and --sleep-after do not go together: a sleeping device holds no direct connections")
 			}
-			return zone.RunPeer(cmd.Context(), cfg)
+			return peer.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&mode, "transport", "auto", "auto, quic or tcp")
-	f.DurationVar(&cfg.BackoffMin, "backoff-min", zone.DefaultBackoffMin, "first reconnect delay")
-	f.DurationVar(&cfg.BackoffMax, "backoff-max", zone.DefaultBackoffMax, "longest reconnect delay")
+	f.DurationVar(&cfg.BackoffMin, "backoff-min", peer.DefaultBackoffMin, "first reconnect delay")
+	f.DurationVar(&cfg.BackoffMax, "backoff-max", peer.DefaultBackoffMax, "longest reconnect delay")
 	f.DurationVar(&cfg.SleepAfter, "sleep-after", 0, "sleep after this long idle, until woken (0: stay connected)")
 	f.StringVar(&cfg.WakeListen, "wake-listen", ":0", "UDP address for wake pings (with --sleep-after); QUIC sessions are dialled from it too")
 	f.DurationVar(&cfg.WakeWindow, "wake-window", wakeup.DefaultWindow, "accept wake pings stamped at most this far from the hub's clock")

@@ -10,9 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	zsync "github.com/pzone/pzone/sync"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 func newPeerStatusCmd(g *globals) *cobra.Command {
@@ -26,7 +26,7 @@ func newPeerStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := zone.ReadPeerStatus(cmd.Context(), dir)
+			st, err := peer.ReadStatus(cmd.Context(), dir)
 			if err != nil {
 				return err
 			}

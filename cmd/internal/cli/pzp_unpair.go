@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/transport"
-	"github.com/pzone/pzone/zone"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/peer"
 )
 
 func newPeerUnpairCmd(g *globals) *cobra.Command {
@@ -33,7 +33,7 @@ func newPeerUnpairCmd(g *globals) *cobra.Command {
 			err = api.NewClient(api.SocketPath(dir, api.PeerSocketName)).Do(cmd.Context(), http.MethodPost, "/v1/unpair", nil, &res)
 			if errors.Is(err, api.ErrNotRunning) {
 				var r *api.UnpairResult
-				r, err = zone.UnpairOffline(cmd.Context(), dir, m, timeout)
+				r, err = peer.UnpairOffline(cmd.Context(), dir, m, timeout)
 				if r != nil {
 					res = *r
 				}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/pzone/pzone/zone"
+	"github.com/pzone/pzone/zone/hub"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -26,15 +26,15 @@ const (
 )
 
 // tamperExtension is pzh serve's --test-tamper flag in the test binary.
-func tamperExtension(f *pflag.FlagSet) func(*zone.HubConfig) error {
+func tamperExtension(f *pflag.FlagSet) func(*hub.Config) error {
 	mode := f.String("test-tamper", "", "misbehave with calls from friend zones (alter, replay or answer)")
-	return func(cfg *zone.HubConfig) error {
+	return func(cfg *hub.Config) error {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		switch *mode {
 		case "":
 			return nil
 		case tamperAlter, tamperReplay, tamperAnswer:
-			cfg.FriendCallHook = func(c *zone.FriendCall) bool { return tamper(*mode, c, log) }
+			cfg.FriendCallHook = func(c *hub.FriendCall) bool { return tamper(*mode, c, log) }
 			return nil
 		}
 		return fmt.Errorf("test tamper mode %q: use %s, %s or %s", *mode, tamperAlter, tamperReplay, tamperAnswer)
@@ -43,7 +43,7 @@ func tamperExtension(f *pflag.FlagSet) func(*zone.HubConfig) error {
 
 // tamper misbehaves with one call from a friend zone, and reports whether
 // it answered the call itself; if not, the hub relays it (altered).
-func tamper(mode string, c *zone.FriendCall, log *slog.Logger) bool {
+func tamper(mode string, c *hub.FriendCall, log *slog.Logger) bool {
 	switch mode {
 	case tamperAlter:
 		log.Warn("test tamper: altering a call from a friend zone", "id", c.Header.ID)

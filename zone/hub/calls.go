@@ -1,0 +1,338 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/token"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// replayStream is a call stream whose request body the hub has read
+// already: reads return the body's frames as they came, then go on with
+// the stream (where the caller sends nothing more, only its end).
+type replayStream struct {
+	transport.Stream
+	mu   sync.Mutex
+	rest []byte // what was read already and not yet read again
+}
+
+// Read is safe to call from two goroutines, as the stream's is (a server
+// watches for the caller's reset while it answers): the lock covers only
+// the replayed bytes, never a blocking read of the stream.
+func (s *replayStream) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	if len(s.rest) > 0 {
+		n := copy(p, s.rest)
+		s.rest = s.rest[n:]
+		s.mu.Unlock()
+		return n, nil
+	}
+	s.mu.Unlock()
+	return s.Stream.Read(p)
+}
+
+// readCallBody reads a call's request body (at most wire.MaxCallBody, held in
+// memory) before the hub commits anything to the call: a caller that
+// sends a header and no body then holds no stream to the target, only a
+// slot of its own, until the body's deadline. It returns the stream to go
+// on with, which reads the body again from the start; on failure it has
+// reset the stream (the body did not come in time), releasing slot, or
+// answered it.
+func (h *Hub) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) (transport.Stream, bool) {
+	var raw bytes.Buffer
+	fr := transport.NewFrameReader(io.TeeReader(st, &raw), wire.CallChunk+16)
+	_, err := session.ReadRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(wire.CallTimeout(hdr)), slot.hold)
+	var ne net.Error
+	var over *overBudget
+	switch {
+	case errors.As(err, &over):
+		session.RefuseCall(st, wire.CallUnavailable, over.Error())
+		return nil, false
+	case errors.As(err, &ne) && ne.Timeout():
+		slot.release() // first: once the caller sees the reset, the slot is free
+		st.Reset()
+		return nil, false
+	case err != nil:
+		session.RefuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
+		return nil, false
+	}
+	return &replayStream{Stream: st, rest: raw.Bytes()}, true
+}
+
+// ---- the hub: relay ----
+
+// handleCall relays a device's call: to the target device's session, to
+// a service on the hub's host, or (ToZone) to a friend zone's hub.
+func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	hdr, ok := readCallHeader(st, fr)
+	if !ok {
+		return
+	}
+	slot, why := h.callSlots.enterWait(deviceCaller(s.device), time.Now().Add(wire.CallTimeout(hdr)), s.syncCtx.Done())
+	if slot == nil {
+		session.RefuseCall(st, wire.CallUnavailable, why)
+		return
+	}
+	defer slot.release()
+	if st, ok = h.readCallBody(st, hdr, slot); !ok {
+		return
+	}
+	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = h.zone.Name, s.device, 0, h.zone.ID.Compact()
+	if hdr.ToZone != "" && !h.ownZone(hdr.ToZone) {
+		h.forwardCall(st, hdr, slot)
+		return
+	}
+	hdr.ToZone, hdr.Envelope = "", nil
+	h.routeCall(st, hdr, s.syncCtx.Done(), s.device, slot)
+}
+
+// readCallHeader reads and checks the CallHeader of a call stream the
+// hub was sent; on failure it answers or resets the stream.
+func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*wire.CallHeader, bool) {
+	var hdr wire.CallHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		st.Reset()
+		return nil, false
+	}
+	if err := wire.CheckCallHeader(&hdr); err != nil {
+		session.RefuseCall(st, wire.CallBadRequest, err.Error())
+		return nil, false
+	}
+	return &hdr, true
+}
+
+// ownZone reports whether name (a zone name or ID) is this zone.
+func (h *Hub) ownZone(name string) bool {
+	if name == h.zone.Name {
+		return true
+	}
+	id, err := certs.ParseZoneID(name)
+	return err == nil && id == h.zone.ID
+}
+
+// routeCall delivers a call whose caller is established (hdr's From*
+// fields) within this zone, its body read (readCallBody). gone closes
+// when the caller's session or link ends; from names the caller in
+// bindings and token checks (the device, or PETNAME/DEVICE for a
+// friend's); slot is the call's hold on the caller's calls in flight, to
+// which routeCall adds the target's.
+func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
+	timeout := wire.CallTimeout(hdr)
+	deadline := time.Now().Add(timeout)
+	st.SetDeadline(deadline)
+	if hdr.Kind == wire.CallMessage && hdr.TTLMs > 0 && hdr.ToDevice != certs.HubDevice {
+		h.queueMessage(st, hdr, deadline)
+		return
+	}
+
+	h.mu.Lock()
+	target := h.sessions[hdr.ToDevice]
+	rec := h.devices[hdr.ToDevice]
+	h.mu.Unlock()
+	if target != nil && target.syncCtx.Err() != nil {
+		target = nil // closing: the device is going away (to sleep, say)
+	}
+	switch {
+	case hdr.ToDevice == certs.HubDevice:
+		if why := slot.toWait(deviceCaller(hdr.ToDevice), deadline, gone); why != "" {
+			session.RefuseCall(st, wire.CallUnavailable, why)
+			return
+		}
+		h.serveHosted(st, hdr, deadline)
+		return
+	case rec == nil || rec.Revoked:
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		return
+	case target == nil && hdr.TTLMs > 0:
+		// A call for later waits for the device, woken, within its time.
+		until := time.Now().Add(time.Duration(hdr.TTLMs) * time.Millisecond)
+		if deadline.Before(until) {
+			until = deadline
+		}
+		if target = h.awaitOnline(gone, hdr.ToDevice, until); target == nil {
+			session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
+			return
+		}
+	case target == nil && h.asleep(hdr.ToDevice):
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
+		return
+	case target == nil:
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
+		return
+	}
+	// A token, presented or required, decides whether a binding can be
+	// made and what it may use.
+	key := bindKey{from, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
+	var limitsOf func() (token.Grant, error)
+	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
+		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
+		if err != nil {
+			session.RefuseCall(st, wire.CallDenied, err.Error())
+			return
+		}
+		key.token = tok.ID
+		limitsOf = func() (token.Grant, error) { return h.bindToken(tok, from) }
+	}
+	hdr.Token, hdr.TokenID = "", key.token
+	if why := slot.toWait(deviceCaller(hdr.ToDevice), deadline, gone); why != "" {
+		session.RefuseCall(st, wire.CallUnavailable, why)
+		return
+	}
+	if h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
+		if h.cfg.FriendCallHook(&FriendCall{Header: hdr, st: st, target: target, deadline: deadline}) {
+			return
+		}
+	}
+	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
+	defer cancel()
+	out, err := openCallStream(ctx, target.conn, hdr, deadline)
+	if err != nil {
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		return
+	}
+	r := &relay{a: st, b: out}
+	b, err := h.bindings.attach(key, r, h.cfg.Now(), limitsOf)
+	if err != nil {
+		out.Reset()
+		session.RefuseCall(st, wire.CallDenied, err.Error())
+		return
+	}
+	defer b.detach(r)
+	check := func() error {
+		if why := b.over(); why != "" {
+			h.bindings.end(b, why, h.cfg.Now())
+			return errors.New(why)
+		}
+		return nil
+	}
+	splice(st, out, &b.in, &b.out, check)
+}
+
+// exchangeCall sends one call or message on a new stream of conn and
+// reads the whole answer: the reply and, for status 0, the result. For
+// the hub's own deliveries (queued messages, the outbox), whose bodies it
+// holds, rather than relays.
+func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, body []byte, deadline time.Time) (*wire.CallReply, []byte, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	out, err := openCallStream(ctx, conn, hdr, deadline)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, out.Reset)
+	defer stop()
+	fail := func(err error) (*wire.CallReply, []byte, error) {
+		out.Reset()
+		return nil, nil, err
+	}
+	if err := session.WriteBody(out, body, false); err != nil {
+		return fail(err)
+	}
+	fr := transport.NewFrameReader(out, wire.CallChunk+16)
+	var rep wire.CallReply
+	if err := fr.ReadFrame(&rep); err != nil {
+		return fail(err)
+	}
+	var res []byte
+	if rep.Status == wire.CallOK {
+		if res, err = session.ReadBody(fr, wire.MaxCallBody); err != nil {
+			return fail(err)
+		}
+	}
+	out.Close()
+	return &rep, res, nil
+}
+
+// openCallStream opens a call stream on conn and writes its headers.
+func openCallStream(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, deadline time.Time) (transport.Stream, error) {
+	out, err := conn.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.SetDeadline(deadline)
+	if err := transport.WriteFrame(out, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
+		out.Reset()
+		return nil, err
+	}
+	if err := transport.WriteFrame(out, hdr); err != nil {
+		out.Reset()
+		return nil, err
+	}
+	return out, nil
+}
+
+// copyBufs are splice's copy buffers: a relayed call would otherwise
+// allocate two fresh ones, which at thousands of calls a second is most of
+// the hub's garbage.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// onlyReader hides a stream's WriterTo so io.CopyBuffer uses the buffer.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// splice copies a and b into each other until both directions end,
+// counting the bytes each way; a failure either way resets both, so a
+// cancelled or expired exchange ends at both ends.
+func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error) {
+	done := make(chan error, 2)
+	pump := func(dst, src transport.Stream, n *atomic.Uint64) {
+		buf := copyBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(countingWriter{dst, n, check}, onlyReader{src}, *buf)
+		copyBufs.Put(buf)
+		if err == nil {
+			err = dst.Close() // src ended its direction: end dst's
+		}
+		done <- err
+	}
+	go pump(b, a, aToB)
+	go pump(a, b, bToA)
+	for range 2 {
+		if err := <-done; err != nil {
+			a.Reset()
+			b.Reset()
+		}
+	}
+}
+
+// serveHosted delivers a call to a service an application on the hub's
+// host serves, after the hub's own policy check (and, from a friend zone,
+// the check of the calling device's signature).
+func (h *Hub) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
+	rules := h.calls.Get(h.state, h.log).Rules
+	req := policy.Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
+	var opts services.ServeOpts
+	if hdr.FromZoneID != "" && hdr.FromZoneID != h.zone.ID.Compact() {
+		f := h.friend(hdr.FromZoneID)
+		if f == nil {
+			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
+			return
+		}
+		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
+		leaf := h.cert.Load()
+		self := certs.Identity{Zone: h.zone.ID, Device: certs.HubDevice}
+		opts = services.EnvelopeOpts(h.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, h.cfg.Now, h.log)
+	}
+	if d := policy.Decide(rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
+		return
+	}
+	services.ServeCall(st, h.services, hdr, deadline, opts)
+}

@@ -1,0 +1,241 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// Calls between zones: a device's call to PETNAME/DEVICE/SERVICE goes to
+// its own hub, which checks its zone's policy for the outgoing call and
+// forwards it over the friend's link; the friend's hub checks its policy
+// for the incoming call and delivers it as it would one of its own
+// devices' (with store-and-forward and wakeup); the serving device checks
+// its policy and the caller's signature. Hubs only relay: the signatures
+// (envelope.go) are the devices'.
+
+// ---- the caller's hub ----
+
+// forwardCall sends a call from one of this zone's devices (hdr's From*
+// set from its session) to the friend zone hdr.ToZone.
+func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
+	f := h.friendNamed(hdr.ToZone)
+	if f == nil {
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
+		return
+	}
+	if hdr.Envelope == nil {
+		session.RefuseCall(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
+		return
+	}
+	req := policy.Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
+	if d := policy.Decide(h.calls.Get(h.state, h.log).Rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
+		return
+	}
+	hdr.ToZone = f.ZoneID.Compact()
+	deadline := time.Now().Add(wire.CallTimeout(hdr))
+	st.SetDeadline(deadline)
+	l := h.liveLink(hdr.ToZone)
+	later := hdr.Kind == wire.CallMessage && hdr.TTLMs > 0
+	// Behind messages kept before (for any destination: the outbox
+	// keeps each destination's order and passes the others on).
+	if l == nil || later && h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
+		if later {
+			// Kept here until the link is back (behind any kept before).
+			h.queueForFriend(st, hdr, f)
+			return
+		}
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
+		return
+	}
+	if why := slot.toWait(linkCaller(hdr.ToZone), deadline, l.ctx.Done()); why != "" {
+		session.RefuseCall(st, wire.CallUnavailable, why)
+		return
+	}
+	defer l.use()()
+	ctx, cancel := context.WithDeadline(l.ctx, deadline)
+	defer cancel()
+	out, err := openCallStream(ctx, l.conn, hdr, deadline)
+	if err != nil {
+		if later {
+			h.queueForFriend(st, hdr, f)
+			return
+		}
+		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
+		return
+	}
+	l.calls.Add(1)
+	h.changes.Bump()
+	var in, back atomic.Uint64
+	splice(st, out, &in, &back, func() error { return nil })
+}
+
+// ---- the hoster's hub ----
+
+// handleLinkStream serves a stream a friend's hub opened on the link.
+func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
+	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
+	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
+	var hdr wire.StreamHeader
+	if err := fr.ReadFrame(&hdr); err != nil {
+		st.Reset()
+		return
+	}
+	switch hdr.Kind {
+	case wire.StreamCall:
+		h.receiveCall(l, st, fr)
+	case wire.StreamDiscover:
+		h.answerDiscover(l, st, fr)
+	default:
+		h.log.Info("unknown stream kind on a friend link", "friend", h.petname(l.zone), "kind", hdr.Kind)
+		st.Reset()
+	}
+}
+
+// receiveCall takes a call a friend zone's device made, over its link.
+// The link is one caller: its zone's calls in flight share its slots.
+func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
+	hdr, ok := readCallHeader(st, fr)
+	if !ok {
+		return
+	}
+	slot, why := h.callSlots.enterWait(linkCaller(l.zone), time.Now().Add(wire.CallTimeout(hdr)), l.ctx.Done())
+	if slot == nil {
+		session.RefuseCall(st, wire.CallUnavailable, why)
+		return
+	}
+	defer slot.release()
+	if st, ok = h.readCallBody(st, hdr, slot); !ok {
+		return
+	}
+	f := h.friend(l.zone)
+	switch {
+	case f == nil:
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
+		return
+	case hdr.FromZoneID != l.zone:
+		// A hub speaks for its own zone only: calls do not transit.
+		h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
+		session.RefuseCall(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
+		return
+	case hdr.Envelope == nil:
+		session.RefuseCall(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
+		return
+	case hdr.ToZone != "" && hdr.ToZone != h.zone.ID.Compact():
+		session.RefuseCall(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
+		return
+	}
+	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
+	req := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
+	if d := policy.Decide(h.calls.Get(h.state, h.log).Rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
+		return
+	}
+	l.calls.Add(1)
+	h.changes.Bump()
+	h.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice, slot)
+}
+
+// ---- discovery ----
+
+// Discovery limits, with why.
+const (
+	// maxDiscovered bounds the services one listing carries: below the
+	// CBOR decoder's array limit, so a full listing still decodes.
+	maxDiscovered = 1000
+)
+
+// handleDiscover answers a device's request for a friend zone's services
+// by asking that zone's hub.
+func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	var req wire.DiscoverRequest
+	if err := fr.ReadFrame(&req); err != nil {
+		st.Reset()
+		return
+	}
+	answer := func(r *wire.DiscoverResponse) { reply(st, r) }
+	if req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
+		answer(&wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad app name"})
+		return
+	}
+	f := h.friendNamed(req.Zone)
+	if f == nil {
+		answer(&wire.DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
+		return
+	}
+	l := h.liveLink(f.ZoneID.Compact())
+	if l == nil {
+		answer(&wire.DiscoverResponse{Status: wire.CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
+		return
+	}
+	defer l.use()()
+	ctx, cancel := context.WithTimeout(l.ctx, wire.StreamTimeout)
+	defer cancel()
+	var resp wire.DiscoverResponse
+	if err := session.Exchange(ctx, l.conn, wire.StreamDiscover, &wire.DiscoverRequest{FromDevice: s.device, FromApp: req.FromApp}, &resp, wire.MaxDiscoverFrame); err != nil {
+		answer(&wire.DiscoverResponse{Status: wire.CallUnavailable, Message: fmt.Sprintf("the hub of friend zone %q did not answer: %v", f.Petname, err)})
+		return
+	}
+	if len(resp.Services) > maxDiscovered {
+		resp.Services = resp.Services[:maxDiscovered]
+	}
+	answer(&resp)
+}
+
+// answerDiscover lists, for a friend's device, the services of this zone
+// that this zone's policy lets it call.
+func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
+	var req wire.DiscoverRequest
+	if err := fr.ReadFrame(&req); err != nil {
+		st.Reset()
+		return
+	}
+	f := h.friend(l.zone)
+	if f == nil {
+		reply(st, &wire.DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
+		return
+	}
+	if certs.ValidateName("device", req.FromDevice) != nil || req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
+		reply(st, &wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad device or app name"})
+		return
+	}
+	rules := h.calls.Get(h.state, h.log).Rules
+	var out []wire.DiscoveredService
+	for _, v := range services.ListServices(h.state) {
+		r := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
+		methods, ok := allowedMethods(rules, r, v.Methods)
+		if ok && len(out) < maxDiscovered {
+			out = append(out, wire.DiscoveredService{Device: v.Device, App: v.App, Service: v.Service, Description: v.Description, Methods: methods, TokenRequired: v.TokenRequired})
+		}
+	}
+	reply(st, &wire.DiscoverResponse{Services: out})
+}
+
+// allowedMethods decides whether r may use a service with methods: for a
+// service that lists its methods, the ones rules allow (some must be);
+// for one that lists none, a call without a method.
+func allowedMethods(rules []policy.Rule, r policy.Request, methods []string) ([]string, bool) {
+	if len(methods) == 0 {
+		return nil, policy.Decide(rules, r).Allow
+	}
+	var ok []string
+	for _, m := range methods {
+		r.Method = m
+		if policy.Decide(rules, r).Allow {
+			ok = append(ok, m)
+		}
+	}
+	return ok, len(ok) > 0
+}

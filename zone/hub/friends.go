@@ -1,0 +1,632 @@
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// Friends: zones this hub federates with. Making friends is the friend
+// invite exchange (ALPN pz-friend/1, docs/PROTOCOL.md "Friends"); being
+// friends is a record of the other zone's CA certificate, kept in pzh.db,
+// published to this zone's devices in the friends bucket, and a link
+// between the two hubs (links.go) over which calls cross (federation.go).
+
+// Friend limits, with why.
+const (
+	// maxFriendAddrs bounds the hub addresses a friend may announce, as a
+	// token may carry.
+	maxFriendAddrs = 8
+	// maxFriendAddrLen: a host name and port.
+	maxFriendAddrLen = 255
+	// maxPetnameTries bounds the search for a free default petname
+	// (zone, zone-2, zone-3, ...).
+	maxPetnameTries = 100
+)
+
+// errBadFriend marks friend requests refused for what they ask.
+var errBadFriend = errors.New("bad friend request")
+
+func (f *FriendRecord) entry() *wire.Friend {
+	return &wire.Friend{Petname: f.Petname, ID: f.ZoneID, CA: f.ca}
+}
+
+// ---- the hub's friend table ----
+
+// loadFriends reads the friend records at start and brings the friends
+// bucket in step with them.
+func (h *Hub) loadFriends() error {
+	recs, err := h.store.Friends()
+	if err != nil {
+		return fmt.Errorf("read friends: %w", err)
+	}
+	h.mu.Lock()
+	for _, f := range recs {
+		h.friends[f.ZoneID.Compact()] = f
+	}
+	h.mu.Unlock()
+	for _, f := range recs {
+		h.publishFriend(f)
+	}
+	// Records of friends no longer kept go.
+	var stale []zsync.Edit
+	h.state.List(zsync.BucketFriends, "", func(r zsync.Record) error {
+		h.mu.Lock()
+		_, ok := h.friends[r.Key]
+		h.mu.Unlock()
+		if !ok && !r.Deleted {
+			stale = append(stale, zsync.Edit{Bucket: zsync.BucketFriends, Key: r.Key, Delete: true})
+		}
+		return nil
+	})
+	if len(stale) > 0 {
+		if _, err := h.state.Apply(stale); err != nil {
+			h.log.Warn("withdraw old friend records", "err", err)
+		}
+	}
+	return nil
+}
+
+func (h *Hub) publishFriend(f *FriendRecord) {
+	v, err := json.Marshal(wire.FriendInfo{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, CA: f.CA, Since: f.Added})
+	if err != nil {
+		return
+	}
+	h.putState(zsync.BucketFriends, f.ZoneID.Compact(), v)
+}
+
+// friend returns the friend with that compact zone ID, or nil.
+func (h *Hub) friend(zone string) *FriendRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.friends[zone]
+}
+
+// friendNamed finds a friend by petname or zone ID.
+func (h *Hub) friendNamed(name string) *FriendRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range h.friends {
+		if f.Petname == name {
+			return f
+		}
+	}
+	if id, err := certs.ParseZoneID(name); err == nil {
+		return h.friends[id.Compact()]
+	}
+	return nil
+}
+
+// befriended records a new or renewed friendship in memory and in the
+// zone state, and starts keeping a link to the friend.
+func (h *Hub) befriended(f *FriendRecord) {
+	zone := f.ZoneID.Compact()
+	h.mu.Lock()
+	h.friends[zone] = f
+	h.mu.Unlock()
+	h.publishFriend(f)
+	h.startLink(zone)
+	h.changes.Bump()
+	h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
+}
+
+// looksLikeZoneID reports whether a name would be read as a zone ID
+// (certs.ParseZoneID takes it): as a petname it would shadow that zone in
+// addresses and policy rules.
+func looksLikeZoneID(name string) bool {
+	_, err := certs.ParseZoneID(name)
+	return err == nil
+}
+
+// ruleZones lists, for each zone name policy rules use (in WHO or
+// TARGET), the IDs of those rules: a new friend must not be handed a
+// name that rules about an earlier one still use.
+func (h *Hub) ruleZones() map[string][]string {
+	out := map[string][]string{}
+	for _, r := range h.calls.Get(h.state, h.log).Rules {
+		from, _, _ := strings.Cut(r.From, "/")
+		out[from] = append(out[from], r.ID)
+		if to := strings.Split(r.To, "/"); len(to) == 3 && to[0] != from {
+			out[to[0]] = append(out[to[0]], r.ID)
+		}
+	}
+	return out
+}
+
+// ruleZoneNames is the set of zone names rules use.
+func (h *Hub) ruleZoneNames() map[string]bool {
+	out := map[string]bool{}
+	for z := range h.ruleZones() {
+		out[z] = true
+	}
+	return out
+}
+
+// rulesNaming lists the IDs of the rules that name zone name.
+func (h *Hub) rulesNaming(name string) []string { return h.ruleZones()[name] }
+
+// checkPetname validates a petname for the friend of zone.
+func (h *Hub) checkPetname(name string, zone certs.ZoneID) error {
+	if err := certs.ValidateName("zone", name); err != nil {
+		return fmt.Errorf("%w: petname: %w", errBadFriend, err)
+	}
+	if name == h.zone.Name {
+		return fmt.Errorf("%w: %q is this zone's own name; choose another name for the friend", errBadFriend, name)
+	}
+	if looksLikeZoneID(name) {
+		return fmt.Errorf("%w: %q reads as a zone ID; choose a name that does not", errBadFriend, name)
+	}
+	if f := h.friendNamed(name); f != nil && f.ZoneID != zone {
+		return fmt.Errorf("%w: another friend is called %q already (zone %s)", errBadFriend, name, f.ZoneID)
+	}
+	return nil
+}
+
+// ---- friend invites ----
+
+func friendInviteView(inv *pairing.Invite, now time.Time) api.FriendInviteView {
+	v := inviteView(inv, now)
+	f := api.FriendInviteView{ID: v.ID, State: v.State, Created: v.Created, Expires: v.Expires}
+	if len(inv.Devices) > 0 {
+		f.Friend = inv.Devices[0]
+	}
+	return f
+}
+
+func (h *Hub) createFriendInvite(req api.FriendInviteRequest) (*api.FriendInviteView, error) {
+	ttl, err := parseDurationField("ttl", req.TTL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
+	}
+	if ttl == 0 {
+		ttl = pairing.DefaultFriendTTL
+	}
+	if ttl <= 0 || ttl > pairing.MaxFriendTTL {
+		return nil, fmt.Errorf("%w: friend invite ttl %v out of range: use more than 0 and at most %v", errBadFriend, ttl, pairing.MaxFriendTTL)
+	}
+	now := h.cfg.Now()
+	// A friend invite is a one-use invite with no device; its certificate
+	// lifetime is unused.
+	inv, secret, err := pairing.NewInvite(pairing.Template{Device: "friend", TTL: ttl, Uses: 1}, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.store.AddFriendInvite(inv); err != nil {
+		return nil, err
+	}
+	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
+	h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
+	v := friendInviteView(inv, now)
+	v.Token = tok.FriendString()
+	return &v, nil
+}
+
+// hubChainTLS is the server side of pz-friend/1 and pz-link/1: the other
+// hub presents its certificate chain [hub leaf, zone CA], checked here
+// for consistency only. Whether that zone is a friend (links) or may
+// become one (the invite proof) is decided after the handshake, where
+// the refusal can say why.
+func (h *Hub) hubChainTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNFriend, transport.ALPNLink},
+		GetCertificate: getCert,
+		ClientAuth:     tls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, _, err := certs.VerifyHubChain(raw, h.cfg.Now())
+			return err
+		},
+	}
+}
+
+// hubClientCert presents this hub's chain to another hub.
+func (h *Hub) hubClientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return h.cert.Load(), nil
+}
+
+// serveFriendInvite is the inviting side of pz-friend/1.
+func (h *Hub) serveFriendInvite(ctx context.Context, conn transport.Conn) {
+	serveOneShot(ctx, conn, func(st transport.Stream) any {
+		ip := remoteIP(conn.RemoteAddr())
+		var req pairing.FriendRequest
+		if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&req); err != nil {
+			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+				return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
+			}
+			h.limiter.Fail(ip, h.cfg.Now())
+			return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed friend request"}}
+		}
+		cs := conn.ConnectionState()
+		if wait, limited := h.overLimit(ip, req.InviteID, bucketFriendInvites, func(id string, verifier []byte) bool {
+			return pairing.CheckFriendProof(cs, id, verifier, req.Proof)
+		}); limited {
+			return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
+		}
+		return h.redeemFriend(conn, &req, ip)
+	})
+}
+
+func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip netip.Addr) *pairing.FriendResponse {
+	now := h.cfg.Now()
+	id, idErr := pairing.NormalizeInviteID(req.InviteID)
+	fail := func(code, msg string) *pairing.FriendResponse {
+		h.limiter.Fail(ip, now)
+		h.log.Info("friend request refused", "remote", conn.RemoteAddr().String(), "invite", id, "code", code)
+		return &pairing.FriendResponse{Error: &pairing.Error{Code: code, Message: msg}}
+	}
+	if req.Version != pairing.FriendProtocolVersion {
+		return fail(pairing.CodeVersion, fmt.Sprintf("friend protocol version %d is not supported by this hub (it speaks %d): use matching pzh versions", req.Version, pairing.FriendProtocolVersion))
+	}
+	if idErr != nil {
+		return fail(pairing.CodeInvalid, "friend invite not recognised: the token is wrong or for another hub")
+	}
+	cs := conn.ConnectionState()
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	ca, zone, err := certs.VerifyHubChain(raw, now)
+	if err != nil {
+		return fail(pairing.CodeBadRequest, err.Error())
+	}
+	if zone == h.zone.ID {
+		return fail(pairing.CodeBadRequest, "this is the zone's own friend token: give it to the other hub's owner")
+	}
+	if err := certs.ValidateName("zone", req.Zone); err != nil {
+		return fail(pairing.CodeBadRequest, "bad zone name: "+err.Error())
+	}
+	if len(req.HubAddrs) == 0 || len(req.HubAddrs) > maxFriendAddrs {
+		return fail(pairing.CodeBadRequest, fmt.Sprintf("name 1 to %d hub addresses", maxFriendAddrs))
+	}
+	for _, a := range req.HubAddrs {
+		if len(a) == 0 || len(a) > maxFriendAddrLen {
+			return fail(pairing.CodeBadRequest, "bad hub address")
+		}
+	}
+	h.friendMu.Lock()
+	defer h.friendMu.Unlock()
+	prev := h.friend(zone.Compact())
+	inRules := h.ruleZoneNames() // read before the store's transaction
+	rec, err := h.store.RedeemFriend(id, func(inv *pairing.Invite, taken func(string, certs.ZoneID) bool) (*FriendRecord, error) {
+		if !pairing.CheckFriendProof(cs, id, inv.Verifier, req.Proof) {
+			return nil, errBadProof
+		}
+		if err := inv.Usable(now); err != nil {
+			return nil, err
+		}
+		f := &FriendRecord{Zone: req.Zone, ZoneID: zone, CA: ca.Raw, HubAddrs: req.HubAddrs, Added: now.UTC(), Invited: true, ca: ca}
+		if prev != nil {
+			// Friends again (the other side forgot this one): keep the name.
+			f.Petname = prev.Petname
+			return f, nil
+		}
+		name := req.Zone
+		if looksLikeZoneID(name) {
+			name = "friend" // a name that reads as an ID would shadow that zone
+		}
+		for i := 2; name == h.zone.Name || taken(name, zone) || inRules[name]; i++ {
+			if i > maxPetnameTries {
+				return nil, fmt.Errorf("no free petname for zone %q", req.Zone)
+			}
+			name = fmt.Sprintf("%s-%d", req.Zone, i)
+			if len(name) > 63 || looksLikeZoneID(req.Zone) {
+				name = fmt.Sprintf("friend-%d", i)
+			}
+		}
+		f.Petname = name
+		return f, nil
+	})
+	if code, msg, ok := inviteRefusal(err, "friend invite", "ask for a new one (pzh friend invite)"); ok {
+		if errors.Is(err, errBadProof) {
+			h.limiter.FailInvite(ip, id, now) // a wrong proof counts against the invite too
+		}
+		return fail(code, msg)
+	}
+	if err != nil {
+		h.log.Error("friend request failed", "remote", conn.RemoteAddr().String(), "err", err)
+		return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete the friendship; try again"}}
+	}
+	h.befriended(rec)
+	return &pairing.FriendResponse{Zone: h.zone.Name, HubAddrs: h.zone.PublicAddrs}
+}
+
+// serveOneShot serves a connection that carries one request stream: the
+// answer answer returns is written back, and the other side given a
+// moment to read it and hang up.
+func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transport.Stream) any) {
+	defer conn.CloseWithError(0, "done")
+	ctx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
+	defer cancel()
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		return
+	}
+	defer st.Reset()
+	deadline, _ := ctx.Deadline()
+	st.SetDeadline(deadline)
+	if err := transport.WriteFrame(st, answer(st)); err != nil {
+		return
+	}
+	st.Close()
+	select {
+	case <-conn.Done():
+	case <-time.After(wire.CloseLinger):
+	}
+}
+
+// acceptFriend redeems another hub's friend token.
+func (h *Hub) acceptFriend(ctx context.Context, req api.FriendAcceptRequest) (*api.FriendView, error) {
+	tok, err := pairing.ParseFriendToken(req.Token)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
+	}
+	if tok.Zone == h.zone.ID {
+		return nil, fmt.Errorf("%w: this token is this zone's own (pzh friend invite made it here); give it to the other hub's owner", errBadFriend)
+	}
+	if f := h.friend(tok.Zone.Compact()); f != nil {
+		return nil, fmt.Errorf("%w: zone %s is a friend already, as %q", ErrAlreadyDone, tok.Zone, f.Petname)
+	}
+	if err := h.checkPetname(req.As, tok.Zone); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, addr := range tok.Addrs {
+		rec, err := h.friendAt(ctx, addr, tok, req.As)
+		if err == nil {
+			h.friendMu.Lock()
+			defer h.friendMu.Unlock()
+			if err := h.store.AddFriend(rec); err != nil {
+				if errors.Is(err, ErrAlreadyDone) || errors.Is(err, errBadFriend) {
+					return nil, err
+				}
+				// The other hub has recorded the friendship and spent its
+				// token; a new one makes friends again on both sides.
+				return nil, fmt.Errorf("record the friendship: %w; the friend's hub has recorded it and its token is used: once this is fixed, ask for a new friend token", err)
+			}
+			h.befriended(rec)
+			v := h.friendView(rec)
+			v.Rules = h.rulesNaming(rec.Petname)
+			return &v, nil
+		}
+		var perr *pairing.Error
+		if errors.As(err, &perr) || errors.Is(err, pairing.ErrZoneMismatch) || ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return nil, fmt.Errorf("no address of the friend's hub answered (is its pzh serve running, and its port open for UDP or TCP?): %w", errors.Join(errs...))
+}
+
+// friendAt runs the redeeming side of pz-friend/1 against one address.
+func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, petname string) (*FriendRecord, error) {
+	conf := pairing.PinnedHubTLS(tok.Zone, transport.ALPNFriend, nil)
+	conf.GetClientCertificate = h.hubClientCert
+	conn, err := transport.Dial(ctx, addr, transport.ModeAuto, transport.Config{TLS: conf, Logger: h.log})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.CloseWithError(0, "done")
+	// The CA the pinning check accepted, from this connection's own
+	// handshake (with auto, two handshakes may have run).
+	ca := conn.ConnectionState().PeerCertificates[1]
+	ctx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
+	defer cancel()
+	st, err := conn.OpenStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open friend stream: %w", err)
+	}
+	defer st.Reset()
+	deadline, _ := ctx.Deadline()
+	st.SetDeadline(deadline)
+	v := pairing.Verifier(tok.Secret)
+	proof, err := pairing.FriendProof(conn.ConnectionState(), tok.InviteID, v[:])
+	if err != nil {
+		return nil, err
+	}
+	req := &pairing.FriendRequest{Version: pairing.FriendProtocolVersion, InviteID: tok.InviteID, Proof: proof, Zone: h.zone.Name, HubAddrs: h.zone.PublicAddrs}
+	if err := transport.WriteFrame(st, req); err != nil {
+		return nil, fmt.Errorf("send friend request: %w", err)
+	}
+	var resp pairing.FriendResponse
+	if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&resp); err != nil {
+		return nil, fmt.Errorf("read friend response: %w", err)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	if err := certs.ValidateName("zone", resp.Zone); err != nil {
+		return nil, fmt.Errorf("the friend's hub sent a bad zone name: %w", err)
+	}
+	addrs := resp.HubAddrs
+	if len(addrs) == 0 || len(addrs) > maxFriendAddrs {
+		addrs = tok.Addrs
+	}
+	return &FriendRecord{Petname: petname, Zone: resp.Zone, ZoneID: tok.Zone, CA: ca.Raw, HubAddrs: addrs, Added: h.cfg.Now().UTC(), ca: ca}, nil
+}
+
+// ---- removing and renaming ----
+
+// removeFriend forgets a friend, withdraws it from the devices and ends
+// the link, telling the other hub when it is linked.
+func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*api.RemoveFriendResult, error) {
+	h.friendMu.Lock()
+	defer h.friendMu.Unlock()
+	f := h.friendNamed(name)
+	if f == nil {
+		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, name)
+	}
+	zone := f.ZoneID.Compact()
+	if err := h.store.RemoveFriend(f.ZoneID); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	delete(h.friends, zone)
+	h.mu.Unlock()
+	if _, err := h.state.Delete(zsync.BucketFriends, zone); err != nil {
+		h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
+	}
+	told := h.stopLink(zone, reason, why)
+	dropped := h.mail.Stat(outboxKey(zone)).n + h.purgeFrom(zone)
+	h.dropOutbox(zone)
+	h.changes.Bump()
+	rules := h.rulesNaming(f.Petname)
+	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
+	return &api.RemoveFriendResult{Petname: f.Petname, Told: told, Dropped: dropped, Rules: rules}, nil
+}
+
+func (h *Hub) renameFriend(from, to string) (*api.FriendView, error) {
+	h.friendMu.Lock()
+	defer h.friendMu.Unlock()
+	f := h.friendNamed(from)
+	if f == nil {
+		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, from)
+	}
+	if err := h.checkPetname(to, f.ZoneID); err != nil {
+		return nil, err
+	}
+	rec, err := h.store.RenameFriend(f.Petname, to)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.friends[rec.ZoneID.Compact()] = rec
+	h.mu.Unlock()
+	h.publishFriend(rec)
+	h.changes.Bump()
+	v := h.friendView(rec)
+	v.Rules, v.RulesOld = h.rulesNaming(rec.Petname), h.rulesNaming(f.Petname)
+	return &v, nil
+}
+
+// ---- views and API ----
+
+func (h *Hub) friendView(f *FriendRecord) api.FriendView {
+	v := api.FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, Invited: f.Invited, State: "offline",
+		Queue: h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
+	h.linkView(f.ZoneID.Compact(), &v)
+	return v
+}
+
+func (h *Hub) friendsView(ver uint64) api.FriendsView {
+	h.mu.Lock()
+	recs := make([]*FriendRecord, 0, len(h.friends))
+	for _, f := range h.friends {
+		recs = append(recs, f)
+	}
+	h.mu.Unlock()
+	out := api.FriendsView{Version: ver, Friends: []api.FriendView{}}
+	for _, f := range recs {
+		out.Friends = append(out.Friends, h.friendView(f))
+	}
+	sort.Slice(out.Friends, func(i, j int) bool { return out.Friends[i].Petname < out.Friends[j].Petname })
+	return out
+}
+
+func (h *Hub) friendRoutes(mux *http.ServeMux) {
+	friendErr := func(w http.ResponseWriter, err error) {
+		status := localapi.ErrStatus(err, []error{ErrNoFriend}, []error{ErrAlreadyDone})
+		var perr *pairing.Error
+		switch {
+		case errors.Is(err, errBadFriend):
+			status = http.StatusBadRequest
+		case errors.As(err, &perr):
+			status = http.StatusBadGateway // the friend's hub refused
+		}
+		localapi.WriteErr(w, status, err)
+	}
+	mux.HandleFunc("GET /v1/friends", func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, h.friendsView(localapi.LongPoll(r, &h.changes)))
+	})
+	mux.HandleFunc("POST /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
+		var req api.FriendInviteRequest
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
+			return
+		}
+		v, err := h.createFriendInvite(req)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("GET /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
+		now := h.cfg.Now()
+		invs, err := h.store.FriendInvites(now)
+		if err != nil {
+			localapi.WriteErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		out := []api.FriendInviteView{}
+		for _, inv := range invs {
+			out = append(out, friendInviteView(inv, now))
+		}
+		localapi.WriteJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("DELETE /v1/friends/invites/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := pairing.NormalizeInviteID(r.PathValue("id"))
+		if err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
+			return
+		}
+		inv, err := h.store.CancelFriendInvite(id)
+		if err != nil {
+			localapi.WriteErr(w, localapi.ErrStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
+			return
+		}
+		h.log.Info("friend invite cancelled", "invite", id)
+		localapi.WriteJSON(w, http.StatusOK, friendInviteView(inv, h.cfg.Now()))
+	})
+	mux.HandleFunc("POST /v1/friends", func(w http.ResponseWriter, r *http.Request) {
+		var req api.FriendAcceptRequest
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*wire.StreamTimeout)
+		defer cancel()
+		v, err := h.acceptFriend(ctx, req)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("DELETE /v1/friends/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := h.removeFriend(r.PathValue("name"), "removed by the hub operator", wire.ReasonUnfriended)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /v1/friends/{name}/rename", func(w http.ResponseWriter, r *http.Request) {
+		var req api.RenameFriendRequest
+		if err := localapi.ReadJSON(r, &req); err != nil {
+			localapi.WriteErr(w, http.StatusBadRequest, err)
+			return
+		}
+		v, err := h.renameFriend(r.PathValue("name"), req.To)
+		if err != nil {
+			friendErr(w, err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusOK, v)
+	})
+}

@@ -1,0 +1,676 @@
+package hub
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pzone/pzone/zone/policy"
+	"github.com/pzone/pzone/zone/services"
+	"github.com/pzone/pzone/zone/session"
+	"github.com/pzone/pzone/zone/stores"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/wakeup"
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/envelope"
+	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// Hub defaults, with why.
+const (
+	// DefaultRenewGrace is how long after expiry a device that is not
+	// revoked may still connect to renew: a laptop left in a drawer for a
+	// month must not be locked out of its own zone.
+	DefaultRenewGrace = 180 * 24 * time.Hour
+	// hubCertLifetime: the hub signs its own certificate and renews it at
+	// 2/3, like devices.
+	hubCertLifetime = 90 * 24 * time.Hour
+	// hubCertCheck is how often the hub checks whether its own certificate
+	// is due for renewal.
+	hubCertCheck = time.Hour
+	// tlsAnyExpiry lets the TLS layer accept expired-but-genuine device
+	// certificates, so that admission (which can tell the device why) decides.
+	tlsAnyExpiry = 100 * 365 * 24 * time.Hour
+)
+
+// Config configures Run.
+type Config struct {
+	DataDir string
+	// Listen is host:port for both UDP (QUIC) and TCP. Empty: all
+	// interfaces, on the port of the zone's first public address.
+	Listen string
+	// Transports to serve; empty means both.
+	Transports []transport.Kind
+	// Heartbeat is the ping interval devices are told to use.
+	Heartbeat time.Duration
+	// RenewGrace is how long past expiry a device may still renew.
+	RenewGrace time.Duration
+	Logger     *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Ready, if set, is called once the hub listens, with its address.
+	Ready func(net.Addr)
+	// PairBurst and PairRefill tune the per-address limit on failed
+	// pairing attempts; zero means pairing.DefaultLimitBurst/Refill.
+	PairBurst  int
+	PairRefill time.Duration
+	// TombstoneRetention is how long a deletion is kept for devices that
+	// have not seen it; zero means sync.DefaultTombstoneRetention.
+	TombstoneRetention time.Duration
+	// ResetZoneState starts the zone state (sync.db) over: the old file,
+	// if any, is moved aside, and devices drop their copies for the new
+	// one (pzh serve --reset-zone-state). Without it a hub whose zone
+	// state is missing, damaged or another's refuses to start.
+	ResetZoneState bool
+	// ResetMailbox likewise starts mailbox.db over (queued messages lost).
+	ResetMailbox bool
+	// DeviceQuota and ZoneQuota bound the zone state's live bytes one
+	// device may own and the whole zone may hold; zero means
+	// sync.DefaultDeviceQuota and sync.DefaultZoneQuota.
+	DeviceQuota int64
+	ZoneQuota   int64
+	// QueueLimit and QueueBytes bound the messages kept for one device;
+	// zero means DefaultQueueLimit and DefaultQueueBytes.
+	QueueLimit int
+	QueueBytes int64
+	// WakeRate caps the wake pings one device receives per minute; zero
+	// means DefaultWakeRate.
+	WakeRate int
+	// CallsPerCaller bounds the calls one device, or one friend zone's
+	// link, has in flight through the hub; CallsPerTarget those in flight
+	// to one device (or the hub's services, or a friend zone), of which
+	// one caller may hold a quarter. Zero means DefaultCallsPerCaller and
+	// DefaultCallsPerTarget.
+	CallsPerCaller int
+	CallsPerTarget int
+	// CallBodyWait is how long the hub waits for a call's request body
+	// after its header, beyond the time the body's size allows at a slow
+	// rate; zero means DefaultCallBodyWait.
+	CallBodyWait time.Duration
+	// CallSlotWait is how long a call over a caller's or a target's bound
+	// of calls in flight waits for a slot before it is refused; zero
+	// means 2 s (slotWait).
+	CallSlotWait time.Duration
+	// Wakers add or replace ways of waking devices, by method (UDP is
+	// built in).
+	Wakers []wakeup.Waker
+	// FriendCallHook, if set, sees each call from a friend zone before the
+	// hub relays it, and takes it over by returning true. For tests that
+	// need a misbehaving hub (FriendCall); pzh never sets it.
+	FriendCallHook func(*FriendCall) bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Heartbeat == 0 {
+		c.Heartbeat = wire.DefaultHeartbeat
+	}
+	if c.RenewGrace == 0 {
+		c.RenewGrace = DefaultRenewGrace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if len(c.Transports) == 0 {
+		c.Transports = []transport.Kind{transport.KindQUIC, transport.KindTCP}
+	}
+	if c.PairBurst == 0 {
+		c.PairBurst = pairing.DefaultLimitBurst
+	}
+	if c.PairRefill == 0 {
+		c.PairRefill = pairing.DefaultLimitRefill
+	}
+	if c.QueueLimit == 0 {
+		c.QueueLimit = DefaultQueueLimit
+	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
+	if c.WakeRate == 0 {
+		c.WakeRate = DefaultWakeRate
+	}
+	if c.CallsPerCaller == 0 {
+		c.CallsPerCaller = DefaultCallsPerCaller
+	}
+	if c.CallsPerTarget == 0 {
+		c.CallsPerTarget = wire.DefaultCallsPerTarget
+	}
+	if c.CallSlotWait == 0 {
+		c.CallSlotWait = slotWait
+	}
+	if c.CallBodyWait == 0 {
+		c.CallBodyWait = wire.DefaultCallBodyWait
+	}
+	if c.DeviceQuota == 0 {
+		c.DeviceQuota = zsync.DefaultDeviceQuota
+	}
+	if c.ZoneQuota == 0 {
+		c.ZoneQuota = zsync.DefaultZoneQuota
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("no data directory given")
+	}
+	if c.Heartbeat < wire.MinHeartbeat || c.Heartbeat > wire.MaxHeartbeat {
+		return fmt.Errorf("heartbeat %v out of range: use %v to %v", c.Heartbeat, wire.MinHeartbeat, wire.MaxHeartbeat)
+	}
+	if c.PairBurst < 1 || c.PairRefill < 0 {
+		return fmt.Errorf("pairing limit: burst must be at least 1 and refill not negative")
+	}
+	if c.RenewGrace < 0 {
+		return fmt.Errorf("renewal grace period %v is negative", c.RenewGrace)
+	}
+	if c.QueueLimit < 0 || c.QueueBytes < 0 {
+		return fmt.Errorf("queue limits must not be negative")
+	}
+	if c.WakeRate < 0 {
+		return fmt.Errorf("wake rate %d is negative", c.WakeRate)
+	}
+	if c.CallsPerCaller < 0 || c.CallsPerTarget < 0 {
+		return fmt.Errorf("call limits must not be negative")
+	}
+	if c.CallsPerTarget > transport.DefaultMaxIncomingStreams {
+		return fmt.Errorf("calls per target %d: at most %d, the streams a device accepts", c.CallsPerTarget, transport.DefaultMaxIncomingStreams)
+	}
+	if c.CallSlotWait < 0 {
+		return fmt.Errorf("call slot wait %v is negative", c.CallSlotWait)
+	}
+	if c.CallBodyWait < 0 {
+		return fmt.Errorf("call body wait %v is negative", c.CallBodyWait)
+	}
+	if c.TombstoneRetention < 0 {
+		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
+	}
+	if c.DeviceQuota < 0 || c.ZoneQuota < 0 {
+		return fmt.Errorf("zone state quotas must not be negative")
+	}
+	if c.DeviceQuota > c.ZoneQuota && c.ZoneQuota != 0 {
+		return fmt.Errorf("device quota %s is over the zone quota %s: raise the zone quota too", zsync.FormatSize(c.DeviceQuota), zsync.FormatSize(c.ZoneQuota))
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("listen address %q: %v (want HOST:PORT, e.g. 0.0.0.0:7443)", c.Listen, err)
+		}
+	}
+	return nil
+}
+
+// Hub is a running zone hub.
+type Hub struct {
+	cfg   Config
+	log   *slog.Logger
+	store *hubStore
+	state *zsync.Store // the replicated zone state
+	// bindings are the applications' uses of services the hub relays.
+	bindings *bindingTable
+	tokenMu  sync.Mutex // token usage records: read, add, write
+	// services are the ones applications on the hub's host serve.
+	services *services.Host
+	calls    policy.ViewCache // policy and token rules, for calls
+	zone     *ZoneInfo
+	ca       *certs.CA
+	cert     atomic.Pointer[tls.Certificate]
+	limiter  *pairing.Limiter
+	changes  localapi.Notifier
+	started  time.Time
+	addr     net.Addr
+
+	mu       sync.Mutex
+	sessions map[string]*hubSession // live sessions by device
+	devices  map[string]*DeviceRecord
+	revoked  map[string]bool // serials
+	closing  bool
+	// lastSeen holds where devices were last connected from until the
+	// next flush: it is not worth an fsync per session end.
+	lastSeen map[string]seenRecord
+
+	conns sync.WaitGroup // connection and stream handlers
+
+	// Sleeping devices (wake.go): the mailbox of messages kept for later,
+	// how to wake each device, and the couriers delivering queues.
+	mail        *mailbox
+	wakers      map[string]wakeup.Waker
+	wakeMu      sync.Mutex
+	wakes       map[string]*hubWake
+	deliveries  map[string]chan bool // DEVICE/ID → first delivery attempt's outcome
+	couriers    sync.WaitGroup
+	wakeStopped bool
+	stopping    chan struct{} // closed when shutdown begins: held calls give up
+
+	// friendMu serialises changes of friendships (store, table, zone
+	// state), so a removal cannot be undone by a rename racing it.
+	friendMu sync.Mutex
+	// Friends (friends.go, links.go), under mu: by compact zone ID, their
+	// records, live links, the diallers keeping links and why a link is
+	// down. linkCtx is the run's context, set once serving.
+	friends    map[string]*FriendRecord
+	links      map[string]*hubLink
+	linkStops  map[string]context.CancelFunc
+	linkStates map[string]*linkState
+	linkCtx    context.Context
+	outboxes   map[string]*outbox // messages kept for friends (outbox.go)
+	// envelopes checks calls from friend zones to services on the hub.
+	envelopes *envelope.Checker
+	// callSlots bounds the calls in flight per caller and per target.
+	callSlots *callSlots
+}
+
+// Run runs a hub until ctx ends, then closes every session with reason
+// "shutdown" and the store.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	store, err := openHubStore(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	h, err := newHub(cfg, store)
+	if err != nil {
+		return err
+	}
+	if h.state, err = openHubState(&cfg, store, h.ca); err != nil {
+		return err
+	}
+	h.bindings.onEnd = h.tokenBindingEnded
+	defer h.state.Close()
+	if h.mail, err = openHubMailbox(&cfg, store); err != nil {
+		return err
+	}
+	defer h.mail.Close()
+	if err := stores.KeepEnvelopes(h.envelopes, h.mail.db, cfg.Now); err != nil {
+		return fmt.Errorf("read the envelopes the hub accepted: %w", err)
+	}
+	if err := h.renewHubCertIfDue(); err != nil {
+		return err
+	}
+	h.reconcileState()
+	if err := h.loadFriends(); err != nil {
+		return err
+	}
+
+	listen := cfg.Listen
+	if listen == "" {
+		_, port, _ := net.SplitHostPort(h.zone.PublicAddrs[0])
+		listen = net.JoinHostPort("", port)
+	}
+	ln, err := transport.ListenBoth(listen, h.transportConfig(), cfg.Transports...)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	h.addr = ln.Addr()
+	wakers, closeWakers, err := newWakers(ln, cfg.Wakers)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeWakers()
+	h.wakers = wakers
+	defer h.stopWakes() // also on the error paths below: no timer outlives the hub
+	if err := h.loadWakes(); err != nil {
+		ln.Close()
+		return fmt.Errorf("read wake registrations: %w", err)
+	}
+	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.HubSocketName))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer os.Remove(api.SocketPath(cfg.DataDir, api.HubSocketName))
+
+	h.log.Info("hub serving", "zone", h.zone.Name, "zone_id", h.zone.ID, "listen", ln.Addr().String(), "transports", cfg.Transports)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	h.mu.Lock()
+	h.linkCtx = gctx
+	zones := make([]string, 0, len(h.friends))
+	for z := range h.friends {
+		zones = append(zones, z)
+	}
+	h.mu.Unlock()
+	for _, z := range zones {
+		h.startLink(z)
+	}
+	g.Go(func() error { return h.acceptLoop(gctx, ln) })
+	g.Go(func() error { return localapi.Serve(gctx, sock, h.apiHandler()) })
+	g.Go(func() error { return h.hubCertLoop(gctx) })
+	g.Go(func() error { return h.seenLoop(gctx) })
+	g.Go(func() error { return h.compactLoop(gctx) })
+	g.Go(func() error { return h.expireLoop(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		// Sessions first, so devices hear "shutdown" before the listener
+		// (which owns the QUIC socket) goes away.
+		h.shutdown()
+		h.stopWakes()
+		ln.Close()
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
+		err = nil
+	}
+	h.log.Info("hub stopped")
+	return err
+}
+
+func newHub(cfg Config, store *hubStore) (*Hub, error) {
+	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
+		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
+		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
+		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
+		envelopes: envelope.NewChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
+	var err error
+	if h.zone, err = store.Zone(); err != nil {
+		return nil, err
+	}
+	if h.ca, err = store.CA(); err != nil {
+		return nil, err
+	}
+	cert, key, err := store.HubCert()
+	if err != nil {
+		return nil, err
+	}
+	h.setHubCert(cert, key)
+	devs, err := store.Devices()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		h.devices[d.Name] = d
+	}
+	if h.revoked, err = store.RevokedSerials(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Hub) setHubCert(cert *x509.Certificate, key ed25519.PrivateKey) {
+	h.cert.Store(&tls.Certificate{Certificate: [][]byte{cert.Raw, h.ca.Cert.Raw}, PrivateKey: key, Leaf: cert})
+}
+
+// renewHubCertIfDue re-issues the hub's own certificate at 2/3 of its
+// lifetime (the hub holds the CA key, so no request is needed).
+func (h *Hub) renewHubCertIfDue() error {
+	cur := h.cert.Load().Leaf
+	if h.cfg.Now().Before(session.RenewAt(cur)) {
+		return nil
+	}
+	key, err := certs.NewKey()
+	if err != nil {
+		return err
+	}
+	cert, err := h.ca.Sign(key.Public(), certs.HubDevice, h.cfg.Now(), hubCertLifetime)
+	if err != nil {
+		return fmt.Errorf("renew hub certificate: %w", err)
+	}
+	if err := h.store.SaveHubCert(cert, key); err != nil {
+		return fmt.Errorf("save renewed hub certificate: %w", err)
+	}
+	h.setHubCert(cert, key)
+	h.putCert(wire.CertKeyHub, cert.Raw)
+	h.log.Info("hub certificate renewed", "expires", cert.NotAfter)
+	return nil
+}
+
+func (h *Hub) hubCertLoop(ctx context.Context) error {
+	return every(ctx, hubCertCheck, func() {
+		if err := h.renewHubCertIfDue(); err != nil {
+			h.log.Error("hub certificate renewal failed; will retry", "err", err)
+		}
+	})
+}
+
+// every runs fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) error {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// resetKey derives the QUIC stateless reset key from the CA key, so it is
+// the same after a restart (that is the point) and secret like the CA key
+// (forging resets would let an attacker cut sessions).
+func (h *Hub) resetKey() *[32]byte {
+	m := hmac.New(sha256.New, h.ca.Key.Seed())
+	m.Write([]byte("pzone quic stateless reset v1"))
+	var k [32]byte
+	copy(k[:], m.Sum(nil))
+	return &k
+}
+
+// transportConfig routes by ALPN: sessions need a zone certificate,
+// pairing needs none (the device pins the hub instead).
+func (h *Hub) transportConfig() transport.Config {
+	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.cert.Load(), nil }
+	session := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNSession},
+		GetCertificate: getCert,
+		ClientAuth:     tls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := certs.Verify(h.ca.Cert, raw, h.cfg.Now(), tlsAnyExpiry)
+			return err
+		},
+	}
+	pair := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNPairing},
+		GetCertificate: getCert,
+		ClientAuth:     tls.NoClientCert,
+	}
+	hubs := h.hubChainTLS(getCert)
+	base := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNFriend, transport.ALPNLink},
+		GetCertificate: getCert,
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			switch {
+			case slices.Contains(hello.SupportedProtos, transport.ALPNSession):
+				return session, nil
+			case slices.Contains(hello.SupportedProtos, transport.ALPNPairing):
+				return pair, nil
+			case slices.Contains(hello.SupportedProtos, transport.ALPNFriend), slices.Contains(hello.SupportedProtos, transport.ALPNLink):
+				return hubs, nil
+			}
+			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
+		},
+	}
+	return transport.Config{TLS: base, Logger: h.log, IdleTimeout: wire.TransportIdle, StatelessResetKey: h.resetKey()}
+}
+
+func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		h.mu.Lock()
+		closing := h.closing
+		if !closing {
+			h.conns.Add(1)
+		}
+		h.mu.Unlock()
+		if closing {
+			conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String())
+			continue
+		}
+		go func() {
+			defer h.conns.Done()
+			h.handleConn(ctx, conn)
+		}()
+	}
+}
+
+func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug in one connection's handling must not take down every
+			// other device's session.
+			h.log.Error("connection handler panicked", "remote", conn.RemoteAddr().String(), "panic", r)
+			conn.CloseWithError(uint64(wire.ReasonProtocol), "internal error")
+		}
+	}()
+	switch alpn := conn.ConnectionState().NegotiatedProtocol; alpn {
+	case transport.ALPNPairing:
+		h.servePairing(ctx, conn)
+	case transport.ALPNSession:
+		h.serveSession(ctx, conn)
+	case transport.ALPNFriend:
+		h.serveFriendInvite(ctx, conn)
+	case transport.ALPNLink:
+		h.serveLink(ctx, conn)
+	default:
+		conn.CloseWithError(uint64(wire.ReasonProtocol), "no protocol negotiated")
+	}
+}
+
+// shutdown closes every session with reason "shutdown", in parallel, and
+// waits for all connection handlers.
+func (h *Hub) shutdown() {
+	h.mu.Lock()
+	if !h.closing {
+		close(h.stopping)
+	}
+	h.closing = true
+	live := make([]*hubSession, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		live = append(live, s)
+	}
+	h.mu.Unlock()
+	// Devices spread their reconnects over a window sized to how fast this
+	// hub can take them back, instead of all arriving at once.
+	window := uint64(retryWindow(len(live)) / time.Millisecond)
+	var wg sync.WaitGroup
+	for _, s := range live {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.finish(wire.ReasonShutdown, &wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: window})
+		}()
+	}
+	wg.Wait()
+	h.stopOutboxes()
+	h.shutdownLinks()
+	h.conns.Wait()
+	h.flushSeen()
+}
+
+// ---- views for the admin API ----
+
+func (h *Hub) devicesView(ver uint64) api.DevicesView {
+	h.mu.Lock()
+	out := api.DevicesView{Version: ver, Devices: []api.DeviceView{}}
+	defer func() {
+		for i := range out.Devices {
+			v := &out.Devices[i]
+			if v.State == "revoked" {
+				continue
+			}
+			q := h.mail.Stat(v.Name)
+			v.Queue, v.QueueBytes = q.n, q.bytes
+			v.Wake = h.wakeView(v.Name)
+			if v.State == "offline" && v.Wake != nil && v.Wake.Asleep != nil {
+				v.State = "asleep"
+			}
+		}
+	}()
+	defer h.mu.Unlock()
+	for _, d := range h.devices {
+		v := api.DeviceView{Name: d.Name, State: "offline", CertExpires: d.CertExpires, Paired: d.Paired}
+		if !d.LastSeen.IsZero() {
+			t := d.LastSeen
+			v.LastSeen = &t
+		}
+		if d.Revoked {
+			v.State = "revoked"
+			t := d.RevokedAt
+			v.RevokedAt, v.RevokeReason = &t, d.RevokeReason
+		} else if s := h.sessions[d.Name]; s != nil {
+			v.State = "online"
+			v.Transport = string(s.conn.Kind())
+			v.RemoteAddr = s.conn.RemoteAddr().String()
+			since := s.since
+			la := time.Unix(0, s.lastActive.Load())
+			v.Since, v.LastActivity = &since, &la
+			if us := s.rttUs.Load(); us > 0 {
+				ms := float64(us) / 1000
+				v.RTTMs = &ms
+			}
+		}
+		out.Devices = append(out.Devices, v)
+	}
+	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].Name < out.Devices[j].Name })
+	return out
+}
+
+func (h *Hub) status(ver uint64) api.HubStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
+		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
+		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage()}
+	for _, k := range h.cfg.Transports {
+		st.Transports = append(st.Transports, string(k))
+	}
+	for _, d := range h.devices {
+		if !d.Revoked {
+			st.Devices++
+		}
+	}
+	st.Friends = len(h.friends)
+	for _, l := range h.links {
+		if l.live() {
+			st.Linked++
+		}
+	}
+	return st
+}
+
+func remoteIP(a net.Addr) netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,148 @@
+package hub
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/zone/wire"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/transport"
+)
+
+// The hub's side of pairing: a device redeeming an invite on a connection
+// that presents no certificate (docs/PROTOCOL.md, "Pairing").
+
+func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
+	serveOneShot(ctx, conn, func(st transport.Stream) any {
+		ip := remoteIP(conn.RemoteAddr())
+		var req pairing.Request
+		if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&req); err != nil {
+			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+				return rateLimited(ip, wait)
+			}
+			h.limiter.Fail(ip, h.cfg.Now())
+			h.log.Info("pairing request unreadable", "remote", conn.RemoteAddr().String(), "err", err)
+			return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed pairing request"}}
+		}
+		cs := conn.ConnectionState()
+		if wait, limited := h.overLimit(ip, req.InviteID, bucketInvites, func(id string, verifier []byte) bool {
+			return pairing.CheckProof(cs, id, verifier, req.Proof)
+		}); limited {
+			return rateLimited(ip, wait)
+		}
+		return h.redeem(conn, &req, ip)
+	})
+}
+
+// overLimit decides a request for invite (its id as sent) from ip: if the
+// source or the invite is over its limit of failures, only a valid proof
+// (checked with proofOK against the stored verifier, without writing)
+// goes on; the rest are told to wait, and each counts as a failure. A
+// request under the limit goes on to be checked in full.
+func (h *Hub) overLimit(ip netip.Addr, invite string, bucket []byte, proofOK func(id string, verifier []byte) bool) (time.Duration, bool) {
+	now := h.cfg.Now()
+	id, err := pairing.NormalizeInviteID(invite)
+	if err != nil {
+		id = ""
+	}
+	ok, wait := h.limiter.AllowInvite(ip, id, now)
+	if ok {
+		return 0, false
+	}
+	if id != "" {
+		if v, err := h.store.inviteVerifier(bucket, id); err == nil && proofOK(id, v) {
+			h.log.Info("pairing over the rate limit let through: its proof holds", "remote", ip, "invite", id)
+			return 0, false
+		}
+	}
+	h.limiter.FailInvite(ip, id, now)
+	h.log.Debug("pairing rate-limited", "remote", ip, "invite", id, "retry_in", wait)
+	return wait, true
+}
+
+var errBadProof = errors.New("bad proof")
+
+// inviteRefusal is the answer to a redemption (of a device or friend
+// invite, named what) that failed on the invite itself, and whether err
+// is such a failure. Nothing about an invite is said before its proof
+// checks out: unknown and wrong proof are both "invalid".
+func inviteRefusal(err error, what, ask string) (code, msg string, ok bool) {
+	switch {
+	case errors.Is(err, stores.ErrNotFound), errors.Is(err, errBadProof):
+		return pairing.CodeInvalid, what + " not recognised: the token is wrong or for another hub", true
+	case errors.Is(err, pairing.ErrInviteExpired):
+		return pairing.CodeExpired, "this " + what + " has expired; " + ask, true
+	case errors.Is(err, pairing.ErrInviteUsedUp):
+		return pairing.CodeUsed, "this " + what + " has already been used; " + ask, true
+	case errors.Is(err, pairing.ErrInviteCancelled):
+		return pairing.CodeCancelled, "this " + what + " was cancelled; " + ask, true
+	}
+	return "", "", false
+}
+
+func rateLimited(ip netip.Addr, wait time.Duration) *pairing.Response {
+	secs := uint32(wait/time.Second) + 1
+	return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeRateLimited, RetryAfter: secs,
+		Message: fmt.Sprintf("too many failed pairing attempts from %s; try again in %d s", ip, secs)}}
+}
+
+func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *pairing.Response {
+	now := h.cfg.Now()
+	remote := conn.RemoteAddr().String()
+	id, idErr := pairing.NormalizeInviteID(req.InviteID)
+	fail := func(code, msg string) *pairing.Response {
+		h.limiter.Fail(ip, now)
+		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code) // id is "" unless well-formed
+		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
+	}
+	// A wrong proof counts against the invite too (from any source).
+	failProof := func(code, msg string) *pairing.Response {
+		h.limiter.FailInvite(ip, id, now)
+		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code)
+		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
+	}
+	if req.Version != pairing.ProtocolVersion {
+		return fail(pairing.CodeVersion, fmt.Sprintf("pairing protocol version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", req.Version, pairing.ProtocolVersion))
+	}
+	if idErr != nil {
+		return fail(pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
+	}
+	pub, err := certs.ParseCSR(req.CSR)
+	if err != nil {
+		return fail(pairing.CodeBadRequest, "bad certificate request: "+err.Error())
+	}
+	cs := conn.ConnectionState()
+	rec, cert, err := h.store.Redeem(id, now, func(inv *pairing.Invite, device string) (*x509.Certificate, error) {
+		if !pairing.CheckProof(cs, id, inv.Verifier, req.Proof) {
+			return nil, errBadProof
+		}
+		if err := inv.Usable(now); err != nil {
+			return nil, err
+		}
+		return h.ca.Sign(pub, device, now, inv.CertLifetime)
+	})
+	if code, msg, ok := inviteRefusal(err, "invite", "ask the hub's owner for a new one (pzh invite)"); ok {
+		if errors.Is(err, errBadProof) {
+			return failProof(code, msg)
+		}
+		return fail(code, msg)
+	}
+	if err != nil {
+		h.log.Error("pairing failed", "remote", remote, "err", err)
+		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete pairing; try again"}}
+	}
+	h.mu.Lock()
+	h.devices[rec.Name] = rec
+	h.mu.Unlock()
+	h.putCert(wire.CertKeyDevice+rec.Name, cert.Raw)
+	h.changes.Bump()
+	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
+	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.zone.PublicAddrs}
+}

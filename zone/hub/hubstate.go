@@ -1,0 +1,138 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/pzone/pzone/zone/session"
+
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// The zone state that package sync replicates, as the zone runtime uses
+// it: the sync stream of each session, and the certificates bucket, which
+// the hub keeps in step with its own records of devices.
+
+// compactEvery is how often the hub compacts deletions every device has
+// seen: tombstones cost a few dozen bytes each, so hourly is plenty.
+const compactEvery = time.Hour
+
+// handleSync serves a device's sync stream for the life of its session.
+func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
+	if !s.syncing.CompareAndSwap(false, true) {
+		h.log.Info("second sync stream refused", "device", s.device)
+		st.Reset()
+		return
+	}
+	st.SetDeadline(time.Time{})
+	// The stream also fails when the session ends.
+	err := h.state.Serve(s.syncCtx, s.device, session.SyncStream{Stream: st})
+	if err != nil && !wentAway(s.conn, err) {
+		h.log.Info("sync stream failed", "device", s.device, "err", err)
+		if errors.Is(err, zsync.ErrProtocol) {
+			go s.close(wire.ReasonProtocol, err.Error())
+		}
+	}
+}
+
+// putCert records a certificate-bucket entry (see putState).
+func (h *Hub) putCert(key string, value []byte) { h.putState(zsync.BucketCerts, key, value) }
+
+// putState records a hub-kept entry unless it already holds that value, so
+// that restarts do not rewrite what devices have.
+func (h *Hub) putState(bucket, key string, value []byte) {
+	if cur, ok, err := h.state.Get(bucket, key); err == nil && ok && !cur.Deleted && bytes.Equal(cur.Value, value) {
+		return
+	}
+	if _, err := h.state.Put(bucket, key, value); err != nil {
+		h.log.Warn("publish zone record", "bucket", bucket, "key", key, "err", err)
+	}
+}
+
+// publishRevocation puts every serial of a revoked device in the
+// certificates bucket and withdraws its current certificate, in one
+// change set, so no device sees one without the other.
+func (h *Hub) publishRevocation(rec *DeviceRecord) {
+	at := rec.RevokedAt
+	if at.IsZero() {
+		at = h.cfg.Now().UTC()
+	}
+	var edits []zsync.Edit
+	for _, serial := range rec.Serials {
+		if _, ok, _ := h.state.Get(zsync.BucketCerts, wire.CertKeyRevokedPrefix+serial); ok {
+			continue
+		}
+		v, err := transport.Marshal(&Revocation{Device: rec.Name, At: at, Reason: rec.RevokeReason})
+		if err != nil {
+			h.log.Warn("encode revocation", "err", err)
+			return
+		}
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: wire.CertKeyRevokedPrefix + serial, Value: v})
+	}
+	if _, ok, _ := h.state.Get(zsync.BucketCerts, wire.CertKeyDevice+rec.Name); ok || len(edits) > 0 {
+		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: wire.CertKeyDevice + rec.Name, Delete: true})
+	}
+	if len(edits) == 0 {
+		return
+	}
+	if _, err := h.state.Apply(edits); err != nil {
+		h.log.Warn("publish revocation", "device", rec.Name, "err", err)
+	}
+}
+
+// reconcileState brings what the hub keeps in the zone state (the zone's
+// identity, the certificates bucket) in step with its own records at
+// start: an earlier run may have stopped between the two.
+func (h *Hub) reconcileState() {
+	if v, err := json.Marshal(wire.ZoneRecord{Zone: h.zone.Name, ZoneID: h.zone.ID, HubAddrs: h.zone.PublicAddrs}); err == nil {
+		h.putState(zsync.BucketUser, wire.UserKeyZone, v)
+	}
+	h.putCert(wire.CertKeyCA, h.ca.Cert.Raw)
+	h.putCert(wire.CertKeyHub, h.cert.Load().Leaf.Raw)
+	h.mu.Lock()
+	devs := make([]*DeviceRecord, 0, len(h.devices))
+	for _, d := range h.devices {
+		devs = append(devs, d)
+	}
+	h.mu.Unlock()
+	for _, d := range devs {
+		switch {
+		case d.Revoked:
+			h.publishRevocation(d)
+		case d.Cert != nil:
+			h.putCert(wire.CertKeyDevice+d.Name, d.Cert)
+		}
+	}
+}
+
+// activeDevices lists the devices whose confirmations hold back
+// compaction: those paired and not revoked.
+func (h *Hub) activeDevices() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for name, d := range h.devices {
+		if !d.Revoked {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func (h *Hub) compactLoop(ctx context.Context) error {
+	compact := func() {
+		n, err := h.state.Compact(h.activeDevices())
+		if err != nil {
+			h.log.Warn("compact zone state", "err", err)
+		} else if n > 0 {
+			h.log.Info("compacted zone state", "tombstones", n)
+		}
+	}
+	compact()
+	return every(ctx, compactEvery, compact)
+}
