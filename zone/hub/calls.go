@@ -80,19 +80,11 @@ func (h *Hub) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *call
 // handleCall relays a device's call: to the target device's session, to
 // a service on the hub's host, or (ToZone) to a friend zone's hub.
 func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
-	hdr, ok := readCallHeader(st, fr)
+	st, hdr, slot, ok := h.admitCall(st, fr, deviceCaller(s.device), s.syncCtx.Done())
 	if !ok {
 		return
 	}
-	slot, why := h.callSlots.enterWait(deviceCaller(s.device), time.Now().Add(wire.CallTimeout(hdr)), s.syncCtx.Done())
-	if slot == nil {
-		session.RefuseCall(st, wire.CallUnavailable, why)
-		return
-	}
 	defer slot.release()
-	if st, ok = h.readCallBody(st, hdr, slot); !ok {
-		return
-	}
 	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = h.zone.Name, s.device, 0, h.zone.ID.Compact()
 	if hdr.ToZone != "" && !h.ownZone(hdr.ToZone) {
 		h.forwardCall(st, hdr, slot)
@@ -100,6 +92,27 @@ func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.Frame
 	}
 	hdr.ToZone, hdr.Envelope = "", nil
 	h.routeCall(st, hdr, s.syncCtx.Done(), s.device, slot)
+}
+
+// admitCall reads a call's header, takes a slot for it from caller
+// (waiting for one, not past the call's deadline nor once gone closes),
+// and reads its body (readCallBody). On failure it has answered or reset
+// the stream and given back the slot; on success the caller releases it.
+func (h *Hub) admitCall(st transport.Stream, fr *transport.FrameReader, caller string, gone <-chan struct{}) (transport.Stream, *wire.CallHeader, *callSlot, bool) {
+	hdr, ok := readCallHeader(st, fr)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	slot, why := h.callSlots.enterWait(caller, time.Now().Add(wire.CallTimeout(hdr)), gone)
+	if slot == nil {
+		session.RefuseCall(st, wire.CallUnavailable, why)
+		return nil, nil, nil, false
+	}
+	if st, ok = h.readCallBody(st, hdr, slot); !ok {
+		slot.release()
+		return nil, nil, nil, false
+	}
+	return st, hdr, slot, true
 }
 
 // readCallHeader reads and checks the CallHeader of a call stream the

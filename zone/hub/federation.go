@@ -106,19 +106,11 @@ func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
 // receiveCall takes a call a friend zone's device made, over its link.
 // The link is one caller: its zone's calls in flight share its slots.
 func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
-	hdr, ok := readCallHeader(st, fr)
+	st, hdr, slot, ok := h.admitCall(st, fr, linkCaller(l.zone), l.ctx.Done())
 	if !ok {
 		return
 	}
-	slot, why := h.callSlots.enterWait(linkCaller(l.zone), time.Now().Add(wire.CallTimeout(hdr)), l.ctx.Done())
-	if slot == nil {
-		session.RefuseCall(st, wire.CallUnavailable, why)
-		return
-	}
 	defer slot.release()
-	if st, ok = h.readCallBody(st, hdr, slot); !ok {
-		return
-	}
 	f := h.friend(l.zone)
 	switch {
 	case f == nil:
