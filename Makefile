@@ -3,10 +3,10 @@ GO      ?= go
 BIN     ?= bin
 FUZZTIME ?= 15s
 
-.PHONY: help build test demo bench fuzz lint clean
+.PHONY: help build test test-stress demo bench fuzz lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build pzh and pzp into bin/
 	$(GO) build -o $(BIN)/ ./cmd/pzh ./cmd/pzp
@@ -16,6 +16,9 @@ test: ## vet, gofmt check, and every test with the race detector
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-stress: ## the tests (race, -cpu 1,2) beside two CPU-bound processes, STRESS_RUNS times (default 1)
+	GO=$(GO) bash testdata/stress.sh
 
 demo: build ## build, then run a hub and devices on loopback: pair, sync, calls, a sleeping device woken, a friend zone, revoke, shut down
 	BIN=$(BIN) bash testdata/demo.sh

@@ -72,7 +72,7 @@ func restartHub(t *testing.T, clock *testClock, dir string, tweak func(*hub.Conf
 	}
 	addr := info.PublicAddrs[0]
 	ready := make(chan net.Addr, 1)
-	cfg := hub.Config{DataDir: dir, Listen: addr, Now: clock.Now, Heartbeat: 200 * time.Millisecond, Ready: func(a net.Addr) { ready <- a }, Logger: testLogger(t, "hub")}
+	cfg := hub.Config{DataDir: dir, Listen: addr, Now: clock.Now, Ready: func(a net.Addr) { ready <- a }, Logger: testLogger(t, "hub")}
 	if tweak != nil {
 		tweak(&cfg)
 	}
