@@ -178,11 +178,11 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 		if deadline.Before(until) {
 			until = deadline
 		}
-		if target = h.awaitOnline(gone, hdr.ToDevice, until); target == nil {
+		if target = h.wakes.awaitOnline(gone, hdr.ToDevice, until); target == nil {
 			session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
-	case target == nil && h.asleep(hdr.ToDevice):
+	case target == nil && h.wakes.asleep(hdr.ToDevice):
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
 		return
 	case target == nil:
@@ -348,4 +348,71 @@ func (h *Hub) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadline ti
 		return
 	}
 	services.ServeCall(st, h.services, hdr, deadline, opts)
+}
+
+// queueMessage keeps a message for later: it answers the sender once the
+// message is stored (and, for a device online, once the first attempt to
+// deliver it has told whether it arrived).
+func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
+	h.mu.Lock()
+	rec := h.devices[hdr.ToDevice]
+	h.mu.Unlock()
+	if rec == nil || rec.Revoked {
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		return
+	}
+	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
+		session.RefuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
+		return
+	}
+	msg, ok := readKept(st, hdr, h.cfg.Now())
+	if !ok {
+		return
+	}
+	var done chan bool
+	key := deliveryKey(hdr.ToDevice, msg.sender(), hdr.ID)
+	if h.online(hdr.ToDevice) {
+		done = h.wakes.watchDelivery(key)
+		defer h.wakes.unwatchDelivery(key)
+	}
+	seq, err := h.mail.Put(hdr.ToDevice, msg)
+	if err != nil {
+		if errors.Is(err, errQueueFull) {
+			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
+		} else {
+			h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
+			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
+		}
+		return
+	}
+	h.mu.Lock()
+	rec = h.devices[hdr.ToDevice]
+	h.mu.Unlock()
+	if rec == nil || rec.Revoked { // revoked meanwhile: its queue is gone
+		h.mail.Remove(hdr.ToDevice, seq)
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
+		return
+	}
+	h.wakes.markNewMail(hdr.ToDevice)
+	h.changes.Bump()
+	// Wake after the message is stored: if the session closed meanwhile,
+	// this pings; if it is up, it does nothing.
+	h.wakes.wake(hdr.ToDevice)
+	delivered := false
+	if done != nil {
+		h.wakes.kickCourier(hdr.ToDevice)
+		t := time.NewTimer(min(time.Until(deadline), firstAttemptWait))
+		select {
+		case delivered = <-done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	ans := &wire.CallReply{Queued: !delivered}
+	if !delivered {
+		ans.ExpiresMs = msg.Expires.UnixMilli()
+	}
+	if transport.WriteFrame(st, ans) != nil || st.Close() != nil {
+		st.Reset()
+	}
 }

@@ -91,6 +91,11 @@ func (h *Hub) publishFriend(f *FriendRecord) {
 	h.putState(zsync.BucketFriends, f.ZoneID.Compact(), v)
 }
 
+// knownZone reports whether zoneID is this zone or a friend's.
+func (h *Hub) knownZone(zoneID string) bool {
+	return zoneID == h.zone.ID.Compact() || h.friend(zoneID) != nil
+}
+
 // friend returns the friend with that compact zone ID, or nil.
 func (h *Hub) friend(zone string) *FriendRecord {
 	h.mu.Lock()

@@ -253,15 +253,10 @@ type Hub struct {
 	conns sync.WaitGroup // connection and stream handlers
 
 	// Sleeping devices (wake.go): the mailbox of messages kept for later,
-	// how to wake each device, and the couriers delivering queues.
-	mail        *mailbox
-	wakers      map[string]wakeup.Waker
-	wakeMu      sync.Mutex
-	wakes       map[string]*hubWake
-	deliveries  map[string]chan bool // DEVICE/ID → first delivery attempt's outcome
-	couriers    sync.WaitGroup
-	wakeStopped bool
-	stopping    chan struct{} // closed when shutdown begins: held calls give up
+	// and the waker, which wakes devices and delivers their queues.
+	mail     *mailbox
+	wakes    *waker
+	stopping chan struct{} // closed when shutdown begins: held calls give up
 
 	// friendMu serialises changes of friendships (store, table, zone
 	// state), so a removal cannot be undone by a rename racing it.
@@ -333,9 +328,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer closeWakers()
-	h.wakers = wakers
-	defer h.stopWakes() // also on the error paths below: no timer outlives the hub
-	if err := h.loadWakes(); err != nil {
+	h.wakes = newWaker(h, h.mail, wakers, &h.cfg, &h.changes, h.stopping)
+	defer h.wakes.stop() // also on the error paths below: no timer outlives the hub
+	if err := h.wakes.load(); err != nil {
 		ln.Close()
 		return fmt.Errorf("read wake registrations: %w", err)
 	}
@@ -367,13 +362,13 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error { return h.seenLoop(gctx) })
 	g.Go(func() error { return h.compactLoop(gctx) })
-	g.Go(func() error { return h.expireLoop(gctx) })
+	g.Go(func() error { return h.wakes.expireLoop(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Sessions first, so devices hear "shutdown" before the listener
 		// (which owns the QUIC socket) goes away.
 		h.shutdown()
-		h.stopWakes()
+		h.wakes.stop()
 		ln.Close()
 		return nil
 	})
@@ -388,8 +383,8 @@ func Run(ctx context.Context, cfg Config) error {
 func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
-		wakes: map[string]*hubWake{}, deliveries: map[string]chan bool{}, stopping: make(chan struct{}),
-		friends: map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
+		stopping: make(chan struct{}),
+		friends:  map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
 		envelopes: envelope.NewChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
@@ -610,7 +605,7 @@ func (h *Hub) devicesView(ver uint64) api.DevicesView {
 			}
 			q := h.mail.Stat(v.Name)
 			v.Queue, v.QueueBytes = q.n, q.bytes
-			v.Wake = h.wakeView(v.Name)
+			v.Wake = h.wakes.view(v.Name)
 			if v.State == "offline" && v.Wake != nil && v.Wake.Asleep != nil {
 				v.State = "asleep"
 			}

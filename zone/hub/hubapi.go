@@ -61,7 +61,7 @@ func (h *Hub) apiHandler() http.Handler {
 				return
 			}
 		}
-		res, err := h.wakeNow(r.PathValue("name"), q.Get("print") == "1", at)
+		res, err := h.wakes.wakeNow(r.PathValue("name"), q.Get("print") == "1", at)
 		if err != nil {
 			localapi.WriteErr(w, localapi.ErrStatus(err, []error{stores.ErrNotFound}, []error{errNoWake}), err)
 			return

@@ -177,7 +177,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	if !s.renewOnly {
-		h.deviceOnline(s.device)
+		h.wakes.deviceOnline(s.device)
 	}
 	if s.renewOnly {
 		h.log.Info("expired certificate connected for renewal", "device", s.device, "expired", v.Cert.NotAfter)
@@ -207,7 +207,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		for _, b := range h.bindings.endDevice(s.device, why, h.cfg.Now()) {
 			h.log.Info("binding ended", "binding", b.id, "reason", why)
 		}
-		h.deviceOffline(s.device, s.reason == wire.ReasonSleep)
+		h.wakes.deviceOffline(s.device, s.reason == wire.ReasonSleep)
 	}
 }
 
@@ -345,7 +345,7 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire
 			if s.renewOnly {
 				return wire.ReasonProtocol, "wake registration on a renewal-only session", false
 			}
-			if err := h.registerWake(s, &c); err != nil {
+			if err := h.wakes.registerWake(s, &c); err != nil {
 				return wire.ReasonProtocol, err.Error(), false
 			}
 		default:
@@ -558,9 +558,31 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	}
 	s := h.sessions[device]
 	h.mu.Unlock()
-	h.forgetDevice(device)
+	h.wakes.forget(device)
 	h.publishRevocation(rec)
 	h.changes.Bump()
 	h.log.Info("device revoked", "device", device, "why", why)
 	return rec, s, nil
+}
+
+// session is a device's registered session, nil if none (it may be
+// closing).
+func (h *Hub) session(device string) *hubSession {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[device]
+}
+
+// online reports whether a device has a session that is not closing.
+func (h *Hub) online(device string) bool {
+	s := h.session(device)
+	return s != nil && s.syncCtx.Err() == nil
+}
+
+// paired reports whether a device is paired and not revoked.
+func (h *Hub) paired(device string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.devices[device]
+	return d != nil && !d.Revoked
 }

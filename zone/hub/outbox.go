@@ -137,7 +137,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 		for _, q := range batch {
 			after = q.seq
 			if !h.cfg.Now().Before(q.msg.Expires) {
-				h.dropQueued(key, q, "its time to live ran out")
+				h.wakes.dropQueued(key, q, "its time to live ran out")
 				continue
 			}
 			dest := q.msg.ToDevice + "/" + q.msg.Service
@@ -158,7 +158,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 			case cerr.Status == wire.CallOffline || cerr.Status == wire.CallUnavailable || cerr.Status == wire.CallDeadline || cerr.Status == wire.CallQueueFull:
 				blocked[dest], retry = true, true // the friend's hub says not now: keep it, and its followers' order
 			default:
-				h.dropQueued(key, q, cerr.Message)
+				h.wakes.dropQueued(key, q, cerr.Message)
 			}
 		}
 	}
