@@ -24,7 +24,10 @@ func (f *fakeHost) session(d string) *hubSession {
 	defer f.mu.Unlock()
 	return f.sessions[d]
 }
-func (f *fakeHost) online(d string) bool { s := f.session(d); return s != nil && s.syncCtx.Err() == nil }
+func (f *fakeHost) online(d string) bool {
+	s := f.session(d)
+	return s != nil && s.syncCtx.Err() == nil
+}
 func (f *fakeHost) paired(d string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
