@@ -46,14 +46,14 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 	hdr.ToZone = f.ZoneID.Compact()
 	deadline := time.Now().Add(wire.CallTimeout(hdr))
 	st.SetDeadline(deadline)
-	l := h.liveLink(hdr.ToZone)
+	l := h.links.liveLink(hdr.ToZone)
 	later := hdr.Kind == wire.CallMessage && hdr.TTLMs > 0
 	// Behind messages kept before (for any destination: the outbox
 	// keeps each destination's order and passes the others on).
 	if l == nil || later && h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
 		if later {
 			// Kept here until the link is back (behind any kept before).
-			h.queueForFriend(st, hdr, f)
+			h.links.queueForFriend(st, hdr, f)
 			return
 		}
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
@@ -69,7 +69,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 	out, err := openCallStream(ctx, l.conn, hdr, deadline)
 	if err != nil {
 		if later {
-			h.queueForFriend(st, hdr, f)
+			h.links.queueForFriend(st, hdr, f)
 			return
 		}
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
@@ -167,7 +167,7 @@ func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.F
 		answer(&wire.DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
 		return
 	}
-	l := h.liveLink(f.ZoneID.Compact())
+	l := h.links.liveLink(f.ZoneID.Compact())
 	if l == nil {
 		answer(&wire.DiscoverResponse{Status: wire.CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
 		return

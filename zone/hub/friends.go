@@ -96,6 +96,14 @@ func (h *Hub) knownZone(zoneID string) bool {
 	return zoneID == h.zone.ID.Compact() || h.friend(zoneID) != nil
 }
 
+// petname is the friend's name for zone, or the zone ID itself.
+func (h *Hub) petname(zone string) string {
+	if f := h.friend(zone); f != nil {
+		return f.Petname
+	}
+	return zone
+}
+
 // friend returns the friend with that compact zone ID, or nil.
 func (h *Hub) friend(zone string) *FriendRecord {
 	h.mu.Lock()
@@ -126,7 +134,7 @@ func (h *Hub) befriended(f *FriendRecord) {
 	h.friends[zone] = f
 	h.mu.Unlock()
 	h.publishFriend(f)
-	h.startLink(zone)
+	h.links.start(zone)
 	h.changes.Bump()
 	h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
 }
@@ -486,9 +494,9 @@ func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*api.Remo
 	if _, err := h.state.Delete(zsync.BucketFriends, zone); err != nil {
 		h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
 	}
-	told := h.stopLink(zone, reason, why)
-	dropped := h.mail.Stat(outboxKey(zone)).n + h.purgeFrom(zone)
-	h.dropOutbox(zone)
+	told := h.links.stop(zone, reason, why)
+	dropped := h.mail.Stat(outboxKey(zone)).n + h.links.purgeFrom(zone)
+	h.links.dropOutbox(zone)
 	h.changes.Bump()
 	rules := h.rulesNaming(f.Petname)
 	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
@@ -524,7 +532,7 @@ func (h *Hub) renameFriend(from, to string) (*api.FriendView, error) {
 func (h *Hub) friendView(f *FriendRecord) api.FriendView {
 	v := api.FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, Invited: f.Invited, State: "offline",
 		Queue: h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
-	h.linkView(f.ZoneID.Compact(), &v)
+	h.links.view(f.ZoneID.Compact(), &v)
 	return v
 }
 

@@ -261,15 +261,11 @@ type Hub struct {
 	// friendMu serialises changes of friendships (store, table, zone
 	// state), so a removal cannot be undone by a rename racing it.
 	friendMu sync.Mutex
-	// Friends (friends.go, links.go), under mu: by compact zone ID, their
-	// records, live links, the diallers keeping links and why a link is
-	// down. linkCtx is the run's context, set once serving.
-	friends    map[string]*FriendRecord
-	links      map[string]*hubLink
-	linkStops  map[string]context.CancelFunc
-	linkStates map[string]*linkState
-	linkCtx    context.Context
-	outboxes   map[string]*outbox // messages kept for friends (outbox.go)
+	// Friends (friends.go), under mu: their records by compact zone ID.
+	friends map[string]*FriendRecord
+	// links keeps the links with friends' hubs and the messages kept for
+	// them (links.go, outbox.go).
+	links *links
 	// envelopes checks calls from friend zones to services on the hub.
 	envelopes *envelope.Checker
 	// callSlots bounds the calls in flight per caller and per target.
@@ -348,15 +344,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	h.mu.Lock()
-	h.linkCtx = gctx
 	zones := make([]string, 0, len(h.friends))
 	for z := range h.friends {
 		zones = append(zones, z)
 	}
 	h.mu.Unlock()
-	for _, z := range zones {
-		h.startLink(z)
-	}
+	h.links.begin(gctx, zones)
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
 	g.Go(func() error { return localapi.Serve(gctx, sock, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
@@ -383,9 +376,10 @@ func Run(ctx context.Context, cfg Config) error {
 func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
-		stopping: make(chan struct{}),
-		friends:  map[string]*FriendRecord{}, links: map[string]*hubLink{}, linkStops: map[string]context.CancelFunc{}, linkStates: map[string]*linkState{}, outboxes: map[string]*outbox{},
+		stopping:  make(chan struct{}),
+		friends:   map[string]*FriendRecord{},
 		envelopes: envelope.NewChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
+	h.links = newLinks(h)
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err
@@ -555,7 +549,7 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 	case transport.ALPNFriend:
 		h.serveFriendInvite(ctx, conn)
 	case transport.ALPNLink:
-		h.serveLink(ctx, conn)
+		h.links.serve(ctx, conn)
 	default:
 		conn.CloseWithError(uint64(wire.ReasonProtocol), "no protocol negotiated")
 	}
@@ -586,8 +580,7 @@ func (h *Hub) shutdown() {
 		}()
 	}
 	wg.Wait()
-	h.stopOutboxes()
-	h.shutdownLinks()
+	h.links.shutdown()
 	h.conns.Wait()
 	h.flushSeen()
 }
@@ -641,6 +634,7 @@ func (h *Hub) devicesView(ver uint64) api.DevicesView {
 }
 
 func (h *Hub) status(ver uint64) api.HubStatus {
+	linked := h.links.linked() // before mu: links take mu inside theirs
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
@@ -654,12 +648,7 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 			st.Devices++
 		}
 	}
-	st.Friends = len(h.friends)
-	for _, l := range h.links {
-		if l.live() {
-			st.Linked++
-		}
-	}
+	st.Friends, st.Linked = len(h.friends), linked
 	return st
 }
 

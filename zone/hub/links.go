@@ -151,6 +151,60 @@ func (l *hubLink) retire(timeout time.Duration) {
 	}
 }
 
+// links keeps the hub's links with its friends' hubs: a dialler per
+// friend while the hub serves, the live link of each, why a link is down,
+// and the outboxes of messages kept for friends while their link is down
+// (outbox.go). Its lock is taken before the hub's, never inside it.
+type links struct {
+	h *Hub
+
+	mu       sync.Mutex
+	closing  bool
+	ctx      context.Context // the run's, set by begin: diallers end with it
+	live     map[string]*hubLink
+	stops    map[string]context.CancelFunc // the diallers
+	states   map[string]*linkState
+	outboxes map[string]*outbox
+}
+
+func newLinks(h *Hub) *links {
+	return &links{h: h, live: map[string]*hubLink{}, stops: map[string]context.CancelFunc{}, states: map[string]*linkState{}, outboxes: map[string]*outbox{}}
+}
+
+// begin starts the diallers of zones, and of friends made from now on,
+// until ctx ends.
+func (lk *links) begin(ctx context.Context, zones []string) {
+	lk.mu.Lock()
+	lk.ctx = ctx
+	lk.mu.Unlock()
+	for _, z := range zones {
+		lk.start(z)
+	}
+}
+
+// linked counts the live links.
+func (lk *links) linked() int {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	n := 0
+	for _, l := range lk.live {
+		if l.live() {
+			n++
+		}
+	}
+	return n
+}
+
+// shutdown stops the outboxes and ends every link with reason shutdown;
+// no dialler or outbox starts after it.
+func (lk *links) shutdown() {
+	lk.mu.Lock()
+	lk.closing = true
+	lk.mu.Unlock()
+	lk.stopOutboxes()
+	lk.shutdownLinks()
+}
+
 // errLinkUp: the friend's hub dialled at the same time, and its link is
 // the one kept.
 var errLinkUp = errors.New("a link with the friend is up already")
@@ -166,31 +220,31 @@ type linkState struct {
 // ---- keeping links ----
 
 // startLink starts the dialler of a friend, unless one runs.
-func (h *Hub) startLink(zone string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.linkCtx == nil || h.closing || h.linkStops[zone] != nil {
+func (lk *links) start(zone string) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.ctx == nil || lk.closing || lk.stops[zone] != nil {
 		return
 	}
-	ctx, stop := context.WithCancel(h.linkCtx)
-	h.linkStops[zone] = stop
-	h.conns.Add(1)
+	ctx, stop := context.WithCancel(lk.ctx)
+	lk.stops[zone] = stop
+	lk.h.conns.Add(1)
 	go func() {
-		defer h.conns.Done()
-		h.keepLink(ctx, zone)
+		defer lk.h.conns.Done()
+		lk.keep(ctx, zone)
 	}()
 }
 
 // stopLink stops a friend's dialler and ends its link, telling the other
 // hub reason; it reports whether a link was up to be told.
-func (h *Hub) stopLink(zone string, reason wire.CloseReason, msg string) bool {
-	h.mu.Lock()
-	stop := h.linkStops[zone]
-	delete(h.linkStops, zone)
-	l := h.links[zone]
-	delete(h.links, zone)
-	delete(h.linkStates, zone)
-	h.mu.Unlock()
+func (lk *links) stop(zone string, reason wire.CloseReason, msg string) bool {
+	lk.mu.Lock()
+	stop := lk.stops[zone]
+	delete(lk.stops, zone)
+	l := lk.live[zone]
+	delete(lk.live, zone)
+	delete(lk.states, zone)
+	lk.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
@@ -203,11 +257,11 @@ func (h *Hub) stopLink(zone string, reason wire.CloseReason, msg string) bool {
 
 // keepLink dials a friend's hub whenever there is no link with it, with
 // backoff and jitter, until ctx ends.
-func (h *Hub) keepLink(ctx context.Context, zone string) {
+func (lk *links) keep(ctx context.Context, zone string) {
 	bo := session.Backoff{Min: linkBackoffMin, Max: linkBackoffMax}
 	first := true
 	for ctx.Err() == nil {
-		if l := h.liveLink(zone); l != nil {
+		if l := lk.liveLink(zone); l != nil {
 			select {
 			case <-l.closed:
 			case <-ctx.Done():
@@ -220,7 +274,7 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 		switch {
 		case !first:
 			wait = bo.Next()
-		case h.zone.ID.Compact() > zone:
+		case lk.h.zone.ID.Compact() > zone:
 			wait = linkFirstWait
 		}
 		if wait > 0 {
@@ -231,15 +285,15 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 				t.Stop()
 				return
 			}
-			if h.liveLink(zone) != nil {
+			if lk.liveLink(zone) != nil {
 				continue // the friend's hub dialled meanwhile
 			}
 		}
 		first = false
-		h.setLinkState(zone, func(s *linkState) { s.dialling = true })
-		l, err := h.dialLink(ctx, zone)
+		lk.setState(zone, func(s *linkState) { s.dialling = true })
+		l, err := lk.dial(ctx, zone)
 		if errors.Is(err, errLinkUp) {
-			h.setLinkState(zone, func(s *linkState) { *s = linkState{} })
+			lk.setState(zone, func(s *linkState) { *s = linkState{} })
 			continue
 		}
 		if err != nil {
@@ -248,58 +302,51 @@ func (h *Hub) keepLink(ctx context.Context, zone string) {
 			}
 			var end *wire.EndError
 			refused := errors.As(err, &end) && end.Reason == wire.ReasonUnknown
-			h.setLinkState(zone, func(s *linkState) { s.lastErr, s.dialling, s.refused = err.Error(), true, refused })
-			h.log.Info("friend link not up; retrying", "friend", h.petname(zone), "err", err)
+			lk.setState(zone, func(s *linkState) { s.lastErr, s.dialling, s.refused = err.Error(), true, refused })
+			lk.h.log.Info("friend link not up; retrying", "friend", lk.h.petname(zone), "err", err)
 			if refused {
 				bo.Cur = linkRefusedBackoff
 			}
 			continue
 		}
 		bo.Reset()
-		h.runLink(l)
+		lk.run(l)
 	}
 }
 
-func (h *Hub) setLinkState(zone string, f func(*linkState)) {
-	h.mu.Lock()
-	s := h.linkStates[zone]
+func (lk *links) setState(zone string, f func(*linkState)) {
+	lk.mu.Lock()
+	s := lk.states[zone]
 	if s == nil {
 		s = &linkState{}
-		h.linkStates[zone] = s
+		lk.states[zone] = s
 	}
 	f(s)
-	h.mu.Unlock()
-	h.changes.Bump()
+	lk.mu.Unlock()
+	lk.h.changes.Bump()
 }
 
-func (h *Hub) liveLink(zone string) *hubLink {
-	h.mu.Lock()
-	l := h.links[zone]
-	h.mu.Unlock()
+func (lk *links) liveLink(zone string) *hubLink {
+	lk.mu.Lock()
+	l := lk.live[zone]
+	lk.mu.Unlock()
 	if l != nil && l.live() {
 		return l
 	}
 	return nil
 }
 
-func (h *Hub) petname(zone string) string {
-	if f := h.friend(zone); f != nil {
-		return f.Petname
-	}
-	return zone
-}
-
 // linkTLS is the client side of pz-link/1 to friend f: its hub must
 // present a certificate its CA (as recorded) issued to its hub.
-func (h *Hub) linkTLS(f *FriendRecord) *tls.Config {
+func (lk *links) tlsFor(f *FriendRecord) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
 		NextProtos:           []string{transport.ALPNLink},
 		ServerName:           "pzone-hub",
 		InsecureSkipVerify:   true, // replaced by VerifyPeerCertificate: trust is the friend's recorded CA
-		GetClientCertificate: h.hubClientCert,
+		GetClientCertificate: lk.h.hubClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			v, err := certs.Verify(f.ca, raw, h.cfg.Now(), 0)
+			v, err := certs.Verify(f.ca, raw, lk.h.cfg.Now(), 0)
 			if err != nil {
 				return fmt.Errorf("friend %q's hub: %w", f.Petname, err)
 			}
@@ -312,12 +359,12 @@ func (h *Hub) linkTLS(f *FriendRecord) *tls.Config {
 }
 
 // dialLink dials a friend's hub at each of its addresses and says Hello.
-func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
-	f := h.friend(zone)
+func (lk *links) dial(ctx context.Context, zone string) (*hubLink, error) {
+	f := lk.h.friend(zone)
 	if f == nil {
 		return nil, fmt.Errorf("%w: zone %s", ErrNoFriend, zone)
 	}
-	tc := transport.Config{TLS: h.linkTLS(f), Logger: h.log, IdleTimeout: wire.TransportIdle, HandshakeTimeout: session.HandshakeTimeout}
+	tc := transport.Config{TLS: lk.tlsFor(f), Logger: lk.h.log, IdleTimeout: wire.TransportIdle, HandshakeTimeout: session.HandshakeTimeout}
 	var errs []error
 	for _, addr := range f.HubAddrs {
 		conn, err := transport.Dial(ctx, addr, transport.ModeAuto, tc)
@@ -328,7 +375,7 @@ func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
 		}
-		l, err := h.linkHello(ctx, zone, conn)
+		l, err := lk.hello(ctx, zone, conn)
 		if err != nil {
 			conn.CloseWithError(uint64(wire.ReasonProtocol), "hello failed")
 			return nil, err
@@ -338,7 +385,7 @@ func (h *Hub) dialLink(ctx context.Context, zone string) (*hubLink, error) {
 	return nil, errors.Join(errs...)
 }
 
-func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (*hubLink, error) {
+func (lk *links) hello(ctx context.Context, zone string, conn transport.Conn) (*hubLink, error) {
 	hctx, cancel := context.WithTimeout(ctx, wire.HelloTimeout)
 	defer cancel()
 	ctrl, err := conn.OpenStream(hctx)
@@ -368,17 +415,17 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 	default:
 		return nil, fmt.Errorf("the friend's hub answered hello with message %d", c.Type)
 	}
-	l := newHubLink(zone, conn, ctrl, true, h.cfg.Now())
+	l := newHubLink(zone, conn, ctrl, true, lk.h.cfg.Now())
 	l.id = c.SessionID
 	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, wire.MinHeartbeat), wire.MaxHeartbeat)
-	if !h.registerLink(l) {
+	if !lk.register(l) {
 		l.close(wire.ReasonReplaced, "a link with this zone is up already", true)
 		return nil, errLinkUp
 	}
-	h.conns.Add(1)
+	lk.h.conns.Add(1)
 	go func() {
-		defer h.conns.Done()
-		h.linkControl(l, fr, hb, true)
+		defer lk.h.conns.Done()
+		lk.control(l, fr, hb, true)
 	}()
 	return l, nil
 }
@@ -387,70 +434,70 @@ func (h *Hub) linkHello(ctx context.Context, zone string, conn transport.Conn) (
 // the hub with the lower zone ID is there already (then false: the
 // caller closes l). A link in the same direction as the old is newer and
 // replaces it.
-func (h *Hub) registerLink(l *hubLink) bool {
+func (lk *links) register(l *hubLink) bool {
 	dialer := func(x *hubLink) string {
 		if x.dialled {
-			return h.zone.ID.Compact()
+			return lk.h.zone.ID.Compact()
 		}
 		return x.zone
 	}
-	h.mu.Lock()
-	if h.closing || h.friends[l.zone] == nil {
-		h.mu.Unlock()
+	lk.mu.Lock()
+	if lk.closing || lk.h.friend(l.zone) == nil {
+		lk.mu.Unlock()
 		return false
 	}
-	old := h.links[l.zone]
+	old := lk.live[l.zone]
 	if old != nil && old.live() && old.dialled != l.dialled && dialer(old) < dialer(l) {
-		h.mu.Unlock()
+		lk.mu.Unlock()
 		return false
 	}
-	h.links[l.zone] = l
-	delete(h.linkStates, l.zone)
+	lk.live[l.zone] = l
+	delete(lk.states, l.zone)
 	if old != nil && old.live() {
-		h.conns.Add(1)          // under mu, which shutdown takes before it waits
+		lk.h.conns.Add(1)       // under mu, which shutdown takes before it waits
 		old.closing.Store(true) // new streams take the new link from now on
 		go func() {
-			defer h.conns.Done()
+			defer lk.h.conns.Done()
 			old.retire(linkDrain) // the calls on it finish first
 			old.close(wire.ReasonReplaced, "replaced by a newer link", true)
 		}()
 	}
-	h.mu.Unlock()
-	h.changes.Bump()
-	h.log.Info("friend link up", "friend", h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
-	go h.kickOutbox(l.zone) // messages kept while the link was down
+	lk.mu.Unlock()
+	lk.h.changes.Bump()
+	lk.h.log.Info("friend link up", "friend", lk.h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
+	go lk.kickOutbox(l.zone) // messages kept while the link was down
 	return true
 }
 
 // runLink serves the link's streams until it ends.
-func (h *Hub) runLink(l *hubLink) {
+func (lk *links) run(l *hubLink) {
 	for {
 		st, err := l.conn.AcceptStream(l.ctx)
 		if err != nil {
 			break
 		}
 		release := l.use() // the friend may not have moved to a newer link yet
-		h.conns.Add(1)
+		lk.h.conns.Add(1)
 		go func() {
-			defer h.conns.Done()
+			defer lk.h.conns.Done()
 			defer release()
-			h.handleLinkStream(l, st)
+			lk.h.handleLinkStream(l, st)
 		}()
 	}
 	<-l.closed
-	h.mu.Lock()
-	if h.links[l.zone] == l {
-		delete(h.links, l.zone)
+	lk.mu.Lock()
+	if lk.live[l.zone] == l {
+		delete(lk.live, l.zone)
 	}
-	h.mu.Unlock()
-	h.changes.Bump()
-	h.log.Info("friend link down", "friend", h.petname(l.zone), "reason", l.reason)
+	lk.mu.Unlock()
+	lk.h.changes.Bump()
+	lk.h.log.Info("friend link down", "friend", lk.h.petname(l.zone), "reason", l.reason)
 }
 
 // linkControl reads the control stream until the link ends: the dialler
 // pings every hb and reads pongs; the acceptor answers pings. Either
 // reads Close.
-func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duration, dialler bool) {
+func (lk *links) control(l *hubLink, fr *transport.FrameReader, hb time.Duration, dialler bool) {
 	frames := make(chan wire.Control)
 	readErr := make(chan error, 1)
 	dead := wire.DeadAfter(hb)
@@ -520,17 +567,17 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 					return
 				}
 				if c.RTTus > 0 && l.rttUs.Swap(int64(c.RTTus)) == 0 {
-					h.changes.Bump()
+					lk.h.changes.Bump()
 				}
 			case wire.MsgPong:
 				if c.Seq == seq {
 					first := l.rttUs.Swap(int64(time.Since(sent)/time.Microsecond)) == 0
 					if first {
-						h.changes.Bump()
+						lk.h.changes.Bump()
 					}
 				}
 			case wire.MsgClose:
-				h.linkClosedByFriend(l, &c)
+				lk.closedByFriend(l, &c)
 				return
 			default:
 				l.close(wire.ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), true)
@@ -543,19 +590,19 @@ func (h *Hub) linkControl(l *hubLink, fr *transport.FrameReader, hb time.Duratio
 // linkClosedByFriend acts on the friend's Close: a friend that removed
 // this zone is removed here too, so neither keeps trusting or dialling
 // the other.
-func (h *Hub) linkClosedByFriend(l *hubLink, c *wire.Control) {
+func (lk *links) closedByFriend(l *hubLink, c *wire.Control) {
 	l.close(c.Reason, "", false)
-	h.log.Info("friend closed the link", "friend", h.petname(l.zone), "reason", c.Reason, "message", c.Message)
+	lk.h.log.Info("friend closed the link", "friend", lk.h.petname(l.zone), "reason", c.Reason, "message", c.Message)
 	if c.Reason == wire.ReasonUnfriended {
-		name := h.petname(l.zone)
-		if _, err := h.removeFriend(name, "the friend's hub ended the friendship", wire.ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
-			h.log.Warn("remove friend", "friend", name, "err", err)
+		name := lk.h.petname(l.zone)
+		if _, err := lk.h.removeFriend(name, "the friend's hub ended the friendship", wire.ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
+			lk.h.log.Warn("remove friend", "friend", name, "err", err)
 		}
 	}
 }
 
 // serveLink is the accepting side of pz-link/1.
-func (h *Hub) serveLink(ctx context.Context, conn transport.Conn) {
+func (lk *links) serve(ctx context.Context, conn transport.Conn) {
 	cs := conn.ConnectionState()
 	leaf := cs.PeerCertificates[0]
 	id, err := certs.IdentityFromCert(leaf)
@@ -564,52 +611,52 @@ func (h *Hub) serveLink(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	zone := id.Zone.Compact()
-	ctrl, fr, ok := h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
+	ctrl, fr, ok := lk.h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
 	if !ok {
 		return
 	}
-	l := newHubLink(zone, conn, ctrl, false, h.cfg.Now())
-	f := h.friend(zone)
+	l := newHubLink(zone, conn, ctrl, false, lk.h.cfg.Now())
+	f := lk.h.friend(zone)
 	if f == nil {
-		h.log.Info("link refused: not a friend", "zone_id", id.Zone, "remote", conn.RemoteAddr().String())
-		l.close(wire.ReasonUnknown, fmt.Sprintf("zone %s is not a friend of zone %q (it was removed, or never added): make friends again with pzh friend invite/accept", id.Zone, h.zone.Name), true)
+		lk.h.log.Info("link refused: not a friend", "zone_id", id.Zone, "remote", conn.RemoteAddr().String())
+		l.close(wire.ReasonUnknown, fmt.Sprintf("zone %s is not a friend of zone %q (it was removed, or never added): make friends again with pzh friend invite/accept", id.Zone, lk.h.zone.Name), true)
 		return
 	}
 	// The chain checked out against itself in the handshake; only the CA
 	// recorded when the zones made friends counts.
-	if _, err := certs.Verify(f.ca, [][]byte{leaf.Raw}, h.cfg.Now(), 0); err != nil {
-		h.log.Warn("link refused: certificate", "friend", f.Petname, "err", err)
+	if _, err := certs.Verify(f.ca, [][]byte{leaf.Raw}, lk.h.cfg.Now(), 0); err != nil {
+		lk.h.log.Warn("link refused: certificate", "friend", f.Petname, "err", err)
 		l.close(wire.ReasonUnknown, "the certificate is not from the zone CA recorded for this friend", true)
 		return
 	}
-	if !h.registerLink(l) {
+	if !lk.register(l) {
 		l.close(wire.ReasonReplaced, "a link with this zone is up already", true)
 		return
 	}
-	if err := l.send(&wire.Control{Type: wire.MsgWelcome, Version: LinkVersion, SessionID: l.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
+	if err := l.send(&wire.Control{Type: wire.MsgWelcome, Version: LinkVersion, SessionID: l.id, HeartbeatMs: uint64(lk.h.cfg.Heartbeat / time.Millisecond), TimeMs: lk.h.cfg.Now().UnixMilli()}); err != nil {
 		l.close(wire.ReasonShutdown, "", false)
 	}
 	ctrl.SetReadDeadline(time.Time{})
-	h.conns.Add(1)
+	lk.h.conns.Add(1)
 	go func() {
-		defer h.conns.Done()
-		h.linkControl(l, fr, h.cfg.Heartbeat, false)
+		defer lk.h.conns.Done()
+		lk.control(l, fr, lk.h.cfg.Heartbeat, false)
 	}()
-	h.runLink(l)
+	lk.run(l)
 }
 
 // shutdownLinks ends every link with reason shutdown.
-func (h *Hub) shutdownLinks() {
-	h.mu.Lock()
+func (lk *links) shutdownLinks() {
+	lk.mu.Lock()
 	var live []*hubLink
-	for _, l := range h.links {
+	for _, l := range lk.live {
 		live = append(live, l)
 	}
-	for _, stop := range h.linkStops {
+	for _, stop := range lk.stops {
 		stop()
 	}
-	h.linkStops = map[string]context.CancelFunc{}
-	h.mu.Unlock()
+	lk.stops = map[string]context.CancelFunc{}
+	lk.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range live {
 		wg.Add(1)
@@ -622,15 +669,15 @@ func (h *Hub) shutdownLinks() {
 }
 
 // linkView fills the link fields of a friend's row.
-func (h *Hub) linkView(zone string, v *api.FriendView) {
-	h.mu.Lock()
-	l := h.links[zone]
+func (lk *links) view(zone string, v *api.FriendView) {
+	lk.mu.Lock()
+	l := lk.live[zone]
 	var st *linkState
-	if p := h.linkStates[zone]; p != nil {
+	if p := lk.states[zone]; p != nil {
 		c := *p // setLinkState writes it under mu
 		st = &c
 	}
-	h.mu.Unlock()
+	lk.mu.Unlock()
 	if l != nil && l.live() {
 		v.State = "online"
 		v.Transport = string(l.conn.Kind())

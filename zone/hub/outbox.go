@@ -30,91 +30,91 @@ func outboxKey(zone string) string { return outboxPrefix + zone }
 func isOutbox(key string) bool { return strings.HasPrefix(key, outboxPrefix) }
 
 // queueForFriend keeps a message for friend f until its link is back.
-func (h *Hub) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *FriendRecord) {
+func (lk *links) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *FriendRecord) {
 	if hdr.Token != "" {
 		session.RefuseCall(st, wire.CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
 		return
 	}
-	msg, ok := readKept(st, hdr, h.cfg.Now())
+	msg, ok := readKept(st, hdr, lk.h.cfg.Now())
 	if !ok {
 		return
 	}
 	zone := f.ZoneID.Compact()
-	seq, err := h.mail.Put(outboxKey(zone), msg)
+	seq, err := lk.h.mail.Put(outboxKey(zone), msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
 			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
-				h.mail.Stat(outboxKey(zone)).n, h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
+				lk.h.mail.Stat(outboxKey(zone)).n, lk.h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {
-			h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
+			lk.h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
 			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
-	if h.friend(zone) == nil { // removed meanwhile: its queue is gone
-		h.mail.Remove(outboxKey(zone), seq)
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, h.zone.Name))
+	if lk.h.friend(zone) == nil { // removed meanwhile: its queue is gone
+		lk.h.mail.Remove(outboxKey(zone), seq)
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, lk.h.zone.Name))
 		return
 	}
-	h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
-	h.changes.Bump()
-	h.kickOutbox(zone) // the link may have come back meanwhile
+	lk.h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)
+	lk.h.changes.Bump()
+	lk.kickOutbox(zone) // the link may have come back meanwhile
 	if transport.WriteFrame(st, &wire.CallReply{Queued: true, ExpiresMs: msg.Expires.UnixMilli()}) != nil || st.Close() != nil {
 		st.Reset()
 	}
 }
 
-// outbox is the forwarding state of one friend zone's queue (h.mu).
+// outbox is the forwarding state of one friend zone's queue (lk.mu).
 type outbox struct{ passRunner }
 
 // kickOutbox makes sure the queue of friend zone is being forwarded, if
 // it has a link and messages.
-func (h *Hub) kickOutbox(zone string) {
-	if h.mail.Stat(outboxKey(zone)).n == 0 || h.liveLink(zone) == nil {
+func (lk *links) kickOutbox(zone string) {
+	if lk.h.mail.Stat(outboxKey(zone)).n == 0 || lk.liveLink(zone) == nil {
 		return
 	}
-	h.mu.Lock()
-	if h.closing {
-		h.mu.Unlock()
+	lk.mu.Lock()
+	if lk.closing {
+		lk.mu.Unlock()
 		return
 	}
-	o := h.outboxes[zone]
+	o := lk.outboxes[zone]
 	if o == nil {
 		o = &outbox{}
-		h.outboxes[zone] = o
+		lk.outboxes[zone] = o
 	}
 	if !o.claim() {
-		h.mu.Unlock()
+		lk.mu.Unlock()
 		return
 	}
-	h.conns.Add(1) // under mu, which shutdown takes before it waits
-	h.mu.Unlock()
+	lk.h.conns.Add(1) // under mu, which shutdown takes before it waits
+	lk.mu.Unlock()
 	go func() {
-		defer h.conns.Done()
-		h.runOutbox(zone, o)
+		defer lk.h.conns.Done()
+		lk.runOutbox(zone, o)
 	}()
 }
 
 // runOutbox forwards a friend zone's queue in order until it is empty,
 // the link goes, or the friend's hub cannot take a message now (then it
 // tries again with backoff).
-func (h *Hub) runOutbox(zone string, o *outbox) {
+func (lk *links) runOutbox(zone string, o *outbox) {
 	for {
-		retry, progress := h.outboxPass(zone)
-		h.mu.Lock()
-		if h.outboxes[zone] != o { // the friend was removed (and maybe made again)
-			h.mu.Unlock()
+		retry, progress := lk.outboxPass(zone)
+		lk.mu.Lock()
+		if lk.outboxes[zone] != o { // the friend was removed (and maybe made again)
+			lk.mu.Unlock()
 			return
 		}
-		again := o.passDone(retry, progress, h.closing, func() { h.kickOutbox(zone) })
-		h.mu.Unlock()
+		again := o.passDone(retry, progress, lk.closing, func() { lk.kickOutbox(zone) })
+		lk.mu.Unlock()
 		if !again {
 			return
 		}
 	}
 }
 
-func (h *Hub) outboxPass(zone string) (retry, progress bool) {
+func (lk *links) outboxPass(zone string) (retry, progress bool) {
 	key := outboxKey(zone)
 	// Destinations (device/service) whose earlier message the friend's
 	// hub could not take now: their later messages wait too, to keep
@@ -122,13 +122,13 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 	blocked := map[string]bool{}
 	var after uint64
 	for {
-		l := h.liveLink(zone)
+		l := lk.liveLink(zone)
 		if l == nil {
 			return false, progress // the next link starts a new pass
 		}
-		batch, err := h.mail.Next(key, after, courierBatch)
+		batch, err := lk.h.mail.Next(key, after, courierBatch)
 		if err != nil {
-			h.log.Error("read the mailbox", "friend", h.petname(zone), "err", err)
+			lk.h.log.Error("read the mailbox", "friend", lk.h.petname(zone), "err", err)
 			return true, progress
 		}
 		if len(batch) == 0 {
@@ -136,8 +136,8 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 		}
 		for _, q := range batch {
 			after = q.seq
-			if !h.cfg.Now().Before(q.msg.Expires) {
-				h.wakes.dropQueued(key, q, "its time to live ran out")
+			if !lk.h.cfg.Now().Before(q.msg.Expires) {
+				lk.h.wakes.dropQueued(key, q, "its time to live ran out")
 				continue
 			}
 			dest := q.msg.ToDevice + "/" + q.msg.Service
@@ -145,20 +145,20 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 				retry = true
 				continue
 			}
-			cerr, broke := h.forwardQueued(l, zone, q.msg)
+			cerr, broke := lk.forwardQueued(l, zone, q.msg)
 			switch {
 			case broke:
 				return true, progress // the link failed: the next one (or a retry) starts a new pass
 			case cerr == nil:
-				if err := h.mail.Remove(key, q.seq); err != nil {
-					h.log.Error("remove a forwarded message", "friend", h.petname(zone), "err", err)
+				if err := lk.h.mail.Remove(key, q.seq); err != nil {
+					lk.h.log.Error("remove a forwarded message", "friend", lk.h.petname(zone), "err", err)
 				}
-				h.changes.Bump()
+				lk.h.changes.Bump()
 				progress = true
 			case cerr.Status == wire.CallOffline || cerr.Status == wire.CallUnavailable || cerr.Status == wire.CallDeadline || cerr.Status == wire.CallQueueFull:
 				blocked[dest], retry = true, true // the friend's hub says not now: keep it, and its followers' order
 			default:
-				h.wakes.dropQueued(key, q, cerr.Message)
+				lk.h.wakes.dropQueued(key, q, cerr.Message)
 			}
 		}
 	}
@@ -167,7 +167,7 @@ func (h *Hub) outboxPass(zone string) (retry, progress bool) {
 // forwardQueued sends one kept message over the friend's link and reads
 // the friend hub's answer (delivered, or kept there for its device);
 // broke says the link failed before the friend's hub answered.
-func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *wire.CallError, broke bool) {
+func (lk *links) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *wire.CallError, broke bool) {
 	defer l.use()()
 	hdr := &wire.CallHeader{ID: m.ID, Kind: wire.CallMessage, FromZone: m.FromZone, FromDevice: m.FromDevice, FromApp: m.FromApp, ToDevice: m.ToDevice,
 		ToService: m.Service, Method: m.Method, TimeoutMs: uint64(deliverTimeout / time.Millisecond), TTLMs: m.TTLMs,
@@ -184,23 +184,23 @@ func (h *Hub) forwardQueued(l *hubLink, zone string, m *queuedMsg) (cerr *wire.C
 }
 
 // dropOutbox forgets a friend zone's queue (the friend was removed).
-func (h *Hub) dropOutbox(zone string) {
-	h.mu.Lock()
-	if o := h.outboxes[zone]; o != nil {
+func (lk *links) dropOutbox(zone string) {
+	lk.mu.Lock()
+	if o := lk.outboxes[zone]; o != nil {
 		o.stop()
 	}
-	delete(h.outboxes, zone)
-	h.mu.Unlock()
-	if err := h.mail.Drop(outboxKey(zone)); err != nil {
-		h.log.Warn("drop the messages kept for a friend", "zone", zone, "err", err)
+	delete(lk.outboxes, zone)
+	lk.mu.Unlock()
+	if err := lk.h.mail.Drop(outboxKey(zone)); err != nil {
+		lk.h.log.Warn("drop the messages kept for a friend", "zone", zone, "err", err)
 	}
 }
 
 // stopOutboxes stops the retry timers at shutdown.
-func (h *Hub) stopOutboxes() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, o := range h.outboxes {
+func (lk *links) stopOutboxes() {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	for _, o := range lk.outboxes {
 		o.stop()
 	}
 }
@@ -208,17 +208,17 @@ func (h *Hub) stopOutboxes() {
 // purgeFrom drops the messages from friend zone that wait in this hub's
 // device queues, and reports how many: nothing from a zone that is no
 // friend any more is delivered.
-func (h *Hub) purgeFrom(zone string) int {
+func (lk *links) purgeFrom(zone string) int {
 	n := 0
-	for _, device := range h.mail.Devices() {
+	for _, device := range lk.h.mail.Devices() {
 		if isOutbox(device) {
 			continue
 		}
 		var after uint64
 		for {
-			batch, err := h.mail.Next(device, after, courierBatch)
+			batch, err := lk.h.mail.Next(device, after, courierBatch)
 			if err != nil {
-				h.log.Warn("read the mailbox", "device", device, "err", err)
+				lk.h.log.Warn("read the mailbox", "device", device, "err", err)
 				break
 			}
 			if len(batch) == 0 {
@@ -232,8 +232,8 @@ func (h *Hub) purgeFrom(zone string) int {
 				}
 			}
 			if len(seqs) > 0 {
-				if err := h.mail.Remove(device, seqs...); err != nil {
-					h.log.Warn("drop messages from a former friend", "device", device, "err", err)
+				if err := lk.h.mail.Remove(device, seqs...); err != nil {
+					lk.h.log.Warn("drop messages from a former friend", "device", device, "err", err)
 					break
 				}
 				n += len(seqs)
