@@ -23,6 +23,19 @@ import (
 	"github.com/pzone/pzone/zone/wire"
 )
 
+// router takes calls and messages from devices and from friends' links,
+// checks them (call slots, policy, tokens, envelopes) and sends each on
+// its way: to a device (held while it wakes, or kept for later), to the
+// hub's own services, or to a friend's zone over its link
+// (federation.go).
+type router struct {
+	h *Hub
+	// envelopes checks calls from friend zones to services on the hub.
+	envelopes *envelope.Checker
+	// slots bounds the calls in flight per caller and per target.
+	slots *callSlots
+}
+
 // replayStream is a call stream whose request body the hub has read
 // already: reads return the body's frames as they came, then go on with
 // the stream (where the caller sends nothing more, only its end).
@@ -54,10 +67,10 @@ func (s *replayStream) Read(p []byte) (int, error) {
 // on with, which reads the body again from the start; on failure it has
 // reset the stream (the body did not come in time), releasing slot, or
 // answered it.
-func (h *Hub) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) (transport.Stream, bool) {
+func (rt *router) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) (transport.Stream, bool) {
 	var raw bytes.Buffer
 	fr := transport.NewFrameReader(io.TeeReader(st, &raw), wire.CallChunk+16)
-	_, err := session.ReadRequest(st, fr, h.cfg.CallBodyWait, time.Now().Add(wire.CallTimeout(hdr)), slot.hold)
+	_, err := session.ReadRequest(st, fr, rt.h.cfg.CallBodyWait, time.Now().Add(wire.CallTimeout(hdr)), slot.hold)
 	var ne net.Error
 	var over *overBudget
 	switch {
@@ -79,36 +92,36 @@ func (h *Hub) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *call
 
 // handleCall relays a device's call: to the target device's session, to
 // a service on the hub's host, or (ToZone) to a friend zone's hub.
-func (h *Hub) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
-	st, hdr, slot, ok := h.admitCall(st, fr, deviceCaller(s.device), s.syncCtx.Done())
+func (rt *router) handleCall(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+	st, hdr, slot, ok := rt.admitCall(st, fr, deviceCaller(s.device), s.syncCtx.Done())
 	if !ok {
 		return
 	}
 	defer slot.release()
-	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = h.zone.Name, s.device, 0, h.zone.ID.Compact()
-	if hdr.ToZone != "" && !h.ownZone(hdr.ToZone) {
-		h.forwardCall(st, hdr, slot)
+	hdr.FromZone, hdr.FromDevice, hdr.QueuedMs, hdr.FromZoneID = rt.h.zone.Name, s.device, 0, rt.h.zone.ID.Compact()
+	if hdr.ToZone != "" && !rt.ownZone(hdr.ToZone) {
+		rt.forwardCall(st, hdr, slot)
 		return
 	}
 	hdr.ToZone, hdr.Envelope = "", nil
-	h.routeCall(st, hdr, s.syncCtx.Done(), s.device, slot)
+	rt.routeCall(st, hdr, s.syncCtx.Done(), s.device, slot)
 }
 
 // admitCall reads a call's header, takes a slot for it from caller
 // (waiting for one, not past the call's deadline nor once gone closes),
 // and reads its body (readCallBody). On failure it has answered or reset
 // the stream and given back the slot; on success the caller releases it.
-func (h *Hub) admitCall(st transport.Stream, fr *transport.FrameReader, caller string, gone <-chan struct{}) (transport.Stream, *wire.CallHeader, *callSlot, bool) {
+func (rt *router) admitCall(st transport.Stream, fr *transport.FrameReader, caller string, gone <-chan struct{}) (transport.Stream, *wire.CallHeader, *callSlot, bool) {
 	hdr, ok := readCallHeader(st, fr)
 	if !ok {
 		return nil, nil, nil, false
 	}
-	slot, why := h.callSlots.enterWait(caller, time.Now().Add(wire.CallTimeout(hdr)), gone)
+	slot, why := rt.slots.enterWait(caller, time.Now().Add(wire.CallTimeout(hdr)), gone)
 	if slot == nil {
 		session.RefuseCall(st, wire.CallUnavailable, why)
 		return nil, nil, nil, false
 	}
-	if st, ok = h.readCallBody(st, hdr, slot); !ok {
+	if st, ok = rt.readCallBody(st, hdr, slot); !ok {
 		slot.release()
 		return nil, nil, nil, false
 	}
@@ -131,12 +144,12 @@ func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*wire.CallH
 }
 
 // ownZone reports whether name (a zone name or ID) is this zone.
-func (h *Hub) ownZone(name string) bool {
-	if name == h.zone.Name {
+func (rt *router) ownZone(name string) bool {
+	if name == rt.h.zone.Name {
 		return true
 	}
 	id, err := certs.ParseZoneID(name)
-	return err == nil && id == h.zone.ID
+	return err == nil && id == rt.h.zone.ID
 }
 
 // routeCall delivers a call whose caller is established (hdr's From*
@@ -145,19 +158,19 @@ func (h *Hub) ownZone(name string) bool {
 // bindings and token checks (the device, or PETNAME/DEVICE for a
 // friend's); slot is the call's hold on the caller's calls in flight, to
 // which routeCall adds the target's.
-func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
+func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
 	timeout := wire.CallTimeout(hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)
 	if hdr.Kind == wire.CallMessage && hdr.TTLMs > 0 && hdr.ToDevice != certs.HubDevice {
-		h.queueMessage(st, hdr, deadline)
+		rt.queueMessage(st, hdr, deadline)
 		return
 	}
 
-	h.mu.Lock()
-	target := h.sessions[hdr.ToDevice]
-	rec := h.devices[hdr.ToDevice]
-	h.mu.Unlock()
+	rt.h.mu.Lock()
+	target := rt.h.sessions[hdr.ToDevice]
+	rec := rt.h.devices[hdr.ToDevice]
+	rt.h.mu.Unlock()
 	if target != nil && target.syncCtx.Err() != nil {
 		target = nil // closing: the device is going away (to sleep, say)
 	}
@@ -167,10 +180,10 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 			session.RefuseCall(st, wire.CallUnavailable, why)
 			return
 		}
-		h.serveHosted(st, hdr, deadline)
+		rt.serveHosted(st, hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
 		return
 	case target == nil && hdr.TTLMs > 0:
 		// A call for later waits for the device, woken, within its time.
@@ -178,11 +191,11 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 		if deadline.Before(until) {
 			until = deadline
 		}
-		if target = h.wakes.awaitOnline(gone, hdr.ToDevice, until); target == nil {
+		if target = rt.h.wakes.awaitOnline(gone, hdr.ToDevice, until); target == nil {
 			session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
-	case target == nil && h.wakes.asleep(hdr.ToDevice):
+	case target == nil && rt.h.wakes.asleep(hdr.ToDevice):
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
 		return
 	case target == nil:
@@ -193,22 +206,22 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 	// made and what it may use.
 	key := bindKey{from, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
 	var limitsOf func() (token.Grant, error)
-	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
-		tok, err := h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
+	if hdr.Token != "" || rt.h.needsToken(hdr.ToDevice, hdr.ToService) {
+		tok, err := rt.h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
 		if err != nil {
 			session.RefuseCall(st, wire.CallDenied, err.Error())
 			return
 		}
 		key.token = tok.ID
-		limitsOf = func() (token.Grant, error) { return h.bindToken(tok, from) }
+		limitsOf = func() (token.Grant, error) { return rt.h.bindToken(tok, from) }
 	}
 	hdr.Token, hdr.TokenID = "", key.token
 	if why := slot.toWait(deviceCaller(hdr.ToDevice), deadline, gone); why != "" {
 		session.RefuseCall(st, wire.CallUnavailable, why)
 		return
 	}
-	if h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
-		if h.cfg.FriendCallHook(&FriendCall{Header: hdr, st: st, target: target, deadline: deadline}) {
+	if rt.h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
+		if rt.h.cfg.FriendCallHook(&FriendCall{Header: hdr, st: st, target: target, deadline: deadline}) {
 			return
 		}
 	}
@@ -220,7 +233,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 		return
 	}
 	r := &relay{a: st, b: out}
-	b, err := h.bindings.attach(key, r, h.cfg.Now(), limitsOf)
+	b, err := rt.h.bindings.attach(key, r, rt.h.cfg.Now(), limitsOf)
 	if err != nil {
 		out.Reset()
 		session.RefuseCall(st, wire.CallDenied, err.Error())
@@ -229,7 +242,7 @@ func (h *Hub) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan s
 	defer b.detach(r)
 	check := func() error {
 		if why := b.over(); why != "" {
-			h.bindings.end(b, why, h.cfg.Now())
+			rt.h.bindings.end(b, why, rt.h.cfg.Now())
 			return errors.New(why)
 		}
 		return nil
@@ -327,80 +340,74 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 // serveHosted delivers a call to a service an application on the hub's
 // host serves, after the hub's own policy check (and, from a friend zone,
 // the check of the calling device's signature).
-func (h *Hub) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
-	rules := h.calls.Get(h.state, h.log).Rules
-	req := policy.Request{FromZone: hdr.FromZone, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
+	rules := rt.h.calls.Get(rt.h.state, rt.h.log).Rules
+	req := policy.Request{FromZone: hdr.FromZone, FromZoneID: string(rt.h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	var opts services.ServeOpts
-	if hdr.FromZoneID != "" && hdr.FromZoneID != h.zone.ID.Compact() {
-		f := h.friend(hdr.FromZoneID)
+	if hdr.FromZoneID != "" && hdr.FromZoneID != rt.h.zone.ID.Compact() {
+		f := rt.h.friend(hdr.FromZoneID)
 		if f == nil {
-			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, h.zone.Name))
+			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, rt.h.zone.Name))
 			return
 		}
 		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
-		leaf := h.cert.Load()
-		self := certs.Identity{Zone: h.zone.ID, Device: certs.HubDevice}
-		opts = services.EnvelopeOpts(h.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, h.cfg.Now, h.log)
+		leaf := rt.h.cert.Load()
+		self := certs.Identity{Zone: rt.h.zone.ID, Device: certs.HubDevice}
+		opts = services.EnvelopeOpts(rt.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, rt.h.cfg.Now, rt.h.log)
 	}
 	if d := policy.Decide(rules, req); !d.Allow {
 		session.RefuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
-	services.ServeCall(st, h.services, hdr, deadline, opts)
+	services.ServeCall(st, rt.h.services, hdr, deadline, opts)
 }
 
 // queueMessage keeps a message for later: it answers the sender once the
 // message is stored (and, for a device online, once the first attempt to
 // deliver it has told whether it arrived).
-func (h *Hub) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
-	h.mu.Lock()
-	rec := h.devices[hdr.ToDevice]
-	h.mu.Unlock()
-	if rec == nil || rec.Revoked {
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, h.zone.Name))
+func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
+	if !rt.h.paired(hdr.ToDevice) {
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
 		return
 	}
-	if hdr.Token != "" || h.needsToken(hdr.ToDevice, hdr.ToService) {
+	if hdr.Token != "" || rt.h.needsToken(hdr.ToDevice, hdr.ToService) {
 		session.RefuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
 		return
 	}
-	msg, ok := readKept(st, hdr, h.cfg.Now())
+	msg, ok := readKept(st, hdr, rt.h.cfg.Now())
 	if !ok {
 		return
 	}
 	var done chan bool
 	key := deliveryKey(hdr.ToDevice, msg.sender(), hdr.ID)
-	if h.online(hdr.ToDevice) {
-		done = h.wakes.watchDelivery(key)
-		defer h.wakes.unwatchDelivery(key)
+	if rt.h.online(hdr.ToDevice) {
+		done = rt.h.wakes.watchDelivery(key)
+		defer rt.h.wakes.unwatchDelivery(key)
 	}
-	seq, err := h.mail.Put(hdr.ToDevice, msg)
+	seq, err := rt.h.mail.Put(hdr.ToDevice, msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
 			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
 		} else {
-			h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
+			rt.h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
 			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
-	h.mu.Lock()
-	rec = h.devices[hdr.ToDevice]
-	h.mu.Unlock()
-	if rec == nil || rec.Revoked { // revoked meanwhile: its queue is gone
-		h.mail.Remove(hdr.ToDevice, seq)
+	if !rt.h.paired(hdr.ToDevice) { // revoked meanwhile: its queue is gone
+		rt.h.mail.Remove(hdr.ToDevice, seq)
 		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
 		return
 	}
-	h.wakes.markNewMail(hdr.ToDevice)
-	h.changes.Bump()
+	rt.h.wakes.markNewMail(hdr.ToDevice)
+	rt.h.changes.Bump()
 	// Wake after the message is stored: if the session closed meanwhile,
 	// this pings; if it is up, it does nothing.
-	h.wakes.wake(hdr.ToDevice)
+	rt.h.wakes.wake(hdr.ToDevice)
 	delivered := false
 	if done != nil {
-		h.wakes.kickCourier(hdr.ToDevice)
+		rt.h.wakes.kickCourier(hdr.ToDevice)
 		t := time.NewTimer(min(time.Until(deadline), firstAttemptWait))
 		select {
 		case delivered = <-done:

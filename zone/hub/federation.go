@@ -27,33 +27,33 @@ import (
 
 // forwardCall sends a call from one of this zone's devices (hdr's From*
 // set from its session) to the friend zone hdr.ToZone.
-func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
-	f := h.friendNamed(hdr.ToZone)
+func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
+	f := rt.h.friendNamed(hdr.ToZone)
 	if f == nil {
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, h.zone.Name))
+		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, rt.h.zone.Name))
 		return
 	}
 	if hdr.Envelope == nil {
 		session.RefuseCall(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
 		return
 	}
-	req := policy.Request{FromZone: h.zone.Name, FromZoneID: string(h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
+	req := policy.Request{FromZone: rt.h.zone.Name, FromZoneID: string(rt.h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
-	if d := policy.Decide(h.calls.Get(h.state, h.log).Rules, req); !d.Allow {
-		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", h.zone.Name, d.Reason))
+	if d := policy.Decide(rt.h.calls.Get(rt.h.state, rt.h.log).Rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", rt.h.zone.Name, d.Reason))
 		return
 	}
 	hdr.ToZone = f.ZoneID.Compact()
 	deadline := time.Now().Add(wire.CallTimeout(hdr))
 	st.SetDeadline(deadline)
-	l := h.links.liveLink(hdr.ToZone)
+	l := rt.h.links.liveLink(hdr.ToZone)
 	later := hdr.Kind == wire.CallMessage && hdr.TTLMs > 0
 	// Behind messages kept before (for any destination: the outbox
 	// keeps each destination's order and passes the others on).
-	if l == nil || later && h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
+	if l == nil || later && rt.h.mail.Stat(outboxKey(hdr.ToZone)).n > 0 {
 		if later {
 			// Kept here until the link is back (behind any kept before).
-			h.links.queueForFriend(st, hdr, f)
+			rt.h.links.queueForFriend(st, hdr, f)
 			return
 		}
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
@@ -69,14 +69,14 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 	out, err := openCallStream(ctx, l.conn, hdr, deadline)
 	if err != nil {
 		if later {
-			h.links.queueForFriend(st, hdr, f)
+			rt.h.links.queueForFriend(st, hdr, f)
 			return
 		}
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}
 	l.calls.Add(1)
-	h.changes.Bump()
+	rt.h.changes.Bump()
 	var in, back atomic.Uint64
 	splice(st, out, &in, &back, func() error { return nil })
 }
@@ -84,7 +84,7 @@ func (h *Hub) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callS
 // ---- the hoster's hub ----
 
 // handleLinkStream serves a stream a friend's hub opened on the link.
-func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
+func (rt *router) handleLinkStream(l *hubLink, st transport.Stream) {
 	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
 	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
 	var hdr wire.StreamHeader
@@ -94,50 +94,50 @@ func (h *Hub) handleLinkStream(l *hubLink, st transport.Stream) {
 	}
 	switch hdr.Kind {
 	case wire.StreamCall:
-		h.receiveCall(l, st, fr)
+		rt.receiveCall(l, st, fr)
 	case wire.StreamDiscover:
-		h.answerDiscover(l, st, fr)
+		rt.answerDiscover(l, st, fr)
 	default:
-		h.log.Info("unknown stream kind on a friend link", "friend", h.petname(l.zone), "kind", hdr.Kind)
+		rt.h.log.Info("unknown stream kind on a friend link", "friend", rt.h.petname(l.zone), "kind", hdr.Kind)
 		st.Reset()
 	}
 }
 
 // receiveCall takes a call a friend zone's device made, over its link.
 // The link is one caller: its zone's calls in flight share its slots.
-func (h *Hub) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
-	st, hdr, slot, ok := h.admitCall(st, fr, linkCaller(l.zone), l.ctx.Done())
+func (rt *router) receiveCall(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
+	st, hdr, slot, ok := rt.admitCall(st, fr, linkCaller(l.zone), l.ctx.Done())
 	if !ok {
 		return
 	}
 	defer slot.release()
-	f := h.friend(l.zone)
+	f := rt.h.friend(l.zone)
 	switch {
 	case f == nil:
-		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name))
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, rt.h.zone.Name))
 		return
 	case hdr.FromZoneID != l.zone:
 		// A hub speaks for its own zone only: calls do not transit.
-		h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
+		rt.h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
 		session.RefuseCall(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
 		return
 	case hdr.Envelope == nil:
 		session.RefuseCall(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
 		return
-	case hdr.ToZone != "" && hdr.ToZone != h.zone.ID.Compact():
+	case hdr.ToZone != "" && hdr.ToZone != rt.h.zone.ID.Compact():
 		session.RefuseCall(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
 		return
 	}
 	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
 	req := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
-	if d := policy.Decide(h.calls.Get(h.state, h.log).Rules, req); !d.Allow {
-		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", h.zone.Name, d.Reason))
+	if d := policy.Decide(rt.h.calls.Get(rt.h.state, rt.h.log).Rules, req); !d.Allow {
+		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", rt.h.zone.Name, d.Reason))
 		return
 	}
 	l.calls.Add(1)
-	h.changes.Bump()
-	h.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice, slot)
+	rt.h.changes.Bump()
+	rt.routeCall(st, hdr, l.closed, f.Petname+"/"+hdr.FromDevice, slot)
 }
 
 // ---- discovery ----
@@ -151,7 +151,7 @@ const (
 
 // handleDiscover answers a device's request for a friend zone's services
 // by asking that zone's hub.
-func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+func (rt *router) handleDiscover(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
 	var req wire.DiscoverRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
@@ -162,12 +162,12 @@ func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.F
 		answer(&wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad app name"})
 		return
 	}
-	f := h.friendNamed(req.Zone)
+	f := rt.h.friendNamed(req.Zone)
 	if f == nil {
-		answer(&wire.DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, h.zone.Name)})
+		answer(&wire.DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, rt.h.zone.Name)})
 		return
 	}
-	l := h.links.liveLink(f.ZoneID.Compact())
+	l := rt.h.links.liveLink(f.ZoneID.Compact())
 	if l == nil {
 		answer(&wire.DiscoverResponse{Status: wire.CallOffline, Message: fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later", f.Petname)})
 		return
@@ -188,24 +188,24 @@ func (h *Hub) handleDiscover(s *hubSession, st transport.Stream, fr *transport.F
 
 // answerDiscover lists, for a friend's device, the services of this zone
 // that this zone's policy lets it call.
-func (h *Hub) answerDiscover(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
+func (rt *router) answerDiscover(l *hubLink, st transport.Stream, fr *transport.FrameReader) {
 	var req wire.DiscoverRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
-	f := h.friend(l.zone)
+	f := rt.h.friend(l.zone)
 	if f == nil {
-		reply(st, &wire.DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, h.zone.Name)})
+		reply(st, &wire.DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, rt.h.zone.Name)})
 		return
 	}
 	if certs.ValidateName("device", req.FromDevice) != nil || req.FromApp != "" && wire.ValidateServiceName(req.FromApp) != nil {
 		reply(st, &wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad device or app name"})
 		return
 	}
-	rules := h.calls.Get(h.state, h.log).Rules
+	rules := rt.h.calls.Get(rt.h.state, rt.h.log).Rules
 	var out []wire.DiscoveredService
-	for _, v := range services.ListServices(h.state) {
+	for _, v := range services.ListServices(rt.h.state) {
 		r := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: req.FromDevice, FromApp: req.FromApp, ToDevice: v.Device, ToService: v.Service}
 		methods, ok := allowedMethods(rules, r, v.Methods)
 		if ok && len(out) < maxDiscovered {

@@ -266,10 +266,8 @@ type Hub struct {
 	// links keeps the links with friends' hubs and the messages kept for
 	// them (links.go, outbox.go).
 	links *links
-	// envelopes checks calls from friend zones to services on the hub.
-	envelopes *envelope.Checker
-	// callSlots bounds the calls in flight per caller and per target.
-	callSlots *callSlots
+	// router routes calls and messages (calls.go, federation.go).
+	router *router
 }
 
 // Run runs a hub until ctx ends, then closes every session with reason
@@ -297,7 +295,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer h.mail.Close()
-	if err := stores.KeepEnvelopes(h.envelopes, h.mail.db, cfg.Now); err != nil {
+	if err := stores.KeepEnvelopes(h.router.envelopes, h.mail.db, cfg.Now); err != nil {
 		return fmt.Errorf("read the envelopes the hub accepted: %w", err)
 	}
 	if err := h.renewHubCertIfDue(); err != nil {
@@ -376,10 +374,10 @@ func Run(ctx context.Context, cfg Config) error {
 func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
-		stopping:  make(chan struct{}),
-		friends:   map[string]*FriendRecord{},
-		envelopes: envelope.NewChecker(), callSlots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
+		stopping: make(chan struct{}),
+		friends:  map[string]*FriendRecord{}}
 	h.links = newLinks(h)
+	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {
 		return nil, err

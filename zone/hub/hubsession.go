@@ -386,9 +386,9 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 	case wire.StreamSync:
 		h.handleSync(s, st)
 	case wire.StreamCall:
-		h.handleCall(s, st, fr)
+		h.router.handleCall(s, st, fr)
 	case wire.StreamDiscover:
-		h.handleDiscover(s, st, fr)
+		h.router.handleDiscover(s, st, fr)
 	default:
 		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
 		st.Reset()

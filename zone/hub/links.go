@@ -481,7 +481,7 @@ func (lk *links) run(l *hubLink) {
 		go func() {
 			defer lk.h.conns.Done()
 			defer release()
-			lk.h.handleLinkStream(l, st)
+			lk.h.router.handleLinkStream(l, st)
 		}()
 	}
 	<-l.closed
