@@ -254,23 +254,23 @@ func (c countingWriter) Write(p []byte) (int, error) {
 var errNoBinding = errors.New("no such binding")
 
 // endBinding ends a binding by id for the hub's operator.
-func (h *Hub) endBinding(id string) (*api.BindingView, error) {
-	b := h.bindings.lookup(id)
-	if b == nil || !h.bindings.end(b, "ended by the hub operator", h.cfg.Now()) {
+func (tk *tokens) endBinding(id string) (*api.BindingView, error) {
+	b := tk.h.bindings.lookup(id)
+	if b == nil || !tk.h.bindings.end(b, "ended by the hub operator", tk.h.cfg.Now()) {
 		return nil, fmt.Errorf("%w %q (pzh bindings lists the live ones)", errNoBinding, id)
 	}
 	v := b.view()
-	h.log.Info("binding ended", "binding", id, "from", v.From, "to", v.To, "reason", v.Reason)
+	tk.h.log.Info("binding ended", "binding", id, "from", v.From, "to", v.To, "reason", v.Reason)
 	return &v, nil
 }
 
-func (h *Hub) bindingRoutes(mux *http.ServeMux) {
+func (tk *tokens) bindingRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/bindings", func(w http.ResponseWriter, r *http.Request) {
-		ver := localapi.LongPoll(r, &h.bindings.changes)
-		localapi.WriteJSON(w, http.StatusOK, api.BindingsView{Version: ver, Bindings: h.bindings.views(r.URL.Query().Get("all") == "1")})
+		ver := localapi.LongPoll(r, &tk.h.bindings.changes)
+		localapi.WriteJSON(w, http.StatusOK, api.BindingsView{Version: ver, Bindings: tk.h.bindings.views(r.URL.Query().Get("all") == "1")})
 	})
 	mux.HandleFunc("POST /v1/bindings/{id}/end", func(w http.ResponseWriter, r *http.Request) {
-		v, err := h.endBinding(r.PathValue("id"))
+		v, err := tk.endBinding(r.PathValue("id"))
 		if err != nil {
 			localapi.WriteErr(w, http.StatusNotFound, err)
 			return

@@ -206,14 +206,14 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	// made and what it may use.
 	key := bindKey{from, hdr.FromApp, hdr.ToDevice, hdr.ToService, ""}
 	var limitsOf func() (token.Grant, error)
-	if hdr.Token != "" || rt.h.needsToken(hdr.ToDevice, hdr.ToService) {
-		tok, err := rt.h.presentedToken(hdr.Token, hdr.ToDevice, hdr.ToService)
+	if hdr.Token != "" || rt.h.tokens.needed(hdr.ToDevice, hdr.ToService) {
+		tok, err := rt.h.tokens.presented(hdr.Token, hdr.ToDevice, hdr.ToService)
 		if err != nil {
 			session.RefuseCall(st, wire.CallDenied, err.Error())
 			return
 		}
 		key.token = tok.ID
-		limitsOf = func() (token.Grant, error) { return rt.h.bindToken(tok, from) }
+		limitsOf = func() (token.Grant, error) { return rt.h.tokens.bind(tok, from) }
 	}
 	hdr.Token, hdr.TokenID = "", key.token
 	if why := slot.toWait(deviceCaller(hdr.ToDevice), deadline, gone); why != "" {
@@ -371,7 +371,7 @@ func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadli
 		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
 		return
 	}
-	if hdr.Token != "" || rt.h.needsToken(hdr.ToDevice, hdr.ToService) {
+	if hdr.Token != "" || rt.h.tokens.needed(hdr.ToDevice, hdr.ToService) {
 		session.RefuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
 		return
 	}

@@ -229,7 +229,9 @@ type Hub struct {
 	state *zsync.Store // the replicated zone state
 	// bindings are the applications' uses of services the hub relays.
 	bindings *bindingTable
-	tokenMu  sync.Mutex // token usage records: read, add, write
+	// tokens issues and checks service tokens and keeps their usage
+	// (tokens.go, tokenapi.go).
+	tokens *tokens
 	// services are the ones applications on the hub's host serve.
 	services *services.Host
 	calls    policy.ViewCache // policy and token rules, for calls
@@ -289,7 +291,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if h.state, err = openHubState(&cfg, store, h.ca); err != nil {
 		return err
 	}
-	h.bindings.onEnd = h.tokenBindingEnded
+	h.bindings.onEnd = h.tokens.bindingEnded
 	defer h.state.Close()
 	if h.mail, err = openHubMailbox(&cfg, store); err != nil {
 		return err
@@ -377,6 +379,7 @@ func newHub(cfg Config, store *hubStore) (*Hub, error) {
 		stopping: make(chan struct{}),
 		friends:  map[string]*FriendRecord{}}
 	h.links = newLinks(h)
+	h.tokens = &tokens{h: h}
 	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {

@@ -118,8 +118,8 @@ func (h *Hub) apiHandler() http.Handler {
 		return len(h.sessions)
 	})
 	localapi.DataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
-	h.bindingRoutes(mux)
-	h.tokenRoutes(mux)
+	h.tokens.bindingRoutes(mux)
+	h.tokens.routes(mux)
 	h.friendRoutes(mux)
 	services.HostRoutes(mux, h.services, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)

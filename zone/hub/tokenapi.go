@@ -20,7 +20,7 @@ import (
 // maxIssue bounds one issue: a lot is one transaction.
 const maxIssue = 1000
 
-func (h *Hub) tokenRoutes(mux *http.ServeMux) {
+func (tk *tokens) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
 		var req api.TokenTemplateRequest
 		if err := localapi.ReadJSON(r, &req); err != nil {
@@ -32,15 +32,15 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			return
 		}
 		var cur token.Template
-		if ok, err := tokenRecord(h.state, token.KeyTemplate+req.Name, &cur); err != nil {
+		if ok, err := tokenRecord(tk.h.state, token.KeyTemplate+req.Name, &cur); err != nil {
 			localapi.WriteErr(w, http.StatusInternalServerError, err)
 			return
 		} else if ok && !req.Replace {
 			localapi.WriteErr(w, http.StatusConflict, fmt.Errorf("template %q exists; replace it with --replace (tokens already issued keep their limits)", req.Name))
 			return
 		}
-		tpl := token.Template{Name: req.Name, Created: h.cfg.Now().UTC(), Limits: req.Limits}
-		if err := putTokenRecord(h.state, token.KeyTemplate+req.Name, &tpl); err != nil {
+		tpl := token.Template{Name: req.Name, Created: tk.h.cfg.Now().UTC(), Limits: req.Limits}
+		if err := putTokenRecord(tk.h.state, token.KeyTemplate+req.Name, &tpl); err != nil {
 			localapi.WriteErr(w, localapi.DataStatus(err), err)
 			return
 		}
@@ -48,7 +48,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /v1/tokens/templates", func(w http.ResponseWriter, r *http.Request) {
 		var out []token.Template
-		err := h.state.List(zsync.BucketTokens, token.KeyTemplate, func(rec zsync.Record) error {
+		err := tk.h.state.List(zsync.BucketTokens, token.KeyTemplate, func(rec zsync.Record) error {
 			var t token.Template
 			if json.Unmarshal(rec.Value, &t) == nil {
 				out = append(out, t)
@@ -67,7 +67,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
-		res, status, err := h.issueTokens(req)
+		res, status, err := tk.issue(req)
 		if err != nil {
 			localapi.WriteErr(w, status, err)
 			return
@@ -75,7 +75,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 		localapi.WriteJSON(w, http.StatusOK, map[string][]api.IssuedToken{"tokens": res})
 	})
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		views, err := h.tokenViews(r.URL.Query().Get("lot"))
+		views, err := tk.views(r.URL.Query().Get("lot"))
 		if err != nil {
 			localapi.WriteErr(w, localapi.DataStatus(err), err)
 			return
@@ -91,7 +91,7 @@ func (h *Hub) tokenRoutes(mux *http.ServeMux) {
 			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
-		n, err := h.revokeTokens(req.ID, req.Lot)
+		n, err := tk.revoke(req.ID, req.Lot)
 		switch {
 		case err != nil:
 			localapi.WriteErr(w, localapi.DataStatus(err), err)
@@ -126,7 +126,7 @@ func checkTemplate(req *api.TokenTemplateRequest) error {
 	return nil
 }
 
-func (h *Hub) issueTokens(req api.IssueRequest) ([]api.IssuedToken, int, error) {
+func (tk *tokens) issue(req api.IssueRequest) ([]api.IssuedToken, int, error) {
 	if req.Count == 0 {
 		req.Count = 1
 	}
@@ -139,14 +139,14 @@ func (h *Hub) issueTokens(req api.IssueRequest) ([]api.IssuedToken, int, error) 
 		}
 	}
 	var tpl token.Template
-	ok, err := tokenRecord(h.state, token.KeyTemplate+req.Template, &tpl)
+	ok, err := tokenRecord(tk.h.state, token.KeyTemplate+req.Template, &tpl)
 	if err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
 	if !ok {
 		return nil, http.StatusNotFound, fmt.Errorf("no template %q (pzh tokens template list)", req.Template)
 	}
-	now := h.cfg.Now()
+	now := tk.h.cfg.Now()
 	var edits []zsync.Edit
 	var out []api.IssuedToken
 	for range req.Count {
@@ -158,23 +158,23 @@ func (h *Hub) issueTokens(req api.IssueRequest) ([]api.IssuedToken, int, error) 
 		edits = append(edits, zsync.Edit{Bucket: zsync.BucketTokens, Key: token.KeyToken + t.ID, Value: b})
 		out = append(out, api.IssuedToken{ID: t.ID, Token: presented, Lot: req.Lot})
 	}
-	if _, err := h.state.Apply(edits); err != nil {
+	if _, err := tk.h.state.Apply(edits); err != nil {
 		return nil, localapi.DataStatus(err), err
 	}
-	h.log.Info("tokens issued", "template", req.Template, "lot", req.Lot, "count", req.Count)
+	tk.h.log.Info("tokens issued", "template", req.Template, "lot", req.Lot, "count", req.Count)
 	return out, 0, nil
 }
 
-func (h *Hub) tokenViews(lot string) ([]api.TokenView, error) {
-	now := h.cfg.Now()
+func (tk *tokens) views(lot string) ([]api.TokenView, error) {
+	now := tk.h.cfg.Now()
 	var out []api.TokenView
-	err := h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
+	err := tk.h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
 		var t token.Token
 		if json.Unmarshal(rec.Value, &t) != nil || lot != "" && t.Lot != lot {
 			return nil
 		}
 		var u token.Usage
-		tokenRecord(h.state, token.KeyUsage+t.ID, &u)
+		tokenRecord(tk.h.state, token.KeyUsage+t.ID, &u)
 		v := api.TokenView{ID: t.ID, Template: t.Template, Lot: t.Lot, Issued: t.Issued, Usage: u, Limits: t.Limits, State: "active"}
 		if _, err := t.Grant(u, "", now); err != nil {
 			switch {
@@ -199,10 +199,10 @@ func (h *Hub) tokenViews(lot string) ([]api.TokenView, error) {
 
 // revokeTokens revokes a token by id, or every token of a lot, and ends
 // the bindings using them.
-func (h *Hub) revokeTokens(id, lot string) (int, error) {
+func (tk *tokens) revoke(id, lot string) (int, error) {
 	var edits []zsync.Edit
 	var ids []string
-	err := h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
+	err := tk.h.state.List(zsync.BucketTokens, token.KeyToken, func(rec zsync.Record) error {
 		var t token.Token
 		if json.Unmarshal(rec.Value, &t) != nil || t.Revoked {
 			return nil
@@ -222,16 +222,16 @@ func (h *Hub) revokeTokens(id, lot string) (int, error) {
 	if err != nil || len(edits) == 0 {
 		return 0, err
 	}
-	if _, err := h.state.Apply(edits); err != nil {
+	if _, err := tk.h.state.Apply(edits); err != nil {
 		return 0, err
 	}
 	for _, tid := range ids {
-		for _, b := range h.bindings.withToken(tid) {
-			if h.bindings.end(b, "token revoked", h.cfg.Now()) {
-				h.log.Info("binding ended", "binding", b.id, "reason", "token revoked")
+		for _, b := range tk.h.bindings.withToken(tid) {
+			if tk.h.bindings.end(b, "token revoked", tk.h.cfg.Now()) {
+				tk.h.log.Info("binding ended", "binding", b.id, "reason", "token revoked")
 			}
 		}
 	}
-	h.log.Info("tokens revoked", "id", id, "lot", lot, "count", len(ids))
+	tk.h.log.Info("tokens revoked", "id", id, "lot", lot, "count", len(ids))
 	return len(ids), nil
 }

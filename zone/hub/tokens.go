@@ -4,10 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/token"
 )
+
+// tokens issues, lists and revokes the zone's service tokens, checks the
+// token a call presents, and keeps each token's usage as bindings of it
+// start and end (bindings.go holds the bindings themselves).
+type tokens struct {
+	h  *Hub
+	mu sync.Mutex // usage records: read, add, write
+}
 
 // tokenRecord reads and decodes one record of the tokens bucket.
 func tokenRecord(s *zsync.Store, key string, v any) (bool, error) {
@@ -31,12 +40,12 @@ func putTokenRecord(s *zsync.Store, key string, v any) error {
 
 // needsToken reports whether device published service as requiring a
 // token.
-func (h *Hub) needsToken(device, service string) bool {
-	return h.calls.Get(h.state, h.log).TokenRequired[device+"/"+service]
+func (tk *tokens) needed(device, service string) bool {
+	return tk.h.calls.Get(tk.h.state, tk.h.log).TokenRequired[device+"/"+service]
 }
 
 // presentedToken checks a token presented for a call to device/service.
-func (h *Hub) presentedToken(presented, device, service string) (*token.Token, error) {
+func (tk *tokens) presented(presented, device, service string) (*token.Token, error) {
 	if presented == "" {
 		return nil, fmt.Errorf("service %s/%s requires a token: present one (pzp call --token, or \"token\" in the API)", device, service)
 	}
@@ -45,7 +54,7 @@ func (h *Hub) presentedToken(presented, device, service string) (*token.Token, e
 		return nil, err
 	}
 	var t token.Token
-	ok, err := tokenRecord(h.state, token.KeyToken+id, &t)
+	ok, err := tokenRecord(tk.h.state, token.KeyToken+id, &t)
 	if err != nil || !ok || !t.Matches(secret) {
 		return nil, errors.New("unknown token: check it was copied whole from pzh tokens issue")
 	}
@@ -53,12 +62,12 @@ func (h *Hub) presentedToken(presented, device, service string) (*token.Token, e
 }
 
 // bindToken computes a new binding's limits from t and records the use.
-func (h *Hub) bindToken(t *token.Token, device string) (token.Grant, error) {
-	h.tokenMu.Lock()
-	defer h.tokenMu.Unlock()
-	now := h.cfg.Now()
+func (tk *tokens) bind(t *token.Token, device string) (token.Grant, error) {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	now := tk.h.cfg.Now()
 	var u token.Usage
-	if _, err := tokenRecord(h.state, token.KeyUsage+t.ID, &u); err != nil {
+	if _, err := tokenRecord(tk.h.state, token.KeyUsage+t.ID, &u); err != nil {
 		return token.Grant{}, err
 	}
 	l, err := t.Grant(u, device, now)
@@ -69,22 +78,22 @@ func (h *Hub) bindToken(t *token.Token, device string) (token.Grant, error) {
 	if u.FirstUse.IsZero() {
 		u.FirstUse = now.UTC()
 	}
-	if err := putTokenRecord(h.state, token.KeyUsage+t.ID, &u); err != nil {
+	if err := putTokenRecord(tk.h.state, token.KeyUsage+t.ID, &u); err != nil {
 		return token.Grant{}, err
 	}
 	return l, nil
 }
 
 // tokenBindingEnded adds what a token's binding used to the token's usage.
-func (h *Hub) tokenBindingEnded(b *binding) {
+func (tk *tokens) bindingEnded(b *binding) {
 	if b.key.token == "" {
 		return
 	}
-	h.tokenMu.Lock()
-	defer h.tokenMu.Unlock()
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
 	var u token.Usage
-	if _, err := tokenRecord(h.state, token.KeyUsage+b.key.token, &u); err != nil {
-		h.log.Warn("token usage", "token", b.key.token, "err", err)
+	if _, err := tokenRecord(tk.h.state, token.KeyUsage+b.key.token, &u); err != nil {
+		tk.h.log.Warn("token usage", "token", b.key.token, "err", err)
 		return
 	}
 	u.BytesIn += int64(b.in.Load())
@@ -92,7 +101,7 @@ func (h *Hub) tokenBindingEnded(b *binding) {
 	b.mu.Lock()
 	u.Used += token.Duration(b.ended.Sub(b.since))
 	b.mu.Unlock()
-	if err := putTokenRecord(h.state, token.KeyUsage+b.key.token, &u); err != nil {
-		h.log.Warn("token usage", "token", b.key.token, "err", err)
+	if err := putTokenRecord(tk.h.state, token.KeyUsage+b.key.token, &u); err != nil {
+		tk.h.log.Warn("token usage", "token", b.key.token, "err", err)
 	}
 }
