@@ -346,7 +346,7 @@ func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadlin
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	var opts services.ServeOpts
 	if hdr.FromZoneID != "" && hdr.FromZoneID != rt.h.zone.ID.Compact() {
-		f := rt.h.friend(hdr.FromZoneID)
+		f := rt.h.friends.get(hdr.FromZoneID)
 		if f == nil {
 			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, rt.h.zone.Name))
 			return

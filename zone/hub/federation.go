@@ -28,7 +28,7 @@ import (
 // forwardCall sends a call from one of this zone's devices (hdr's From*
 // set from its session) to the friend zone hdr.ToZone.
 func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
-	f := rt.h.friendNamed(hdr.ToZone)
+	f := rt.h.friends.named(hdr.ToZone)
 	if f == nil {
 		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, rt.h.zone.Name))
 		return
@@ -98,7 +98,7 @@ func (rt *router) handleLinkStream(l *hubLink, st transport.Stream) {
 	case wire.StreamDiscover:
 		rt.answerDiscover(l, st, fr)
 	default:
-		rt.h.log.Info("unknown stream kind on a friend link", "friend", rt.h.petname(l.zone), "kind", hdr.Kind)
+		rt.h.log.Info("unknown stream kind on a friend link", "friend", rt.h.friends.petname(l.zone), "kind", hdr.Kind)
 		st.Reset()
 	}
 }
@@ -111,7 +111,7 @@ func (rt *router) receiveCall(l *hubLink, st transport.Stream, fr *transport.Fra
 		return
 	}
 	defer slot.release()
-	f := rt.h.friend(l.zone)
+	f := rt.h.friends.get(l.zone)
 	switch {
 	case f == nil:
 		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, rt.h.zone.Name))
@@ -162,7 +162,7 @@ func (rt *router) handleDiscover(s *hubSession, st transport.Stream, fr *transpo
 		answer(&wire.DiscoverResponse{Status: wire.CallBadRequest, Message: "bad app name"})
 		return
 	}
-	f := rt.h.friendNamed(req.Zone)
+	f := rt.h.friends.named(req.Zone)
 	if f == nil {
 		answer(&wire.DiscoverResponse{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", req.Zone, rt.h.zone.Name)})
 		return
@@ -194,7 +194,7 @@ func (rt *router) answerDiscover(l *hubLink, st transport.Stream, fr *transport.
 		st.Reset()
 		return
 	}
-	f := rt.h.friend(l.zone)
+	f := rt.h.friends.get(l.zone)
 	if f == nil {
 		reply(st, &wire.DiscoverResponse{Status: wire.CallDenied, Message: fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, rt.h.zone.Name)})
 		return

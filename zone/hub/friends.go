@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pzone/pzone/certs"
@@ -49,94 +50,126 @@ func (f *FriendRecord) entry() *wire.Friend {
 
 // ---- the hub's friend table ----
 
+// friends is the zone's table of friend zones and what changes it:
+// friend invites, redeeming and accepting them, removal and renaming, and
+// the admin API's views. Its lock guards the table only; changeMu
+// serialises whole changes (store, table, zone state), so a removal cannot
+// be undone by a rename racing it. The links take their lock before this
+// one.
+type friends struct {
+	h *Hub
+
+	changeMu sync.Mutex
+	mu       sync.Mutex
+	byZone   map[string]*FriendRecord // by compact zone ID
+}
+
+// zones lists the friends' compact zone IDs.
+func (fs *friends) zones() []string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	out := make([]string, 0, len(fs.byZone))
+	for z := range fs.byZone {
+		out = append(out, z)
+	}
+	return out
+}
+
+// count is the number of friends.
+func (fs *friends) count() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return len(fs.byZone)
+}
+
 // loadFriends reads the friend records at start and brings the friends
 // bucket in step with them.
-func (h *Hub) loadFriends() error {
-	recs, err := h.store.Friends()
+func (fs *friends) load() error {
+	recs, err := fs.h.store.Friends()
 	if err != nil {
 		return fmt.Errorf("read friends: %w", err)
 	}
-	h.mu.Lock()
+	fs.mu.Lock()
 	for _, f := range recs {
-		h.friends[f.ZoneID.Compact()] = f
+		fs.byZone[f.ZoneID.Compact()] = f
 	}
-	h.mu.Unlock()
+	fs.mu.Unlock()
 	for _, f := range recs {
-		h.publishFriend(f)
+		fs.publish(f)
 	}
 	// Records of friends no longer kept go.
 	var stale []zsync.Edit
-	h.state.List(zsync.BucketFriends, "", func(r zsync.Record) error {
-		h.mu.Lock()
-		_, ok := h.friends[r.Key]
-		h.mu.Unlock()
+	fs.h.state.List(zsync.BucketFriends, "", func(r zsync.Record) error {
+		fs.mu.Lock()
+		_, ok := fs.byZone[r.Key]
+		fs.mu.Unlock()
 		if !ok && !r.Deleted {
 			stale = append(stale, zsync.Edit{Bucket: zsync.BucketFriends, Key: r.Key, Delete: true})
 		}
 		return nil
 	})
 	if len(stale) > 0 {
-		if _, err := h.state.Apply(stale); err != nil {
-			h.log.Warn("withdraw old friend records", "err", err)
+		if _, err := fs.h.state.Apply(stale); err != nil {
+			fs.h.log.Warn("withdraw old friend records", "err", err)
 		}
 	}
 	return nil
 }
 
-func (h *Hub) publishFriend(f *FriendRecord) {
+func (fs *friends) publish(f *FriendRecord) {
 	v, err := json.Marshal(wire.FriendInfo{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, CA: f.CA, Since: f.Added})
 	if err != nil {
 		return
 	}
-	h.putState(zsync.BucketFriends, f.ZoneID.Compact(), v)
+	fs.h.putState(zsync.BucketFriends, f.ZoneID.Compact(), v)
 }
 
 // knownZone reports whether zoneID is this zone or a friend's.
-func (h *Hub) knownZone(zoneID string) bool {
-	return zoneID == h.zone.ID.Compact() || h.friend(zoneID) != nil
+func (fs *friends) knownZone(zoneID string) bool {
+	return zoneID == fs.h.zone.ID.Compact() || fs.get(zoneID) != nil
 }
 
 // petname is the friend's name for zone, or the zone ID itself.
-func (h *Hub) petname(zone string) string {
-	if f := h.friend(zone); f != nil {
+func (fs *friends) petname(zone string) string {
+	if f := fs.get(zone); f != nil {
 		return f.Petname
 	}
 	return zone
 }
 
 // friend returns the friend with that compact zone ID, or nil.
-func (h *Hub) friend(zone string) *FriendRecord {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.friends[zone]
+func (fs *friends) get(zone string) *FriendRecord {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.byZone[zone]
 }
 
 // friendNamed finds a friend by petname or zone ID.
-func (h *Hub) friendNamed(name string) *FriendRecord {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, f := range h.friends {
+func (fs *friends) named(name string) *FriendRecord {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for _, f := range fs.byZone {
 		if f.Petname == name {
 			return f
 		}
 	}
 	if id, err := certs.ParseZoneID(name); err == nil {
-		return h.friends[id.Compact()]
+		return fs.byZone[id.Compact()]
 	}
 	return nil
 }
 
 // befriended records a new or renewed friendship in memory and in the
 // zone state, and starts keeping a link to the friend.
-func (h *Hub) befriended(f *FriendRecord) {
+func (fs *friends) add(f *FriendRecord) {
 	zone := f.ZoneID.Compact()
-	h.mu.Lock()
-	h.friends[zone] = f
-	h.mu.Unlock()
-	h.publishFriend(f)
-	h.links.start(zone)
-	h.changes.Bump()
-	h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
+	fs.mu.Lock()
+	fs.byZone[zone] = f
+	fs.mu.Unlock()
+	fs.publish(f)
+	fs.h.links.start(zone)
+	fs.h.changes.Bump()
+	fs.h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
 }
 
 // looksLikeZoneID reports whether a name would be read as a zone ID
@@ -150,9 +183,9 @@ func looksLikeZoneID(name string) bool {
 // ruleZones lists, for each zone name policy rules use (in WHO or
 // TARGET), the IDs of those rules: a new friend must not be handed a
 // name that rules about an earlier one still use.
-func (h *Hub) ruleZones() map[string][]string {
+func (fs *friends) ruleZones() map[string][]string {
 	out := map[string][]string{}
-	for _, r := range h.calls.Get(h.state, h.log).Rules {
+	for _, r := range fs.h.calls.Get(fs.h.state, fs.h.log).Rules {
 		from, _, _ := strings.Cut(r.From, "/")
 		out[from] = append(out[from], r.ID)
 		if to := strings.Split(r.To, "/"); len(to) == 3 && to[0] != from {
@@ -163,29 +196,29 @@ func (h *Hub) ruleZones() map[string][]string {
 }
 
 // ruleZoneNames is the set of zone names rules use.
-func (h *Hub) ruleZoneNames() map[string]bool {
+func (fs *friends) ruleZoneNames() map[string]bool {
 	out := map[string]bool{}
-	for z := range h.ruleZones() {
+	for z := range fs.ruleZones() {
 		out[z] = true
 	}
 	return out
 }
 
 // rulesNaming lists the IDs of the rules that name zone name.
-func (h *Hub) rulesNaming(name string) []string { return h.ruleZones()[name] }
+func (fs *friends) rulesNaming(name string) []string { return fs.ruleZones()[name] }
 
 // checkPetname validates a petname for the friend of zone.
-func (h *Hub) checkPetname(name string, zone certs.ZoneID) error {
+func (fs *friends) checkPetname(name string, zone certs.ZoneID) error {
 	if err := certs.ValidateName("zone", name); err != nil {
 		return fmt.Errorf("%w: petname: %w", errBadFriend, err)
 	}
-	if name == h.zone.Name {
+	if name == fs.h.zone.Name {
 		return fmt.Errorf("%w: %q is this zone's own name; choose another name for the friend", errBadFriend, name)
 	}
 	if looksLikeZoneID(name) {
 		return fmt.Errorf("%w: %q reads as a zone ID; choose a name that does not", errBadFriend, name)
 	}
-	if f := h.friendNamed(name); f != nil && f.ZoneID != zone {
+	if f := fs.named(name); f != nil && f.ZoneID != zone {
 		return fmt.Errorf("%w: another friend is called %q already (zone %s)", errBadFriend, name, f.ZoneID)
 	}
 	return nil
@@ -202,7 +235,7 @@ func friendInviteView(inv *pairing.Invite, now time.Time) api.FriendInviteView {
 	return f
 }
 
-func (h *Hub) createFriendInvite(req api.FriendInviteRequest) (*api.FriendInviteView, error) {
+func (fs *friends) createInvite(req api.FriendInviteRequest) (*api.FriendInviteView, error) {
 	ttl, err := parseDurationField("ttl", req.TTL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
@@ -213,18 +246,18 @@ func (h *Hub) createFriendInvite(req api.FriendInviteRequest) (*api.FriendInvite
 	if ttl <= 0 || ttl > pairing.MaxFriendTTL {
 		return nil, fmt.Errorf("%w: friend invite ttl %v out of range: use more than 0 and at most %v", errBadFriend, ttl, pairing.MaxFriendTTL)
 	}
-	now := h.cfg.Now()
+	now := fs.h.cfg.Now()
 	// A friend invite is a one-use invite with no device; its certificate
 	// lifetime is unused.
 	inv, secret, err := pairing.NewInvite(pairing.Template{Device: "friend", TTL: ttl, Uses: 1}, now)
 	if err != nil {
 		return nil, err
 	}
-	if err := h.store.AddFriendInvite(inv); err != nil {
+	if err := fs.h.store.AddFriendInvite(inv); err != nil {
 		return nil, err
 	}
-	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
-	h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
+	tok := &pairing.Token{Addrs: fs.h.zone.PublicAddrs, Zone: fs.h.zone.ID, InviteID: inv.ID, Secret: secret}
+	fs.h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
 	v := friendInviteView(inv, now)
 	v.Token = tok.FriendString()
 	return &v, nil
@@ -254,33 +287,33 @@ func (h *Hub) hubClientCert(*tls.CertificateRequestInfo) (*tls.Certificate, erro
 }
 
 // serveFriendInvite is the inviting side of pz-friend/1.
-func (h *Hub) serveFriendInvite(ctx context.Context, conn transport.Conn) {
+func (fs *friends) serveInvite(ctx context.Context, conn transport.Conn) {
 	serveOneShot(ctx, conn, func(st transport.Stream) any {
 		ip := remoteIP(conn.RemoteAddr())
 		var req pairing.FriendRequest
 		if err := transport.NewFrameReader(st, wire.MaxRequestFrame).ReadFrame(&req); err != nil {
-			if ok, wait := h.limiter.Allow(ip, h.cfg.Now()); !ok {
+			if ok, wait := fs.h.limiter.Allow(ip, fs.h.cfg.Now()); !ok {
 				return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
 			}
-			h.limiter.Fail(ip, h.cfg.Now())
+			fs.h.limiter.Fail(ip, fs.h.cfg.Now())
 			return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "malformed friend request"}}
 		}
 		cs := conn.ConnectionState()
-		if wait, limited := h.overLimit(ip, req.InviteID, bucketFriendInvites, func(id string, verifier []byte) bool {
+		if wait, limited := fs.h.overLimit(ip, req.InviteID, bucketFriendInvites, func(id string, verifier []byte) bool {
 			return pairing.CheckFriendProof(cs, id, verifier, req.Proof)
 		}); limited {
 			return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
 		}
-		return h.redeemFriend(conn, &req, ip)
+		return fs.redeem(conn, &req, ip)
 	})
 }
 
-func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip netip.Addr) *pairing.FriendResponse {
-	now := h.cfg.Now()
+func (fs *friends) redeem(conn transport.Conn, req *pairing.FriendRequest, ip netip.Addr) *pairing.FriendResponse {
+	now := fs.h.cfg.Now()
 	id, idErr := pairing.NormalizeInviteID(req.InviteID)
 	fail := func(code, msg string) *pairing.FriendResponse {
-		h.limiter.Fail(ip, now)
-		h.log.Info("friend request refused", "remote", conn.RemoteAddr().String(), "invite", id, "code", code)
+		fs.h.limiter.Fail(ip, now)
+		fs.h.log.Info("friend request refused", "remote", conn.RemoteAddr().String(), "invite", id, "code", code)
 		return &pairing.FriendResponse{Error: &pairing.Error{Code: code, Message: msg}}
 	}
 	if req.Version != pairing.FriendProtocolVersion {
@@ -298,7 +331,7 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 	if err != nil {
 		return fail(pairing.CodeBadRequest, err.Error())
 	}
-	if zone == h.zone.ID {
+	if zone == fs.h.zone.ID {
 		return fail(pairing.CodeBadRequest, "this is the zone's own friend token: give it to the other hub's owner")
 	}
 	if err := certs.ValidateName("zone", req.Zone); err != nil {
@@ -312,11 +345,11 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 			return fail(pairing.CodeBadRequest, "bad hub address")
 		}
 	}
-	h.friendMu.Lock()
-	defer h.friendMu.Unlock()
-	prev := h.friend(zone.Compact())
-	inRules := h.ruleZoneNames() // read before the store's transaction
-	rec, err := h.store.RedeemFriend(id, func(inv *pairing.Invite, taken func(string, certs.ZoneID) bool) (*FriendRecord, error) {
+	fs.changeMu.Lock()
+	defer fs.changeMu.Unlock()
+	prev := fs.get(zone.Compact())
+	inRules := fs.ruleZoneNames() // read before the store's transaction
+	rec, err := fs.h.store.RedeemFriend(id, func(inv *pairing.Invite, taken func(string, certs.ZoneID) bool) (*FriendRecord, error) {
 		if !pairing.CheckFriendProof(cs, id, inv.Verifier, req.Proof) {
 			return nil, errBadProof
 		}
@@ -333,7 +366,7 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 		if looksLikeZoneID(name) {
 			name = "friend" // a name that reads as an ID would shadow that zone
 		}
-		for i := 2; name == h.zone.Name || taken(name, zone) || inRules[name]; i++ {
+		for i := 2; name == fs.h.zone.Name || taken(name, zone) || inRules[name]; i++ {
 			if i > maxPetnameTries {
 				return nil, fmt.Errorf("no free petname for zone %q", req.Zone)
 			}
@@ -347,16 +380,16 @@ func (h *Hub) redeemFriend(conn transport.Conn, req *pairing.FriendRequest, ip n
 	})
 	if code, msg, ok := inviteRefusal(err, "friend invite", "ask for a new one (pzh friend invite)"); ok {
 		if errors.Is(err, errBadProof) {
-			h.limiter.FailInvite(ip, id, now) // a wrong proof counts against the invite too
+			fs.h.limiter.FailInvite(ip, id, now) // a wrong proof counts against the invite too
 		}
 		return fail(code, msg)
 	}
 	if err != nil {
-		h.log.Error("friend request failed", "remote", conn.RemoteAddr().String(), "err", err)
+		fs.h.log.Error("friend request failed", "remote", conn.RemoteAddr().String(), "err", err)
 		return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete the friendship; try again"}}
 	}
-	h.befriended(rec)
-	return &pairing.FriendResponse{Zone: h.zone.Name, HubAddrs: h.zone.PublicAddrs}
+	fs.add(rec)
+	return &pairing.FriendResponse{Zone: fs.h.zone.Name, HubAddrs: fs.h.zone.PublicAddrs}
 }
 
 // serveOneShot serves a connection that carries one request stream: the
@@ -384,27 +417,27 @@ func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transpor
 }
 
 // acceptFriend redeems another hub's friend token.
-func (h *Hub) acceptFriend(ctx context.Context, req api.FriendAcceptRequest) (*api.FriendView, error) {
+func (fs *friends) accept(ctx context.Context, req api.FriendAcceptRequest) (*api.FriendView, error) {
 	tok, err := pairing.ParseFriendToken(req.Token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
 	}
-	if tok.Zone == h.zone.ID {
+	if tok.Zone == fs.h.zone.ID {
 		return nil, fmt.Errorf("%w: this token is this zone's own (pzh friend invite made it here); give it to the other hub's owner", errBadFriend)
 	}
-	if f := h.friend(tok.Zone.Compact()); f != nil {
+	if f := fs.get(tok.Zone.Compact()); f != nil {
 		return nil, fmt.Errorf("%w: zone %s is a friend already, as %q", ErrAlreadyDone, tok.Zone, f.Petname)
 	}
-	if err := h.checkPetname(req.As, tok.Zone); err != nil {
+	if err := fs.checkPetname(req.As, tok.Zone); err != nil {
 		return nil, err
 	}
 	var errs []error
 	for _, addr := range tok.Addrs {
-		rec, err := h.friendAt(ctx, addr, tok, req.As)
+		rec, err := fs.dialInvite(ctx, addr, tok, req.As)
 		if err == nil {
-			h.friendMu.Lock()
-			defer h.friendMu.Unlock()
-			if err := h.store.AddFriend(rec); err != nil {
+			fs.changeMu.Lock()
+			defer fs.changeMu.Unlock()
+			if err := fs.h.store.AddFriend(rec); err != nil {
 				if errors.Is(err, ErrAlreadyDone) || errors.Is(err, errBadFriend) {
 					return nil, err
 				}
@@ -412,9 +445,9 @@ func (h *Hub) acceptFriend(ctx context.Context, req api.FriendAcceptRequest) (*a
 				// token; a new one makes friends again on both sides.
 				return nil, fmt.Errorf("record the friendship: %w; the friend's hub has recorded it and its token is used: once this is fixed, ask for a new friend token", err)
 			}
-			h.befriended(rec)
-			v := h.friendView(rec)
-			v.Rules = h.rulesNaming(rec.Petname)
+			fs.add(rec)
+			v := fs.view(rec)
+			v.Rules = fs.rulesNaming(rec.Petname)
 			return &v, nil
 		}
 		var perr *pairing.Error
@@ -427,10 +460,10 @@ func (h *Hub) acceptFriend(ctx context.Context, req api.FriendAcceptRequest) (*a
 }
 
 // friendAt runs the redeeming side of pz-friend/1 against one address.
-func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, petname string) (*FriendRecord, error) {
+func (fs *friends) dialInvite(ctx context.Context, addr string, tok *pairing.Token, petname string) (*FriendRecord, error) {
 	conf := pairing.PinnedHubTLS(tok.Zone, transport.ALPNFriend, nil)
-	conf.GetClientCertificate = h.hubClientCert
-	conn, err := transport.Dial(ctx, addr, transport.ModeAuto, transport.Config{TLS: conf, Logger: h.log})
+	conf.GetClientCertificate = fs.h.hubClientCert
+	conn, err := transport.Dial(ctx, addr, transport.ModeAuto, transport.Config{TLS: conf, Logger: fs.h.log})
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +485,7 @@ func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, pet
 	if err != nil {
 		return nil, err
 	}
-	req := &pairing.FriendRequest{Version: pairing.FriendProtocolVersion, InviteID: tok.InviteID, Proof: proof, Zone: h.zone.Name, HubAddrs: h.zone.PublicAddrs}
+	req := &pairing.FriendRequest{Version: pairing.FriendProtocolVersion, InviteID: tok.InviteID, Proof: proof, Zone: fs.h.zone.Name, HubAddrs: fs.h.zone.PublicAddrs}
 	if err := transport.WriteFrame(st, req); err != nil {
 		return nil, fmt.Errorf("send friend request: %w", err)
 	}
@@ -470,88 +503,88 @@ func (h *Hub) friendAt(ctx context.Context, addr string, tok *pairing.Token, pet
 	if len(addrs) == 0 || len(addrs) > maxFriendAddrs {
 		addrs = tok.Addrs
 	}
-	return &FriendRecord{Petname: petname, Zone: resp.Zone, ZoneID: tok.Zone, CA: ca.Raw, HubAddrs: addrs, Added: h.cfg.Now().UTC(), ca: ca}, nil
+	return &FriendRecord{Petname: petname, Zone: resp.Zone, ZoneID: tok.Zone, CA: ca.Raw, HubAddrs: addrs, Added: fs.h.cfg.Now().UTC(), ca: ca}, nil
 }
 
 // ---- removing and renaming ----
 
 // removeFriend forgets a friend, withdraws it from the devices and ends
 // the link, telling the other hub when it is linked.
-func (h *Hub) removeFriend(name, why string, reason wire.CloseReason) (*api.RemoveFriendResult, error) {
-	h.friendMu.Lock()
-	defer h.friendMu.Unlock()
-	f := h.friendNamed(name)
+func (fs *friends) remove(name, why string, reason wire.CloseReason) (*api.RemoveFriendResult, error) {
+	fs.changeMu.Lock()
+	defer fs.changeMu.Unlock()
+	f := fs.named(name)
 	if f == nil {
 		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, name)
 	}
 	zone := f.ZoneID.Compact()
-	if err := h.store.RemoveFriend(f.ZoneID); err != nil {
+	if err := fs.h.store.RemoveFriend(f.ZoneID); err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	delete(h.friends, zone)
-	h.mu.Unlock()
-	if _, err := h.state.Delete(zsync.BucketFriends, zone); err != nil {
-		h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
+	fs.mu.Lock()
+	delete(fs.byZone, zone)
+	fs.mu.Unlock()
+	if _, err := fs.h.state.Delete(zsync.BucketFriends, zone); err != nil {
+		fs.h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
 	}
-	told := h.links.stop(zone, reason, why)
-	dropped := h.mail.Stat(outboxKey(zone)).n + h.links.purgeFrom(zone)
-	h.links.dropOutbox(zone)
-	h.changes.Bump()
-	rules := h.rulesNaming(f.Petname)
-	h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
+	told := fs.h.links.stop(zone, reason, why)
+	dropped := fs.h.mail.Stat(outboxKey(zone)).n + fs.h.links.purgeFrom(zone)
+	fs.h.links.dropOutbox(zone)
+	fs.h.changes.Bump()
+	rules := fs.rulesNaming(f.Petname)
+	fs.h.log.Info("friend removed", "petname", f.Petname, "zone_id", f.ZoneID, "why", why, "queued_dropped", dropped, "rules_naming_it", rules)
 	return &api.RemoveFriendResult{Petname: f.Petname, Told: told, Dropped: dropped, Rules: rules}, nil
 }
 
-func (h *Hub) renameFriend(from, to string) (*api.FriendView, error) {
-	h.friendMu.Lock()
-	defer h.friendMu.Unlock()
-	f := h.friendNamed(from)
+func (fs *friends) rename(from, to string) (*api.FriendView, error) {
+	fs.changeMu.Lock()
+	defer fs.changeMu.Unlock()
+	f := fs.named(from)
 	if f == nil {
 		return nil, fmt.Errorf("%w %q: pzh friends lists them", ErrNoFriend, from)
 	}
-	if err := h.checkPetname(to, f.ZoneID); err != nil {
+	if err := fs.checkPetname(to, f.ZoneID); err != nil {
 		return nil, err
 	}
-	rec, err := h.store.RenameFriend(f.Petname, to)
+	rec, err := fs.h.store.RenameFriend(f.Petname, to)
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	h.friends[rec.ZoneID.Compact()] = rec
-	h.mu.Unlock()
-	h.publishFriend(rec)
-	h.changes.Bump()
-	v := h.friendView(rec)
-	v.Rules, v.RulesOld = h.rulesNaming(rec.Petname), h.rulesNaming(f.Petname)
+	fs.mu.Lock()
+	fs.byZone[rec.ZoneID.Compact()] = rec
+	fs.mu.Unlock()
+	fs.publish(rec)
+	fs.h.changes.Bump()
+	v := fs.view(rec)
+	v.Rules, v.RulesOld = fs.rulesNaming(rec.Petname), fs.rulesNaming(f.Petname)
 	return &v, nil
 }
 
 // ---- views and API ----
 
-func (h *Hub) friendView(f *FriendRecord) api.FriendView {
+func (fs *friends) view(f *FriendRecord) api.FriendView {
 	v := api.FriendView{Petname: f.Petname, Zone: f.Zone, ZoneID: f.ZoneID, HubAddrs: f.HubAddrs, Added: f.Added, Invited: f.Invited, State: "offline",
-		Queue: h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
-	h.links.view(f.ZoneID.Compact(), &v)
+		Queue: fs.h.mail.Stat(outboxKey(f.ZoneID.Compact())).n}
+	fs.h.links.view(f.ZoneID.Compact(), &v)
 	return v
 }
 
-func (h *Hub) friendsView(ver uint64) api.FriendsView {
-	h.mu.Lock()
-	recs := make([]*FriendRecord, 0, len(h.friends))
-	for _, f := range h.friends {
+func (fs *friends) views(ver uint64) api.FriendsView {
+	fs.mu.Lock()
+	recs := make([]*FriendRecord, 0, len(fs.byZone))
+	for _, f := range fs.byZone {
 		recs = append(recs, f)
 	}
-	h.mu.Unlock()
+	fs.mu.Unlock()
 	out := api.FriendsView{Version: ver, Friends: []api.FriendView{}}
 	for _, f := range recs {
-		out.Friends = append(out.Friends, h.friendView(f))
+		out.Friends = append(out.Friends, fs.view(f))
 	}
 	sort.Slice(out.Friends, func(i, j int) bool { return out.Friends[i].Petname < out.Friends[j].Petname })
 	return out
 }
 
-func (h *Hub) friendRoutes(mux *http.ServeMux) {
+func (fs *friends) routes(mux *http.ServeMux) {
 	friendErr := func(w http.ResponseWriter, err error) {
 		status := localapi.ErrStatus(err, []error{ErrNoFriend}, []error{ErrAlreadyDone})
 		var perr *pairing.Error
@@ -564,7 +597,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		localapi.WriteErr(w, status, err)
 	}
 	mux.HandleFunc("GET /v1/friends", func(w http.ResponseWriter, r *http.Request) {
-		localapi.WriteJSON(w, http.StatusOK, h.friendsView(localapi.LongPoll(r, &h.changes)))
+		localapi.WriteJSON(w, http.StatusOK, fs.views(localapi.LongPoll(r, &fs.h.changes)))
 	})
 	mux.HandleFunc("POST /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
 		var req api.FriendInviteRequest
@@ -572,7 +605,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
-		v, err := h.createFriendInvite(req)
+		v, err := fs.createInvite(req)
 		if err != nil {
 			friendErr(w, err)
 			return
@@ -580,8 +613,8 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		localapi.WriteJSON(w, http.StatusCreated, v)
 	})
 	mux.HandleFunc("GET /v1/friends/invites", func(w http.ResponseWriter, r *http.Request) {
-		now := h.cfg.Now()
-		invs, err := h.store.FriendInvites(now)
+		now := fs.h.cfg.Now()
+		invs, err := fs.h.store.FriendInvites(now)
 		if err != nil {
 			localapi.WriteErr(w, http.StatusInternalServerError, err)
 			return
@@ -598,13 +631,13 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
-		inv, err := h.store.CancelFriendInvite(id)
+		inv, err := fs.h.store.CancelFriendInvite(id)
 		if err != nil {
 			localapi.WriteErr(w, localapi.ErrStatus(err, []error{ErrNoInvite}, []error{ErrAlreadyDone}), err)
 			return
 		}
-		h.log.Info("friend invite cancelled", "invite", id)
-		localapi.WriteJSON(w, http.StatusOK, friendInviteView(inv, h.cfg.Now()))
+		fs.h.log.Info("friend invite cancelled", "invite", id)
+		localapi.WriteJSON(w, http.StatusOK, friendInviteView(inv, fs.h.cfg.Now()))
 	})
 	mux.HandleFunc("POST /v1/friends", func(w http.ResponseWriter, r *http.Request) {
 		var req api.FriendAcceptRequest
@@ -614,7 +647,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*wire.StreamTimeout)
 		defer cancel()
-		v, err := h.acceptFriend(ctx, req)
+		v, err := fs.accept(ctx, req)
 		if err != nil {
 			friendErr(w, err)
 			return
@@ -622,7 +655,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 		localapi.WriteJSON(w, http.StatusCreated, v)
 	})
 	mux.HandleFunc("DELETE /v1/friends/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, err := h.removeFriend(r.PathValue("name"), "removed by the hub operator", wire.ReasonUnfriended)
+		res, err := fs.remove(r.PathValue("name"), "removed by the hub operator", wire.ReasonUnfriended)
 		if err != nil {
 			friendErr(w, err)
 			return
@@ -635,7 +668,7 @@ func (h *Hub) friendRoutes(mux *http.ServeMux) {
 			localapi.WriteErr(w, http.StatusBadRequest, err)
 			return
 		}
-		v, err := h.renameFriend(r.PathValue("name"), req.To)
+		v, err := fs.rename(r.PathValue("name"), req.To)
 		if err != nil {
 			friendErr(w, err)
 			return

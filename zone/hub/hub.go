@@ -260,11 +260,8 @@ type Hub struct {
 	wakes    *waker
 	stopping chan struct{} // closed when shutdown begins: held calls give up
 
-	// friendMu serialises changes of friendships (store, table, zone
-	// state), so a removal cannot be undone by a rename racing it.
-	friendMu sync.Mutex
-	// Friends (friends.go), under mu: their records by compact zone ID.
-	friends map[string]*FriendRecord
+	// friends are the zones this one federates with (friends.go).
+	friends *friends
 	// links keeps the links with friends' hubs and the messages kept for
 	// them (links.go, outbox.go).
 	links *links
@@ -304,7 +301,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	h.reconcileState()
-	if err := h.loadFriends(); err != nil {
+	if err := h.friends.load(); err != nil {
 		return err
 	}
 
@@ -343,13 +340,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	h.mu.Lock()
-	zones := make([]string, 0, len(h.friends))
-	for z := range h.friends {
-		zones = append(zones, z)
-	}
-	h.mu.Unlock()
-	h.links.begin(gctx, zones)
+	h.links.begin(gctx, h.friends.zones())
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
 	g.Go(func() error { return localapi.Serve(gctx, sock, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
@@ -377,8 +368,9 @@ func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
 		stopping: make(chan struct{}),
-		friends:  map[string]*FriendRecord{}}
+	}
 	h.links = newLinks(h)
+	h.friends = &friends{h: h, byZone: map[string]*FriendRecord{}}
 	h.tokens = &tokens{h: h}
 	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
 	var err error
@@ -548,7 +540,7 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 	case transport.ALPNSession:
 		h.serveSession(ctx, conn)
 	case transport.ALPNFriend:
-		h.serveFriendInvite(ctx, conn)
+		h.friends.serveInvite(ctx, conn)
 	case transport.ALPNLink:
 		h.links.serve(ctx, conn)
 	default:
@@ -635,7 +627,7 @@ func (h *Hub) devicesView(ver uint64) api.DevicesView {
 }
 
 func (h *Hub) status(ver uint64) api.HubStatus {
-	linked := h.links.linked() // before mu: links take mu inside theirs
+	linked, nfriends := h.links.linked(), h.friends.count()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
@@ -649,7 +641,7 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 			st.Devices++
 		}
 	}
-	st.Friends, st.Linked = len(h.friends), linked
+	st.Friends, st.Linked = nfriends, linked
 	return st
 }
 

@@ -586,3 +586,6 @@ func (h *Hub) paired(device string) bool {
 	d := h.devices[device]
 	return d != nil && !d.Revoked
 }
+
+// knownZone reports whether zoneID is this zone or a friend's.
+func (h *Hub) knownZone(zoneID string) bool { return h.friends.knownZone(zoneID) }

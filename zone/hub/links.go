@@ -303,7 +303,7 @@ func (lk *links) keep(ctx context.Context, zone string) {
 			var end *wire.EndError
 			refused := errors.As(err, &end) && end.Reason == wire.ReasonUnknown
 			lk.setState(zone, func(s *linkState) { s.lastErr, s.dialling, s.refused = err.Error(), true, refused })
-			lk.h.log.Info("friend link not up; retrying", "friend", lk.h.petname(zone), "err", err)
+			lk.h.log.Info("friend link not up; retrying", "friend", lk.h.friends.petname(zone), "err", err)
 			if refused {
 				bo.Cur = linkRefusedBackoff
 			}
@@ -360,7 +360,7 @@ func (lk *links) tlsFor(f *FriendRecord) *tls.Config {
 
 // dialLink dials a friend's hub at each of its addresses and says Hello.
 func (lk *links) dial(ctx context.Context, zone string) (*hubLink, error) {
-	f := lk.h.friend(zone)
+	f := lk.h.friends.get(zone)
 	if f == nil {
 		return nil, fmt.Errorf("%w: zone %s", ErrNoFriend, zone)
 	}
@@ -442,7 +442,7 @@ func (lk *links) register(l *hubLink) bool {
 		return x.zone
 	}
 	lk.mu.Lock()
-	if lk.closing || lk.h.friend(l.zone) == nil {
+	if lk.closing || lk.h.friends.get(l.zone) == nil {
 		lk.mu.Unlock()
 		return false
 	}
@@ -464,7 +464,7 @@ func (lk *links) register(l *hubLink) bool {
 	}
 	lk.mu.Unlock()
 	lk.h.changes.Bump()
-	lk.h.log.Info("friend link up", "friend", lk.h.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
+	lk.h.log.Info("friend link up", "friend", lk.h.friends.petname(l.zone), "remote", l.conn.RemoteAddr().String(), "via", l.conn.Kind(), "dialled", l.dialled)
 	go lk.kickOutbox(l.zone) // messages kept while the link was down
 	return true
 }
@@ -491,7 +491,7 @@ func (lk *links) run(l *hubLink) {
 	}
 	lk.mu.Unlock()
 	lk.h.changes.Bump()
-	lk.h.log.Info("friend link down", "friend", lk.h.petname(l.zone), "reason", l.reason)
+	lk.h.log.Info("friend link down", "friend", lk.h.friends.petname(l.zone), "reason", l.reason)
 }
 
 // linkControl reads the control stream until the link ends: the dialler
@@ -592,10 +592,10 @@ func (lk *links) control(l *hubLink, fr *transport.FrameReader, hb time.Duration
 // the other.
 func (lk *links) closedByFriend(l *hubLink, c *wire.Control) {
 	l.close(c.Reason, "", false)
-	lk.h.log.Info("friend closed the link", "friend", lk.h.petname(l.zone), "reason", c.Reason, "message", c.Message)
+	lk.h.log.Info("friend closed the link", "friend", lk.h.friends.petname(l.zone), "reason", c.Reason, "message", c.Message)
 	if c.Reason == wire.ReasonUnfriended {
-		name := lk.h.petname(l.zone)
-		if _, err := lk.h.removeFriend(name, "the friend's hub ended the friendship", wire.ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
+		name := lk.h.friends.petname(l.zone)
+		if _, err := lk.h.friends.remove(name, "the friend's hub ended the friendship", wire.ReasonUnfriended); err != nil && !errors.Is(err, ErrNoFriend) {
 			lk.h.log.Warn("remove friend", "friend", name, "err", err)
 		}
 	}
@@ -616,7 +616,7 @@ func (lk *links) serve(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	l := newHubLink(zone, conn, ctrl, false, lk.h.cfg.Now())
-	f := lk.h.friend(zone)
+	f := lk.h.friends.get(zone)
 	if f == nil {
 		lk.h.log.Info("link refused: not a friend", "zone_id", id.Zone, "remote", conn.RemoteAddr().String())
 		l.close(wire.ReasonUnknown, fmt.Sprintf("zone %s is not a friend of zone %q (it was removed, or never added): make friends again with pzh friend invite/accept", id.Zone, lk.h.zone.Name), true)

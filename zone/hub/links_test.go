@@ -42,8 +42,8 @@ func newTestLinks(t *testing.T, own, friend certs.ZoneID) *Hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Hub{log: slog.New(slog.DiscardHandler), mail: m, zone: &ZoneInfo{Name: "home", ID: own},
-		friends: map[string]*FriendRecord{friend.Compact(): {Petname: "alice", ZoneID: friend}}}
+	h := &Hub{log: slog.New(slog.DiscardHandler), mail: m, zone: &ZoneInfo{Name: "home", ID: own}}
+	h.friends = &friends{h: h, byZone: map[string]*FriendRecord{friend.Compact(): {Petname: "alice", ZoneID: friend}}}
 	h.links = newLinks(h)
 	t.Cleanup(func() {
 		h.links.shutdown()

@@ -51,7 +51,7 @@ func (lk *links) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *Fr
 		}
 		return
 	}
-	if lk.h.friend(zone) == nil { // removed meanwhile: its queue is gone
+	if lk.h.friends.get(zone) == nil { // removed meanwhile: its queue is gone
 		lk.h.mail.Remove(outboxKey(zone), seq)
 		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, lk.h.zone.Name))
 		return
@@ -128,7 +128,7 @@ func (lk *links) outboxPass(zone string) (retry, progress bool) {
 		}
 		batch, err := lk.h.mail.Next(key, after, courierBatch)
 		if err != nil {
-			lk.h.log.Error("read the mailbox", "friend", lk.h.petname(zone), "err", err)
+			lk.h.log.Error("read the mailbox", "friend", lk.h.friends.petname(zone), "err", err)
 			return true, progress
 		}
 		if len(batch) == 0 {
@@ -151,7 +151,7 @@ func (lk *links) outboxPass(zone string) (retry, progress bool) {
 				return true, progress // the link failed: the next one (or a retry) starts a new pass
 			case cerr == nil:
 				if err := lk.h.mail.Remove(key, q.seq); err != nil {
-					lk.h.log.Error("remove a forwarded message", "friend", lk.h.petname(zone), "err", err)
+					lk.h.log.Error("remove a forwarded message", "friend", lk.h.friends.petname(zone), "err", err)
 				}
 				lk.h.changes.Bump()
 				progress = true
