@@ -167,10 +167,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 		return
 	}
 
-	rt.h.mu.Lock()
-	target := rt.h.sessions[hdr.ToDevice]
-	rec := rt.h.devices[hdr.ToDevice]
-	rt.h.mu.Unlock()
+	target, rec := rt.h.reg.lookup(hdr.ToDevice)
 	if target != nil && target.syncCtx.Err() != nil {
 		target = nil // closing: the device is going away (to sleep, say)
 	}
@@ -367,7 +364,7 @@ func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadlin
 // message is stored (and, for a device online, once the first attempt to
 // deliver it has told whether it arrived).
 func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
-	if !rt.h.paired(hdr.ToDevice) {
+	if !rt.h.reg.paired(hdr.ToDevice) {
 		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
 		return
 	}
@@ -381,7 +378,7 @@ func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadli
 	}
 	var done chan bool
 	key := deliveryKey(hdr.ToDevice, msg.sender(), hdr.ID)
-	if rt.h.online(hdr.ToDevice) {
+	if rt.h.reg.online(hdr.ToDevice) {
 		done = rt.h.wakes.watchDelivery(key)
 		defer rt.h.wakes.unwatchDelivery(key)
 	}
@@ -395,7 +392,7 @@ func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadli
 		}
 		return
 	}
-	if !rt.h.paired(hdr.ToDevice) { // revoked meanwhile: its queue is gone
+	if !rt.h.reg.paired(hdr.ToDevice) { // revoked meanwhile: its queue is gone
 		rt.h.mail.Remove(hdr.ToDevice, seq)
 		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
 		return

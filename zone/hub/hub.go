@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -243,14 +242,8 @@ type Hub struct {
 	started  time.Time
 	addr     net.Addr
 
-	mu       sync.Mutex
-	sessions map[string]*hubSession // live sessions by device
-	devices  map[string]*DeviceRecord
-	revoked  map[string]bool // serials
-	closing  bool
-	// lastSeen holds where devices were last connected from until the
-	// next flush: it is not worth an fsync per session end.
-	lastSeen map[string]seenRecord
+	// reg holds the devices and their sessions (registry.go).
+	reg *registry
 
 	conns sync.WaitGroup // connection and stream handlers
 
@@ -321,7 +314,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer closeWakers()
-	h.wakes = newWaker(h, h.mail, wakers, &h.cfg, &h.changes, h.stopping)
+	h.wakes = newWaker(hubWakeHost{h.reg, h.friends}, h.mail, wakers, &h.cfg, &h.changes, h.stopping)
 	defer h.wakes.stop() // also on the error paths below: no timer outlives the hub
 	if err := h.wakes.load(); err != nil {
 		ln.Close()
@@ -344,7 +337,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
 	g.Go(func() error { return localapi.Serve(gctx, sock, h.apiHandler()) })
 	g.Go(func() error { return h.hubCertLoop(gctx) })
-	g.Go(func() error { return h.seenLoop(gctx) })
+	g.Go(func() error { return h.reg.seenLoop(gctx) })
 	g.Go(func() error { return h.compactLoop(gctx) })
 	g.Go(func() error { return h.wakes.expireLoop(gctx) })
 	g.Go(func() error {
@@ -366,7 +359,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
-		sessions: map[string]*hubSession{}, devices: map[string]*DeviceRecord{}, lastSeen: map[string]seenRecord{}, bindings: newBindingTable(), services: services.NewHost(),
+		bindings: newBindingTable(), services: services.NewHost(),
 		stopping: make(chan struct{}),
 	}
 	h.links = newLinks(h)
@@ -385,14 +378,7 @@ func newHub(cfg Config, store *hubStore) (*Hub, error) {
 		return nil, err
 	}
 	h.setHubCert(cert, key)
-	devs, err := store.Devices()
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range devs {
-		h.devices[d.Name] = d
-	}
-	if h.revoked, err = store.RevokedSerials(); err != nil {
+	if h.reg, err = newRegistry(store, &h.cfg, &h.changes); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -508,13 +494,7 @@ func (h *Hub) acceptLoop(ctx context.Context, ln transport.Listener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		h.mu.Lock()
-		closing := h.closing
-		if !closing {
-			h.conns.Add(1)
-		}
-		h.mu.Unlock()
-		if closing {
+		if !h.reg.whileOpen(func() { h.conns.Add(1) }) {
 			conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String())
 			continue
 		}
@@ -551,16 +531,10 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 // shutdown closes every session with reason "shutdown", in parallel, and
 // waits for all connection handlers.
 func (h *Hub) shutdown() {
-	h.mu.Lock()
-	if !h.closing {
+	live, first := h.reg.close()
+	if first {
 		close(h.stopping)
 	}
-	h.closing = true
-	live := make([]*hubSession, 0, len(h.sessions))
-	for _, s := range h.sessions {
-		live = append(live, s)
-	}
-	h.mu.Unlock()
 	// Devices spread their reconnects over a window sized to how fast this
 	// hub can take them back, instead of all arriving at once.
 	window := uint64(retryWindow(len(live)) / time.Millisecond)
@@ -575,73 +549,36 @@ func (h *Hub) shutdown() {
 	wg.Wait()
 	h.links.shutdown()
 	h.conns.Wait()
-	h.flushSeen()
+	h.reg.flushSeen()
 }
 
 // ---- views for the admin API ----
 
 func (h *Hub) devicesView(ver uint64) api.DevicesView {
-	h.mu.Lock()
-	out := api.DevicesView{Version: ver, Devices: []api.DeviceView{}}
-	defer func() {
-		for i := range out.Devices {
-			v := &out.Devices[i]
-			if v.State == "revoked" {
-				continue
-			}
-			q := h.mail.Stat(v.Name)
-			v.Queue, v.QueueBytes = q.n, q.bytes
-			v.Wake = h.wakes.view(v.Name)
-			if v.State == "offline" && v.Wake != nil && v.Wake.Asleep != nil {
-				v.State = "asleep"
-			}
+	out := api.DevicesView{Version: ver, Devices: h.reg.views()}
+	for i := range out.Devices {
+		v := &out.Devices[i]
+		if v.State == "revoked" {
+			continue
 		}
-	}()
-	defer h.mu.Unlock()
-	for _, d := range h.devices {
-		v := api.DeviceView{Name: d.Name, State: "offline", CertExpires: d.CertExpires, Paired: d.Paired}
-		if !d.LastSeen.IsZero() {
-			t := d.LastSeen
-			v.LastSeen = &t
+		q := h.mail.Stat(v.Name)
+		v.Queue, v.QueueBytes = q.n, q.bytes
+		v.Wake = h.wakes.view(v.Name)
+		if v.State == "offline" && v.Wake != nil && v.Wake.Asleep != nil {
+			v.State = "asleep"
 		}
-		if d.Revoked {
-			v.State = "revoked"
-			t := d.RevokedAt
-			v.RevokedAt, v.RevokeReason = &t, d.RevokeReason
-		} else if s := h.sessions[d.Name]; s != nil {
-			v.State = "online"
-			v.Transport = string(s.conn.Kind())
-			v.RemoteAddr = s.conn.RemoteAddr().String()
-			since := s.since
-			la := time.Unix(0, s.lastActive.Load())
-			v.Since, v.LastActivity = &since, &la
-			if us := s.rttUs.Load(); us > 0 {
-				ms := float64(us) / 1000
-				v.RTTMs = &ms
-			}
-		}
-		out.Devices = append(out.Devices, v)
 	}
-	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].Name < out.Devices[j].Name })
 	return out
 }
 
 func (h *Hub) status(ver uint64) api.HubStatus {
-	linked, nfriends := h.links.linked(), h.friends.count()
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	paired, online := h.reg.counts()
 	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
-		Started: h.started, Online: len(h.sessions), CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
-		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage()}
+		Started: h.started, Online: online, Devices: paired, CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
+		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage(), Friends: h.friends.count(), Linked: h.links.linked()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))
 	}
-	for _, d := range h.devices {
-		if !d.Revoked {
-			st.Devices++
-		}
-	}
-	st.Friends, st.Linked = nfriends, linked
 	return st
 }
 

@@ -41,9 +41,7 @@ func (h *Hub) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/devices/{name}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		h.mu.Lock()
-		online := h.sessions[name] != nil
-		h.mu.Unlock()
+		online := h.reg.session(name) != nil
 		rec, err := h.revoke(name, "revoked by the hub operator", wire.ReasonRevoked)
 		if err != nil {
 			localapi.WriteErr(w, localapi.ErrStatus(err, []error{ErrNoDevice}, []error{ErrAlreadyDone}), err)
@@ -113,9 +111,8 @@ func (h *Hub) apiHandler() http.Handler {
 		localapi.WriteJSON(w, http.StatusOK, inviteView(inv, h.cfg.Now()))
 	})
 	localapi.RegisterDebug(mux, func() int {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return len(h.sessions)
+		_, online := h.reg.counts()
+		return online
 	})
 	localapi.DataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	h.tokens.bindingRoutes(mux)

@@ -138,9 +138,7 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 		h.log.Error("pairing failed", "remote", remote, "err", err)
 		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete pairing; try again"}}
 	}
-	h.mu.Lock()
-	h.devices[rec.Name] = rec
-	h.mu.Unlock()
+	h.reg.add(rec)
 	h.putCert(wire.CertKeyDevice+rec.Name, cert.Raw)
 	h.changes.Bump()
 	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)

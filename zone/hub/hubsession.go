@@ -147,15 +147,15 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	s.lastActive.Store(s.since.UnixNano())
 	s.syncCtx, s.syncStop = context.WithCancel(context.Background())
 
-	if reason, msg := h.admit(v); reason != wire.ReasonNone {
+	if reason, msg := h.reg.admit(v); reason != wire.ReasonNone {
 		h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", reason, "detail", msg)
 		s.close(reason, msg)
 		return
 	}
 	s.renewOnly = v.Expired
 	if !s.renewOnly {
-		h.retireOlder(s.device, s.serial)
-		old, refused := h.register(s)
+		h.reg.retireOlder(s.device, s.serial)
+		old, refused := h.reg.register(s)
 		switch refused {
 		case wire.ReasonShutdown:
 			s.finish(wire.ReasonShutdown, &wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: uint64(minRetryWindow / time.Millisecond)})
@@ -173,7 +173,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	if err := s.send(&wire.Control{Type: wire.MsgWelcome, Version: wire.SessionVersion, SessionID: s.id, HeartbeatMs: uint64(h.cfg.Heartbeat / time.Millisecond), RenewOnly: s.renewOnly,
 		TimeMs: h.cfg.Now().UnixMilli()}); err != nil {
 		s.close(wire.ReasonProtocol, "")
-		h.unregister(s)
+		h.reg.unregister(s)
 		return
 	}
 	if !s.renewOnly {
@@ -191,18 +191,18 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	h.conns.Add(1)
 	go func() {
 		defer h.conns.Done()
-		h.acceptStreams(ctx, s)
+		s.acceptStreams(ctx)
 	}()
-	reason, msg, byDevice := h.controlLoop(s, fr)
+	reason, msg, byDevice := s.controlLoop(fr)
 	if byDevice {
 		close(s.gone)
 		s.finish(reason, nil)
 	} else {
 		s.close(reason, msg)
 	}
-	if h.unregister(s) {
+	if h.reg.unregister(s) {
 		h.log.Info("session offline", "device", s.device, "reason", s.reason, "session", s.id)
-		h.seen(s.device, conn.RemoteAddr().String(), string(conn.Kind()))
+		h.reg.seen(s.device, conn.RemoteAddr().String(), string(conn.Kind()))
 		why := fmt.Sprintf("device %q went offline (%s)", s.device, s.reason)
 		for _, b := range h.bindings.endDevice(s.device, why, h.cfg.Now()) {
 			h.log.Info("binding ended", "binding", b.id, "reason", why)
@@ -230,88 +230,10 @@ func (h *Hub) protocolError(conn transport.Conn, device, what string, err error)
 	conn.CloseWithError(uint64(wire.ReasonProtocol), what)
 }
 
-// admit decides whether an authenticated device may hold a session.
-func (h *Hub) admit(v *certs.Verified) (wire.CloseReason, string) {
-	serial := stores.SerialHex(v.Cert)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	rec := h.devices[v.Identity.Device]
-	switch {
-	case h.revoked[serial] || rec != nil && rec.Revoked && rec.hasSerial(serial):
-		when := ""
-		if rec != nil && rec.Revoked {
-			when = " on " + rec.RevokedAt.Format(time.RFC3339)
-		}
-		return wire.ReasonRevoked, fmt.Sprintf("device %q was revoked%s", v.Identity.Device, when)
-	case rec == nil || !rec.hasSerial(serial):
-		return wire.ReasonUnknown, fmt.Sprintf("the hub has no pairing for this certificate of device %q; pair again with a new invite", v.Identity.Device)
-	case v.Expired && h.cfg.Now().Sub(v.Cert.NotAfter) > h.cfg.RenewGrace:
-		return wire.ReasonExpired, fmt.Sprintf("certificate expired on %s, past the hub's %v grace period; pair again with a new invite", v.Cert.NotAfter.Format(time.RFC3339), h.cfg.RenewGrace)
-	}
-	return wire.ReasonNone, ""
-}
-
-// retireOlder forgets the certificates a device held before serial, once
-// it has connected with serial: a renewed device has proven it saved the
-// new certificate, so the old one (and its key) can no longer be used.
-func (h *Hub) retireOlder(device, serial string) {
-	h.mu.Lock()
-	rec := h.devices[device]
-	due := rec != nil && len(rec.Serials) > 1 && rec.Serials[len(rec.Serials)-1] == serial
-	h.mu.Unlock()
-	if !due {
-		return
-	}
-	nrec, err := h.store.RetireOlder(device, serial)
-	if err != nil {
-		h.log.Warn("retire old certificates", "device", device, "err", err)
-		return
-	}
-	h.mu.Lock()
-	h.putDevice(nrec)
-	h.mu.Unlock()
-}
-
-// register makes s the device's live session and returns the one it
-// replaced, if any. It registers nothing, and says why, once shutdown has
-// begun (shutdown has already taken its list of sessions to close) or if
-// the device was revoked since admission (the revocation looked for a
-// session to close before this one was in the table).
-func (h *Hub) register(s *hubSession) (*hubSession, wire.CloseReason) {
-	h.mu.Lock()
-	if h.closing {
-		h.mu.Unlock()
-		return nil, wire.ReasonShutdown
-	}
-	if rec := h.devices[s.device]; rec == nil || rec.Revoked || h.revoked[s.serial] {
-		h.mu.Unlock()
-		return nil, wire.ReasonRevoked
-	}
-	old := h.sessions[s.device]
-	h.sessions[s.device] = s
-	h.mu.Unlock()
-	h.changes.Bump()
-	return old, wire.ReasonNone
-}
-
-// unregister removes s if it is still the device's live session.
-func (h *Hub) unregister(s *hubSession) bool {
-	h.mu.Lock()
-	cur := h.sessions[s.device] == s
-	if cur {
-		delete(h.sessions, s.device)
-	}
-	h.mu.Unlock()
-	if cur {
-		h.changes.Bump()
-	}
-	return cur
-}
-
 // controlLoop answers pings until the session ends, and returns why and
 // whether the device ended it (went away or said Close).
-func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire.CloseReason, msg string, byDevice bool) {
-	dead := wire.DeadAfter(h.cfg.Heartbeat)
+func (s *hubSession) controlLoop(fr *transport.FrameReader) (reason wire.CloseReason, msg string, byDevice bool) {
+	dead := wire.DeadAfter(s.h.cfg.Heartbeat)
 	for {
 		var c wire.Control
 		if err := session.ReadControl(s.conn, s.ctrl, fr, dead, &c); err != nil {
@@ -329,23 +251,23 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire
 			}
 			return wire.ReasonProtocol, "malformed control frame: " + err.Error(), false
 		}
-		s.lastActive.Store(h.cfg.Now().UnixNano())
+		s.lastActive.Store(s.h.cfg.Now().UnixNano())
 		switch c.Type {
 		case wire.MsgPing:
 			if err := s.send(&wire.Control{Type: wire.MsgPong, Seq: c.Seq}); err != nil {
 				return wire.ReasonShutdown, "", true
 			}
 			if c.RTTus > 0 && s.rttUs.Swap(int64(c.RTTus)) == 0 {
-				h.changes.Bump() // the first RTT figure is news to watchers
+				s.h.changes.Bump() // the first RTT figure is news to watchers
 			}
 		case wire.MsgClose:
-			h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
+			s.h.log.Info("device closed its session", "device", s.device, "reason", c.Reason, "message", c.Message)
 			return c.Reason, "", true
 		case wire.MsgWake:
 			if s.renewOnly {
 				return wire.ReasonProtocol, "wake registration on a renewal-only session", false
 			}
-			if err := h.wakes.registerWake(s, &c); err != nil {
+			if err := s.h.wakes.registerWake(s, &c); err != nil {
 				return wire.ReasonProtocol, err.Error(), false
 			}
 		default:
@@ -354,21 +276,21 @@ func (h *Hub) controlLoop(s *hubSession, fr *transport.FrameReader) (reason wire
 	}
 }
 
-func (h *Hub) acceptStreams(ctx context.Context, s *hubSession) {
+func (s *hubSession) acceptStreams(ctx context.Context) {
 	for {
 		st, err := s.conn.AcceptStream(ctx)
 		if err != nil {
 			return
 		}
-		h.conns.Add(1)
+		s.h.conns.Add(1)
 		go func() {
-			defer h.conns.Done()
-			h.handleStream(s, st)
+			defer s.h.conns.Done()
+			s.handleStream(st)
 		}()
 	}
 }
 
-func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
+func (s *hubSession) handleStream(st transport.Stream) {
 	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
 	fr := transport.NewFrameReader(st, wire.MaxRequestFrame)
 	var hdr wire.StreamHeader
@@ -380,17 +302,17 @@ func (h *Hub) handleStream(s *hubSession, st transport.Stream) {
 	}
 	switch hdr.Kind {
 	case wire.StreamRenew:
-		h.handleRenew(s, st, fr)
+		s.handleRenew(st, fr)
 	case wire.StreamUnpair:
-		h.handleUnpair(s, st, fr)
+		s.handleUnpair(st, fr)
 	case wire.StreamSync:
-		h.handleSync(s, st)
+		s.handleSync(st)
 	case wire.StreamCall:
-		h.router.handleCall(s, st, fr)
+		s.h.router.handleCall(s, st, fr)
 	case wire.StreamDiscover:
-		h.router.handleDiscover(s, st, fr)
+		s.h.router.handleDiscover(s, st, fr)
 	default:
-		h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
+		s.h.log.Info("unknown stream kind", "device", s.device, "kind", hdr.Kind)
 		st.Reset()
 	}
 }
@@ -406,20 +328,20 @@ func reply(st transport.Stream, v any) bool {
 	return true
 }
 
-func (h *Hub) handleRenew(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+func (s *hubSession) handleRenew(st transport.Stream, fr *transport.FrameReader) {
 	var req wire.RenewRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
 	resp := wire.RenewResponse{}
-	cert, err := h.renewDevice(s.device, s.conn.ConnectionState().PeerCertificates[0], req.CSR)
+	cert, err := s.h.renewDevice(s.device, s.conn.ConnectionState().PeerCertificates[0], req.CSR)
 	if err != nil {
 		resp.Error = err.Error()
-		h.log.Warn("renewal refused", "device", s.device, "err", err)
+		s.h.log.Warn("renewal refused", "device", s.device, "err", err)
 	} else {
 		resp.Cert = cert.Raw
-		h.log.Info("device certificate renewed", "device", s.device, "expires", cert.NotAfter)
+		s.h.log.Info("device certificate renewed", "device", s.device, "expires", cert.NotAfter)
 	}
 	reply(st, &resp)
 	if s.renewOnly && err == nil {
@@ -435,9 +357,7 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 	if old, ok := current.PublicKey.(ed25519.PublicKey); ok && old.Equal(pub) {
 		return nil, errors.New("renewal must use a fresh key")
 	}
-	h.mu.Lock()
-	rec := h.devices[device]
-	h.mu.Unlock()
+	_, rec := h.reg.lookup(device)
 	if rec == nil || rec.Revoked {
 		return nil, fmt.Errorf("device %q is not paired", device)
 	}
@@ -453,22 +373,20 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 	if err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	h.putDevice(nrec)
-	h.mu.Unlock()
+	h.reg.put(nrec)
 	h.putCert(wire.CertKeyDevice+device, cert.Raw)
 	h.changes.Bump()
 	return cert, nil
 }
 
-func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.FrameReader) {
+func (s *hubSession) handleUnpair(st transport.Stream, fr *transport.FrameReader) {
 	var req wire.UnpairRequest
 	if err := fr.ReadFrame(&req); err != nil {
 		st.Reset()
 		return
 	}
 	resp := wire.UnpairResponse{}
-	_, live, err := h.revokeRecord(s.device, "unpaired by the device")
+	_, live, err := s.h.revokeRecord(s.device, "unpaired by the device")
 	if err != nil {
 		resp.Error = err.Error()
 	}
@@ -478,59 +396,6 @@ func (h *Hub) handleUnpair(s *hubSession, st transport.Stream, fr *transport.Fra
 		live.close(wire.ReasonUnpaired, "device unpaired itself")
 	}
 }
-
-// putDevice caches a record read back from the store, keeping the
-// last-seen fields that are newer in memory than on disk (h.mu held).
-func (h *Hub) putDevice(rec *DeviceRecord) {
-	if old := h.devices[rec.Name]; old != nil && old.LastSeen.After(rec.LastSeen) {
-		rec.LastSeen, rec.LastAddr, rec.LastVia = old.LastSeen, old.LastAddr, old.LastVia
-	}
-	h.devices[rec.Name] = rec
-}
-
-type seenRecord struct {
-	at        time.Time
-	addr, via string
-}
-
-// seenFlush is how often last-seen records reach the store; at most this
-// much of "last seen" is lost if the hub crashes.
-const seenFlush = time.Minute
-
-// seen notes where a device was connected from when its session ended.
-func (h *Hub) seen(device, addr, via string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.lastSeen[device] = seenRecord{at: h.cfg.Now(), addr: addr, via: via}
-	if d := h.devices[device]; d != nil {
-		c := *d
-		c.LastSeen, c.LastAddr, c.LastVia = h.cfg.Now().UTC(), addr, via
-		h.devices[device] = &c
-	}
-}
-
-// flushSeen writes pending last-seen records in one transaction.
-func (h *Hub) flushSeen() {
-	h.mu.Lock()
-	pending := h.lastSeen
-	h.lastSeen = map[string]seenRecord{}
-	h.mu.Unlock()
-	if len(pending) == 0 {
-		return
-	}
-	err := h.store.SeenMany(func(yield func(string, time.Time, string, string) bool) {
-		for d, r := range pending {
-			if !yield(d, r.at, r.addr, r.via) {
-				return
-			}
-		}
-	})
-	if err != nil {
-		h.log.Warn("record last seen", "devices", len(pending), "err", err)
-	}
-}
-
-func (h *Hub) seenLoop(ctx context.Context) error { return every(ctx, seenFlush, h.flushSeen) }
 
 // revoke revokes a device, persists it, and cuts its live session.
 func (h *Hub) revoke(device, why string, reason wire.CloseReason) (*DeviceRecord, error) {
@@ -551,13 +416,7 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	h.mu.Lock()
-	h.putDevice(rec)
-	for _, serial := range rec.Serials {
-		h.revoked[serial] = true
-	}
-	s := h.sessions[device]
-	h.mu.Unlock()
+	s := h.reg.markRevoked(rec)
 	h.wakes.forget(device)
 	h.publishRevocation(rec)
 	h.changes.Bump()
@@ -565,27 +424,9 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	return rec, s, nil
 }
 
-// session is a device's registered session, nil if none (it may be
-// closing).
-func (h *Hub) session(device string) *hubSession {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.sessions[device]
+// hubWakeHost is the hub as the waker sees it: sessions and devices from
+// the registry, zones from the friends.
+type hubWakeHost struct {
+	*registry
+	*friends
 }
-
-// online reports whether a device has a session that is not closing.
-func (h *Hub) online(device string) bool {
-	s := h.session(device)
-	return s != nil && s.syncCtx.Err() == nil
-}
-
-// paired reports whether a device is paired and not revoked.
-func (h *Hub) paired(device string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d := h.devices[device]
-	return d != nil && !d.Revoked
-}
-
-// knownZone reports whether zoneID is this zone or a friend's.
-func (h *Hub) knownZone(zoneID string) bool { return h.friends.knownZone(zoneID) }

@@ -23,17 +23,17 @@ import (
 const compactEvery = time.Hour
 
 // handleSync serves a device's sync stream for the life of its session.
-func (h *Hub) handleSync(s *hubSession, st transport.Stream) {
+func (s *hubSession) handleSync(st transport.Stream) {
 	if !s.syncing.CompareAndSwap(false, true) {
-		h.log.Info("second sync stream refused", "device", s.device)
+		s.h.log.Info("second sync stream refused", "device", s.device)
 		st.Reset()
 		return
 	}
 	st.SetDeadline(time.Time{})
 	// The stream also fails when the session ends.
-	err := h.state.Serve(s.syncCtx, s.device, session.SyncStream{Stream: st})
+	err := s.h.state.Serve(s.syncCtx, s.device, session.SyncStream{Stream: st})
 	if err != nil && !wentAway(s.conn, err) {
-		h.log.Info("sync stream failed", "device", s.device, "err", err)
+		s.h.log.Info("sync stream failed", "device", s.device, "err", err)
 		if errors.Is(err, zsync.ErrProtocol) {
 			go s.close(wire.ReasonProtocol, err.Error())
 		}
@@ -94,13 +94,7 @@ func (h *Hub) reconcileState() {
 	}
 	h.putCert(wire.CertKeyCA, h.ca.Cert.Raw)
 	h.putCert(wire.CertKeyHub, h.cert.Load().Leaf.Raw)
-	h.mu.Lock()
-	devs := make([]*DeviceRecord, 0, len(h.devices))
-	for _, d := range h.devices {
-		devs = append(devs, d)
-	}
-	h.mu.Unlock()
-	for _, d := range devs {
+	for _, d := range h.reg.records() {
 		switch {
 		case d.Revoked:
 			h.publishRevocation(d)
@@ -110,23 +104,9 @@ func (h *Hub) reconcileState() {
 	}
 }
 
-// activeDevices lists the devices whose confirmations hold back
-// compaction: those paired and not revoked.
-func (h *Hub) activeDevices() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []string
-	for name, d := range h.devices {
-		if !d.Revoked {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
 func (h *Hub) compactLoop(ctx context.Context) error {
 	compact := func() {
-		n, err := h.state.Compact(h.activeDevices())
+		n, err := h.state.Compact(h.reg.active())
 		if err != nil {
 			h.log.Warn("compact zone state", "err", err)
 		} else if n > 0 {
