@@ -55,7 +55,7 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 		c.serving.Add(-1)
 		p.inflight.Add(-1)
 	}()
-	hdr, ok := p.readIncomingCall(st)
+	hdr, ok := p.router.readIncomingCall(st)
 	if !ok {
 		return
 	}
@@ -66,11 +66,11 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 	id := p.id.Load()
 	// Who calls is the verified certificate's device, of this zone.
 	hdr.FromZone, hdr.FromDevice, hdr.FromZoneID, hdr.ToZone, hdr.Envelope = id.Zone, c.device, id.ZoneID.Compact(), "", nil
-	if hdr.Token != "" || hdr.TokenID != "" || hdr.TTLMs != 0 || hdr.QueuedMs != 0 || p.tokenRequired(id.Device, hdr.ToService) {
+	if hdr.Token != "" || hdr.TokenID != "" || hdr.TTLMs != 0 || hdr.QueuedMs != 0 || p.router.tokenRequired(id.Device, hdr.ToService) {
 		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("service %q on device %q takes calls with a token or for later only through the hub", hdr.ToService, id.Device))
 		return
 	}
-	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
+	if cerr := p.router.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		session.RefuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
@@ -88,7 +88,7 @@ func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte
 	if d == nil || hdr.ToDevice == certs.HubDevice || hdr.ToDevice == p.id.Load().Device {
 		return nil, nil, errViaHub
 	}
-	if hdr.Token != "" || hdr.TTLMs != 0 || p.tokenRequired(hdr.ToDevice, hdr.ToService) {
+	if hdr.Token != "" || hdr.TTLMs != 0 || p.router.tokenRequired(hdr.ToDevice, hdr.ToService) {
 		d.count(hdr.ToDevice, false, false)
 		return nil, nil, errViaHub
 	}

@@ -162,14 +162,13 @@ type Peer struct {
 	unpairReq chan *unpairCall
 	conn      atomic.Pointer[transport.Conn] // the live session's connection
 
-	delivered  recentIDs         // queued messages delivered lately
-	envelopes  *envelope.Checker // signatures of calls from friend zones
-	sleep      *sleeper          // nil: the device never sleeps
-	direct     *directNet        // nil: no direct connections
-	inflight   atomic.Int64      // calls and messages in progress, either way
-	lastActive atomic.Int64      // unix ns of the last activity
-	renewTried atomic.Int64      // unix ns of the last renewal attempt
-	hubVersion atomic.Uint32     // the session version the hub's Welcome said
+	router     *router       // calls to and from apps (services.go)
+	sleep      *sleeper      // nil: the device never sleeps
+	direct     *directNet    // nil: no direct connections
+	inflight   atomic.Int64  // calls and messages in progress, either way
+	lastActive atomic.Int64  // unix ns of the last activity
+	renewTried atomic.Int64  // unix ns of the last renewal attempt
+	hubVersion atomic.Uint32 // the session version the hub's Welcome said
 }
 
 // Traffic is the wire byte count of the current session's connection
@@ -205,7 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 		store.Close()
 		return err
 	}
-	if err := stores.KeepEnvelopes(p.envelopes, store.db, cfg.Now); err != nil {
+	if err := stores.KeepEnvelopes(p.router.envelopes, store.db, cfg.Now); err != nil {
 		store.Close()
 		return fmt.Errorf("read the envelopes this device accepted: %w", err)
 	}
@@ -320,9 +319,9 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 }
 
 func newPeerWith(cfg Config, id *Identity, store *peerStore) *Peer {
-	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: services.NewHost(),
-		envelopes: envelope.NewChecker()}
-	p.envelopes.Notify = p.changes.Bump
+	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: services.NewHost()}
+	p.router = &router{p: p, envelopes: envelope.NewChecker()}
+	p.router.envelopes.Notify = p.changes.Bump
 	p.id.Store(id)
 	p.st = api.PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
 		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: wire.SoftwareVersion}
@@ -348,8 +347,8 @@ func (p *Peer) status(ver uint64) api.PeerStatus {
 	}
 	t := p.Traffic()
 	st.BytesSent, st.BytesReceived = t.BytesSent, t.BytesReceived
-	st.Wake = p.wakeStatus()
-	st.Envelopes = p.envelopes.Counts()
+	st.Wake = p.sleep.wakeStatus()
+	st.Envelopes = p.router.envelopes.Counts()
 	st.Direct = p.direct.status()
 	return st
 }
@@ -376,14 +375,14 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 		pinged = sl.pinged
 		wctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { defer close(done); p.listenWake(wctx) }()
+		go func() { defer close(done); p.sleep.listenWake(wctx) }()
 		defer func() { stop(); sl.ep.Close(); <-done }()
 	}
 	failedAfterWake := 0
 	for {
 		sess, err := p.connect(ctx)
 		if err != nil {
-			p.woke()
+			p.sleep.woke()
 		}
 		if err == nil {
 			failedAfterWake = 0
@@ -411,7 +410,7 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 		case errors.Is(err, errReconnect):
 			continue
 		case errors.Is(err, errSleep):
-			p.sleepUntilWoken(ctx)
+			p.sleep.sleepUntilWoken(ctx)
 			failedAfterWake = 1
 			bo.Reset()
 			continue
@@ -423,7 +422,7 @@ func (p *Peer) loop(ctx context.Context) (*unpairCall, error) {
 			// the check-in brings it back.
 			p.log.Warn("hub unreachable after waking; going back to sleep", "attempts", wakeAttempts, "err", err)
 			p.setStatus(func(s *api.PeerStatus) { s.LastError = err.Error() })
-			p.sleepUntilWoken(ctx)
+			p.sleep.sleepUntilWoken(ctx)
 			failedAfterWake = 1
 			bo.Reset()
 			continue
@@ -467,7 +466,7 @@ func (p *Peer) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/unpair", func(w http.ResponseWriter, r *http.Request) {
 		call := &unpairCall{told: make(chan error, 1), done: make(chan error, 1)}
-		p.need() // a sleeping device wakes to tell its hub
+		p.sleep.need() // a sleeping device wakes to tell its hub
 		select {
 		case p.unpairReq <- call:
 		case <-r.Context().Done():
@@ -485,7 +484,7 @@ func (p *Peer) apiHandler() http.Handler {
 		localapi.WriteJSON(w, http.StatusOK, res)
 	})
 	localapi.DataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
-	p.serviceRoutes(mux)
+	p.router.routes(mux)
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }

@@ -214,7 +214,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	p.hubVersion.Store(uint32(ps.welcome.Version))
 	p.conn.Store(&ps.conn)
 	defer p.conn.Store(nil)
-	p.woke() // after the connection is in place: a call waiting for it finds it
+	p.sleep.woke() // after the connection is in place: a call waiting for it finds it
 	now := p.cfg.Now()
 	if ps.welcome.RenewOnly {
 		p.log.Info("certificate expired; renewing before going online")
@@ -269,7 +269,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 	if err := ping(); err != nil { // measure RTT at once
 		return nil, p.readErr(ps.conn, err)
 	}
-	if err := p.registerWake(ps); err != nil {
+	if err := p.sleep.registerWake(ps); err != nil {
 		return nil, p.readErr(ps.conn, err)
 	}
 	p.touch()
@@ -285,7 +285,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 		go func() { syncDone <- p.runSync(ctx, ps) }()
 	}
 	if !ps.welcome.RenewOnly {
-		go p.acceptCalls(ctx, ps.conn)
+		go p.router.acceptCalls(ctx, ps.conn)
 	}
 	var syncErr error
 	var syncGrace <-chan time.Time
@@ -306,7 +306,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			hangUp(wire.ReasonShutdown, "device shutting down")
 			return nil, errSynced
 		case <-idle:
-			if left := p.sleep.after - p.idleFor(); left > 0 || renewing || !p.doze() {
+			if left := p.sleep.after - p.idleFor(); left > 0 || renewing || !p.sleep.doze() {
 				idleTimer.Reset(max(left, p.sleep.after/4, MinSleepAfter))
 				continue
 			}
@@ -348,7 +348,7 @@ func (p *Peer) runSession(ctx context.Context, ps *peerSession) (*unpairCall, er
 			case wire.MsgClose:
 				return nil, closeErr(&c)
 			case wire.MsgWakeOK:
-				p.wakeConfirmed(&c)
+				p.sleep.wakeConfirmed(&c)
 			default:
 				p.log.Debug("ignoring control message", "type", c.Type)
 			}

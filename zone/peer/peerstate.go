@@ -52,8 +52,8 @@ func (p *Peer) syncChanged() {
 	}
 	p.touch()
 	st := p.state.State()
-	if st.Pending > 0 && p.isAsleep() {
-		p.need() // a local edit wakes the device to push it
+	if st.Pending > 0 && p.sleep.isAsleep() {
+		p.sleep.need() // a local edit wakes the device to push it
 	}
 	if p.cfg.OnSync != nil {
 		p.cfg.OnSync(st)

@@ -20,6 +20,16 @@ import (
 	"github.com/pzone/pzone/zone/wire"
 )
 
+// router carries the device's calls: from the hub (or a direct path) to
+// the apps' services here, checked against policy, tokens and envelopes;
+// and from apps here out through the hub, to a device of this zone or of a
+// friend's. It also answers the local API's service routes.
+type router struct {
+	p         *Peer
+	delivered recentIDs         // queued messages delivered lately
+	envelopes *envelope.Checker // signatures of calls from friend zones
+}
+
 // Services on a device: applications register them through the local API
 // and receive calls and messages as a stream of events; the peer routes
 // calls from its applications to services on this device or, through the
@@ -30,25 +40,25 @@ import (
 
 // acceptCalls takes the streams the hub opens on a session: calls for
 // this device's services.
-func (p *Peer) acceptCalls(ctx context.Context, conn transport.Conn) {
+func (rt *router) acceptCalls(ctx context.Context, conn transport.Conn) {
 	for {
 		st, err := conn.AcceptStream(ctx)
 		if err != nil {
 			return
 		}
-		go p.serveIncoming(st)
+		go rt.serveIncoming(st)
 	}
 }
 
-func (p *Peer) serveIncoming(st transport.Stream) {
-	p.inflight.Add(1)
-	p.touch()
-	defer func() { p.touch(); p.inflight.Add(-1) }()
-	hdr, ok := p.readIncomingCall(st)
+func (rt *router) serveIncoming(st transport.Stream) {
+	rt.p.inflight.Add(1)
+	rt.p.touch()
+	defer func() { rt.p.touch(); rt.p.inflight.Add(-1) }()
+	hdr, ok := rt.readIncomingCall(st)
 	if !ok {
 		return
 	}
-	id := p.id.Load()
+	id := rt.p.id.Load()
 	if hdr.Kind != wire.CallMessage {
 		hdr.QueuedMs = 0 // only messages are kept for later
 	}
@@ -56,21 +66,21 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
 		// From a friend zone: named as this zone names it, never as the
 		// header does, and signed by the calling device.
-		f := p.calls.Get(p.state, p.log).Friends.ByID[hdr.FromZoneID]
+		f := rt.p.calls.Get(rt.p.state, rt.p.log).Friends.ByID[hdr.FromZoneID]
 		if f == nil {
-			p.envelopes.Count(envelope.Unknown)
+			rt.envelopes.Count(envelope.Unknown)
 			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, id.Zone))
 			return
 		}
 		hdr.FromZone = f.Petname
-		opts = services.EnvelopeOpts(p.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, envelope.Signer{Key: id.Key, Cert: id.Cert}, p.cfg.Now, p.log)
+		opts = services.EnvelopeOpts(rt.envelopes, hdr, f, certs.Identity{Zone: id.ZoneID, Device: id.Device}, envelope.Signer{Key: id.Key, Cert: id.Cert}, rt.p.cfg.Now, rt.p.log)
 	}
-	if cerr := p.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
+	if cerr := rt.authorize(hdr, fmt.Sprintf("device %q's", hdr.ToDevice)); cerr != nil {
 		session.RefuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
 	qid := hdr.FromZoneID + "/" + hdr.FromDevice + "/" + hdr.ID // the sender picks the ID
-	if hdr.QueuedMs != 0 && p.delivered.seen(qid) {
+	if hdr.QueuedMs != 0 && rt.delivered.seen(qid) {
 		// A queued message delivered before, whose confirmation the hub
 		// lost: confirm it again, do not deliver it twice.
 		if transport.WriteFrame(st, &wire.CallReply{}) != nil || session.WriteBody(st, nil, true) != nil {
@@ -81,15 +91,15 @@ func (p *Peer) serveIncoming(st transport.Stream) {
 	if hdr.QueuedMs != 0 {
 		// Remembered as soon as the application has it, so a confirmation
 		// lost on the way back does not make it arrive twice.
-		opts.OnDelivered = func() { p.delivered.add(qid) }
+		opts.OnDelivered = func() { rt.delivered.add(qid) }
 	}
-	services.ServeCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts)
+	services.ServeCall(st, rt.p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts)
 }
 
 // readIncomingCall reads the headers of a call stream opened to this
 // device (by its hub, or directly by another device) and checks them; on
 // failure it answers or resets the stream and reports false.
-func (p *Peer) readIncomingCall(st transport.Stream) (*wire.CallHeader, bool) {
+func (rt *router) readIncomingCall(st transport.Stream) (*wire.CallHeader, bool) {
 	st.SetDeadline(time.Now().Add(wire.StreamTimeout))
 	fr := transport.NewFrameReader(st, wire.MaxCallHeader)
 	var sh wire.StreamHeader
@@ -98,7 +108,7 @@ func (p *Peer) readIncomingCall(st transport.Stream) (*wire.CallHeader, bool) {
 		st.Reset()
 		return nil, false
 	}
-	if err := wire.CheckCallHeader(&hdr); err != nil || hdr.ToDevice != p.id.Load().Device {
+	if err := wire.CheckCallHeader(&hdr); err != nil || hdr.ToDevice != rt.p.id.Load().Device {
 		session.RefuseCall(st, wire.CallBadRequest, "malformed call")
 		return nil, false
 	}
@@ -156,15 +166,15 @@ type callOpts struct {
 // call runs one exchange from app on this device to addr, and returns the
 // result of a call (nil for a message) and, for a message kept at the
 // hub for later, the hub's answer saying so.
-func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.CallKind, o callOpts, body []byte) ([]byte, *wire.CallReply, error) {
-	p.inflight.Add(1)
-	p.touch()
-	defer func() { p.touch(); p.inflight.Add(-1) }()
-	id := p.id.Load()
+func (rt *router) call(ctx context.Context, app string, addr wire.Addr, kind wire.CallKind, o callOpts, body []byte) ([]byte, *wire.CallReply, error) {
+	rt.p.inflight.Add(1)
+	rt.p.touch()
+	defer func() { rt.p.touch(); rt.p.inflight.Add(-1) }()
+	id := rt.p.id.Load()
 	method, token := o.method, o.token
 	var friend *wire.Friend // the service's zone, when it is a friend's
 	if addr.Zone != "" && addr.Zone != id.Zone && certs.FirstZoneID(addr.Zone) != id.ZoneID.Compact() {
-		if friend = p.calls.Get(p.state, p.log).Friends.Resolve(addr.Zone); friend == nil {
+		if friend = rt.p.calls.Get(rt.p.state, rt.p.log).Friends.Resolve(addr.Zone); friend == nil {
 			return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
 		}
 	}
@@ -192,20 +202,20 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	}
 	// The requester's end of policy; the hoster's device checks again
 	// (the same device, for a call that stays here).
-	if cerr := p.authorize(hdr, "the caller's"); cerr != nil {
+	if cerr := rt.authorize(hdr, "the caller's"); cerr != nil {
 		return nil, nil, cerr
 	}
 	if friend != nil {
 		// The hubs relay; only this signature says who asks what.
-		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(services.EnvCall(hdr), friend.ID.Compact(), p.cfg.Now(), body)
+		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(services.EnvCall(hdr), friend.ID.Compact(), rt.p.cfg.Now(), body)
 		if err != nil {
 			return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: "sign the call: " + err.Error()}
 		}
 		hdr.Envelope = env
-	} else if addr.Device == id.Device && token == "" && !p.tokenRequired(addr.Device, addr.Service) {
+	} else if addr.Device == id.Device && token == "" && !rt.tokenRequired(addr.Device, addr.Service) {
 		// Same device: straight to the application, no network. (With a
 		// token the call goes through the hub, which accounts for it.)
-		res, cerr := p.services.Deliver(ctx, hdr, body)
+		res, cerr := rt.p.services.Deliver(ctx, hdr, body)
 		if cerr != nil {
 			return nil, nil, cerr
 		}
@@ -213,13 +223,13 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	}
 	if friend != nil {
 		// Calls to friend zones always go through the hubs.
-	} else if res, rep, err := p.callDirect(ctx, hdr, body, deadline); err != errViaHub {
+	} else if res, rep, err := rt.p.callDirect(ctx, hdr, body, deadline); err != errViaHub {
 		return res, rep, err // went straight to the device (direct.go)
 	}
 	var conn transport.Conn
-	if cp := p.conn.Load(); cp != nil && !p.away() {
+	if cp := rt.p.conn.Load(); cp != nil && !rt.p.sleep.away() {
 		conn = *cp
-	} else if conn = p.awaitSession(ctx); conn == nil {
+	} else if conn = rt.p.sleep.awaitSession(ctx); conn == nil {
 		// Asleep: woken for this, it reconnects within the deadline, or
 		// this says why not.
 		if ctx.Err() != nil {
@@ -228,7 +238,7 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 		return nil, nil, errNoSession
 	}
 	if friend != nil {
-		if cerr := p.hubFederates(); cerr != nil {
+		if cerr := rt.hubFederates(); cerr != nil {
 			return nil, nil, cerr
 		}
 	}
@@ -267,10 +277,10 @@ func (p *Peer) call(ctx context.Context, app string, addr wire.Addr, kind wire.C
 	if friend != nil {
 		// Any other answer must be the serving device's, signed.
 		from := certs.Identity{Zone: friend.ID, Device: addr.Device}
-		v, err := p.envelopes.CheckReply(rep.Envelope, friend.CA, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, p.cfg.Now())
-		p.envelopes.Count(v)
+		v, err := rt.envelopes.CheckReply(rep.Envelope, friend.CA, hdr.ID, from, certs.Identity{Zone: id.ZoneID, Device: id.Device}, res, rt.p.cfg.Now())
+		rt.envelopes.Count(v)
 		if err != nil {
-			p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
+			rt.p.log.Warn("answer refused", "from", addr.String(), "id", hdr.ID, "verdict", v, "err", err)
 			return nil, nil, &wire.CallError{Status: wire.CallFailed, Message: fmt.Sprintf("the answer from %s does not check out: %v", addr, err)}
 		}
 	}
@@ -320,7 +330,7 @@ func callHTTPStatus(s wire.CallStatus) int {
 	return http.StatusInternalServerError
 }
 
-func (p *Peer) serviceRoutes(mux *http.ServeMux) {
+func (rt *router) routes(mux *http.ServeMux) {
 	exchange := func(kind wire.CallKind) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			var req api.CallRequestBody
@@ -360,7 +370,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			}
 			ctx, cancel := context.WithTimeout(ctx, min(timeout, wire.MaxCallTimeout))
 			defer cancel()
-			res, rep, err := p.call(ctx, req.App, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
+			res, rep, err := rt.call(ctx, req.App, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
 			var ce *wire.CallError
 			switch {
 			case errors.As(err, &ce):
@@ -381,9 +391,9 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /v1/call", exchange(wire.CallRequest))
 	mux.HandleFunc("POST /v1/send", exchange(wire.CallMessage))
-	services.HostRoutes(mux, p.services, func(app string, info api.ServiceInfo) error {
-		return services.Publish(p.state, p.id.Load().Device, app, info)
-	}, p.log)
+	services.HostRoutes(mux, rt.p.services, func(app string, info api.ServiceInfo) error {
+		return services.Publish(rt.p.state, rt.p.id.Load().Device, app, info)
+	}, rt.p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		app, zone := r.URL.Query().Get("app"), r.URL.Query().Get("zone")
 		if app != "" {
@@ -392,17 +402,17 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 				return
 			}
 		}
-		id := p.id.Load()
+		id := rt.p.id.Load()
 		var views []api.ServiceView
 		var friend *wire.Friend
 		if zone != "" && zone != id.Zone && certs.FirstZoneID(zone) != id.ZoneID.Compact() {
 			var cerr *wire.CallError
-			if views, friend, cerr = p.discover(r.Context(), zone, app); cerr != nil {
+			if views, friend, cerr = rt.discover(r.Context(), zone, app); cerr != nil {
 				localapi.WriteErr(w, callHTTPStatus(cerr.Status), errors.New(cerr.Message))
 				return
 			}
 		} else {
-			views = p.serviceViews()
+			views = rt.serviceViews()
 		}
 		// Only what the asking application may call (?app=, or the
 		// device as a whole), by this device's policy.
@@ -412,7 +422,7 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 			if friend != nil {
 				hdr.ToZone = friend.ID.Compact()
 			}
-			if p.authorize(hdr, "") == nil {
+			if rt.authorize(hdr, "") == nil {
 				shown = append(shown, v)
 			}
 		}
@@ -423,8 +433,8 @@ func (p *Peer) serviceRoutes(mux *http.ServeMux) {
 // hubFederates says why not if this device's hub is too old to take calls
 // to friend zones (an older hub would read one as a call to a device of
 // its own zone that happens to have the same name).
-func (p *Peer) hubFederates() *wire.CallError {
-	if v := p.hubVersion.Load(); v < wire.FederationVersion {
+func (rt *router) hubFederates() *wire.CallError {
+	if v := rt.p.hubVersion.Load(); v < wire.FederationVersion {
 		return &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("this device's hub speaks session version %d and cannot reach friend zones (that needs %d): update pzh", v, wire.FederationVersion)}
 	}
 	return nil
@@ -432,23 +442,23 @@ func (p *Peer) hubFederates() *wire.CallError {
 
 // discover asks this device's hub for the services of friend zone name
 // that its policy lets this device (app) call.
-func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceView, *wire.Friend, *wire.CallError) {
-	f := p.calls.Get(p.state, p.log).Friends.Resolve(name)
+func (rt *router) discover(ctx context.Context, name, app string) ([]api.ServiceView, *wire.Friend, *wire.CallError) {
+	f := rt.p.calls.Get(rt.p.state, rt.p.log).Friends.Resolve(name)
 	if f == nil {
-		return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, p.id.Load().Zone)}
+		return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", name, rt.p.id.Load().Zone)}
 	}
-	p.inflight.Add(1)
-	p.touch()
-	defer func() { p.touch(); p.inflight.Add(-1) }()
+	rt.p.inflight.Add(1)
+	rt.p.touch()
+	defer func() { rt.p.touch(); rt.p.inflight.Add(-1) }()
 	ctx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
 	defer cancel()
 	var conn transport.Conn
-	if cp := p.conn.Load(); cp != nil && !p.away() {
+	if cp := rt.p.conn.Load(); cp != nil && !rt.p.sleep.away() {
 		conn = *cp
-	} else if conn = p.awaitSession(ctx); conn == nil {
+	} else if conn = rt.p.sleep.awaitSession(ctx); conn == nil {
 		return nil, nil, errNoSession
 	}
-	if cerr := p.hubFederates(); cerr != nil {
+	if cerr := rt.hubFederates(); cerr != nil {
 		return nil, nil, cerr
 	}
 	var resp wire.DiscoverResponse
@@ -471,12 +481,12 @@ func (p *Peer) discover(ctx context.Context, name, app string) ([]api.ServiceVie
 
 // serviceViews lists the services published in the zone state, with
 // whether this device's own run.
-func (p *Peer) serviceViews() []api.ServiceView {
-	self := p.id.Load().Device
-	views := services.ListServices(p.state)
+func (rt *router) serviceViews() []api.ServiceView {
+	self := rt.p.id.Load().Device
+	views := services.ListServices(rt.p.state)
 	for i := range views {
 		if views[i].Device == self {
-			running := p.services.Running(views[i].Service)
+			running := rt.p.services.Running(views[i].Service)
 			views[i].Running = &running
 		}
 	}
@@ -489,9 +499,9 @@ func (p *Peer) serviceViews() []api.ServiceView {
 // it is for the message ("the caller's" or "this device's"). A call from
 // a friend zone names it by FromZoneID (FromZone already set to this
 // zone's petname for it); a call out names the friend in ToZone.
-func (p *Peer) authorize(hdr *wire.CallHeader, side string) *wire.CallError {
-	id := p.id.Load()
-	view := p.calls.Get(p.state, p.log)
+func (rt *router) authorize(hdr *wire.CallHeader, side string) *wire.CallError {
+	id := rt.p.id.Load()
+	view := rt.p.calls.Get(rt.p.state, rt.p.log)
 	req := policy.Request{FromZone: id.Zone, FromZoneID: string(id.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	if hdr.FromZoneID != "" && hdr.FromZoneID != id.ZoneID.Compact() {
@@ -516,6 +526,6 @@ func (p *Peer) authorize(hdr *wire.CallHeader, side string) *wire.CallError {
 
 // tokenRequired reports whether device published service as requiring a
 // token, in the zone state this device holds.
-func (p *Peer) tokenRequired(device, service string) bool {
-	return p.calls.Get(p.state, p.log).TokenRequired[device+"/"+service]
+func (rt *router) tokenRequired(device, service string) bool {
+	return rt.p.calls.Get(rt.p.state, rt.p.log).TokenRequired[device+"/"+service]
 }

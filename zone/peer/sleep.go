@@ -25,6 +25,7 @@ import (
 
 // sleeper is a peer's wake machinery; nil when the peer never sleeps.
 type sleeper struct {
+	p        *Peer
 	after    time.Duration
 	checkIn  time.Duration
 	ep       *transport.Endpoint
@@ -52,7 +53,7 @@ func (p *Peer) newSleeper() (*sleeper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wake socket: %w (choose another with --wake-listen)", err)
 	}
-	sl := &sleeper{after: p.cfg.SleepAfter, checkIn: p.cfg.CheckIn, ep: ep, verifier: wakeup.NewVerifier(p.cfg.WakeWindow, nil),
+	sl := &sleeper{p: p, after: p.cfg.SleepAfter, checkIn: p.cfg.CheckIn, ep: ep, verifier: wakeup.NewVerifier(p.cfg.WakeWindow, nil),
 		pinged: make(chan struct{}, 1), needed: make(chan struct{}, 1)}
 	sl.st = api.PeerWakeStatus{SleepAfter: p.cfg.SleepAfter.String(), Listen: ep.LocalAddr().String()}
 	return sl, nil
@@ -60,8 +61,7 @@ func (p *Peer) newSleeper() (*sleeper, error) {
 
 // listen reads wake pings until the socket closes. Nothing is ever sent
 // back, whatever arrives.
-func (p *Peer) listenWake(ctx context.Context) {
-	sl := p.sleep
+func (sl *sleeper) listenWake(ctx context.Context) {
 	buf := make([]byte, 2048)
 	for {
 		n, from, err := sl.ep.ReadDatagram(ctx, buf)
@@ -69,12 +69,12 @@ func (p *Peer) listenWake(ctx context.Context) {
 			return
 		}
 		v := sl.verifier.Check(buf[:n])
-		p.changes.Bump()
+		sl.p.changes.Bump()
 		if v != wakeup.Accepted {
-			p.log.Debug("wake datagram dropped", "from", from, "size", n, "verdict", v)
+			sl.p.log.Debug("wake datagram dropped", "from", from, "size", n, "verdict", v)
 			continue
 		}
-		p.log.Info("wake ping", "from", from)
+		sl.p.log.Info("wake ping", "from", from)
 		select {
 		case sl.pinged <- struct{}{}:
 		default:
@@ -84,37 +84,36 @@ func (p *Peer) listenWake(ctx context.Context) {
 
 // need wakes a sleeping peer for something local; it does nothing when
 // the peer does not sleep.
-func (p *Peer) need() {
-	if p.sleep == nil {
+func (sl *sleeper) need() {
+	if sl == nil {
 		return
 	}
 	select {
-	case p.sleep.needed <- struct{}{}:
+	case sl.needed <- struct{}{}:
 	default:
 	}
 }
 
 // isAsleep reports whether the peer is asleep.
-func (p *Peer) isAsleep() bool {
-	if p.sleep == nil {
+func (sl *sleeper) isAsleep() bool {
+	if sl == nil {
 		return false
 	}
-	p.sleep.mu.Lock()
-	defer p.sleep.mu.Unlock()
-	return p.sleep.st.Asleep != nil
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.st.Asleep != nil
 }
 
 // registerWake sends this session's wake registration: a fresh secret,
 // and the port of the wake socket for a hub that sees the session over
 // TCP. The secret counts once the hub confirms it (wakeConfirmed); until
 // then the hub still holds the previous one.
-func (p *Peer) registerWake(ps *peerSession) error {
-	sl := p.sleep
+func (sl *sleeper) registerWake(ps *peerSession) error {
 	if sl == nil || ps.welcome.RenewOnly {
 		return nil
 	}
 	if ps.welcome.Version < 2 {
-		p.log.Warn("the hub cannot wake devices (its session version is older); staying awake", "hub_version", ps.welcome.Version)
+		sl.p.log.Warn("the hub cannot wake devices (its session version is older); staying awake", "hub_version", ps.welcome.Version)
 		return nil
 	}
 	if ps.welcome.TimeMs != 0 {
@@ -131,8 +130,7 @@ func (p *Peer) registerWake(ps *peerSession) error {
 	return ps.send(&wire.Control{Type: wire.MsgWake, WakePort: port, WakeID: secret.ID[:], WakeKey: secret.Key[:]})
 }
 
-func (p *Peer) wakeConfirmed(c *wire.Control) {
-	sl := p.sleep
+func (sl *sleeper) wakeConfirmed(c *wire.Control) {
 	if sl == nil {
 		return
 	}
@@ -144,8 +142,8 @@ func (p *Peer) wakeConfirmed(c *wire.Control) {
 	}
 	sl.st.Endpoint = c.WakeEndpoint
 	sl.mu.Unlock()
-	p.changes.Bump()
-	p.log.Info("wake registration confirmed", "endpoint", c.WakeEndpoint)
+	sl.p.changes.Bump()
+	sl.p.log.Info("wake registration confirmed", "endpoint", c.WakeEndpoint)
 }
 
 // doze decides whether an idle session may end for sleep: registered for
@@ -154,8 +152,7 @@ func (p *Peer) wakeConfirmed(c *wire.Control) {
 // rather than use this one. (The flag is set before in-flight calls are
 // counted, and a call counts itself before it reads the flag, so one of
 // the two always sees the other.)
-func (p *Peer) doze() bool {
-	sl := p.sleep
+func (sl *sleeper) doze() bool {
 	sl.mu.Lock()
 	if !sl.registered {
 		sl.mu.Unlock()
@@ -163,7 +160,7 @@ func (p *Peer) doze() bool {
 	}
 	sl.dozing = true
 	sl.mu.Unlock()
-	if p.inflight.Load() == 0 && (p.state == nil || p.state.State().Synced()) {
+	if sl.p.inflight.Load() == 0 && (sl.p.state == nil || sl.p.state.State().Synced()) {
 		return true
 	}
 	sl.mu.Lock()
@@ -174,13 +171,13 @@ func (p *Peer) doze() bool {
 
 // away reports whether the peer is dozing, asleep or waking up: a call
 // must wait for the next session.
-func (p *Peer) away() bool {
-	if p.sleep == nil {
+func (sl *sleeper) away() bool {
+	if sl == nil {
 		return false
 	}
-	p.sleep.mu.Lock()
-	defer p.sleep.mu.Unlock()
-	return p.sleep.dozing || p.sleep.st.Asleep != nil || p.sleep.waking
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.dozing || sl.st.Asleep != nil || sl.waking
 }
 
 // touch notes activity that keeps the session awake.
@@ -194,8 +191,7 @@ var errSleep = errors.New("going to sleep")
 
 // sleepUntilWoken is the peer asleep: no connection, nothing sent, until a
 // valid ping, a local need, renewal, check-in, or ctx ends.
-func (p *Peer) sleepUntilWoken(ctx context.Context) {
-	sl := p.sleep
+func (sl *sleeper) sleepUntilWoken(ctx context.Context) {
 	now := time.Now()
 	sentBefore := sl.ep.BytesSent()
 	sl.mu.Lock()
@@ -203,10 +199,10 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	sl.st.Asleep = &now
 	sl.st.Sleeps++
 	sl.mu.Unlock()
-	p.setStatus(func(s *api.PeerStatus) {
+	sl.p.setStatus(func(s *api.PeerStatus) {
 		s.State, s.Transport, s.Session, s.Since, s.RTTMs = "asleep", "", "", nil, nil
 	})
-	p.log.Info("asleep: session closed; waiting for a wake ping", "listen", sl.st.Listen)
+	sl.p.log.Info("asleep: session closed; waiting for a wake ping", "listen", sl.st.Listen)
 	defer func() {
 		t := time.Now()
 		sl.mu.Lock()
@@ -215,17 +211,17 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 		sl.st.LastWake = &t
 		sl.st.BytesAsleep += sl.ep.BytesSent() - sentBefore
 		sl.mu.Unlock()
-		p.setStatus(func(s *api.PeerStatus) { s.State = "connecting" })
+		sl.p.setStatus(func(s *api.PeerStatus) { s.State = "connecting" })
 	}()
 	// A local edit or call that came while the session was closing.
-	if p.state != nil && p.state.State().Pending > 0 || p.inflight.Load() > 0 {
+	if sl.p.state != nil && sl.p.state.State().Pending > 0 || sl.p.inflight.Load() > 0 {
 		sl.count(&sl.st.LocalWakes)
 		return
 	}
 	// Renewal: when due, but not sooner than renewRetry after the last
 	// attempt, so a renewal that keeps failing cannot make it spin.
-	renewDue := session.RenewAt(p.id.Load().Cert)
-	if tried := p.renewTried.Load(); tried != 0 {
+	renewDue := session.RenewAt(sl.p.id.Load().Cert)
+	if tried := sl.p.renewTried.Load(); tried != 0 {
 		if next := time.Unix(0, tried).Add(renewRetry); next.After(renewDue) {
 			renewDue = next
 		}
@@ -242,16 +238,16 @@ func (p *Peer) sleepUntilWoken(ctx context.Context) {
 	case <-ctx.Done():
 	case <-sl.pinged:
 		sl.count(&sl.st.PingWakes)
-		p.log.Info("woken by a ping")
+		sl.p.log.Info("woken by a ping")
 	case <-sl.needed:
 		sl.count(&sl.st.LocalWakes)
-		p.log.Info("woken: an application or a local edit needs the hub")
+		sl.p.log.Info("woken: an application or a local edit needs the hub")
 	case <-renew.C:
 		sl.count(&sl.st.LocalWakes)
-		p.log.Info("woken: certificate renewal is due")
+		sl.p.log.Info("woken: certificate renewal is due")
 	case <-checkIn:
 		sl.count(&sl.st.LocalWakes)
-		p.log.Info("woken: check-in")
+		sl.p.log.Info("woken: check-in")
 	}
 }
 
@@ -271,8 +267,7 @@ func (sl *sleeper) drain() {
 	}
 }
 
-func (p *Peer) wakeStatus() *api.PeerWakeStatus {
-	sl := p.sleep
+func (sl *sleeper) wakeStatus() *api.PeerWakeStatus {
 	if sl == nil {
 		return nil
 	}
@@ -285,21 +280,21 @@ func (p *Peer) wakeStatus() *api.PeerWakeStatus {
 
 // awaitSession waits, until ctx ends, for the session of a peer that is
 // asleep or waking up, after asking it to wake.
-func (p *Peer) awaitSession(ctx context.Context) transport.Conn {
-	if p.sleep == nil {
+func (sl *sleeper) awaitSession(ctx context.Context) transport.Conn {
+	if sl == nil {
 		return nil
 	}
 	var ver uint64
 	for {
-		away := p.away()
-		if c := p.conn.Load(); c != nil && !away {
+		away := sl.away()
+		if c := sl.p.conn.Load(); c != nil && !away {
 			return *c
 		}
 		if !away {
 			return nil
 		}
-		p.need()
-		nv := p.changes.Wait(ctx, ver)
+		sl.need()
+		nv := sl.p.changes.Wait(ctx, ver)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -309,15 +304,15 @@ func (p *Peer) awaitSession(ctx context.Context) transport.Conn {
 
 // woke ends the waking phase: the first connection attempt after sleep
 // succeeded or failed.
-func (p *Peer) woke() {
-	if p.sleep == nil {
+func (sl *sleeper) woke() {
+	if sl == nil {
 		return
 	}
-	p.sleep.mu.Lock()
-	changed := p.sleep.waking
-	p.sleep.waking = false
-	p.sleep.mu.Unlock()
+	sl.mu.Lock()
+	changed := sl.waking
+	sl.waking = false
+	sl.mu.Unlock()
 	if changed {
-		p.changes.Bump()
+		sl.p.changes.Bump()
 	}
 }
