@@ -38,6 +38,16 @@ func ListenEndpoint(addr string) (*Endpoint, error) {
 	}
 	e := &Endpoint{udp: udp}
 	e.tr = &quic.Transport{Conn: countingPacketConn{udp, &e.sent}}
+	// quic-go keeps non-QUIC datagrams only once ReadNonQUICPacket has been
+	// called, and drops those that arrive before. Call it once now, with a
+	// context already done, so a datagram that arrives before the reader
+	// first reads (a wake ping while the device is busy) is queued, not lost.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := e.tr.ReadNonQUICPacket(done, nil); err != nil && !errors.Is(err, context.Canceled) {
+		e.Close()
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
 	return e, nil
 }
 

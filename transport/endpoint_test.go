@@ -9,7 +9,8 @@ import (
 // A session dialled from an Endpoint shares its socket with datagrams of
 // another protocol both ways: the listener sees the endpoint's address as
 // the connection's, a datagram written from the listener's socket to that
-// address reaches ReadDatagram, and the connection survives it.
+// address reaches ReadDatagram, even when it arrives before the first
+// ReadDatagram, and the connection survives it.
 func TestEndpointSharesSocket(t *testing.T) {
 	pki := newPKI(t)
 	server := Config{TLS: pki.serverTLS()}
@@ -55,15 +56,10 @@ func TestEndpointSharesSocket(t *testing.T) {
 	if _, err := dw.WriteTo(msg, sc.RemoteAddr()); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 64)
-	n, from, err := ep.ReadDatagram(ctx, buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(buf[:n], msg) || from.String() != ln.Addr().String() {
-		t.Fatalf("read %x from %s, want %x from %s", buf[:n], from, msg, ln.Addr())
-	}
-	// The connection still works after the foreign datagram.
+	// The connection still works after the foreign datagram. The stream's
+	// bytes reach the endpoint's socket after the datagram, so once the
+	// listener has read them the endpoint has taken the datagram in too,
+	// before anyone asked to read it: it must have been kept.
 	st, err := c.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +71,22 @@ func TestEndpointSharesSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	buf := make([]byte, 64)
 	if _, err := ss.Read(buf[:1]); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := ss.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Read(buf[:1]); err != nil {
+		t.Fatal(err)
+	}
+	n, from, err := ep.ReadDatagram(ctx, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf[:n], msg) || from.String() != ln.Addr().String() {
+		t.Fatalf("read %x from %s, want %x from %s", buf[:n], from, msg, ln.Addr())
 	}
 	if ep.BytesSent() == 0 {
 		t.Fatal("the endpoint counted no bytes sent")
