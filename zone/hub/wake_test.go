@@ -106,26 +106,15 @@ func TestWakerCoalescesAndCaps(t *testing.T) {
 // TestWakerReleasesHeldCalls: a call held for a device on its way back
 // gives up when the device is revoked, and goes ahead when it comes online.
 func TestWakerReleasesHeldCalls(t *testing.T) {
-	wk, host, _ := newTestWaker(t, 6)
+	wk, host, pings := newTestWaker(t, 6)
 	held := func() chan *hubSession {
 		out := make(chan *hubSession, 1)
 		go func() { out <- wk.awaitOnline(nil, "phone", time.Now().Add(time.Minute)) }()
 		return out
 	}
-	waitHeld := func() {
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			wk.mu.Lock()
-			n := wk.of("phone").holders
-			wk.mu.Unlock()
-			if n == 1 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the call was never held")
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	// A held call asks for a wake once it counts as a holder: its ping
+	// is the event that it is held.
+	waitHeld := func() { awaitPing(t, pings) }
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
