@@ -170,7 +170,7 @@ func serveApps(ctx context.Context, devs []*syncDevice, info api.ServiceInfo, ha
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			err := d.client.Serve(actx, callApp, info, handle, func() { ready <- struct{}{} })
+			err := d.client.Serve(actx, info, handle, func() { ready <- struct{}{} })
 			if actx.Err() == nil {
 				ended <- fmt.Errorf("%s on %s ended: %w", info.Name, d.name, err)
 			}
@@ -205,7 +205,7 @@ func jsonString(n int) json.RawMessage {
 // and checks that arg came back. No deadline is given: the daemon's
 // default (30 s) bounds each call.
 func (c *callBench) call(ctx context.Context, to string, arg json.RawMessage) error {
-	res, err := c.a.client.Call(ctx, callApp, to, callMethod, arg)
+	res, err := c.a.client.Call(ctx, to, callMethod, arg)
 	if err != nil {
 		return fmt.Errorf("call %s from %s: %w", to, c.a.name, err)
 	}

@@ -279,7 +279,7 @@ func (w *wakeBench) rows(ctx context.Context, kind transport.Kind) ([]Row, error
 		}
 		body := strconv.Itoa(i)
 		sent := time.Now()
-		res, err := w.sender.client.SendWith(ctx, api.CallRequestBody{App: callApp, To: d.name + "/" + wakeService,
+		res, err := w.sender.client.SendWith(ctx, api.CallRequestBody{To: d.name + "/" + wakeService,
 			Body: []byte(body), TTLMs: wakeTTL.Milliseconds()})
 		if err != nil {
 			return nil, fmt.Errorf("send to %s: %w", d.name, err)

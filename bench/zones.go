@@ -17,6 +17,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/appid"
 	"github.com/pzone/pzone/zone/hub"
 	"github.com/pzone/pzone/zone/peer"
 )
@@ -159,7 +160,11 @@ func (h *syncHub) pairDevices(ctx context.Context, name, base string, n int) ([]
 		if err := peer.SavePairing(dir, res, time.Now()); err != nil {
 			return nil, err
 		}
-		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: api.NewClient(api.SocketPath(dir, api.PeerSocketName))})
+		cred, err := appid.Open(dir).Add(callApp, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: api.NewClient(api.SocketPath(dir, api.PeerSocketName), api.WithCredential(cred))})
 	}
 	return devs, nil
 }

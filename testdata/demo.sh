@@ -83,7 +83,7 @@ step "Services: the laptop serves echo, an app on the phone calls it (directly: 
 pzp serve echo --data "$work/laptop" 2>/dev/null &
 echo_pid=$!
 pids+=($echo_pid)
-pzp data watch --data "$work/phone" --bucket apps laptop/pzp-echo --count 1 >/dev/null
+pzp data watch --data "$work/phone" --bucket apps laptop/pzp --count 1 >/dev/null
 run pzp services --data "$work/phone"
 run pzp call --data "$work/phone" laptop/echo echo '{"hello":"from the phone"}'
 echo "the phone's status shows the path the call took:"
@@ -103,7 +103,7 @@ pids+=($tablet)
 pzp wait ready --data "$work/tablet" --timeout 15s
 pzp listen inbox --data "$work/tablet" --count 1 >"$work/inbox.out" 2>/dev/null &
 inbox=$!
-pzp data watch --data "$work/phone" --bucket apps tablet/pzp-listen --count 1 >/dev/null
+pzp data watch --data "$work/phone" --bucket apps tablet/pzp --count 1 >/dev/null
 pzp wait asleep --data "$work/tablet" --timeout 15s
 run pzh devices --data "$work/hub"
 echo "without a time to live, a message for a sleeping device fails at once:"
@@ -137,7 +137,7 @@ run pzh friend accept --data "$work/hub" "$ftoken" --as bob
 run pzh wait linked --data "$work/hub" --timeout 15s bob
 run pzh friends --data "$work/hub"
 pzp data watch --data "$work/phone" --bucket friends --count 1 >/dev/null
-pzp data watch --data "$work/desktop" --bucket apps desktop/pzp-echo --count 1 >/dev/null
+pzp data watch --data "$work/desktop" --bucket apps desktop/pzp --count 1 >/dev/null
 echo "bob's zone lets other zones use nothing until a rule says so:"
 pzp call --data "$work/phone" bob/desktop/echo echo '"hi bob"' 2>&1 || true
 run pzh policy add --data "$work/bobhub" --allow --from alice --to desktop/echo --id alice-echo

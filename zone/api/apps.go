@@ -69,6 +69,8 @@ const EventBuffer = 256
 
 // CallRequest is the body of POST /v1/call and POST /v1/send.
 type CallRequestBody struct {
+	// App, if given, must be the caller's own name: who calls comes from
+	// the app's credential (WithCredential), never from this field.
 	App       string          `json:"app,omitempty"`
 	To        string          `json:"to"`
 	Method    string          `json:"method,omitempty"`
@@ -100,16 +102,16 @@ type SendResult struct {
 // same over the socket with HTTP and JSON (docs/PROTOCOL.md).
 
 // Call calls method of the service at to (DEVICE/SERVICE or
-// ZONE/DEVICE/SERVICE) as app with arg (any JSON value, or nil) and
+// ZONE/DEVICE/SERVICE), as the client's app (WithCredential), with arg (any JSON value, or nil) and
 // returns the result. A failed call is an *APIError whose Status says why
 // (404 no such device or service, 503 offline or not running, 403 denied,
 // 504 deadline, 502 the service's own error).
-func (c *Client) Call(ctx context.Context, app, to, method string, arg any) (json.RawMessage, error) {
+func (c *Client) Call(ctx context.Context, to, method string, arg any) (json.RawMessage, error) {
 	body, err := marshalArg(arg)
 	if err != nil {
 		return nil, err
 	}
-	return c.CallWith(ctx, CallRequestBody{App: app, To: to, Method: method, Body: body})
+	return c.CallWith(ctx, CallRequestBody{To: to, Method: method, Body: body})
 }
 
 // CallWith is Call with every field of the request, a token included;
@@ -132,12 +134,12 @@ func (c *Client) CallWith(ctx context.Context, req CallRequestBody) (json.RawMes
 
 // Send sends a one-way message to the service at to, and returns once it
 // was delivered to the application serving it.
-func (c *Client) Send(ctx context.Context, app, to string, msg any) error {
+func (c *Client) Send(ctx context.Context, to string, msg any) error {
 	body, err := marshalArg(msg)
 	if err != nil {
 		return err
 	}
-	_, err = c.SendWith(ctx, CallRequestBody{App: app, To: to, Body: body})
+	_, err = c.SendWith(ctx, CallRequestBody{To: to, Body: body})
 	return err
 }
 
@@ -155,20 +157,24 @@ func (c *Client) SendWith(ctx context.Context, req CallRequestBody) (*SendResult
 	return &res, nil
 }
 
-// Services lists the services published in the zone that app (or, with
-// "", this device) may call.
-func (c *Client) Services(ctx context.Context, app string) ([]ServiceView, error) {
-	return c.ServicesIn(ctx, "", app)
+// Services lists the services published in the zone that the client's
+// app may call.
+func (c *Client) Services(ctx context.Context) ([]ServiceView, error) {
+	return c.ServicesIn(ctx, "", "")
 }
 
 // ServicesIn lists the services of zone (a friend's petname or zone ID;
-// "" for this device's own) that app (or this device) may call: in a
-// friend zone, those both zones' policies allow.
-func (c *Client) ServicesIn(ctx context.Context, zone, app string) ([]ServiceView, error) {
+// "" for this device's own) that the client's app may call: in a friend
+// zone, those both zones' policies allow. as, if not "", asks for another
+// app's view instead, which only the device's CLI may.
+func (c *Client) ServicesIn(ctx context.Context, zone, as string) ([]ServiceView, error) {
 	var out struct {
 		Services []ServiceView `json:"services"`
 	}
-	q := url.Values{"app": {app}}
+	q := url.Values{}
+	if as != "" {
+		q.Set("app", as)
+	}
 	if zone != "" {
 		q.Set("zone", zone)
 	}
@@ -181,12 +187,12 @@ func (c *Client) ServicesIn(ctx context.Context, zone, app string) ([]ServiceVie
 // service's error; for a message, the return values are ignored.
 type Handler func(ctx context.Context, ev Event) (any, error)
 
-// Serve serves info.Name as app until ctx ends: each call is handled in
+// Serve serves info.Name, as the client's app, until ctx ends: each call is handled in
 // its own goroutine, so a slow call does not hold up the others; messages
 // are handled one at a time, in the order they arrived. ready,
 // if not nil, is called once the daemon has registered the service.
-func (c *Client) Serve(ctx context.Context, app string, info ServiceInfo, handle Handler, ready func()) error {
-	q := url.Values{"app": {app}}
+func (c *Client) Serve(ctx context.Context, info ServiceInfo, handle Handler, ready func()) error {
+	q := url.Values{}
 	if info.Description != "" {
 		q.Set("description", info.Description)
 	}

@@ -15,7 +15,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/pzone/pzone/zone/wire"
@@ -48,6 +50,9 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
+	if cred := c.cred(); cred != "" {
+		req.Header.Set("Authorization", "Bearer "+cred)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
@@ -74,18 +79,54 @@ func (c *Client) Fetch(ctx context.Context, path string, w io.Writer) error {
 
 // Client talks to a daemon's local API.
 type Client struct {
-	socket string
-	hc     *http.Client
+	socket     string
+	credential string
+	credFile   string // read at each request, if set
+	hc         *http.Client
+}
+
+// cred is the credential to present, if any.
+func (c *Client) cred() string {
+	if c.credFile != "" {
+		b, err := os.ReadFile(c.credFile)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return c.credential
+}
+
+// Option sets up a Client.
+type Option func(*Client)
+
+// WithCredential makes every request present an app's credential (what
+// pzp app add printed): the device then knows the client as that app.
+// Without one, a device's API knows it as app anonymous, or refuses it.
+func WithCredential(cred string) Option {
+	return func(c *Client) { c.credential = strings.TrimSpace(cred) }
+}
+
+// WithCredentialFile is WithCredential with the credential read from
+// path at every request, so a credential that changes (the one a device's
+// pzp writes for its CLI at each start) is always the current one; with
+// path missing, requests present none.
+func WithCredentialFile(path string) Option {
+	return func(c *Client) { c.credFile = path }
 }
 
 // NewClient returns a client for the socket at path.
-func NewClient(path string) *Client {
-	return &Client{socket: path, hc: &http.Client{Transport: &http.Transport{
+func NewClient(path string, opts ...Option) *Client {
+	c := &Client{socket: path, hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // APIError is a refusal from the daemon. Status is the HTTP status; it is

@@ -118,7 +118,7 @@ func (h *Hub) apiHandler() http.Handler {
 	h.tokens.bindingRoutes(mux)
 	h.tokens.routes(mux)
 	h.friends.routes(mux)
-	services.HostRoutes(mux, h.services, func(app string, info api.ServiceInfo) error {
+	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)
 	}, h.log)
 	mux.HandleFunc("/", localapi.NotFound)
@@ -179,4 +179,15 @@ func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 	v.Token = tok.String()
 	h.log.Info("invite created", "invite", inv.ID, "device", inv.Device, "uses", inv.Uses, "expires", inv.Expires)
 	return &v, nil
+}
+
+// hostedApp is the app a service on the hub's host registers as: pzh.sock
+// is the operator's own (0600), so it may name any (?app=; the service's
+// name when it gives none).
+func hostedApp(r *http.Request) (string, error) {
+	app := r.URL.Query().Get("app")
+	if app == "" {
+		app = r.PathValue("service")
+	}
+	return app, nil
 }

@@ -63,7 +63,12 @@ func CheckDataDir(dir, socketName string) error {
 // 0600 there, and only then renamed into place: bound where it belongs,
 // it would be connectable by anyone for the moment between bind and
 // chmod (its mode comes from the umask, which may be 000).
-func Listen(path string) (net.Listener, error) {
+func Listen(path string) (net.Listener, error) { return ListenPrepared(path, nil) }
+
+// ListenPrepared is Listen calling prepare, if set, once no other daemon
+// answers on path and before the socket appears there: what a client
+// reads when it finds the socket (the CLI's credential) is then in place.
+func ListenPrepared(path string, prepare func() error) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if len(bindPath(path)) >= maxSocketPath {
 		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d-byte limit of Unix sockets: use a shorter --data directory", path, len(path), maxSocketPath)
@@ -95,6 +100,12 @@ func Listen(path string) (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("put the socket in place at %s: %w", path, err)
@@ -112,7 +123,7 @@ func bindPath(path string) string {
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	// Requests live within ctx, so that streams (watches, long polls) end
 	// when the daemon stops instead of holding up its shutdown.
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }, ConnContext: connContext}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

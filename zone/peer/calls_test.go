@@ -18,13 +18,13 @@ import (
 	"github.com/pzone/pzone/zone/wire"
 )
 
-// serveApp serves info as app through c until the test ends, and returns
-// once the daemon has registered it.
-func serveApp(t *testing.T, c *api.Client, app string, info api.ServiceInfo, handle api.Handler) {
+// serveApp serves info as c's app until the test ends, and returns once
+// the daemon has registered it.
+func serveApp(t *testing.T, c *api.Client, info api.ServiceInfo, handle api.Handler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() { done <- c.Serve(ctx, app, info, handle, func() { close(ready) }) }()
+	go func() { done <- c.Serve(ctx, info, handle, func() { close(ready) }) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -50,7 +50,7 @@ func serveEcho(t *testing.T, dir string) (messages <-chan api.Event) {
 	t.Helper()
 	waitPeer(t, dir, func(*api.PeerStatus) bool { return true }) // the daemon answers
 	msgs := make(chan api.Event, 16)
-	serveApp(t, peerClient(dir), "demo", api.ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev api.Event) (any, error) {
+	serveApp(t, appClient(dir, "demo"), api.ServiceInfo{Name: "echo", Methods: []string{"echo", "hang", "fail"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Type == "message" {
 			msgs <- ev
 			return nil, nil
@@ -107,39 +107,39 @@ func TestCallsThroughTheHub(t *testing.T) {
 	ctx := testCtx(t)
 	c := peerClient(phone)
 
-	res, err := c.Call(ctx, "tester", "laptop/echo", "echo", map[string]string{"hello": "world"})
+	res, err := c.Call(ctx, "laptop/echo", "echo", map[string]string{"hello": "world"})
 	if err != nil || string(res) != `{"hello":"world"}` {
 		t.Fatalf("call through the hub: %s, %v", res, err)
 	}
-	res, err = peerClient(laptop).Call(ctx, "tester", "alice/laptop/echo", "echo", 42)
+	res, err = peerClient(laptop).Call(ctx, "alice/laptop/echo", "echo", 42)
 	if err != nil || string(res) != "42" {
 		t.Fatalf("same-device call: %s, %v", res, err)
 	}
-	if err := c.Send(ctx, "tester", "laptop/echo", "a message"); err != nil {
+	if err := c.Send(ctx, "laptop/echo", "a message"); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case ev := <-msgs:
-		if ev.From != "alice/phone/tester" || string(ev.Body) != `"a message"` {
+		if ev.From != "alice/phone/pzp" || string(ev.Body) != `"a message"` {
 			t.Fatalf("message %+v", ev)
 		}
 	case <-ctx.Done():
 		t.Fatal("no message")
 	}
 
-	_, err = c.Call(ctx, "tester", "laptop/echo", "fail", nil)
+	_, err = c.Call(ctx, "laptop/echo", "fail", nil)
 	wantStatus(t, err, http.StatusBadGateway, "it failed on purpose")
-	_, err = c.Call(ctx, "tester", "laptop/nothing", "x", nil)
+	_, err = c.Call(ctx, "laptop/nothing", "x", nil)
 	wantStatus(t, err, http.StatusServiceUnavailable, `service "nothing" is not running`)
-	_, err = c.Call(ctx, "tester", "tablet/echo", "x", nil)
+	_, err = c.Call(ctx, "tablet/echo", "x", nil)
 	wantStatus(t, err, http.StatusNotFound, `no device "tablet"`)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	_, err = c.Call(short, "tester", "laptop/echo", "hang", nil)
+	_, err = c.Call(short, "laptop/echo", "hang", nil)
 	wantStatus(t, err, http.StatusGatewayTimeout, "")
 
 	// The service is published in the zone state.
-	views, err := c.Services(ctx, "tester")
+	views, err := c.Services(ctx)
 	if err != nil || len(views) != 1 || views[0].Addr != "laptop/echo" || views[0].App != "demo" {
 		t.Fatalf("services: %+v, %v", views, err)
 	}
@@ -149,7 +149,7 @@ func TestCallsThroughTheHub(t *testing.T) {
 	if err := hb.client().Do(ctx, http.MethodPost, "/v1/invites", api.InviteRequest{Device: "tablet"}, &inv); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Call(ctx, "tester", "laptop/echo", "echo", json.RawMessage(`"still here"`))
+	_, err = c.Call(ctx, "laptop/echo", "echo", json.RawMessage(`"still here"`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,15 +182,15 @@ func TestPolicyAtBothEnds(t *testing.T) {
 	waitRecord(t, phone, "policy", "notablet")
 	waitRecord(t, laptop, "policy", "notablet")
 
-	_, err := peerClient(phone).Call(ctx, "tester", "laptop/echo", "echo", 1)
+	_, err := peerClient(phone).Call(ctx, "laptop/echo", "echo", 1)
 	wantStatus(t, err, http.StatusForbidden, "denied by the caller's policy: rule nophone")
-	if views, err := peerClient(phone).Services(ctx, "tester"); err != nil || len(views) != 0 {
+	if views, err := peerClient(phone).Services(ctx); err != nil || len(views) != 0 {
 		t.Fatalf("the phone lists services it may not call: %+v %v", views, err)
 	}
-	if views, err := peerClient(laptop).Services(ctx, "tester"); err != nil || len(views) != 1 {
+	if views, err := peerClient(laptop).Services(ctx); err != nil || len(views) != 1 {
 		t.Fatalf("the laptop's services: %+v %v", views, err)
 	}
-	_, err = peerClient(laptop).Call(ctx, "tester", "laptop/echo", "echo", 1)
+	_, err = peerClient(laptop).Call(ctx, "laptop/echo", "echo", 1)
 	if err != nil {
 		t.Fatalf("the laptop's own call: %v", err)
 	}
@@ -253,9 +253,9 @@ func TestBindings(t *testing.T) {
 	waitSyncedPeer(t, phone)
 	waitSyncedPeer(t, laptop)
 	ctx := testCtx(t)
-	c := peerClient(phone)
+	c := appClient(phone, "notes")
 	for range 2 {
-		if _, err := c.Call(ctx, "notes", "laptop/echo", "echo", "0123456789"); err != nil {
+		if _, err := c.Call(ctx, "laptop/echo", "echo", "0123456789"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -267,7 +267,7 @@ func TestBindings(t *testing.T) {
 	// The operator ends it while a call hangs on it: the call is cut.
 	hung := make(chan error, 1)
 	go func() {
-		_, err := c.Call(ctx, "notes", "laptop/echo", "hang", nil)
+		_, err := c.Call(ctx, "laptop/echo", "hang", nil)
 		hung <- err
 	}()
 	bs = waitBindings(t, hb, false, func(bs []api.BindingView) bool { return len(bs) == 1 && bs[0].Calls == 3 })
@@ -288,7 +288,7 @@ func TestBindings(t *testing.T) {
 	wantStatus(t, err, http.StatusNotFound, "no such binding")
 
 	// A new call makes a new binding; revoking the laptop ends it.
-	if _, err := c.Call(ctx, "notes", "laptop/echo", "echo", 1); err != nil {
+	if _, err := c.Call(ctx, "laptop/echo", "echo", 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := hb.client().Do(ctx, http.MethodPost, "/v1/devices/laptop/revoke", nil, nil); err != nil {
@@ -319,13 +319,15 @@ func TestAppAPIBadRequests(t *testing.T) {
 		{"POST", "/v1/call", "not an object", 400, "bad request body"},
 		{"POST", "/v1/call", map[string]any{"to": "nodevice"}, 400, "want DEVICE/SERVICE"},
 		{"POST", "/v1/call", map[string]any{"to": "Phone/echo"}, 400, "invalid device name"},
-		{"POST", "/v1/call", map[string]any{"to": "phone/echo", "app": "Bad App"}, 400, "app: invalid name"},
+		{"POST", "/v1/call", map[string]any{"to": "phone/echo", "app": "Bad App"}, 403, `this request is app "pzp" and cannot act as "Bad App"`},
+		{"POST", "/v1/call", map[string]any{"to": "phone/nothing", "app": "pzp"}, 503, `service "nothing" is not running`},
 		{"POST", "/v1/call", map[string]any{"to": "phone/echo", "method": "a b"}, 400, "method: invalid name"},
 		{"POST", "/v1/send", map[string]any{"to": "a/b/c/d"}, 400, "want DEVICE/SERVICE"},
 		{"POST", "/v1/calls/nosuch/reply", map[string]any{"result": 1}, 404, `no call "nosuch" waits`},
 		{"POST", "/v1/calls/x/reply", "[", 400, "bad request body"},
 		{"GET", "/v1/services/Bad!/events", nil, 400, "invalid name"},
-		{"GET", "/v1/services/echo/events?app=other", nil, 409, `app "demo" serves "echo" on this device already`},
+		{"GET", "/v1/services/echo/events?app=other", nil, 403, `cannot act as "other": an app's name comes from its credential`},
+		{"GET", "/v1/services/echo/events", nil, 409, `app "demo" serves "echo" on this device already`},
 		{"GET", "/v1/services/x/events?methods=a,,b", nil, 400, "invalid name"},
 	} {
 		var err error
@@ -340,7 +342,7 @@ func TestAppAPIBadRequests(t *testing.T) {
 		}
 	}
 	// The daemon still works.
-	if res, err := c.Call(ctx, "t", "phone/echo", "echo", "ok"); err != nil || string(res) != `"ok"` {
+	if res, err := c.Call(ctx, "phone/echo", "echo", "ok"); err != nil || string(res) != `"ok"` {
 		t.Fatalf("after the bad requests: %s, %v", res, err)
 	}
 }
@@ -355,7 +357,7 @@ func TestCancellationReachesTheService(t *testing.T) {
 	startPeer(t, laptop, clock)
 	waitPeer(t, laptop, func(*api.PeerStatus) bool { return true })
 	started, stopped := make(chan struct{}, 1), make(chan error, 1)
-	serveApp(t, peerClient(laptop), "slow", api.ServiceInfo{Name: "slow"}, func(ctx context.Context, ev api.Event) (any, error) {
+	serveApp(t, appClient(laptop, "slow"), api.ServiceInfo{Name: "slow"}, func(ctx context.Context, ev api.Event) (any, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		stopped <- ctx.Err()
@@ -366,7 +368,7 @@ func TestCancellationReachesTheService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(testCtx(t), time.Minute)
 	callDone := make(chan error, 1)
 	go func() {
-		_, err := peerClient(phone).Call(ctx, "t", "laptop/slow", "work", nil)
+		_, err := peerClient(phone).Call(ctx, "laptop/slow", "work", nil)
 		callDone <- err
 	}()
 	select {
@@ -395,19 +397,19 @@ func TestHubHostedService(t *testing.T) {
 	hb := startHub(t, clock, nil)
 	phone := hb.pair(t, clock, "phone", 0)
 	startPeer(t, phone, clock)
-	serveApp(t, hb.client(), "clock", api.ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev api.Event) (any, error) {
+	serveApp(t, hb.client(), api.ServiceInfo{Name: "time", Methods: []string{"now"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		return map[string]string{"from": ev.From, "method": ev.Method}, nil
 	})
-	waitRecord(t, phone, "apps", "hub/clock")
+	waitRecord(t, phone, "apps", "hub/time")
 	ctx := testCtx(t)
-	res, err := peerClient(phone).Call(ctx, "t", "hub/time", "now", nil)
-	if err != nil || string(res) != `{"from":"alice/phone/t","method":"now"}` {
+	res, err := peerClient(phone).Call(ctx, "hub/time", "now", nil)
+	if err != nil || string(res) != `{"from":"alice/phone/pzp","method":"now"}` {
 		t.Fatalf("call to the hub: %s, %v", res, err)
 	}
-	views, err := peerClient(phone).Services(ctx, "")
+	views, err := peerClient(phone).Services(ctx)
 	if err != nil || len(views) != 1 || views[0].Addr != "hub/time" {
 		t.Fatalf("services: %+v %v", views, err)
 	}
-	_, err = peerClient(phone).Call(ctx, "t", "hub/nothing", "x", nil)
+	_, err = peerClient(phone).Call(ctx, "hub/nothing", "x", nil)
 	wantStatus(t, err, http.StatusServiceUnavailable, `service "nothing" is not running on device "hub"`)
 }

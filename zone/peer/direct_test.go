@@ -70,7 +70,7 @@ func TestDirectCall(t *testing.T) {
 			z, _ := startDirectZone(t, mode)
 			c := peerClient(z.phone)
 			ctx := testCtx(t)
-			res, err := c.Call(ctx, "tester", "laptop/echo", "echo", map[string]int{"n": 1})
+			res, err := c.Call(ctx, "laptop/echo", "echo", map[string]int{"n": 1})
 			if err != nil || string(res) != `{"n":1}` {
 				t.Fatalf("direct call: %s, %v", res, err)
 			}
@@ -78,15 +78,15 @@ func TestDirectCall(t *testing.T) {
 			if p := pathTo(st, "laptop"); p.Transport != string(mode) || p.CallsDirect != 1 || p.CallsHub != 0 || p.Inbound {
 				t.Fatalf("phone's path to the laptop: %+v", p)
 			}
-			if err := c.Send(ctx, "tester", "laptop/echo", "hi"); err != nil {
+			if err := c.Send(ctx, "laptop/echo", "hi"); err != nil {
 				t.Fatal(err)
 			}
-			if ev := <-z.msgs; ev.From != "alice/phone/tester" {
+			if ev := <-z.msgs; ev.From != "alice/phone/pzp" {
 				t.Fatalf("message from %q", ev.From)
 			}
 			// Failures the service's device answers come back as they
 			// would through the hub, and do not fall back.
-			if _, err := c.Call(ctx, "tester", "laptop/echo", "fail", nil); err == nil {
+			if _, err := c.Call(ctx, "laptop/echo", "fail", nil); err == nil {
 				t.Fatal("a failing method succeeded")
 			}
 			st = waitPeer(t, z.laptop, func(s *api.PeerStatus) bool { return pathTo(s, "phone").Path == "direct" })
@@ -223,7 +223,7 @@ func TestDirectFallback(t *testing.T) {
 	froms := make(chan string, 4)
 	cut := make(chan struct{}, 1)
 	cut <- struct{}{}
-	serveApp(t, peerClient(laptop), "demo", api.ServiceInfo{Name: "echo", Methods: []string{"echo"}}, func(ctx context.Context, ev api.Event) (any, error) {
+	serveApp(t, appClient(laptop, "demo"), api.ServiceInfo{Name: "echo", Methods: []string{"echo"}}, func(ctx context.Context, ev api.Event) (any, error) {
 		froms <- ev.From
 		select {
 		case <-cut:
@@ -239,11 +239,11 @@ func TestDirectFallback(t *testing.T) {
 	})
 	waitRecord(t, phone, zsync.BucketApps, "laptop/demo")
 	c := peerClient(phone)
-	res, err := c.Call(testCtx(t), "tester", "laptop/echo", "echo", "x")
+	res, err := c.Call(testCtx(t), "laptop/echo", "echo", "x")
 	if err != nil || string(res) != `"x"` {
 		t.Fatalf("call with the direct path cut: %s, %v", res, err)
 	}
-	if f1, f2 := <-froms, <-froms; f1 != "alice/phone/tester" || f2 != f1 {
+	if f1, f2 := <-froms, <-froms; f1 != "alice/phone/pzp" || f2 != f1 {
 		t.Fatalf("deliveries from %q and %q", f1, f2)
 	}
 	st := waitPeer(t, phone, func(s *api.PeerStatus) bool { return pathTo(s, "laptop").Path == "hub" })
@@ -253,7 +253,7 @@ func TestDirectFallback(t *testing.T) {
 	// The next call: one direct attempt (refused), then the hub; the
 	// failure is remembered, so the one after does not try again.
 	for i := range 2 {
-		if res, err := c.Call(testCtx(t), "tester", "laptop/echo", "echo", i); err != nil || string(res) != itoa(uint64(i)) {
+		if res, err := c.Call(testCtx(t), "laptop/echo", "echo", i); err != nil || string(res) != itoa(uint64(i)) {
 			t.Fatalf("call %d after the cut: %s, %v", i, res, err)
 		}
 	}

@@ -116,29 +116,29 @@ func TestFederatedCall(t *testing.T) {
 	befriend(t, bob, alice, "bob")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	ctx := testCtx(t)
-	c := peerClient(phone)
+	c, other := appClient(phone, "notes"), appClient(phone, "other")
 
-	_, err := c.Call(ctx, "notes", "bob/laptop/echo", "echo", "hi")
+	_, err := c.Call(ctx, "bob/laptop/echo", "echo", "hi")
 	wantStatus(t, err, http.StatusForbidden, `denied by zone "bob"'s policy: default: other zones may use nothing`)
 
 	putRule(t, bob, "alice-echo", policy.EffectAllow, "alice/phone/notes", "laptop/echo")
 	waitRecord(t, laptop, zsync.BucketPolicy, "alice-echo")
-	res, err := c.Call(ctx, "notes", "bob/laptop/echo", "echo", map[string]int{"n": 1})
+	res, err := c.Call(ctx, "bob/laptop/echo", "echo", map[string]int{"n": 1})
 	if err != nil || string(res) != `{"n":1}` {
 		t.Fatalf("cross-zone call: %s, %v", res, err)
 	}
 	// The rule names the app: another app of the phone is refused.
-	_, err = c.Call(ctx, "other", "bob/laptop/echo", "echo", "hi")
+	_, err = other.Call(ctx, "bob/laptop/echo", "echo", "hi")
 	wantStatus(t, err, http.StatusForbidden, "denied")
 	if st := waitPeer(t, laptop, func(st *api.PeerStatus) bool { return st.Envelopes.Accepted >= 1 }); st.Envelopes.Forged != 0 {
 		t.Fatalf("laptop envelopes %+v", st.Envelopes)
 	}
 	// The serving app sees the caller by the name its zone gives it.
-	views, err := c.ServicesIn(ctx, "bob", "notes")
+	views, err := c.ServicesIn(ctx, "bob", "")
 	if err != nil || len(views) != 1 || views[0].Addr != "bob/laptop/echo" || views[0].Zone != "bob" {
 		t.Fatalf("discovery: %+v, %v", views, err)
 	}
-	if views, err := c.ServicesIn(ctx, "bob", "other"); err != nil || len(views) != 0 {
+	if views, err := other.ServicesIn(ctx, "bob", ""); err != nil || len(views) != 0 {
 		t.Fatalf("discovery for an app bob grants nothing: %+v, %v", views, err)
 	}
 }
@@ -381,7 +381,7 @@ func TestFederatedMessageForLaterToOnlineDevice(t *testing.T) {
 	putRule(t, bob, "echo", policy.EffectAllow, "alice", "laptop/echo")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
 	waitRecord(t, laptop, zsync.BucketPolicy, "echo")
-	res, err := peerClient(phone).SendWith(testCtx(t), api.CallRequestBody{App: "notes", To: "bob/laptop/echo", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
+	res, err := appClient(phone, "notes").SendWith(testCtx(t), api.CallRequestBody{To: "bob/laptop/echo", Body: json.RawMessage(`"hi"`), TTLMs: time.Hour.Milliseconds()})
 	if err != nil || !res.Delivered && !res.Queued {
 		t.Fatalf("send for later to an online friend device: %+v, %v", res, err)
 	}

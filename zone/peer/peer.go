@@ -23,6 +23,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/appid"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/wire"
@@ -76,6 +77,10 @@ type Config struct {
 	// aside and the state is fetched again from the hub. Without it a
 	// missing or damaged sync.db stops the device.
 	ResetZoneState bool
+	// RequireAppAuth refuses local API requests that present no app
+	// credential (pzp run --require-app-auth); without it they are app
+	// anonymous.
+	RequireAppAuth bool
 
 	// started, if set, is handed the running peer (tests reach into it).
 	started func(*Peer)
@@ -150,6 +155,7 @@ type Peer struct {
 	// services are the ones applications serve on this device.
 	services *services.Host
 	calls    policy.ViewCache // policy and token rules, for calls
+	apps     *appid.Registry  // the apps registered on this device (apps.go)
 	id       atomic.Pointer[Identity]
 
 	synced     chan struct{} // closed once in sync, with ExitWhenSynced
@@ -233,7 +239,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	sock := api.SocketPath(cfg.DataDir, api.PeerSocketName)
-	ln, err := localapi.Listen(sock)
+	ln, err := localapi.ListenPrepared(sock, p.apps.IssueCLI)
 	if err != nil {
 		closeDirect()
 		p.state.Close()
@@ -241,9 +247,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer os.Remove(sock)
+	defer p.apps.RemoveCLI()
 	apiCtx, apiStop := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- localapi.Serve(apiCtx, ln, p.apiHandler()) }()
+	go func() { apiDone <- localapi.Serve(apiCtx, ln, p.authenticate(p.apiHandler())) }()
 
 	id := p.id.Load()
 	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
@@ -321,6 +328,7 @@ func NewIdentity(res *pairing.Result) (*Identity, error) {
 func newPeerWith(cfg Config, id *Identity, store *peerStore) *Peer {
 	p := &Peer{cfg: cfg, log: cfg.Logger, store: store, unpairReq: make(chan *unpairCall), synced: make(chan struct{}), services: services.NewHost()}
 	p.router = &router{p: p, envelopes: envelope.NewChecker()}
+	p.apps = appid.Open(cfg.DataDir)
 	p.router.envelopes.Notify = p.changes.Bump
 	p.id.Store(id)
 	p.st = api.PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
@@ -464,7 +472,7 @@ func (p *Peer) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, p.status(localapi.LongPoll(r, &p.changes)))
 	})
-	mux.HandleFunc("POST /v1/unpair", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/unpair", cliOnly(func(w http.ResponseWriter, r *http.Request) {
 		call := &unpairCall{told: make(chan error, 1), done: make(chan error, 1)}
 		p.sleep.need() // a sleeping device wakes to tell its hub
 		select {
@@ -482,7 +490,7 @@ func (p *Peer) apiHandler() http.Handler {
 			res.HubError = told.Error()
 		}
 		localapi.WriteJSON(w, http.StatusOK, res)
-	})
+	}))
 	localapi.DataRoutes(mux, func() *zsync.Store { return p.state }, p.id.Load().Device)
 	p.router.routes(mux)
 	mux.HandleFunc("/", localapi.NotFound)

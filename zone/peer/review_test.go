@@ -90,7 +90,7 @@ func legitCalls(t *testing.T, dir, target string, n int, round string) {
 		go func() {
 			ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
 			defer cancel()
-			res, err := peerClient(dir).Call(ctx, "legit", target+"/echo", "echo", i)
+			res, err := peerClient(dir).Call(ctx, target+"/echo", "echo", i)
 			if err == nil && string(res) != fmt.Sprint(i) {
 				err = fmt.Errorf("result %s, want %d", res, i)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/appid"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/policy"
@@ -343,12 +344,11 @@ func (rt *router) routes(mux *http.ServeMux) {
 				localapi.WriteErr(w, http.StatusBadRequest, err)
 				return
 			}
-			if req.App != "" {
-				if err := wire.ValidateServiceName(req.App); err != nil {
-					localapi.WriteErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
-					return
-				}
+			if err := claimedApp(r, req.App); err != nil {
+				localapi.WriteErr(w, http.StatusForbidden, err)
+				return
 			}
+			app := appid.From(r.Context())
 			body := []byte(req.Body)
 			if len(body) == 0 {
 				body = []byte("null")
@@ -370,7 +370,7 @@ func (rt *router) routes(mux *http.ServeMux) {
 			}
 			ctx, cancel := context.WithTimeout(ctx, min(timeout, wire.MaxCallTimeout))
 			defer cancel()
-			res, rep, err := rt.call(ctx, req.App, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
+			res, rep, err := rt.call(ctx, app, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
 			var ce *wire.CallError
 			switch {
 			case errors.As(err, &ce):
@@ -391,16 +391,23 @@ func (rt *router) routes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /v1/call", exchange(wire.CallRequest))
 	mux.HandleFunc("POST /v1/send", exchange(wire.CallMessage))
-	services.HostRoutes(mux, rt.p.services, func(app string, info api.ServiceInfo) error {
+	services.HostRoutes(mux, rt.p.services, appOf, func(app string, info api.ServiceInfo) error {
 		return services.Publish(rt.p.state, rt.p.id.Load().Device, app, info)
 	}, rt.p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		app, zone := r.URL.Query().Get("app"), r.URL.Query().Get("zone")
-		if app != "" {
-			if err := wire.ValidateServiceName(app); err != nil {
+		// What the asking app may call; the device's CLI may ask for any
+		// app (pzp services --app A).
+		app, zone := appid.From(r.Context()), r.URL.Query().Get("zone")
+		if as := r.URL.Query().Get("app"); as != "" && as != app {
+			if app != appid.CLI {
+				localapi.WriteErr(w, http.StatusForbidden, fmt.Errorf("app %q may list only what it may call itself, not app %q's", app, as))
+				return
+			}
+			if err := wire.ValidateServiceName(as); err != nil {
 				localapi.WriteErr(w, http.StatusBadRequest, fmt.Errorf("app: %w", err))
 				return
 			}
+			app = as
 		}
 		id := rt.p.id.Load()
 		var views []api.ServiceView
@@ -414,8 +421,8 @@ func (rt *router) routes(mux *http.ServeMux) {
 		} else {
 			views = rt.serviceViews()
 		}
-		// Only what the asking application may call (?app=, or the
-		// device as a whole), by this device's policy.
+		// Only what the asking application may call, by this device's
+		// policy.
 		shown := []api.ServiceView{}
 		for _, v := range views {
 			hdr := &wire.CallHeader{FromZone: id.Zone, FromDevice: id.Device, FromApp: app, ToDevice: v.Device, ToService: v.Service}
@@ -428,6 +435,15 @@ func (rt *router) routes(mux *http.ServeMux) {
 		}
 		localapi.WriteJSON(w, http.StatusOK, map[string][]api.ServiceView{"services": shown})
 	})
+}
+
+// appOf is the app a service registration is made as: the requester's
+// own identity; an older client's ?app= may only repeat it.
+func appOf(r *http.Request) (string, error) {
+	if err := claimedApp(r, r.URL.Query().Get("app")); err != nil {
+		return "", err
+	}
+	return appid.From(r.Context()), nil
 }
 
 // hubFederates says why not if this device's hub is too old to take calls

@@ -20,7 +20,7 @@ func tokenTestZone(t *testing.T) (*testHub, string, string) {
 	startPeer(t, phone, clock)
 	startPeer(t, laptop, clock)
 	waitPeer(t, laptop, func(*api.PeerStatus) bool { return true })
-	serveApp(t, peerClient(laptop), "paid", api.ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev api.Event) (any, error) {
+	serveApp(t, appClient(laptop, "paid"), api.ServiceInfo{Name: "echo", TokenRequired: true}, func(ctx context.Context, ev api.Event) (any, error) {
 		if ev.Method == "hang" {
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -55,10 +55,9 @@ func issue(t *testing.T, hb *testHub, tpl api.TokenTemplateRequest, n int, lot s
 func TestTokenQuotas(t *testing.T) {
 	hb, phone, _ := tokenTestZone(t)
 	ctx := testCtx(t)
-	c := peerClient(phone)
 	call := func(app, token, method string, arg any) error {
 		body, _ := json.Marshal(arg)
-		_, err := c.CallWith(ctx, api.CallRequestBody{App: app, To: "laptop/echo", Method: method, Body: body, Token: token})
+		_, err := appClient(phone, app).CallWith(ctx, api.CallRequestBody{To: "laptop/echo", Method: method, Body: body, Token: token})
 		return err
 	}
 	wantStatus(t, call("a", "", "echo", 1), http.StatusForbidden, "requires a token")

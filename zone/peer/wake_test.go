@@ -67,9 +67,9 @@ func TestSleepWakeDeliver(t *testing.T) {
 			ctx := testCtx(t)
 			c := peerClient(phone)
 			// Without a time to live, a sleeping device is away.
-			_, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`1`)})
+			_, err := c.SendWith(ctx, api.CallRequestBody{To: "laptop/echo", Body: []byte(`1`)})
 			wantStatus(t, err, http.StatusServiceUnavailable, `device "laptop" is asleep`)
-			res, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`"later"`), TTLMs: time.Minute.Milliseconds()})
+			res, err := c.SendWith(ctx, api.CallRequestBody{To: "laptop/echo", Body: []byte(`"later"`), TTLMs: time.Minute.Milliseconds()})
 			if err != nil || !res.Queued || res.Expires == nil {
 				t.Fatalf("send for later: %+v, %v", res, err)
 			}
@@ -88,13 +88,13 @@ func TestSleepWakeDeliver(t *testing.T) {
 			}
 
 			// A call for later wakes the device and gets its answer.
-			out, err := c.CallWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Method: "echo", Body: []byte(`"hi"`), TTLMs: 20000})
+			out, err := c.CallWith(ctx, api.CallRequestBody{To: "laptop/echo", Method: "echo", Body: []byte(`"hi"`), TTLMs: 20000})
 			if err != nil || string(out) != `"hi"` {
 				t.Fatalf("call for later: %s, %v", out, err)
 			}
 			waitAsleep(t, laptop)
 			// An application on the sleeping device wakes it to call.
-			_, err = peerClient(laptop).Call(ctx, "tester", "phone/none", "x", nil)
+			_, err = peerClient(laptop).Call(ctx, "phone/none", "x", nil)
 			wantStatus(t, err, http.StatusServiceUnavailable, "not running")
 		})
 	}
@@ -113,12 +113,12 @@ func TestQueueSurvivesRestartAndFills(t *testing.T) {
 	ctx := testCtx(t)
 	c := peerClient(phone)
 	for i, m := range []string{`1`, `2`, `3`} {
-		res, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(m), TTLMs: time.Hour.Milliseconds()})
+		res, err := c.SendWith(ctx, api.CallRequestBody{To: "laptop/echo", Body: []byte(m), TTLMs: time.Hour.Milliseconds()})
 		if err != nil || !res.Queued {
 			t.Fatalf("message %d: %+v, %v", i, res, err)
 		}
 	}
-	_, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: "laptop/echo", Body: []byte(`4`), TTLMs: time.Hour.Milliseconds()})
+	_, err := c.SendWith(ctx, api.CallRequestBody{To: "laptop/echo", Body: []byte(`4`), TTLMs: time.Hour.Milliseconds()})
 	wantStatus(t, err, http.StatusInsufficientStorage, "queue full")
 	if d := waitHubDevice(t, hb, "laptop", func(api.DeviceView) bool { return true }); d.Queue != 3 || d.State != "offline" {
 		t.Fatalf("laptop at the hub: %+v", d)
@@ -158,7 +158,7 @@ func TestQueueOrderPerService(t *testing.T) {
 	c := peerClient(phone)
 	send := func(to, body string) {
 		t.Helper()
-		res, err := c.SendWith(ctx, api.CallRequestBody{App: "tester", To: to, Body: []byte(body), TTLMs: time.Hour.Milliseconds()})
+		res, err := c.SendWith(ctx, api.CallRequestBody{To: to, Body: []byte(body), TTLMs: time.Hour.Milliseconds()})
 		if err != nil || !res.Queued {
 			t.Fatalf("send %s %s: %+v, %v", to, body, res, err)
 		}
@@ -180,14 +180,14 @@ func TestQueueOrderPerService(t *testing.T) {
 		t.Fatalf("laptop: %+v", d)
 	}
 	later := make(chan api.Event, 4)
-	serveApp(t, peerClient(laptop), "late", api.ServiceInfo{Name: "later"}, func(_ context.Context, ev api.Event) (any, error) {
+	serveApp(t, appClient(laptop, "late"), api.ServiceInfo{Name: "later"}, func(_ context.Context, ev api.Event) (any, error) {
 		later <- ev
 		return nil, nil
 	})
 	for _, want := range []string{`1`, `2`} {
 		select {
 		case ev := <-later:
-			if string(ev.Body) != want || ev.Queued == nil || ev.From != "alice/phone/tester" {
+			if string(ev.Body) != want || ev.Queued == nil || ev.From != "alice/phone/pzp" {
 				t.Fatalf("got %+v, want %s", ev, want)
 			}
 		case <-ctx.Done():
@@ -257,7 +257,7 @@ func TestCallsAroundSleep(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
 		}
-		if _, err := c.Call(ctx, "tester", "phone/echo", "echo", i); err != nil {
+		if _, err := c.Call(ctx, "phone/echo", "echo", i); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}

@@ -174,7 +174,7 @@ func startPeerWith(t *testing.T, dir string, clock *testClock, tweak func(*Confi
 func waitPeer(t *testing.T, dir string, cond func(*api.PeerStatus) bool) *api.PeerStatus {
 	t.Helper()
 	ctx := testCtx(t)
-	c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
+	c := peerClient(dir)
 	var ver uint64
 	path := "/v1/status"
 	for {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,11 +13,35 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/appid"
 	"github.com/pzone/pzone/zone/wire"
 )
 
+// peerClient is a client of the pzp in dir as its CLI is (app pzp), once
+// the daemon has written the CLI's credential; before, as app anonymous.
 func peerClient(dir string) *api.Client {
-	return api.NewClient(api.SocketPath(dir, api.PeerSocketName))
+	return api.NewClient(api.SocketPath(dir, api.PeerSocketName), api.WithCredentialFile(appid.CLIPath(dir)))
+}
+
+var (
+	appCredsMu sync.Mutex
+	appCreds   = map[string]string{} // DIR/APP: credential
+)
+
+// appClient is a client of the pzp in dir as app, registered there (as
+// pzp app add does) on first use.
+func appClient(dir, app string) *api.Client {
+	appCredsMu.Lock()
+	defer appCredsMu.Unlock()
+	cred, ok := appCreds[dir+"/"+app]
+	if !ok {
+		var err error
+		if cred, err = appid.Open(dir).Add(app, time.Now()); err != nil {
+			panic(err)
+		}
+		appCreds[dir+"/"+app] = cred
+	}
+	return api.NewClient(api.SocketPath(dir, api.PeerSocketName), api.WithCredential(cred))
 }
 
 func waitSyncedPeer(t *testing.T, dir string) {

@@ -192,10 +192,11 @@ func callerName(h *wire.CallHeader) string {
 
 // HostRoutes adds the endpoints of applications serving services on this
 // node (a device, or the hub): their event streams and their replies.
-// publish records a service in the zone state.
-func HostRoutes(mux *http.ServeMux, sh *Host, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
+// appOf says which app a request serves as (or why it may not); publish
+// records a service in the zone state.
+func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string, error), publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
 	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
-		serveEvents(w, r, sh, publish, log)
+		serveEvents(w, r, sh, appOf, publish, log)
 	})
 	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
 		var rep api.Reply
@@ -215,14 +216,15 @@ func HostRoutes(mux *http.ServeMux, sh *Host, publish func(app string, info api.
 	})
 }
 
-// serveEvents serves GET /v1/services/{service}/events?app=APP[&description=D][&methods=a,b]:
+// serveEvents serves GET /v1/services/{service}/events[?description=D][&methods=a,b]:
 // the application serves the service for as long as it holds this
 // stream, which carries one JSON event per line.
-func serveEvents(w http.ResponseWriter, r *http.Request, sh *Host, publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
+func serveEvents(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*http.Request) (string, error), publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
 	service, q := r.PathValue("service"), r.URL.Query()
-	app := q.Get("app")
-	if app == "" {
-		app = service
+	app, err := appOf(r)
+	if err != nil {
+		localapi.WriteErr(w, http.StatusForbidden, err)
+		return
 	}
 	info := api.ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
 	if m := q.Get("methods"); m != "" {

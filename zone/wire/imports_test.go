@@ -19,7 +19,7 @@ var layers = [][]string{
 	// What the hub and the devices share: the vocabulary they speak, and
 	// the pure logic over it.
 	{"zone/wire"},
-	{"zone/envelope", "zone/policy", "zone/token"},
+	{"zone/appid", "zone/envelope", "zone/policy", "zone/token"},
 	// The local API as its clients see it (types and the Go client), and
 	// the pieces of sessions and stores both runtimes use.
 	{"zone/api", "zone/session", "zone/stores"},

@@ -47,7 +47,11 @@ func (o *dataOptions) client(fn func(*api.Client) error) error {
 	if err != nil {
 		return err
 	}
-	err = fn(api.NewClient(api.SocketPath(dir, o.daemon.socket)))
+	c := api.NewClient(api.SocketPath(dir, o.daemon.socket))
+	if o.daemon.socket == api.PeerSocketName {
+		c = deviceClient(dir)
+	}
+	err = fn(c)
 	return notRunningHint(err, o.daemon.what, o.daemon.start+" --data "+dir)
 }
 

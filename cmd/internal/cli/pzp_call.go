@@ -13,7 +13,7 @@ import (
 )
 
 func newPeerCallCmd(g *globals) *cobra.Command {
-	var app, token string
+	var token string
 	var timeout, ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "call ADDR METHOD [JSON]",
@@ -54,7 +54,7 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+ttl)
 			defer cancel()
-			res, err := c.CallWith(ctx, api.CallRequestBody{App: app, To: args[0], Method: args[1], Body: arg, Token: token, TTLMs: ttl.Milliseconds()})
+			res, err := c.CallWith(ctx, api.CallRequestBody{To: args[0], Method: args[1], Body: arg, Token: token, TTLMs: ttl.Milliseconds()})
 			if err != nil {
 				return hint(err)
 			}
@@ -62,7 +62,6 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the call is made as (what policy rules match)")
 	cmd.Flags().StringVar(&token, "token", "", "a service token (ID.SECRET from pzh tokens issue), for services that require one")
 	cmd.Flags().DurationVar(&timeout, "timeout", wire.DefaultCallTimeout, "give up after this long")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "wait up to this long for a device that is asleep or offline (0: fail at once)")
@@ -70,7 +69,6 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 }
 
 func newPeerSendCmd(g *globals) *cobra.Command {
-	var app string
 	var timeout, ttl time.Duration
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -109,7 +107,7 @@ until when. A full queue at the hub is an error (exit 1).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.SendWith(ctx, api.CallRequestBody{App: app, To: args[0], Body: msg, TTLMs: ttl.Milliseconds()})
+			res, err := c.SendWith(ctx, api.CallRequestBody{To: args[0], Body: msg, TTLMs: ttl.Milliseconds()})
 			if err != nil {
 				return hint(err)
 			}
@@ -122,7 +120,6 @@ until when. A full queue at the hub is an error (exit 1).`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&app, "app", "pzp", "the application name the message is sent as")
 	cmd.Flags().DurationVar(&timeout, "timeout", wire.DefaultCallTimeout, "give up after this long")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "keep the message at the hub this long if the device is asleep or offline (0: deliver now or fail)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")

@@ -15,7 +15,7 @@ import (
 )
 
 func newPeerListenCmd(g *globals) *cobra.Command {
-	var app, description string
+	var description string
 	var asJSON bool
 	var count int
 	cmd := &cobra.Command{
@@ -67,7 +67,7 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 				}
 			}
 			info := api.ServiceInfo{Name: args[0], Description: description}
-			err = c.Serve(ctx, app, info, func(_ context.Context, ev api.Event) (any, error) {
+			err = c.Serve(ctx, info, func(_ context.Context, ev api.Event) (any, error) {
 				if ev.Type != "message" {
 					return nil, fmt.Errorf("%s only takes messages (pzp send)", args[0])
 				}
@@ -80,7 +80,6 @@ time, body). Calls to it are answered with an error: it only takes messages.`,
 			return hint(err)
 		},
 	}
-	cmd.Flags().StringVar(&app, "app", "pzp-listen", "the application name the service is registered under")
 	cmd.Flags().StringVar(&description, "description", "", "what the service is, for pzp services")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as JSON")
 	cmd.Flags().IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
@@ -104,7 +103,7 @@ func newPeerServeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			info := api.ServiceInfo{Name: "echo", Description: "returns its argument", Methods: []string{"echo"}, TokenRequired: tokenRequired}
-			err = c.Serve(cmd.Context(), "pzp-echo", info, func(_ context.Context, ev api.Event) (any, error) {
+			err = c.Serve(cmd.Context(), info, func(_ context.Context, ev api.Event) (any, error) {
 				if ev.Type == "call" && ev.Method != "echo" {
 					return nil, fmt.Errorf("echo has one method, echo, not %q", ev.Method)
 				}

@@ -2,11 +2,14 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/appid"
 )
 
 // peerClient returns a client for the running pzp of g's data directory,
@@ -17,7 +20,18 @@ func peerClient(g *globals) (*api.Client, func(error) error, error) {
 		return nil, nil, err
 	}
 	hint := func(err error) error { return notRunningHint(err, "pzp run", "pzp run --data "+dir) }
-	return api.NewClient(api.SocketPath(dir, api.PeerSocketName)), hint, nil
+	return deviceClient(dir), hint, nil
+}
+
+// deviceClient is a client of the pzp running in dir. The CLI is app pzp,
+// with the credential that daemon wrote; PZP_APP_CREDENTIAL makes it
+// another app (one that pzp app add registered).
+func deviceClient(dir string) *api.Client {
+	sock := api.SocketPath(dir, api.PeerSocketName)
+	if cred := os.Getenv("PZP_APP_CREDENTIAL"); cred != "" {
+		return api.NewClient(sock, api.WithCredential(cred))
+	}
+	return api.NewClient(sock, api.WithCredentialFile(appid.CLIPath(dir)))
 }
 
 func newPeerServicesCmd(g *globals) *cobra.Command {

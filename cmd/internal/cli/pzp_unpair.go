@@ -30,7 +30,7 @@ func newPeerUnpairCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var res api.UnpairResult
-			err = api.NewClient(api.SocketPath(dir, api.PeerSocketName)).Do(cmd.Context(), http.MethodPost, "/v1/unpair", nil, &res)
+			err = deviceClient(dir).Do(cmd.Context(), http.MethodPost, "/v1/unpair", nil, &res)
 			if errors.Is(err, api.ErrNotRunning) {
 				var r *api.UnpairResult
 				r, err = peer.UnpairOffline(cmd.Context(), dir, m, timeout)

@@ -30,7 +30,7 @@ for the hub (synced).`,
 			if err != nil {
 				return err
 			}
-			c := api.NewClient(api.SocketPath(dir, api.PeerSocketName))
+			c := deviceClient(dir)
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			var st api.PeerStatus

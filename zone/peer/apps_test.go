@@ -1,0 +1,124 @@
+package peer
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/appid"
+	"github.com/pzone/pzone/zone/policy"
+)
+
+// TestAppIdentity: an app is who its credential says, never who it claims
+// to be; a rule naming an app holds against a process that only claims
+// the name; no credential is app anonymous, which rules can name too; a
+// removed credential stops working at once; the CLI is app pzp.
+func TestAppIdentity(t *testing.T) {
+	clock := &testClock{}
+	hb := startHub(t, clock, nil)
+	phone, laptop := hb.pair(t, clock, "phone", 0), hb.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	serveEcho(t, laptop)
+	putRule(t, hb, "no-games", policy.EffectDeny, "alice/phone/games", "laptop/echo")
+	putRule(t, hb, "no-anon", policy.EffectDeny, "alice/phone/anonymous", "laptop/*")
+	waitRecord(t, phone, "policy", "no-anon")
+	waitRecord(t, phone, "apps", "laptop/demo")
+	ctx := testCtx(t)
+	sock := api.SocketPath(phone, api.PeerSocketName)
+
+	// A registered app calls as itself; the service sees its name.
+	notes := appClient(phone, "notes")
+	if _, err := notes.Call(ctx, "laptop/echo", "echo", 1); err != nil {
+		t.Fatal(err)
+	}
+	// The app the rule names is refused, whatever another app claims.
+	_, err := appClient(phone, "games").Call(ctx, "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusForbidden, "rule no-games")
+	err = notes.Do(ctx, http.MethodPost, "/v1/call", map[string]any{"to": "laptop/echo", "method": "echo", "app": "games"}, nil)
+	wantStatus(t, err, http.StatusForbidden, `this request is app "notes" and cannot act as "games"`)
+
+	// No credential: app anonymous, which the rule names.
+	anon := api.NewClient(sock)
+	_, err = anon.Call(ctx, "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusForbidden, "rule no-anon")
+	err = anon.Do(ctx, http.MethodPost, "/v1/call", map[string]any{"to": "laptop/echo", "method": "echo", "app": "notes"}, nil)
+	wantStatus(t, err, http.StatusForbidden, `this request is app "anonymous" and cannot act as "notes"`)
+	// ...and it may not unpair the device, nor list as another app.
+	err = anon.Do(ctx, http.MethodPost, "/v1/unpair", nil, nil)
+	wantStatus(t, err, http.StatusForbidden, "only the device's own CLI")
+	_, err = notes.ServicesIn(ctx, "", "games")
+	wantStatus(t, err, http.StatusForbidden, `may list only what it may call itself`)
+	if views, err := peerClient(phone).ServicesIn(ctx, "", "games"); err != nil || len(views) != 0 {
+		t.Fatalf("the CLI's view for games: %+v, %v", views, err)
+	}
+
+	// A wrong credential, a forged one, a malformed header: 401, said why.
+	_, err = api.NewClient(sock, api.WithCredential("pzapp.notes.AAAA")).Call(ctx, "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusUnauthorized, `app "notes" is not registered with this credential`)
+	_, err = api.NewClient(sock, api.WithCredential("hunter2")).Call(ctx, "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusUnauthorized, "not a pzone app credential")
+	_, err = api.NewClient(sock, api.WithCredential("pzapp.pzp.AAAA")).Call(ctx, "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusUnauthorized, "CLI credential is from an earlier run")
+
+	// The CLI is app pzp.
+	served := make(chan string, 4)
+	serveApp(t, appClient(laptop, "probe"), api.ServiceInfo{Name: "whoami"}, func(_ context.Context, ev api.Event) (any, error) {
+		served <- ev.From
+		return nil, nil
+	})
+	waitRecord(t, phone, "apps", "laptop/probe")
+	for c, want := range map[*api.Client]string{peerClient(phone): "alice/phone/pzp", notes: "alice/phone/notes"} {
+		if _, err := c.Call(ctx, "laptop/whoami", "x", nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-served; got != want {
+			t.Fatalf("caller seen as %q, want %q", got, want)
+		}
+	}
+
+	// Removed: its credential stops working at the next request.
+	if err := appid.Open(phone).Remove("notes"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = notes.Call(ctx, "laptop/echo", "echo", 1)
+	wantStatus(t, err, http.StatusUnauthorized, `app "notes" is not registered`)
+
+	// Only hashes are kept; the CLI's credential is private to the user.
+	data, err := os.ReadFile(filepath.Join(phone, appid.RegistryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), strings.Split(appCreds[phone+"/games"], ".")[2]) {
+		t.Fatal("apps.json holds a credential's secret")
+	}
+	for _, f := range []string{appid.RegistryFile, appid.CLIFile} {
+		if fi, err := os.Stat(filepath.Join(phone, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v", f, fi.Mode(), err)
+		}
+	}
+}
+
+// TestRequireAppAuth: pzp run --require-app-auth refuses an app without a
+// credential, saying what to do, and still serves registered apps and
+// the CLI.
+func TestRequireAppAuth(t *testing.T) {
+	clock := &testClock{}
+	hb := startHub(t, clock, nil)
+	phone := hb.pair(t, clock, "phone", 0)
+	startPeerWith(t, phone, clock, func(c *Config) { c.RequireAppAuth = true })
+	waitPeer(t, phone, func(*api.PeerStatus) bool { return true })
+	ctx := testCtx(t)
+	_, err := api.NewClient(api.SocketPath(phone, api.PeerSocketName)).Services(ctx)
+	wantStatus(t, err, http.StatusUnauthorized, "pzp app add NAME")
+	if _, err := appClient(phone, "notes").Services(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peerClient(phone).Services(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
