@@ -59,6 +59,8 @@ type ServiceView struct {
 	Methods     []string `json:"methods,omitempty"`
 	// TokenRequired: calls must present a service token.
 	TokenRequired bool `json:"token_required,omitempty"`
+	// Streams: it takes byte streams (Dial), not calls.
+	Streams bool `json:"streams,omitempty"`
 	// Running: an application serves it now (known for this device only).
 	Running *bool `json:"running,omitempty"`
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/session"
 	"github.com/pzone/pzone/zone/token"
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -58,9 +59,34 @@ func (b *binding) over() string {
 }
 
 // relay is one exchange in flight: the caller's stream and the service's.
-type relay struct{ a, b transport.Stream }
+type relay struct {
+	a, b transport.Stream
+	mu   sync.Mutex
+	pipe *session.Pipe // a stream's, once it is open (streams.go)
+	why  string        // cut before its pipe was set
+}
 
-func (r *relay) cut() {
+// setPipe records the pipe of an open stream, so that a cut reaches both
+// ends with its reason.
+func (r *relay) setPipe(p *session.Pipe) {
+	r.mu.Lock()
+	r.pipe = p
+	why := r.why
+	r.mu.Unlock()
+	if why != "" {
+		p.Abort(wire.CallDenied, "the binding ended: "+why)
+	}
+}
+
+func (r *relay) cut(why string) {
+	r.mu.Lock()
+	p := r.pipe
+	r.why = why
+	r.mu.Unlock()
+	if p != nil {
+		p.Abort(wire.CallDenied, "the binding ended: "+why)
+		return
+	}
 	r.a.Reset()
 	r.b.Reset()
 }
@@ -145,7 +171,7 @@ func (t *bindingTable) end(b *binding, reason string, now time.Time) bool {
 		b.timer.Stop()
 	}
 	for r := range streams {
-		r.cut()
+		r.cut(reason)
 	}
 	if t.onEnd != nil {
 		t.onEnd(b)

@@ -121,6 +121,9 @@ func (rt *router) admitCall(st transport.Stream, fr *transport.FrameReader, call
 		session.RefuseCall(st, wire.CallUnavailable, why)
 		return nil, nil, nil, false
 	}
+	if hdr.Kind == wire.CallStream {
+		return st, hdr, slot, true // a stream's opening has no body
+	}
 	if st, ok = rt.readCallBody(st, hdr, slot); !ok {
 		slot.release()
 		return nil, nil, nil, false
@@ -237,6 +240,10 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 		return
 	}
 	defer b.detach(r)
+	if hdr.Kind == wire.CallStream {
+		rt.relayStream(st, out, slot, fmt.Sprintf("device %q", from), fmt.Sprintf("device %q", hdr.ToDevice), b, r)
+		return
+	}
 	check := func() error {
 		if why := b.over(); why != "" {
 			rt.h.bindings.end(b, why, rt.h.cfg.Now())
@@ -355,6 +362,10 @@ func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadlin
 	}
 	if d := policy.Decide(rules, req); !d.Allow {
 		session.RefuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
+		return
+	}
+	if hdr.Kind == wire.CallStream {
+		services.ServeStream(st, rt.h.services, hdr, deadline, opts, fmt.Sprintf("device %q", hdr.FromDevice))
 		return
 	}
 	services.ServeCall(st, rt.h.services, hdr, deadline, opts)

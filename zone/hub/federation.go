@@ -77,6 +77,10 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 	}
 	l.calls.Add(1)
 	rt.h.changes.Bump()
+	if hdr.Kind == wire.CallStream {
+		rt.relayStream(st, out, slot, fmt.Sprintf("device %q", hdr.FromDevice), fmt.Sprintf("the hub of zone %q", f.Petname), nil, nil)
+		return
+	}
 	var in, back atomic.Uint64
 	splice(st, out, &in, &back, func() error { return nil })
 }

@@ -74,6 +74,10 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 		session.RefuseCall(st, cerr.Status, cerr.Message)
 		return
 	}
+	if hdr.Kind == wire.CallStream {
+		services.ServeStream(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), services.ServeOpts{}, fmt.Sprintf("device %q", c.device))
+		return
+	}
 	services.ServeCall(st, p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), services.ServeOpts{})
 }
 
@@ -84,32 +88,69 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 // before the answer began (then hdr gets a fresh ID: the service may have
 // seen the first).
 func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte, deadline time.Time) ([]byte, *wire.CallReply, error) {
+	c, ok := p.directFor(ctx, hdr)
+	if !ok {
+		return nil, nil, errViaHub
+	}
+	defer c.release()
+	st, fr, rep, err := p.openDirect(ctx, c, hdr, body, deadline)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, st.Reset)
+	defer stop()
+	res, err := session.ReadBody(fr, wire.MaxCallBody)
+	if err != nil {
+		st.Reset()
+		return nil, nil, callErr(ctx, deadline, err)
+	}
+	st.Close()
+	return res, rep, nil
+}
+
+// directFor returns the direct connection an exchange hdr can take, held
+// (release it), or false when the hub must carry it: another zone's
+// device or the hub, a service token, delivery later, or no direct
+// connection to be had within directDialTimeout.
+func (p *Peer) directFor(ctx context.Context, hdr *wire.CallHeader) (*directConn, bool) {
 	d := p.direct
 	if d == nil || hdr.ToDevice == certs.HubDevice || hdr.ToDevice == p.id.Load().Device {
-		return nil, nil, errViaHub
+		return nil, false
 	}
 	if hdr.Token != "" || hdr.TTLMs != 0 || p.router.tokenRequired(hdr.ToDevice, hdr.ToService) {
 		d.count(hdr.ToDevice, false, false)
-		return nil, nil, errViaHub
+		return nil, false
 	}
 	c := d.connTo(ctx, hdr.ToDevice)
 	if c == nil {
 		d.count(hdr.ToDevice, false, false)
-		return nil, nil, errViaHub
+		return nil, false
 	}
 	c.active.Add(1)
-	defer func() {
-		c.lastUse.Store(time.Now().UnixNano())
-		c.active.Add(-1)
-	}()
-	fallback := func(err error) ([]byte, *wire.CallReply, error) {
+	return c, true
+}
+
+// release gives back a hold on c that directFor took.
+func (c *directConn) release() {
+	c.lastUse.Store(time.Now().UnixNano())
+	c.active.Add(-1)
+}
+
+// openDirect opens the exchange hdr on c, sends body (nil: a stream's
+// opening, which has none) and reads the reply; a reply that is not
+// CallOK is the error. It answers errViaHub, with hdr given a fresh ID
+// (the service may have seen the first), when the connection broke before
+// the reply.
+func (p *Peer) openDirect(ctx context.Context, c *directConn, hdr *wire.CallHeader, body []byte, deadline time.Time) (transport.Stream, *transport.FrameReader, *wire.CallReply, error) {
+	d := p.direct
+	fallback := func(err error) (transport.Stream, *transport.FrameReader, *wire.CallReply, error) {
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
-			return nil, nil, callErr(ctx, deadline, err)
+			return nil, nil, nil, callErr(ctx, deadline, err)
 		}
-		p.log.Info("direct call failed before its answer; through the hub instead", "device", hdr.ToDevice, "err", err)
+		p.log.Info("direct exchange failed before its answer; through the hub instead", "device", hdr.ToDevice, "err", err)
 		d.count(hdr.ToDevice, false, true)
 		hdr.ID = wire.NewCallID()
-		return nil, nil, errViaHub
+		return nil, nil, nil, errViaHub
 	}
 	st, err := c.conn.OpenStream(ctx)
 	if err != nil {
@@ -118,15 +159,14 @@ func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if err := transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
-		st.Reset()
-		return fallback(err)
+	err = transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall})
+	if err == nil {
+		err = transport.WriteFrame(st, hdr)
 	}
-	if err := transport.WriteFrame(st, hdr); err != nil {
-		st.Reset()
-		return fallback(err)
+	if err == nil && body != nil {
+		err = session.WriteBody(st, body, false)
 	}
-	if err := session.WriteBody(st, body, false); err != nil {
+	if err != nil {
 		st.Reset()
 		return fallback(err)
 	}
@@ -139,15 +179,9 @@ func (p *Peer) callDirect(ctx context.Context, hdr *wire.CallHeader, body []byte
 	d.count(hdr.ToDevice, true, false)
 	if rep.Status != wire.CallOK {
 		st.Reset()
-		return nil, nil, &wire.CallError{Status: rep.Status, Message: rep.Message}
+		return nil, nil, nil, &wire.CallError{Status: rep.Status, Message: rep.Message}
 	}
-	res, err := session.ReadBody(fr, wire.MaxCallBody)
-	if err != nil {
-		st.Reset()
-		return nil, nil, callErr(ctx, deadline, err)
-	}
-	st.Close()
-	return res, &rep, nil
+	return st, fr, &rep, nil
 }
 
 func (d *directNet) count(device string, direct, fallback bool) {

@@ -94,6 +94,10 @@ func (rt *router) serveIncoming(st transport.Stream) {
 		// lost on the way back does not make it arrive twice.
 		opts.OnDelivered = func() { rt.delivered.add(qid) }
 	}
+	if hdr.Kind == wire.CallStream {
+		services.ServeStream(st, rt.p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts, "the hub")
+		return
+	}
 	services.ServeCall(st, rt.p.services, hdr, time.Now().Add(wire.CallTimeout(hdr)), opts)
 }
 
@@ -164,6 +168,45 @@ type callOpts struct {
 	ttl           time.Duration // delivery later (see CallHeader.TTLMs)
 }
 
+// newHeader builds and checks the header of an exchange from app on this
+// device to addr, with this end's policy applied; friend is the service's
+// zone when it is a friend's, deadline when the exchange (or a stream's
+// opening) must be done.
+func (rt *router) newHeader(ctx context.Context, app string, addr wire.Addr, kind wire.CallKind, o callOpts) (*wire.CallHeader, *wire.Friend, time.Time, error) {
+	id := rt.p.id.Load()
+	var friend *wire.Friend // the service's zone, when it is a friend's
+	if addr.Zone != "" && addr.Zone != id.Zone && certs.FirstZoneID(addr.Zone) != id.ZoneID.Compact() {
+		if friend = rt.p.calls.Get(rt.p.state, rt.p.log).Friends.Resolve(addr.Zone); friend == nil {
+			return nil, nil, time.Time{}, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
+		}
+	}
+	if o.ttl < 0 || o.ttl > wire.MaxTTL {
+		return nil, nil, time.Time{}, &wire.CallError{Status: wire.CallBadRequest, Message: fmt.Sprintf("time to live %v: use up to %v", o.ttl, wire.MaxTTL)}
+	}
+	timeout := wire.DefaultCallTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(time.Until(d), wire.MaxCallTimeout)
+	}
+	if timeout <= 0 {
+		return nil, nil, time.Time{}, &wire.CallError{Status: wire.CallDeadline, Message: "the deadline has passed"}
+	}
+	hdr := &wire.CallHeader{ID: wire.NewCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
+		ToDevice: addr.Device, ToService: addr.Service, Method: o.method, TimeoutMs: ceilMs(timeout), Token: o.token,
+		TTLMs: uint64(o.ttl / time.Millisecond), FromZoneID: id.ZoneID.Compact()}
+	if friend != nil {
+		hdr.ToZone = friend.ID.Compact()
+	}
+	if err := wire.CheckCallHeader(hdr); err != nil {
+		return nil, nil, time.Time{}, &wire.CallError{Status: wire.CallBadRequest, Message: err.Error()}
+	}
+	// The requester's end of policy; the hoster's device checks again
+	// (the same device, for a call that stays here).
+	if cerr := rt.authorize(hdr, "the caller's"); cerr != nil {
+		return nil, nil, time.Time{}, cerr
+	}
+	return hdr, friend, time.Now().Add(timeout), nil
+}
+
 // call runs one exchange from app on this device to addr, and returns the
 // result of a call (nil for a message) and, for a message kept at the
 // hub for later, the hub's answer saying so.
@@ -171,41 +214,14 @@ func (rt *router) call(ctx context.Context, app string, addr wire.Addr, kind wir
 	rt.p.inflight.Add(1)
 	rt.p.touch()
 	defer func() { rt.p.touch(); rt.p.inflight.Add(-1) }()
-	id := rt.p.id.Load()
-	method, token := o.method, o.token
-	var friend *wire.Friend // the service's zone, when it is a friend's
-	if addr.Zone != "" && addr.Zone != id.Zone && certs.FirstZoneID(addr.Zone) != id.ZoneID.Compact() {
-		if friend = rt.p.calls.Get(rt.p.state, rt.p.log).Friends.Resolve(addr.Zone); friend == nil {
-			return nil, nil, &wire.CallError{Status: wire.CallNotFound, Message: fmt.Sprintf("zone %q is neither this device's zone (%q) nor a friend of it (pzh friends on the hub lists them)", addr.Zone, id.Zone)}
-		}
+	hdr, friend, deadline, err := rt.newHeader(ctx, app, addr, kind, o)
+	if err != nil {
+		return nil, nil, err
 	}
-	if o.ttl < 0 || o.ttl > wire.MaxTTL {
-		return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: fmt.Sprintf("time to live %v: use up to %v", o.ttl, wire.MaxTTL)}
-	}
-	timeout := wire.DefaultCallTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(time.Until(d), wire.MaxCallTimeout)
-	}
-	if timeout <= 0 {
-		return nil, nil, &wire.CallError{Status: wire.CallDeadline, Message: "the deadline has passed"}
-	}
-	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	hdr := &wire.CallHeader{ID: wire.NewCallID(), Kind: kind, FromZone: id.Zone, FromDevice: id.Device, FromApp: app,
-		ToDevice: addr.Device, ToService: addr.Service, Method: method, TimeoutMs: ceilMs(timeout), Token: token,
-		TTLMs: uint64(o.ttl / time.Millisecond), FromZoneID: id.ZoneID.Compact()}
-	if friend != nil {
-		hdr.ToZone = friend.ID.Compact()
-	}
-	if err := wire.CheckCallHeader(hdr); err != nil {
-		return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: err.Error()}
-	}
-	// The requester's end of policy; the hoster's device checks again
-	// (the same device, for a call that stays here).
-	if cerr := rt.authorize(hdr, "the caller's"); cerr != nil {
-		return nil, nil, cerr
-	}
+	id := rt.p.id.Load()
+	token := o.token
 	if friend != nil {
 		// The hubs relay; only this signature says who asks what.
 		env, err := envelope.Signer{Key: id.Key, Cert: id.Cert}.SignCall(services.EnvCall(hdr), friend.ID.Compact(), rt.p.cfg.Now(), body)
@@ -227,16 +243,9 @@ func (rt *router) call(ctx context.Context, app string, addr wire.Addr, kind wir
 	} else if res, rep, err := rt.p.callDirect(ctx, hdr, body, deadline); err != errViaHub {
 		return res, rep, err // went straight to the device (direct.go)
 	}
-	var conn transport.Conn
-	if cp := rt.p.conn.Load(); cp != nil && !rt.p.sleep.away() {
-		conn = *cp
-	} else if conn = rt.p.sleep.awaitSession(ctx); conn == nil {
-		// Asleep: woken for this, it reconnects within the deadline, or
-		// this says why not.
-		if ctx.Err() != nil {
-			return nil, nil, callErr(ctx, deadline, errors.New("no session"))
-		}
-		return nil, nil, errNoSession
+	conn, err := rt.hubConn(ctx, deadline)
+	if err != nil {
+		return nil, nil, err
 	}
 	if friend != nil {
 		if cerr := rt.hubFederates(); cerr != nil {
@@ -391,6 +400,7 @@ func (rt *router) routes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /v1/call", exchange(wire.CallRequest))
 	mux.HandleFunc("POST /v1/send", exchange(wire.CallMessage))
+	mux.HandleFunc("GET /v1/streams/dial", rt.serveDial)
 	services.HostRoutes(mux, rt.p.services, appOf, func(app string, info api.ServiceInfo) error {
 		return services.Publish(rt.p.state, rt.p.id.Load().Device, app, info)
 	}, rt.p.log)

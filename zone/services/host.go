@@ -36,6 +36,7 @@ type hostedEvent struct {
 // listener is an application serving one service on this device.
 type listener struct {
 	app, service string
+	streams      bool // it takes streams (Listen), not calls and messages
 	events       chan hostedEvent
 	done         chan struct{} // closed when the application stops serving
 }
@@ -52,21 +53,22 @@ type Host struct {
 	mu        sync.Mutex
 	listeners map[string]*listener // by service name
 	calls     map[string]*pendingCall
+	streams   map[string]*pendingStream // offered, not yet accepted (streams.go)
 }
 
 func NewHost() *Host {
-	return &Host{listeners: map[string]*listener{}, calls: map[string]*pendingCall{}}
+	return &Host{listeners: map[string]*listener{}, calls: map[string]*pendingCall{}, streams: map[string]*pendingStream{}}
 }
 
 var errServiceTaken = errors.New("service already served")
 
-func (sh *Host) listen(app, service string) (*listener, error) {
+func (sh *Host) listen(app, service string, streams bool) (*listener, error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if l := sh.listeners[service]; l != nil {
 		return nil, fmt.Errorf("%w: app %q serves %q on this device already", errServiceTaken, l.app, service)
 	}
-	l := &listener{app: app, service: service, events: make(chan hostedEvent, api.EventBuffer), done: make(chan struct{})}
+	l := &listener{app: app, service: service, streams: streams, events: make(chan hostedEvent, api.EventBuffer), done: make(chan struct{})}
 	sh.listeners[service] = l
 	return l, nil
 }
@@ -111,6 +113,14 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 	sh.mu.Unlock()
 	if l == nil {
 		return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q is not running on device %q", hdr.ToService, hdr.ToDevice)}
+	}
+	if l.streams {
+		if pc != nil {
+			sh.mu.Lock()
+			delete(sh.calls, hdr.ID)
+			sh.mu.Unlock()
+		}
+		return nil, &wire.CallError{Status: wire.CallBadRequest, Message: fmt.Sprintf("service %q on device %q takes streams (Dial, pzp connect), not calls or messages", hdr.ToService, hdr.ToDevice)}
 	}
 	if pc != nil {
 		defer func() {
@@ -198,6 +208,9 @@ func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string,
 	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, sh, appOf, publish, log)
 	})
+	mux.HandleFunc("GET /v1/streams/{id}/accept", func(w http.ResponseWriter, r *http.Request) {
+		serveAccept(w, r, sh)
+	})
 	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
 		var rep api.Reply
 		if err := localapi.ReadJSON(r, &rep); err != nil {
@@ -216,9 +229,10 @@ func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string,
 	})
 }
 
-// serveEvents serves GET /v1/services/{service}/events[?description=D][&methods=a,b]:
+// serveEvents serves GET /v1/services/{service}/events[?description=D][&methods=a,b][&streams=accept]:
 // the application serves the service for as long as it holds this
-// stream, which carries one JSON event per line.
+// stream, which carries one JSON event per line; with streams=accept it
+// takes streams (events of type "stream") instead of calls and messages.
 func serveEvents(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*http.Request) (string, error), publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
 	service, q := r.PathValue("service"), r.URL.Query()
 	app, err := appOf(r)
@@ -226,7 +240,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*h
 		localapi.WriteErr(w, http.StatusForbidden, err)
 		return
 	}
-	info := api.ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required"}
+	info := api.ServiceInfo{Name: service, Description: q.Get("description"), TokenRequired: q.Get("token") == "required", Streams: q.Get("streams") == "accept"}
 	if m := q.Get("methods"); m != "" {
 		info.Methods = strings.Split(m, ",")
 	}
@@ -236,7 +250,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*h
 			return
 		}
 	}
-	l, err := sh.listen(app, service)
+	l, err := sh.listen(app, service, info.Streams)
 	if err != nil {
 		localapi.WriteErr(w, http.StatusConflict, err)
 		return
@@ -314,7 +328,7 @@ func ListServices(state *zsync.Store) []api.ServiceView {
 			return nil
 		}
 		for _, s := range rec.Services {
-			out = append(out, api.ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired})
+			out = append(out, api.ServiceView{Addr: device + "/" + s.Name, Device: device, App: app, Service: s.Name, Description: s.Description, Methods: s.Methods, TokenRequired: s.TokenRequired, Streams: s.Streams})
 		}
 		return nil
 	})

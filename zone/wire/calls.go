@@ -214,7 +214,7 @@ func ValidateServiceName(s string) error {
 
 // CheckCallHeader validates what a peer or the hub received.
 func CheckCallHeader(h *CallHeader) error {
-	if h.Kind != CallRequest && h.Kind != CallMessage {
+	if h.Kind != CallRequest && h.Kind != CallMessage && h.Kind != CallStream {
 		return fmt.Errorf("unknown call kind %d", h.Kind)
 	}
 	if h.ID == "" || len(h.ID) > 64 {

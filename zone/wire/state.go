@@ -42,6 +42,8 @@ type ServiceInfo struct {
 	Methods     []string `json:"methods,omitempty"`
 	// TokenRequired: calls must present a service token (pzh tokens).
 	TokenRequired bool `json:"token_required,omitempty"`
+	// Streams: it takes byte streams (Dial), not calls and messages.
+	Streams bool `json:"streams,omitempty"`
 }
 
 // AppRecord is the value of an apps/DEVICE/APP record.
