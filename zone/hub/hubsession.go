@@ -404,6 +404,12 @@ func (h *Hub) revoke(device, why string, reason wire.CloseReason) (*DeviceRecord
 		return nil, err
 	}
 	if s != nil {
+		// Its exchanges first, so that their ends hear why rather than
+		// only that the session went.
+		why := fmt.Sprintf("device %q went offline (%s)", device, reason)
+		for _, b := range h.bindings.endDevice(device, why, h.cfg.Now()) {
+			h.log.Info("binding ended", "binding", b.id, "reason", why)
+		}
 		go s.close(reason, fmt.Sprintf("device %q was %s", device, reason))
 	}
 	return rec, nil

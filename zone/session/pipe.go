@@ -132,10 +132,12 @@ func (p *Pipe) stop(e *wire.CallError, from *End) {
 	p.cut, p.from = e, from
 	close(p.cutNow)
 	p.mu.Unlock()
+	// Reads stop at once; a frame being written is let finish (within
+	// wire.StreamTimeout), so that the abort can follow it in step.
 	now := time.Now()
 	for _, end := range []*End{p.A, p.B} {
 		end.setRD(now)
-		end.setWD(now)
+		end.setWD(now.Add(wire.StreamTimeout))
 	}
 }
 
@@ -183,15 +185,18 @@ func (p *Pipe) Run() *wire.CallError {
 	return cut
 }
 
-// linger gives an end whose stream was cut a moment to read the abort
-// before it is dropped.
+// linger gives an end whose stream was cut time to read the abort before
+// it is dropped: what it still sends is read and dropped meanwhile, so a
+// sender that blocked on a full window can go on to read the abort behind
+// the data it was sending. An end that does not close its side within
+// wire.StreamTimeout is reset.
 func linger(e *End) {
 	if !e.drain {
 		e.kill()
 		return
 	}
 	go func() {
-		e.setRD(time.Now().Add(wire.CloseLinger))
+		e.setRD(time.Now().Add(wire.StreamTimeout))
 		if _, err := io.Copy(io.Discard, e.r); err != nil {
 			e.kill()
 		}
