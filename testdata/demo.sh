@@ -149,6 +149,48 @@ pzp status --data "$work/desktop" | grep '^friends:'
 kill -INT "$decho"
 wait "$decho" || true
 
+step "Streams, SSH-style: the laptop exposes a local TCP service; the phone forwards a port to it through the zone"
+if command -v python3 >/dev/null; then
+	# The laptop's local service (a stand-in for sshd on 127.0.0.1:22):
+	# it answers each line it reads.
+	python3 -c '
+import socketserver, sys
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(b"laptop service got: " + line)
+s = socketserver.TCPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()' >"$work/svc.port" &
+	svc=$!
+	for _ in $(seq 100); do [ -s "$work/svc.port" ] && break; sleep 0.05; done
+	SVC=$(cat "$work/svc.port")
+	echo "\$ pzp expose ssh --data laptop --to 127.0.0.1:$SVC"
+	pzp expose ssh --data "$work/laptop" --to "127.0.0.1:$SVC" 2>"$work/expose.log" &
+	expose=$!
+	pzp data watch --data "$work/phone" --bucket apps laptop/pzp --count 1 >/dev/null
+	FWD=$((PORT + 2))
+	echo "\$ pzp forward --data phone 127.0.0.1:$FWD laptop/ssh"
+	pzp forward --data "$work/phone" "127.0.0.1:$FWD" laptop/ssh 2>"$work/forward.log" &
+	forward=$!
+	for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$FWD") 2>/dev/null && break; sleep 0.05; done
+	echo "a TCP client on the phone's port $FWD (as ssh -p $FWD localhost would be):"
+	exec 3<>"/dev/tcp/127.0.0.1/$FWD"
+	printf 'hello over a stream\n' >&3
+	read -r line <&3
+	echo "  $line"
+	exec 3>&-
+	echo "and as an ssh ProxyCommand would use it, stdin and stdout:"
+	run pzp connect --data "$work/phone" laptop/ssh <<<"piped through pzp connect"
+	kill -INT "$forward" "$expose"
+	kill "$svc" # a background python ignores SIGINT
+	wait "$forward" "$expose" "$svc" 2>/dev/null || true
+	echo "pzp expose logged:"
+	cat "$work/expose.log"
+else
+	echo "(python3 is not installed: it plays the laptop's local service here; skipped)"
+fi
+
 step "Revoke the laptop: its session is cut at once and it stops"
 run pzh revoke --data "$work/hub" laptop
 pzp wait synced --data "$work/phone" --timeout 15s

@@ -364,6 +364,21 @@ func (s *Stream) Close() error {
 	return s.c.Close()
 }
 
+// Abort cuts the stream with reason, which the other application reads
+// as the *StreamError of its next read, and closes it.
+func (s *Stream) Abort(reason string) error {
+	s.closed.Do(func() {
+		s.wmu.Lock()
+		if !s.wdone {
+			s.wdone = true
+			s.c.SetWriteDeadline(time.Now().Add(time.Second))
+			s.c.Write(wire.AbortFrame(wire.CallFailed, reason))
+		}
+		s.wmu.Unlock()
+	})
+	return s.c.Close()
+}
+
 func (s *Stream) LocalAddr() net.Addr                { return streamAddr("local") }
 func (s *Stream) RemoteAddr() net.Addr               { return streamAddr(s.peer) }
 func (s *Stream) SetDeadline(t time.Time) error      { return s.c.SetDeadline(t) }

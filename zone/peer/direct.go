@@ -120,6 +120,9 @@ type directConn struct {
 
 	wmu      sync.Mutex
 	active   atomic.Int64 // call streams open on it, either way
+	// retiring: replaced by another connection; closed once active is 0,
+	// so that the streams on it finish first.
+	retiring atomic.Bool
 	serving  atomic.Int64 // call streams the other device opened, being served
 	lastUse  atomic.Int64 // unix ns
 	rttNs    atomic.Int64
@@ -402,7 +405,7 @@ func (d *directNet) register(c *directConn) bool {
 	d.wg.Add(3) // while d.mu is held, so never after Run's wait began
 	d.mu.Unlock()
 	if old != nil {
-		go old.close(wire.ReasonReplaced, "replaced by another direct connection")
+		old.retire()
 	}
 	d.p.log.Info("direct connection up", "device", c.device, "via", c.conn.Kind(), "remote", c.conn.RemoteAddr().String(), "inbound", c.inbound)
 	d.p.changes.Bump()
@@ -541,4 +544,21 @@ func (c *directConn) close(reason wire.CloseReason, msg string) {
 		}
 	}
 	c.conn.CloseWithError(uint64(reason), msg)
+}
+
+// retire closes a connection that another replaced once the exchanges on
+// it are done (at once if there are none): a stream on it may last long.
+func (c *directConn) retire() {
+	c.retiring.Store(true)
+	if c.active.Load() == 0 {
+		go c.close(wire.ReasonReplaced, "replaced by another direct connection")
+	}
+}
+
+// done ends one exchange on c: the last one closes a retiring connection.
+func (c *directConn) done() {
+	c.lastUse.Store(time.Now().UnixNano())
+	if c.active.Add(-1) == 0 && c.retiring.Load() {
+		go c.close(wire.ReasonReplaced, "replaced by another direct connection")
+	}
 }

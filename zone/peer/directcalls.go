@@ -50,8 +50,7 @@ func (d *directNet) serveStream(c *directConn, st transport.Stream) {
 	p.inflight.Add(1)
 	n := c.serving.Add(1)
 	defer func() {
-		c.lastUse.Store(time.Now().UnixNano())
-		c.active.Add(-1)
+		c.done()
 		c.serving.Add(-1)
 		p.inflight.Add(-1)
 	}()
@@ -131,10 +130,7 @@ func (p *Peer) directFor(ctx context.Context, hdr *wire.CallHeader) (*directConn
 }
 
 // release gives back a hold on c that directFor took.
-func (c *directConn) release() {
-	c.lastUse.Store(time.Now().UnixNano())
-	c.active.Add(-1)
-}
+func (c *directConn) release() { c.done() }
 
 // openDirect opens the exchange hdr on c, sends body (nil: a stream's
 // opening, which has none) and reads the reply; a reply that is not

@@ -180,7 +180,11 @@ func ServeStream(st transport.Stream, sh *Host, hdr *wire.CallHeader, deadline t
 		rep.Envelope = o.seal([]byte{})
 	}
 	if err := transport.WriteFrame(st, rep); err != nil {
+		// The opener went away as the application took it: tell the
+		// application, which has its stream already.
 		st.Reset()
+		c.SetWriteDeadline(time.Now().Add(wire.StreamTimeout))
+		c.Write(wire.AbortFrame(wire.CallUnavailable, from+" went away before the stream began"))
 		c.Close()
 		return
 	}

@@ -16,6 +16,7 @@ with 'pzp run'. 'pzp status' shows the link; 'pzp unpair' leaves the zone.`,
 	}
 	g.register(root)
 	root.AddCommand(newPeerPairCmd(g), newPeerRunCmd(g), newPeerStatusCmd(g), newPeerUnpairCmd(g), newPeerWaitCmd(g), newPeerDataCmd(g),
-		newPeerServicesCmd(g), newPeerCallCmd(g), newPeerSendCmd(g), newPeerListenCmd(g), newPeerServeCmd(g), newPeerCompactCmd(g), newPeerAppCmd(g))
+		newPeerServicesCmd(g), newPeerCallCmd(g), newPeerSendCmd(g), newPeerListenCmd(g), newPeerServeCmd(g), newPeerCompactCmd(g), newPeerAppCmd(g),
+		newPeerConnectCmd(g), newPeerExposeCmd(g), newPeerForwardCmd(g))
 	return root
 }

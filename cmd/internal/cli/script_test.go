@@ -64,6 +64,9 @@ func TestScripts(t *testing.T) {
 			"waitenvelopes": cmdWaitEnvelopes,
 			// Direct connections (script_direct_test.go).
 			"waitpath": cmdWaitPath,
+			// Streams (script_streams_test.go).
+			"tcpecho": cmdTCPEcho,
+			"tcpsend": cmdTCPSend,
 		},
 	})
 }
