@@ -10,9 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"syscall"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/zone/wire"

@@ -118,8 +118,8 @@ type directConn struct {
 	inbound bool
 	since   time.Time
 
-	wmu      sync.Mutex
-	active   atomic.Int64 // call streams open on it, either way
+	wmu    sync.Mutex
+	active atomic.Int64 // call streams open on it, either way
 	// retiring: replaced by another connection; closed once active is 0,
 	// so that the streams on it finish first.
 	retiring atomic.Bool

@@ -249,4 +249,3 @@ the service at ADDR, until interrupted. For example, with 'pzp expose ssh --to
 	streamFlags(cmd, &token, &timeout, &ttl)
 	return cmd
 }
-
