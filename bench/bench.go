@@ -49,6 +49,7 @@ type Config struct {
 	Concurrency int // dialers in flight for session setup
 	StormPeers  int // peers in the reconnect storm
 	IdlePeers   int // sessions held for the idle-cost rows
+	IdleStreams int // streams held open through the hub for its memory row
 	// TrafficWindow is how long idle traffic is sampled (at a short
 	// heartbeat, then scaled to the default one).
 	TrafficWindow time.Duration
@@ -111,7 +112,7 @@ type Config struct {
 
 // DefaultConfig is what make bench runs.
 func DefaultConfig() Config {
-	return Config{Runs: 3, Handshakes: 1000, Concurrency: 16, StormPeers: 2000, IdlePeers: 10000,
+	return Config{Runs: 3, Handshakes: 1000, Concurrency: 16, StormPeers: 2000, IdlePeers: 10000, IdleStreams: 1000,
 		TrafficWindow: 5 * time.Second, TrafficSettle: 4 * time.Second,
 		SyncSamples: 500, SyncDevices: 2, SyncWindow: 5 * time.Second, SyncRecords: 100000,
 		CallSamples: 2000, CallWindow: 5 * time.Second, CallPayload: 768 << 10, RelayBytes: 256 << 20,
@@ -120,7 +121,7 @@ func DefaultConfig() Config {
 
 // ShortConfig is a smoke run that proves the benchmark still works.
 func ShortConfig() Config {
-	return Config{Runs: 1, Handshakes: 40, Concurrency: 4, StormPeers: 20, IdlePeers: 20,
+	return Config{Runs: 1, Handshakes: 40, Concurrency: 4, StormPeers: 20, IdlePeers: 20, IdleStreams: 40,
 		TrafficWindow: time.Second, TrafficSettle: 200 * time.Millisecond,
 		SyncSamples: 20, SyncDevices: 2, SyncWindow: 300 * time.Millisecond, SyncRecords: 2000,
 		CallSamples: 20, CallWindow: 300 * time.Millisecond, CallPayload: 16 << 10, RelayBytes: 4 << 20,
@@ -134,7 +135,7 @@ func (c *Config) logf(format string, args ...any) {
 }
 
 // Groups names the row groups, in table order, for Config.Only.
-var Groups = []string{"setup", "storm", "idle", "sync", "calls", "direct", "federation", "wakeup"}
+var Groups = []string{"setup", "storm", "idle", "sync", "calls", "streams", "direct", "federation", "wakeup"}
 
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
@@ -226,7 +227,12 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 				return nil, err
 			}
 		}
-		return db.roundTrip(ctx, k)
+		rows, err := db.roundTrip(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		more, err := db.streamThroughput(ctx, k)
+		return append(rows, more...), err
 	}
 	federationRows := func(k transport.Kind) ([]Row, error) {
 		if fb == nil {
@@ -294,6 +300,9 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		{"calls", "calls per second", callRows((*callBench).callRate)},
 		{"calls", "call payload throughput", callRows((*callBench).payloadRate)},
 		{"calls", "relay throughput", callRows((*callBench).relayThroughput)},
+		{"streams", "stream throughput via the hub", callRows((*callBench).streamThroughput)},
+		{"streams", "stream setup", callRows((*callBench).streamSetup)},
+		{"streams", "idle stream memory", callRows((*callBench).idleStreamMemory)},
 		{"direct", "direct call round trip", directRows},
 		{"federation", "cross-zone call round trip", federationRows},
 		{"wakeup", "wake to delivery", wakeRows},

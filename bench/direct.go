@@ -72,32 +72,8 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 		err := cb.call(ctx, to, arg)
 		return ms(time.Since(start)), err
 	}
-	// Until the direct connection is up: the first call makes it, once
-	// A holds B's published address.
-	up := func(st *api.PeerStatus) bool {
-		if st.Direct == nil {
-			return false
-		}
-		for _, p := range st.Direct.Peers {
-			if p.Device == d.b.name {
-				return p.Path == "direct"
-			}
-		}
-		return false
-	}
-	deadline := time.Now().Add(syncWait)
-	for {
-		if _, err := timed(toB); err != nil {
-			return nil, err
-		}
-		if st, err := waitPeer(ctx, d.a, func(*api.PeerStatus) bool { return true }); err != nil {
-			return nil, err
-		} else if up(st) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no direct connection from %s to %s after %v", d.a.name, d.b.name, syncWait)
-		}
+	if err := d.waitDirect(ctx, toB, func(to string) error { _, err := timed(to); return err }); err != nil {
+		return nil, err
 	}
 	before, err := waitPeer(ctx, d.a, func(*api.PeerStatus) bool { return true })
 	if err != nil {
@@ -136,4 +112,35 @@ func (d *directBench) roundTrip(ctx context.Context, kind transport.Kind) (_ []R
 		{Name: "direct call round trip p99", Transport: string(kind), Value: p99, Unit: "ms", Baseline: h99, Ratio: ratio(p99, h99),
 			Target: "report", Met: true, Runs: n, Note: note},
 	}, nil
+}
+
+// waitDirect runs exchange to to (on B) until A's path to B is direct:
+// the first exchange makes the connection, once A holds B's published
+// address.
+func (d *directBench) waitDirect(ctx context.Context, to string, exchange func(to string) error) error {
+	up := func(st *api.PeerStatus) bool {
+		if st.Direct == nil {
+			return false
+		}
+		for _, p := range st.Direct.Peers {
+			if p.Device == d.b.name {
+				return p.Path == "direct"
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(syncWait)
+	for {
+		if err := exchange(to); err != nil {
+			return err
+		}
+		if st, err := waitPeer(ctx, d.a, func(*api.PeerStatus) bool { return true }); err != nil {
+			return err
+		} else if up(st) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no direct connection from %s to %s after %v", d.a.name, d.b.name, syncWait)
+		}
+	}
 }

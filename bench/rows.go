@@ -26,6 +26,16 @@ const (
 	targetStormRatio = 2.0  // storm ≤ 2 × N ÷ raw handshake rate
 	targetIdleRatio  = 1.3  // idle heap per session ≤ 1.3 × raw
 	targetIdleBytes  = 100. // keepalive bytes per minute per session
+	// From the applications' data path issue.
+	targetCallP50      = 2.5 // relayed call p50 ≤ 2.5 × two raw echoes
+	targetCallP99      = 4.0 // and p99 ≤ 4 ×
+	targetCallRate     = 0.5 // calls/s ≥ 0.5 × the raw two-hop echo rate
+	targetCrossZoneP50 = 3.0 // cross-zone call p50 ≤ 3 × three raw echoes
+	targetSyncLoad     = 2.0 // initial sync ≤ 2 × the raw bbolt load
+	targetStreamHub    = 0.5 // stream throughput through the hub ≥ 0.5 × one raw hop
+	targetStreamDirect = 0.8 // over a direct path ≥ 0.8 ×
+	targetStreamSetup  = 2.0 // Dial to first byte echoed ≤ 2 × a call
+	targetIdleStream   = 8.0 // KiB of hub heap per idle open stream
 	// trafficPeers and trafficHeartbeat sample idle traffic: enough
 	// sessions to average out, a heartbeat short enough to see many
 	// exchanges in a few seconds. The bytes of one exchange do not depend
