@@ -296,11 +296,7 @@ func openCallStream(ctx context.Context, conn transport.Conn, hdr *wire.CallHead
 		return nil, err
 	}
 	out.SetDeadline(deadline)
-	if err := transport.WriteFrame(out, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
-		out.Reset()
-		return nil, err
-	}
-	if err := transport.WriteFrame(out, hdr); err != nil {
+	if err := session.OpenCall(out, hdr, nil); err != nil {
 		out.Reset()
 		return nil, err
 	}

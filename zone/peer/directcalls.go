@@ -155,14 +155,7 @@ func (p *Peer) openDirect(ctx context.Context, c *directConn, hdr *wire.CallHead
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	err = transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall})
-	if err == nil {
-		err = transport.WriteFrame(st, hdr)
-	}
-	if err == nil && body != nil {
-		err = session.WriteBody(st, body, false)
-	}
-	if err != nil {
+	if err := session.OpenCall(st, hdr, body); err != nil {
 		st.Reset()
 		return fallback(err)
 	}

@@ -259,7 +259,7 @@ func (rt *router) call(ctx context.Context, app string, addr wire.Addr, kind wir
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil || session.WriteBody(st, body, false) != nil {
+	if session.OpenCall(st, hdr, body) != nil {
 		st.Reset()
 		return nil, nil, callErr(ctx, deadline, errors.New("the hub went away"))
 	}

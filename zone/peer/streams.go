@@ -141,7 +141,7 @@ func (rt *router) dialStream(ctx context.Context, app string, addr wire.Addr, o 
 	stop := context.AfterFunc(ctx, st.Reset)
 	defer stop()
 	st.SetDeadline(deadline)
-	if transport.WriteFrame(st, &wire.StreamHeader{Kind: wire.StreamCall}) != nil || transport.WriteFrame(st, hdr) != nil {
+	if session.OpenCall(st, hdr, nil) != nil {
 		st.Reset()
 		return nil, callErr(ctx, deadline, errors.New("the hub went away"))
 	}

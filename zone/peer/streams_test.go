@@ -555,3 +555,74 @@ func TestStreamsFromPython(t *testing.T) {
 		t.Fatalf("python listener: %q", lines.Text())
 	}
 }
+
+// TestStreamCancelAndHubHosted: a dialler that closes before the end cuts
+// the stream at the serving app, which reads why; a service on the hub's
+// host takes streams too (pzh.sock's Listen).
+func TestStreamCancelAndHubHosted(t *testing.T) {
+	clock := &testClock{}
+	hb := startHub(t, clock, nil)
+	phone, laptop := hb.pair(t, clock, "phone", 0), hb.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	waitSyncedPeer(t, phone)
+	waitSyncedPeer(t, laptop)
+	ctx := testCtx(t)
+	l, err := appClient(laptop, "svc").Listen(context.Background(), "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	got := make(chan error, 1)
+	go func() {
+		s, err := l.AcceptStream()
+		if err != nil {
+			got <- err
+			return
+		}
+		_, err = io.Copy(io.Discard, s)
+		got <- err
+		s.Close()
+	}()
+	s, err := appClient(phone, "app").Dial(ctx, "laptop/svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("partial")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // before reading anything: a cancellation
+	err = <-got
+	var se *api.StreamError
+	if !errors.As(err, &se) || !strings.Contains(se.Message, "closed the stream") {
+		t.Fatalf("the serving app's read after the dialler cancelled: %v", err)
+	}
+
+	hl, err := hb.client().Listen(context.Background(), "hubsvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hl.Close() })
+	go func() {
+		for {
+			s, err := hl.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer s.Close()
+				if _, err := io.Copy(s, s); err == nil {
+					s.CloseWrite()
+				}
+			}()
+		}
+	}()
+	s, err = appClient(phone, "app").Dial(ctx, "hub/hubsvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roundTrip(t, s, []byte("to the hub's host")); string(got) != "to the hub's host" {
+		t.Fatalf("echo %q", got)
+	}
+	s.Close()
+}

@@ -83,7 +83,7 @@ func ServeCall(st transport.Stream, sh *Host, hdr *wire.CallHeader, deadline tim
 	if o.seal != nil {
 		rep.Envelope = o.seal(result)
 	}
-	if transport.WriteFrame(st, rep) != nil || session.WriteBody(st, result, true) != nil {
+	if session.WriteReply(st, rep, result) != nil {
 		st.Reset()
 	}
 }

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -128,4 +129,52 @@ func Exchange(ctx context.Context, conn transport.Conn, kind wire.StreamKind, re
 	}
 	st.Close()
 	return transport.NewFrameReader(st, limit).ReadFrame(resp)
+}
+
+// OpenCall writes the opening of an exchange on st in one Write: the
+// StreamHeader, hdr and, unless body is nil (a stream's opening, or a
+// body that follows by other means), the request body and its end. One
+// write is one packet where the three would often be three.
+func OpenCall(st transport.Stream, hdr *wire.CallHeader, body []byte) error {
+	var buf bytes.Buffer
+	if err := transport.WriteFrame(&buf, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
+		return err
+	}
+	if err := transport.WriteFrame(&buf, hdr); err != nil {
+		return err
+	}
+	if body != nil {
+		for data := body; len(data) > 0; {
+			n := min(len(data), wire.CallChunk)
+			if err := transport.WriteFrame(&buf, data[:n]); err != nil {
+				return err
+			}
+			data = data[n:]
+		}
+		if err := transport.WriteFrame(&buf, []byte{}); err != nil {
+			return err
+		}
+	}
+	_, err := st.Write(buf.Bytes())
+	return err
+}
+
+// WriteReply answers an exchange on st in one Write, the reply and the
+// result's data frames, then ends the direction.
+func WriteReply(st transport.Stream, rep *wire.CallReply, result []byte) error {
+	var buf bytes.Buffer
+	if err := transport.WriteFrame(&buf, rep); err != nil {
+		return err
+	}
+	for data := result; len(data) > 0; {
+		n := min(len(data), wire.CallChunk)
+		if err := transport.WriteFrame(&buf, data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	if _, err := st.Write(buf.Bytes()); err != nil {
+		return err
+	}
+	return st.Close()
 }
