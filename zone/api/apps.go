@@ -126,7 +126,11 @@ func (c *Client) CallWith(ctx context.Context, req CallRequestBody) (json.RawMes
 	if err := c.Do(hctx, http.MethodPost, "/v1/call", req, &res); err != nil {
 		return nil, err
 	}
-	// The daemon indents its answers; hand back the value compact.
+	// Handed back compact (a service in another language may answer
+	// with spaces; an older daemon indents).
+	if bytes.IndexAny(res.Result, " \t\r\n") < 0 {
+		return res.Result, nil
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, res.Result); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -393,8 +394,16 @@ func (rt *router) routes(mux *http.ServeMux) {
 					out = api.SendResult{Queued: true, Expires: &exp}
 				}
 				localapi.WriteJSON(w, http.StatusOK, out)
+			case !json.Valid(res):
+				localapi.WriteErr(w, http.StatusBadGateway, fmt.Errorf("%s: the answer is not JSON", addr))
 			default:
-				localapi.WriteJSON(w, http.StatusOK, api.CallResult{Result: res})
+				// The result as it came, checked JSON: not decoded and
+				// encoded again.
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusOK)
+				w.Write([]byte(`{"result":`))
+				w.Write(res)
+				w.Write([]byte("}\n"))
 			}
 		}
 	}
