@@ -183,7 +183,8 @@ func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 
 // hostedApp is the app a service on the hub's host registers as: pzh.sock
 // is the operator's own (0600), so it may name any (?app=; the service's
-// name when it gives none).
+// name when it gives none). On a call's reply or a stream's accept, which
+// name no service, it is "": the operator, who may answer any.
 func hostedApp(r *http.Request) (string, error) {
 	app := r.URL.Query().Get("app")
 	if app == "" {

@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -120,5 +122,32 @@ func TestRequireAppAuth(t *testing.T) {
 	}
 	if _, err := peerClient(phone).Services(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOnlyTheServingAppAnswers: a call is answered only by the app that
+// serves it; another app of the device that learns the call's ID cannot
+// answer in its place.
+func TestOnlyTheServingAppAnswers(t *testing.T) {
+	clock := &testClock{}
+	hb := startHub(t, clock, nil)
+	phone, laptop := hb.pair(t, clock, "phone", 0), hb.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	waitSyncedPeer(t, phone)
+	waitSyncedPeer(t, laptop)
+	rogue := appClient(laptop, "rogue")
+	serveApp(t, appClient(laptop, "real"), api.ServiceInfo{Name: "bank"}, func(ctx context.Context, ev api.Event) (any, error) {
+		err := rogue.Do(ctx, http.MethodPost, "/v1/calls/"+ev.ID+"/reply", api.Reply{Result: []byte(`"forged"`)}, nil)
+		var ae *api.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+			return nil, fmt.Errorf("the rogue's reply: %v", err)
+		}
+		return "genuine", nil
+	})
+	waitRecord(t, phone, "apps", "laptop/real")
+	res, err := peerClient(phone).Call(testCtx(t), "laptop/bank", "x", nil)
+	if err != nil || string(res) != `"genuine"` {
+		t.Fatalf("call: %s, %v", res, err)
 	}
 }

@@ -44,6 +44,7 @@ type listener struct {
 // pendingCall is a call delivered to an application, awaiting its reply.
 type pendingCall struct {
 	service string
+	app     string // the application serving it: only it may answer
 	reply   chan api.Reply
 }
 
@@ -101,12 +102,15 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 		ev.Queued, ev.written = &t, make(chan struct{})
 	}
 	var pc *pendingCall
+	// A call is known to its application by an ID of this node's own:
+	// the caller picks hdr.ID, and two callers could pick the same.
+	id := wire.NewCallID()
 	sh.mu.Lock()
 	l := sh.listeners[hdr.ToService]
 	if l != nil && hdr.Kind == wire.CallRequest {
-		ev.Type = "call"
-		pc = &pendingCall{service: hdr.ToService, reply: make(chan api.Reply, 1)}
-		sh.calls[hdr.ID] = pc
+		ev.Type, ev.ID = "call", id
+		pc = &pendingCall{service: hdr.ToService, app: l.app, reply: make(chan api.Reply, 1)}
+		sh.calls[id] = pc
 	} else {
 		ev.Type = "message"
 	}
@@ -117,7 +121,7 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 	if l.streams {
 		if pc != nil {
 			sh.mu.Lock()
-			delete(sh.calls, hdr.ID)
+			delete(sh.calls, id)
 			sh.mu.Unlock()
 		}
 		return nil, &wire.CallError{Status: wire.CallBadRequest, Message: fmt.Sprintf("service %q on device %q takes streams (Dial, pzp connect), not calls or messages", hdr.ToService, hdr.ToDevice)}
@@ -125,7 +129,7 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 	if pc != nil {
 		defer func() {
 			sh.mu.Lock()
-			delete(sh.calls, hdr.ID)
+			delete(sh.calls, id)
 			sh.mu.Unlock()
 		}()
 	}
@@ -169,19 +173,20 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 		}
 		// Tell the application to stop working on it.
 		select {
-		case l.events <- hostedEvent{Event: api.Event{Type: "cancel", ID: hdr.ID, Service: hdr.ToService}}:
+		case l.events <- hostedEvent{Event: api.Event{Type: "cancel", ID: id, Service: hdr.ToService}}:
 		default:
 		}
 		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
 	}
 }
 
-// answer delivers an application's reply to call id.
-func (sh *Host) answer(id string, r api.Reply) bool {
+// answer delivers app's reply to call id; app "" is the node's operator
+// (pzh.sock), who may answer any.
+func (sh *Host) answer(id, app string, r api.Reply) bool {
 	sh.mu.Lock()
 	pc := sh.calls[id]
 	sh.mu.Unlock()
-	if pc == nil {
+	if pc == nil || app != "" && pc.app != app {
 		return false
 	}
 	select {
@@ -209,7 +214,7 @@ func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string,
 		serveEvents(w, r, sh, appOf, publish, log)
 	})
 	mux.HandleFunc("GET /v1/streams/{id}/accept", func(w http.ResponseWriter, r *http.Request) {
-		serveAccept(w, r, sh)
+		serveAccept(w, r, sh, appOf)
 	})
 	mux.HandleFunc("POST /v1/calls/{id}/reply", func(w http.ResponseWriter, r *http.Request) {
 		var rep api.Reply
@@ -221,7 +226,12 @@ func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string,
 			localapi.WriteErr(w, http.StatusBadRequest, errors.New("result is not JSON"))
 			return
 		}
-		if !sh.answer(r.PathValue("id"), rep) {
+		app, err := appOf(r)
+		if err != nil {
+			localapi.WriteErr(w, http.StatusForbidden, err)
+			return
+		}
+		if !sh.answer(r.PathValue("id"), app, rep) {
 			localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no call %q waits for a reply (answered already, or past its deadline)", r.PathValue("id")))
 			return
 		}

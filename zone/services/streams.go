@@ -24,6 +24,7 @@ import (
 // pendingStream is a stream offered to an application, not yet accepted.
 type pendingStream struct {
 	from     string
+	app      string // the application listening: only it may accept
 	accepted chan acceptedConn // one, buffered
 }
 
@@ -47,19 +48,22 @@ func (sh *Host) OfferStream(ctx context.Context, hdr *wire.CallHeader, deadline 
 		sh.mu.Unlock()
 		return nil, nil, &wire.CallError{Status: wire.CallBadRequest, Message: fmt.Sprintf("service %q on device %q takes calls and messages, not streams", hdr.ToService, hdr.ToDevice)}
 	}
-	ps := &pendingStream{from: callerName(hdr), accepted: make(chan acceptedConn, 1)}
-	sh.streams[hdr.ID] = ps
+	// Known to the application by an ID of this node's own (the caller
+	// picks hdr.ID).
+	id := wire.NewCallID()
+	ps := &pendingStream{from: callerName(hdr), app: l.app, accepted: make(chan acceptedConn, 1)}
+	sh.streams[id] = ps
 	sh.mu.Unlock()
 	unoffer := func() bool {
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
-		if sh.streams[hdr.ID] != ps {
+		if sh.streams[id] != ps {
 			return false // accepted meanwhile: its connection is on its way
 		}
-		delete(sh.streams, hdr.ID)
+		delete(sh.streams, id)
 		return true
 	}
-	ev := hostedEvent{Event: api.Event{Type: "stream", ID: hdr.ID, From: ps.from, Service: hdr.ToService, Deadline: deadline.UTC(), Token: hdr.TokenID}}
+	ev := hostedEvent{Event: api.Event{Type: "stream", ID: id, From: ps.from, Service: hdr.ToService, Deadline: deadline.UTC(), Token: hdr.TokenID}}
 	select {
 	case l.events <- ev:
 	default:
@@ -91,18 +95,22 @@ func (sh *Host) OfferStream(ctx context.Context, hdr *wire.CallHeader, deadline 
 	return nil, nil, why
 }
 
-// claim takes the offered stream id for the accepting application.
-func (sh *Host) claim(id string) *pendingStream {
+// claim takes the offered stream id for app, the application that
+// listens for it (app "": the node's operator, on pzh.sock).
+func (sh *Host) claim(id, app string) *pendingStream {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	ps := sh.streams[id]
+	if ps == nil || app != "" && ps.app != app {
+		return nil
+	}
 	delete(sh.streams, id)
 	return ps
 }
 
 // serveAccept serves GET /v1/streams/{id}/accept: the application takes
 // an offered stream, and its connection becomes the stream.
-func serveAccept(w http.ResponseWriter, r *http.Request, sh *Host) {
+func serveAccept(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*http.Request) (string, error)) {
 	if !IsStreamUpgrade(r) {
 		localapi.WriteErr(w, http.StatusBadRequest, fmt.Errorf("accept a stream with an HTTP upgrade: Connection: Upgrade, Upgrade: %s", api.StreamProtocol))
 		return
@@ -112,7 +120,12 @@ func serveAccept(w http.ResponseWriter, r *http.Request, sh *Host) {
 		localapi.WriteErr(w, http.StatusInternalServerError, fmt.Errorf("this connection cannot be upgraded"))
 		return
 	}
-	ps := sh.claim(r.PathValue("id"))
+	app, err := appOf(r)
+	if err != nil {
+		localapi.WriteErr(w, http.StatusForbidden, err)
+		return
+	}
+	ps := sh.claim(r.PathValue("id"), app)
 	if ps == nil {
 		localapi.WriteErr(w, http.StatusNotFound, fmt.Errorf("no stream %q waits to be accepted (accepted already, or its caller gave up)", r.PathValue("id")))
 		return
