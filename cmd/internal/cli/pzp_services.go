@@ -76,7 +76,11 @@ zone's policy lets it call out to.`,
 				if v.Running != nil {
 					running = map[bool]string{true: "yes", false: "no"}[*v.Running]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Addr, v.App, dash(strings.Join(v.Methods, ",")), running, dash(v.Description))
+				methods := dash(strings.Join(v.Methods, ","))
+				if v.Streams {
+					methods = "(stream)" // pzp connect, pzp forward
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Addr, v.App, methods, running, dash(v.Description))
 			}
 			return tw.Flush()
 		},
