@@ -24,7 +24,7 @@ import (
 // pendingStream is a stream offered to an application, not yet accepted.
 type pendingStream struct {
 	from     string
-	app      string // the application listening: only it may accept
+	app      string            // the application listening: only it may accept
 	accepted chan acceptedConn // one, buffered
 }
 
