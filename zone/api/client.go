@@ -32,6 +32,10 @@ const (
 	PeerSocketName = "pzp.sock"
 )
 
+// PeerStoreName is a device's own store in its data directory: its
+// presence says the directory holds a paired device.
+const PeerStoreName = "pzp.db"
+
 // ErrNotRunning: no daemon answers on the socket.
 var ErrNotRunning = errors.New("daemon is not running")
 
@@ -55,12 +59,17 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
-		}
-		return nil, err
+		return nil, c.dialErr(err)
 	}
 	return resp, nil
+}
+
+// dialErr says ErrNotRunning for a socket that nothing answers on.
+func (c *Client) dialErr(err error) error {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
+	}
+	return err
 }
 
 // Fetch copies the body of a non-JSON answer (a pprof profile) to w.

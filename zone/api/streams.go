@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/zone/wire"
@@ -70,10 +69,7 @@ func (c *Client) upgrade(ctx context.Context, path string) (*Stream, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (nothing answers on %s)", ErrNotRunning, c.socket)
-		}
-		return nil, err
+		return nil, c.dialErr(err)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	req, _ := http.NewRequest(http.MethodGet, "http://local"+path, nil)
@@ -355,13 +351,19 @@ func (s *Stream) Close() error {
 		if readDone || s.wdone {
 			s.endLocked()
 		} else {
-			s.wdone = true
-			s.c.SetWriteDeadline(time.Now().Add(time.Second))
-			s.c.Write(wire.AbortFrame(wire.CallUnavailable, "the application at the other end closed the stream"))
+			s.abortLocked(wire.CallUnavailable, "the application at the other end closed the stream")
 		}
 		s.wmu.Unlock()
 	})
 	return s.c.Close()
+}
+
+// abortLocked writes the abort frame, the last this end writes; s.wmu is
+// held.
+func (s *Stream) abortLocked(status wire.CallStatus, reason string) {
+	s.wdone = true
+	s.c.SetWriteDeadline(time.Now().Add(time.Second))
+	s.c.Write(wire.AbortFrame(status, reason))
 }
 
 // Abort cuts the stream with reason, which the other application reads
@@ -370,9 +372,7 @@ func (s *Stream) Abort(reason string) error {
 	s.closed.Do(func() {
 		s.wmu.Lock()
 		if !s.wdone {
-			s.wdone = true
-			s.c.SetWriteDeadline(time.Now().Add(time.Second))
-			s.c.Write(wire.AbortFrame(wire.CallFailed, reason))
+			s.abortLocked(wire.CallFailed, reason)
 		}
 		s.wmu.Unlock()
 	})

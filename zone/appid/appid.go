@@ -213,7 +213,10 @@ func (r *Registry) edit(change func(apps map[string]App) error) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(r.path(), append(data, '\n'))
+	if err := writeFile(r.path(), append(data, '\n')); err != nil {
+		return fmt.Errorf("save %s: %w (it is unchanged: free some space or fix its directory, and try again)", r.path(), err)
+	}
+	return nil
 }
 
 // writeFile replaces path with data (mode 0600) atomically and durably.

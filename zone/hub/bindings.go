@@ -66,6 +66,11 @@ type relay struct {
 	why  string        // cut before its pipe was set
 }
 
+// bindingCut is why a stream on a binding that ended is cut.
+func bindingCut(why string) *wire.CallError {
+	return &wire.CallError{Status: wire.CallDenied, Message: "the binding ended: " + why}
+}
+
 // setPipe records the pipe of an open stream, so that a cut reaches both
 // ends with its reason.
 func (r *relay) setPipe(p *session.Pipe) {
@@ -74,7 +79,7 @@ func (r *relay) setPipe(p *session.Pipe) {
 	why := r.why
 	r.mu.Unlock()
 	if why != "" {
-		p.Abort(wire.CallDenied, "the binding ended: "+why)
+		p.Cut(bindingCut(why))
 	}
 }
 
@@ -84,7 +89,7 @@ func (r *relay) cut(why string) {
 	r.why = why
 	r.mu.Unlock()
 	if p != nil {
-		p.Abort(wire.CallDenied, "the binding ended: "+why)
+		p.Cut(bindingCut(why))
 		return
 	}
 	r.a.Reset()

@@ -47,8 +47,8 @@ func (rt *router) relayStream(st, out transport.Stream, slot *callSlot, fromName
 				b.out.Add(uint64(n))
 			}
 			if why := b.over(); why != "" {
-				rt.h.bindings.end(b, why, rt.h.cfg.Now())
-				return &wire.CallError{Status: wire.CallDenied, Message: "the binding ended: " + why}
+				rt.h.bindings.end(b, why, rt.h.cfg.Now()) // cuts r's pipe, and any other on b
+				return bindingCut(why)
 			}
 			return nil
 		}

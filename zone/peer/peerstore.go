@@ -17,10 +17,11 @@ import (
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/storefile"
 	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/zone/api"
 )
 
 // DBName is the device's store inside its data directory.
-const DBName = "pzp.db"
+const DBName = api.PeerStoreName
 
 var bucketIdentity = []byte("identity")
 

@@ -105,10 +105,9 @@ type Pipe struct {
 	// it is forwarded; an error cuts the stream with it as the reason.
 	Count func(aToB bool, n int) *wire.CallError
 
-	mu     sync.Mutex
-	cut    *wire.CallError
-	from   *End // the end whose abort or failure cut the stream, if one did
-	cutNow chan struct{}
+	mu   sync.Mutex
+	cut  *wire.CallError
+	from *End // the end whose abort or failure cut the stream, if one did
 }
 
 var pipeBufs = sync.Pool{New: func() any { b := make([]byte, wire.StreamFrameHeader+wire.MaxStreamData); return &b }}
@@ -116,24 +115,25 @@ var pipeBufs = sync.Pool{New: func() any { b := make([]byte, wire.StreamFrameHea
 // Abort cuts the stream with status and reason, from outside (its binding
 // ended, the hub is stopping): both ends get StreamAbort.
 func (p *Pipe) Abort(status wire.CallStatus, reason string) {
-	p.stop(&wire.CallError{Status: status, Message: reason}, nil)
+	p.Cut(&wire.CallError{Status: status, Message: reason})
 }
+
+// Cut is Abort with the reason as a CallError.
+func (p *Pipe) Cut(why *wire.CallError) { p.stop(why, nil) }
 
 // stop records the first cut and stops both directions at once.
 func (p *Pipe) stop(e *wire.CallError, from *End) {
 	p.mu.Lock()
-	if p.cutNow == nil {
-		p.cutNow = make(chan struct{})
-	}
 	if p.cut != nil {
 		p.mu.Unlock()
 		return
 	}
+	defer p.mu.Unlock()
 	p.cut, p.from = e, from
-	close(p.cutNow)
-	p.mu.Unlock()
 	// Reads stop at once; a frame being written is let finish (within
-	// wire.StreamTimeout), so that the abort can follow it in step.
+	// wire.StreamTimeout), so that the abort can follow it in step. Under
+	// p.mu, so that Run, which clears the deadlines the opening left, does
+	// not clear these.
 	now := time.Now()
 	for _, end := range []*End{p.A, p.B} {
 		end.setRD(now)
@@ -152,14 +152,13 @@ func (p *Pipe) stopped() *wire.CallError {
 // when it returns.
 func (p *Pipe) Run() *wire.CallError {
 	p.mu.Lock()
-	if p.cutNow == nil {
-		p.cutNow = make(chan struct{})
+	if p.cut == nil { // cut before it ran: the pumps stop at once
+		for _, end := range []*End{p.A, p.B} {
+			end.setRD(time.Time{})
+			end.setWD(time.Time{})
+		}
 	}
 	p.mu.Unlock()
-	for _, end := range []*End{p.A, p.B} {
-		end.setRD(time.Time{})
-		end.setWD(time.Time{})
-	}
 	done := make(chan struct{}, 2)
 	go func() { p.pump(p.A, p.B, true); done <- struct{}{} }()
 	go func() { p.pump(p.B, p.A, false); done <- struct{}{} }()
@@ -206,11 +205,7 @@ func linger(e *End) {
 // pump forwards src's frames to dst until src's direction ends (StreamEnd)
 // or the stream is cut; a failure cuts it.
 func (p *Pipe) pump(src, dst *End, aToB bool) {
-	fail := func(e *wire.CallError, from *End) {
-		if p.stopped() == nil {
-			p.stop(e, from)
-		}
-	}
+	fail := p.stop // the first cut wins
 	broke := func(end *End, err error) {
 		if p.stopped() != nil {
 			return // our own deadline, set by the cut

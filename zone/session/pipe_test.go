@@ -97,3 +97,33 @@ func FuzzPipe(f *testing.F) {
 		}
 	})
 }
+
+// TestPipeCutBeforeRun: a cut that comes before Run (a binding that ended
+// while its stream opened) still ends it, and both ends read why.
+func TestPipeCutBeforeRun(t *testing.T) {
+	a, b, farA, farB := connPair(t)
+	p := &Pipe{A: a, B: b}
+	p.Abort(wire.CallDenied, "the binding ended: duration")
+	done := make(chan *wire.CallError, 1)
+	go func() { done <- p.Run() }()
+	for _, far := range []net.Conn{farA, farB} {
+		hdr := make([]byte, wire.StreamFrameHeader)
+		if _, err := io.ReadFull(far, hdr); err != nil {
+			t.Fatal(err)
+		}
+		typ, n, err := wire.ParseStreamHeader(hdr)
+		payload := make([]byte, n)
+		io.ReadFull(far, payload)
+		if err != nil || typ != wire.StreamAbort || wire.ParseAbort(payload).Message != "the binding ended: duration" {
+			t.Fatalf("frame %d %q, %v", typ, payload, err)
+		}
+	}
+	select {
+	case cut := <-done:
+		if cut == nil || cut.Status != wire.CallDenied {
+			t.Fatalf("Run returned %v", cut)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a pipe cut before it ran did not end")
+	}
+}

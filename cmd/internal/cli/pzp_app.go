@@ -10,12 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/appid"
 )
-
-// deviceStoreName is the device's own store, whose presence says the data
-// directory holds a paired device (zone/peer's DBName).
-const deviceStoreName = "pzp.db"
 
 func newPeerAppCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -40,7 +37,7 @@ func appRegistry(g *globals) (*appid.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, deviceStoreName)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, api.PeerStoreName)); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no device is paired in %s: pair it first (pzp pair TOKEN --data %s)", dir, dir)
 		}

@@ -58,9 +58,29 @@ func join(a, b halfCloser) error {
 	return first
 }
 
+// dialOpts are the stream commands' options for opening a stream.
+type dialOpts struct {
+	token        string
+	timeout, ttl time.Duration
+}
+
+// flags adds the options to cmd.
+func (o *dialOpts) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.token, "token", "", "a service token (ID.SECRET from pzh tokens issue), for services that require one")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", wire.DefaultCallTimeout, "give up opening a stream after this long")
+	cmd.Flags().DurationVar(&o.ttl, "ttl", 0, "wait up to this long for a device that is asleep or offline")
+}
+
+// dial opens a stream to addr, giving up after the timeout (and time to
+// live).
+func (o *dialOpts) dial(ctx context.Context, c *api.Client, addr string) (*api.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout+o.ttl)
+	defer cancel()
+	return c.DialWith(ctx, addr, api.DialOptions{Token: o.token, TTL: o.ttl})
+}
+
 func newPeerConnectCmd(g *globals) *cobra.Command {
-	var token string
-	var timeout, ttl time.Duration
+	var o dialOpts
 	cmd := &cobra.Command{
 		Use:   "connect ADDR",
 		Short: "Open a stream to a service and join it to standard input and output",
@@ -88,9 +108,7 @@ token's limit, a lost link), exits 1 saying why.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+ttl)
-			s, err := c.DialWith(ctx, args[0], api.DialOptions{Token: token, TTL: ttl})
-			cancel()
+			s, err := o.dial(cmd.Context(), c, args[0])
 			if err != nil {
 				return hint(err)
 			}
@@ -106,15 +124,8 @@ token's limit, a lost link), exits 1 saying why.`,
 			return err
 		},
 	}
-	streamFlags(cmd, &token, &timeout, &ttl)
+	o.flags(cmd)
 	return cmd
-}
-
-// streamFlags are the options of opening a stream.
-func streamFlags(cmd *cobra.Command, token *string, timeout, ttl *time.Duration) {
-	cmd.Flags().StringVar(token, "token", "", "a service token (ID.SECRET from pzh tokens issue), for services that require one")
-	cmd.Flags().DurationVar(timeout, "timeout", wire.DefaultCallTimeout, "give up opening a stream after this long")
-	cmd.Flags().DurationVar(ttl, "ttl", 0, "wait up to this long for a device that is asleep or offline")
 }
 
 func newPeerExposeCmd(g *globals) *cobra.Command {
@@ -185,8 +196,7 @@ and the opener told why.`,
 }
 
 func newPeerForwardCmd(g *globals) *cobra.Command {
-	var token string
-	var timeout, ttl time.Duration
+	var o dialOpts
 	cmd := &cobra.Command{
 		Use:   "forward LISTEN ADDR",
 		Short: "Listen on a local TCP address and carry each connection over a stream to ADDR",
@@ -231,9 +241,7 @@ the service at ADDR, until interrupted. For example, with 'pzp expose ssh --to
 					return err
 				}
 				go func() {
-					ctx, cancel := context.WithTimeout(cmd.Context(), timeout+ttl)
-					s, err := c.DialWith(ctx, args[1], api.DialOptions{Token: token, TTL: ttl})
-					cancel()
+					s, err := o.dial(cmd.Context(), c, args[1])
 					if err != nil {
 						fmt.Fprintf(stderr, "connection from %s: %v\n", tc.RemoteAddr(), hint(err))
 						tc.Close()
@@ -246,6 +254,6 @@ the service at ADDR, until interrupted. For example, with 'pzp expose ssh --to
 			}
 		},
 	}
-	streamFlags(cmd, &token, &timeout, &ttl)
+	o.flags(cmd)
 	return cmd
 }
