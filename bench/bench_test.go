@@ -41,7 +41,7 @@ func TestSmoke(t *testing.T) {
 	}
 	want := map[string]int{"session setup": 2, "session setup latency p50": 2, "reconnect storm": 2, "idle keepalive traffic": 2, "idle heap per session": 2, "idle RSS per session": 2,
 		"sync propagation p50": 2, "sync propagation p99": 2, "sync wire bytes per edit": 2, "sync accepted edits": 2, "initial sync": 2, "initial sync peak RSS": 2,
-		"call round trip p50": 2, "call round trip p99": 2, "calls per second": 2, "call payload throughput": 2, "relay throughput": 2,
+		"call round trip p50": 2, "call round trip p99": 2, "HTTP+JSON call round trip p50": 2, "calls per second": 2, "call payload throughput": 2, "relay throughput": 2,
 		"direct call round trip p50": 2, "direct call round trip p99": 2, "cross-zone call round trip p50": 2, "cross-zone call round trip p99": 2,
 		"wake ping size": 2, "wake to delivery p50": 2, "wake to delivery p99": 2, "idle traffic asleep": 2,
 		"initial sync vs bbolt load": 2, "stream throughput via the hub": 2, "stream setup p50": 2, "idle stream hub heap": 2, "stream throughput direct": 2}

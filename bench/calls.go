@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,8 +30,9 @@ import (
 // each an application serves echo through the Go client (Serve), and the
 // callers call through A's local API (Client.Call). The relay row has two
 // more devices, with bare sessions (DialSession) at both ends of one call
-// stream, to measure what the hub itself moves, without applications or
-// JSON at the ends: apps have no streaming API yet.
+// stream, to measure what the hub's call relay itself moves, without
+// applications or JSON at the ends (the stream rows, streams.go, measure
+// apps' byte streams).
 
 const (
 	// callApp is the application that calls and serves.
@@ -250,8 +253,9 @@ func (c *callBench) roundTrip(ctx context.Context, kind transport.Kind) ([]Row, 
 		err := c.call(ctx, to, arg)
 		return ms(time.Since(start)), err
 	}
+	httpCall := httpJSONCaller(c.a, c.remote(), arg)
 	n, warm := c.cfg.CallSamples, max(c.cfg.CallSamples/10, 5)
-	remote, local, raws := make([]float64, 0, n), make([]float64, 0, n), make([]float64, 0, n)
+	remote, local, raws, plain := make([]float64, 0, n), make([]float64, 0, n), make([]float64, 0, n), make([]float64, 0, n)
 	for i := range warm + n {
 		start := time.Now()
 		for range 2 {
@@ -268,10 +272,16 @@ func (c *callBench) roundTrip(ctx context.Context, kind transport.Kind) ([]Row, 
 		if err != nil {
 			return nil, err
 		}
+		start = time.Now()
+		if err := httpCall(ctx); err != nil {
+			return nil, err
+		}
+		h := ms(time.Since(start))
 		if i >= warm {
-			remote, local, raws = append(remote, z), append(local, l), append(raws, r)
+			remote, local, raws, plain = append(remote, z), append(local, l), append(raws, r), append(plain, h)
 		}
 	}
+	h50 := percentile(plain, .5)
 	p50, p99 := percentile(remote, .5), percentile(remote, .99)
 	r50, r99 := percentile(raws, .5), percentile(raws, .99)
 	l50, l99 := percentile(local, .5), percentile(local, .99)
@@ -285,7 +295,46 @@ func (c *callBench) roundTrip(ctx context.Context, kind transport.Kind) ([]Row, 
 			Target: fmt.Sprintf("≤ %.1f×", targetCallP50), Met: ratio(p50, r50) <= targetCallP50, Runs: n, Note: note},
 		{Name: "call round trip p99", Transport: string(kind), Value: p99, Unit: "ms", Baseline: r99, Ratio: ratio(p99, r99),
 			Target: fmt.Sprintf("≤ %.1f×", targetCallP99), Met: ratio(p99, r99) <= targetCallP99, Runs: n, Note: note},
+		{Name: "HTTP+JSON call round trip p50", Transport: string(kind), Value: h50, Unit: "ms", Baseline: r50, Ratio: ratio(h50, r50),
+			Target: fmt.Sprintf("≤ %.1f×", targetHTTPCallP50), Met: ratio(h50, r50) <= targetHTTPCallP50, Runs: n,
+			Note: "the same call as another language makes it: net/http, not the Go client, POST /v1/call on A's socket with its JSON body and Authorization, the answer decoded; B's app as above; raw as above, alternating"},
 	}, nil
+}
+
+// httpJSONCaller calls echo at to from d's app as a non-Go application
+// would: a plain HTTP client on the socket, a JSON body, the JSON answer
+// decoded and checked.
+func httpJSONCaller(d *syncDevice, to string, arg json.RawMessage) func(context.Context) error {
+	sock := api.SocketPath(d.dir, api.PeerSocketName)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", sock)
+	}}}
+	body, _ := json.Marshal(map[string]any{"to": to, "method": callMethod, "body": arg})
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://local/v1/call", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+d.cred)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("HTTP call %s: %w", to, err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Result json.RawMessage `json:"result"`
+			Error  string          `json:"error"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP call %s: %s %s %v", to, resp.Status, out.Error, err)
+		}
+		if !bytes.Equal(out.Result, arg) {
+			return fmt.Errorf("HTTP call %s: echo answered %d bytes, not the %d sent", to, len(out.Result), len(arg))
+		}
+		return nil
+	}
 }
 
 // callLoad is callers on A calling one service as fast as they can.
@@ -557,7 +606,7 @@ func (c *callBench) relayThroughput(ctx context.Context, kind transport.Kind) ([
 	c.cfg.logf("relay throughput %s: %.0f MB/s (runs %.0f); raw %.0f MB/s (runs %.0f)", kind, v, zs, b, raws)
 	return []Row{{Name: "relay throughput", Transport: string(kind), Value: v, Unit: "MB/s", Baseline: b, Ratio: ratio(v, b),
 		Target: "report", Met: true, Runs: runs,
-		Note: fmt.Sprintf("A→hub→B, %d MiB in calls of %d KiB (the most a call carries; the hub reads each body whole before passing it on), %d in flight, in %d KiB data frames, bare sessions at both ends (apps have no streaming API yet); raw, alternating: the same frames over one raw %s stream",
+		Note: fmt.Sprintf("A→hub→B, %d MiB in calls of %d KiB (the most a call carries; the hub reads each body whole before passing it on), %d in flight, in %d KiB data frames, bare sessions at both ends (the hub's call relay alone); raw, alternating: the same frames over one raw %s stream",
 			size>>20, wire.MaxCallBody>>10, relayCallsInFlight, relayChunk>>10, kind)}}, nil
 }
 

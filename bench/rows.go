@@ -29,6 +29,7 @@ const (
 	// From the applications' data path issue.
 	targetCallP50      = 2.5 // relayed call p50 ≤ 2.5 × two raw echoes
 	targetCallP99      = 4.0 // and p99 ≤ 4 ×
+	targetHTTPCallP50  = 4.0 // the HTTP+JSON path (a non-Go app) p50 ≤ 4 ×
 	targetCallRate     = 0.5 // calls/s ≥ 0.5 × the raw two-hop echo rate
 	targetCrossZoneP50 = 3.0 // cross-zone call p50 ≤ 3 × three raw echoes
 	targetSyncLoad     = 2.0 // initial sync ≤ 2 × the raw bbolt load

@@ -137,6 +137,7 @@ func (h *syncHub) invite(ctx context.Context, device string, uses int) (string, 
 type syncDevice struct {
 	name, dir string
 	client    *api.Client
+	cred      string // app callApp's credential, which client presents
 }
 
 // pairDevices pairs n devices named name, name-2, ..., each with its data
@@ -164,7 +165,7 @@ func (h *syncHub) pairDevices(ctx context.Context, name, base string, n int) ([]
 		if err != nil {
 			return nil, err
 		}
-		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: api.NewClient(api.SocketPath(dir, api.PeerSocketName), api.WithCredential(cred))})
+		devs = append(devs, &syncDevice{name: res.Device, dir: dir, client: api.NewClient(api.SocketPath(dir, api.PeerSocketName), api.WithCredential(cred)), cred: cred})
 	}
 	return devs, nil
 }

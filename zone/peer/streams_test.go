@@ -25,30 +25,40 @@ import (
 	"github.com/pzone/pzone/zone/wire"
 )
 
-// listenEcho serves a stream service on the device in dir as app until
-// the test ends: each stream is echoed back, and ended once the other
-// end ends its direction.
-func listenEcho(t *testing.T, dir, app, service string) {
+// serveStreams serves info through c until the test ends, handing each
+// stream to handle in a goroutine of its own.
+func serveStreams(t *testing.T, c *api.Client, info api.ServiceInfo, handle func(*api.Stream)) {
 	t.Helper()
-	l, err := appClient(dir, app).Listen(context.Background(), service)
+	l, err := c.ListenWith(context.Background(), info)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
-			c, err := l.AcceptStream()
+			s, err := l.AcceptStream()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.CloseWrite()
-				}
-			}()
+			go handle(s)
 		}
 	}()
+}
+
+// echoStream echoes a stream back, and ends its direction once the other
+// end ends its own.
+func echoStream(s *api.Stream) {
+	defer s.Close()
+	if _, err := io.Copy(s, s); err == nil {
+		s.CloseWrite()
+	}
+}
+
+// listenEcho serves a stream service on the device in dir as app until
+// the test ends, echoing each stream (echoStream).
+func listenEcho(t *testing.T, dir, app, service string) {
+	t.Helper()
+	serveStreams(t, appClient(dir, app), api.ServiceInfo{Name: service}, echoStream)
 }
 
 // roundTrip writes data to a stream, ends its direction, and reads
@@ -182,41 +192,28 @@ func TestStreamCuts(t *testing.T) {
 	startPeer(t, laptop, clock)
 	waitSyncedPeer(t, phone)
 	waitSyncedPeer(t, laptop)
-	l, err := appClient(laptop, "files").ListenWith(context.Background(), api.ServiceInfo{Name: "sync", TokenRequired: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	served := make(chan error, 8) // how each stream ended at the serving app
-	go func() {
+	serveStreams(t, appClient(laptop, "files"), api.ServiceInfo{Name: "sync", TokenRequired: true}, func(c *api.Stream) {
+		// Echo until the read fails, and report why it did (a write can
+		// fail first once the stream is cut).
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := l.AcceptStream()
+			n, err := c.Read(buf)
+			if n > 0 {
+				c.Write(buf[:n])
+			}
 			if err != nil {
+				served <- err
+				c.Close()
 				return
 			}
-			go func() {
-				// Echo until the read fails, and report why it did (a
-				// write can fail first once the stream is cut).
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						c.Write(buf[:n])
-					}
-					if err != nil {
-						served <- err
-						c.Close()
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	waitRecord(t, phone, zsync.BucketApps, "laptop/files")
 	ctx := testCtx(t)
 	c := appClient(phone, "backup")
 
-	_, err = c.Dial(ctx, "laptop/sync")
+	_, err := c.Dial(ctx, "laptop/sync")
 	wantStatus(t, err, http.StatusForbidden, "requires a token")
 
 	// Bytes: the stream is cut once it passes the token's quota.
@@ -347,32 +344,16 @@ func TestFederatedStream(t *testing.T) {
 	startPeer(t, laptop, clock)
 	befriend(t, bob, alice, "bob")
 	waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
-	l, err := appClient(laptop, "shell").Listen(context.Background(), "ssh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	peers := make(chan string, 4)
-	go func() {
-		for {
-			c, err := l.AcceptStream()
-			if err != nil {
-				return
-			}
-			peers <- c.Peer()
-			go func() {
-				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.CloseWrite()
-				}
-			}()
-		}
-	}()
+	serveStreams(t, appClient(laptop, "shell"), api.ServiceInfo{Name: "ssh"}, func(c *api.Stream) {
+		peers <- c.Peer()
+		echoStream(c)
+	})
 	ctx := testCtx(t)
 	c := appClient(phone, "term")
 
 	// bob's policy: nothing for other zones by default.
-	_, err = c.Dial(ctx, "bob/laptop/ssh")
+	_, err := c.Dial(ctx, "bob/laptop/ssh")
 	wantStatus(t, err, http.StatusForbidden, `denied by zone "bob"'s policy`)
 	putRule(t, bob, "alice-ssh", policy.EffectAllow, "alice/phone/term", "laptop/ssh")
 	waitRecord(t, laptop, zsync.BucketPolicy, "alice-ssh")
@@ -412,21 +393,8 @@ func TestStreamBackpressure(t *testing.T) {
 	startPeer(t, laptop, clock)
 	waitSyncedPeer(t, phone)
 	waitSyncedPeer(t, laptop)
-	l, err := appClient(laptop, "sink").Listen(context.Background(), "sink")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	accepted := make(chan *api.Stream, 2)
-	go func() {
-		for {
-			c, err := l.AcceptStream()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	serveStreams(t, appClient(laptop, "sink"), api.ServiceInfo{Name: "sink"}, func(c *api.Stream) { accepted <- c })
 	waitRecord(t, phone, zsync.BucketApps, "laptop/sink")
 	ctx := testCtx(t)
 	c := appClient(phone, "src")
@@ -568,22 +536,12 @@ func TestStreamCancelAndHubHosted(t *testing.T) {
 	waitSyncedPeer(t, phone)
 	waitSyncedPeer(t, laptop)
 	ctx := testCtx(t)
-	l, err := appClient(laptop, "svc").Listen(context.Background(), "svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	got := make(chan error, 1)
-	go func() {
-		s, err := l.AcceptStream()
-		if err != nil {
-			got <- err
-			return
-		}
-		_, err = io.Copy(io.Discard, s)
+	serveStreams(t, appClient(laptop, "svc"), api.ServiceInfo{Name: "svc"}, func(s *api.Stream) {
+		_, err := io.Copy(io.Discard, s)
 		got <- err
 		s.Close()
-	}()
+	})
 	s, err := appClient(phone, "app").Dial(ctx, "laptop/svc")
 	if err != nil {
 		t.Fatal(err)
@@ -598,25 +556,7 @@ func TestStreamCancelAndHubHosted(t *testing.T) {
 		t.Fatalf("the serving app's read after the dialler cancelled: %v", err)
 	}
 
-	hl, err := hb.client().Listen(context.Background(), "hubsvc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hl.Close() })
-	go func() {
-		for {
-			s, err := hl.AcceptStream()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer s.Close()
-				if _, err := io.Copy(s, s); err == nil {
-					s.CloseWrite()
-				}
-			}()
-		}
-	}()
+	serveStreams(t, hb.client(), api.ServiceInfo{Name: "hubsvc"}, echoStream)
 	s, err = appClient(phone, "app").Dial(ctx, "hub/hubsvc")
 	if err != nil {
 		t.Fatal(err)
