@@ -213,14 +213,16 @@ func (r *Registry) edit(change func(apps map[string]App) error) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(r.path(), append(data, '\n')); err != nil {
+	if err := writeFile(r.path(), append(data, '\n'), true); err != nil {
 		return fmt.Errorf("save %s: %w (it is unchanged: free some space or fix its directory, and try again)", r.path(), err)
 	}
 	return nil
 }
 
-// writeFile replaces path with data (mode 0600) atomically and durably.
-func writeFile(path string, data []byte) error {
+// writeFile replaces path with data (mode 0600) atomically, and durably
+// if durable: the registry must survive a crash; the CLI's credential is
+// made again at every start, so it needs no fsync at start-up.
+func writeFile(path string, data []byte, durable bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -234,15 +236,20 @@ func writeFile(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
@@ -303,7 +310,7 @@ func (r *Registry) List() ([]App, error) {
 // device's key, or run its CLI.
 func (r *Registry) IssueCLI() error {
 	cred, hash := newCredential(CLI)
-	if err := writeFile(filepath.Join(r.dir, CLIFile), []byte(cred+"\n")); err != nil {
+	if err := writeFile(filepath.Join(r.dir, CLIFile), []byte(cred+"\n"), false); err != nil {
 		return fmt.Errorf("write the CLI's credential: %w", err)
 	}
 	r.mu.Lock()
