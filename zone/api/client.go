@@ -54,14 +54,32 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if cred := c.cred(); cred != "" {
-		req.Header.Set("Authorization", "Bearer "+cred)
+	for retried := false; ; retried = true {
+		cred := c.cred()
+		if cred != "" {
+			req.Header.Set("Authorization", "Bearer "+cred)
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			return nil, c.dialErr(err)
+		}
+		if retried || !c.credChanged(resp, cred) || (body != nil && req.GetBody == nil) {
+			return resp, nil
+		}
+		resp.Body.Close()
+		if body != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.dialErr(err)
-	}
-	return resp, nil
+}
+
+// credChanged says a refusal came from a credential file read just as a
+// daemon started: read before the daemon wrote its own, while the socket
+// it then reached was the new one. Asked again, the file has changed.
+func (c *Client) credChanged(resp *http.Response, sent string) bool {
+	return resp.StatusCode == http.StatusUnauthorized && c.credFile != "" && c.cred() != sent
 }
 
 // dialErr says ErrNotRunning for a socket that nothing answers on.

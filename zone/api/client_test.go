@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,5 +73,46 @@ func TestClientAnswers(t *testing.T) {
 	}
 	if err := c.Do(ctx, http.MethodGet, "/broken", nil, nil); !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || !strings.Contains(ae.Message, "502") {
 		t.Fatalf("an answer that is not ours: %v", err)
+	}
+}
+
+// A CLI reading its daemon's credential file just before the daemon wrote
+// it (and then reaching the daemon's new socket) asks again with the file
+// as it is now, once, instead of failing as an app without a credential.
+func TestClientCredentialFileRace(t *testing.T) {
+	credFile := filepath.Join(t.TempDir(), "cli.credential")
+	const cred = "pzapp.pzp.secret"
+	var asked []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/echo", func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get("Authorization")
+		asked = append(asked, got)
+		if got != "Bearer "+cred {
+			if _, err := os.Stat(credFile); err != nil {
+				os.WriteFile(credFile, []byte(cred+"\n"), 0o600) // the daemon starting
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"no credential"}`))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})
+	c := serve(t, mux)
+	c.credFile = credFile
+	var out map[string]int
+	if err := c.Do(testCtx(t), http.MethodPost, "/v1/echo", map[string]int{"a": 1}, &out); err != nil || out["a"] != 1 {
+		t.Fatalf("Do: %v %v, want the answer once the credential is in place", out, err)
+	}
+	if len(asked) != 2 || asked[0] != "" {
+		t.Fatalf("asked with %q, want once without a credential, then with it", asked)
+	}
+	// A credential that is simply wrong is not asked again.
+	os.WriteFile(credFile, []byte("pzapp.pzp.other\n"), 0o600)
+	asked = nil
+	var ae *APIError
+	if err := c.Do(testCtx(t), http.MethodPost, "/v1/echo", nil, nil); !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || len(asked) != 1 {
+		t.Fatalf("a wrong credential: %v after %d requests, want one 401", err, len(asked))
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -64,6 +65,9 @@ friend any more).`,
 			defer cancel()
 			var st api.HubStatus
 			if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
+				if !errors.Is(err, api.ErrNotRunning) {
+					return fmt.Errorf("hub in %s: %w", dir, err)
+				}
 				return fmt.Errorf("hub in %s not ready after %v: %w", dir, timeout, err)
 			}
 			if args[0] == "ready" {

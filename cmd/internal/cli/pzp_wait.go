@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,6 +36,9 @@ for the hub (synced).`,
 			defer cancel()
 			var st api.PeerStatus
 			if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
+				if !errors.Is(err, api.ErrNotRunning) {
+					return fmt.Errorf("pzp in %s: %w", dir, err)
+				}
 				return fmt.Errorf("pzp in %s not running after %v: %w", dir, timeout, err)
 			}
 			if args[0] == "ready" {
