@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pzone/pzone/zone/wire"
@@ -119,6 +118,15 @@ func (c *Client) Call(ctx context.Context, to, method string, arg any) (json.Raw
 // CallWith is Call with every field of the request, a token included;
 // the deadline comes from ctx.
 func (c *Client) CallWith(ctx context.Context, req CallRequestBody) (json.RawMessage, error) {
+	if req.Body == nil {
+		req.Body = json.RawMessage("null")
+	}
+	if f, err := c.exchange(ctx, OpCall, req); !errors.Is(err, errNoChannel) {
+		if err != nil {
+			return nil, err
+		}
+		return compact(f.Body)
+	}
 	var res CallResult
 	hctx, cancel := answerCtx(ctx)
 	defer cancel()
@@ -126,13 +134,17 @@ func (c *Client) CallWith(ctx context.Context, req CallRequestBody) (json.RawMes
 	if err := c.Do(hctx, http.MethodPost, "/v1/call", req, &res); err != nil {
 		return nil, err
 	}
-	// Handed back compact (a service in another language may answer
-	// with spaces; an older daemon indents).
-	if bytes.IndexAny(res.Result, " \t\r\n") < 0 {
-		return res.Result, nil
+	return compact(res.Result)
+}
+
+// compact hands a result back compact (a service in another language may
+// answer with spaces; an older daemon indents).
+func compact(res json.RawMessage) (json.RawMessage, error) {
+	if bytes.IndexAny(res, " \t\r\n") < 0 {
+		return res, nil
 	}
 	var buf bytes.Buffer
-	if err := json.Compact(&buf, res.Result); err != nil {
+	if err := json.Compact(&buf, res); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -153,6 +165,20 @@ func (c *Client) Send(ctx context.Context, to string, msg any) error {
 // for a device that is away is kept at the hub (Queued) and the device
 // woken. The deadline comes from ctx.
 func (c *Client) SendWith(ctx context.Context, req CallRequestBody) (*SendResult, error) {
+	if req.Body == nil {
+		req.Body = json.RawMessage("null")
+	}
+	if f, err := c.exchange(ctx, OpSend, req); !errors.Is(err, errNoChannel) {
+		if err != nil {
+			return nil, err
+		}
+		res := &SendResult{Delivered: !f.Queued, Queued: f.Queued}
+		if f.Queued {
+			exp := time.UnixMilli(f.ExpiresMs).UTC()
+			res.Expires = &exp
+		}
+		return res, nil
+	}
 	hctx, cancel := answerCtx(ctx)
 	defer cancel()
 	req.TimeoutMs = timeoutMs(ctx)
@@ -198,6 +224,9 @@ type Handler func(ctx context.Context, ev Event) (any, error)
 // are handled one at a time, in the order they arrived. ready,
 // if not nil, is called once the daemon has registered the service.
 func (c *Client) Serve(ctx context.Context, info ServiceInfo, handle Handler, ready func()) error {
+	if err := c.serveChannel(ctx, info, handle, ready); !errors.Is(err, errNoChannel) {
+		return err
+	}
 	q := url.Values{}
 	if info.Description != "" {
 		q.Set("description", info.Description)
@@ -218,48 +247,17 @@ func (c *Client) Serve(ctx context.Context, info ServiceInfo, handle Handler, re
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4*wire.MaxCallBody)
-	var mu sync.Mutex
-	inFlight := map[string]context.CancelFunc{} // calls being handled, to cancel
-	// Messages are handled one at a time, in the order they came (a queue
-	// at the hub delivers them in order); calls each on their own.
-	messages := make(chan Event, EventBuffer)
-	defer close(messages)
-	go func() {
-		for ev := range messages {
-			c.handle(ctx, ev, handle)
-		}
-	}()
+	d := newDispatcher(ctx, handle, func(ctx context.Context, ev Event, rep Reply) {
+		// The caller may have given up already (404): nothing to do then.
+		c.Do(ctx, http.MethodPost, "/v1/calls/"+url.PathEscape(ev.ID)+"/reply", rep, nil)
+	})
+	defer d.close()
 	for sc.Scan() {
 		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return fmt.Errorf("bad event from the daemon: %w", err)
 		}
-		if ev.Type == "cancel" {
-			mu.Lock()
-			if cancel := inFlight[ev.ID]; cancel != nil {
-				cancel()
-			}
-			mu.Unlock()
-			continue
-		}
-		if ev.Type == "message" {
-			select {
-			case messages <- ev:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		hctx, cancel := context.WithCancel(ctx)
-		mu.Lock()
-		inFlight[ev.ID] = cancel
-		mu.Unlock()
-		go func() {
-			c.handle(hctx, ev, handle)
-			mu.Lock()
-			delete(inFlight, ev.ID)
-			mu.Unlock()
-			cancel()
-		}()
+		d.event(ev)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -268,27 +266,6 @@ func (c *Client) Serve(ctx context.Context, info ServiceInfo, handle Handler, re
 		return err
 	}
 	return errors.New("the daemon ended the service's event stream")
-}
-
-func (c *Client) handle(ctx context.Context, ev Event, handle Handler) {
-	hctx := ctx
-	if !ev.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithDeadline(ctx, ev.Deadline)
-		defer cancel()
-	}
-	res, err := handle(hctx, ev)
-	if ev.Type != "call" {
-		return
-	}
-	var rep Reply
-	if err != nil {
-		rep.Error = err.Error()
-	} else if rep.Result, err = marshalArg(res); err != nil {
-		rep = Reply{Error: "the service's result is not JSON: " + err.Error()}
-	}
-	// The caller may have given up already (404): nothing to do then.
-	c.Do(ctx, http.MethodPost, "/v1/calls/"+url.PathEscape(ev.ID)+"/reply", rep, nil)
 }
 
 func marshalArg(v any) (json.RawMessage, error) {

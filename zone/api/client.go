@@ -18,7 +18,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/pzone/pzone/zone/wire"
 )
@@ -110,6 +112,11 @@ type Client struct {
 	credential string
 	credFile   string // read at each request, if set
 	hc         *http.Client
+
+	// The channel for calls and messages (channelclient.go).
+	chmu      sync.Mutex
+	ch        *appChannel
+	noChannel bool // the daemon has none: HTTP requests instead
 }
 
 // cred is the credential to present, if any.
@@ -149,6 +156,10 @@ func NewClient(path string, opts ...Option) *Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
+		// Many goroutines of one app share a client: each keeps its
+		// connection instead of dialling one per request past two.
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
 	}}}
 	for _, o := range opts {
 		o(c)

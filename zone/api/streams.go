@@ -66,25 +66,36 @@ func (c *Client) DialWith(ctx context.Context, to string, o DialOptions) (*Strea
 // upgrade makes an upgrade request on a connection of its own and returns
 // the stream it became.
 func (c *Client) upgrade(ctx context.Context, path string) (*Stream, error) {
+	conn, br, resp, err := c.upgradeConn(ctx, path, StreamProtocol)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{c: conn, br: br, peer: resp.Header.Get(StreamPeerHeader)}, nil
+}
+
+// upgradeConn makes an upgrade request to protocol on a connection of its
+// own and returns the connection, once the daemon switched it, with what
+// it read past the 101.
+func (c *Client) upgradeConn(ctx context.Context, path, protocol string) (net.Conn, *bufio.Reader, *http.Response, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
-		return nil, c.dialErr(err)
+		return nil, nil, nil, c.dialErr(err)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	req, _ := http.NewRequest(http.MethodGet, "http://local"+path, nil)
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", StreamProtocol)
+	req.Header.Set("Upgrade", protocol)
 	if cred := c.cred(); cred != "" {
 		req.Header.Set("Authorization", "Bearer "+cred)
 	}
-	fail := func(err error) (*Stream, error) {
+	fail := func(err error) (net.Conn, *bufio.Reader, *http.Response, error) {
 		stop()
 		conn.Close()
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if err := req.Write(conn); err != nil {
 		return fail(err)
@@ -101,10 +112,10 @@ func (c *Client) upgrade(ctx context.Context, path string) (*Stream, error) {
 	}
 	if !stop() {
 		conn.Close()
-		return nil, ctx.Err()
+		return nil, nil, nil, ctx.Err()
 	}
 	conn.SetDeadline(time.Time{})
-	return &Stream{c: conn, br: br, peer: resp.Header.Get(StreamPeerHeader)}, nil
+	return conn, br, resp, nil
 }
 
 // Listener takes the streams opened to a service this application serves.

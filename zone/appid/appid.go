@@ -378,3 +378,21 @@ func From(ctx context.Context) string {
 	}
 	return Anonymous
 }
+
+type recheckKey struct{}
+
+// WithRecheck returns ctx carrying check, which says whether the identity
+// in ctx still holds (its credential not removed, the CLI's not replaced):
+// a connection that lives on after its request was checked, an app's
+// channel, asks again before each thing it does.
+func WithRecheck(ctx context.Context, check func() error) context.Context {
+	return context.WithValue(ctx, recheckKey{}, check)
+}
+
+// Recheck says why the identity in ctx no longer holds, or nil.
+func Recheck(ctx context.Context) error {
+	if f, ok := ctx.Value(recheckKey{}).(func() error); ok {
+		return f()
+	}
+	return nil
+}

@@ -317,7 +317,6 @@ func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 // counting the bytes each way; a failure either way resets both, so a
 // cancelled or expired exchange ends at both ends.
 func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error) {
-	done := make(chan error, 2)
 	pump := func(dst, src transport.Stream, n *atomic.Uint64) {
 		buf := copyBufs.Get().(*[]byte)
 		_, err := io.CopyBuffer(countingWriter{dst, n, check}, onlyReader{src}, *buf)
@@ -325,16 +324,18 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 		if err == nil {
 			err = dst.Close() // src ended its direction: end dst's
 		}
-		done <- err
-	}
-	go pump(b, a, aToB)
-	go pump(a, b, bToA)
-	for range 2 {
-		if err := <-done; err != nil {
+		if err != nil {
 			a.Reset()
 			b.Reset()
 		}
 	}
+	done := make(chan struct{})
+	session.Go(func() {
+		pump(b, a, aToB)
+		close(done)
+	})
+	pump(a, b, bToA)
+	<-done
 }
 
 // serveHosted delivers a call to a service an application on the hub's

@@ -120,7 +120,7 @@ func (h *Hub) apiHandler() http.Handler {
 	h.friends.routes(mux)
 	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)
-	}, h.log)
+	}, nil, h.log)
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }

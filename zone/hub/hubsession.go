@@ -283,10 +283,10 @@ func (s *hubSession) acceptStreams(ctx context.Context) {
 			return
 		}
 		s.h.conns.Add(1)
-		go func() {
+		session.Go(func() {
 			defer s.h.conns.Done()
 			s.handleStream(st)
-		}()
+		})
 	}
 }
 

@@ -28,7 +28,14 @@ func (p *Peer) authenticate(next http.Handler) http.Handler {
 		if c := localapi.ConnOf(r.Context()); c != nil && c.FirstAs(app) {
 			p.log.Info("app connected", "app", app, "pid", c.PID, "uid", c.UID)
 		}
-		next.ServeHTTP(w, r.WithContext(appid.WithApp(r.Context(), app)))
+		ctx := appid.WithRecheck(appid.WithApp(r.Context(), app), func() error {
+			now, err := p.identify(r)
+			if err == nil && now != app {
+				err = fmt.Errorf("the credential is app %q's now", now)
+			}
+			return err
+		})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

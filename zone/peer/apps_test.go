@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/pzone/pzone/zone/api"
@@ -150,4 +152,89 @@ func TestOnlyTheServingAppAnswers(t *testing.T) {
 	if err != nil || string(res) != `"genuine"` {
 		t.Fatalf("call: %s, %v", res, err)
 	}
+}
+
+// TestAppChannel: the Go client's channel carries calls, messages, a
+// service's events and its replies as the HTTP API does, many at once;
+// an app whose credential is removed loses its channel: the service it
+// served stops, a caller hears so at once instead of waiting out its
+// deadline, and the app's own calls are refused.
+func TestAppChannel(t *testing.T) {
+	clock := &testClock{}
+	hb := startHub(t, clock, nil)
+	phone, laptop := hb.pair(t, clock, "phone", 0), hb.pair(t, clock, "laptop", 0)
+	startPeer(t, phone, clock)
+	startPeer(t, laptop, clock)
+	waitPeer(t, laptop, func(*api.PeerStatus) bool { return true })
+	ctx := testCtx(t)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	served, ready, msgs := make(chan error, 1), make(chan struct{}), make(chan api.Event, 4)
+	go func() {
+		served <- appClient(laptop, "svc").Serve(sctx, api.ServiceInfo{Name: "chan"}, func(_ context.Context, ev api.Event) (any, error) {
+			if ev.Type == "message" {
+				msgs <- ev
+				return nil, nil
+			}
+			return ev.Body, nil
+		}, func() { close(ready) })
+	}()
+	select {
+	case <-ready:
+	case err := <-served:
+		t.Fatalf("serve: %v", err)
+	}
+	waitRecord(t, phone, "apps", "laptop/svc")
+	waitSyncedPeer(t, phone)
+
+	caller := appClient(phone, "caller")
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := caller.Call(ctx, "laptop/chan", "m", i)
+			if err == nil && string(res) != strconv.Itoa(i) {
+				err = fmt.Errorf("call %d answered %s", i, res)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// The same over plain HTTP, as other languages call.
+	var out api.CallResult
+	if err := caller.Do(ctx, http.MethodPost, "/v1/call", map[string]any{"to": "laptop/chan", "body": 7}, &out); err != nil || string(out.Result) != "7" {
+		t.Fatalf("HTTP call: %s, %v", out.Result, err)
+	}
+	if err := caller.Send(ctx, "laptop/chan", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-msgs; ev.From != "alice/phone/caller" || string(ev.Body) != `"hi"` {
+		t.Fatalf("message %+v", ev)
+	}
+	_, err := caller.Call(ctx, "nosuch/chan", "m", nil)
+	wantStatus(t, err, http.StatusNotFound, "nosuch")
+
+	// The serving app's credential removed: at its next event.
+	if err := appid.Open(laptop).Remove("svc"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = caller.Call(ctx, "laptop/chan", "m", 1)
+	wantStatus(t, err, http.StatusServiceUnavailable, `service "chan" stopped before it answered`)
+	if err := <-served; err == nil || !strings.Contains(err.Error(), "daemon ended the service's channel") {
+		t.Fatalf("Serve ended with %v", err)
+	}
+	// The calling app's: at its next call.
+	if err := appid.Open(phone).Remove("caller"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = caller.Call(ctx, "laptop/chan", "m", 1)
+	wantStatus(t, err, http.StatusUnauthorized, `app "caller" is not registered`)
 }

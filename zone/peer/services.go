@@ -48,7 +48,7 @@ func (rt *router) acceptCalls(ctx context.Context, conn transport.Conn) {
 		if err != nil {
 			return
 		}
-		go rt.serveIncoming(st)
+		session.Go(func() { rt.serveIncoming(st) })
 	}
 }
 
@@ -341,6 +341,53 @@ func callHTTPStatus(s wire.CallStatus) int {
 	return http.StatusInternalServerError
 }
 
+// exchange makes a call or sends a message for app, as POST /v1/call and
+// /v1/send and apps' channels ask: the result of a call, or what became of
+// a message; a refusal as the HTTP status saying why, and the error.
+func (rt *router) exchange(ctx context.Context, app string, kind wire.CallKind, req api.CallRequestBody) ([]byte, *api.SendResult, int, error) {
+	addr, err := wire.ParseAddr(req.To)
+	if err != nil {
+		return nil, nil, http.StatusBadRequest, err
+	}
+	body := []byte(req.Body)
+	if len(body) == 0 {
+		body = []byte("null")
+	}
+	if req.TTLMs < 0 {
+		return nil, nil, http.StatusBadRequest, errors.New("ttl_ms is negative")
+	}
+	ttl := time.Duration(req.TTLMs) * time.Millisecond
+	// timeout_ms covers the whole exchange; without it, a call for later
+	// may also wait its time to live for the device.
+	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+	if timeout <= 0 {
+		timeout = wire.DefaultCallTimeout
+		if kind == wire.CallRequest {
+			timeout += ttl
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(timeout, wire.MaxCallTimeout))
+	defer cancel()
+	res, rep, err := rt.call(ctx, app, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
+	var ce *wire.CallError
+	switch {
+	case errors.As(err, &ce):
+		return nil, nil, callHTTPStatus(ce.Status), fmt.Errorf("%s: %s", addr, ce.Message)
+	case err != nil:
+		return nil, nil, http.StatusInternalServerError, err
+	case kind == wire.CallMessage:
+		out := &api.SendResult{Delivered: true}
+		if rep != nil && rep.Queued {
+			exp := time.UnixMilli(rep.ExpiresMs).UTC()
+			out = &api.SendResult{Queued: true, Expires: &exp}
+		}
+		return nil, out, http.StatusOK, nil
+	case !json.Valid(res):
+		return nil, nil, http.StatusBadGateway, fmt.Errorf("%s: the answer is not JSON", addr)
+	}
+	return res, nil, http.StatusOK, nil
+}
+
 func (rt *router) routes(mux *http.ServeMux) {
 	exchange := func(kind wire.CallKind) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -349,53 +396,16 @@ func (rt *router) routes(mux *http.ServeMux) {
 				localapi.WriteErr(w, http.StatusBadRequest, err)
 				return
 			}
-			addr, err := wire.ParseAddr(req.To)
-			if err != nil {
-				localapi.WriteErr(w, http.StatusBadRequest, err)
-				return
-			}
 			if err := claimedApp(r, req.App); err != nil {
 				localapi.WriteErr(w, http.StatusForbidden, err)
 				return
 			}
-			app := appid.From(r.Context())
-			body := []byte(req.Body)
-			if len(body) == 0 {
-				body = []byte("null")
-			}
-			if req.TTLMs < 0 {
-				localapi.WriteErr(w, http.StatusBadRequest, errors.New("ttl_ms is negative"))
-				return
-			}
-			ttl := time.Duration(req.TTLMs) * time.Millisecond
-			ctx := r.Context()
-			// timeout_ms covers the whole exchange; without it, a call for
-			// later may also wait its time to live for the device.
-			timeout := time.Duration(req.TimeoutMs) * time.Millisecond
-			if timeout <= 0 {
-				timeout = wire.DefaultCallTimeout
-				if kind == wire.CallRequest {
-					timeout += ttl
-				}
-			}
-			ctx, cancel := context.WithTimeout(ctx, min(timeout, wire.MaxCallTimeout))
-			defer cancel()
-			res, rep, err := rt.call(ctx, app, addr, kind, callOpts{method: req.Method, token: req.Token, ttl: ttl}, body)
-			var ce *wire.CallError
+			res, sent, status, err := rt.exchange(r.Context(), appid.From(r.Context()), kind, req)
 			switch {
-			case errors.As(err, &ce):
-				localapi.WriteErr(w, callHTTPStatus(ce.Status), fmt.Errorf("%s: %s", addr, ce.Message))
 			case err != nil:
-				localapi.WriteErr(w, http.StatusInternalServerError, err)
+				localapi.WriteErr(w, status, err)
 			case kind == wire.CallMessage:
-				out := api.SendResult{Delivered: true}
-				if rep != nil && rep.Queued {
-					exp := time.UnixMilli(rep.ExpiresMs).UTC()
-					out = api.SendResult{Queued: true, Expires: &exp}
-				}
-				localapi.WriteJSON(w, http.StatusOK, out)
-			case !json.Valid(res):
-				localapi.WriteErr(w, http.StatusBadGateway, fmt.Errorf("%s: the answer is not JSON", addr))
+				localapi.WriteJSON(w, http.StatusOK, sent)
 			default:
 				// The result as it came, checked JSON: not decoded and
 				// encoded again.
@@ -412,7 +422,7 @@ func (rt *router) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/streams/dial", rt.serveDial)
 	services.HostRoutes(mux, rt.p.services, appOf, func(app string, info api.ServiceInfo) error {
 		return services.Publish(rt.p.state, rt.p.id.Load().Device, app, info)
-	}, rt.p.log)
+	}, rt.exchange, rt.p.log)
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		// What the asking app may call; the device's CLI may ask for any
 		// app (pzp services --app A).

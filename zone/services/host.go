@@ -160,13 +160,14 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 	}
 	select {
 	case r := <-pc.reply:
-		if r.Error != "" {
-			return nil, &wire.CallError{Status: wire.CallFailed, Message: r.Error}
+		return replied(r)
+	case <-l.done:
+		select {
+		case r := <-pc.reply: // it answered, then stopped
+			return replied(r)
+		default:
 		}
-		if len(r.Result) == 0 {
-			return []byte("null"), nil
-		}
-		return r.Result, nil
+		return nil, &wire.CallError{Status: wire.CallOffline, Message: fmt.Sprintf("service %q stopped before it answered", hdr.ToService)}
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, &wire.CallError{Status: wire.CallDeadline, Message: fmt.Sprintf("service %q did not answer in time", hdr.ToService)}
@@ -178,6 +179,17 @@ func (sh *Host) Deliver(ctx context.Context, hdr *wire.CallHeader, body []byte) 
 		}
 		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: "the call was cancelled"}
 	}
+}
+
+// replied is a call's outcome from the application's reply.
+func replied(r api.Reply) ([]byte, *wire.CallError) {
+	if r.Error != "" {
+		return nil, &wire.CallError{Status: wire.CallFailed, Message: r.Error}
+	}
+	if len(r.Result) == 0 {
+		return []byte("null"), nil
+	}
+	return r.Result, nil
 }
 
 // answer delivers app's reply to call id; app "" is the node's operator
@@ -208,8 +220,12 @@ func callerName(h *wire.CallHeader) string {
 // HostRoutes adds the endpoints of applications serving services on this
 // node (a device, or the hub): their event streams and their replies.
 // appOf says which app a request serves as (or why it may not); publish
-// records a service in the zone state.
-func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string, error), publish func(app string, info api.ServiceInfo) error, log *slog.Logger) {
+// records a service in the zone state; call, if not nil, makes the calls
+// and messages apps send on their channels (a device's router).
+func HostRoutes(mux *http.ServeMux, sh *Host, appOf func(*http.Request) (string, error), publish func(app string, info api.ServiceInfo) error, call Caller, log *slog.Logger) {
+	mux.HandleFunc("GET /v1/channel", func(w http.ResponseWriter, r *http.Request) {
+		serveChannel(w, r, sh, appOf, publish, call, log)
+	})
 	mux.HandleFunc("GET /v1/services/{service}/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, sh, appOf, publish, log)
 	})
