@@ -60,6 +60,23 @@ func (s *replayStream) Read(p []byte) (int, error) {
 	return s.Stream.Read(p)
 }
 
+// replayed is the body st would replay, in its frames as they came, for
+// the opening of the next hop (nil if st replays none); sent says the
+// next hop has it, and st replays it no more.
+func replayed(st transport.Stream) (framed []byte, sent func()) {
+	s, ok := st.(*replayStream)
+	if !ok {
+		return nil, func() {}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rest, func() {
+		s.mu.Lock()
+		s.rest = nil
+		s.mu.Unlock()
+	}
+}
+
 // readCallBody reads a call's request body (at most wire.MaxCallBody, held in
 // memory) before the hub commits anything to the call: a caller that
 // sends a header and no body then holds no stream to the target, only a
@@ -227,11 +244,20 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	}
 	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
 	defer cancel()
-	out, err := openCallStream(ctx, target.conn, hdr, deadline)
+	// Without a token's limits, nothing can refuse the call once the
+	// stream to the target is open: its body goes in the same packet as
+	// its header. With them, the body follows once the binding took it.
+	var framed []byte
+	sent := func() {}
+	if limitsOf == nil {
+		framed, sent = replayed(st)
+	}
+	out, err := openCallStream(ctx, target.conn, hdr, deadline, framed)
 	if err != nil {
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
 		return
 	}
+	sent()
 	r := &relay{a: st, b: out}
 	b, err := rt.h.bindings.attach(key, r, rt.h.cfg.Now(), limitsOf)
 	if err != nil {
@@ -240,6 +266,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 		return
 	}
 	defer b.detach(r)
+	b.in.Add(uint64(len(framed)))
 	if hdr.Kind == wire.CallStream {
 		rt.relayStream(st, out, slot, fmt.Sprintf("device %q", from), fmt.Sprintf("device %q", hdr.ToDevice), b, r)
 		return
@@ -261,7 +288,11 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, body []byte, deadline time.Time) (*wire.CallReply, []byte, error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	out, err := openCallStream(ctx, conn, hdr, deadline)
+	framed, err := session.FrameBody(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := openCallStream(ctx, conn, hdr, deadline, framed)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -270,9 +301,6 @@ func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader
 	fail := func(err error) (*wire.CallReply, []byte, error) {
 		out.Reset()
 		return nil, nil, err
-	}
-	if err := session.WriteBody(out, body, false); err != nil {
-		return fail(err)
 	}
 	fr := transport.NewFrameReader(out, wire.CallChunk+16)
 	var rep wire.CallReply
@@ -289,14 +317,15 @@ func exchangeCall(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader
 	return &rep, res, nil
 }
 
-// openCallStream opens a call stream on conn and writes its headers.
-func openCallStream(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, deadline time.Time) (transport.Stream, error) {
+// openCallStream opens a call stream on conn and writes its headers and
+// framed, the body's frames if known (in the same packet).
+func openCallStream(ctx context.Context, conn transport.Conn, hdr *wire.CallHeader, deadline time.Time, framed []byte) (transport.Stream, error) {
 	out, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out.SetDeadline(deadline)
-	if err := session.OpenCall(out, hdr, nil); err != nil {
+	if err := session.OpenCallFramed(out, hdr, framed); err != nil {
 		out.Reset()
 		return nil, err
 	}

@@ -66,7 +66,8 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 	defer l.use()()
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
-	out, err := openCallStream(ctx, l.conn, hdr, deadline)
+	framed, sent := replayed(st)
+	out, err := openCallStream(ctx, l.conn, hdr, deadline, framed)
 	if err != nil {
 		if later {
 			rt.h.links.queueForFriend(st, hdr, f)
@@ -75,6 +76,7 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}
+	sent()
 	l.calls.Add(1)
 	rt.h.changes.Bump()
 	if hdr.Kind == wire.CallStream {

@@ -136,6 +136,19 @@ func Exchange(ctx context.Context, conn transport.Conn, kind wire.StreamKind, re
 // body that follows by other means), the request body and its end. One
 // write is one packet where the three would often be three.
 func OpenCall(st transport.Stream, hdr *wire.CallHeader, body []byte) error {
+	var framed []byte
+	if body != nil {
+		var err error
+		if framed, err = FrameBody(body); err != nil {
+			return err
+		}
+	}
+	return OpenCallFramed(st, hdr, framed)
+}
+
+// OpenCallFramed is OpenCall with the body already in its frames, as a
+// hop that read them passes them on.
+func OpenCallFramed(st transport.Stream, hdr *wire.CallHeader, framed []byte) error {
 	var buf bytes.Buffer
 	if err := transport.WriteFrame(&buf, &wire.StreamHeader{Kind: wire.StreamCall}); err != nil {
 		return err
@@ -143,20 +156,25 @@ func OpenCall(st transport.Stream, hdr *wire.CallHeader, body []byte) error {
 	if err := transport.WriteFrame(&buf, hdr); err != nil {
 		return err
 	}
-	if body != nil {
-		for data := body; len(data) > 0; {
-			n := min(len(data), wire.CallChunk)
-			if err := transport.WriteFrame(&buf, data[:n]); err != nil {
-				return err
-			}
-			data = data[n:]
-		}
-		if err := transport.WriteFrame(&buf, []byte{}); err != nil {
-			return err
-		}
-	}
+	buf.Write(framed)
 	_, err := st.Write(buf.Bytes())
 	return err
+}
+
+// FrameBody is a request body as its data frames and their end.
+func FrameBody(body []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	for data := body; len(data) > 0; {
+		n := min(len(data), wire.CallChunk)
+		if err := transport.WriteFrame(&buf, data[:n]); err != nil {
+			return nil, err
+		}
+		data = data[n:]
+	}
+	if err := transport.WriteFrame(&buf, []byte{}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // WriteReply answers an exchange on st in one Write, the reply and the
