@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,17 +36,19 @@ type appChannel struct {
 	mu    sync.Mutex
 	next  uint64
 	waits map[uint64]chan *ChannelFrame
-	// events, on a serving channel, takes its service's events.
-	events chan *ChannelFrame
+	// onEvent, on a serving channel, takes its service's events, in the
+	// read loop: a call's handler starts without another goroutine's
+	// wake-up in between.
+	onEvent func(*ChannelFrame)
 
 	done    chan struct{}
 	errOnce sync.Once
 	err     error
 }
 
-// openChannel opens a channel; serving says it will carry a service's
-// events.
-func (c *Client) openChannel(ctx context.Context, serving bool) (*appChannel, error) {
+// openChannel opens a channel; onEvent, if set, takes the events of the
+// service it will serve.
+func (c *Client) openChannel(ctx context.Context, onEvent func(*ChannelFrame)) (*appChannel, error) {
 	conn, br, _, err := c.upgradeConn(ctx, "/v1/channel", ChannelProtocol)
 	var ae *APIError
 	if errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed) {
@@ -54,10 +57,7 @@ func (c *Client) openChannel(ctx context.Context, serving bool) (*appChannel, er
 	if err != nil {
 		return nil, err
 	}
-	ch := &appChannel{conn: conn, br: br, waits: map[uint64]chan *ChannelFrame{}, done: make(chan struct{})}
-	if serving {
-		ch.events = make(chan *ChannelFrame, EventBuffer)
-	}
+	ch := &appChannel{conn: conn, br: br, waits: map[uint64]chan *ChannelFrame{}, done: make(chan struct{}), onEvent: onEvent}
 	go ch.readLoop()
 	return ch, nil
 }
@@ -77,7 +77,7 @@ func (c *Client) callChannel(ctx context.Context) (*appChannel, error) {
 			return c.ch, nil
 		}
 	}
-	ch, err := c.openChannel(ctx, false)
+	ch, err := c.openChannel(ctx, nil)
 	if errors.Is(err, errNoChannel) {
 		c.noChannel = true
 	}
@@ -118,13 +118,8 @@ func (ch *appChannel) readLoop() {
 				w <- f
 			}
 		case OpEvent:
-			if ch.events == nil {
-				continue
-			}
-			select {
-			case ch.events <- f:
-			case <-ch.done:
-				return
+			if ch.onEvent != nil {
+				ch.onEvent(f)
 			}
 		}
 	}
@@ -217,10 +212,20 @@ func (c *Client) exchange(ctx context.Context, op ChannelOp, req CallRequestBody
 // serveChannel serves info on a channel of its own until ctx ends; it
 // returns errNoChannel, having done nothing, when the daemon has none.
 func (c *Client) serveChannel(ctx context.Context, info ServiceInfo, handle Handler, ready func()) error {
-	ch, err := c.openChannel(ctx, true)
+	// Events come only once the service is registered, when the channel
+	// is known; its read loop hands them to d itself.
+	var open atomic.Pointer[appChannel]
+	d := newDispatcher(ctx, handle, func(ctx context.Context, ev Event, rep Reply) {
+		if ch := open.Load(); ch != nil {
+			ch.write(&ChannelFrame{Op: OpReply, CallID: ev.ID, Body: rep.Result, Error: rep.Error})
+		}
+	})
+	defer d.close()
+	ch, err := c.openChannel(ctx, func(f *ChannelFrame) { d.event(eventOf(f)) })
 	if err != nil {
 		return err
 	}
+	open.Store(ch)
 	defer ch.close(errors.New("the service stopped"))
 	stop := context.AfterFunc(ctx, func() { ch.close(ctx.Err()) })
 	defer stop()
@@ -242,21 +247,11 @@ func (c *Client) serveChannel(ctx context.Context, info ServiceInfo, handle Hand
 	if ready != nil {
 		ready()
 	}
-	d := newDispatcher(ctx, handle, func(ctx context.Context, ev Event, rep Reply) {
-		ch.write(&ChannelFrame{Op: OpReply, CallID: ev.ID, Body: rep.Result, Error: rep.Error})
-	})
-	defer d.close()
-	for {
-		select {
-		case f := <-ch.events:
-			d.event(eventOf(f))
-		case <-ch.done:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("the daemon ended the service's channel: %w", ch.err)
-		}
+	<-ch.done
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
+	return fmt.Errorf("the daemon ended the service's channel: %w", ch.err)
 }
 
 // eventOf is the Event an OpEvent frame carries.
@@ -283,13 +278,29 @@ type dispatcher struct {
 	mu       sync.Mutex
 	inFlight map[string]context.CancelFunc
 	messages chan Event
+	quit     chan struct{} // closed by close: no more events are taken
 }
 
 func newDispatcher(ctx context.Context, handle Handler, reply func(context.Context, Event, Reply)) *dispatcher {
-	d := &dispatcher{ctx: ctx, handle: handle, reply: reply, inFlight: map[string]context.CancelFunc{}, messages: make(chan Event, EventBuffer)}
+	d := &dispatcher{ctx: ctx, handle: handle, reply: reply, inFlight: map[string]context.CancelFunc{},
+		messages: make(chan Event, EventBuffer), quit: make(chan struct{})}
 	go func() {
-		for ev := range d.messages {
-			d.run(ctx, ev)
+		for {
+			select {
+			case ev := <-d.messages:
+				d.run(ctx, ev)
+			case <-d.quit:
+				// The service stops: what it was handed still reaches its
+				// handler, as the daemon counts it delivered.
+				for {
+					select {
+					case ev := <-d.messages:
+						d.run(ctx, ev)
+					default:
+						return
+					}
+				}
+			}
 		}
 	}()
 	return d
@@ -307,6 +318,7 @@ func (d *dispatcher) event(ev Event) {
 		select {
 		case d.messages <- ev:
 		case <-d.ctx.Done():
+		case <-d.quit:
 		}
 	default:
 		hctx, cancel := context.WithCancel(d.ctx)
@@ -323,7 +335,7 @@ func (d *dispatcher) event(ev Event) {
 	}
 }
 
-func (d *dispatcher) close() { close(d.messages) }
+func (d *dispatcher) close() { close(d.quit) }
 
 // run handles one event and, for a call, sends its reply.
 func (d *dispatcher) run(ctx context.Context, ev Event) {

@@ -41,15 +41,15 @@ type router struct {
 // ---- the peer: incoming calls from the hub ----
 
 // acceptCalls takes the streams the hub opens on a session: calls for
-// this device's services.
+// this device's services. Like the hub's acceptStreams, it serves the
+// stream it took and leaves the next to another goroutine.
 func (rt *router) acceptCalls(ctx context.Context, conn transport.Conn) {
-	for {
-		st, err := conn.AcceptStream(ctx)
-		if err != nil {
-			return
-		}
-		session.Go(func() { rt.serveIncoming(st) })
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		return
 	}
+	session.Go(func() { rt.acceptCalls(ctx, conn) })
+	rt.serveIncoming(st)
 }
 
 func (rt *router) serveIncoming(st transport.Stream) {

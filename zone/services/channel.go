@@ -15,6 +15,7 @@ import (
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/appid"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/session"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -98,35 +99,51 @@ func serveChannel(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*
 	ch.run(brw.Reader)
 }
 
-// run reads the app's frames until the channel ends, then ends what the
-// app had going on it.
+// run serves the channel until it ends, then ends what the app had going
+// on it. Its frames are read by one goroutine at a time (read).
 func (ch *appChannel) run(br *bufio.Reader) {
-	defer func() {
-		ch.cancel()
-		ch.conn.Close()
-		ch.mu.Lock()
-		for _, l := range ch.serves {
-			ch.sh.stop(l)
-		}
-		ch.serves = nil
-		ch.mu.Unlock()
-		ch.wg.Wait()
-	}()
+	ch.wg.Add(1)
+	ch.read(br)
+	<-ch.ctx.Done()
+	ch.conn.Close()
+	ch.mu.Lock()
+	for _, l := range ch.serves {
+		ch.sh.stop(l)
+	}
+	ch.serves = nil
+	ch.mu.Unlock()
+	ch.wg.Wait()
+}
+
+// read reads the app's frames and acts on them until the channel ends,
+// or until a call: then it leaves the reading to another goroutine and
+// makes the call itself, sparing a call's path the wake-up of another.
+func (ch *appChannel) read(br *bufio.Reader) {
+	defer ch.wg.Done()
 	for {
 		f, err := api.ReadChannelFrame(br)
 		if err != nil {
 			if errors.Is(err, api.ErrChannelFrame) {
 				ch.log.Warn("app channel closed: a bad frame", "app", ch.app, "err", err)
 			}
+			ch.cancel()
 			return
 		}
 		if err := ch.recheck(); err != nil {
 			ch.result(f.ID, http.StatusUnauthorized, err)
+			ch.cancel()
 			return
 		}
 		switch f.Op {
 		case api.OpCall, api.OpSend:
-			ch.startCall(f)
+			ctx, cancel, ok := ch.admitCall(f)
+			if !ok {
+				continue
+			}
+			ch.wg.Add(1)
+			session.Go(func() { ch.read(br) })
+			ch.makeCall(ctx, cancel, f)
+			return
 		case api.OpCancel:
 			ch.mu.Lock()
 			if cancel := ch.calls[f.ID]; cancel != nil {
@@ -187,56 +204,57 @@ func (ch *appChannel) result(id uint64, status int, err error) {
 	ch.write(f)
 }
 
-// startCall runs a call or message from the app in a goroutine of its own.
-func (ch *appChannel) startCall(f *api.ChannelFrame) {
+// admitCall takes a call or message from the app, within the channel's
+// bound, or answers it with why not.
+func (ch *appChannel) admitCall(f *api.ChannelFrame) (context.Context, context.CancelFunc, bool) {
 	if ch.call == nil {
 		ch.result(f.ID, http.StatusNotFound, errors.New("calls are made from a device's pzp.sock, not the hub's"))
-		return
+		return nil, nil, false
 	}
 	ch.mu.Lock()
+	defer ch.mu.Unlock()
 	if len(ch.calls) >= maxChannelCalls {
-		ch.mu.Unlock()
 		ch.result(f.ID, http.StatusServiceUnavailable, fmt.Errorf("%d calls and messages are in flight on this connection already: wait for some to end", maxChannelCalls))
-		return
+		return nil, nil, false
 	}
 	if ch.calls[f.ID] != nil {
-		ch.mu.Unlock()
 		ch.result(f.ID, http.StatusBadRequest, fmt.Errorf("call %d is in flight already: give each its own ID", f.ID))
-		return
+		return nil, nil, false
 	}
 	ctx, cancel := context.WithCancel(ch.ctx)
 	ch.calls[f.ID] = cancel
-	ch.mu.Unlock()
-	ch.wg.Add(1)
-	go func() {
-		defer ch.wg.Done()
-		defer func() {
-			ch.mu.Lock()
-			delete(ch.calls, f.ID)
-			ch.mu.Unlock()
-			cancel()
-		}()
-		kind := wire.CallRequest
-		if f.Op == api.OpSend {
-			kind = wire.CallMessage
-		}
-		req := api.CallRequestBody{To: f.To, Method: f.Method, Body: f.Body, TimeoutMs: f.TimeoutMs, Token: f.Token, TTLMs: f.TTLMs}
-		res, sent, status, err := ch.call(ctx, ch.app, kind, req)
-		if err != nil {
-			if ch.ctx.Err() == nil { // not when the app went away
-				ch.result(f.ID, status, err)
-			}
-			return
-		}
-		out := &api.ChannelFrame{Op: api.OpResult, ID: f.ID, Status: http.StatusOK, Body: res}
-		if sent != nil && sent.Queued {
-			out.Queued = true
-			if sent.Expires != nil {
-				out.ExpiresMs = sent.Expires.UnixMilli()
-			}
-		}
-		ch.write(out)
+	return ctx, cancel, true
+}
+
+// makeCall makes a call or sends a message admitted, and writes how it
+// went.
+func (ch *appChannel) makeCall(ctx context.Context, cancel context.CancelFunc, f *api.ChannelFrame) {
+	defer func() {
+		ch.mu.Lock()
+		delete(ch.calls, f.ID)
+		ch.mu.Unlock()
+		cancel()
 	}()
+	kind := wire.CallRequest
+	if f.Op == api.OpSend {
+		kind = wire.CallMessage
+	}
+	req := api.CallRequestBody{To: f.To, Method: f.Method, Body: f.Body, TimeoutMs: f.TimeoutMs, Token: f.Token, TTLMs: f.TTLMs}
+	res, sent, status, err := ch.call(ctx, ch.app, kind, req)
+	if err != nil {
+		if ch.ctx.Err() == nil { // not when the app went away
+			ch.result(f.ID, status, err)
+		}
+		return
+	}
+	out := &api.ChannelFrame{Op: api.OpResult, ID: f.ID, Status: http.StatusOK, Body: res}
+	if sent != nil && sent.Queued {
+		out.Queued = true
+		if sent.Expires != nil {
+			out.ExpiresMs = sent.Expires.UnixMilli()
+		}
+	}
+	ch.write(out)
 }
 
 // serve registers the service an OpServe names, as the channel's app, and
@@ -271,6 +289,11 @@ func (ch *appChannel) serve(f *api.ChannelFrame) {
 		return
 	}
 	ch.mu.Lock()
+	if ch.serves == nil { // the channel ended meanwhile
+		ch.mu.Unlock()
+		ch.sh.stop(l)
+		return
+	}
 	ch.serves[f.ID] = l
 	ch.mu.Unlock()
 	if err := ch.publish(app, info); err != nil {
