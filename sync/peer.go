@@ -178,17 +178,57 @@ func (s *Store) beginReset(epoch string) error {
 
 // syncRead applies what the hub sends.
 func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error {
+	// A goroutine of its own reads and decodes ahead, so that the next
+	// changes arrive while a batch commits; the changes read by the time a
+	// commit ends go into the next one together, so a long catch-up takes
+	// far fewer commits (and fsyncs) than it has batches.
+	msgs, errc, done := make(chan *Msg, readAhead), make(chan error, 1), make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			m := new(Msg)
+			if err := readMsg(fr, m); err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-done:
+				return
+			}
+		}
+	}()
+	var next *Msg // read while gathering changes, not a change itself
 	for {
-		var m Msg
-		if err := readMsg(fr, &m); err != nil {
-			return err
+		m := next
+		next = nil
+		if m == nil {
+			select {
+			case m = <-msgs:
+			case err := <-errc:
+				return err
+			}
 		}
 		switch m.Type {
 		case MsgChanges:
-			if err := s.applyChanges(&m); err != nil {
+			batch, n := []*Msg{m}, len(m.Records)
+		gather:
+			for n < maxApplyRecords {
+				select {
+				case more := <-msgs:
+					if more.Type != MsgChanges {
+						next = more
+						break gather
+					}
+					batch, n = append(batch, more), n+len(more.Records)
+				default:
+					break gather
+				}
+			}
+			if err := s.applyChanges(batch); err != nil {
 				return err
 			}
-			ack.note(m.Upto)
+			ack.note(batch[len(batch)-1].Upto)
 		case MsgPushResult:
 			items := p.take(m.ID)
 			if items == nil || len(items) != len(m.Results) {
@@ -205,51 +245,64 @@ func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error
 	}
 }
 
-func (s *Store) applyChanges(m *Msg) error {
+// applyChanges applies messages of changes from the hub, in order, in
+// one transaction.
+func (s *Store) applyChanges(ms []*Msg) error {
 	last := s.State().LastSeq
-	if m.Upto < last {
-		return protoErr("changes up to %d after %d", m.Upto, last)
-	}
-	for i := range m.Records {
-		r := &m.Records[i]
-		if err := r.check(); err != nil {
-			return protoErr("hub sent a bad record: %v", err)
+	for _, m := range ms {
+		if m.Upto < last {
+			return protoErr("changes up to %d after %d", m.Upto, last)
 		}
-		if r.Seq <= last || r.Seq > m.Upto {
-			return protoErr("record seq %d outside (%d, %d]", r.Seq, last, m.Upto)
+		for i := range m.Records {
+			r := &m.Records[i]
+			if err := r.check(); err != nil {
+				return protoErr("hub sent a bad record: %v", err)
+			}
+			if r.Seq <= last || r.Seq > m.Upto {
+				return protoErr("record seq %d outside (%d, %d]", r.Seq, last, m.Upto)
+			}
 		}
+		last = m.Upto
 	}
 	var full bool
 	err := s.write(func(t *txn) error {
 		meta := t.tx.Bucket(bMeta)
 		gen := getU64(meta.Get(kGen))
 		full = meta.Get(kFull) != nil
-		for i := range m.Records {
-			r := m.Records[i]
-			s.clock.observe(r.Version)
-			bk := bucketKey(r.Bucket, r.Key)
-			cur, err := getStored(t.tx, bk)
-			if err != nil {
-				return err
-			}
-			if err := t.peerApply(bk, cur, &r, gen, false); err != nil {
-				return err
+		for _, m := range ms {
+			for i := range m.Records {
+				r := m.Records[i]
+				s.clock.observe(r.Version)
+				bk := bucketKey(r.Bucket, r.Key)
+				cur, err := getStored(t.tx, bk)
+				if err != nil {
+					return err
+				}
+				if err := t.peerApply(bk, cur, &r, gen, false); err != nil {
+					return err
+				}
 			}
 		}
-		t.setSeq(m.Upto)
+		t.setSeq(last)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if m.CaughtUp && full {
+	caughtUp, received := false, 0
+	for _, m := range ms {
+		caughtUp = caughtUp || m.CaughtUp
+		received += len(m.Records)
+	}
+	if caughtUp && full {
 		if err := s.sweep(); err != nil {
 			return err
 		}
 	}
+	end := ms[len(ms)-1]
 	s.setState(func(st *State) {
-		st.HubSeq, st.Received = max(m.Head, m.Upto), st.Received+uint64(len(m.Records))
-		if m.CaughtUp {
+		st.HubSeq, st.Received = max(end.Head, end.Upto), st.Received+uint64(received)
+		if caughtUp {
 			st.Phase, st.FullResync = PhaseInSync, false
 		}
 	})

@@ -94,6 +94,12 @@ const (
 	// with maxBatchBytes it bounds what either side holds in memory for
 	// one frame, whatever the size of the state.
 	maxBatchRecords = 1024
+	// readAhead is how many messages a device reads ahead of the one it
+	// applies, and maxApplyRecords the most records it commits at once
+	// from those it has: a catch-up commits in fewer, larger transactions
+	// than it is sent in, holding a few batches more in memory.
+	readAhead       = 4
+	maxApplyRecords = 8 * maxBatchRecords
 	// maxBatchBytes keeps a batch well inside one frame
 	// (transport.MaxFrameSize, 1 MiB) even with a record of MaxValue.
 	maxBatchBytes = 512 << 10
