@@ -492,6 +492,26 @@ func memstats(ctx context.Context, c *api.Client) (*localapi.MemStats, error) {
 	return &m, nil
 }
 
+// settledMemstats is memstats once the heap stops falling: what earlier
+// rows left behind (sessions being torn down) is gone, so a later
+// reading's growth is the row's own. It reads at most settleReads times.
+func settledMemstats(ctx context.Context, c *api.Client) (*localapi.MemStats, error) {
+	const settleReads, settleSlack = 10, 64 << 10
+	m, err := memstats(ctx, c)
+	for i := 1; err == nil && i < settleReads; i++ {
+		var next *localapi.MemStats
+		if next, err = memstats(ctx, c); err != nil {
+			break
+		}
+		settled := next.HeapAlloc+settleSlack >= m.HeapAlloc
+		m = next
+		if settled {
+			break
+		}
+	}
+	return m, err
+}
+
 // stopChild interrupts a child process and waits for it; a second call is
 // harmless.
 func stopChild(c *exec.Cmd) {

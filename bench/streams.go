@@ -234,7 +234,7 @@ func (c *callBench) idleStreamMemory(ctx context.Context, kind transport.Kind) (
 		}
 		stops = append(stops, stop)
 	}
-	m0, err := memstats(ctx, c.hub.client)
+	m0, err := settledMemstats(ctx, c.hub.client)
 	if err != nil {
 		return nil, err
 	}
