@@ -206,7 +206,14 @@ func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error
 			select {
 			case m = <-msgs:
 			case err := <-errc:
-				return err
+				// What was read before the end is applied first.
+				select {
+				case m = <-msgs:
+					next = nil
+					errc <- err
+				default:
+					return err
+				}
 			}
 		}
 		switch m.Type {

@@ -154,28 +154,29 @@ func (l *tcpListener) acceptLoop() {
 	}
 }
 
-// admit starts raw's handshake, first evicting a pending handshake if no
-// slot is free: one of raw's source's own if it has too many. It waits only while an evicted
+// admit starts raw's handshake, first evicting a pending handshake if raw's
+// source has too many or no slot is free. It waits only while an evicted
 // handshake ends (its goroutine returns as soon as it runs) or while every
 // slot holds a finished connection that Accept has not taken, which is
 // the application's own back-pressure. It reports false once the listener
 // is closed.
 func (l *tcpListener) admit(raw net.Conn) bool {
 	h := &pendingHandshake{counted: &countConn{Conn: raw}, src: sourceOf(raw.RemoteAddr())}
-	shed, overLimit := false, false
+	shed := false
 	l.mu.Lock()
-	if h.src.IsValid() && len(l.slots) == cap(l.slots) && l.pending.count(h.src) >= maxHandshakesPerSource {
-		// Its source has its share of a full table: the newcomer takes
-		// the place of one of that source's silent handshakes, or, when
-		// every one of them is under way (real clients, many behind one
-		// address), waits for a slot as they finish, never taking
-		// another source's.
-		overLimit = true
-		if v := l.pending.victim(h.src); v != nil {
-			l.shed.sameSource.Add(1)
-			l.evictLocked(v)
-			shed = true
+	if h.src.IsValid() && l.pending.len() >= pressureThreshold && l.pending.count(h.src) >= maxHandshakesPerSource {
+		l.shed.sameSource.Add(1)
+		v := l.pending.victim(h.src)
+		if v == nil {
+			// Every one of the source's handshakes is under way: the
+			// newcomer waits its turn outside, as its client retries.
+			l.mu.Unlock()
+			l.shed.report(l.cfg, false)
+			raw.Close()
+			return l.ctx.Err() == nil
 		}
+		l.evictLocked(v)
+		shed = true
 	}
 	slotted := false
 	select {
@@ -184,7 +185,7 @@ func (l *tcpListener) admit(raw net.Conn) bool {
 	default:
 		// Evict only if no slot is about to be freed already: one
 		// newcomer, one eviction.
-		if l.evicting == 0 && !overLimit {
+		if l.evicting == 0 {
 			if v := l.pending.victim(netip.Prefix{}); v != nil {
 				l.evictLocked(v)
 				l.shed.forRoom.Add(1)

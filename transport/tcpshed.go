@@ -39,16 +39,13 @@ const (
 
 	// maxHandshakesPerSource is the most pending handshakes one source
 	// (an IPv4 address or an IPv6 /64, what one household or one attacker
-	// typically has) may hold once every slot is taken; the next one from
-	// it evicts that source's oldest silent one, or waits for a slot if it
-	// has none (never evicting another source's). Several devices behind one NAT reconnect together when the
+	// typically has) may hold while the listener is under pressure; the
+	// next one evicts that source's oldest silent one, or is closed if it
+	// has none. Several devices behind one NAT reconnect together when the
 	// uplink returns, one TCP handshake each; 8 covers a household's. It
-	// keeps one source to a sixteenth of a full table. While a slot is
-	// free there is no cap: many devices behind one address (a carrier's
-	// NAT after a hub restart, or a benchmark on loopback) reconnecting at
-	// once are served as they come, rather than closed to retry (closing
-	// them, from half the slots on, once made a 2,000-device storm from
-	// one address 2.6 times the raw bound).
+	// keeps one source to a sixteenth of the slots. Without pressure there
+	// is no cap: many devices behind one address (a provider's NAT, or a
+	// benchmark on loopback) reconnecting at once are served as they come.
 	maxHandshakesPerSource = 8
 
 	// pressureThreshold is how many handshakes in progress count as

@@ -198,6 +198,14 @@ func (c *Client) exchange(ctx context.Context, op ChannelOp, req CallRequestBody
 		}
 		return r, nil
 	case <-ch.done:
+		select {
+		case r := <-wait: // it came just before the end
+			if r.Status != http.StatusOK {
+				return nil, &APIError{Status: r.Status, Message: r.Error}
+			}
+			return r, nil
+		default:
+		}
 		return nil, ch.broken()
 	case <-hctx.Done():
 		ch.forget(id)
@@ -278,7 +286,8 @@ type dispatcher struct {
 	mu       sync.Mutex
 	inFlight map[string]context.CancelFunc
 	messages chan Event
-	quit     chan struct{} // closed by close: no more events are taken
+	quit     chan struct{} // closed by close: no more events are queued
+	stopped  bool          // close was called (under mu)
 }
 
 func newDispatcher(ctx context.Context, handle Handler, reply func(context.Context, Event, Reply)) *dispatcher {
@@ -315,11 +324,19 @@ func (d *dispatcher) event(ev Event) {
 		}
 		d.mu.Unlock()
 	case "message":
+		// Under mu, so that close cannot come between the check and the
+		// queueing: a message the daemon handed over is always handled.
+		d.mu.Lock()
+		if d.stopped {
+			d.mu.Unlock()
+			d.run(d.ctx, ev)
+			return
+		}
 		select {
 		case d.messages <- ev:
 		case <-d.ctx.Done():
-		case <-d.quit:
 		}
+		d.mu.Unlock()
 	default:
 		hctx, cancel := context.WithCancel(d.ctx)
 		d.mu.Lock()
@@ -335,7 +352,12 @@ func (d *dispatcher) event(ev Event) {
 	}
 }
 
-func (d *dispatcher) close() { close(d.quit) }
+func (d *dispatcher) close() {
+	d.mu.Lock()
+	d.stopped = true
+	d.mu.Unlock()
+	close(d.quit)
+}
 
 // run handles one event and, for a call, sends its reply.
 func (d *dispatcher) run(ctx context.Context, ev Event) {

@@ -353,6 +353,12 @@ func (rt *router) exchange(ctx context.Context, app string, kind wire.CallKind, 
 	if len(body) == 0 {
 		body = []byte("null")
 	}
+	if len(body) > wire.MaxCallBody {
+		return nil, nil, http.StatusBadRequest, fmt.Errorf("the body is %d bytes, over the %d-byte limit", len(body), wire.MaxCallBody)
+	}
+	if !json.Valid(body) {
+		return nil, nil, http.StatusBadRequest, errors.New("the body is not JSON")
+	}
 	if req.TTLMs < 0 {
 		return nil, nil, http.StatusBadRequest, errors.New("ttl_ms is negative")
 	}
