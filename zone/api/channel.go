@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"sync"
+	"time"
 
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/wire"
@@ -133,5 +136,33 @@ func noEOF(err error) error {
 	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
+	return err
+}
+
+// ChannelWriteTimeout bounds one frame's write on a channel: a side that
+// takes nothing for this long is stuck, and the channel is given up.
+const ChannelWriteTimeout = 30 * time.Second
+
+// ChannelWriter writes a channel's frames from any goroutine, one Write
+// each.
+type ChannelWriter struct {
+	Conn net.Conn
+	mu   sync.Mutex
+	buf  []byte
+}
+
+// Write sends f. An error means the channel is broken.
+func (w *ChannelWriter) Write(f *ChannelFrame) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b, err := AppendChannelFrame(w.buf[:0], f)
+	if err != nil {
+		return err
+	}
+	if cap(b) <= 64<<10 {
+		w.buf = b // kept for the next frame; a large one is not
+	}
+	w.Conn.SetWriteDeadline(time.Now().Add(ChannelWriteTimeout))
+	_, err = w.Conn.Write(b)
 	return err
 }

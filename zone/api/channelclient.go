@@ -17,10 +17,6 @@ import (
 // daemon closed it; each Serve has a channel of its own, so a service slow
 // to take its events holds up nothing else.
 
-// channelWriteTimeout bounds one frame's write: a daemon that takes
-// nothing for this long is stuck, and the channel is given up.
-const channelWriteTimeout = 30 * time.Second
-
 // errNoChannel: the daemon is older than app channels; the client uses
 // the HTTP API instead.
 var errNoChannel = errors.New("the daemon has no app channels")
@@ -30,8 +26,7 @@ type appChannel struct {
 	conn net.Conn
 	br   *bufio.Reader
 
-	wmu  sync.Mutex
-	wbuf []byte
+	w ChannelWriter
 
 	mu    sync.Mutex
 	next  uint64
@@ -57,7 +52,7 @@ func (c *Client) openChannel(ctx context.Context, onEvent func(*ChannelFrame)) (
 	if err != nil {
 		return nil, err
 	}
-	ch := &appChannel{conn: conn, br: br, waits: map[uint64]chan *ChannelFrame{}, done: make(chan struct{}), onEvent: onEvent}
+	ch := &appChannel{conn: conn, br: br, w: ChannelWriter{Conn: conn}, waits: map[uint64]chan *ChannelFrame{}, done: make(chan struct{}), onEvent: onEvent}
 	go ch.readLoop()
 	return ch, nil
 }
@@ -156,19 +151,13 @@ func (ch *appChannel) forget(id uint64) {
 	ch.mu.Unlock()
 }
 
-// write sends one frame, in one write.
+// write sends one frame, in one write; a channel that cannot take it is
+// closed.
 func (ch *appChannel) write(f *ChannelFrame) error {
-	ch.wmu.Lock()
-	defer ch.wmu.Unlock()
-	b, err := AppendChannelFrame(ch.wbuf[:0], f)
-	if err != nil {
-		return err
-	}
-	if cap(b) <= 64<<10 {
-		ch.wbuf = b // kept for the next frame; a large one is not
-	}
-	ch.conn.SetWriteDeadline(time.Now().Add(channelWriteTimeout))
-	if _, err := ch.conn.Write(b); err != nil {
+	if err := ch.w.Write(f); err != nil {
+		if errors.Is(err, ErrChannelFrame) {
+			return err
+		}
 		ch.close(err)
 		return ch.broken()
 	}

@@ -76,6 +76,24 @@ func TestClientAnswers(t *testing.T) {
 	}
 }
 
+// startingDaemon plays a daemon that writes its CLI's credential to
+// credFile as the first request without it arrives, refusing that one; it
+// notes each request's Authorization in asked, and reports whether the
+// request may go on.
+func startingDaemon(w http.ResponseWriter, r *http.Request, credFile, cred string, asked *[]string) bool {
+	got := r.Header.Get("Authorization")
+	*asked = append(*asked, got)
+	if got == "Bearer "+cred {
+		return true
+	}
+	if _, err := os.Stat(credFile); err != nil {
+		os.WriteFile(credFile, []byte(cred+"\n"), 0o600)
+	}
+	w.WriteHeader(http.StatusUnauthorized)
+	w.Write([]byte(`{"error":"no credential"}`))
+	return false
+}
+
 // A CLI reading its daemon's credential file just before the daemon wrote
 // it (and then reaching the daemon's new socket) asks again with the file
 // as it is now, once, instead of failing as an app without a credential.
@@ -85,14 +103,7 @@ func TestClientCredentialFileRace(t *testing.T) {
 	var asked []string
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/echo", func(w http.ResponseWriter, r *http.Request) {
-		got := r.Header.Get("Authorization")
-		asked = append(asked, got)
-		if got != "Bearer "+cred {
-			if _, err := os.Stat(credFile); err != nil {
-				os.WriteFile(credFile, []byte(cred+"\n"), 0o600) // the daemon starting
-			}
-			w.WriteHeader(http.StatusUnauthorized)
-			w.Write([]byte(`{"error":"no credential"}`))
+		if !startingDaemon(w, r, credFile, cred, &asked) {
 			return
 		}
 		b, _ := io.ReadAll(r.Body)
@@ -114,5 +125,31 @@ func TestClientCredentialFileRace(t *testing.T) {
 	var ae *APIError
 	if err := c.Do(testCtx(t), http.MethodPost, "/v1/echo", nil, nil); !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || len(asked) != 1 {
 		t.Fatalf("a wrong credential: %v after %d requests, want one 401", err, len(asked))
+	}
+}
+
+// The same on the upgrade that opens an app channel.
+func TestClientCredentialFileRaceUpgrade(t *testing.T) {
+	credFile := filepath.Join(t.TempDir(), "cli.credential")
+	const cred = "pzapp.pzp.secret"
+	var asked []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/channel", func(w http.ResponseWriter, r *http.Request) {
+		if !startingDaemon(w, r, credFile, cred, &asked) {
+			return
+		}
+		w.WriteHeader(http.StatusNotFound) // a daemon without channels: HTTP from here
+	})
+	mux.HandleFunc("POST /v1/call", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"result":1}`))
+	})
+	c := serve(t, mux)
+	c.credFile = credFile
+	if res, err := c.Call(testCtx(t), "laptop/echo", "echo", 1); err != nil || string(res) != "1" {
+		t.Fatalf("call: %s, %v", res, err)
+	}
+	if len(asked) != 2 || asked[0] != "" || asked[1] != "Bearer "+cred {
+		t.Fatalf("upgrade asked with %q, want once without a credential, then with it", asked)
 	}
 }

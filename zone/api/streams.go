@@ -77,6 +77,12 @@ func (c *Client) upgrade(ctx context.Context, path string) (*Stream, error) {
 // own and returns the connection, once the daemon switched it, with what
 // it read past the 101.
 func (c *Client) upgradeConn(ctx context.Context, path, protocol string) (net.Conn, *bufio.Reader, *http.Response, error) {
+	return c.upgradeOnce(ctx, path, protocol, false)
+}
+
+// upgradeOnce is upgradeConn, asking once more (unless retried) when a
+// credential read from a file changed as the daemon refused it (send).
+func (c *Client) upgradeOnce(ctx context.Context, path, protocol string, retried bool) (net.Conn, *bufio.Reader, *http.Response, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
@@ -86,7 +92,8 @@ func (c *Client) upgradeConn(ctx context.Context, path, protocol string) (net.Co
 	req, _ := http.NewRequest(http.MethodGet, "http://local"+path, nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", protocol)
-	if cred := c.cred(); cred != "" {
+	cred := c.cred()
+	if cred != "" {
 		req.Header.Set("Authorization", "Bearer "+cred)
 	}
 	fail := func(err error) (net.Conn, *bufio.Reader, *http.Response, error) {
@@ -108,6 +115,11 @@ func (c *Client) upgradeConn(ctx context.Context, path, protocol string) (net.Co
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 		resp.Body.Close()
+		if !retried && c.credChanged(resp, cred) {
+			stop()
+			conn.Close()
+			return c.upgradeOnce(ctx, path, protocol, true)
+		}
 		return fail(answerError(resp, data))
 	}
 	if !stop() {

@@ -32,10 +32,6 @@ type Caller func(ctx context.Context, app string, kind wire.CallKind, req api.Ca
 // past it, an app is told to wait for some to end.
 const maxChannelCalls = 1024
 
-// channelWriteTimeout bounds one frame's write to the app: one that takes
-// nothing for this long is stuck, and its channel is closed.
-const channelWriteTimeout = 30 * time.Second
-
 // isChannelUpgrade reports whether r asks to become an app's channel.
 func isChannelUpgrade(r *http.Request) bool {
 	return headerHas(r.Header, "Connection", "upgrade") && headerHas(r.Header, "Upgrade", api.ChannelProtocol)
@@ -53,8 +49,7 @@ type appChannel struct {
 	cancel  context.CancelFunc
 	recheck func() error
 
-	wmu  sync.Mutex
-	wbuf []byte
+	w api.ChannelWriter
 
 	mu     sync.Mutex
 	calls  map[uint64]context.CancelFunc
@@ -83,7 +78,7 @@ func serveChannel(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*
 	if err != nil {
 		return
 	}
-	conn.SetWriteDeadline(time.Now().Add(channelWriteTimeout))
+	conn.SetWriteDeadline(time.Now().Add(api.ChannelWriteTimeout))
 	if _, err := fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", api.ChannelProtocol); err != nil {
 		conn.Close()
 		return
@@ -91,7 +86,7 @@ func serveChannel(w http.ResponseWriter, r *http.Request, sh *Host, appOf func(*
 	// The request's context ends with the daemon's local API, and so
 	// does the channel.
 	ctx, cancel := context.WithCancel(r.Context())
-	ch := &appChannel{sh: sh, app: app, call: call, publish: publish, log: log, conn: conn, ctx: ctx, cancel: cancel,
+	ch := &appChannel{sh: sh, app: app, call: call, publish: publish, log: log, conn: conn, w: api.ChannelWriter{Conn: conn}, ctx: ctx, cancel: cancel,
 		recheck: func() error { return appid.Recheck(r.Context()) },
 		calls:   map[uint64]context.CancelFunc{}, serves: map[uint64]*listener{}}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -177,21 +172,11 @@ func (ch *appChannel) read(br *bufio.Reader) {
 // write sends one frame to the app, in one write; a channel that cannot
 // take it is closed.
 func (ch *appChannel) write(f *api.ChannelFrame) error {
-	ch.wmu.Lock()
-	defer ch.wmu.Unlock()
-	b, err := api.AppendChannelFrame(ch.wbuf[:0], f)
-	if err != nil {
-		return err
-	}
-	if cap(b) <= 64<<10 {
-		ch.wbuf = b
-	}
-	ch.conn.SetWriteDeadline(time.Now().Add(channelWriteTimeout))
-	if _, err := ch.conn.Write(b); err != nil {
+	err := ch.w.Write(f)
+	if err != nil && !errors.Is(err, api.ErrChannelFrame) {
 		ch.cancel()
-		return err
 	}
-	return nil
+	return err
 }
 
 // result answers request id with a refusal, or (status 200, err nil)
@@ -211,18 +196,25 @@ func (ch *appChannel) admitCall(f *api.ChannelFrame) (context.Context, context.C
 		ch.result(f.ID, http.StatusNotFound, errors.New("calls are made from a device's pzp.sock, not the hub's"))
 		return nil, nil, false
 	}
+	// A refusal is written once the lock is given back: an app slow to
+	// read must not hold up the channel's other calls.
+	var status int
+	var why error
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if len(ch.calls) >= maxChannelCalls {
-		ch.result(f.ID, http.StatusServiceUnavailable, fmt.Errorf("%d calls and messages are in flight on this connection already: wait for some to end", maxChannelCalls))
-		return nil, nil, false
+	switch {
+	case len(ch.calls) >= maxChannelCalls:
+		status, why = http.StatusServiceUnavailable, fmt.Errorf("%d calls and messages are in flight on this connection already: wait for some to end", maxChannelCalls)
+	case ch.calls[f.ID] != nil:
+		status, why = http.StatusBadRequest, fmt.Errorf("call %d is in flight already: give each its own ID", f.ID)
 	}
-	if ch.calls[f.ID] != nil {
-		ch.result(f.ID, http.StatusBadRequest, fmt.Errorf("call %d is in flight already: give each its own ID", f.ID))
+	if why != nil {
+		ch.mu.Unlock()
+		ch.result(f.ID, status, why)
 		return nil, nil, false
 	}
 	ctx, cancel := context.WithCancel(ch.ctx)
 	ch.calls[f.ID] = cancel
+	ch.mu.Unlock()
 	return ctx, cancel, true
 }
 

@@ -131,3 +131,21 @@ func notRunningHint(err error, what, start string) error {
 	}
 	return err
 }
+
+// addrArgs checks a command's arguments: min to max of them (usage says
+// which), the one at addr a service address (DEVICE/SERVICE or
+// FRIEND/DEVICE/SERVICE), then more, if set, for the rest.
+func addrArgs(min, max, addr int, usage string, more func(args []string) error) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < min || len(args) > max {
+			return usagef("%s", usage)
+		}
+		if _, err := wire.ParseAddr(args[addr]); err != nil {
+			return usageError{err}
+		}
+		if more != nil {
+			return more(args)
+		}
+		return nil
+	}
+}

@@ -25,13 +25,7 @@ exits 1 and says why: no such device, service or friend, offline, denied by
 policy (this zone's or the friend's), deadline, or the service's own error. With --ttl, a call
 to a device that is asleep or offline waits up to that long for it (the
 hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) < 2 || len(args) > 3 {
-				return usagef("call takes ADDR METHOD [JSON]")
-			}
-			if _, err := wire.ParseAddr(args[0]); err != nil {
-				return usageError{err}
-			}
+		Args: addrArgs(2, 3, 0, "call takes ADDR METHOD [JSON]", func(args []string) error {
 			if err := wire.ValidateServiceName(args[1]); err != nil {
 				return usagef("method: %v", err)
 			}
@@ -39,7 +33,7 @@ hub wakes it), on top of --timeout; a call takes at most 10 minutes in all.`,
 				return usagef("the argument %q is not JSON (a string needs quotes: '\"text\"')", args[2])
 			}
 			return nil
-		},
+		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, hint, err := peerClient(g)
 			if err != nil {
@@ -84,15 +78,7 @@ is delivered, in order, once the device is back. For a friend zone
 (FRIEND/DEVICE/SERVICE) it waits at the friend's hub, or at this zone's hub
 while the friend's is not linked. send then prints that it was queued, and
 until when. A full queue at the hub is an error (exit 1).`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return usagef("send takes ADDR MESSAGE")
-			}
-			if _, err := wire.ParseAddr(args[0]); err != nil {
-				return usageError{err}
-			}
-			return nil
-		},
+		Args: addrArgs(2, 2, 0, "send takes ADDR MESSAGE", nil),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, hint, err := peerClient(g)
 			if err != nil {

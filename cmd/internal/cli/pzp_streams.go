@@ -94,15 +94,7 @@ ProxyCommand:
 
 A stream that cannot be opened, or that is cut (by the other end, a service
 token's limit, a lost link), exits 1 saying why.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("connect takes ADDR")
-			}
-			if _, err := wire.ParseAddr(args[0]); err != nil {
-				return usageError{err}
-			}
-			return nil
-		},
+		Args: addrArgs(1, 1, 0, "connect takes ADDR", nil),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, hint, err := peerClient(g)
 			if err != nil {
@@ -207,18 +199,12 @@ the service at ADDR, until interrupted. For example, with 'pzp expose ssh --to
 
   pzp forward 127.0.0.1:2222 laptop/ssh
   ssh -p 2222 localhost`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return usagef("forward takes LISTEN ADDR")
-			}
+		Args: addrArgs(2, 2, 1, "forward takes LISTEN ADDR", func(args []string) error {
 			if _, _, err := net.SplitHostPort(args[0]); err != nil {
 				return usagef("LISTEN %q: want HOST:PORT", args[0])
 			}
-			if _, err := wire.ParseAddr(args[1]); err != nil {
-				return usageError{err}
-			}
 			return nil
-		},
+		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, hint, err := peerClient(g)
 			if err != nil {
