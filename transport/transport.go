@@ -214,8 +214,12 @@ const (
 	// decides first.
 	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultMaxIncomingStreams bounds the memory one peer can pin on the
-	// other by opening streams it never uses.
-	DefaultMaxIncomingStreams = 256
+	// other by opening streams it never uses (a few KiB each, unless it
+	// sends data, which flow control bounds per stream). A zone session
+	// carries calls and long-lived byte streams at once, each with its
+	// own budget below this (zone/wire: DefaultCallsPerTarget,
+	// StreamsPerSession).
+	DefaultMaxIncomingStreams = 512
 	// AutoFallbackDelay is the head start QUIC gets in ModeAuto before TCP
 	// is dialled too. A loopback or LAN QUIC handshake finishes in a few
 	// ms; 300 ms keeps QUIC preferred on slow links while a network that

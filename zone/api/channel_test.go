@@ -5,11 +5,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // FuzzChannelFrame feeds anything to a channel's frame reader: a frame,
@@ -89,5 +93,95 @@ func TestClientWithoutChannel(t *testing.T) {
 	}
 	if !c.noChannel {
 		t.Fatal("the client did not note that the daemon has no channels")
+	}
+}
+
+// channelDaemon answers on /v1/channel as a daemon does, enough for the
+// client: each call's result is its body, once release (if set) lets it.
+// It counts the channels opened.
+func channelDaemon(t *testing.T, opened *atomic.Int32, release func(method string)) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/channel", func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		opened.Add(1)
+		fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", ChannelProtocol)
+		cw := &ChannelWriter{Conn: conn}
+		for {
+			f, err := ReadChannelFrame(brw.Reader)
+			if err != nil {
+				return
+			}
+			if f.Op != OpCall {
+				continue
+			}
+			go func() {
+				if release != nil {
+					release(f.Method)
+				}
+				cw.Write(&ChannelFrame{Op: OpResult, ID: f.ID, Status: http.StatusOK, Body: f.Body})
+			}()
+		}
+	})
+	return mux
+}
+
+// The client's connection for calls closes once idle, never under a
+// call in flight, and the next call opens another.
+func TestClientChannelIdle(t *testing.T) {
+	var opened atomic.Int32
+	var c *Client
+	h := channelDaemon(t, &opened, func(method string) {
+		if method != "slow" {
+			return
+		}
+		// Answer only once idle checks found the channel in use.
+		inUse := func() bool {
+			c.chmu.Lock()
+			defer c.chmu.Unlock()
+			return c.ch != nil && c.ch.checks.Load() >= 3
+		}
+		for !inUse() {
+			select {
+			case <-testCtx(t).Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	})
+	sock := SocketPath(t.TempDir(), PeerSocketName)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c = NewClient(sock, WithChannelIdle(time.Millisecond))
+	ctx := testCtx(t)
+
+	if res, err := c.Call(ctx, "laptop/echo", "slow", "held"); err != nil || string(res) != `"held"` {
+		t.Fatalf("a call longer than the idle time: %s, %v", res, err)
+	}
+	c.chmu.Lock()
+	ch := c.ch
+	c.chmu.Unlock()
+	if ch == nil {
+		t.Fatal("the channel closed under a call")
+	}
+	select {
+	case <-ch.done:
+	case <-ctx.Done():
+		t.Fatal("the idle channel stayed open")
+	}
+	if res, err := c.Call(ctx, "laptop/echo", "echo", "again"); err != nil || string(res) != `"again"` {
+		t.Fatalf("a call after the idle close: %s, %v", res, err)
+	}
+	if n := opened.Load(); n != 2 {
+		t.Fatalf("%d channels opened, want 2", n)
 	}
 }

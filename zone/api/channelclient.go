@@ -39,6 +39,14 @@ type appChannel struct {
 	done    chan struct{}
 	errOnce sync.Once
 	err     error
+
+	// A call channel is closed once idle (Client.chIdle): lastUsed is
+	// when the client last handed it out, unix ns; idle the timer that
+	// checks, set before the client hands it out, used only by
+	// Client.closeIdle under Client.chmu.
+	lastUsed atomic.Int64
+	idle     *time.Timer
+	checks   atomic.Int32 // idle checks that found it in use, for tests
 }
 
 // openChannel opens a channel; onEvent, if set, takes the events of the
@@ -69,6 +77,7 @@ func (c *Client) callChannel(ctx context.Context) (*appChannel, error) {
 		select {
 		case <-c.ch.done:
 		default:
+			c.ch.lastUsed.Store(time.Now().UnixNano())
 			return c.ch, nil
 		}
 	}
@@ -79,8 +88,33 @@ func (c *Client) callChannel(ctx context.Context) (*appChannel, error) {
 	if err != nil {
 		return nil, err
 	}
+	ch.lastUsed.Store(time.Now().UnixNano())
+	ch.idle = time.AfterFunc(c.chIdle, func() { c.closeIdle(ch) })
 	c.ch = ch
 	return ch, nil
+}
+
+// closeIdle closes ch if nothing is in flight on it and the client has
+// not handed it out for chIdle; otherwise it looks again later. The
+// client hands it out under chmu, and an exchange registers its call a
+// moment after, far within chIdle.
+func (c *Client) closeIdle(ch *appChannel) {
+	c.chmu.Lock()
+	defer c.chmu.Unlock()
+	if c.ch != ch {
+		return // closed, and replaced or dropped
+	}
+	ch.mu.Lock()
+	busy := len(ch.waits) > 0
+	ch.mu.Unlock()
+	since := time.Since(time.Unix(0, ch.lastUsed.Load()))
+	if busy || since < c.chIdle {
+		ch.checks.Add(1)
+		ch.idle.Reset(max(c.chIdle-since, c.chIdle/4))
+		return
+	}
+	c.ch = nil
+	ch.close(errors.New("closed after being idle"))
 }
 
 // Close closes the client's channel to the daemon, if open. Calls in

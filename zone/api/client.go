@@ -116,7 +116,8 @@ type Client struct {
 	// The channel for calls and messages (channelclient.go).
 	chmu      sync.Mutex
 	ch        *appChannel
-	noChannel bool // the daemon has none: HTTP requests instead
+	noChannel bool          // the daemon has none: HTTP requests instead
+	chIdle    time.Duration // closed once unused this long (WithChannelIdle)
 }
 
 // cred is the credential to present, if any.
@@ -149,9 +150,25 @@ func WithCredentialFile(path string) Option {
 	return func(c *Client) { c.credFile = path }
 }
 
+// DefaultChannelIdle is how long a Client keeps its connection for calls
+// and messages open with nothing in flight: as long as net/http keeps an
+// idle connection.
+const DefaultChannelIdle = 90 * time.Second
+
+// WithChannelIdle sets how long the client's connection for calls and
+// messages stays open with nothing in flight (DefaultChannelIdle); the
+// next call opens another.
+func WithChannelIdle(d time.Duration) Option {
+	return func(c *Client) {
+		if d > 0 {
+			c.chIdle = d
+		}
+	}
+}
+
 // NewClient returns a client for the socket at path.
 func NewClient(path string, opts ...Option) *Client {
-	c := &Client{socket: path, hc: &http.Client{Transport: &http.Transport{
+	c := &Client{socket: path, chIdle: DefaultChannelIdle, hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)

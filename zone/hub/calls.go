@@ -242,6 +242,14 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 			return
 		}
 	}
+	if hdr.Kind == wire.CallStream {
+		if target.streams.Add(1) > wire.StreamsPerSession {
+			target.streams.Add(-1)
+			session.RefuseCall(st, wire.CallUnavailable, fmt.Sprintf("device %q has %d byte streams open, the most its session carries: dial again once one of them ends", hdr.ToDevice, wire.StreamsPerSession))
+			return
+		}
+		defer target.streams.Add(-1)
+	}
 	ctx, cancel := context.WithDeadline(target.syncCtx, deadline)
 	defer cancel()
 	// Without a token's limits, nothing can refuse the call once the

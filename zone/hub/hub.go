@@ -194,8 +194,8 @@ func (c *Config) Validate() error {
 	if c.CallsPerCaller < 0 || c.CallsPerTarget < 0 {
 		return fmt.Errorf("call limits must not be negative")
 	}
-	if c.CallsPerTarget > transport.DefaultMaxIncomingStreams {
-		return fmt.Errorf("calls per target %d: at most %d, the streams a device accepts", c.CallsPerTarget, transport.DefaultMaxIncomingStreams)
+	if most := transport.DefaultMaxIncomingStreams - wire.StreamsPerSession; c.CallsPerTarget > most {
+		return fmt.Errorf("calls per target %d: at most %d, the streams a device accepts less those kept for byte streams", c.CallsPerTarget, most)
 	}
 	if c.CallSlotWait < 0 {
 		return fmt.Errorf("call slot wait %v is negative", c.CallSlotWait)

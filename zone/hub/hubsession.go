@@ -40,7 +40,8 @@ type hubSession struct {
 	wmu        sync.Mutex // serialises control-stream writes
 	lastActive atomic.Int64
 	rttUs      atomic.Int64
-	syncing    atomic.Bool // the session's one sync stream is open
+	syncing    atomic.Bool  // the session's one sync stream is open
+	streams    atomic.Int32 // byte streams the hub has open to the device (wire.StreamsPerSession)
 
 	closeOnce sync.Once
 	closed    chan struct{}

@@ -172,6 +172,7 @@ type Peer struct {
 	sleep      *sleeper      // nil: the device never sleeps
 	direct     *directNet    // nil: no direct connections
 	inflight   atomic.Int64  // calls and messages in progress, either way
+	hubStreams atomic.Int32  // byte streams open to the hub (wire.StreamsPerSession)
 	lastActive atomic.Int64  // unix ns of the last activity
 	renewTried atomic.Int64  // unix ns of the last renewal attempt
 	hubVersion atomic.Uint32 // the session version the hub's Welcome said

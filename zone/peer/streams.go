@@ -134,6 +134,16 @@ func (rt *router) dialStream(ctx context.Context, app string, addr wire.Addr, o 
 			return nil, cerr
 		}
 	}
+	if rt.p.hubStreams.Add(1) > wire.StreamsPerSession {
+		rt.p.hubStreams.Add(-1)
+		return nil, &wire.CallError{Status: wire.CallUnavailable, Message: fmt.Sprintf("this device has %d byte streams open through the hub, the most its session carries: dial again once one of them ends", wire.StreamsPerSession)}
+	}
+	held := true
+	defer func() {
+		if held {
+			rt.p.hubStreams.Add(-1)
+		}
+	}()
 	st, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, &wire.CallError{Status: wire.CallOffline, Message: "open a stream to the hub: " + err.Error()}
@@ -165,7 +175,10 @@ func (rt *router) dialStream(ctx context.Context, app string, addr wire.Addr, o 
 			return nil, &wire.CallError{Status: wire.CallFailed, Message: fmt.Sprintf("the answer from %s does not check out: %v", addr, err)}
 		}
 	}
-	return session.StreamEnd("the hub", st), nil
+	end := session.StreamEnd("the hub", st)
+	held = false
+	end.OnDone(func() { rt.p.hubStreams.Add(-1) })
+	return end, nil
 }
 
 // hubConn is the session's connection to the hub, once there is one: a

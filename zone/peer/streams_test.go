@@ -566,3 +566,74 @@ func TestStreamCancelAndHubHosted(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestStreamBudget: byte streams held open take at most
+// wire.StreamsPerSession of a session's streams, at the device that opens
+// them and at the hub for the device they go to; past that, a dial is
+// refused saying why, and calls still go through both ways.
+func TestStreamBudget(t *testing.T) {
+	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
+		t.Run(string(mode), func(t *testing.T) {
+			clock := &testClock{}
+			hb := startHub(t, clock, nil)
+			phone, tablet, laptop := hb.pair(t, clock, "phone", 0), hb.pair(t, clock, "tablet", 0), hb.pair(t, clock, "laptop", 0)
+			for _, d := range []string{phone, tablet, laptop} {
+				startPeerWith(t, d, clock, func(c *Config) { c.Mode = mode })
+				waitSyncedPeer(t, d)
+			}
+			listenEcho(t, laptop, "shell", "ssh")
+			serveEcho(t, laptop)
+			waitRecord(t, phone, zsync.BucketApps, "laptop/shell")
+			waitRecord(t, tablet, zsync.BucketApps, "laptop/demo")
+			ctx := testCtx(t)
+			fromPhone, fromTablet := appClient(phone, "term"), appClient(tablet, "term")
+
+			open := make([]*api.Stream, 0, wire.StreamsPerSession)
+			defer func() {
+				for _, s := range open {
+					s.Close()
+				}
+			}()
+			for range wire.StreamsPerSession {
+				s, err := fromPhone.Dial(ctx, "laptop/ssh")
+				if err != nil {
+					t.Fatalf("stream %d: %v", len(open)+1, err)
+				}
+				open = append(open, s)
+			}
+			_, err := fromPhone.Dial(ctx, "laptop/ssh")
+			wantStatus(t, err, http.StatusServiceUnavailable, "this device has 256 byte streams open through the hub")
+			_, err = fromTablet.Dial(ctx, "laptop/ssh")
+			wantStatus(t, err, http.StatusServiceUnavailable, `device "laptop" has 256 byte streams open`)
+			for _, c := range []*api.Client{fromPhone, fromTablet} {
+				if out, err := c.Call(ctx, "laptop/echo", "echo", "still"); err != nil || string(out) != `"still"` {
+					t.Fatalf("a call beside the open streams: %s, %v", out, err)
+				}
+			}
+			if got := roundTrip(t, open[0], []byte("held")); string(got) != "held" {
+				t.Fatalf("echo on a held stream: %q", got)
+			}
+
+			// Once one ends, the next dial goes through (the hub counts
+			// it out when its relay is over, a moment after).
+			open[0].Close()
+			open = open[1:]
+			for {
+				s, err := fromTablet.Dial(ctx, "laptop/ssh")
+				if err == nil {
+					if got := roundTrip(t, s, []byte("next")); string(got) != "next" {
+						t.Fatalf("echo on the next stream: %q", got)
+					}
+					s.Close()
+					break
+				}
+				wantStatus(t, err, http.StatusServiceUnavailable, `device "laptop" has 256 byte streams open`)
+				select {
+				case <-ctx.Done():
+					t.Fatal("a stream ended, and the hub still refuses the next")
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		})
+	}
+}

@@ -285,4 +285,14 @@ const (
 	// target. With the defaults, 48: also below the 64 a friend's hub
 	// allows this zone's link, so one device cannot take all of it.
 	CallTargetShare = 4
+	// StreamsPerSession bounds the byte streams open at once on one
+	// device's session, each way: those it opens to the hub and those the
+	// hub opens to it. An open stream holds a transport stream for as
+	// long as it lasts, but no call slot, so without this bound long-lived
+	// streams (a forward's connections, say) could take every stream the
+	// session carries and leave calls none. DefaultCallsPerTarget plus
+	// this stays below the streams a device accepts
+	// (transport.DefaultMaxIncomingStreams, 512), leaving 64 for the hub's
+	// own deliveries and the session's sync and renewal streams.
+	StreamsPerSession = 256
 )
