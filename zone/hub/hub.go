@@ -33,6 +33,8 @@ import (
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/mgmt"
+	"github.com/pzone/pzone/zone/web"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -114,6 +116,19 @@ type Config struct {
 	// Wakers add or replace ways of waking devices, by method (UDP is
 	// built in).
 	Wakers []wakeup.Waker
+	// Web, with Web.Addr set, serves the management listener (the
+	// dashboard and /api/v1/, zone/web); WebReady, if set, is called with
+	// its URL once it listens.
+	Web      web.Config
+	WebReady func(url string)
+	// WebSessionIdle and WebSessionLifetime are the web sessions' idle
+	// timeout and absolute lifetime; zero means mgmt.DefaultIdle and
+	// mgmt.DefaultLifetime.
+	WebSessionIdle     time.Duration
+	WebSessionLifetime time.Duration
+	// OperatorHash is the cost of new operator passwords' hashes; zero
+	// means mgmt.DefaultHashParams.
+	OperatorHash mgmt.HashParams
 	// FriendCallHook, if set, sees each call from a friend zone before the
 	// hub relays it, and takes it over by returning true. For tests that
 	// need a misbehaving hub (FriendCall); pzh never sets it.
@@ -233,6 +248,9 @@ type Hub struct {
 	tokens *tokens
 	// services are the ones applications on the hub's host serve.
 	services *services.Host
+	// mgmt holds the management plane's operators, web sessions and API
+	// tokens (zone/mgmt, served by zone/web).
+	mgmt *mgmt.Manager
 	calls    policy.ViewCache // policy and token rules, for calls
 	zone     *ZoneInfo
 	ca       *certs.CA
@@ -320,9 +338,26 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return fmt.Errorf("read wake registrations: %w", err)
 	}
+	if h.mgmt, err = mgmt.Open(store.db, mgmt.Config{Issuer: "pzone " + h.zone.Name, Idle: cfg.WebSessionIdle, Lifetime: cfg.WebSessionLifetime,
+		Hash: cfg.OperatorHash, Now: cfg.Now, Logger: h.log.With("part", "web")}); err != nil {
+		ln.Close()
+		return err
+	}
+	var webLn *web.Listener
+	if cfg.Web.Addr != "" {
+		wc := cfg.Web
+		wc.Logger = h.log.With("part", "web")
+		if webLn, err = web.Listen(wc); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.HubSocketName))
 	if err != nil {
 		ln.Close()
+		if webLn != nil {
+			webLn.Close()
+		}
 		return err
 	}
 	defer os.Remove(api.SocketPath(cfg.DataDir, api.HubSocketName))
@@ -335,7 +370,17 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	h.links.begin(gctx, h.friends.zones())
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
-	g.Go(func() error { return localapi.Serve(gctx, sock, h.apiHandler()) })
+	admin := h.apiHandler()
+	g.Go(func() error { return localapi.Serve(gctx, sock, admin) })
+	g.Go(func() error { return h.mgmt.Run(gctx) })
+	if webLn != nil {
+		wh := web.NewHandler(h.mgmt, admin, h.zone.Name, h.log.With("part", "web"))
+		g.Go(func() error { return webLn.Serve(gctx, wh) })
+		h.log.Info("web listener", "url", webLn.URL())
+		if cfg.WebReady != nil {
+			cfg.WebReady(webLn.URL())
+		}
+	}
 	g.Go(func() error { return h.hubCertLoop(gctx) })
 	g.Go(func() error { return h.reg.seenLoop(gctx) })
 	g.Go(func() error { return h.compactLoop(gctx) })

@@ -14,6 +14,7 @@ import (
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/web"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -121,6 +122,7 @@ func (h *Hub) apiHandler() http.Handler {
 	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)
 	}, nil, h.log)
+	web.AdminRoutes(mux, h.mgmt)
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }

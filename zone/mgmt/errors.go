@@ -26,6 +26,8 @@ var (
 	ErrNoToken = errors.New("no such API token, or it expired or was revoked")
 	// ErrBadRequest: what was asked for is invalid (the message says how).
 	ErrBadRequest = errors.New("bad request")
+	// ErrNotFound: no session or token by that id (or name).
+	ErrNotFound = errors.New("not found")
 	// ErrBusy: too many logins are being checked at once; retry shortly.
 	ErrBusy = errors.New("too many logins are being checked at once: try again in a few seconds")
 )

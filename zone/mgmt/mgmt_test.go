@@ -331,7 +331,7 @@ func TestEndCascades(t *testing.T) {
 		_, err := f.m.Current(x)
 		wantErr(t, err, ErrNoSession)
 	}
-	wantErr(t, f.m.End(parent.Ref), ErrNoSession)
+	wantErr(t, f.m.End(parent.Ref), ErrNotFound)
 	if _, err := f.m.Authenticate(other); err != nil {
 		t.Fatalf("another session ended too: %v", err)
 	}
@@ -500,7 +500,7 @@ func TestTokens(t *testing.T) {
 	if _, err := f.m.RevokeToken("ci"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.m.RevokeToken("ci"); !errors.Is(err, ErrNoToken) {
+	if _, err := f.m.RevokeToken("ci"); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
 	}
 }

@@ -419,7 +419,7 @@ func (m *Manager) End(ref string) error {
 	s := m.byRef[ref]
 	if s == nil {
 		m.mu.Unlock()
-		return fmt.Errorf("%w: no session %q (pzh web sessions lists them)", ErrNoSession, ref)
+		return fmt.Errorf("%w: no session %q (pzh web sessions lists them)", ErrNotFound, ref)
 	}
 	ended := m.endLocked(s, "ended by an operator")
 	m.mu.Unlock()

@@ -122,7 +122,7 @@ func (m *Manager) RevokeToken(which string) (*Token, error) {
 		}
 	}
 	if t == nil {
-		return nil, fmt.Errorf("%w: %q (pzh web token list)", ErrNoToken, which)
+		return nil, fmt.Errorf("%w: no API token %q (pzh web token list)", ErrNotFound, which)
 	}
 	err := m.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokens).Delete([]byte(t.hash))

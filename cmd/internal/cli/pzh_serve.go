@@ -6,6 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pzone/pzone/zone/mgmt"
+	"github.com/pzone/pzone/zone/web"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -32,6 +35,11 @@ type hubServeOptions struct {
 	wakeRate   int
 	resetState bool
 	resetMail  bool
+	web        string
+	webCert    string
+	webKey     string
+	webIdle    time.Duration
+	webLife    time.Duration
 }
 
 // ServeExtension adds flags to pzh serve and returns what they change in
@@ -98,7 +106,13 @@ shrink what a device holds, and deletions, are always taken.`,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
 				DeviceQuota: int64(o.devQuota), ZoneQuota: int64(o.zoneQuota),
 				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate,
-				ResetZoneState: o.resetState, ResetMailbox: o.resetMail}
+				ResetZoneState: o.resetState, ResetMailbox: o.resetMail,
+				Web: web.Config{Addr: o.web, CertFile: o.webCert, KeyFile: o.webKey}, WebSessionIdle: o.webIdle, WebSessionLifetime: o.webLife}
+			if o.web != "" {
+				cfg.WebReady = func(url string) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "web dashboard and API at %s/ (operators: pzh operator add NAME)\n", url)
+				}
+			}
 			for _, configure := range configures {
 				if err := configure(&cfg); err != nil {
 					return err
@@ -124,6 +138,11 @@ shrink what a device holds, and deletions, are always taken.`,
 	f.IntVar(&o.wakeRate, "wake-rate", hub.DefaultWakeRate, "wake pings one device may receive per minute")
 	f.BoolVar(&o.resetState, "reset-zone-state", false, "start the zone state (sync.db) over, on purpose: policy rules, tokens and app data are lost, devices drop their copies")
 	f.BoolVar(&o.resetMail, "reset-mailbox", false, "start mailbox.db over, on purpose: queued messages are lost")
+	f.StringVar(&o.web, "web", "", "HOST:PORT to serve the web dashboard and the HTTP API on (off without it; plain HTTP only on a loopback address)")
+	f.StringVar(&o.webCert, "web-cert", "", "certificate (PEM) of the web listener, for HTTPS")
+	f.StringVar(&o.webKey, "web-key", "", "private key (PEM) of --web-cert")
+	f.DurationVar(&o.webIdle, "web-session-idle", mgmt.DefaultIdle, "a web session nothing used for this long ends")
+	f.DurationVar(&o.webLife, "web-session-lifetime", mgmt.DefaultLifetime, "a web session ends this long after its login, used or not")
 	// For tests only: a hub that alters or replays calls from friend
 	// zones, to show that devices catch it. Hidden from help.
 	for _, ext := range exts {

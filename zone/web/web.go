@@ -1,0 +1,186 @@
+// Package web is the hub's management listener: the HTTP API under
+// /api/v1/ (and, served from it, the dashboard) for operators in a browser
+// and for scripts with API tokens. Who may do what comes from zone/mgmt;
+// what an action does comes from the hub's own admin API, which this
+// package calls in-process (the same code path as the pzh command), never
+// a copy of it.
+//
+// It is off unless pzh serve --web ADDR asks for it, and it serves plain
+// HTTP only on a loopback address: anywhere else it needs a certificate.
+package web
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pzone/pzone/zone/mgmt"
+)
+
+// Config sets up the listener.
+type Config struct {
+	// Addr is where to listen (host:port).
+	Addr string
+	// CertFile and KeyFile, PEM, make it HTTPS; without them Addr must be
+	// a loopback address.
+	CertFile, KeyFile string
+	Logger            *slog.Logger
+}
+
+// Timeouts of the listener. Event streams have no write timeout; they
+// are cut by their session's end instead.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+	// maxBody bounds a JSON request body: the largest the API takes is a
+	// data record (1 MiB); everything else is a few hundred bytes.
+	maxBody = 1<<20 + 4<<10
+)
+
+// Listener is the bound, not yet serving, management listener.
+type Listener struct {
+	ln  net.Listener
+	tls *tls.Config
+	cfg Config
+}
+
+// Listen binds cfg.Addr, refusing plain HTTP on anything but loopback.
+func Listen(cfg Config) (*Listener, error) {
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("web listener %q: %w (give HOST:PORT, e.g. 127.0.0.1:7080)", cfg.Addr, err)
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("web listener: give both --web-cert and --web-key, or neither (plain HTTP, on a loopback address only)")
+	}
+	var tc *tls.Config
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("web listener certificate: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	} else if !loopback(host) {
+		return nil, fmt.Errorf("web listener %s: plain HTTP is served only on a loopback address (127.0.0.1, ::1, localhost); for %q give a certificate with --web-cert and --web-key", cfg.Addr, host)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("web listener: %w", err)
+	}
+	return &Listener{ln: ln, tls: tc, cfg: cfg}, nil
+}
+
+// loopback reports whether host names only loopback addresses.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Addr is the bound address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// URL is the listener's base URL.
+func (l *Listener) URL() string {
+	scheme := "http"
+	if l.tls != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + l.ln.Addr().String()
+}
+
+// Close closes a listener that never served.
+func (l *Listener) Close() error { return l.ln.Close() }
+
+// Serve serves h until ctx ends.
+func (l *Listener) Serve(ctx context.Context, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, TLSConfig: l.tls,
+		ErrorLog: slog.NewLogLogger(l.logger().Handler(), slog.LevelDebug),
+		// Requests end with the hub: event streams too.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	errc := make(chan error, 1)
+	go func() {
+		if l.tls != nil {
+			errc <- srv.ServeTLS(l.ln, "", "")
+		} else {
+			errc <- srv.Serve(l.ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("web listener: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx) // event streams end with their context
+		srv.Close()
+		return nil
+	}
+}
+
+func (l *Listener) logger() *slog.Logger {
+	if l.cfg.Logger != nil {
+		return l.cfg.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Handler is the API and the dashboard, over M for who may act and Admin
+// (the hub's admin API) for what acting does.
+type Handler struct {
+	M      *mgmt.Manager
+	Admin  http.Handler
+	Logger *slog.Logger
+	// Zone names the zone in the dashboard's title.
+	Zone string
+
+	mux *http.ServeMux
+}
+
+// NewHandler returns the listener's handler.
+func NewHandler(m *mgmt.Manager, admin http.Handler, zone string, logger *slog.Logger) *Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{M: m, Admin: admin, Logger: logger, Zone: zone, mux: http.NewServeMux()}
+	h.routes(h.mux)
+	h.proxyRoutes(h.mux)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+	})
+	return h
+}
+
+// ServeHTTP adds the security headers every answer carries.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", contentSecurityPolicy)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+	if r.TLS != nil {
+		hd.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		hd.Set("Cache-Control", "no-store")
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// contentSecurityPolicy allows the page its own scripts, styles and
+// images (and data: images, the invite QR codes) and nothing else: no
+// inline script, no other origin, no framing.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
