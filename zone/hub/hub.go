@@ -250,15 +250,15 @@ type Hub struct {
 	services *services.Host
 	// mgmt holds the management plane's operators, web sessions and API
 	// tokens (zone/mgmt, served by zone/web).
-	mgmt *mgmt.Manager
-	calls    policy.ViewCache // policy and token rules, for calls
-	zone     *ZoneInfo
-	ca       *certs.CA
-	cert     atomic.Pointer[tls.Certificate]
-	limiter  *pairing.Limiter
-	changes  localapi.Notifier
-	started  time.Time
-	addr     net.Addr
+	mgmt    *mgmt.Manager
+	calls   policy.ViewCache // policy and token rules, for calls
+	zone    *ZoneInfo
+	ca      *certs.CA
+	cert    atomic.Pointer[tls.Certificate]
+	limiter *pairing.Limiter
+	changes localapi.Notifier
+	started time.Time
+	addr    net.Addr
 
 	// reg holds the devices and their sessions (registry.go).
 	reg *registry

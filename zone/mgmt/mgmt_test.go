@@ -457,7 +457,6 @@ func TestBackoffTable(t *testing.T) {
 	}
 }
 
-
 func TestTokens(t *testing.T) {
 	f := newFixture(t)
 	tok, secret, err := f.m.CreateToken("ci", ScopeRead, 90*24*time.Hour)

@@ -396,7 +396,6 @@ func (h *Handler) authed(need mgmt.Scope, f func(http.ResponseWriter, *http.Requ
 	})
 }
 
-
 func mgmtBad(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", mgmt.ErrBadRequest, fmt.Sprintf(format, a...))
 }
