@@ -11,11 +11,11 @@ help: ## list the targets
 build: ## build pzh and pzp into bin/
 	$(GO) build -o $(BIN)/ ./cmd/pzh ./cmd/pzp
 
-test: ## vet, gofmt check, and every test with the race detector
+test: ## vet, gofmt check, and every test with the race detector (screenshots of the dashboard go to artifacts/)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	PZONE_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -timeout 15m ./...
 
 test-stress: ## the tests (race, -cpu 1,2) beside two CPU-bound processes, STRESS_RUNS times (default 1)
 	GO=$(GO) bash testdata/stress.sh

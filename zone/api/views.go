@@ -172,6 +172,9 @@ type HubStatus struct {
 	// Friends and Linked count friend zones, and those linked now.
 	Friends int `json:"friends"`
 	Linked  int `json:"linked"`
+	// Calls counts the calls, messages and streams the hub routed since
+	// it started (its own deliveries not included).
+	Calls uint64 `json:"calls"`
 	// SyncUsage is the zone state's bytes in use, its quotas and the
 	// nodes owning the most of it.
 	SyncUsage zsync.Usage `json:"sync_usage"`

@@ -250,7 +250,9 @@ type Hub struct {
 	services *services.Host
 	// mgmt holds the management plane's operators, web sessions and API
 	// tokens (zone/mgmt, served by zone/web).
-	mgmt    *mgmt.Manager
+	mgmt *mgmt.Manager
+	// routed counts the calls, messages and streams routed (HubStatus.Calls).
+	routed  atomic.Uint64
 	calls   policy.ViewCache // policy and token rules, for calls
 	zone    *ZoneInfo
 	ca      *certs.CA
@@ -376,6 +378,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if webLn != nil {
 		wh := web.NewHandler(h.mgmt, admin, h.zone.Name, h.log.With("part", "web"))
 		g.Go(func() error { return webLn.Serve(gctx, wh) })
+		g.Go(func() error { return wh.Run(gctx) })
 		h.log.Info("web listener", "url", webLn.URL())
 		if cfg.WebReady != nil {
 			cfg.WebReady(webLn.URL())
@@ -620,7 +623,7 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 	paired, online := h.reg.counts()
 	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
 		Started: h.started, Online: online, Devices: paired, CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
-		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage(), Friends: h.friends.count(), Linked: h.links.linked()}
+		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage(), Friends: h.friends.count(), Linked: h.links.linked(), Calls: h.routed.Load()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))
 	}

@@ -145,7 +145,8 @@ type Handler struct {
 	// Zone names the zone in the dashboard's title.
 	Zone string
 
-	mux *http.ServeMux
+	mux     *http.ServeMux
+	samples samples
 }
 
 // NewHandler returns the listener's handler.
@@ -156,7 +157,9 @@ func NewHandler(m *mgmt.Manager, admin http.Handler, zone string, logger *slog.L
 	h := &Handler{M: m, Admin: admin, Logger: logger, Zone: zone, mux: http.NewServeMux()}
 	h.routes(h.mux)
 	h.proxyRoutes(h.mux)
-	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	h.eventRoutes(h.mux)
+	h.pageRoutes(h.mux)
+	h.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	return h

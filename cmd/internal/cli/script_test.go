@@ -79,6 +79,16 @@ func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: freeport VAR")
 	}
+	port, ok := freePort()
+	if !ok {
+		ts.Fatalf("no free port")
+	}
+	ts.Setenv(args[0], strconv.Itoa(port))
+}
+
+// freePort picks a port free for both TCP and UDP on 127.0.0.1 (see
+// freeport).
+func freePort() (int, bool) {
 	lo := ephemeralLow()
 	for range 200 {
 		port := freePortMin + mathrand.IntN(lo-freePortMin)
@@ -92,10 +102,9 @@ func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 			continue
 		}
 		ul.Close()
-		ts.Setenv(args[0], strconv.Itoa(port))
-		return
+		return port, true
 	}
-	ts.Fatalf("no free port")
+	return 0, false
 }
 
 // freePortMin is the lowest port freeport picks: above the well-known and
