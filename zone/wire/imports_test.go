@@ -23,9 +23,10 @@ var layers = [][]string{
 	// The local API as its clients see it (types and the Go client), and
 	// the pieces of sessions and stores both runtimes use.
 	{"zone/api", "zone/session", "zone/stores"},
-	// The local API's serving side, and services hosted on a node.
-	{"zone/localapi"},
-	{"zone/services"},
+	// The local API's serving side and the management plane's accounts
+	// and sessions; services hosted on a node and the hub's web listener.
+	{"zone/localapi", "zone/mgmt"},
+	{"zone/services", "zone/web"},
 	// The runtimes, one per role: beside each other, so neither may
 	// import the other.
 	{"zone/hub", "zone/peer"},
