@@ -252,7 +252,9 @@ type Hub struct {
 	// tokens (zone/mgmt, served by zone/web).
 	mgmt *mgmt.Manager
 	// routed counts the calls, messages and streams routed (HubStatus.Calls).
-	routed  atomic.Uint64
+	routed atomic.Uint64
+	// webURL is the web listener's base URL, once it listens.
+	webURL  atomic.Pointer[string]
 	calls   policy.ViewCache // policy and token rules, for calls
 	zone    *ZoneInfo
 	ca      *certs.CA
@@ -372,6 +374,10 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	h.links.begin(gctx, h.friends.zones())
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
+	if webLn != nil {
+		u := webLn.URL()
+		h.webURL.Store(&u)
+	}
 	admin := h.apiHandler()
 	g.Go(func() error { return localapi.Serve(gctx, sock, admin) })
 	g.Go(func() error { return h.mgmt.Run(gctx) })

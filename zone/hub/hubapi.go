@@ -122,7 +122,12 @@ func (h *Hub) apiHandler() http.Handler {
 	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)
 	}, nil, h.log)
-	web.AdminRoutes(mux, h.mgmt)
+	web.AdminRoutes(mux, h.mgmt, func() string {
+		if u := h.webURL.Load(); u != nil {
+			return *u
+		}
+		return ""
+	})
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }

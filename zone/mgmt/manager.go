@@ -99,6 +99,7 @@ type Manager struct {
 	byRef    map[string]*session
 	tokens   map[string]*Token // by the hash of the secret
 	dirty    map[string]bool   // session or token hashes whose last use is not written yet
+	links    map[string]loginLink
 
 	hashing chan struct{} // a slot per password hash computed at once
 	fails   backoff
@@ -114,7 +115,7 @@ func Open(db *bolt.DB, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, db: db, sessions: map[string]*session{}, byRef: map[string]*session{},
-		tokens: map[string]*Token{}, dirty: map[string]bool{}, hashing: make(chan struct{}, concurrentHashes)}
+		tokens: map[string]*Token{}, dirty: map[string]bool{}, links: map[string]loginLink{}, hashing: make(chan struct{}, concurrentHashes)}
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketOperators, bucketSessions, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {

@@ -503,3 +503,30 @@ func TestTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLoginLink(t *testing.T) {
+	f := newFixture(t)
+	f.addOperator("alice")
+	f.enroll("alice")
+	secret, exp, err := f.m.LoginLink("alice", DefaultLinkTTL)
+	if err != nil || !exp.Equal(f.clock.Now().Add(DefaultLinkTTL)) {
+		t.Fatal(exp, err)
+	}
+	s, id, err := f.m.RedeemLink(secret, "192.0.2.1", "tab")
+	if err != nil || s.State != StateFull || s.Operator != "alice" {
+		t.Fatalf("redeem: %+v %v", s, err)
+	}
+	if _, err := f.m.Authenticate(id); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.m.RedeemLink(secret, "192.0.2.1", "tab")
+	wantErr(t, err, ErrBadLogin) // once
+	secret, _, _ = f.m.LoginLink("alice", time.Minute)
+	f.clock.Add(time.Minute)
+	_, _, err = f.m.RedeemLink(secret, "192.0.2.1", "tab")
+	wantErr(t, err, ErrBadLogin) // expired
+	_, _, err = f.m.LoginLink("bob", time.Minute)
+	wantErr(t, err, ErrNoOperator)
+	_, _, err = f.m.LoginLink("alice", 2*MaxLinkTTL)
+	wantErr(t, err, ErrBadRequest)
+}

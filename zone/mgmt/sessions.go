@@ -496,3 +496,73 @@ func (m *Manager) Sessions() []Session {
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
 }
+
+// One-time login links: made on the hub's host by its operator (pzh web
+// login NAME), each logs one browser in as that operator, fully (the
+// host's operator could do all the session can, and more), once, within
+// its time. Kept in memory only: a restart voids them.
+const (
+	// DefaultLinkTTL is how long a login link works.
+	DefaultLinkTTL = 10 * time.Minute
+	// MaxLinkTTL bounds it: a link is for now, not for later.
+	MaxLinkTTL = time.Hour
+	// linkPrefix starts a login link's token.
+	linkPrefix = "pzlogin_"
+	// maxLinks bounds the links held at once.
+	maxLinks = 64
+)
+
+type loginLink struct {
+	operator string
+	expires  time.Time
+}
+
+// LoginLink makes a one-time login for operator, valid for ttl.
+func (m *Manager) LoginLink(operator string, ttl time.Duration) (string, time.Time, error) {
+	if ttl <= 0 || ttl > MaxLinkTTL {
+		return "", time.Time{}, badRequest("login link lifetime %v: give one up to %v", ttl, MaxLinkTTL)
+	}
+	if err := m.db.View(func(tx *bolt.Tx) error { _, err := m.getOperator(tx, operator); return err }); err != nil {
+		return "", time.Time{}, err
+	}
+	secret, hash, err := newSecret(linkPrefix)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	now := m.cfg.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for h, l := range m.links {
+		if !now.Before(l.expires) {
+			delete(m.links, h)
+		}
+	}
+	if len(m.links) >= maxLinks {
+		return "", time.Time{}, badRequest("%d login links are waiting to be used; let them expire (at most %v) first", len(m.links), MaxLinkTTL)
+	}
+	exp := now.Add(ttl)
+	m.links[hash] = loginLink{operator: operator, expires: exp}
+	m.cfg.Logger.Info("login link made", "operator", operator, "expires", exp)
+	return secret, exp, nil
+}
+
+// RedeemLink logs in with a login link, once.
+func (m *Manager) RedeemLink(secret, ip, userAgent string) (*Session, string, error) {
+	now := m.cfg.Now()
+	m.mu.Lock()
+	l, ok := m.links[secretHash(secret)]
+	delete(m.links, secretHash(secret))
+	m.mu.Unlock()
+	if !ok || !now.Before(l.expires) {
+		return nil, "", fmt.Errorf("%w: the login link was used already, expired, or is not this hub's (make another with pzh web login NAME)", ErrBadLogin)
+	}
+	if len(userAgent) > MaxUserAgent {
+		userAgent = userAgent[:MaxUserAgent]
+	}
+	s, id, err := m.create(Session{Operator: l.operator, State: StateFull, Scope: ScopeAdmin, IP: ip, UserAgent: userAgent,
+		Created: now, LastActive: now, Expires: now.Add(m.cfg.Lifetime)})
+	if err == nil {
+		m.cfg.Logger.Info("web login with a login link", "operator", l.operator, "ip", ip, "session", s.Ref)
+	}
+	return s, id, err
+}

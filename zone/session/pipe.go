@@ -108,7 +108,18 @@ type Pipe struct {
 	mu   sync.Mutex
 	cut  *wire.CallError
 	from *End // the end whose abort or failure cut the stream, if one did
+	// A write to an end that failed waits to be the reason (pending,
+	// pendFrom) until that end's own frames are read: an application that
+	// aborted and closed at once has its abort there, which says why
+	// better than the broken pipe.
+	pending  *wire.CallError
+	pendFrom *End
 }
+
+// abortGrace bounds how long the frames still to be read from an end
+// that could not be written to are waited for (they are normally in its
+// socket's buffer already, with the end of its direction behind them).
+const abortGrace = time.Second
 
 var pipeBufs = sync.Pool{New: func() any { b := make([]byte, wire.StreamFrameHeader+wire.MaxStreamData); return &b }}
 
@@ -164,6 +175,12 @@ func (p *Pipe) Run() *wire.CallError {
 	go func() { p.pump(p.B, p.A, false); done <- struct{}{} }()
 	<-done
 	<-done
+	p.mu.Lock()
+	pending, from := p.pending, p.pendFrom
+	p.mu.Unlock()
+	if pending != nil {
+		p.stop(pending, from) // unless a cut came first
+	}
 	defer p.A.done()
 	defer p.B.done()
 	cut := p.stopped()
@@ -206,15 +223,41 @@ func linger(e *End) {
 // or the stream is cut; a failure cuts it.
 func (p *Pipe) pump(src, dst *End, aToB bool) {
 	fail := p.stop // the first cut wins
-	broke := func(end *End, err error) {
-		if p.stopped() != nil {
-			return // our own deadline, set by the cut
-		}
+	brokeOff := func(end *End, err error) *wire.CallError {
 		msg := fmt.Sprintf("%s broke off the stream", end.Name)
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 			msg += ": " + err.Error()
 		}
-		fail(&wire.CallError{Status: wire.CallUnavailable, Message: msg}, end)
+		return &wire.CallError{Status: wire.CallUnavailable, Message: msg}
+	}
+	broke := func(end *End, err error) {
+		if p.stopped() != nil {
+			return // our own deadline, set by the cut
+		}
+		p.mu.Lock()
+		pending := p.pending
+		if p.pendFrom != end {
+			pending = nil
+		}
+		p.mu.Unlock()
+		if pending != nil {
+			fail(pending, end) // the write that failed first says it
+			return
+		}
+		fail(brokeOff(end, err), end)
+	}
+	// brokeWriting: writing to end failed. Its frames are read first,
+	// within abortGrace, for an abort that says why.
+	brokeWriting := func(end *End, err error) {
+		if p.stopped() != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.pending == nil {
+			p.pending, p.pendFrom = brokeOff(end, err), end
+		}
+		p.mu.Unlock()
+		end.setRD(time.Now().Add(abortGrace))
 	}
 	var h [wire.StreamFrameHeader]byte
 	for {
@@ -242,7 +285,7 @@ func (p *Pipe) pump(src, dst *End, aToB bool) {
 			if err == nil {
 				if err = dst.write(buf); err != nil {
 					pipeBufs.Put(bp)
-					broke(dst, err)
+					brokeWriting(dst, err)
 					return
 				}
 			}
@@ -253,7 +296,7 @@ func (p *Pipe) pump(src, dst *End, aToB bool) {
 			}
 		case wire.StreamEnd:
 			if err := dst.write(h[:]); err != nil {
-				broke(dst, err)
+				brokeWriting(dst, err)
 				return
 			}
 			dst.closeWrite()

@@ -41,8 +41,49 @@ type TokenCreated struct {
 	Secret string `json:"token"`
 }
 
-// AdminRoutes adds the account endpoints to the admin socket's mux.
-func AdminRoutes(mux *http.ServeMux, m *mgmt.Manager) {
+// LinkRequest asks for a one-time login link.
+type LinkRequest struct {
+	Operator string `json:"operator"`
+	TTL      string `json:"ttl,omitempty"` // a Go duration; empty: mgmt.DefaultLinkTTL
+}
+
+// LinkCreated is a login link, shown once.
+type LinkCreated struct {
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
+}
+
+// AdminRoutes adds the account endpoints to the admin socket's mux;
+// webURL is the web listener's base URL, "" when it is off.
+func AdminRoutes(mux *http.ServeMux, m *mgmt.Manager, webURL func() string) {
+	mux.HandleFunc("POST /v1/web/login-links", func(w http.ResponseWriter, r *http.Request) {
+		var req LinkRequest
+		if err := readBody(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		base := webURL()
+		if base == "" {
+			writeJSON(w, http.StatusConflict, ErrorBody{Error: "this hub serves no web listener: start it with pzh serve --web ADDR"})
+			return
+		}
+		ttl := mgmt.DefaultLinkTTL
+		if req.TTL != "" {
+			var err error
+			if ttl, err = time.ParseDuration(req.TTL); err != nil {
+				writeErr(w, mgmtBad("ttl %q: not a duration (e.g. 10m)", req.TTL))
+				return
+			}
+		}
+		secret, exp, err := m.LoginLink(req.Operator, ttl)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		// In the fragment: never sent to the server in a request line or
+		// a Referer; the page's script sends it once and forgets it.
+		writeJSON(w, http.StatusCreated, LinkCreated{URL: base + "/#login=" + secret, Expires: exp})
+	})
 	mux.HandleFunc("GET /v1/operators", func(w http.ResponseWriter, r *http.Request) {
 		ops, err := m.Operators()
 		if err != nil {

@@ -245,6 +245,26 @@ func (h *Handler) routes(mux *http.ServeMux) {
 		setCookie(w, r, id, int(time.Until(s.Expires)/time.Second))
 		writeJSON(w, http.StatusOK, sessionBody(s))
 	})
+	mux.HandleFunc("POST /api/v1/authenticate/link", func(w http.ResponseWriter, r *http.Request) {
+		if err := sameOrigin(r); err != nil {
+			writeErr(w, err)
+			return
+		}
+		var req struct {
+			Token string `json:"token"`
+		}
+		if err := readBody(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		s, id, err := h.M.RedeemLink(req.Token, clientIP(r), r.UserAgent())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		setCookie(w, r, id, int(time.Until(s.Expires)/time.Second))
+		writeJSON(w, http.StatusOK, sessionBody(s))
+	})
 	mux.HandleFunc("POST /api/v1/authenticate/mfa", func(w http.ResponseWriter, r *http.Request) {
 		id, cookie := credential(r)
 		cur, err := h.M.Current(id)

@@ -380,3 +380,16 @@ func TestListen(t *testing.T) {
 	}
 	l.Close()
 }
+
+func TestLoginLinkAnswer(t *testing.T) {
+	f := newWebFixture(t)
+	secret, _, err := f.m.LoginLink("alice", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.browser()
+	out := b.want(http.MethodPost, "/api/v1/authenticate/link", map[string]string{"token": secret}, http.StatusOK)
+	b.csrf, _ = out["csrf_token"].(string)
+	b.want(http.MethodGet, "/api/v1/status", nil, http.StatusOK)
+	f.browser().want(http.MethodPost, "/api/v1/authenticate/link", map[string]string{"token": secret}, http.StatusUnauthorized)
+}

@@ -24,7 +24,32 @@ func newHubWebCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newHubWebSessionsCmd(g), newHubWebTokenCmd(g))
+	cmd.AddCommand(newHubWebSessionsCmd(g), newHubWebTokenCmd(g), newHubWebLoginCmd(g))
+	return cmd
+}
+
+func newHubWebLoginCmd(g *globals) *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "login OPERATOR",
+		Short: "Print a one-time login link to the dashboard for an operator",
+		Long: `login prints a link that logs one browser in to the dashboard as OPERATOR,
+without the password or second factor (whoever runs pzh on the hub's host
+could do all the session can). It works once, within --ttl, and not after
+the hub restarts. The secret is in the link's fragment (after #), which the
+browser never sends in a request line or a Referer.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var l web.LinkCreated
+			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/web/login-links", web.LinkRequest{Operator: args[0], TTL: ttl.String()}, &l); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), l.URL)
+			fmt.Fprintf(cmd.ErrOrStderr(), "one-time login for operator %s, until %s\n", args[0], l.Expires.Local().Format(time.TimeOnly))
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", mgmt.DefaultLinkTTL, "how long the link works (at most 1h)")
 	return cmd
 }
 

@@ -104,6 +104,20 @@ function entered(s) {
 }
 
 async function start() {
+  // A one-time login link (pzh web login NAME): its token is in the
+  // fragment; it is used once and taken out of the address bar.
+  const m = /^#login=(pzlogin_[A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (m) {
+    history.replaceState(null, "", location.pathname);
+    try {
+      entered(await api("POST", "/authenticate/link", { token: m[1] }));
+      return;
+    } catch (err) {
+      show("login-view");
+      $("login-error").textContent = err.message;
+      return;
+    }
+  }
   try {
     entered(await api("GET", "/current-session"));
   } catch (err) {
