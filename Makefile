@@ -20,7 +20,7 @@ test: ## vet, gofmt check, and every test with the race detector (screenshots of
 test-stress: ## the tests (race, -cpu 1,2) beside two CPU-bound processes, STRESS_RUNS times (default 1)
 	GO=$(GO) bash testdata/stress.sh
 
-demo: build ## build, then run a hub and devices on loopback: pair, sync, calls, a sleeping device woken, a friend zone, revoke, shut down
+demo: build ## build, then run a hub and devices on loopback: pair, sync, calls, a sleeping device woken, a friend zone, revoke, the web dashboard, shut down
 	BIN=$(BIN) bash testdata/demo.sh
 
 bench: ## figures against raw baselines (BENCH_OUT=file.json also writes JSON; BENCH_FLAGS=... e.g. -only sync,calls)

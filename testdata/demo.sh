@@ -6,6 +6,7 @@ set -euo pipefail
 
 BIN=${BIN:-bin}
 PORT=${DEMO_PORT:-17443}
+WEBPORT=${DEMO_WEB_PORT:-17080}
 export PATH="$PWD/$BIN:$PATH"
 work=$(mktemp -d /tmp/pzone-demo.XXXXXX)
 pids=()
@@ -23,13 +24,13 @@ run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 step "Create the zone 'alice' (hub on 127.0.0.1:$PORT)"
 run pzh init --data "$work/hub" --zone alice --public-addr "127.0.0.1:$PORT"
 
-step "Start the hub: QUIC and TLS+yamux on the same port"
-pzh serve --data "$work/hub" --listen "127.0.0.1:$PORT" 2>"$work/hub.log" &
+step "Start the hub: QUIC and TLS+yamux on the same port, and its web dashboard"
+pzh serve --data "$work/hub" --listen "127.0.0.1:$PORT" --web "127.0.0.1:$WEBPORT" 2>"$work/hub.log" &
 pids+=($!)
 if ! pzh wait ready --data "$work/hub" --timeout 15s; then
 	echo "the hub did not start; its log says:" >&2
 	cat "$work/hub.log" >&2
-	echo "(if port $PORT is taken, run: DEMO_PORT=another make demo)" >&2
+	echo "(if port $PORT or $WEBPORT is taken, run: DEMO_PORT=another DEMO_WEB_PORT=another make demo)" >&2
 	exit 1
 fi
 
@@ -70,7 +71,7 @@ pzp wait connecting --data "$work/phone" --timeout 15s
 run pzp data set --data "$work/phone" notes/todo "call mum"
 run pzp data set --data "$work/laptop" notes/shopping "milk, eggs, bread"
 run pzp status --data "$work/laptop"
-pzh serve --data "$work/hub" --listen "127.0.0.1:$PORT" 2>>"$work/hub.log" &
+pzh serve --data "$work/hub" --listen "127.0.0.1:$PORT" --web "127.0.0.1:$WEBPORT" 2>>"$work/hub.log" &
 pids[0]=$!
 pzp wait synced --data "$work/phone" --timeout 30s
 pzp wait synced --data "$work/laptop" --timeout 30s
@@ -203,6 +204,16 @@ tail -n 1 "$work/laptop.log"
 run pzh devices --data "$work/hub"
 echo "and it cannot come back:"
 pzp run --data "$work/laptop" 2>&1 | tail -n 1 || true
+
+step "The web dashboard: an operator, and a one-time login to it"
+run pzh operator add --data "$work/hub" alice <<<"correct horse battery staple"
+link=$(pzh web login --data "$work/hub" alice 2>/dev/null)
+echo "dashboard: http://127.0.0.1:$WEBPORT/ (operator alice, password: correct horse battery staple)"
+echo "one-time login (works once, for 10 minutes): $link"
+if [ -t 0 ]; then
+	read -r -p "open it in a browser on this machine; press Enter to stop the hub and the devices " _
+fi
+run pzh web sessions --data "$work/hub"
 
 step "Shut down cleanly"
 kill -INT "${pids[0]}" "${pids[1]}" "$tablet" "$desktop" "$bobhub"

@@ -246,9 +246,29 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("pzh devices after the revocation in the page:\n%s", devices)
 	}
 
+	// A one-time login link (as make demo prints one), in a third
+	// browser: in once, and the address bar no longer holds it.
+	link := strings.TrimSpace(run(t, env, "", "pzh", "--data", hubDir, "web", "login", "alice"))
+	ctx3, cancel3 := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	defer cancel3()
+	ctx3, cancelT3 := context.WithTimeout(ctx3, 3*time.Minute)
+	defer cancelT3()
+	do(ctx3, "log in with a link", chromedp.Navigate(link), chromedp.WaitVisible(css("#dashboard")))
+	if loc := get(ctx3, "read the address", chromedp.Location()); strings.Contains(loc, "pzlogin_") {
+		t.Fatalf("the login link stays in the address bar: %s", loc)
+	}
+	ctx4, cancel4 := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	defer cancel4()
+	ctx4, cancelT4 := context.WithTimeout(ctx4, 3*time.Minute)
+	defer cancelT4()
+	do(ctx4, "use the link again", chromedp.Navigate(link), chromedp.WaitVisible(css("#login-error:not(:empty)")))
+	if msg := get(ctx4, "read the refusal", chromedp.Text(css("#login-error"))); !strings.Contains(msg, "used already") {
+		t.Fatalf("a login link used twice: %q", msg)
+	}
+
 	do(ctx, "log out", chromedp.Click(css("#logout")), chromedp.WaitVisible(css("#login-view")))
-	if sessions := run(t, env, "", "pzh", "--data", hubDir, "web", "sessions"); !strings.Contains(sessions, "no web sessions") {
-		t.Fatalf("sessions after logging out:\n%s", sessions)
+	if sessions := run(t, env, "", "pzh", "--data", hubDir, "web", "sessions"); strings.Count(sessions, "alice") != 1 {
+		t.Fatalf("sessions after logging out (the link's is left):\n%s", sessions)
 	}
 }
 
