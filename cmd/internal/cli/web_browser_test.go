@@ -215,6 +215,17 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("pzh invites does not list the page's invite:\n%s", invites)
 	}
 	shoot(ctx, "dashboard.png")
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`refreshAll().then(() => true)`, chromedp.EvalAwaitPromise)); err != nil {
+		t.Fatalf("refresh every list: %v", err)
+	}
+	if msg := get(ctx, "read the page's errors", chromedp.Text(css("#action-error"))); msg != "" {
+		t.Fatalf("the dashboard shows an error: %s", msg)
+	}
+	for _, none := range []string{"#friend-rows", "#binding-rows", "#token-rows"} {
+		if text := get(ctx, "read "+none, chromedp.Text(css(none))); !strings.HasPrefix(text, "No ") {
+			t.Fatalf("%s: %q, want its empty-list line", none, text)
+		}
+	}
 
 	// A second browser (its own cookies), logged in with a recovery code;
 	// the first ends its session, and it is logged out at once.

@@ -284,14 +284,14 @@ async function refreshInvites() {
 }
 
 async function refreshFriends() {
-  const list = await api("GET", "/friends");
+  const list = (await api("GET", "/friends")).friends || [];
   fill($("friend-rows"), list.map((f) => el("tr", {},
     el("td", {}, f.petname), el("td", {}, f.zone), el("td", {}, f.state), el("td", {}, f.transport || "–"),
     el("td", {}, f.rtt_ms == null ? "–" : f.rtt_ms.toFixed(1) + " ms"), el("td", {}, f.calls), el("td", {}, f.queue))), "No friend zones (pzh friend invite).");
 }
 
 async function refreshBindings() {
-  const list = await api("GET", "/bindings");
+  const list = (await api("GET", "/bindings")).bindings || [];
   fill($("binding-rows"), list.filter((b) => !b.ended).map((b) => el("tr", {},
     el("td", {}, b.from), el("td", {}, b.to), el("td", {}, ago(b.since)), el("td", {}, b.calls),
     el("td", {}, b.bytes_in + " / " + b.bytes_out), el("td", {}, b.token || "–"),
