@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/localapi"
@@ -263,17 +265,19 @@ func (t *bindingTable) views(all bool) []api.BindingView {
 	return out
 }
 
-// countingWriter counts what passes through it into n, then calls check,
-// which fails the write once a limit is passed.
+// countingWriter counts what passes through it into n and total, then
+// calls check, which fails the write once a limit is passed.
 type countingWriter struct {
 	w     transport.Stream
 	n     *atomic.Uint64
+	total prometheus.Counter
 	check func() error
 }
 
 func (c countingWriter) Write(p []byte) (int, error) {
 	k, err := c.w.Write(p)
 	c.n.Add(uint64(k))
+	c.total.Add(float64(k))
 	if err == nil && c.check != nil {
 		err = c.check()
 	}

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pzone/pzone/zone/metrics"
 	"github.com/pzone/pzone/zone/services"
 	"github.com/pzone/pzone/zone/session"
 
@@ -92,14 +95,14 @@ func (rt *router) readCallBody(st transport.Stream, hdr *wire.CallHeader, slot *
 	var over *overBudget
 	switch {
 	case errors.As(err, &over):
-		session.RefuseCall(st, wire.CallUnavailable, over.Error())
+		rt.refuse(st, wire.CallUnavailable, over.Error())
 		return nil, false
 	case errors.As(err, &ne) && ne.Timeout():
 		slot.release() // first: once the caller sees the reset, the slot is free
 		st.Reset()
 		return nil, false
 	case err != nil:
-		session.RefuseCall(st, wire.CallBadRequest, "request body: "+err.Error())
+		rt.refuse(st, wire.CallBadRequest, "request body: "+err.Error())
 		return nil, false
 	}
 	return &replayStream{Stream: st, rest: raw.Bytes()}, true
@@ -135,7 +138,7 @@ func (rt *router) admitCall(st transport.Stream, fr *transport.FrameReader, call
 	}
 	slot, why := rt.slots.enterWait(caller, time.Now().Add(wire.CallTimeout(hdr)), gone)
 	if slot == nil {
-		session.RefuseCall(st, wire.CallUnavailable, why)
+		rt.refuse(st, wire.CallUnavailable, why)
 		return nil, nil, nil, false
 	}
 	if hdr.Kind == wire.CallStream {
@@ -163,6 +166,12 @@ func readCallHeader(st transport.Stream, fr *transport.FrameReader) (*wire.CallH
 	return &hdr, true
 }
 
+// refuse answers a call the hub itself refuses, and counts it.
+func (rt *router) refuse(st transport.Stream, status wire.CallStatus, msg string) {
+	rt.h.counters.refusals.WithLabelValues(metrics.Label(status.String())).Inc()
+	session.RefuseCall(st, status, msg)
+}
+
 // ownZone reports whether name (a zone name or ID) is this zone.
 func (rt *router) ownZone(name string) bool {
 	if name == rt.h.zone.Name {
@@ -180,6 +189,7 @@ func (rt *router) ownZone(name string) bool {
 // which routeCall adds the target's.
 func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
 	rt.h.routed.Add(1)
+	rt.h.counters.routed.WithLabelValues(kindLabel(hdr.Kind)).Inc()
 	timeout := wire.CallTimeout(hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)
@@ -195,13 +205,13 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	switch {
 	case hdr.ToDevice == certs.HubDevice:
 		if why := slot.toWait(deviceCaller(hdr.ToDevice), deadline, gone); why != "" {
-			session.RefuseCall(st, wire.CallUnavailable, why)
+			rt.refuse(st, wire.CallUnavailable, why)
 			return
 		}
 		rt.serveHosted(st, hdr, deadline)
 		return
 	case rec == nil || rec.Revoked:
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
+		rt.refuse(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
 		return
 	case target == nil && hdr.TTLMs > 0:
 		// A call for later waits for the device, woken, within its time.
@@ -210,14 +220,14 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 			until = deadline
 		}
 		if target = rt.h.wakes.awaitOnline(gone, hdr.ToDevice, until); target == nil {
-			session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
+			rt.refuse(st, wire.CallOffline, fmt.Sprintf("device %q did not come back within %v", hdr.ToDevice, time.Duration(hdr.TTLMs)*time.Millisecond))
 			return
 		}
 	case target == nil && rt.h.wakes.asleep(hdr.ToDevice):
-		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
+		rt.refuse(st, wire.CallOffline, fmt.Sprintf("device %q is asleep; send with a time to live (--ttl) for the hub to wake it", hdr.ToDevice))
 		return
 	case target == nil:
-		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
+		rt.refuse(st, wire.CallOffline, fmt.Sprintf("device %q is offline", hdr.ToDevice))
 		return
 	}
 	// A token, presented or required, decides whether a binding can be
@@ -227,7 +237,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	if hdr.Token != "" || rt.h.tokens.needed(hdr.ToDevice, hdr.ToService) {
 		tok, err := rt.h.tokens.presented(hdr.Token, hdr.ToDevice, hdr.ToService)
 		if err != nil {
-			session.RefuseCall(st, wire.CallDenied, err.Error())
+			rt.refuse(st, wire.CallDenied, err.Error())
 			return
 		}
 		key.token = tok.ID
@@ -235,7 +245,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	}
 	hdr.Token, hdr.TokenID = "", key.token
 	if why := slot.toWait(deviceCaller(hdr.ToDevice), deadline, gone); why != "" {
-		session.RefuseCall(st, wire.CallUnavailable, why)
+		rt.refuse(st, wire.CallUnavailable, why)
 		return
 	}
 	if rt.h.cfg.FriendCallHook != nil && hdr.Envelope != nil {
@@ -246,7 +256,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	if hdr.Kind == wire.CallStream {
 		if target.streams.Add(1) > wire.StreamsPerSession {
 			target.streams.Add(-1)
-			session.RefuseCall(st, wire.CallUnavailable, fmt.Sprintf("device %q has %d byte streams open, the most its session carries: dial again once one of them ends", hdr.ToDevice, wire.StreamsPerSession))
+			rt.refuse(st, wire.CallUnavailable, fmt.Sprintf("device %q has %d byte streams open, the most its session carries: dial again once one of them ends", hdr.ToDevice, wire.StreamsPerSession))
 			return
 		}
 		defer target.streams.Add(-1)
@@ -263,7 +273,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	}
 	out, err := openCallStream(ctx, target.conn, hdr, deadline, framed)
 	if err != nil {
-		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
+		rt.refuse(st, wire.CallOffline, fmt.Sprintf("device %q cannot be reached: %v", hdr.ToDevice, err))
 		return
 	}
 	sent()
@@ -271,7 +281,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 	b, err := rt.h.bindings.attach(key, r, rt.h.cfg.Now(), limitsOf)
 	if err != nil {
 		out.Reset()
-		session.RefuseCall(st, wire.CallDenied, err.Error())
+		rt.refuse(st, wire.CallDenied, err.Error())
 		return
 	}
 	defer b.detach(r)
@@ -287,7 +297,7 @@ func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-ch
 		}
 		return nil
 	}
-	splice(st, out, &b.in, &b.out, check)
+	rt.splice(st, out, &b.in, &b.out, check)
 }
 
 // exchangeCall sends one call or message on a new stream of conn and
@@ -354,10 +364,10 @@ func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 // splice copies a and b into each other until both directions end,
 // counting the bytes each way; a failure either way resets both, so a
 // cancelled or expired exchange ends at both ends.
-func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error) {
-	pump := func(dst, src transport.Stream, n *atomic.Uint64) {
+func (rt *router) splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error) {
+	pump := func(dst, src transport.Stream, n *atomic.Uint64, total prometheus.Counter) {
 		buf := copyBufs.Get().(*[]byte)
-		_, err := io.CopyBuffer(countingWriter{dst, n, check}, onlyReader{src}, *buf)
+		_, err := io.CopyBuffer(countingWriter{dst, n, total, check}, onlyReader{src}, *buf)
 		copyBufs.Put(buf)
 		if err == nil {
 			err = dst.Close() // src ended its direction: end dst's
@@ -369,10 +379,10 @@ func splice(a, b transport.Stream, aToB, bToA *atomic.Uint64, check func() error
 	}
 	done := make(chan struct{})
 	session.Go(func() {
-		pump(b, a, aToB)
+		pump(b, a, aToB, rt.h.counters.request)
 		close(done)
 	})
-	pump(a, b, bToA)
+	pump(a, b, bToA, rt.h.counters.response)
 	<-done
 }
 
@@ -387,7 +397,7 @@ func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadlin
 	if hdr.FromZoneID != "" && hdr.FromZoneID != rt.h.zone.ID.Compact() {
 		f := rt.h.friends.get(hdr.FromZoneID)
 		if f == nil {
-			session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, rt.h.zone.Name))
+			rt.refuse(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", hdr.FromZoneID, rt.h.zone.Name))
 			return
 		}
 		req.FromZone, req.FromZoneID, req.SameZone = f.Petname, hdr.FromZoneID, false
@@ -396,7 +406,7 @@ func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadlin
 		opts = services.EnvelopeOpts(rt.envelopes, hdr, f.entry(), self, envelope.Signer{Key: leaf.PrivateKey.(ed25519.PrivateKey), Cert: leaf.Leaf}, rt.h.cfg.Now, rt.h.log)
 	}
 	if d := policy.Decide(rules, req); !d.Allow {
-		session.RefuseCall(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
+		rt.refuse(st, wire.CallDenied, "denied by the hub's policy: "+d.Reason)
 		return
 	}
 	if hdr.Kind == wire.CallStream {
@@ -411,11 +421,11 @@ func (rt *router) serveHosted(st transport.Stream, hdr *wire.CallHeader, deadlin
 // deliver it has told whether it arrived).
 func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadline time.Time) {
 	if !rt.h.reg.paired(hdr.ToDevice) {
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
+		rt.refuse(st, wire.CallNotFound, fmt.Sprintf("no device %q in zone %q", hdr.ToDevice, rt.h.zone.Name))
 		return
 	}
 	if hdr.Token != "" || rt.h.tokens.needed(hdr.ToDevice, hdr.ToService) {
-		session.RefuseCall(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
+		rt.refuse(st, wire.CallBadRequest, fmt.Sprintf("service %s/%s takes a service token, and messages kept for later carry none: send without a time to live while the device is online", hdr.ToDevice, hdr.ToService))
 		return
 	}
 	msg, ok := readKept(st, hdr, rt.h.cfg.Now())
@@ -431,16 +441,16 @@ func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadli
 	seq, err := rt.h.mail.Put(hdr.ToDevice, msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
+			rt.refuse(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
 		} else {
 			rt.h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
-			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
+			rt.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
 	if !rt.h.reg.paired(hdr.ToDevice) { // revoked meanwhile: its queue is gone
 		rt.h.mail.Remove(hdr.ToDevice, seq)
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
+		rt.refuse(st, wire.CallNotFound, fmt.Sprintf("device %q was revoked", hdr.ToDevice))
 		return
 	}
 	rt.h.wakes.markNewMail(hdr.ToDevice)

@@ -30,17 +30,17 @@ import (
 func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *callSlot) {
 	f := rt.h.friends.named(hdr.ToZone)
 	if f == nil {
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, rt.h.zone.Name))
+		rt.refuse(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q (pzh friends lists them)", hdr.ToZone, rt.h.zone.Name))
 		return
 	}
 	if hdr.Envelope == nil {
-		session.RefuseCall(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
+		rt.refuse(st, wire.CallBadRequest, "a call to another zone must be signed by the calling device: update pzp")
 		return
 	}
 	req := policy.Request{FromZone: rt.h.zone.Name, FromZoneID: string(rt.h.zone.ID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToZone: f.Petname, ToZoneID: string(f.ZoneID), ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method, SameZone: true}
 	if d := policy.Decide(rt.h.calls.Get(rt.h.state, rt.h.log).Rules, req); !d.Allow {
-		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", rt.h.zone.Name, d.Reason))
+		rt.refuse(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy for calls out: %s", rt.h.zone.Name, d.Reason))
 		return
 	}
 	hdr.ToZone = f.ZoneID.Compact()
@@ -56,11 +56,11 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 			rt.h.links.queueForFriend(st, hdr, f)
 			return
 		}
-		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
+		rt.refuse(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q is not linked (pzh friends on the hub says why); try again later, or send with a time to live (--ttl)", f.Petname))
 		return
 	}
 	if why := slot.toWait(linkCaller(hdr.ToZone), deadline, l.ctx.Done()); why != "" {
-		session.RefuseCall(st, wire.CallUnavailable, why)
+		rt.refuse(st, wire.CallUnavailable, why)
 		return
 	}
 	defer l.use()()
@@ -73,7 +73,7 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 			rt.h.links.queueForFriend(st, hdr, f)
 			return
 		}
-		session.RefuseCall(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
+		rt.refuse(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}
 	sent()
@@ -84,7 +84,7 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 		return
 	}
 	var in, back atomic.Uint64
-	splice(st, out, &in, &back, func() error { return nil })
+	rt.splice(st, out, &in, &back, func() error { return nil })
 }
 
 // ---- the hoster's hub ----
@@ -120,25 +120,25 @@ func (rt *router) receiveCall(l *hubLink, st transport.Stream, fr *transport.Fra
 	f := rt.h.friends.get(l.zone)
 	switch {
 	case f == nil:
-		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, rt.h.zone.Name))
+		rt.refuse(st, wire.CallDenied, fmt.Sprintf("zone %s is not a friend of zone %q", l.zone, rt.h.zone.Name))
 		return
 	case hdr.FromZoneID != l.zone:
 		// A hub speaks for its own zone only: calls do not transit.
 		rt.h.log.Warn("call over a friend link claims another zone", "friend", f.Petname, "claims", hdr.FromZoneID)
-		session.RefuseCall(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
+		rt.refuse(st, wire.CallBadRequest, "a call over this link must come from the linked zone")
 		return
 	case hdr.Envelope == nil:
-		session.RefuseCall(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
+		rt.refuse(st, wire.CallBadRequest, "a call from another zone must be signed by the calling device")
 		return
 	case hdr.ToZone != "" && hdr.ToZone != rt.h.zone.ID.Compact():
-		session.RefuseCall(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
+		rt.refuse(st, wire.CallNotFound, "calls do not transit: this hub serves only its own zone")
 		return
 	}
 	hdr.FromZone, hdr.ToZone, hdr.QueuedMs = f.Petname, "", 0
 	req := policy.Request{FromZone: f.Petname, FromZoneID: string(f.ZoneID), FromDevice: hdr.FromDevice, FromApp: hdr.FromApp,
 		ToDevice: hdr.ToDevice, ToService: hdr.ToService, Method: hdr.Method}
 	if d := policy.Decide(rt.h.calls.Get(rt.h.state, rt.h.log).Rules, req); !d.Allow {
-		session.RefuseCall(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", rt.h.zone.Name, d.Reason))
+		rt.refuse(st, wire.CallDenied, fmt.Sprintf("denied by zone %q's policy: %s", rt.h.zone.Name, d.Reason))
 		return
 	}
 	l.calls.Add(1)

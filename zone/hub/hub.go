@@ -33,6 +33,7 @@ import (
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/metrics"
 	"github.com/pzone/pzone/zone/mgmt"
 	"github.com/pzone/pzone/zone/web"
 	"github.com/pzone/pzone/zone/wire"
@@ -116,6 +117,9 @@ type Config struct {
 	// Wakers add or replace ways of waking devices, by method (UDP is
 	// built in).
 	Wakers []wakeup.Waker
+	// Metrics, if set, is host:port to serve Prometheus metrics on
+	// (/metrics, zone/metrics).
+	Metrics string
 	// Web, with Web.Addr set, serves the management listener (the
 	// dashboard and /api/v1/, zone/web); WebReady, if set, is called with
 	// its URL once it listens.
@@ -254,15 +258,17 @@ type Hub struct {
 	// routed counts the calls, messages and streams routed (HubStatus.Calls).
 	routed atomic.Uint64
 	// webURL is the web listener's base URL, once it listens.
-	webURL  atomic.Pointer[string]
-	calls   policy.ViewCache // policy and token rules, for calls
-	zone    *ZoneInfo
-	ca      *certs.CA
-	cert    atomic.Pointer[tls.Certificate]
-	limiter *pairing.Limiter
-	changes localapi.Notifier
-	started time.Time
-	addr    net.Addr
+	webURL atomic.Pointer[string]
+	// counters are the events the metrics count (metrics.go).
+	counters *hubCounters
+	calls    policy.ViewCache // policy and token rules, for calls
+	zone     *ZoneInfo
+	ca       *certs.CA
+	cert     atomic.Pointer[tls.Certificate]
+	limiter  *pairing.Limiter
+	changes  localapi.Notifier
+	started  time.Time
+	addr     net.Addr
 
 	// reg holds the devices and their sessions (registry.go).
 	reg *registry
@@ -356,11 +362,24 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	var metricsLn *metrics.Listener
+	if cfg.Metrics != "" {
+		if metricsLn, err = metrics.Listen(cfg.Metrics); err != nil {
+			ln.Close()
+			if webLn != nil {
+				webLn.Close()
+			}
+			return err
+		}
+	}
 	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.HubSocketName))
 	if err != nil {
 		ln.Close()
 		if webLn != nil {
 			webLn.Close()
+		}
+		if metricsLn != nil {
+			metricsLn.Close()
 		}
 		return err
 	}
@@ -381,6 +400,12 @@ func Run(ctx context.Context, cfg Config) error {
 	admin := h.apiHandler()
 	g.Go(func() error { return localapi.Serve(gctx, sock, admin) })
 	g.Go(func() error { return h.mgmt.Run(gctx) })
+	if metricsLn != nil {
+		reg := metrics.NewRegistry()
+		h.registerMetrics(reg)
+		g.Go(func() error { return metricsLn.Serve(gctx, reg, h.log) })
+		h.log.Info("metrics listener", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	}
 	if webLn != nil {
 		wh := web.NewHandler(h.mgmt, admin, h.zone.Name, h.log.With("part", "web"))
 		g.Go(func() error { return webLn.Serve(gctx, wh) })
@@ -414,7 +439,7 @@ func Run(ctx context.Context, cfg Config) error {
 func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		bindings: newBindingTable(), services: services.NewHost(),
-		stopping: make(chan struct{}),
+		stopping: make(chan struct{}), counters: newHubCounters(),
 	}
 	h.links = newLinks(h)
 	h.friends = &friends{h: h, byZone: map[string]*FriendRecord{}}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/zone/metrics"
 	"github.com/pzone/pzone/zone/session"
 	"github.com/pzone/pzone/zone/stores"
 
@@ -74,6 +75,7 @@ func (s *hubSession) close(reason wire.CloseReason, msg string) {
 func (s *hubSession) finish(reason wire.CloseReason, c *wire.Control) {
 	s.closeOnce.Do(func() {
 		s.reason = reason
+		s.h.counters.closes.WithLabelValues(metrics.Label(reason.String())).Inc()
 		if c != nil {
 			s.send(c)
 			s.syncStop()
@@ -149,6 +151,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 	s.syncCtx, s.syncStop = context.WithCancel(context.Background())
 
 	if reason, msg := h.reg.admit(v); reason != wire.ReasonNone {
+		h.counters.admissions.WithLabelValues(metrics.Label(reason.String())).Inc()
 		h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", reason, "detail", msg)
 		s.close(reason, msg)
 		return
@@ -162,6 +165,7 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 			s.finish(wire.ReasonShutdown, &wire.Control{Type: wire.MsgClose, Reason: wire.ReasonShutdown, Message: "hub is shutting down", RetryWindowMs: uint64(minRetryWindow / time.Millisecond)})
 			return
 		case wire.ReasonRevoked:
+			h.counters.admissions.WithLabelValues(metrics.Label(refused.String())).Inc()
 			h.log.Info("session refused", "device", s.device, "remote", conn.RemoteAddr().String(), "reason", refused, "detail", "revoked during admission")
 			s.close(wire.ReasonRevoked, fmt.Sprintf("device %q was revoked", s.device))
 			return
@@ -181,8 +185,10 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		h.wakes.deviceOnline(s.device)
 	}
 	if s.renewOnly {
+		h.counters.admissions.WithLabelValues("renew_only").Inc()
 		h.log.Info("expired certificate connected for renewal", "device", s.device, "expired", v.Cert.NotAfter)
 	} else {
+		h.counters.admissions.WithLabelValues("admitted").Inc()
 		h.log.Info("session online", "device", s.device, "remote", conn.RemoteAddr().String(), "via", conn.Kind(), "session", s.id)
 	}
 

@@ -32,7 +32,7 @@ func isOutbox(key string) bool { return strings.HasPrefix(key, outboxPrefix) }
 // queueForFriend keeps a message for friend f until its link is back.
 func (lk *links) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *FriendRecord) {
 	if hdr.Token != "" {
-		session.RefuseCall(st, wire.CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
+		lk.h.router.refuse(st, wire.CallBadRequest, "messages kept for later carry no service token: send without a time to live while the friend's hub is linked")
 		return
 	}
 	msg, ok := readKept(st, hdr, lk.h.cfg.Now())
@@ -43,17 +43,17 @@ func (lk *links) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *Fr
 	seq, err := lk.h.mail.Put(outboxKey(zone), msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			session.RefuseCall(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
+			lk.h.router.refuse(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
 				lk.h.mail.Stat(outboxKey(zone)).n, lk.h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {
 			lk.h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
-			session.RefuseCall(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
+			lk.h.router.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+err.Error())
 		}
 		return
 	}
 	if lk.h.friends.get(zone) == nil { // removed meanwhile: its queue is gone
 		lk.h.mail.Remove(outboxKey(zone), seq)
-		session.RefuseCall(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, lk.h.zone.Name))
+		lk.h.router.refuse(st, wire.CallNotFound, fmt.Sprintf("zone %q is not a friend of zone %q any more", f.Petname, lk.h.zone.Name))
 		return
 	}
 	lk.h.log.Info("message kept for a friend zone that is not linked", "friend", f.Petname, "id", hdr.ID)

@@ -24,7 +24,7 @@ func (rt *router) relayStream(st, out transport.Stream, slot *callSlot, fromName
 	var rep wire.CallReply
 	if err := transport.NewFrameReader(out, wire.MaxCallHeader).ReadFrame(&rep); err != nil {
 		out.Reset()
-		session.RefuseCall(st, wire.CallUnavailable, fmt.Sprintf("%s broke off the stream before accepting it", toName))
+		rt.refuse(st, wire.CallUnavailable, fmt.Sprintf("%s broke off the stream before accepting it", toName))
 		return
 	}
 	if err := transport.WriteFrame(st, &rep); err != nil {
@@ -43,8 +43,10 @@ func (rt *router) relayStream(st, out transport.Stream, slot *callSlot, fromName
 		p.Count = func(aToB bool, n int) *wire.CallError {
 			if aToB {
 				b.in.Add(uint64(n))
+				rt.h.counters.request.Add(float64(n))
 			} else {
 				b.out.Add(uint64(n))
+				rt.h.counters.response.Add(float64(n))
 			}
 			if why := b.over(); why != "" {
 				rt.h.bindings.end(b, why, rt.h.cfg.Now()) // cuts r's pipe, and any other on b

@@ -100,6 +100,7 @@ type Manager struct {
 	tokens   map[string]*Token // by the hash of the secret
 	dirty    map[string]bool   // session or token hashes whose last use is not written yet
 	links    map[string]loginLink
+	logins   map[string]uint64 // login steps by result (Stats)
 
 	hashing chan struct{} // a slot per password hash computed at once
 	fails   backoff
@@ -115,7 +116,7 @@ func Open(db *bolt.DB, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, db: db, sessions: map[string]*session{}, byRef: map[string]*session{},
-		tokens: map[string]*Token{}, dirty: map[string]bool{}, links: map[string]loginLink{}, hashing: make(chan struct{}, concurrentHashes)}
+		tokens: map[string]*Token{}, dirty: map[string]bool{}, links: map[string]loginLink{}, logins: map[string]uint64{}, hashing: make(chan struct{}, concurrentHashes)}
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketOperators, bucketSessions, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -283,4 +284,38 @@ func newRef() string {
 	b := make([]byte, 6)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Login results counted for Stats.
+var loginResults = []string{"password_ok", "password_bad", "mfa_ok", "mfa_bad", "link_ok", "link_bad", "backoff"}
+
+// Stats are the manager's figures for the hub's metrics.
+type Stats struct {
+	Partial, Full int               // live sessions by state
+	Logins        map[string]uint64 // login steps by result (loginResults)
+}
+
+// Stats reports the live sessions and the login steps counted.
+func (m *Manager) Stats() Stats {
+	st := Stats{Logins: map[string]uint64{}}
+	m.mu.Lock()
+	for _, s := range m.sessions {
+		if s.rec.State == StatePartial {
+			st.Partial++
+		} else {
+			st.Full++
+		}
+	}
+	for _, r := range loginResults {
+		st.Logins[r] = m.logins[r]
+	}
+	m.mu.Unlock()
+	return st
+}
+
+// count counts a login step's result.
+func (m *Manager) count(result string) {
+	m.mu.Lock()
+	m.logins[result]++
+	m.mu.Unlock()
 }

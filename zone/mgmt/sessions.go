@@ -146,6 +146,7 @@ func (m *Manager) failed(name, ip string, now time.Time) {
 func (m *Manager) Login(ctx context.Context, name, password, ip, userAgent string) (*Session, string, error) {
 	now := m.cfg.Now()
 	if err := m.throttled(name, ip, now); err != nil {
+		m.count("backoff")
 		return nil, "", err
 	}
 	var op *Operator
@@ -177,10 +178,12 @@ func (m *Manager) Login(ctx context.Context, name, password, ip, userAgent strin
 		m.cfg.Logger.Error("operator's password hash unreadable", "operator", name, "err", cerr)
 	}
 	if op == nil || !ok {
+		m.count("password_bad")
 		m.failed(name, ip, now)
 		m.cfg.Logger.Info("web login failed", "operator", name, "ip", ip)
 		return nil, "", ErrBadLogin
 	}
+	m.count("password_ok")
 	m.fails.clear("op:" + name)
 	m.fails.clear(AddrKey(ip))
 	state := StateFull
@@ -297,6 +300,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 		return nil, ErrNotPartial
 	}
 	if err := m.throttled(cur.Operator, ip, now); err != nil {
+		m.count("backoff")
 		return nil, err
 	}
 	used := ""
@@ -320,6 +324,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 		return ErrBadCode
 	})
 	if errors.Is(err, ErrBadCode) {
+		m.count("mfa_bad")
 		m.failed(cur.Operator, ip, now)
 		m.cfg.Logger.Info("web second factor failed", "operator", cur.Operator, "ip", ip, "session", cur.Ref)
 		return nil, err
@@ -327,6 +332,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.count("mfa_ok")
 	m.fails.clear("op:" + cur.Operator)
 	m.mu.Lock()
 	s := m.sessions[secretHash(id)]
@@ -554,6 +560,7 @@ func (m *Manager) RedeemLink(secret, ip, userAgent string) (*Session, string, er
 	delete(m.links, secretHash(secret))
 	m.mu.Unlock()
 	if !ok || !now.Before(l.expires) {
+		m.count("link_bad")
 		return nil, "", fmt.Errorf("%w: the login link was used already, expired, or is not this hub's (make another with pzh web login NAME)", ErrBadLogin)
 	}
 	if len(userAgent) > MaxUserAgent {
@@ -562,6 +569,7 @@ func (m *Manager) RedeemLink(secret, ip, userAgent string) (*Session, string, er
 	s, id, err := m.create(Session{Operator: l.operator, State: StateFull, Scope: ScopeAdmin, IP: ip, UserAgent: userAgent,
 		Created: now, LastActive: now, Expires: now.Add(m.cfg.Lifetime)})
 	if err == nil {
+		m.count("link_ok")
 		m.cfg.Logger.Info("web login with a login link", "operator", l.operator, "ip", ip, "session", s.Ref)
 	}
 	return s, id, err

@@ -26,6 +26,7 @@ import (
 	"github.com/pzone/pzone/zone/appid"
 	"github.com/pzone/pzone/zone/envelope"
 	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/metrics"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -81,6 +82,9 @@ type Config struct {
 	// credential (pzp run --require-app-auth); without it they are app
 	// anonymous.
 	RequireAppAuth bool
+	// Metrics, if set, is host:port to serve Prometheus metrics on
+	// (/metrics, zone/metrics).
+	Metrics string
 
 	// started, if set, is handed the running peer (tests reach into it).
 	started func(*Peer)
@@ -239,9 +243,21 @@ func Run(ctx context.Context, cfg Config) error {
 		store.Close()
 		return err
 	}
+	var metricsLn *metrics.Listener
+	if cfg.Metrics != "" {
+		if metricsLn, err = metrics.Listen(cfg.Metrics); err != nil {
+			closeDirect()
+			p.state.Close()
+			store.Close()
+			return err
+		}
+	}
 	sock := api.SocketPath(cfg.DataDir, api.PeerSocketName)
 	ln, err := localapi.ListenPrepared(sock, p.apps.IssueCLI)
 	if err != nil {
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		closeDirect()
 		p.state.Close()
 		store.Close()
@@ -252,6 +268,20 @@ func Run(ctx context.Context, cfg Config) error {
 	apiCtx, apiStop := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- localapi.Serve(apiCtx, ln, p.authenticate(p.apiHandler())) }()
+	metricsDone := make(chan struct{})
+	if metricsLn != nil {
+		reg := metrics.NewRegistry()
+		p.registerMetrics(reg)
+		go func() {
+			defer close(metricsDone)
+			if err := metricsLn.Serve(apiCtx, reg, p.log); err != nil {
+				p.log.Warn("metrics listener stopped", "err", err)
+			}
+		}()
+		p.log.Info("metrics listener", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	} else {
+		close(metricsDone)
+	}
 
 	id := p.id.Load()
 	p.log.Info("peer starting", "zone", id.Zone, "device", id.Device, "hub", id.HubAddrs, "transport", cfg.Mode)
@@ -279,6 +309,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	apiStop()
 	<-apiDone
+	<-metricsDone
 	return err
 }
 

@@ -25,7 +25,7 @@ var layers = [][]string{
 	{"zone/api", "zone/session", "zone/stores"},
 	// The local API's serving side and the management plane's accounts
 	// and sessions; services hosted on a node and the hub's web listener.
-	{"zone/localapi", "zone/mgmt"},
+	{"zone/localapi", "zone/metrics", "zone/mgmt"},
 	{"zone/services", "zone/web"},
 	// The runtimes, one per role: beside each other, so neither may
 	// import the other.

@@ -36,6 +36,7 @@ type hubServeOptions struct {
 	resetState bool
 	resetMail  bool
 	web        string
+	metrics    string
 	webCert    string
 	webKey     string
 	webIdle    time.Duration
@@ -107,7 +108,8 @@ shrink what a device holds, and deletions, are always taken.`,
 				DeviceQuota: int64(o.devQuota), ZoneQuota: int64(o.zoneQuota),
 				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate,
 				ResetZoneState: o.resetState, ResetMailbox: o.resetMail,
-				Web: web.Config{Addr: o.web, CertFile: o.webCert, KeyFile: o.webKey}, WebSessionIdle: o.webIdle, WebSessionLifetime: o.webLife}
+				Web: web.Config{Addr: o.web, CertFile: o.webCert, KeyFile: o.webKey}, WebSessionIdle: o.webIdle, WebSessionLifetime: o.webLife,
+				Metrics: o.metrics}
 			if o.web != "" {
 				cfg.WebReady = func(url string) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "web dashboard and API at %s/ (operators: pzh operator add NAME)\n", url)
@@ -139,6 +141,7 @@ shrink what a device holds, and deletions, are always taken.`,
 	f.BoolVar(&o.resetState, "reset-zone-state", false, "start the zone state (sync.db) over, on purpose: policy rules, tokens and app data are lost, devices drop their copies")
 	f.BoolVar(&o.resetMail, "reset-mailbox", false, "start mailbox.db over, on purpose: queued messages are lost")
 	f.StringVar(&o.web, "web", "", "HOST:PORT to serve the web dashboard and the HTTP API on (off without it; plain HTTP only on a loopback address)")
+	f.StringVar(&o.metrics, "metrics", "", "HOST:PORT to serve Prometheus metrics on, at /metrics (off without it; no authentication: counts only, no names)")
 	f.StringVar(&o.webCert, "web-cert", "", "certificate (PEM) of the web listener, for HTTPS")
 	f.StringVar(&o.webKey, "web-key", "", "private key (PEM) of --web-cert")
 	f.DurationVar(&o.webIdle, "web-session-idle", mgmt.DefaultIdle, "a web session nothing used for this long ends")

@@ -89,6 +89,7 @@ error that names the file; --reset-zone-state fetches it again from the hub.`,
 	f.DurationVar(&cfg.WakeWindow, "wake-window", wakeup.DefaultWindow, "accept wake pings stamped at most this far from the hub's clock")
 	f.DurationVar(&cfg.CheckIn, "check-in", 0, "while asleep, reconnect this often anyway (0: only when woken)")
 	f.BoolVar(&cfg.RequireAppAuth, "require-app-auth", false, "refuse local API requests from apps without a credential (pzp app add); without it they are app anonymous")
+	f.StringVar(&cfg.Metrics, "metrics", "", "HOST:PORT to serve Prometheus metrics on, at /metrics (off without it; no authentication: counts and states only)")
 	f.BoolVar(&cfg.ResetZoneState, "reset-zone-state", false, "start this device's copy of the zone state (sync.db) over: it is fetched again from the hub; edits not yet pushed are lost")
 	f.BoolVar(&direct, "direct", true, "connect directly to other devices of the zone when they can be reached (false: every call through the hub)")
 	f.StringVar(&cfg.DirectListen, "direct-listen", defaultDirectListen, "address (QUIC and TCP) for direct connections from other devices; port 0: any free one")
