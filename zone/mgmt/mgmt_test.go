@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -529,4 +530,28 @@ func TestLoginLink(t *testing.T) {
 	wantErr(t, err, ErrNoOperator)
 	_, _, err = f.m.LoginLink("alice", 2*MaxLinkTTL)
 	wantErr(t, err, ErrBadRequest)
+}
+
+// TestSessionMemory reports the heap a live web session costs the hub
+// (the record, its maps' entries, its done channel), for the closing
+// figures; it asserts only a generous bound.
+func TestSessionMemory(t *testing.T) {
+	f := newFixture(t)
+	f.addOperator("alice")
+	const n = 1000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ids := make([]string, 0, n)
+	for range n {
+		_, id := f.login("alice")
+		ids = append(ids, id)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("heap per web session: %d bytes (%d sessions)", per, len(ids))
+	if per > 64<<10 {
+		t.Fatalf("a web session costs %d bytes of heap", per)
+	}
 }
