@@ -38,6 +38,12 @@ fuzz: ## run each fuzz target for FUZZTIME (default 15s)
 	$(GO) test -run='^$$' -fuzz='^FuzzEnvelope$$' -fuzztime=$(FUZZTIME) ./zone/envelope
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRule$$' -fuzztime=$(FUZZTIME) ./zone/policy
 	$(GO) test -run='^$$' -fuzz='^FuzzParseFriendToken$$' -fuzztime=$(FUZZTIME) ./pairing
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./wakeup
+	$(GO) test -run='^$$' -fuzz='^FuzzCheck$$' -fuzztime=$(FUZZTIME) ./wakeup
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./zone/appid
+	$(GO) test -run='^$$' -fuzz='^FuzzPipe$$' -fuzztime=$(FUZZTIME) ./zone/session
+	$(GO) test -run='^$$' -fuzz='^FuzzStreamRead$$' -fuzztime=$(FUZZTIME) ./zone/api
+	$(GO) test -run='^$$' -fuzz='^FuzzChannelFrame$$' -fuzztime=$(FUZZTIME) ./zone/api
 
 lint: ## go vet and staticcheck (when installed)
 	$(GO) vet ./...
