@@ -189,7 +189,7 @@ func (rt *router) ownZone(name string) bool {
 // which routeCall adds the target's.
 func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
 	rt.h.routed.Add(1)
-	rt.h.counters.routed.WithLabelValues(kindLabel(hdr.Kind)).Inc()
+	rt.h.counters.routedCall(hdr.Kind)
 	timeout := wire.CallTimeout(hdr)
 	deadline := time.Now().Add(timeout)
 	st.SetDeadline(deadline)

@@ -21,9 +21,19 @@ type hubCounters struct {
 	refusals   *prometheus.CounterVec // status: calls the hub itself refused
 	routed     *prometheus.CounterVec // kind: calls, messages and streams routed
 	relayed    *prometheus.CounterVec // direction: bytes relayed (to the serving side, back)
-	// request and response are relayed's two, for the relays to add to
-	// without a label lookup per write.
+	// request and response are relayed's two, and routedKind routed's by
+	// kind, for the call path to add to without a label lookup per call.
 	request, response prometheus.Counter
+	routedKind        map[wire.CallKind]prometheus.Counter
+}
+
+// routedCall counts a call, message or stream taken to route.
+func (c *hubCounters) routedCall(k wire.CallKind) {
+	if r, ok := c.routedKind[k]; ok {
+		r.Inc()
+		return
+	}
+	c.routed.WithLabelValues(kindLabel(k)).Inc()
 }
 
 func newHubCounters() *hubCounters {
@@ -40,6 +50,10 @@ func newHubCounters() *hubCounters {
 			Help: "Bytes of calls and streams relayed between devices and to friend zones, by direction: request (towards the service) or response."}, []string{"direction"}),
 	}
 	c.request, c.response = c.relayed.WithLabelValues("request"), c.relayed.WithLabelValues("response")
+	c.routedKind = map[wire.CallKind]prometheus.Counter{}
+	for _, k := range []wire.CallKind{wire.CallRequest, wire.CallMessage, wire.CallStream} {
+		c.routedKind[k] = c.routed.WithLabelValues(kindLabel(k))
+	}
 	return c
 }
 

@@ -86,19 +86,25 @@ func (m *Manager) hash(ctx context.Context, f func()) error {
 	return nil
 }
 
+// newHash checks a new password and hashes it, in its turn.
+func (m *Manager) newHash(ctx context.Context, password string) (string, error) {
+	if err := CheckPassword(password); err != nil {
+		return "", badRequest("%v", err)
+	}
+	var h string
+	var err error
+	if herr := m.hash(ctx, func() { h, err = hashPassword(password, m.cfg.Hash) }); herr != nil {
+		return "", herr
+	}
+	return h, err
+}
+
 // AddOperator creates an operator with a password.
 func (m *Manager) AddOperator(ctx context.Context, name, password string) error {
 	if err := certs.ValidateName("operator", name); err != nil {
 		return badRequest("%v", err)
 	}
-	if err := CheckPassword(password); err != nil {
-		return badRequest("%v", err)
-	}
-	var h string
-	var err error
-	if herr := m.hash(ctx, func() { h, err = hashPassword(password, m.cfg.Hash) }); herr != nil {
-		return herr
-	}
+	h, err := m.newHash(ctx, password)
 	if err != nil {
 		return err
 	}
@@ -118,14 +124,7 @@ func (m *Manager) AddOperator(ctx context.Context, name, password string) error 
 
 // SetPassword changes an operator's password and ends its sessions.
 func (m *Manager) SetPassword(ctx context.Context, name, password string) error {
-	if err := CheckPassword(password); err != nil {
-		return badRequest("%v", err)
-	}
-	var h string
-	var err error
-	if herr := m.hash(ctx, func() { h, err = hashPassword(password, m.cfg.Hash) }); herr != nil {
-		return herr
-	}
+	h, err := m.newHash(ctx, password)
 	if err != nil {
 		return err
 	}

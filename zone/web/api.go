@@ -216,6 +216,40 @@ func checkCSRF(r *http.Request, s *mgmt.Session) error {
 	return nil
 }
 
+// checkChange applies the rules for a request that changes something:
+// its origin, and for a cookie session (s) its CSRF token.
+func checkChange(r *http.Request, cookie bool, s *mgmt.Session) error {
+	if err := sameOrigin(r); err != nil {
+		return err
+	}
+	if cookie {
+		return checkCSRF(r, s)
+	}
+	return nil
+}
+
+// ownSession is the id of the session, partial or full, a request that
+// acts on it comes with (answering its query, logging out), checked as a
+// changing request.
+func (h *Handler) ownSession(r *http.Request) (string, error) {
+	id, cookie := credential(r)
+	cur, err := h.M.Current(id)
+	if err != nil {
+		return "", err
+	}
+	return id, checkChange(r, cookie, cur)
+}
+
+// loggedIn answers a login: the session with its cookie, or the error.
+func loggedIn(w http.ResponseWriter, r *http.Request, s *mgmt.Session, id string, err error) {
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	setCookie(w, r, id, int(time.Until(s.Expires)/time.Second))
+	writeJSON(w, http.StatusOK, sessionBody(s))
+}
+
 // setCookie gives the browser the session's id; maxAge -1 removes it.
 func setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", MaxAge: maxAge,
@@ -238,12 +272,7 @@ func (h *Handler) routes(mux *http.ServeMux) {
 			return
 		}
 		s, id, err := h.M.Login(r.Context(), req.Name, req.Password, clientIP(r), r.UserAgent())
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		setCookie(w, r, id, int(time.Until(s.Expires)/time.Second))
-		writeJSON(w, http.StatusOK, sessionBody(s))
+		loggedIn(w, r, s, id, err)
 	})
 	mux.HandleFunc("POST /api/v1/authenticate/link", func(w http.ResponseWriter, r *http.Request) {
 		if err := sameOrigin(r); err != nil {
@@ -258,29 +287,13 @@ func (h *Handler) routes(mux *http.ServeMux) {
 			return
 		}
 		s, id, err := h.M.RedeemLink(req.Token, clientIP(r), r.UserAgent())
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		setCookie(w, r, id, int(time.Until(s.Expires)/time.Second))
-		writeJSON(w, http.StatusOK, sessionBody(s))
+		loggedIn(w, r, s, id, err)
 	})
 	mux.HandleFunc("POST /api/v1/authenticate/mfa", func(w http.ResponseWriter, r *http.Request) {
-		id, cookie := credential(r)
-		cur, err := h.M.Current(id)
+		id, err := h.ownSession(r)
 		if err != nil {
 			writeErr(w, err)
 			return
-		}
-		if err := sameOrigin(r); err != nil {
-			writeErr(w, err)
-			return
-		}
-		if cookie {
-			if err := checkCSRF(r, cur); err != nil {
-				writeErr(w, err)
-				return
-			}
 		}
 		var req struct {
 			Code string `json:"code"`
@@ -313,21 +326,10 @@ func (h *Handler) routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, sessionBody(s))
 	})
 	mux.HandleFunc("DELETE /api/v1/current-session", func(w http.ResponseWriter, r *http.Request) {
-		id, cookie := credential(r)
-		cur, err := h.M.Current(id)
+		id, err := h.ownSession(r)
 		if err != nil {
 			writeErr(w, err)
 			return
-		}
-		if err := sameOrigin(r); err != nil {
-			writeErr(w, err)
-			return
-		}
-		if cookie {
-			if err := checkCSRF(r, cur); err != nil {
-				writeErr(w, err)
-				return
-			}
 		}
 		if err := h.M.Logout(id); err != nil {
 			writeErr(w, err)
@@ -401,15 +403,9 @@ func (h *Handler) authed(need mgmt.Scope, f func(http.ResponseWriter, *http.Requ
 			return
 		}
 		if changes(r) {
-			if err := sameOrigin(r); err != nil {
+			if err := checkChange(r, c.cookie, c.session); err != nil {
 				writeErr(w, err)
 				return
-			}
-			if c.cookie {
-				if err := checkCSRF(r, c.session); err != nil {
-					writeErr(w, err)
-					return
-				}
 			}
 		}
 		f(w, r, c)

@@ -148,18 +148,12 @@ func (h *Handler) eventRoutes(mux *http.ServeMux) {
 // change, and "sample" as each is taken. The stream is a live stream of
 // its session: it ends when the session does.
 func (h *Handler) events(w http.ResponseWriter, r *http.Request, c *caller) {
-	ctx := r.Context()
-	if c.session != nil {
-		done, release, err := h.M.Stream(c.id)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		defer release()
-		var cancel func()
-		ctx, cancel = contextUntil(ctx, done)
-		defer cancel()
+	ctx, release, err := h.liveStream(r.Context(), c)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
+	defer release()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(http.StatusOK)

@@ -27,16 +27,14 @@ func (h *Handler) proxyRoutes(mux *http.ServeMux) {
 // does not idle while it lasts, and ending the session ends it.
 func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, c *caller) {
 	ctx := r.Context()
-	if c.session != nil && (strings.HasPrefix(r.URL.Path, "/api/v1/watch/") || r.URL.Query().Has("wait")) {
-		done, release, err := h.M.Stream(c.id)
-		if err != nil {
+	if strings.HasPrefix(r.URL.Path, "/api/v1/watch/") || r.URL.Query().Has("wait") {
+		var release func()
+		var err error
+		if ctx, release, err = h.liveStream(ctx, c); err != nil {
 			writeErr(w, err)
 			return
 		}
 		defer release()
-		var cancel func()
-		ctx, cancel = contextUntil(ctx, done)
-		defer cancel()
 	}
 	r2 := r.Clone(ctx)
 	r2.URL.Path = strings.TrimPrefix(r.URL.Path, "/api")
