@@ -12,6 +12,7 @@ import (
 
 	"github.com/pzone/pzone/zone/session"
 
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
@@ -364,6 +365,9 @@ func TestCancellationReachesTheService(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	waitSyncedPeer(t, phone)
+	// The service's record must have reached the phone, or the call is
+	// refused at once (before the service is known there).
+	waitRecord(t, phone, zsync.BucketApps, "laptop/slow")
 
 	ctx, cancel := context.WithTimeout(testCtx(t), time.Minute)
 	callDone := make(chan error, 1)
@@ -373,6 +377,8 @@ func TestCancellationReachesTheService(t *testing.T) {
 	}()
 	select {
 	case <-started:
+	case err := <-callDone:
+		t.Fatalf("the call ended before it reached the service: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("the call never reached the service")
 	}
