@@ -250,6 +250,7 @@ type Hub struct {
 	// tokens issues and checks service tokens and keeps their usage
 	// (tokens.go, tokenapi.go).
 	tokens *tokens
+	policy *policyAPI
 	// services are the ones applications on the hub's host serve.
 	services *services.Host
 	// mgmt holds the management plane's operators, web sessions and API
@@ -444,6 +445,7 @@ func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h.links = newLinks(h)
 	h.friends = &friends{h: h, byZone: map[string]*FriendRecord{}}
 	h.tokens = &tokens{h: h}
+	h.policy = &policyAPI{h: h}
 	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
 	var err error
 	if h.zone, err = store.Zone(); err != nil {

@@ -118,6 +118,7 @@ func (h *Hub) apiHandler() http.Handler {
 	localapi.DataRoutes(mux, func() *zsync.Store { return h.state }, zsync.HubNode)
 	h.tokens.bindingRoutes(mux)
 	h.tokens.routes(mux)
+	h.policy.routes(mux)
 	h.friends.routes(mux)
 	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)

@@ -569,3 +569,49 @@ func Decide(rules []Rule, req Request) Decision {
 	r := *best
 	return Decision{Allow: r.Effect == EffectAllow, Rule: &r, Reason: fmt.Sprintf("rule %s (%s)", r.ID, r)}
 }
+
+// ParseRequest turns the words of a check (pzh policy check, the
+// dashboard) into the call they name: from is ZONE/DEVICE or
+// ZONE/DEVICE/APP, to is DEVICE/SERVICE, method one name or "" for none
+// (then only rules for any method match). No wildcards: a check is about
+// one call. The caller is of another zone until SameZoneAs says otherwise.
+func ParseRequest(from, to, method string) (Request, error) {
+	if from == "" || to == "" {
+		return Request{}, fmt.Errorf("--from ZONE/DEVICE[/APP] and --to DEVICE/SERVICE are required")
+	}
+	r, err := ParseRule(from, to, method, EffectAllow)
+	if err != nil {
+		return Request{}, err
+	}
+	who := strings.Split(r.From, "/")
+	if len(who) < 2 {
+		return Request{}, fmt.Errorf("--from %q: name one caller, ZONE/DEVICE or ZONE/DEVICE/APP", from)
+	}
+	dev, svc, _ := strings.Cut(r.To, "/")
+	if r.To == "*" || svc == "*" || strings.Contains(svc, "/") {
+		return Request{}, fmt.Errorf("--to %q: name one service, DEVICE/SERVICE", to)
+	}
+	if method == "*" {
+		return Request{}, fmt.Errorf("--method: name one method, or leave it out")
+	}
+	req := Request{FromDevice: who[1], ToDevice: dev, ToService: svc, Method: method}
+	if len(who) == 3 {
+		req.FromApp = who[2]
+	}
+	if id, err := certs.ParseZoneID(who[0]); err == nil {
+		req.FromZoneID = string(id)
+	} else {
+		req.FromZone = who[0]
+	}
+	return req, nil
+}
+
+// SameZoneAs completes req for a caller of the zone named name with ID id,
+// when the request names it by either: then both are known, and the
+// default is the zone's own.
+func (req *Request) SameZoneAs(name string, id certs.ZoneID) {
+	byID := req.FromZoneID != "" && certs.ZoneID(req.FromZoneID).Compact() == id.Compact()
+	if req.FromZone == name || byID {
+		req.FromZone, req.FromZoneID, req.SameZone = name, string(id), true
+	}
+}

@@ -12,7 +12,7 @@ import (
 // is exactly the one the pzh command does. Not passed: the admin API's
 // service hosting and app channels (for programs on the hub's host), its
 // profiles, and anything new until it is added here.
-var proxied = []string{"status", "devices", "invites", "bindings", "tokens", "friends", "data", "watch", "import"}
+var proxied = []string{"status", "devices", "invites", "bindings", "policy", "tokens", "friends", "data", "watch", "import"}
 
 func (h *Handler) proxyRoutes(mux *http.ServeMux) {
 	for _, p := range proxied {

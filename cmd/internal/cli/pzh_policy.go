@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 
 	"github.com/spf13/cobra"
 
-	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
@@ -52,23 +52,16 @@ func withHub(g *globals, fn func(*api.Client) error) error {
 	return notRunningHint(fn(c), "the hub", "pzh serve --data "+dir)
 }
 
-// policyRules lists the hub's policy rules. A record that is not a valid
-// rule is left out with a warning on stderr: it takes no part in any
-// decision either.
+// policyRules lists the hub's policy rules, most specific first. A record
+// that is not a valid rule is left out with a warning on stderr: it takes
+// no part in any decision either.
 func policyRules(ctx context.Context, c *api.Client, stderr io.Writer) ([]policy.Rule, error) {
-	var rules []policy.Rule
-	err := c.DataList(ctx, zsync.BucketPolicy, "", func(v api.RecordView) error {
-		r, err := policy.DecodeRule(v.Key, v.Value)
-		if err != nil {
-			fmt.Fprintf(stderr, "pzh: warning: ignoring %v (remove it with: pzh policy rm %s)\n", err, v.Key)
-			return nil
-		}
-		rules = append(rules, r)
-		return nil
-	})
-	if err != nil {
+	var l api.PolicyList
+	if err := c.Do(ctx, http.MethodGet, "/v1/policy", nil, &l); err != nil {
 		return nil, err
 	}
-	policy.SortRules(rules)
-	return rules, nil
+	for _, why := range l.Skipped {
+		fmt.Fprintf(stderr, "pzh: warning: ignoring %s (remove it with: pzh policy rm ID)\n", why)
+	}
+	return l.Rules, nil
 }

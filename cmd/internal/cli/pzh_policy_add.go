@@ -1,22 +1,14 @@
 package cli
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
-
-// newRuleIDTries bounds the draws of a fresh rule ID: with 40 random bits,
-// a second collision in a row means something other than chance.
-const newRuleIDTries = 3
 
 type hubPolicyAddOptions struct {
 	allow, deny bool
@@ -45,8 +37,8 @@ DEVICE/SERVICE or DEVICE/*. Examples:
 			if o.from == "" || o.to == "" {
 				return usagef("--from WHO and --to TARGET are required (use '*' for anyone or anything)")
 			}
-			r, err := policy.ParseRule(o.from, o.to, o.method, effect)
-			if err != nil {
+			// Checked here too, so that a mistake is a usage error.
+			if _, err := policy.ParseRule(o.from, o.to, o.method, effect); err != nil {
 				return usageError{err}
 			}
 			if o.id != "" {
@@ -54,19 +46,10 @@ DEVICE/SERVICE or DEVICE/*. Examples:
 					return usageError{err}
 				}
 			}
-			r.Created = time.Now().UTC().Truncate(time.Second)
+			var r policy.Rule
 			err = withHub(g, func(c *api.Client) error {
-				id, err := o.freeID(cmd, c)
-				if err != nil {
-					return err
-				}
-				r.ID = id
-				value, err := json.Marshal(r)
-				if err != nil {
-					return err
-				}
-				_, err = c.DataPut(cmd.Context(), zsync.BucketPolicy, r.ID, value)
-				return err
+				req := api.PolicyAddRequest{ID: o.id, Effect: effect, From: o.from, To: o.to, Method: o.method}
+				return c.Do(cmd.Context(), http.MethodPost, "/v1/policy", req, &r)
 			})
 			if err != nil {
 				return err
@@ -100,27 +83,4 @@ func (o *hubPolicyAddOptions) effect() (string, error) {
 		return policy.EffectDeny, nil
 	}
 	return "", usagef("say what the rule does: --allow or --deny")
-}
-
-// freeID returns --id if no rule has it yet, else a fresh random ID no
-// rule has. (Another 'pzh policy add' with the same --id at the same
-// moment could still overwrite it: the data API has no create-only put.)
-func (o *hubPolicyAddOptions) freeID(cmd *cobra.Command, c *api.Client) (string, error) {
-	for range newRuleIDTries {
-		id := o.id
-		if id == "" {
-			id = policy.NewRuleID()
-		}
-		_, err := c.DataGet(cmd.Context(), zsync.BucketPolicy, id)
-		var ae *api.APIError
-		switch {
-		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
-			return id, nil
-		case err != nil:
-			return "", err
-		case o.id != "":
-			return "", fmt.Errorf("a rule with ID %q exists already; remove it first with: pzh policy rm %s, or choose another --id", id, id)
-		}
-	}
-	return "", fmt.Errorf("no free rule ID after %d tries; try again", newRuleIDTries)
 }

@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/spf13/cobra"
 
-	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/policy"
 )
@@ -24,13 +22,8 @@ func newHubPolicyRmCmd(g *globals) *cobra.Command {
 				return usageError{err}
 			}
 			err := withHub(g, func(c *api.Client) error {
-				_, err := c.DataDelete(cmd.Context(), zsync.BucketPolicy, id)
-				return err
+				return c.Do(cmd.Context(), http.MethodDelete, "/v1/policy/"+id, nil, nil)
 			})
-			var ae *api.APIError
-			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-				return fmt.Errorf("no rule with ID %q; list the rules with: pzh policy list", id)
-			}
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,71 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if invites := run(t, env, "", "pzh", "--data", hubDir, "invites"); !strings.Contains(invites, "phone") {
 		t.Fatalf("pzh invites does not list the page's invite:\n%s", invites)
+	}
+
+	// A policy rule added in the page is the zone's (pzh policy list
+	// shows it), a check in the page says what pzh policy check says, a
+	// mistake is refused with the command's words, and Remove removes it.
+	do(ctx, "add a policy rule",
+		chromedp.SetValue(css("#rule-effect"), "deny"),
+		chromedp.SendKeys(css("#rule-from"), "bob/tv"),
+		chromedp.SendKeys(css("#rule-to"), "laptop/*"),
+		chromedp.SendKeys(css("#rule-id"), "no-tv"),
+		chromedp.Click(css("#rule-form button[type=submit]")),
+		chromedp.WaitVisible(css(`tr[data-rule="no-tv"]`)))
+	if rules := run(t, env, "", "pzh", "--data", hubDir, "policy", "list"); !regexp.MustCompile(`no-tv +deny +bob/tv +laptop/\*`).MatchString(rules) {
+		t.Fatalf("pzh policy list after adding a rule in the page:\n%s", rules)
+	}
+	do(ctx, "check a call",
+		chromedp.SendKeys(css("#check-from"), "bob/tv"),
+		chromedp.SendKeys(css("#check-to"), "laptop/files"),
+		chromedp.Click(css("#check-form button[type=submit]")),
+		chromedp.WaitVisible(css("#check-result:not(:empty)")))
+	verdict := get(ctx, "read the verdict", chromedp.Text(css("#check-result")))
+	if cli := strings.TrimSpace(run(t, env, "", "pzh", "--data", hubDir, "policy", "check", "--from", "bob/tv", "--to", "laptop/files")); verdict != cli {
+		t.Fatalf("the page's check says %q, pzh policy check %q", verdict, cli)
+	}
+	do(ctx, "add a rule with a mistake",
+		chromedp.SendKeys(css("#rule-from"), "Bob"),
+		chromedp.SendKeys(css("#rule-to"), "*"),
+		chromedp.Click(css("#rule-form button[type=submit]")),
+		chromedp.WaitVisible(css("#action-error:not(:empty)")))
+	if msg := get(ctx, "read the refusal", chromedp.Text(css("#action-error"))); !strings.Contains(msg, `invalid WHO "Bob"`) {
+		t.Fatalf("a bad rule in the page: %q", msg)
+	}
+	do(ctx, "remove the rule",
+		chromedp.Click(css(`tr[data-rule="no-tv"] button`)),
+		chromedp.Click(css(`tr[data-rule="no-tv"] button.danger`)),
+		chromedp.WaitNotPresent(css(`tr[data-rule="no-tv"]`)))
+	if rules := run(t, env, "", "pzh", "--data", hubDir, "policy", "list"); strings.Contains(rules, "no-tv") {
+		t.Fatalf("pzh policy list after removing the rule in the page:\n%s", rules)
+	}
+
+	// Service tokens: a template, a lot of two issued in the page (shown
+	// once), the lot revoked; pzh tokens list agrees at each step.
+	do(ctx, "save a template",
+		chromedp.SendKeys(css("#template-name"), "guest"),
+		chromedp.SendKeys(css("#template-binding"), "1h"),
+		chromedp.Click(css("#template-single")),
+		chromedp.Click(css("#template-form button[type=submit]")),
+		chromedp.WaitVisible(css(`tr[data-template="guest"]`)),
+		chromedp.WaitReady(css(`#issue-template option[value="guest"]`)))
+	do(ctx, "issue a lot",
+		chromedp.SendKeys(css("#issue-lot"), "party"),
+		chromedp.SetValue(css("#issue-count"), "2"),
+		chromedp.Click(css("#issue-form button[type=submit]")),
+		chromedp.WaitVisible(css("#issued")),
+		chromedp.WaitVisible(css(`#service-token-rows tr[data-token]:nth-child(2)`)))
+	issued := strings.Fields(get(ctx, "read the tokens", chromedp.Text(css("#issued-tokens"))))
+	if listed := run(t, env, "", "pzh", "--data", hubDir, "tokens", "list", "--lot", "party"); len(issued) != 2 || strings.Count(listed, "active") != 2 {
+		t.Fatalf("issued in the page: %q; pzh tokens list --lot party:\n%s", issued, listed)
+	}
+	do(ctx, "revoke the lot",
+		chromedp.Click(css(`#service-token-rows tr[data-token] span:nth-of-type(2) button`)),
+		chromedp.Click(css(`#service-token-rows tr[data-token] span:nth-of-type(2) button.danger`)),
+		chromedp.WaitNotPresent(css(`#service-token-rows button`)))
+	if listed := run(t, env, "", "pzh", "--data", hubDir, "tokens", "list", "--lot", "party"); strings.Count(listed, "revoked") != 2 {
+		t.Fatalf("pzh tokens list after revoking the lot in the page:\n%s", listed)
 	}
 	shoot(ctx, "dashboard.png")
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`refreshAll().then(() => true)`, chromedp.EvalAwaitPromise)); err != nil {

@@ -272,7 +272,7 @@ function drawChart() {
 // ---- the lists ----
 
 async function refreshAll() {
-  await Promise.all([refreshInvites(), refreshFriends(), refreshBindings(), refreshSessions(), refreshTokens()].map((p) => p.catch(actionError)));
+  await Promise.all([refreshInvites(), refreshFriends(), refreshPolicy(), refreshBindings(), refreshTemplates(), refreshServiceTokens(), refreshSessions(), refreshTokens()].map((p) => p.catch(actionError)));
 }
 
 async function refreshInvites() {
@@ -296,6 +296,54 @@ async function refreshBindings() {
     el("td", {}, b.from), el("td", {}, b.to), el("td", {}, ago(b.since)), el("td", {}, b.calls),
     el("td", {}, b.bytes_in + " / " + b.bytes_out), el("td", {}, b.token || "–"),
     el("td", {}, button("End", () => api("POST", "/bindings/" + encodeURIComponent(b.id) + "/end"))))), "No applications are using services now.");
+}
+
+async function refreshPolicy() {
+  const list = await api("GET", "/policy");
+  fill($("rule-rows"), list.rules.map((r) => el("tr", { "data-rule": r.id },
+    el("td", {}, r.id), el("td", { class: "effect-" + r.effect }, r.effect), el("td", {}, r.from), el("td", {}, r.to),
+    el("td", {}, r.method), el("td", {}, when(r.created)),
+    el("td", {}, confirmButton("Remove", "Remove rule " + r.id + "?", () => api("DELETE", "/policy/" + encodeURIComponent(r.id)))))),
+    "No rules: the defaults decide.");
+  $("rule-skipped").textContent = (list.skipped || []).map((s) => "Ignored: " + s).join("\n");
+}
+
+// limitsText says a token's or template's limits in words.
+function limitsText(l) {
+  const parts = [];
+  if (l.max_bytes_total) parts.push(l.max_bytes_total + " B both ways");
+  if (l.max_bytes_in) parts.push(l.max_bytes_in + " B in");
+  if (l.max_bytes_out) parts.push(l.max_bytes_out + " B out");
+  if (l.max_binding) parts.push(l.max_binding + " per binding");
+  if (l.max_usage) parts.push(l.max_usage + " in all");
+  if (l.max_wall) parts.push(l.max_wall + " from first use");
+  if (l.max_age) parts.push("valid " + l.max_age);
+  if (l.single_use) parts.push("single use");
+  if (l.devices && l.devices.length) parts.push("on " + l.devices.join(", "));
+  return parts.length ? parts.join("; ") : "no limits";
+}
+
+async function refreshTemplates() {
+  const list = (await api("GET", "/tokens/templates")).templates || [];
+  fill($("template-rows"), list.map((t) => el("tr", { "data-template": t.name },
+    el("td", {}, t.name), el("td", {}, limitsText(t)), el("td", {}, when(t.created)))), "No templates: save one above.");
+  const sel = $("issue-template");
+  const had = sel.value;
+  sel.replaceChildren(...list.map((t) => el("option", { value: t.name }, t.name)));
+  if (list.some((t) => t.name === had)) sel.value = had;
+}
+
+async function refreshServiceTokens() {
+  const list = (await api("GET", "/tokens")).tokens || [];
+  fill($("service-token-rows"), list.map((t) => {
+    const cell = el("td", {});
+    if (t.state === "active") cell.append(confirmButton("Revoke", "Revoke " + t.id + "?", () => api("POST", "/tokens/revoke", { id: t.id })));
+    if (t.state === "active" && t.lot) cell.append(confirmButton("Revoke lot", "Revoke every token of lot " + t.lot + "?", () => api("POST", "/tokens/revoke", { lot: t.lot })));
+    return el("tr", { "data-token": t.id },
+      el("td", {}, t.id), el("td", {}, t.template), el("td", {}, t.lot || "–"), el("td", { class: "state" }, t.state),
+      el("td", {}, when(t.issued)),
+      el("td", {}, t.usage.bindings + " bindings, " + (t.usage.bytes_in + t.usage.bytes_out) + " B"), cell);
+  }), "No service tokens issued.");
 }
 
 async function refreshSessions() {
@@ -324,6 +372,48 @@ $("invite-form").addEventListener("submit", (ev) => {
     $("invite-qr").src = q.png;
     $("invite-new").hidden = false;
     await refreshInvites();
+  });
+});
+
+$("rule-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  act(async () => {
+    await api("POST", "/policy", { effect: $("rule-effect").value, from: $("rule-from").value.trim(), to: $("rule-to").value.trim(),
+      method: $("rule-method").value.trim(), id: $("rule-id").value.trim() });
+    $("rule-from").value = ""; $("rule-to").value = ""; $("rule-id").value = ""; $("rule-method").value = "*";
+    await refreshPolicy();
+  });
+});
+
+$("check-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  $("check-result").textContent = "";
+  act(async () => {
+    const d = await api("POST", "/policy/check", { from: $("check-from").value.trim(), to: $("check-to").value.trim(), method: $("check-method").value.trim() });
+    $("check-result").textContent = (d.allow ? "allow: " : "deny: ") + d.reason;
+  });
+});
+
+$("template-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  act(async () => {
+    const devices = $("template-devices").value.split(/[\s,]+/).filter((d) => d);
+    await api("POST", "/tokens/templates", {
+      name: $("template-name").value.trim(), replace: $("template-replace").checked,
+      max_bytes_total: Number($("template-bytes").value) || 0, max_binding: $("template-binding").value.trim(),
+      max_age: $("template-age").value.trim(), single_use: $("template-single").checked, devices,
+    });
+    await refreshTemplates();
+  });
+});
+
+$("issue-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  act(async () => {
+    const res = await api("POST", "/tokens", { template: $("issue-template").value, lot: $("issue-lot").value.trim(), count: Number($("issue-count").value) || 1 });
+    $("issued-tokens").textContent = res.tokens.map((t) => t.token).join("\n");
+    $("issued").hidden = false;
+    await refreshServiceTokens();
   });
 });
 
