@@ -3,13 +3,13 @@ GO      ?= go
 BIN     ?= bin
 FUZZTIME ?= 15s
 
-.PHONY: help build test test-stress demo bench fuzz lint clean
+.PHONY: help build test test-stress demo bench fuzz lint man clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build pzh and pzp into bin/
-	$(GO) build -o $(BIN)/ ./cmd/pzh ./cmd/pzp
+build: ## build pzh and pzp into bin/ (--version names the git revision)
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/pzh ./cmd/pzp
 
 test: ## vet, gofmt check, and every test with the race detector (screenshots of the dashboard go to artifacts/)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -49,5 +49,8 @@ lint: ## go vet and staticcheck (when installed)
 	$(GO) vet ./...
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped"; fi
 
+man: ## write the man pages of pzh and pzp (one per command) to man/
+	$(GO) run ./cmd/internal/mangen -out man
+
 clean: ## remove build output
-	rm -rf $(BIN)
+	rm -rf $(BIN) man

@@ -22,6 +22,7 @@ through the socket in its data directory.`,
 	root.AddCommand(newHubInitCmd(g), newHubServeCmd(g, exts), newHubInviteCmd(g), newHubInvitesCmd(g),
 		newHubDevicesCmd(g), newHubRevokeCmd(g), newHubWakeCmd(g), newHubStatusCmd(g), newHubWaitCmd(g), newHubDataCmd(g), newHubPolicyCmd(g), newHubBindingsCmd(g), newHubTokensCmd(g),
 		newHubFriendCmd(g), newHubFriendsCmd(g), newHubCompactCmd(g), newHubOperatorCmd(g), newHubWebCmd(g))
+	setVersion(root)
 	return root
 }
 

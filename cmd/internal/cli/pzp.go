@@ -18,5 +18,6 @@ with 'pzp run'. 'pzp status' shows the link; 'pzp unpair' leaves the zone.`,
 	root.AddCommand(newPeerPairCmd(g), newPeerRunCmd(g), newPeerStatusCmd(g), newPeerUnpairCmd(g), newPeerWaitCmd(g), newPeerDataCmd(g),
 		newPeerServicesCmd(g), newPeerCallCmd(g), newPeerSendCmd(g), newPeerListenCmd(g), newPeerServeCmd(g), newPeerCompactCmd(g), newPeerAppCmd(g),
 		newPeerConnectCmd(g), newPeerExposeCmd(g), newPeerForwardCmd(g))
+	setVersion(root)
 	return root
 }
