@@ -44,6 +44,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 15s)
 	$(GO) test -run='^$$' -fuzz='^FuzzPipe$$' -fuzztime=$(FUZZTIME) ./zone/session
 	$(GO) test -run='^$$' -fuzz='^FuzzStreamRead$$' -fuzztime=$(FUZZTIME) ./zone/api
 	$(GO) test -run='^$$' -fuzz='^FuzzChannelFrame$$' -fuzztime=$(FUZZTIME) ./zone/api
+	$(GO) test -run='^$$' -fuzz='^FuzzRespond$$' -fuzztime=$(FUZZTIME) ./pairing/cpace
+	$(GO) test -run='^$$' -fuzz='^FuzzFinish$$' -fuzztime=$(FUZZTIME) ./pairing/cpace
 
 lint: ## go vet and staticcheck (when installed)
 	$(GO) vet ./...

@@ -45,6 +45,14 @@ type Invite struct {
 	CertLifetime time.Duration `cbor:"8,keyasint"`
 	Cancelled    bool          `cbor:"9,keyasint"`
 	Devices      []string      `cbor:"10,keyasint,omitempty"` // devices paired with it
+	// A code invite (pzh invite --code) also holds its short code: the
+	// number that names it among open code invites, and the secret words
+	// in the clear, which the hub needs for CPace (a balanced PAKE: both
+	// ends hold the password). WrongCodes counts failed key
+	// confirmations; at MaxWrongCodes the invite is burned.
+	CodeNumber uint32 `cbor:"11,keyasint,omitempty"`
+	CodeSecret []byte `cbor:"12,keyasint,omitempty"`
+	WrongCodes int    `cbor:"13,keyasint,omitempty"`
 }
 
 // Template is what the hub operator asks for.
@@ -138,6 +146,7 @@ var (
 	ErrInviteExpired   = errors.New("invite expired")
 	ErrInviteUsedUp    = errors.New("invite already used")
 	ErrInviteCancelled = errors.New("invite cancelled")
+	ErrInviteBurned    = errors.New("invite burned by wrong codes")
 )
 
 // Usable reports why the invite cannot be redeemed at now, or nil.
@@ -145,6 +154,8 @@ func (inv *Invite) Usable(now time.Time) error {
 	switch {
 	case inv.Cancelled:
 		return ErrInviteCancelled
+	case inv.CodeNumber != 0 && inv.WrongCodes >= MaxWrongCodes:
+		return ErrInviteBurned
 	case inv.UsesLeft <= 0:
 		return ErrInviteUsedUp
 	case !now.Before(inv.Expires):

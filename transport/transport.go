@@ -29,6 +29,10 @@ const (
 	// ALPNPairing is the invite redemption protocol, version 1. The client
 	// presents no certificate; it pins the hub by zone ID instead.
 	ALPNPairing = "pz-pair/1"
+	// ALPNPairCode is pairing by a short code, version 1: the client
+	// presents no certificate and knows no zone ID; a CPace exchange over
+	// the code authenticates both ends (docs/PROTOCOL.md).
+	ALPNPairCode = "pz-pair-code/1"
 	// ALPNFriend is the friend invite redemption between two hubs,
 	// version 1. Both present their hub certificate chains; the redeeming
 	// hub pins the inviting one by zone ID, the inviting hub learns the

@@ -187,13 +187,15 @@ type InviteRequest struct {
 	TTL          string `json:"ttl,omitempty"`
 	Uses         int    `json:"uses,omitempty"`
 	CertLifetime string `json:"cert_lifetime,omitempty"`
+	// Code asks for a short code too (pzp pair --code).
+	Code bool `json:"code,omitempty"`
 }
 
 // InviteView describes an invite; Token is set only when it is created.
 type InviteView struct {
 	ID           string    `json:"id"`
 	Device       string    `json:"device"`
-	State        string    `json:"state"` // open, expired, used, cancelled
+	State        string    `json:"state"` // open, expired, used, cancelled, burned (wrong codes)
 	Uses         int       `json:"uses"`
 	UsesLeft     int       `json:"uses_left"`
 	Created      time.Time `json:"created"`
@@ -201,6 +203,11 @@ type InviteView struct {
 	CertLifetime string    `json:"cert_lifetime"`
 	Devices      []string  `json:"devices,omitempty"`
 	Token        string    `json:"token,omitempty"`
+	// CodeNumber names a code invite; WrongCodes counts its wrong answers.
+	// Code, the whole short code, is set only when it is created.
+	CodeNumber uint32 `json:"code_number,omitempty"`
+	WrongCodes int    `json:"wrong_codes,omitempty"`
+	Code       string `json:"code,omitempty"`
 }
 
 // RevokeResponse is the answer of POST /v1/devices/{name}/revoke.

@@ -542,20 +542,20 @@ func (h *Hub) transportConfig() transport.Config {
 	}
 	pair := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		NextProtos:     []string{transport.ALPNPairing},
+		NextProtos:     []string{transport.ALPNPairing, transport.ALPNPairCode},
 		GetCertificate: getCert,
 		ClientAuth:     tls.NoClientCert,
 	}
 	hubs := h.hubChainTLS(getCert)
 	base := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNFriend, transport.ALPNLink},
+		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNPairCode, transport.ALPNFriend, transport.ALPNLink},
 		GetCertificate: getCert,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			switch {
 			case slices.Contains(hello.SupportedProtos, transport.ALPNSession):
 				return session, nil
-			case slices.Contains(hello.SupportedProtos, transport.ALPNPairing):
+			case slices.Contains(hello.SupportedProtos, transport.ALPNPairing), slices.Contains(hello.SupportedProtos, transport.ALPNPairCode):
 				return pair, nil
 			case slices.Contains(hello.SupportedProtos, transport.ALPNFriend), slices.Contains(hello.SupportedProtos, transport.ALPNLink):
 				return hubs, nil
@@ -598,6 +598,8 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 	switch alpn := conn.ConnectionState().NegotiatedProtocol; alpn {
 	case transport.ALPNPairing:
 		h.servePairing(ctx, conn)
+	case transport.ALPNPairCode:
+		h.serveCodePairing(ctx, conn)
 	case transport.ALPNSession:
 		h.serveSession(ctx, conn)
 	case transport.ALPNFriend:

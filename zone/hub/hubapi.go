@@ -27,9 +27,12 @@ func inviteView(inv *pairing.Invite, now time.Time) api.InviteView {
 		state = "used"
 	case pairing.ErrInviteExpired:
 		state = "expired"
+	case pairing.ErrInviteBurned:
+		state = "burned"
 	}
 	return api.InviteView{ID: inv.ID, Device: inv.Device, State: state, Uses: inv.Uses, UsesLeft: inv.UsesLeft,
-		Created: inv.Created, Expires: inv.Expires, CertLifetime: inv.CertLifetime.String(), Devices: inv.Devices}
+		Created: inv.Created, Expires: inv.Expires, CertLifetime: inv.CertLifetime.String(), Devices: inv.Devices,
+		CodeNumber: inv.CodeNumber, WrongCodes: inv.WrongCodes}
 }
 
 func (h *Hub) apiHandler() http.Handler {
@@ -179,12 +182,22 @@ func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := h.store.AddInvite(inv); err != nil {
+	var code pairing.Code
+	if req.Code {
+		code.Secret = pairing.NewCodeSecret()
+		inv.CodeSecret = code.Secret[:]
+		if code.Number, err = h.store.AddCodeInvite(inv, now); err != nil {
+			return nil, err
+		}
+	} else if err := h.store.AddInvite(inv); err != nil {
 		return nil, err
 	}
 	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
 	v := inviteView(inv, now)
 	v.Token = tok.String()
+	if req.Code {
+		v.Code = code.String()
+	}
 	h.log.Info("invite created", "invite", inv.ID, "device", inv.Device, "uses", inv.Uses, "expires", inv.Expires)
 	return &v, nil
 }

@@ -83,6 +83,8 @@ func inviteRefusal(err error, what, ask string) (code, msg string, ok bool) {
 		return pairing.CodeUsed, "this " + what + " has already been used; " + ask, true
 	case errors.Is(err, pairing.ErrInviteCancelled):
 		return pairing.CodeCancelled, "this " + what + " was cancelled; " + ask, true
+	case errors.Is(err, pairing.ErrInviteBurned):
+		return pairing.CodeBurned, "this " + what + " was burned by wrong codes; " + ask, true
 	}
 	return "", "", false
 }
@@ -94,34 +96,42 @@ func rateLimited(ip netip.Addr, wait time.Duration) *pairing.Response {
 }
 
 func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *pairing.Response {
-	now := h.cfg.Now()
-	remote := conn.RemoteAddr().String()
 	id, idErr := pairing.NormalizeInviteID(req.InviteID)
-	fail := func(code, msg string) *pairing.Response {
-		h.limiter.Fail(ip, now)
-		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code) // id is "" unless well-formed
-		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
-	}
-	// A wrong proof counts against the invite too (from any source).
-	failProof := func(code, msg string) *pairing.Response {
-		h.limiter.FailInvite(ip, id, now)
-		h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code)
-		return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
-	}
 	if req.Version != pairing.ProtocolVersion {
-		return fail(pairing.CodeVersion, fmt.Sprintf("pairing protocol version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", req.Version, pairing.ProtocolVersion))
+		return h.refusePairing(conn, ip, id, pairing.CodeVersion, fmt.Sprintf("pairing protocol version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", req.Version, pairing.ProtocolVersion))
 	}
 	if idErr != nil {
-		return fail(pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
-	}
-	pub, err := certs.ParseCSR(req.CSR)
-	if err != nil {
-		return fail(pairing.CodeBadRequest, "bad certificate request: "+err.Error())
+		return h.refusePairing(conn, ip, "", pairing.CodeInvalid, "invite not recognised: the token is wrong or for another hub")
 	}
 	cs := conn.ConnectionState()
-	rec, cert, err := h.store.Redeem(id, now, func(inv *pairing.Invite, device string) (*x509.Certificate, error) {
+	return h.issue(conn, id, req.CSR, ip, func(inv *pairing.Invite) error {
 		if !pairing.CheckProof(cs, id, inv.Verifier, req.Proof) {
-			return nil, errBadProof
+			return errBadProof
+		}
+		return nil
+	})
+}
+
+// refusePairing counts a refusal against the source and answers it.
+func (h *Hub) refusePairing(conn transport.Conn, ip netip.Addr, id, code, msg string) *pairing.Response {
+	h.limiter.Fail(ip, h.cfg.Now())
+	h.log.Info("pairing refused", "remote", conn.RemoteAddr().String(), "invite", id, "code", code) // id is "" unless well-formed
+	return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
+}
+
+// issue redeems invite id for the certificate request csr, once check
+// (the proof of the secret, inside the redemption) accepts the invite:
+// the one path of pairing by token and by code from the request on.
+func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, check func(*pairing.Invite) error) *pairing.Response {
+	now := h.cfg.Now()
+	remote := conn.RemoteAddr().String()
+	pub, err := certs.ParseCSR(csr)
+	if err != nil {
+		return h.refusePairing(conn, ip, id, pairing.CodeBadRequest, "bad certificate request: "+err.Error())
+	}
+	rec, cert, err := h.store.Redeem(id, now, func(inv *pairing.Invite, device string) (*x509.Certificate, error) {
+		if err := check(inv); err != nil {
+			return nil, err
 		}
 		if err := inv.Usable(now); err != nil {
 			return nil, err
@@ -130,9 +140,12 @@ func (h *Hub) redeem(conn transport.Conn, req *pairing.Request, ip netip.Addr) *
 	})
 	if code, msg, ok := inviteRefusal(err, "invite", "ask the hub's owner for a new one (pzh invite)"); ok {
 		if errors.Is(err, errBadProof) {
-			return failProof(code, msg)
+			// A wrong proof counts against the invite too (from any source).
+			h.limiter.FailInvite(ip, id, now)
+			h.log.Info("pairing refused", "remote", remote, "invite", id, "code", code)
+			return &pairing.Response{Error: &pairing.Error{Code: code, Message: msg}}
 		}
-		return fail(code, msg)
+		return h.refusePairing(conn, ip, id, code, msg)
 	}
 	if err != nil {
 		h.log.Error("pairing failed", "remote", remote, "err", err)

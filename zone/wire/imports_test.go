@@ -14,7 +14,7 @@ const module = "github.com/pzone/pzone"
 // package must be listed, so a new one is placed on purpose.
 var layers = [][]string{
 	// Building blocks that know nothing of zones' daemons.
-	{"certs", "storefile", "transport", "wakeup"},
+	{"certs", "pairing/cpace", "storefile", "transport", "wakeup"},
 	{"pairing", "sync"},
 	// What the hub and the devices share: the vocabulary they speak, and
 	// the pure logic over it.

@@ -20,6 +20,7 @@ type hubInviteOptions struct {
 	uses         int
 	certLifetime time.Duration
 	qr           bool
+	code         bool
 	json         bool
 }
 
@@ -30,13 +31,20 @@ func newHubInviteCmd(g *globals) *cobra.Command {
 		Short: "Create a one-time invite for a device and print its token",
 		Long: `invite creates an invite and prints its token on one line. On the device,
 run 'pzp pair TOKEN'. The hub keeps only a hash of the token's secret. With
---uses N the invite pairs N devices, named NAME, NAME-2, NAME-3, ...`,
+--uses N the invite pairs N devices, named NAME, NAME-2, NAME-3, ...
+
+With --code it also prints a short code on a second line, such as
+3-violet-canyon-ember-river, to read aloud or type: on the device, run
+'pzp pair --code CODE HUB:PORT'. The code is the password of an exchange
+that proves to each side that the other holds it; each try tests one
+guess, and 3 wrong codes burn the invite. The hub keeps the code's words
+until the invite ends.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.device == "" {
 				return usagef("--device is required: name the device, e.g. --device phone")
 			}
-			req := api.InviteRequest{Device: o.device, TTL: o.ttl.String(), Uses: o.uses, CertLifetime: o.certLifetime.String()}
+			req := api.InviteRequest{Device: o.device, TTL: o.ttl.String(), Uses: o.uses, CertLifetime: o.certLifetime.String(), Code: o.code}
 			var v api.InviteView
 			if err := hubDo(cmd.Context(), g, http.MethodPost, "/v1/invites", req, &v); err != nil {
 				return err
@@ -46,12 +54,23 @@ run 'pzp pair TOKEN'. The hub keeps only a hash of the token's secret. With
 				return printJSON(out, v)
 			}
 			fmt.Fprintln(out, v.Token)
+			if o.code {
+				fmt.Fprintln(out, v.Code)
+			}
 			if o.qr {
 				if err := drawQR(out, v.Token); err != nil {
 					return err
 				}
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "invite %s for device %q: %d use(s), expires %s\n", v.ID, v.Device, v.Uses, v.Expires.Local().Format(time.DateTime))
+			if o.code {
+				addr := "HUB:PORT"
+				var st api.HubStatus
+				if hubDo(cmd.Context(), g, http.MethodGet, "/v1/status", nil, &st) == nil && len(st.PublicAddrs) > 0 {
+					addr = st.PublicAddrs[0]
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "on the device: pzp pair --code %s %s\n", v.Code, addr)
+			}
 			return nil
 		},
 	}
@@ -61,6 +80,7 @@ run 'pzp pair TOKEN'. The hub keeps only a hash of the token's secret. With
 	f.IntVar(&o.uses, "uses", 1, "how many devices may pair with it")
 	f.DurationVar(&o.certLifetime, "cert-lifetime", pairing.DefaultCertLifetime, "lifetime of the device certificate (it renews itself at 2/3)")
 	f.BoolVar(&o.qr, "qr", false, "also draw the token as a QR code in the terminal")
+	f.BoolVar(&o.code, "code", false, "also print a short code to read aloud (pzp pair --code)")
 	f.BoolVar(&o.json, "json", false, "print the invite as JSON (includes the token)")
 	cmd.AddCommand(newHubInviteCancelCmd(g))
 	return cmd

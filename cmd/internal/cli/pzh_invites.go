@@ -32,7 +32,12 @@ func newHubInvitesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tDEVICE\tSTATE\tUSES LEFT\tEXPIRES\tPAIRED")
 			for _, v := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%v\n", v.ID, v.Device, v.State, v.UsesLeft, v.Uses, v.Expires.Local().Format(time.DateTime), v.Devices)
+				state := v.State
+				if v.CodeNumber != 0 {
+					// A code invite: its number, and wrong codes tried.
+					state += fmt.Sprintf(" (code %d, %d wrong)", v.CodeNumber, v.WrongCodes)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%v\n", v.ID, v.Device, state, v.UsesLeft, v.Uses, v.Expires.Local().Format(time.DateTime), v.Devices)
 			}
 			return tw.Flush()
 		},

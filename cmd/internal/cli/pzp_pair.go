@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +14,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
+	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
@@ -27,6 +31,8 @@ type peerPairOptions struct {
 	syncTimeout time.Duration
 	noSync      bool
 	json        bool
+	code        string
+	yes         bool
 }
 
 // PairOutput is pzp pair --json.
@@ -48,13 +54,20 @@ type PairOutput struct {
 func newPeerPairCmd(g *globals) *cobra.Command {
 	o := &peerPairOptions{}
 	cmd := &cobra.Command{
-		Use:   "pair TOKEN",
-		Short: "Pair this device with a hub using an invite token (- reads it from stdin)",
+		Use:   "pair TOKEN | pair --code CODE HUB:PORT",
+		Short: "Pair this device with a hub using an invite token (- reads it from stdin) or a short code",
 		Long: `pair redeems an invite: it makes this device's key here (the key never
 leaves the device), checks the hub against the zone ID in the token, proves
 the token's secret over this connection, and stores the certificate the hub
 issues. If anything fails, nothing is written. Pass - as TOKEN to read it
 from standard input, which keeps it out of shell history.
+
+With --code CODE HUB:PORT it pairs by the short code 'pzh invite --code'
+printed instead: the code proves to each side that the other holds it (a
+wrong code, or someone in the way, fails; 3 wrong codes burn the invite),
+then the device shows the zone's name and ID and asks whether to join it,
+on a terminal; --yes joins without asking (and is needed off a terminal).
+The device pins that zone ID from then on.
 
 Then it receives the zone state (with a progress bar on a terminal) unless
 --no-sync is given; if that is cut short, pzp run finishes it.`,
@@ -64,11 +77,7 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 			if err != nil {
 				return usageError{err}
 			}
-			raw, err := tokenArg(cmd, args[0])
-			if err != nil {
-				return err
-			}
-			tok, err := pairing.ParseToken(raw)
+			pair, addrs, err := o.pairer(cmd, args[0], mode)
 			if err != nil {
 				return err
 			}
@@ -96,17 +105,17 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
-			res, err := pairing.Pair(ctx, tok, mode)
+			res, err := pair(ctx)
 			if err != nil {
 				removeIfNew()
 				var perr *pairing.Error
 				switch {
 				case errors.As(err, &perr):
 					return fmt.Errorf("the hub refused pairing: %s", perr.Message)
-				case errors.Is(err, pairing.ErrZoneMismatch):
+				case errors.Is(err, pairing.ErrZoneMismatch), errors.Is(err, pairing.ErrCodeMismatch), errors.Is(err, pairing.ErrDeclined):
 					return fmt.Errorf("pairing stopped: %w", err)
 				case ctx.Err() != nil && cmd.Context().Err() == nil:
-					return fmt.Errorf("no answer from the hub at %s within %v: %w", strings.Join(tok.Addrs, ", "), o.timeout, err)
+					return fmt.Errorf("no answer from the hub at %s within %v: %w", strings.Join(addrs, ", "), o.timeout, err)
 				}
 				return fmt.Errorf("pairing failed: %w", err)
 			}
@@ -142,11 +151,59 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.transport, "transport", "auto", "auto, quic or tcp")
+	f.StringVar(&o.code, "code", "", "pair by the short code pzh invite --code printed; the argument is then the hub's HOST:PORT")
+	f.BoolVar(&o.yes, "yes", false, "with --code: join the zone without asking")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	f.BoolVar(&o.noSync, "no-sync", false, "do not receive the zone state now (pzp run will)")
 	f.DurationVar(&o.syncTimeout, "sync-timeout", 10*time.Minute, "stop waiting for the first sync after this long (pzp run finishes it)")
 	return cmd
+}
+
+// pairer checks the arguments and returns the pairing to run (by token or
+// by code) and the hub addresses it tries.
+func (o *peerPairOptions) pairer(cmd *cobra.Command, arg string, mode transport.Mode) (func(context.Context) (*pairing.Result, error), []string, error) {
+	if o.code == "" {
+		if o.yes {
+			return nil, nil, usagef("--yes goes with --code: a token names its zone already")
+		}
+		raw, err := tokenArg(cmd, arg)
+		if err != nil {
+			return nil, nil, err
+		}
+		tok, err := pairing.ParseToken(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(ctx context.Context) (*pairing.Result, error) { return pairing.Pair(ctx, tok, mode) }, tok.Addrs, nil
+	}
+	code, err := pairing.ParseCode(o.code)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	if _, _, err := net.SplitHostPort(arg); err != nil {
+		return nil, nil, usagef("with --code, give the hub's address as HOST:PORT (what pzh invite --code printed), not %q", arg)
+	}
+	in, isFile := cmd.InOrStdin().(*os.File)
+	terminal := isFile && term.IsTerminal(int(in.Fd()))
+	if !o.yes && !terminal {
+		return nil, nil, usagef("--code needs a terminal to confirm the zone it finds, or --yes to join it without asking")
+	}
+	confirm := func(zone string, id certs.ZoneID) error {
+		fmt.Fprintf(cmd.ErrOrStderr(), "the hub at %s holds the code: zone %q, zone ID %s\n", arg, zone, id)
+		if o.yes {
+			return nil
+		}
+		fmt.Fprint(cmd.ErrOrStderr(), "join this zone? [y/N] ")
+		line, _ := bufio.NewReader(in).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return fmt.Errorf("%w: the zone was not confirmed; nothing was written, and the invite is not spent", pairing.ErrDeclined)
+		}
+		return nil
+	}
+	return func(ctx context.Context) (*pairing.Result, error) {
+		return pairing.PairCode(ctx, code, arg, mode, confirm)
+	}, []string{arg}, nil
 }
 
 // firstSync runs the device until it holds the zone state, drawing a

@@ -50,6 +50,7 @@ func TestScripts(t *testing.T) {
 			"garbage":   cmdGarbage,
 			"tokenfile": cmdTokenFile,
 			"linevar":   cmdLineVar,
+			"wrongcode": cmdWrongCode,
 			// Zone state (script_sync_test.go).
 			"editstream": cmdEditStream,
 			"checkkeys":  cmdCheckKeys,
@@ -170,6 +171,18 @@ func cmdLineVar(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("%s has no line %s", args[0], args[1])
 	}
 	ts.Setenv(args[2], strings.TrimSpace(lines[n-1]))
+}
+
+// wrongcode CODE VAR: set VAR to CODE with another last word: a code of
+// the same invite that is wrong.
+func cmdWrongCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: wrongcode CODE VAR")
+	}
+	c, err := pairing.ParseCode(args[0])
+	ts.Check(err)
+	c.Secret[pairing.CodeSecretSize-1]++
+	ts.Setenv(args[1], c.String())
 }
 
 // forge IN OUT: write to OUT a token with IN's hub, zone and invite id but
