@@ -32,7 +32,7 @@ var layers = [][]string{
 	{"zone/hub", "zone/peer"},
 	// Their users.
 	{"cmd/internal/cli", "bench"},
-	{"cmd/pzh", "cmd/pzp", "cmd/pzbench"},
+	{"cmd/pzh", "cmd/pzp", "cmd/pzbench", "cmd/internal/mangen"},
 }
 
 // TestImportLayers pins the import order (docs/ARCHITECTURE.md), so that
