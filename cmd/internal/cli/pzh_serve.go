@@ -151,6 +151,7 @@ shrink what a device holds, and deletions, are always taken.`,
 	for _, ext := range exts {
 		configures = append(configures, ext(f))
 	}
+	addConfigFlag(cmd, "PZH")
 	return cmd
 }
 

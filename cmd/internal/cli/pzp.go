@@ -18,6 +18,10 @@ with 'pzp run'. 'pzp status' shows the link; 'pzp unpair' leaves the zone.`,
 	root.AddCommand(newPeerPairCmd(g), newPeerRunCmd(g), newPeerStatusCmd(g), newPeerUnpairCmd(g), newPeerWaitCmd(g), newPeerDataCmd(g),
 		newPeerServicesCmd(g), newPeerCallCmd(g), newPeerSendCmd(g), newPeerListenCmd(g), newPeerServeCmd(g), newPeerCompactCmd(g), newPeerAppCmd(g),
 		newPeerConnectCmd(g), newPeerExposeCmd(g), newPeerForwardCmd(g))
+	root.AddCommand(newConfigCmd(func() *cobra.Command {
+		c, _, _ := root.Find([]string{"run"})
+		return c
+	}, "PZP"))
 	setVersion(root)
 	return root
 }

@@ -93,5 +93,6 @@ error that names the file; --reset-zone-state fetches it again from the hub.`,
 	f.BoolVar(&cfg.ResetZoneState, "reset-zone-state", false, "start this device's copy of the zone state (sync.db) over: it is fetched again from the hub; edits not yet pushed are lost")
 	f.BoolVar(&direct, "direct", true, "connect directly to other devices of the zone when they can be reached (false: every call through the hub)")
 	f.StringVar(&cfg.DirectListen, "direct-listen", defaultDirectListen, "address (QUIC and TCP) for direct connections from other devices; port 0: any free one")
+	addConfigFlag(cmd, "PZP")
 	return cmd
 }
