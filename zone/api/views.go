@@ -357,3 +357,14 @@ type DirectPeerStatus struct {
 	LastError  string     `json:"last_error,omitempty"`
 	RetryAfter *time.Time `json:"retry_after,omitempty"`
 }
+
+// AddrsView is the answer of the hub's /v1/addrs endpoints: the zone's
+// public addresses, in the order devices try them.
+type AddrsView struct {
+	Addrs []string `json:"addrs"`
+}
+
+// AddrRequest is the body of POST /v1/addrs and POST /v1/addrs/remove.
+type AddrRequest struct {
+	Addr string `json:"addr"`
+}

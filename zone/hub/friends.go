@@ -256,7 +256,7 @@ func (fs *friends) createInvite(req api.FriendInviteRequest) (*api.FriendInviteV
 	if err := fs.h.store.AddFriendInvite(inv); err != nil {
 		return nil, err
 	}
-	tok := &pairing.Token{Addrs: fs.h.zone.PublicAddrs, Zone: fs.h.zone.ID, InviteID: inv.ID, Secret: secret}
+	tok := &pairing.Token{Addrs: fs.h.publicAddrs(), Zone: fs.h.zone.ID, InviteID: inv.ID, Secret: secret}
 	fs.h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
 	v := friendInviteView(inv, now)
 	v.Token = tok.FriendString()
@@ -389,7 +389,7 @@ func (fs *friends) redeem(conn transport.Conn, req *pairing.FriendRequest, ip ne
 		return &pairing.FriendResponse{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete the friendship; try again"}}
 	}
 	fs.add(rec)
-	return &pairing.FriendResponse{Zone: fs.h.zone.Name, HubAddrs: fs.h.zone.PublicAddrs}
+	return &pairing.FriendResponse{Zone: fs.h.zone.Name, HubAddrs: fs.h.publicAddrs()}
 }
 
 // serveOneShot serves a connection that carries one request stream: the
@@ -485,7 +485,7 @@ func (fs *friends) dialInvite(ctx context.Context, addr string, tok *pairing.Tok
 	if err != nil {
 		return nil, err
 	}
-	req := &pairing.FriendRequest{Version: pairing.FriendProtocolVersion, InviteID: tok.InviteID, Proof: proof, Zone: fs.h.zone.Name, HubAddrs: fs.h.zone.PublicAddrs}
+	req := &pairing.FriendRequest{Version: pairing.FriendProtocolVersion, InviteID: tok.InviteID, Proof: proof, Zone: fs.h.zone.Name, HubAddrs: fs.h.publicAddrs()}
 	if err := transport.WriteFrame(st, req); err != nil {
 		return nil, fmt.Errorf("send friend request: %w", err)
 	}

@@ -263,7 +263,9 @@ type Hub struct {
 	// counters are the events the metrics count (metrics.go).
 	counters *hubCounters
 	calls    policy.ViewCache // policy and token rules, for calls
-	zone     *ZoneInfo
+	zone     *ZoneInfo // its PublicAddrs are read through publicAddrs
+	// addrs are the zone's public addresses, changed by pzh addr.
+	addrs atomic.Pointer[[]string]
 	ca       *certs.CA
 	cert     atomic.Pointer[tls.Certificate]
 	limiter  *pairing.Limiter
@@ -329,7 +331,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	listen := cfg.Listen
 	if listen == "" {
-		_, port, _ := net.SplitHostPort(h.zone.PublicAddrs[0])
+		_, port, _ := net.SplitHostPort(h.publicAddrs()[0])
 		listen = net.JoinHostPort("", port)
 	}
 	ln, err := transport.ListenBoth(listen, h.transportConfig(), cfg.Transports...)
@@ -448,7 +450,10 @@ func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h.policy = &policyAPI{h: h}
 	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
 	var err error
-	if h.zone, err = store.Zone(); err != nil {
+	if h.zone, err = store.Zone(); err == nil {
+		h.addrs.Store(&h.zone.PublicAddrs)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if h.ca, err = store.CA(); err != nil {
@@ -656,7 +661,7 @@ func (h *Hub) devicesView(ver uint64) api.DevicesView {
 
 func (h *Hub) status(ver uint64) api.HubStatus {
 	paired, online := h.reg.counts()
-	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.zone.PublicAddrs, Listen: h.addr.String(),
+	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.publicAddrs(), Listen: h.addr.String(),
 		Started: h.started, Online: online, Devices: paired, CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
 		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage(), Friends: h.friends.count(), Linked: h.links.linked(), Calls: h.routed.Load()}
 	for _, k := range h.cfg.Transports {

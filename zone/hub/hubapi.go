@@ -122,6 +122,7 @@ func (h *Hub) apiHandler() http.Handler {
 	h.tokens.bindingRoutes(mux)
 	h.tokens.routes(mux)
 	h.policy.routes(mux)
+	h.addrRoutes(mux)
 	h.friends.routes(mux)
 	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)
@@ -192,7 +193,7 @@ func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 	} else if err := h.store.AddInvite(inv); err != nil {
 		return nil, err
 	}
-	tok := &pairing.Token{Addrs: h.zone.PublicAddrs, Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
+	tok := &pairing.Token{Addrs: h.publicAddrs(), Zone: h.zone.ID, InviteID: inv.ID, Secret: secret}
 	v := inviteView(inv, now)
 	v.Token = tok.String()
 	if req.Code {

@@ -155,5 +155,5 @@ func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, c
 	h.putCert(wire.CertKeyDevice+rec.Name, cert.Raw)
 	h.changes.Bump()
 	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
-	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.zone.PublicAddrs}
+	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.publicAddrs()}
 }

@@ -3,7 +3,6 @@ package hub
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -89,9 +88,7 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 // identity, the certificates bucket) in step with its own records at
 // start: an earlier run may have stopped between the two.
 func (h *Hub) reconcileState() {
-	if v, err := json.Marshal(wire.ZoneRecord{Zone: h.zone.Name, ZoneID: h.zone.ID, HubAddrs: h.zone.PublicAddrs}); err == nil {
-		h.putState(zsync.BucketUser, wire.UserKeyZone, v)
-	}
+	h.publishZone()
 	h.putCert(wire.CertKeyCA, h.ca.Cert.Raw)
 	h.putCert(wire.CertKeyHub, h.cert.Load().Leaf.Raw)
 	for _, d := range h.reg.records() {

@@ -381,6 +381,7 @@ func (p *Peer) status(ver uint64) api.PeerStatus {
 	p.mu.Unlock()
 	id := p.id.Load()
 	st.Version, st.CertExpires, st.CertRenews = ver, id.Cert.NotAfter, session.RenewAt(id.Cert)
+	st.HubAddrs = id.HubAddrs
 	if p.state != nil {
 		ss := p.state.State()
 		st.Sync = &ss

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"runtime"
+	"slices"
 
 	"github.com/pzone/pzone/zone/session"
 
@@ -43,6 +45,9 @@ func (p *Peer) openState() error {
 }
 
 func (p *Peer) syncChanged() {
+	if p.state != nil {
+		p.followHubAddrs()
+	}
 	p.changes.Bump()
 	if p.state == nil {
 		return
@@ -61,6 +66,40 @@ func (p *Peer) syncChanged() {
 	if p.cfg.ExitWhenSynced && st.Synced() {
 		p.syncedOnce.Do(func() { close(p.synced) })
 	}
+}
+
+// maxHubAddrs bounds the hub addresses a device takes from the zone
+// record (the hub keeps at most 4).
+const maxHubAddrs = 8
+
+// followHubAddrs takes the hub's addresses from the zone record when they
+// changed (pzh addr): the device dials them, in order, from then on, and
+// keeps them across restarts. A record that makes no sense is ignored.
+func (p *Peer) followHubAddrs() {
+	r, ok, err := p.state.Get(zsync.BucketUser, wire.UserKeyZone)
+	if err != nil || !ok || r.Deleted {
+		return
+	}
+	var z wire.ZoneRecord
+	if json.Unmarshal(r.Value, &z) != nil || len(z.HubAddrs) == 0 || len(z.HubAddrs) > maxHubAddrs {
+		return
+	}
+	for _, a := range z.HubAddrs {
+		if host, _, err := net.SplitHostPort(a); err != nil || host == "" || len(a) > 255 {
+			return
+		}
+	}
+	id := p.id.Load()
+	if slices.Equal(id.HubAddrs, z.HubAddrs) || z.ZoneID != "" && z.ZoneID.Compact() != id.ZoneID.Compact() {
+		return
+	}
+	nid, err := p.store.SaveHubAddrs(slices.Clone(z.HubAddrs))
+	if err != nil {
+		p.log.Warn("keep the hub's new addresses", "addrs", z.HubAddrs, "err", err)
+		return
+	}
+	p.id.Store(nid)
+	p.log.Info("hub addresses changed", "addrs", z.HubAddrs, "was", id.HubAddrs)
 }
 
 // publishIdentity writes the device's own record if it changed.

@@ -187,6 +187,23 @@ func (s *peerStore) SaveCert(key ed25519.PrivateKey, cert *x509.Certificate) (*I
 	return &id, id.parse()
 }
 
+// SaveHubAddrs records where the hub is now, as the zone state says.
+func (s *peerStore) SaveHubAddrs(addrs []string) (*Identity, error) {
+	var id Identity
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIdentity)
+		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &id); err != nil {
+			return err
+		}
+		id.HubAddrs = addrs
+		return stores.PutCBOR(b, stores.KeyZoneInfo, &id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &id, id.parse()
+}
+
 // RemovePairing deletes the device's store (its key and certificate),
 // then its copy of the zone state.
 func RemovePairing(dir string) error {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -40,4 +41,26 @@ func cmdWaitPath(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("path from %s to %s not %s after %v: %v (last: %s)", args[0], device, want, defaultWait, err, last)
 	}
 	ts.Logf("%s", fmt.Sprintf("path to %s: %s (%s)", device, want, time.Now().Format(time.StampMilli)))
+}
+
+// waithubaddrs DIR ADDR...: wait until the device in DIR dials exactly
+// these hub addresses, in this order (it learns them from the zone state).
+func cmdWaitHubAddrs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: waithubaddrs DIR ADDR...")
+	}
+	want := strings.Join(args[1:], " ")
+	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
+	defer cancel()
+	c := api.NewClient(api.SocketPath(ts.MkAbs(args[0]), api.PeerSocketName))
+	st, err := watch(ctx, c, "/v1/status", func(s *api.PeerStatus) uint64 { return s.Version }, func(s *api.PeerStatus) bool {
+		return strings.Join(s.HubAddrs, " ") == want
+	})
+	if err != nil {
+		var last []string
+		if st != nil {
+			last = st.HubAddrs
+		}
+		ts.Fatalf("device %s does not dial %s after %v: %v (it dials %v)", args[0], want, defaultWait, err, last)
+	}
 }

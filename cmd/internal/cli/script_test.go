@@ -64,7 +64,8 @@ func TestScripts(t *testing.T) {
 			// Friends (script_friend_test.go).
 			"waitenvelopes": cmdWaitEnvelopes,
 			// Direct connections (script_direct_test.go).
-			"waitpath": cmdWaitPath,
+			"waitpath":     cmdWaitPath,
+			"waithubaddrs": cmdWaitHubAddrs,
 			// Streams (script_streams_test.go).
 			"tcpecho": cmdTCPEcho,
 			"tcpsend": cmdTCPSend,
