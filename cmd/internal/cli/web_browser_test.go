@@ -147,8 +147,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	// An invite made in the page, and its QR code.
 	do(ctx, "create an invite",
 		chromedp.SendKeys(css("#invite-device"), "phone"),
+		chromedp.Click(css("#invite-code")),
 		chromedp.Click(css("#invite-form button[type=submit]")),
 		chromedp.WaitVisible(css(`#invite-qr[src^="data:image/png"]`)),
+		chromedp.WaitVisible(css("#invite-code-line")),
 		chromedp.WaitVisible(css(`tr[data-invite] td`)))
 	shown := get(ctx, "read the token", chromedp.Text(css("#invite-token")))
 	src, err := chromedp.Run(ctx, chromedp.AttributeValue(css("#invite-qr"), "src"))
@@ -164,7 +166,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want.PNG()) {
 		t.Fatalf("the QR code in the page is not the token %q's (%v)", shown, err)
 	}
-	if invites := run(t, env, "", "pzh", "--data", hubDir, "invites"); !strings.Contains(invites, "phone") {
+	if code := get(ctx, "read the code", chromedp.Text(css("#invite-code-text"))); !regexp.MustCompile(`^1-[a-z]+-[a-z]+-[a-z]+-[a-z]+$`).MatchString(code) {
+		t.Fatalf("the page's short code: %q", code)
+	}
+	if invites := run(t, env, "", "pzh", "--data", hubDir, "invites"); !strings.Contains(invites, "phone") || !strings.Contains(invites, "(code 1, 0 wrong)") {
 		t.Fatalf("pzh invites does not list the page's invite:\n%s", invites)
 	}
 

@@ -366,8 +366,11 @@ async function refreshTokens() {
 $("invite-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   act(async () => {
-    const v = await api("POST", "/invites", { device: $("invite-device").value, ttl: $("invite-ttl").value, uses: Number($("invite-uses").value) || 1 });
+    const v = await api("POST", "/invites", { device: $("invite-device").value, ttl: $("invite-ttl").value, uses: Number($("invite-uses").value) || 1, code: $("invite-code").checked });
     $("invite-token").textContent = v.token;
+    $("invite-code-text").textContent = v.code || "";
+    $("invite-addr").textContent = $("public-addrs").textContent.split(", ")[0] || "HUB:PORT";
+    $("invite-code-line").hidden = !v.code;
     const q = await api("POST", "/qr", { text: v.token });
     $("invite-qr").src = q.png;
     $("invite-new").hidden = false;
