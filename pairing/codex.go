@@ -64,6 +64,7 @@ type (
 const (
 	CodeWrong  = "wrong-code" // the key confirmation failed
 	CodeBurned = "burned"     // the invite took MaxWrongCodes wrong codes
+	CodeBusy   = "busy"       // another exchange for the code is under way
 )
 
 // CodeParams are the CPace inputs of one exchange: CI names the protocol

@@ -265,13 +265,15 @@ type Hub struct {
 	calls    policy.ViewCache // policy and token rules, for calls
 	zone     *ZoneInfo        // its PublicAddrs are read through publicAddrs
 	// addrs are the zone's public addresses, changed by pzh addr.
-	addrs   atomic.Pointer[[]string]
-	ca      *certs.CA
-	cert    atomic.Pointer[tls.Certificate]
-	limiter *pairing.Limiter
-	changes localapi.Notifier
-	started time.Time
-	addr    net.Addr
+	addrs atomic.Pointer[[]string]
+	// codeBusy holds the code numbers being tried (hubcode.go).
+	codeBusy codeClaims
+	ca       *certs.CA
+	cert     atomic.Pointer[tls.Certificate]
+	limiter  *pairing.Limiter
+	changes  localapi.Notifier
+	started  time.Time
+	addr     net.Addr
 
 	// reg holds the devices and their sessions (registry.go).
 	reg *registry

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,6 +76,22 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 		last(&pairing.CodeReply{Error: rateLimited(ip, wait).Error})
 		return
 	}
+	// One exchange at a time per code, so that every guess is counted
+	// before the next is tried: parallel connections would otherwise each
+	// test a guess against an invite whose count they all read as low.
+	if !h.codeBusy.claim(start.Number) {
+		h.limiter.Fail(ip, now)
+		last(&pairing.CodeReply{Error: refuse(pairing.CodeBusy, fmt.Sprintf("another device is pairing with code number %d right now; try again in a moment", start.Number))})
+		return
+	}
+	claimed := true
+	release := func() {
+		if claimed {
+			h.codeBusy.release(start.Number)
+			claimed = false
+		}
+	}
+	defer release()
 	inv, err := h.store.codeInvite(start.Number, now)
 	if err != nil {
 		h.limiter.Fail(ip, now)
@@ -112,6 +129,7 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 		last(&pairing.CodeHub{Error: h.wrongCode(inv, ip, remote)})
 		return
 	}
+	release() // the guess is decided; the person may take a while to confirm
 	if !send(&pairing.CodeHub{CA: h.ca.Cert.Raw, Zone: h.zone.Name, MAC: keys.HubMAC(h.ca.Cert.Raw, h.zone.Name)}) {
 		return
 	}
@@ -127,6 +145,31 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 		resp = h.issue(conn, inv.ID, req.CSR, ip, func(*pairing.Invite) error { return nil })
 	}
 	last(resp)
+}
+
+// codeClaims are the code numbers with an exchange in progress.
+type codeClaims struct {
+	mu   sync.Mutex
+	busy map[uint32]bool
+}
+
+func (c *codeClaims) claim(n uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[n] {
+		return false
+	}
+	if c.busy == nil {
+		c.busy = map[uint32]bool{}
+	}
+	c.busy[n] = true
+	return true
+}
+
+func (c *codeClaims) release(n uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.busy, n)
 }
 
 // wrongCode counts a wrong code against the invite and the source, burns
