@@ -51,7 +51,9 @@ func PairCode(ctx context.Context, c Code, addr string, mode transport.Mode, con
 			return err
 		},
 	}
-	conn, err := transport.Dial(ctx, addr, mode, transport.Config{TLS: tcfg})
+	// The connection idles while the person reads the zone ID: it must
+	// outlast the confirmation.
+	conn, err := transport.Dial(ctx, addr, mode, transport.Config{TLS: tcfg, IdleTimeout: exchangeTimeout + codeConfirmTimeout + time.Minute})
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +134,9 @@ func PairCode(ctx context.Context, c Code, addr string, mode transport.Mode, con
 	}
 	if resp.Error != nil {
 		return nil, resp.Error
+	}
+	if resp.Zone != hub.Zone {
+		return nil, fmt.Errorf("the hub named its zone %q, then %q", hub.Zone, resp.Zone)
 	}
 	tok := &Token{Addrs: []string{addr}, Zone: id}
 	return checkResponse(&resp, tok, key, ca, conn.Kind())

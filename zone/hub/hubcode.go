@@ -30,6 +30,9 @@ var errNoCodeInvite = errors.New("no open code invite")
 
 func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 	defer conn.CloseWithError(0, "done")
+	// The hub stopping ends the exchange, wherever it waits.
+	stop := context.AfterFunc(ctx, func() { conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String()) })
+	defer stop()
 	actx, cancel := context.WithTimeout(ctx, wire.StreamTimeout)
 	st, err := conn.AcceptStream(actx)
 	cancel()
@@ -113,7 +116,7 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 	}
 	yb, isk, err := cpace.Respond(inv.CodeSecret, p.CI, p.SID, p.ADb, start.Ya, p.ADa)
 	if err != nil {
-		h.limiter.FailInvite(ip, inv.ID, now)
+		h.limiter.Fail(ip, now) // not against the invite: a bad share tests no guess
 		last(&pairing.CodeReply{Error: refuse(pairing.CodeBadRequest, "malformed code exchange: "+err.Error())})
 		return
 	}
@@ -192,7 +195,7 @@ func (h *Hub) wrongCode(inv *pairing.Invite, ip netip.Addr, remote string) *pair
 }
 
 // AddCodeInvite stores a new code invite under the smallest number no
-// open code invite has, and returns the number.
+// listed code invite has, and returns the number.
 func (s *hubStore) AddCodeInvite(inv *pairing.Invite, now time.Time) (uint32, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketInvites)
@@ -202,7 +205,10 @@ func (s *hubStore) AddCodeInvite(inv *pairing.Invite, now time.Time) (uint32, er
 		taken := map[uint32]bool{}
 		err := b.ForEach(func(k, v []byte) error {
 			var o pairing.Invite
-			if transport.Unmarshal(v, &o) == nil && o.CodeNumber != 0 && o.Usable(now) == nil {
+			// A number stays taken while its invite is listed (until
+			// inviteKeep after it ended), so that an old code typed late
+			// does not count against a new invite.
+			if transport.Unmarshal(v, &o) == nil && o.CodeNumber != 0 {
 				taken[o.CodeNumber] = true
 			}
 			return nil
@@ -248,6 +254,9 @@ func (s *hubStore) countWrongCode(id string) (int, error) {
 			return err
 		}
 		inv.WrongCodes++
+		if inv.WrongCodes >= pairing.MaxWrongCodes {
+			inv.CodeSecret = nil // burned: the words are of no more use
+		}
 		return stores.PutCBOR(b, []byte(id), &inv)
 	})
 	return inv.WrongCodes, err

@@ -448,6 +448,7 @@ func (s *hubStore) cancelIn(bucket []byte, id, lister string) (*pairing.Invite, 
 			return fmt.Errorf("%w: invite %s is already cancelled", ErrAlreadyDone, id)
 		}
 		inv.Cancelled = true
+		inv.CodeSecret = nil
 		return stores.PutCBOR(b, []byte(id), &inv)
 	})
 	if errors.Is(err, stores.ErrNotFound) {
@@ -488,6 +489,9 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 		rec.addCert(c)
 		inv.UsesLeft--
 		inv.Devices = append(inv.Devices, name)
+		if inv.UsesLeft <= 0 {
+			inv.CodeSecret = nil // used up: a code's words are kept no longer
+		}
 		if err := stores.PutCBOR(ib, []byte(id), &inv); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -111,7 +112,14 @@ Then it receives the zone state (with a progress bar on a terminal) unless
 				var perr *pairing.Error
 				switch {
 				case errors.As(err, &perr):
-					return fmt.Errorf("the hub refused pairing: %s", perr.Message)
+					// Printable text only: with a code, the hub is not yet
+					// authenticated when it may refuse.
+					return fmt.Errorf("the hub refused pairing: %s", strings.Map(func(r rune) rune {
+						if unicode.IsPrint(r) {
+							return r
+						}
+						return -1
+					}, perr.Message))
 				case errors.Is(err, pairing.ErrZoneMismatch), errors.Is(err, pairing.ErrCodeMismatch), errors.Is(err, pairing.ErrDeclined):
 					return fmt.Errorf("pairing stopped: %w", err)
 				case ctx.Err() != nil && cmd.Context().Err() == nil:
