@@ -2,12 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pzone/pzone/zone/api"
-	"github.com/pzone/pzone/zone/hub"
 )
 
 // newHubAddrCmd is pzh addr: the zone's public addresses.
@@ -45,8 +45,9 @@ New invites carry the addresses of the moment.`,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if path == "/v1/addrs" {
-					if err := hub.ValidateHubAddr(args[0]); err != nil {
-						return usageError{err}
+					// The hub checks it in full; this catches the usual slip.
+					if host, _, err := net.SplitHostPort(args[0]); err != nil || host == "" {
+						return usagef("address %q: want HOST:PORT, e.g. hub.example.net:7443", args[0])
 					}
 				}
 				var v api.AddrsView
