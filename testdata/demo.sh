@@ -34,10 +34,10 @@ if ! pzh wait ready --data "$work/hub" --timeout 15s; then
 	exit 1
 fi
 
-step "Invite and pair a phone (over QUIC) and a laptop (over TCP)"
-token=$(pzh invite --data "$work/hub" --device phone 2>/dev/null)
-echo "invite token: ${token:0:40}…"
-run pzp pair --data "$work/phone" "$token"
+step "Invite and pair a phone by a short code (over QUIC) and a laptop by a token (over TCP)"
+code=$(pzh invite --data "$work/hub" --device phone --code 2>/dev/null | sed -n 2p)
+echo "short code: $code"
+run pzp pair --data "$work/phone" --yes --code "$code" "127.0.0.1:$PORT"
 token=$(pzh invite --data "$work/hub" --device laptop 2>/dev/null)
 run pzp pair --data "$work/laptop" --transport tcp "$token"
 
