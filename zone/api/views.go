@@ -128,10 +128,16 @@ type RenameFriendRequest struct {
 
 // DeviceView is one row of pzh devices; its JSON is stable (docs/PROTOCOL.md).
 type DeviceView struct {
-	Name         string     `json:"name"`
-	State        string     `json:"state"` // online, asleep, offline, revoked
-	Transport    string     `json:"transport,omitempty"`
-	RemoteAddr   string     `json:"remote_addr,omitempty"`
+	Name       string `json:"name"`
+	State      string `json:"state"` // online, asleep, offline, revoked
+	Transport  string `json:"transport,omitempty"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+	// Software and Protocol are what the device's Hello said (online
+	// only); OtherVersion is set when they are not the hub's own: the device
+	// runs another (usually older) pzp.
+	Software     string     `json:"software,omitempty"`
+	Protocol     uint       `json:"protocol,omitempty"`
+	OtherVersion bool       `json:"other_version,omitempty"`
 	Since        *time.Time `json:"since,omitempty"`
 	LastActivity *time.Time `json:"last_activity,omitempty"`
 	RTTMs        *float64   `json:"rtt_ms,omitempty"`
@@ -178,6 +184,9 @@ type HubStatus struct {
 	// SyncUsage is the zone state's bytes in use, its quotas and the
 	// nodes owning the most of it.
 	SyncUsage zsync.Usage `json:"sync_usage"`
+	// OtherSoftware names the online devices whose pzp is not the hub's
+	// version ("DEVICE (SOFTWARE)"): upgrade them.
+	OtherSoftware []string `json:"other_software,omitempty"`
 }
 
 // InviteRequest is the body of POST /v1/invites. Durations are Go duration

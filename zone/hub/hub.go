@@ -669,6 +669,11 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))
 	}
+	for _, d := range h.reg.views() {
+		if d.OtherVersion {
+			st.OtherSoftware = append(st.OtherSoftware, fmt.Sprintf("%s (%s, session protocol %d)", d.Name, d.Software, d.Protocol))
+		}
+	}
 	return st
 }
 

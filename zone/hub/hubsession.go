@@ -29,10 +29,13 @@ import (
 // revocation, which cuts a session.
 
 type hubSession struct {
-	h         *Hub
-	id        string
-	device    string
-	serial    string // of the certificate the session was admitted with
+	h      *Hub
+	id     string
+	device string
+	serial string // of the certificate the session was admitted with
+	// software and protocol are what the device's Hello said.
+	software  string
+	protocol  uint
 	conn      transport.Conn
 	ctrl      transport.Stream
 	since     time.Time
@@ -100,13 +103,13 @@ func newSessionID() string {
 // acceptHello takes the control stream a dialling node (a device, or a
 // friend's hub) opens first, and reads its Hello. On failure it closes
 // conn, saying why, and reports false.
-func (h *Hub) acceptHello(ctx context.Context, conn transport.Conn, who string) (transport.Stream, *transport.FrameReader, bool) {
+func (h *Hub) acceptHello(ctx context.Context, conn transport.Conn, who string) (transport.Stream, *transport.FrameReader, *wire.Control, bool) {
 	hctx, cancel := context.WithTimeout(ctx, wire.HelloTimeout)
 	ctrl, err := conn.AcceptStream(hctx)
 	cancel()
 	if err != nil {
 		conn.CloseWithError(uint64(wire.ReasonTimeout), "no hello")
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	ctrl.SetReadDeadline(time.Now().Add(wire.HelloTimeout))
 	fr := transport.NewFrameReader(ctrl, wire.MaxControlFrame)
@@ -114,19 +117,19 @@ func (h *Hub) acceptHello(ctx context.Context, conn transport.Conn, who string) 
 	var hello wire.Control
 	if err := fr.ReadFrame(&hdr); err != nil || hdr.Kind != wire.StreamControl {
 		h.protocolError(conn, who, "first stream is not a control stream", err)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if err := fr.ReadFrame(&hello); err != nil || hello.Type != wire.MsgHello {
 		h.protocolError(conn, who, "control stream does not start with hello", err)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	// The ALPN carries the major version; Hello.Version numbers compatible
 	// revisions of it, so anything from 1 up is spoken to as version 1.
 	if hello.Version < 1 {
 		h.protocolError(conn, who, "hello without a version", nil)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	return ctrl, fr, true
+	return ctrl, fr, &hello, true
 }
 
 func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
@@ -142,11 +145,12 @@ func (h *Hub) serveSession(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	v := &certs.Verified{Identity: id, Cert: leaf, Expired: h.cfg.Now().After(leaf.NotAfter)}
-	ctrl, fr, ok := h.acceptHello(ctx, conn, v.Identity.Device)
+	ctrl, fr, hello, ok := h.acceptHello(ctx, conn, v.Identity.Device)
 	if !ok {
 		return
 	}
-	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, serial: stores.SerialHex(v.Cert), conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{})}
+	s := &hubSession{h: h, id: newSessionID(), device: v.Identity.Device, serial: stores.SerialHex(v.Cert), conn: conn, ctrl: ctrl, since: h.cfg.Now(), closed: make(chan struct{}), gone: make(chan struct{}),
+		software: wire.CleanSoftware(hello.Software), protocol: hello.Version}
 	s.lastActive.Store(s.since.UnixNano())
 	s.syncCtx, s.syncStop = context.WithCancel(context.Background())
 

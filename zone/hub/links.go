@@ -611,7 +611,7 @@ func (lk *links) serve(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	zone := id.Zone.Compact()
-	ctrl, fr, ok := lk.h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
+	ctrl, fr, _, ok := lk.h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
 	if !ok {
 		return
 	}

@@ -312,6 +312,8 @@ func (rg *registry) views() []api.DeviceView {
 			v.State = "online"
 			v.Transport = string(s.conn.Kind())
 			v.RemoteAddr = s.conn.RemoteAddr().String()
+			v.Software, v.Protocol = s.software, s.protocol
+			v.OtherVersion = s.protocol < wire.SessionVersion || s.software != wire.SoftwareVersion
 			since := s.since
 			la := time.Unix(0, s.lastActive.Load())
 			v.Since, v.LastActivity = &since, &la

@@ -8,6 +8,8 @@ package wire
 
 import (
 	"fmt"
+	"strings"
+	"unicode"
 )
 
 // SessionVersion is the version of the session protocol carried in Hello.
@@ -193,4 +195,26 @@ func (e *EndError) Error() string {
 		return fmt.Sprintf("session ended: %s%s", e.Reason, hint)
 	}
 	return fmt.Sprintf("session ended: %s: %s%s", e.Reason, e.Message, hint)
+}
+
+// maxSoftware bounds the Software text of a Hello kept and shown.
+const maxSoftware = 64
+
+// CleanSoftware is a Hello's Software text as a hub or device keeps and
+// shows it: printable characters only, at most maxSoftware bytes; "" is
+// "unknown".
+func CleanSoftware(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return -1
+	}, s)
+	if len(s) > maxSoftware {
+		s = strings.ToValidUTF8(s[:maxSoftware], "")
+	}
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

@@ -39,6 +39,9 @@ func newHubStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "             most written by: %s\n", strings.Join(top, ", "))
 			}
 			fmt.Fprintf(out, "running:     since %s (pid %d)\n", st.Started.Local().Format(time.DateTime), st.PID)
+			if len(st.OtherSoftware) > 0 {
+				fmt.Fprintf(out, "other pzp:   %s run another version than this hub (%s): upgrade them\n", strings.Join(st.OtherSoftware, ", "), st.Software)
+			}
 			return nil
 		},
 	}
