@@ -38,11 +38,7 @@ const exchangeTimeout = 15 * time.Second
 // addresses in turn with the pairing ALPN, pins the hub to tok.Zone, proves
 // the secret over this connection, and returns the issued credentials.
 func Pair(ctx context.Context, tok *Token, mode transport.Mode) (*Result, error) {
-	key, err := certs.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := certs.NewCSR(key)
+	key, csr, err := newDeviceKey()
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +55,17 @@ func Pair(ctx context.Context, tok *Token, mode transport.Mode) (*Result, error)
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
 	return nil, fmt.Errorf("no hub address answered: %w", errors.Join(errs...))
+}
+
+// newDeviceKey makes the device's key, which never leaves it, and the
+// certificate request the hub signs.
+func newDeviceKey() (ed25519.PrivateKey, []byte, error) {
+	key, err := certs.NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := certs.NewCSR(key)
+	return key, csr, err
 }
 
 // PinnedHubTLS returns a client TLS config for alpn that accepts only a

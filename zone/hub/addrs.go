@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
-
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/localapi"
@@ -28,23 +26,10 @@ func (h *Hub) publicAddrs() []string { return *h.addrs.Load() }
 // badAddr marks an address change refused for what it asks.
 type badAddr struct{ error }
 
-// changeAddrs applies change to the addresses under the store's lock,
-// then publishes them.
+// changeAddrs applies change to the stored addresses, then publishes
+// them.
 func (h *Hub) changeAddrs(change func([]string) ([]string, error)) ([]string, error) {
-	var next []string
-	err := h.store.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(stores.BucketMeta)
-		var z ZoneInfo
-		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &z); err != nil {
-			return err
-		}
-		var err error
-		if next, err = change(slices.Clone(z.PublicAddrs)); err != nil {
-			return err
-		}
-		z.PublicAddrs = next
-		return stores.PutCBOR(b, stores.KeyZoneInfo, &z)
-	})
+	next, err := h.store.UpdatePublicAddrs(change)
 	if err != nil {
 		return nil, err
 	}

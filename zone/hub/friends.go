@@ -409,6 +409,12 @@ func serveOneShot(ctx context.Context, conn transport.Conn, answer func(transpor
 	if err := transport.WriteFrame(st, answer(st)); err != nil {
 		return
 	}
+	lingerClose(conn, st)
+}
+
+// lingerClose closes st after its last frame and gives the other side a
+// moment to read it and hang up before the caller closes conn.
+func lingerClose(conn transport.Conn, st transport.Stream) {
 	st.Close()
 	select {
 	case <-conn.Done():

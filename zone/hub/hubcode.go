@@ -20,11 +20,6 @@ import (
 // The hub's side of pairing by short code (ALPN pz-pair-code/1; the
 // exchange is in pairing/codex.go, docs/PROTOCOL.md "Pairing by code").
 
-// codeConfirmWait bounds the wait for the device's certificate request
-// after the hub proved itself: the person at the device is reading the
-// zone ID and answering.
-const codeConfirmWait = 5 * time.Minute
-
 // errNoCodeInvite: no open code invite has the number.
 var errNoCodeInvite = errors.New("no open code invite")
 
@@ -53,11 +48,7 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 	// before the connection closes.
 	last := func(v any) {
 		if send(v) {
-			st.Close()
-			select {
-			case <-conn.Done():
-			case <-time.After(wire.CloseLinger):
-			}
+			lingerClose(conn, st)
 		}
 	}
 	refuse := func(code, msg string) *pairing.Error { return &pairing.Error{Code: code, Message: msg} }
@@ -87,13 +78,7 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 		last(&pairing.CodeReply{Error: refuse(pairing.CodeBusy, fmt.Sprintf("another device is pairing with code number %d right now; try again in a moment", start.Number))})
 		return
 	}
-	claimed := true
-	release := func() {
-		if claimed {
-			h.codeBusy.release(start.Number)
-			claimed = false
-		}
-	}
+	release := sync.OnceFunc(func() { h.codeBusy.release(start.Number) })
 	defer release()
 	inv, err := h.store.codeInvite(start.Number, now)
 	if err != nil {
@@ -137,7 +122,7 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	var req pairing.CodeCSR
-	if err := read(&req, codeConfirmWait); err != nil {
+	if err := read(&req, pairing.CodeConfirmWait); err != nil {
 		h.log.Info("code pairing not completed: the device stopped after the code checked out (declined, or gone)", "remote", remote, "invite", inv.ID)
 		return
 	}
@@ -145,7 +130,7 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 	if !pairing.CheckMAC(keys.CSRMAC(req.CSR), req.MAC) {
 		resp = &pairing.Response{Error: refuse(pairing.CodeBadRequest, "the certificate request is not the one the code exchange vouches for")}
 	} else {
-		resp = h.issue(conn, inv.ID, req.CSR, ip, func(*pairing.Invite) error { return nil })
+		resp = h.issue(conn, inv.ID, req.CSR, ip, nil) // the code exchange was the proof
 	}
 	last(resp)
 }

@@ -120,7 +120,8 @@ func (h *Hub) refusePairing(conn transport.Conn, ip netip.Addr, id, code, msg st
 }
 
 // issue redeems invite id for the certificate request csr, once check
-// (the proof of the secret, inside the redemption) accepts the invite:
+// (the proof of the secret, inside the redemption; nil when the caller
+// had the proof already) accepts the invite:
 // the one path of pairing by token and by code from the request on.
 func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, check func(*pairing.Invite) error) *pairing.Response {
 	now := h.cfg.Now()
@@ -130,8 +131,10 @@ func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, c
 		return h.refusePairing(conn, ip, id, pairing.CodeBadRequest, "bad certificate request: "+err.Error())
 	}
 	rec, cert, err := h.store.Redeem(id, now, func(inv *pairing.Invite, device string) (*x509.Certificate, error) {
-		if err := check(inv); err != nil {
-			return nil, err
+		if check != nil {
+			if err := check(inv); err != nil {
+				return nil, err
+			}
 		}
 		if err := inv.Usable(now); err != nil {
 			return nil, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -198,6 +199,26 @@ func (s *hubStore) Zone() (*ZoneInfo, error) {
 	var z ZoneInfo
 	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), stores.KeyZoneInfo, &z) })
 	return &z, err
+}
+
+// UpdatePublicAddrs replaces the zone's public addresses with what
+// change makes of a copy of them, in one transaction (pzh addr).
+func (s *hubStore) UpdatePublicAddrs(change func([]string) ([]string, error)) ([]string, error) {
+	var next []string
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(stores.BucketMeta)
+		var z ZoneInfo
+		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &z); err != nil {
+			return err
+		}
+		var err error
+		if next, err = change(slices.Clone(z.PublicAddrs)); err != nil {
+			return err
+		}
+		z.PublicAddrs = next
+		return stores.PutCBOR(b, stores.KeyZoneInfo, &z)
+	})
+	return next, err
 }
 
 // CA loads the zone CA.

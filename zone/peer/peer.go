@@ -161,6 +161,9 @@ type Peer struct {
 	calls    policy.ViewCache // policy and token rules, for calls
 	apps     *appid.Registry  // the apps registered on this device (apps.go)
 	id       atomic.Pointer[Identity]
+	// zoneSeq is the sequence number of the zone record last followed
+	// (followHubAddrs).
+	zoneSeq atomic.Uint64
 
 	synced     chan struct{} // closed once in sync, with ExitWhenSynced
 	syncedOnce sync.Once
@@ -364,7 +367,7 @@ func newPeerWith(cfg Config, id *Identity, store *peerStore) *Peer {
 	p.router.envelopes.Notify = p.changes.Bump
 	p.id.Store(id)
 	p.st = api.PeerStatus{Running: true, State: "connecting", Zone: id.Zone, ZoneID: id.ZoneID, Device: id.Device,
-		Hub: id.HubAddrs[0], HubAddrs: id.HubAddrs, Software: wire.SoftwareVersion}
+		Hub: id.HubAddrs[0], Software: wire.SoftwareVersion} // HubAddrs: from the identity, in status
 	return p
 }
 

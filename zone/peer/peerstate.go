@@ -77,9 +77,10 @@ const maxHubAddrs = 8
 // keeps them across restarts. A record that makes no sense is ignored.
 func (p *Peer) followHubAddrs() {
 	r, ok, err := p.state.Get(zsync.BucketUser, wire.UserKeyZone)
-	if err != nil || !ok || r.Deleted {
-		return
+	if err != nil || !ok || r.Deleted || r.Seq == p.zoneSeq.Load() {
+		return // unchanged since last looked at: most changes are other records
 	}
+	p.zoneSeq.Store(r.Seq)
 	var z wire.ZoneRecord
 	if json.Unmarshal(r.Value, &z) != nil || len(z.HubAddrs) == 0 || len(z.HubAddrs) > maxHubAddrs {
 		return

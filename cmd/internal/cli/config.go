@@ -115,12 +115,14 @@ func applyFile(file string, b []byte, flags map[string]*pflag.Flag, set map[stri
 		return usagef("%s: %v", file, err)
 	}
 	keys := make([]string, 0, len(doc))
+	lines := map[string]int{}
 	for k := range doc {
 		keys = append(keys, k)
+		lines[k] = keyLine(b, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keyLine(b, keys[i]) < keyLine(b, keys[j]) })
+	sort.Slice(keys, func(i, j int) bool { return lines[keys[i]] < lines[keys[j]] })
 	for _, k := range keys {
-		at := fmt.Sprintf("%s:%d", file, keyLine(b, k))
+		at := fmt.Sprintf("%s:%d", file, lines[k])
 		f, ok := flags[k]
 		if !ok {
 			why := "it is no setting of this command"
