@@ -188,7 +188,6 @@ func (rt *router) ownZone(name string) bool {
 // friend's); slot is the call's hold on the caller's calls in flight, to
 // which routeCall adds the target's.
 func (rt *router) routeCall(st transport.Stream, hdr *wire.CallHeader, gone <-chan struct{}, from string, slot *callSlot) {
-	rt.h.routed.Add(1)
 	rt.h.counters.routedCall(hdr.Kind)
 	timeout := wire.CallTimeout(hdr)
 	deadline := time.Now().Add(timeout)

@@ -256,8 +256,6 @@ type Hub struct {
 	// mgmt holds the management plane's operators, web sessions and API
 	// tokens (zone/mgmt, served by zone/web).
 	mgmt *mgmt.Manager
-	// routed counts the calls, messages and streams routed (HubStatus.Calls).
-	routed atomic.Uint64
 	// webURL is the web listener's base URL, once it listens.
 	webURL atomic.Pointer[string]
 	// counters are the events the metrics count (metrics.go).
@@ -399,7 +397,10 @@ func Run(ctx context.Context, cfg Config) error {
 	h.links.begin(gctx, h.friends.zones())
 	g.Go(func() error { return h.acceptLoop(gctx, ln) })
 	if webLn != nil {
-		u := webLn.URL()
+		u := webLn.PublicURL()
+		if u == "" {
+			u = web.Unnamed
+		}
 		h.webURL.Store(&u)
 	}
 	admin := h.apiHandler()
@@ -408,7 +409,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsLn != nil {
 		reg := metrics.NewRegistry()
 		h.registerMetrics(reg)
-		g.Go(func() error { return metricsLn.Serve(gctx, reg, h.log) })
+		// Metrics failing is no reason to stop serving the zone: said in
+		// the log, as the device does.
+		g.Go(func() error {
+			if err := metricsLn.Serve(gctx, reg, h.log); err != nil {
+				h.log.Error("metrics listener stopped; the hub goes on without it", "err", err)
+			}
+			return nil
+		})
 		h.log.Info("metrics listener", "url", "http://"+metricsLn.Addr().String()+"/metrics")
 	}
 	if webLn != nil {
@@ -665,7 +673,7 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 	paired, online := h.reg.counts()
 	st := api.HubStatus{Version: ver, Zone: h.zone.Name, ZoneID: h.zone.ID, PublicAddrs: h.publicAddrs(), Listen: h.addr.String(),
 		Started: h.started, Online: online, Devices: paired, CertExpires: h.cert.Load().Leaf.NotAfter, Software: wire.SoftwareVersion, PID: os.Getpid(),
-		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage(), Friends: h.friends.count(), Linked: h.links.linked(), Calls: h.routed.Load()}
+		SyncSeq: h.state.Head(), SyncUsage: h.state.Usage(), Friends: h.friends.count(), Linked: h.links.linked(), Calls: h.counters.routedAll.Load()}
 	for _, k := range h.cfg.Transports {
 		st.Transports = append(st.Transports, string(k))
 	}

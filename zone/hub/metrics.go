@@ -1,7 +1,7 @@
 package hub
 
 import (
-	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,15 +25,15 @@ type hubCounters struct {
 	// kind, for the call path to add to without a label lookup per call.
 	request, response prometheus.Counter
 	routedKind        map[wire.CallKind]prometheus.Counter
+	// routedAll is routed's sum, for pzh status.
+	routedAll atomic.Uint64
 }
 
-// routedCall counts a call, message or stream taken to route.
+// routedCall counts a call, message or stream taken to route (its kind
+// checked when its header was read).
 func (c *hubCounters) routedCall(k wire.CallKind) {
-	if r, ok := c.routedKind[k]; ok {
-		r.Inc()
-		return
-	}
-	c.routed.WithLabelValues(kindLabel(k)).Inc()
+	c.routedAll.Add(1)
+	c.routedKind[k].Inc()
 }
 
 func newHubCounters() *hubCounters {
@@ -63,10 +63,9 @@ func kindLabel(k wire.CallKind) string {
 		return "call"
 	case wire.CallMessage:
 		return "message"
-	case wire.CallStream:
+	default: // wire.CallStream, the only other kind a header may have
 		return "stream"
 	}
-	return "other"
 }
 
 var (
@@ -89,17 +88,14 @@ func (h *Hub) registerMetrics(reg *prometheus.Registry) {
 	c := h.counters
 	reg.MustRegister(c.admissions, c.closes, c.refusals, c.routed, c.relayed)
 	var f metrics.Funcs
-	var mu sync.Mutex // one scrape's snapshot at a time
 	f.Add(func(ch chan<- prometheus.Metric) {
-		mu.Lock()
-		defer mu.Unlock()
 		view := h.devicesView(0)
 		states := map[string]float64{"online": 0, "asleep": 0, "offline": 0, "revoked": 0}
 		transports := map[string]float64{}
 		for _, k := range h.cfg.Transports {
 			transports[string(k)] = 0
 		}
-		var queued, queuedBytes, sent, limited float64
+		var queued, queuedBytes float64
 		for _, d := range view.Devices {
 			states[d.State]++
 			if d.State == "online" && d.Transport != "" {
@@ -107,10 +103,6 @@ func (h *Hub) registerMetrics(reg *prometheus.Registry) {
 			}
 			queued += float64(d.Queue)
 			queuedBytes += float64(d.QueueBytes)
-			if d.Wake != nil {
-				sent += float64(d.Wake.Pings)
-				limited += float64(d.Wake.Limited)
-			}
 		}
 		for s, n := range states {
 			metrics.Gauge(ch, descDevices, n, s)
@@ -120,8 +112,8 @@ func (h *Hub) registerMetrics(reg *prometheus.Registry) {
 		}
 		metrics.Gauge(ch, descQueued, queued)
 		metrics.Gauge(ch, descQueuedBytes, queuedBytes)
-		metrics.Counter(ch, descWakePings, sent, "sent")
-		metrics.Counter(ch, descWakePings, limited, "limited")
+		metrics.Counter(ch, descWakePings, float64(h.wakes.sent.Load()), "sent")
+		metrics.Counter(ch, descWakePings, float64(h.wakes.limited.Load()), "limited")
 	}, descDevices, descSessions, descQueued, descQueuedBytes, descWakePings)
 	f.Add(func(ch chan<- prometheus.Metric) {
 		metrics.Gauge(ch, descSyncSeq, float64(h.state.Head()))

@@ -39,21 +39,27 @@ func (rt *router) relayStream(st, out transport.Stream, slot *callSlot, fromName
 	}
 	slot.release() // open now: it holds no call slot while it lasts
 	p := &session.Pipe{A: session.StreamEnd(fromName, st), B: session.StreamEnd(toName, out)}
-	if b != nil {
-		p.Count = func(aToB bool, n int) *wire.CallError {
-			if aToB {
-				b.in.Add(uint64(n))
-				rt.h.counters.request.Add(float64(n))
-			} else {
-				b.out.Add(uint64(n))
-				rt.h.counters.response.Add(float64(n))
-			}
-			if why := b.over(); why != "" {
-				rt.h.bindings.end(b, why, rt.h.cfg.Now()) // cuts r's pipe, and any other on b
-				return bindingCut(why)
-			}
+	// Every stream's bytes count in the hub's totals; one under a binding
+	// (within this zone) counts in it too, and is cut at its limits.
+	p.Count = func(aToB bool, n int) *wire.CallError {
+		if aToB {
+			rt.h.counters.request.Add(float64(n))
+		} else {
+			rt.h.counters.response.Add(float64(n))
+		}
+		if b == nil {
 			return nil
 		}
+		if aToB {
+			b.in.Add(uint64(n))
+		} else {
+			b.out.Add(uint64(n))
+		}
+		if why := b.over(); why != "" {
+			rt.h.bindings.end(b, why, rt.h.cfg.Now()) // cuts r's pipe, and any other on b
+			return bindingCut(why)
+		}
+		return nil
 	}
 	if r != nil {
 		r.setPipe(p)

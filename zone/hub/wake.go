@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pzone/pzone/zone/localapi"
@@ -70,6 +71,10 @@ type waker struct {
 	log      *slog.Logger
 	changes  *localapi.Notifier
 	stopping <-chan struct{} // closed when the hub shuts down: held calls give up
+
+	// sent and limited count every ping since the hub started, of
+	// devices forgotten since too: the metrics' counters never go back.
+	sent, limited atomic.Uint64
 
 	mu         sync.Mutex
 	devices    map[string]*hubWake
@@ -355,6 +360,7 @@ func (wk *waker) pingLocked(device string, w *hubWake, retry bool) {
 	w.sent = keep
 	if len(w.sent) >= wk.rate {
 		w.limited++
+		wk.limited.Add(1)
 		wk.changes.Bump()
 		return
 	}
@@ -367,6 +373,7 @@ func (wk *waker) pingLocked(device string, w *hubWake, retry bool) {
 	w.lastPing = now
 	w.covered = now.Add(wakeCoalesce)
 	w.pings++
+	wk.sent.Add(1)
 	reg := w.rec.registration()
 	ping := wakeup.Seal(reg.Secret, stamp)
 	waker := wk.methods[reg.Method]

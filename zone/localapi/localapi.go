@@ -200,6 +200,17 @@ func (n *Notifier) Bump() {
 	n.mu.Unlock()
 }
 
+// Changed returns the current version and a channel closed at the next
+// Bump, for waiting in a select.
+func (n *Notifier) Changed() (uint64, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ver, n.ch
+}
+
 // Wait returns the current version once it differs from since, or when
 // ctx ends (then with the unchanged version).
 func (n *Notifier) Wait(ctx context.Context, since uint64) uint64 {

@@ -287,7 +287,7 @@ func newRef() string {
 }
 
 // Login results counted for Stats.
-var loginResults = []string{"password_ok", "password_bad", "mfa_ok", "mfa_bad", "link_ok", "link_bad", "backoff"}
+var loginResults = []string{LoginPasswordOK, LoginPasswordBad, LoginMFAOK, LoginMFABad, LoginLinkOK, LoginLinkBad, LoginBackoff}
 
 // Stats are the manager's figures for the hub's metrics.
 type Stats struct {
@@ -312,6 +312,18 @@ func (m *Manager) Stats() Stats {
 	m.mu.Unlock()
 	return st
 }
+
+// The results of login steps, as Stats counts them (and the metrics name
+// them).
+const (
+	LoginPasswordOK  = "password_ok"
+	LoginPasswordBad = "password_bad"
+	LoginMFAOK       = "mfa_ok"
+	LoginMFABad      = "mfa_bad"
+	LoginLinkOK      = "link_ok"
+	LoginLinkBad     = "link_bad"
+	LoginBackoff     = "backoff" // refused by the back-off before anything was checked
+)
 
 // count counts a login step's result.
 func (m *Manager) count(result string) {

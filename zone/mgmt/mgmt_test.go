@@ -530,6 +530,20 @@ func TestLoginLink(t *testing.T) {
 	wantErr(t, err, ErrNoOperator)
 	_, _, err = f.m.LoginLink("alice", 2*MaxLinkTTL)
 	wantErr(t, err, ErrBadRequest)
+
+	// A link outlives neither a password change nor its operator.
+	secret, _, _ = f.m.LoginLink("alice", time.Minute)
+	if err := f.m.SetPassword(context.Background(), "alice", "another long passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.m.RedeemLink(secret, "192.0.2.1", "tab")
+	wantErr(t, err, ErrBadLogin)
+	secret, _, _ = f.m.LoginLink("alice", time.Minute)
+	if err := f.m.RemoveOperator("alice"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.m.RedeemLink(secret, "192.0.2.1", "tab")
+	wantErr(t, err, ErrBadLogin)
 }
 
 // TestSessionMemory reports the heap a live web session costs the hub

@@ -146,7 +146,7 @@ func (m *Manager) failed(name, ip string, now time.Time) {
 func (m *Manager) Login(ctx context.Context, name, password, ip, userAgent string) (*Session, string, error) {
 	now := m.cfg.Now()
 	if err := m.throttled(name, ip, now); err != nil {
-		m.count("backoff")
+		m.count(LoginBackoff)
 		return nil, "", err
 	}
 	var op *Operator
@@ -178,12 +178,12 @@ func (m *Manager) Login(ctx context.Context, name, password, ip, userAgent strin
 		m.cfg.Logger.Error("operator's password hash unreadable", "operator", name, "err", cerr)
 	}
 	if op == nil || !ok {
-		m.count("password_bad")
+		m.count(LoginPasswordBad)
 		m.failed(name, ip, now)
 		m.cfg.Logger.Info("web login failed", "operator", name, "ip", ip)
 		return nil, "", ErrBadLogin
 	}
-	m.count("password_ok")
+	m.count(LoginPasswordOK)
 	m.fails.clear("op:" + name)
 	m.fails.clear(AddrKey(ip))
 	state := StateFull
@@ -300,7 +300,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 		return nil, ErrNotPartial
 	}
 	if err := m.throttled(cur.Operator, ip, now); err != nil {
-		m.count("backoff")
+		m.count(LoginBackoff)
 		return nil, err
 	}
 	used := ""
@@ -324,7 +324,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 		return ErrBadCode
 	})
 	if errors.Is(err, ErrBadCode) {
-		m.count("mfa_bad")
+		m.count(LoginMFABad)
 		m.failed(cur.Operator, ip, now)
 		m.cfg.Logger.Info("web second factor failed", "operator", cur.Operator, "ip", ip, "session", cur.Ref)
 		return nil, err
@@ -332,7 +332,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.count("mfa_ok")
+	m.count(LoginMFAOK)
 	m.fails.clear("op:" + cur.Operator)
 	m.mu.Lock()
 	s := m.sessions[secretHash(id)]
@@ -433,13 +433,20 @@ func (m *Manager) End(ref string) error {
 	return nil
 }
 
-// endOperator ends every session of operator name.
+// endOperator ends every session of operator name and voids the login
+// links made for it: a link outlives neither its operator nor the
+// password it was made under.
 func (m *Manager) endOperator(name, why string) {
 	m.mu.Lock()
 	var ended []*session
 	for _, s := range m.sessions {
 		if s.rec.Operator == name {
 			ended = append(ended, m.endLocked(s, why)...)
+		}
+	}
+	for h, l := range m.links {
+		if l.operator == name {
+			delete(m.links, h)
 		}
 	}
 	m.mu.Unlock()
@@ -555,12 +562,13 @@ func (m *Manager) LoginLink(operator string, ttl time.Duration) (string, time.Ti
 // RedeemLink logs in with a login link, once.
 func (m *Manager) RedeemLink(secret, ip, userAgent string) (*Session, string, error) {
 	now := m.cfg.Now()
+	hash := secretHash(secret)
 	m.mu.Lock()
-	l, ok := m.links[secretHash(secret)]
-	delete(m.links, secretHash(secret))
+	l, ok := m.links[hash]
+	delete(m.links, hash)
 	m.mu.Unlock()
 	if !ok || !now.Before(l.expires) {
-		m.count("link_bad")
+		m.count(LoginLinkBad)
 		return nil, "", fmt.Errorf("%w: the login link was used already, expired, or is not this hub's (make another with pzh web login NAME)", ErrBadLogin)
 	}
 	if len(userAgent) > MaxUserAgent {
@@ -569,7 +577,7 @@ func (m *Manager) RedeemLink(secret, ip, userAgent string) (*Session, string, er
 	s, id, err := m.create(Session{Operator: l.operator, State: StateFull, Scope: ScopeAdmin, IP: ip, UserAgent: userAgent,
 		Created: now, LastActive: now, Expires: now.Add(m.cfg.Lifetime)})
 	if err == nil {
-		m.count("link_ok")
+		m.count(LoginLinkOK)
 		m.cfg.Logger.Info("web login with a login link", "operator", l.operator, "ip", ip, "session", s.Ref)
 	}
 	return s, id, err

@@ -278,7 +278,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() {
 			defer close(metricsDone)
 			if err := metricsLn.Serve(apiCtx, reg, p.log); err != nil {
-				p.log.Warn("metrics listener stopped", "err", err)
+				p.log.Error("metrics listener stopped; the device goes on without it", "err", err)
 			}
 		}()
 		p.log.Info("metrics listener", "url", "http://"+metricsLn.Addr().String()+"/metrics")

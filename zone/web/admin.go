@@ -53,8 +53,13 @@ type LinkCreated struct {
 	Expires time.Time `json:"expires"`
 }
 
+// Unnamed is the web URL a hub gives AdminRoutes when its listener's
+// host has no name to put in a link.
+const Unnamed = "unnamed"
+
 // AdminRoutes adds the account endpoints to the admin socket's mux;
-// webURL is the web listener's base URL, "" when it is off.
+// webURL is the web listener's base URL as browsers reach it, "" when it
+// is off.
 func AdminRoutes(mux *http.ServeMux, m *mgmt.Manager, webURL func() string) {
 	mux.HandleFunc("POST /v1/web/login-links", func(w http.ResponseWriter, r *http.Request) {
 		var req LinkRequest
@@ -65,6 +70,10 @@ func AdminRoutes(mux *http.ServeMux, m *mgmt.Manager, webURL func() string) {
 		base := webURL()
 		if base == "" {
 			writeJSON(w, http.StatusConflict, ErrorBody{Error: "this hub serves no web listener: start it with pzh serve --web ADDR"})
+			return
+		}
+		if base == Unnamed {
+			writeJSON(w, http.StatusConflict, ErrorBody{Error: "the web listener listens on every address and nothing names its host, so a link would not reach it: start the hub with pzh serve --web-url https://HOST:PORT (the address browsers use), or give --web a host name"})
 			return
 		}
 		ttl := mgmt.DefaultLinkTTL

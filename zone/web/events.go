@@ -14,14 +14,16 @@ import (
 	"rsc.io/qr"
 
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
 	"github.com/pzone/pzone/zone/mgmt"
 )
 
 // The dashboard's live view: an event stream (server-sent events) that
 // pushes the devices and the hub's status whenever the hub's state
-// changes (the admin API's long poll, in-process), and a sample of
-// devices online and calls routed every sampleEvery, of which the last
-// hour is kept for the chart.
+// changes, and a sample of devices online and calls routed every
+// sampleEvery, of which the last hour is kept for the chart. One watcher
+// (Handler.Run) follows the hub, through the admin API's long poll
+// in-process, for every stream open.
 
 const (
 	sampleEvery = 10 * time.Second
@@ -29,8 +31,9 @@ const (
 	// eventWriteTimeout: a browser that takes no event for this long is
 	// gone, and its stream is closed.
 	eventWriteTimeout = 30 * time.Second
-	// keepAlive is how often an idle event stream sends a comment, so
-	// that proxies and the browser keep it open.
+	// keepAlive is how often an event stream sends a comment, so that
+	// proxies and the browser keep it open (samples come more often, but
+	// a comment costs nothing and does not depend on them).
 	keepAlive = 25 * time.Second
 )
 
@@ -41,42 +44,62 @@ type Sample struct {
 	Calls  uint64    `json:"calls"` // routed since the hub started
 }
 
-type samples struct {
-	mu   sync.Mutex
-	ring []Sample
+// liveView is what the watcher last saw, for every stream; changed
+// bumps at each new view and each new sample.
+type liveView struct {
+	mu      sync.Mutex
+	ring    []Sample
+	status  *api.HubStatus
+	devices *api.DevicesView
+	changed localapi.Notifier
 }
 
-func (s *samples) add(x Sample) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.ring) == samplesKept {
-		copy(s.ring, s.ring[1:])
-		s.ring = s.ring[:samplesKept-1]
+func (v *liveView) add(x Sample) {
+	v.mu.Lock()
+	if len(v.ring) == samplesKept {
+		copy(v.ring, v.ring[1:])
+		v.ring = v.ring[:samplesKept-1]
 	}
-	s.ring = append(s.ring, x)
+	v.ring = append(v.ring, x)
+	v.mu.Unlock()
+	v.changed.Bump()
 }
 
-func (s *samples) all() []Sample {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Sample{}, s.ring...)
+func (v *liveView) set(st *api.HubStatus, d *api.DevicesView) {
+	v.mu.Lock()
+	v.status, v.devices = st, d
+	v.mu.Unlock()
+	v.changed.Bump()
 }
 
-func (s *samples) last() (Sample, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.ring) == 0 {
-		return Sample{}, false
+func (v *liveView) history() []Sample {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]Sample{}, v.ring...)
+}
+
+// since returns the view and the samples newer than after.
+func (v *liveView) since(after time.Time) (*api.HubStatus, *api.DevicesView, []Sample) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	i := len(v.ring)
+	for i > 0 && v.ring[i-1].At.After(after) {
+		i--
 	}
-	return s.ring[len(s.ring)-1], true
+	return v.status, v.devices, append([]Sample{}, v.ring[i:]...)
 }
 
-// Run samples the hub for the chart until ctx ends.
+// Run follows the hub for the live view until ctx ends: its devices and
+// status at each change, and a sample every sampleEvery.
 func (h *Handler) Run(ctx context.Context) error {
+	go h.watch(ctx)
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
 	for {
-		h.sample(ctx)
+		var st api.HubStatus
+		if err := h.adminGet(ctx, "/v1/status", &st); err == nil {
+			h.live.add(Sample{At: time.Now().UTC(), Online: st.Online, Calls: st.Calls})
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -85,12 +108,36 @@ func (h *Handler) Run(ctx context.Context) error {
 	}
 }
 
-func (h *Handler) sample(ctx context.Context) {
-	var st api.HubStatus
-	if err := h.adminGet(ctx, "/v1/status", &st); err != nil {
-		return
+// watch long-polls the hub's devices and, at each change, reads its
+// status, until ctx ends.
+func (h *Handler) watch(ctx context.Context) {
+	var ver uint64
+	for first := true; ctx.Err() == nil; first = false {
+		var d api.DevicesView
+		path := "/v1/devices"
+		if !first {
+			path += "?wait=" + strconv.FormatUint(ver, 10) + "&timeout=" + localapi.MaxLongPoll.String()
+		}
+		if err := h.adminGet(ctx, path, &d); err != nil {
+			if ctx.Err() == nil {
+				h.Logger.Warn("live view: reading the devices", "err", err)
+				select { // not in a loop of failures
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		if !first && d.Version == ver {
+			continue // the wait timed out
+		}
+		ver = d.Version
+		var st api.HubStatus
+		if err := h.adminGet(ctx, "/v1/status", &st); err != nil {
+			continue
+		}
+		h.live.set(&st, &d)
 	}
-	h.samples.add(Sample{At: time.Now().UTC(), Online: st.Online, Calls: st.Calls})
 }
 
 // recorder takes an in-process answer of the admin API.
@@ -121,7 +168,7 @@ func (h *Handler) adminGet(ctx context.Context, path string, out any) error {
 // eventRoutes adds the event stream and the QR codes.
 func (h *Handler) eventRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/events", h.authed(mgmt.ScopeRead, h.events))
-	mux.Handle("POST /api/v1/qr", h.authed(mgmt.ScopeRead, func(w http.ResponseWriter, r *http.Request, c *caller) {
+	mux.Handle("POST /api/v1/qr", h.authed(mgmt.ScopeAdmin, func(w http.ResponseWriter, r *http.Request, c *caller) {
 		var req struct {
 			Text string `json:"text"`
 		}
@@ -168,56 +215,35 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, c *caller) {
 		}
 		return rc.Flush() == nil
 	}
-	if !send("history", h.samples.all()) {
+	hist := h.live.history()
+	if !send("history", hist) {
 		return
 	}
-	type view struct {
-		status  api.HubStatus
-		devices api.DevicesView
+	var sentStatus *api.HubStatus
+	var sentDevices *api.DevicesView
+	var lastSample time.Time
+	if len(hist) > 0 {
+		lastSample = hist[len(hist)-1].At
 	}
-	views := make(chan view)
-	go func() {
-		defer close(views)
-		var ver uint64
-		for first := true; ctx.Err() == nil; first = false {
-			var v view
-			path := "/v1/devices"
-			if !first {
-				path += "?wait=" + strconv.FormatUint(ver, 10) + "&timeout=" + keepAlive.String()
-			}
-			if err := h.adminGet(ctx, path, &v.devices); err != nil {
-				return
-			}
-			if !first && v.devices.Version == ver {
-				continue // the wait timed out
-			}
-			ver = v.devices.Version
-			if err := h.adminGet(ctx, "/v1/status", &v.status); err != nil {
-				return
-			}
-			select {
-			case views <- v:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	tick := time.NewTicker(sampleEvery)
-	defer tick.Stop()
 	alive := time.NewTicker(keepAlive)
 	defer alive.Stop()
 	for {
+		_, changed := h.live.changed.Changed()
+		st, devices, fresh := h.live.since(lastSample)
+		if st != sentStatus && !send("status", st) || devices != sentDevices && !send("devices", devices) {
+			return
+		}
+		sentStatus, sentDevices = st, devices
+		for _, x := range fresh {
+			if !send("sample", x) {
+				return
+			}
+			lastSample = x.At
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case v, ok := <-views:
-			if !ok || !send("status", v.status) || !send("devices", v.devices) {
-				return
-			}
-		case <-tick.C:
-			if s, ok := h.samples.last(); ok && !send("sample", s) {
-				return
-			}
+		case <-changed:
 		case <-alive.C:
 			rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
 			if _, err := fmt.Fprint(w, ": alive\n\n"); err != nil || rc.Flush() != nil {

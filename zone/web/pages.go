@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strings"
 )
 
 // The dashboard: one page, rendered here with the zone's name, whose own
@@ -21,7 +22,9 @@ func (h *Handler) pageRoutes(mux *http.ServeMux) {
 	static, _ := fs.Sub(assets, "assets")
 	files := http.FileServerFS(static)
 	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "index.html" {
+		// Files only: the page's template unrendered, or a directory
+		// (whose index is that template), is not one of them.
+		if p := r.URL.Path; p == "index.html" || p == "" || strings.HasSuffix(p, "/") {
 			http.NotFound(w, r)
 			return
 		}

@@ -12,11 +12,13 @@ package web
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -30,11 +32,17 @@ type Config struct {
 	// CertFile and KeyFile, PEM, make it HTTPS; without them Addr must be
 	// a loopback address.
 	CertFile, KeyFile string
-	Logger            *slog.Logger
+	// URL is the listener's address as browsers reach it
+	// (https://hub.example.net:7080), for the links the hub hands out;
+	// without it one is made from Addr's host, or from the certificate's
+	// first DNS name when Addr names every address.
+	URL    string
+	Logger *slog.Logger
 }
 
-// Timeouts of the listener. Event streams have no write timeout; they
-// are cut by their session's end instead.
+// Timeouts of the listener. The server sets no write timeout, since
+// event streams, watches and long polls last: an event stream gives each
+// write its own deadline, and every live stream ends with its session.
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
@@ -47,9 +55,10 @@ const (
 
 // Listener is the bound, not yet serving, management listener.
 type Listener struct {
-	ln  net.Listener
-	tls *tls.Config
-	cfg Config
+	ln     net.Listener
+	tls    *tls.Config
+	cfg    Config
+	public string
 }
 
 // Listen binds cfg.Addr, refusing plain HTTP on anything but loopback.
@@ -61,11 +70,25 @@ func Listen(cfg Config) (*Listener, error) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("web listener: give both --web-cert and --web-key, or neither (plain HTTP, on a loopback address only)")
 	}
+	if cfg.URL != "" {
+		u, err := url.Parse(cfg.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("web URL %q: give the address browsers reach the listener at, scheme and host only (e.g. https://hub.example.net:7080)", cfg.URL)
+		}
+		if (u.Scheme == "https") != (cfg.CertFile != "") {
+			return nil, fmt.Errorf("web URL %q: its scheme must be https with --web-cert, http without", cfg.URL)
+		}
+		cfg.URL = u.Scheme + "://" + u.Host
+	}
 	var tc *tls.Config
+	var certName string
 	if cfg.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("web listener certificate: %w", err)
+		}
+		if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil && len(leaf.DNSNames) > 0 && !strings.Contains(leaf.DNSNames[0], "*") {
+			certName = leaf.DNSNames[0]
 		}
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	} else if !loopback(host) {
@@ -75,7 +98,17 @@ func Listen(cfg Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web listener: %w", err)
 	}
-	return &Listener{ln: ln, tls: tc, cfg: cfg}, nil
+	l := &Listener{ln: ln, tls: tc, cfg: cfg, public: cfg.URL}
+	if l.public == "" {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		switch {
+		case host != "" && !net.ParseIP(host).IsUnspecified():
+			l.public = l.scheme() + "://" + net.JoinHostPort(host, port)
+		case certName != "":
+			l.public = l.scheme() + "://" + net.JoinHostPort(certName, port)
+		}
+	}
+	return l, nil
 }
 
 // loopback reports whether host names only loopback addresses.
@@ -90,14 +123,26 @@ func loopback(host string) bool {
 // Addr is the bound address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// URL is the listener's base URL.
-func (l *Listener) URL() string {
-	scheme := "http"
+func (l *Listener) scheme() string {
 	if l.tls != nil {
-		scheme = "https"
+		return "https"
 	}
-	return scheme + "://" + l.ln.Addr().String()
+	return "http"
 }
+
+// URL is the listener's base URL as browsers reach it, or, when nothing
+// names its host (it listens on every address and neither --web-url nor
+// its certificate says a name), its bound address.
+func (l *Listener) URL() string {
+	if l.public != "" {
+		return l.public
+	}
+	return l.scheme() + "://" + l.ln.Addr().String()
+}
+
+// PublicURL is the base URL for links handed out, "" when nothing names
+// the listener's host.
+func (l *Listener) PublicURL() string { return l.public }
 
 // Close closes a listener that never served.
 func (l *Listener) Close() error { return l.ln.Close() }
@@ -145,8 +190,8 @@ type Handler struct {
 	// Zone names the zone in the dashboard's title.
 	Zone string
 
-	mux     *http.ServeMux
-	samples samples
+	mux  *http.ServeMux
+	live liveView
 }
 
 // NewHandler returns the listener's handler.

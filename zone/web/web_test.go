@@ -3,12 +3,21 @@ package web
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -378,7 +387,76 @@ func TestListen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	if want := "http://localhost:" + port; l.PublicURL() != want || l.URL() != want {
+		t.Fatalf("public URL %q, want %q", l.PublicURL(), want)
+	}
 	l.Close()
+}
+
+// TestListenURL: the links a hub hands out name a host browsers can
+// reach, never the wildcard address it binds.
+func TestListenURL(t *testing.T) {
+	dir := t.TempDir()
+	named := writeCert(t, dir, "named", []string{"hub.example.test"})
+	bare := writeCert(t, dir, "bare", nil)
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string // with PORT for the bound port; "" for none
+		err  string
+	}{
+		{"wildcard, the certificate's name", Config{Addr: "0.0.0.0:0", CertFile: named + ".crt", KeyFile: named + ".key"}, "https://hub.example.test:PORT", ""},
+		{"wildcard, no name", Config{Addr: "0.0.0.0:0", CertFile: bare + ".crt", KeyFile: bare + ".key"}, "", ""},
+		{"given", Config{Addr: "0.0.0.0:0", CertFile: bare + ".crt", KeyFile: bare + ".key", URL: "https://hub.example.test/"}, "https://hub.example.test", ""},
+		{"host given", Config{Addr: "127.0.0.1:0", CertFile: named + ".crt", KeyFile: named + ".key"}, "https://127.0.0.1:PORT", ""},
+		{"scheme mismatch", Config{Addr: "127.0.0.1:0", URL: "https://hub.example.test"}, "", "scheme"},
+		{"a path", Config{Addr: "127.0.0.1:0", URL: "http://localhost/dash"}, "", "scheme and host only"},
+	} {
+		l, err := Listen(c.cfg)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v, want an error saying %q", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		if want := strings.ReplaceAll(c.want, "PORT", port); l.PublicURL() != want {
+			t.Errorf("%s: public URL %q, want %q", c.name, l.PublicURL(), want)
+		}
+		l.Close()
+	}
+}
+
+// writeCert writes a self-signed certificate for names (and a key) to
+// dir/base.crt and dir/base.key.
+func writeCert(t *testing.T, dir, base string, names []string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "web"}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, base)
+	if err := os.WriteFile(p+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestLoginLinkAnswer(t *testing.T) {
@@ -392,4 +470,21 @@ func TestLoginLinkAnswer(t *testing.T) {
 	b.csrf, _ = out["csrf_token"].(string)
 	b.want(http.MethodGet, "/api/v1/status", nil, http.StatusOK)
 	f.browser().want(http.MethodPost, "/api/v1/authenticate/link", map[string]string{"token": secret}, http.StatusUnauthorized)
+}
+
+// TestAssets: the page's files are served, its template only rendered.
+func TestAssets(t *testing.T) {
+	f := newWebFixture(t)
+	for path, want := range map[string]int{"/": http.StatusOK, "/assets/app.js": http.StatusOK,
+		"/assets/": http.StatusNotFound, "/assets/index.html": http.StatusNotFound, "/assets/x/": http.StatusNotFound} {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || strings.Contains(string(body), "{{") {
+			t.Errorf("GET %s: %d, want %d (a template in the body: %v)", path, resp.StatusCode, want, strings.Contains(string(body), "{{"))
+		}
+	}
 }

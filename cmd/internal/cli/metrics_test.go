@@ -41,12 +41,13 @@ func TestMetrics(t *testing.T) {
 	run(t, env, "", "pzh", "--data", hubDir, "wait", "online", "laptop")
 	// A call through the hub (no direct path to itself: it is local), a
 	// refused one, a failed web login.
-	for {
+	// Until pzp serve has registered echo: each try is a whole command.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
 		out, err := runErr(env, "pzp", "--data", devDir, "call", "laptop/echo", "echo", `"hi"`)
 		if err == nil && strings.Contains(out, "hi") {
 			break
 		}
-		if !strings.Contains(out+err.Error(), "not running") {
+		if err == nil || !strings.Contains(out, "not running") || time.Now().After(deadline) {
 			t.Fatalf("pzp call: %v %s", err, out)
 		}
 	}

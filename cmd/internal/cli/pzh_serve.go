@@ -39,6 +39,7 @@ type hubServeOptions struct {
 	metrics    string
 	webCert    string
 	webKey     string
+	webURL     string
 	webIdle    time.Duration
 	webLife    time.Duration
 }
@@ -108,7 +109,7 @@ shrink what a device holds, and deletions, are always taken.`,
 				DeviceQuota: int64(o.devQuota), ZoneQuota: int64(o.zoneQuota),
 				QueueLimit: o.queueLimit, QueueBytes: int64(o.queueMiB) << 20, WakeRate: o.wakeRate,
 				ResetZoneState: o.resetState, ResetMailbox: o.resetMail,
-				Web: web.Config{Addr: o.web, CertFile: o.webCert, KeyFile: o.webKey}, WebSessionIdle: o.webIdle, WebSessionLifetime: o.webLife,
+				Web: web.Config{Addr: o.web, CertFile: o.webCert, KeyFile: o.webKey, URL: o.webURL}, WebSessionIdle: o.webIdle, WebSessionLifetime: o.webLife,
 				Metrics: o.metrics}
 			if o.web != "" {
 				cfg.WebReady = func(url string) {
@@ -144,6 +145,7 @@ shrink what a device holds, and deletions, are always taken.`,
 	f.StringVar(&o.metrics, "metrics", "", "HOST:PORT to serve Prometheus metrics on, at /metrics (off without it; no authentication: counts only, no names)")
 	f.StringVar(&o.webCert, "web-cert", "", "certificate (PEM) of the web listener, for HTTPS")
 	f.StringVar(&o.webKey, "web-key", "", "private key (PEM) of --web-cert")
+	f.StringVar(&o.webURL, "web-url", "", "the web listener's address as browsers reach it (https://HOST:PORT), for login links; default from --web's host or the certificate's name")
 	f.DurationVar(&o.webIdle, "web-session-idle", mgmt.DefaultIdle, "a web session nothing used for this long ends")
 	f.DurationVar(&o.webLife, "web-session-lifetime", mgmt.DefaultLifetime, "a web session ends this long after its login, used or not")
 	// For tests only: a hub that alters or replays calls from friend
