@@ -68,12 +68,13 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	if hello.Type != MsgHello || hello.Version < 1 {
 		return protoErr("stream does not start with hello")
 	}
-	var epoch string
+	var epoch, restoredFrom string
 	var floor uint64
 	head := s.head.Load()
 	if err := s.view(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bMeta)
 		epoch, floor, head = string(m.Get(kEpoch)), getU64(m.Get(kFloor)), getU64(m.Get(kSeq))
+		restoredFrom = string(m.Get(kRestored))
 		return nil
 	}); err != nil {
 		return err
@@ -82,12 +83,16 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	// missed compacted deletions, or claims more than the hub has (the hub
 	// was restored from a backup) gets everything again.
 	reset := hello.Epoch != epoch || hello.Since < floor || hello.Since > head || hello.Since == 0
+	// One that synced with what this hub was restored from, or further
+	// than its head (its file put back by hand), holds what the backup
+	// lacks: it pushes that back (restore.go).
+	restored := hello.Epoch != "" && (hello.Epoch == restoredFrom || hello.Epoch == epoch && hello.Since > head)
 	since := hello.Since
 	if reset {
 		since = 0
 	}
 	w := &writer{w: st}
-	if err := w.send(&Msg{Type: MsgStart, Epoch: epoch, Reset: reset, Head: head, EpochProof: s.proof()}); err != nil {
+	if err := w.send(&Msg{Type: MsgStart, Epoch: epoch, Reset: reset, Restored: restored, Head: head, EpochProof: s.proof()}); err != nil {
 		return err
 	}
 	s.log.Debug("sync stream", "device", device, "since", hello.Since, "reset", reset, "head", head)
@@ -272,6 +277,15 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 		var why string
 		if err := r.check(); err != nil {
 			why = err.Error()
+		} else if r.Version.Node == HubNode && r.Version.Wall <= limit {
+			// The hub's own record, pushed back to a restored hub.
+			why = fmt.Sprintf("edit stamped by node %q, not by device %q", r.Version.Node, device)
+			if s.opts.Vouch != nil {
+				why = ""
+				if err := s.opts.Vouch(device, *r); err != nil {
+					why = err.Error()
+				}
+			}
 		} else if err := CheckWrite(device, r.Bucket, r.Key); err != nil {
 			why = err.Error()
 		} else if r.Version.Node != device {

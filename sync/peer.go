@@ -111,7 +111,7 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 		}
 	}
 	if start.Reset || start.Epoch != epoch {
-		if err := s.beginReset(start.Epoch); err != nil {
+		if err := s.beginReset(start.Epoch, start.Restored); err != nil {
 			return err
 		}
 		since = 0
@@ -161,9 +161,10 @@ func (s *Store) checkEpoch(had string, start *Msg) error {
 }
 
 // beginReset starts a full resync from the hub of epoch: every record
-// not confirmed by the full pass is dropped at its end (sweep).
-func (s *Store) beginReset(epoch string) error {
-	s.log.Info("full resync with the hub", "epoch", epoch)
+// not confirmed by the full pass is dropped at its end (sweep), or, from
+// a restored hub, kept and pushed back where it should be (restore.go).
+func (s *Store) beginReset(epoch string, restored bool) error {
+	s.log.Info("full resync with the hub", "epoch", epoch, "restored", restored)
 	return s.write(func(t *txn) error {
 		m := t.tx.Bucket(bMeta)
 		if err := m.Put(kEpoch, []byte(epoch)); err != nil {
@@ -171,6 +172,14 @@ func (s *Store) beginReset(epoch string) error {
 		}
 		m.Put(kGen, u64(getU64(m.Get(kGen))+1))
 		m.Put(kFull, []byte{1})
+		if restored {
+			m.Put(kKeep, []byte{1})
+		} else if m.Get(kKeep) != nil {
+			// A restored hub's resync cut short and then another kind:
+			// the hub is not missing this device's edits any more than
+			// it says.
+			m.Delete(kKeep)
+		}
 		t.setSeq(0)
 		return nil
 	})
@@ -276,6 +285,7 @@ func (s *Store) applyChanges(ms []*Msg) error {
 		meta := t.tx.Bucket(bMeta)
 		gen := getU64(meta.Get(kGen))
 		full = meta.Get(kFull) != nil
+		keep := full && meta.Get(kKeep) != nil
 		for _, m := range ms {
 			for i := range m.Records {
 				r := m.Records[i]
@@ -284,6 +294,14 @@ func (s *Store) applyChanges(ms []*Msg) error {
 				cur, err := getStored(t.tx, bk)
 				if err != nil {
 					return err
+				}
+				if keep && s.pushBack(cur, r.Bucket, r.Key) && cur.Version.Compare(r.Version) > 0 {
+					// Newer here than in the backup the hub came back
+					// from: pushed back, the hub's kept for a refusal.
+					if err := t.repush(bk, cur, &r); err != nil {
+						return err
+					}
+					continue
 				}
 				if err := t.peerApply(bk, cur, &r, gen, false); err != nil {
 					return err
@@ -410,12 +428,21 @@ func (s *Store) sweep() error {
 			err = s.write(func(t *txn) error {
 				meta := t.tx.Bucket(bMeta)
 				gen := getU64(meta.Get(kGen))
+				keep := meta.Get(kKeep) != nil
 				for _, k := range stale {
 					st, err := getStored(t.tx, k)
 					if err != nil {
 						return err
 					}
 					if st == nil || st.Gen >= gen || st.Pending != 0 {
+						continue
+					}
+					if b, key := splitKey(k); keep && s.pushBack(st, b, key) {
+						// Gone from the backup the hub came back from:
+						// pushed back.
+						if err := t.repush(k, st, nil); err != nil {
+							return err
+						}
 						continue
 					}
 					if err := t.tx.Bucket(bRecords).Delete(k); err != nil {
@@ -427,6 +454,7 @@ func (s *Store) sweep() error {
 					}
 				}
 				if last {
+					meta.Delete(kKeep)
 					return meta.Delete(kFull)
 				}
 				return nil

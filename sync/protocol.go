@@ -59,6 +59,12 @@ type Msg struct {
 	// device that synced with another epoch gives up its copy only for a
 	// proof it accepts.
 	EpochProof []byte `cbor:"14,keyasint,omitempty"`
+	// Restored, in Start with Reset: the hub's zone state came back from
+	// a backup older than what the device holds (restore.go). The device
+	// keeps what the full pass does not confirm, of its own edits and of
+	// the records Witness picks, and pushes them back, instead of
+	// dropping them.
+	Restored bool `cbor:"15,keyasint,omitempty"`
 }
 
 // PushStatus is the hub's verdict on one pushed edit.

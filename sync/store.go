@@ -63,6 +63,15 @@ type Options struct {
 	// takes any epoch, but still refuses a proof that is present and
 	// wrong. Nil refuses every change of epoch.
 	CheckEpoch func(epoch string, proof []byte) error
+	// Device only. Witness picks the hub's records worth pushing back to
+	// a hub restored from a backup (restore.go) besides the device's own
+	// edits: those the hub can check (revocations it signed).
+	Witness func(bucket, key string) bool
+	// Hub only. Vouch decides a record a device pushed that carries the
+	// hub's own version (a restored hub's record, pushed back): nil
+	// takes it as the hub's own, an error refuses it with that reason.
+	// Nil refuses them all.
+	Vouch func(device string, r Record) error
 	// DeviceQuota and ZoneQuota bound the bytes of live records one
 	// device may own and the zone may hold (quota.go); zero means
 	// DefaultDeviceQuota and DefaultZoneQuota.
@@ -87,8 +96,10 @@ var (
 	kFloor    = []byte("floor")   // hub: deletions up to here were compacted
 	kHorizon  = []byte("horizon") // hub: greatest version of a deletion compacted before all devices saw it
 	kHLC      = []byte("hlc")
-	kGen      = []byte("gen")  // peer: full-resync generation
-	kFull     = []byte("full") // peer: a full resync is under way
+	kGen      = []byte("gen")      // peer: full-resync generation
+	kFull     = []byte("full")     // peer: a full resync is under way
+	kKeep     = []byte("keep")     // peer: that resync is with a restored hub: push back, do not drop (restore.go)
+	kRestored = []byte("restored") // hub: the epoch of the zone state it was restored from
 	kPendID   = []byte("pendid")
 	roleHub   = "hub"
 	rolePeer  = "peer"
@@ -380,6 +391,12 @@ func (s *Store) write(fn func(*txn) error) error {
 }
 
 // view runs fn in a read transaction.
+// Snapshot begins a read-only transaction: a consistent view of the
+// whole file for a backup to copy (its WriteTo writes Size bytes) while
+// the store goes on. Roll it back when done; until then the file cannot
+// shrink its free pages, so keep it short.
+func (s *Store) Snapshot() (*bolt.Tx, error) { return s.db.Begin(false) }
+
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	return dbErr(s.db.View(fn))
 }

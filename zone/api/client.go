@@ -229,6 +229,17 @@ func (c *Client) DoRaw(ctx context.Context, method, path, contentType string, bo
 	return json.Unmarshal(data, out)
 }
 
+// Download copies the answer to a GET of path, bytes as they come, to w;
+// a refusal is an *APIError.
+func (c *Client) Download(ctx context.Context, path string, w io.Writer) (int64, error) {
+	resp, err := c.stream(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return io.Copy(w, resp.Body)
+}
+
 // stream sends a GET whose answer the caller reads as it arrives (and
 // closes); a refusal is an *APIError.
 func (c *Client) stream(ctx context.Context, path string) (*http.Response, error) {

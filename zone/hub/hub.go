@@ -309,7 +309,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if h.state, err = openHubState(&cfg, store, h.ca); err != nil {
+	if h.state, err = openHubState(&cfg, store, h.ca, h.vouch); err != nil {
 		return err
 	}
 	h.bindings.onEnd = h.tokens.bindingEnded

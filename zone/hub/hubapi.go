@@ -123,6 +123,7 @@ func (h *Hub) apiHandler() http.Handler {
 	h.tokens.routes(mux)
 	h.policy.routes(mux)
 	h.addrRoutes(mux)
+	h.backupRoutes(mux)
 	h.friends.routes(mux)
 	services.HostRoutes(mux, h.services, hostedApp, func(app string, info api.ServiceInfo) error {
 		return services.Publish(h.state, zsync.HubNode, app, info)

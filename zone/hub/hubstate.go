@@ -66,7 +66,14 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 		if _, ok, _ := h.state.Get(zsync.BucketCerts, wire.CertKeyRevokedPrefix+serial); ok {
 			continue
 		}
-		v, err := transport.Marshal(&Revocation{Device: rec.Name, At: at, Reason: rec.RevokeReason})
+		rv := Revocation{Device: rec.Name, At: at, Reason: rec.RevokeReason}
+		sig, err := signRevocation(h.ca, serial, &rv)
+		if err != nil {
+			h.log.Warn("sign revocation", "err", err)
+			return
+		}
+		rv.Sig = sig
+		v, err := transport.Marshal(&rv)
 		if err != nil {
 			h.log.Warn("encode revocation", "err", err)
 			return

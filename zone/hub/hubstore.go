@@ -298,6 +298,10 @@ type Revocation struct {
 	Device string    `cbor:"1,keyasint"`
 	At     time.Time `cbor:"2,keyasint"`
 	Reason string    `cbor:"3,keyasint"`
+	// Sig, in the zone state: the zone CA's signature (revocations.go),
+	// so that a hub restored from an older backup can take it back from
+	// a device.
+	Sig []byte `cbor:"4,keyasint,omitempty"`
 }
 
 // ErrAlreadyDone: a revocation or cancellation that was already made.

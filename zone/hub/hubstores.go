@@ -44,14 +44,14 @@ const (
 // openHubState opens the hub's zone state, refusing one that is missing,
 // damaged, new or another zone's unless cfg.ResetZoneState asks to start
 // it over, and returns the proof of its epoch that devices are sent.
-func openHubState(cfg *Config, store *hubStore, ca *certs.CA) (*zsync.Store, error) {
+func openHubState(cfg *Config, store *hubStore, ca *certs.CA, vouch func(string, zsync.Record) error) (*zsync.Store, error) {
 	path := filepath.Join(cfg.DataDir, zsync.FileName)
 	rec, err := store.stateEpoch()
 	if err != nil {
 		return nil, err
 	}
 	opts := zsync.Options{Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention,
-		DeviceQuota: cfg.DeviceQuota, ZoneQuota: cfg.ZoneQuota}
+		DeviceQuota: cfg.DeviceQuota, ZoneQuota: cfg.ZoneQuota, Vouch: vouch}
 	if cfg.ResetZoneState {
 		aside, err := storefile.MoveAside(path, cfg.Now())
 		if err != nil {

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/zone/wire"
 
 	"github.com/pzone/pzone/storefile"
 	zsync "github.com/pzone/pzone/sync"
@@ -37,6 +39,11 @@ func openPeerState(cfg *Config, store *peerStore, id *Identity, opts zsync.Optio
 	}
 	opts.CheckEpoch = func(epoch string, proof []byte) error {
 		return stores.VerifyEpochProof(id.CA, id.ZoneID, epoch, proof)
+	}
+	// Revocations the hub signed are pushed back to a hub restored from
+	// a backup that lacks them: it checks the signature and revokes again.
+	opts.Witness = func(bucket, key string) bool {
+		return bucket == zsync.BucketCerts && strings.HasPrefix(key, wire.CertKeyRevokedPrefix)
 	}
 	made := false
 	if !opts.MustExist {

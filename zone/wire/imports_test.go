@@ -22,7 +22,7 @@ var layers = [][]string{
 	{"zone/appid", "zone/envelope", "zone/policy", "zone/token"},
 	// The local API as its clients see it (types and the Go client), and
 	// the pieces of sessions and stores both runtimes use.
-	{"zone/api", "zone/session", "zone/stores"},
+	{"zone/api", "zone/backup", "zone/session", "zone/stores"},
 	// The local API's serving side and the management plane's accounts
 	// and sessions; services hosted on a node and the hub's web listener.
 	{"zone/localapi", "zone/metrics", "zone/mgmt"},
