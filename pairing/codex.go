@@ -82,8 +82,7 @@ func NewCodeParams(cs tls.ConnectionState, number uint32, hubLeaf []byte) (CodeP
 		return CodeParams{}, fmt.Errorf("derive the code exchange's session ID: %w", err)
 	}
 	ci := binary.BigEndian.AppendUint32([]byte("pzone pairing code v1 invite "), number)
-	leaf := sha256.Sum256(hubLeaf)
-	return CodeParams{CI: ci, SID: sid, ADa: []byte("pzone device"), ADb: append([]byte("pzone hub "), leaf[:]...)}, nil
+	return CodeParams{CI: ci, SID: sid, ADa: []byte("pzone device"), ADb: hubAD(hubLeaf)}, nil
 }
 
 // CodeKeys are the keys derived from the CPace ISK, one per purpose.

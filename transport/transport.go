@@ -33,6 +33,9 @@ const (
 	// presents no certificate and knows no zone ID; a CPace exchange over
 	// the code authenticates both ends (docs/PROTOCOL.md).
 	ALPNPairCode = "pz-pair-code/1"
+	// ALPNFriendCode is making friends by a short code, version 1: the
+	// redeeming hub presents its chain; the code authenticates both.
+	ALPNFriendCode = "pz-friend-code/1"
 	// ALPNFriend is the friend invite redemption between two hubs,
 	// version 1. Both present their hub certificate chains; the redeeming
 	// hub pins the inviting one by zone ID, the inviting hub learns the

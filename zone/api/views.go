@@ -53,6 +53,8 @@ type DirectStatus struct {
 // FriendInviteRequest is the body of POST /v1/friends/invites.
 type FriendInviteRequest struct {
 	TTL string `json:"ttl,omitempty"` // Go duration; empty: pairing.DefaultFriendTTL
+	// Code asks for a short code too (pzh friend accept --code).
+	Code bool `json:"code,omitempty"`
 }
 
 // FriendInviteView is a friend invite: Token is set only when it is made.
@@ -64,13 +66,22 @@ type FriendInviteView struct {
 	Expires time.Time `json:"expires"`
 	// Friend is the petname of the zone that redeemed it.
 	Friend string `json:"friend,omitempty"`
+	// CodeNumber names a code invite; WrongCodes counts its wrong answers.
+	// Code, the whole short code, is set only when it is created.
+	CodeNumber uint32 `json:"code_number,omitempty"`
+	WrongCodes int    `json:"wrong_codes,omitempty"`
+	Code       string `json:"code,omitempty"`
 }
 
 // FriendAcceptRequest is the body of POST /v1/friends: redeem a friend
 // token, naming the friend As.
 type FriendAcceptRequest struct {
-	Token string `json:"token"`
+	Token string `json:"token,omitempty"`
 	As    string `json:"as"`
+	// Code and Addr, instead of Token: the short code the friend's hub
+	// printed (pzh friend invite --code) and that hub's HOST:PORT.
+	Code string `json:"code,omitempty"`
+	Addr string `json:"addr,omitempty"`
 }
 
 // RemoveFriendResult is the answer of DELETE /v1/friends/{name}.

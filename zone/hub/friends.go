@@ -228,7 +228,7 @@ func (fs *friends) checkPetname(name string, zone certs.ZoneID) error {
 
 func friendInviteView(inv *pairing.Invite, now time.Time) api.FriendInviteView {
 	v := inviteView(inv, now)
-	f := api.FriendInviteView{ID: v.ID, State: v.State, Created: v.Created, Expires: v.Expires}
+	f := api.FriendInviteView{ID: v.ID, State: v.State, Created: v.Created, Expires: v.Expires, CodeNumber: inv.CodeNumber, WrongCodes: inv.WrongCodes}
 	if len(inv.Devices) > 0 {
 		f.Friend = inv.Devices[0]
 	}
@@ -253,13 +253,23 @@ func (fs *friends) createInvite(req api.FriendInviteRequest) (*api.FriendInviteV
 	if err != nil {
 		return nil, err
 	}
-	if err := fs.h.store.AddFriendInvite(inv); err != nil {
+	var code pairing.Code
+	if req.Code {
+		code.Secret = pairing.NewCodeSecret()
+		inv.CodeSecret = code.Secret[:]
+		if code.Number, err = fs.h.store.AddCodeInvite(bucketFriendInvites, inv, now); err != nil {
+			return nil, err
+		}
+	} else if err := fs.h.store.AddFriendInvite(inv); err != nil {
 		return nil, err
 	}
 	tok := &pairing.Token{Addrs: fs.h.publicAddrs(), Zone: fs.h.zone.ID, InviteID: inv.ID, Secret: secret}
-	fs.h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires)
+	fs.h.log.Info("friend invite created", "invite", inv.ID, "expires", inv.Expires, "code", code.Number)
 	v := friendInviteView(inv, now)
 	v.Token = tok.FriendString()
+	if req.Code {
+		v.Code = code.String()
+	}
 	return &v, nil
 }
 
@@ -271,7 +281,7 @@ func (fs *friends) createInvite(req api.FriendInviteRequest) (*api.FriendInviteV
 func (h *Hub) hubChainTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		NextProtos:     []string{transport.ALPNFriend, transport.ALPNLink},
+		NextProtos:     []string{transport.ALPNFriend, transport.ALPNFriendCode, transport.ALPNLink},
 		GetCertificate: getCert,
 		ClientAuth:     tls.RequireAnyClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -304,11 +314,15 @@ func (fs *friends) serveInvite(ctx context.Context, conn transport.Conn) {
 		}); limited {
 			return &pairing.FriendResponse{Error: rateLimited(ip, wait).Error}
 		}
-		return fs.redeem(conn, &req, ip)
+		return fs.redeem(conn, &req, ip, func(inv *pairing.Invite) bool {
+			return pairing.CheckFriendProof(cs, inv.ID, inv.Verifier, req.Proof)
+		})
 	})
 }
 
-func (fs *friends) redeem(conn transport.Conn, req *pairing.FriendRequest, ip netip.Addr) *pairing.FriendResponse {
+// redeem records the friendship req asks for under its invite, if check
+// (nil: the caller has the proof already) takes the invite.
+func (fs *friends) redeem(conn transport.Conn, req *pairing.FriendRequest, ip netip.Addr, check func(*pairing.Invite) bool) *pairing.FriendResponse {
 	now := fs.h.cfg.Now()
 	id, idErr := pairing.NormalizeInviteID(req.InviteID)
 	fail := func(code, msg string) *pairing.FriendResponse {
@@ -350,7 +364,7 @@ func (fs *friends) redeem(conn transport.Conn, req *pairing.FriendRequest, ip ne
 	prev := fs.get(zone.Compact())
 	inRules := fs.ruleZoneNames() // read before the store's transaction
 	rec, err := fs.h.store.RedeemFriend(id, func(inv *pairing.Invite, taken func(string, certs.ZoneID) bool) (*FriendRecord, error) {
-		if !pairing.CheckFriendProof(cs, id, inv.Verifier, req.Proof) {
+		if check != nil && !check(inv) {
 			return nil, errBadProof
 		}
 		if err := inv.Usable(now); err != nil {
@@ -424,6 +438,9 @@ func lingerClose(conn transport.Conn, st transport.Stream) {
 
 // acceptFriend redeems another hub's friend token.
 func (fs *friends) accept(ctx context.Context, req api.FriendAcceptRequest) (*api.FriendView, error) {
+	if req.Code != "" || req.Addr != "" {
+		return fs.acceptCode(ctx, req)
+	}
 	tok, err := pairing.ParseFriendToken(req.Token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadFriend, err)
@@ -441,20 +458,7 @@ func (fs *friends) accept(ctx context.Context, req api.FriendAcceptRequest) (*ap
 	for _, addr := range tok.Addrs {
 		rec, err := fs.dialInvite(ctx, addr, tok, req.As)
 		if err == nil {
-			fs.changeMu.Lock()
-			defer fs.changeMu.Unlock()
-			if err := fs.h.store.AddFriend(rec); err != nil {
-				if errors.Is(err, ErrAlreadyDone) || errors.Is(err, errBadFriend) {
-					return nil, err
-				}
-				// The other hub has recorded the friendship and spent its
-				// token; a new one makes friends again on both sides.
-				return nil, fmt.Errorf("record the friendship: %w; the friend's hub has recorded it and its token is used: once this is fixed, ask for a new friend token", err)
-			}
-			fs.add(rec)
-			v := fs.view(rec)
-			v.Rules = fs.rulesNaming(rec.Petname)
-			return &v, nil
+			return fs.record(rec)
 		}
 		var perr *pairing.Error
 		if errors.As(err, &perr) || errors.Is(err, pairing.ErrZoneMismatch) || ctx.Err() != nil {
@@ -463,6 +467,24 @@ func (fs *friends) accept(ctx context.Context, req api.FriendAcceptRequest) (*ap
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
 	return nil, fmt.Errorf("no address of the friend's hub answered (is its pzh serve running, and its port open for UDP or TCP?): %w", errors.Join(errs...))
+}
+
+// record keeps a friendship this hub redeemed the invite of.
+func (fs *friends) record(rec *FriendRecord) (*api.FriendView, error) {
+	fs.changeMu.Lock()
+	defer fs.changeMu.Unlock()
+	if err := fs.h.store.AddFriend(rec); err != nil {
+		if errors.Is(err, ErrAlreadyDone) || errors.Is(err, errBadFriend) {
+			return nil, err
+		}
+		// The other hub has recorded the friendship and spent its
+		// invite; a new one makes friends again on both sides.
+		return nil, fmt.Errorf("record the friendship: %w; the friend's hub has recorded it and its invite is used: once this is fixed, ask for a new friend invite", err)
+	}
+	fs.add(rec)
+	v := fs.view(rec)
+	v.Rules = fs.rulesNaming(rec.Petname)
+	return &v, nil
 }
 
 // friendAt runs the redeeming side of pz-friend/1 against one address.

@@ -198,6 +198,9 @@ func (s *hubStore) RedeemFriend(id string, fn redeemFriendFunc) (*FriendRecord, 
 		rec = f
 		inv.UsesLeft--
 		inv.Devices = append(inv.Devices, f.Petname)
+		if inv.UsesLeft <= 0 {
+			inv.CodeSecret = nil // used up: a code's words are kept no longer
+		}
 		if err := stores.PutCBOR(ib, []byte(id), &inv); err != nil {
 			return err
 		}

@@ -264,14 +264,15 @@ type Hub struct {
 	zone     *ZoneInfo        // its PublicAddrs are read through publicAddrs
 	// addrs are the zone's public addresses, changed by pzh addr.
 	addrs atomic.Pointer[[]string]
-	// codeBusy holds the code numbers being tried (hubcode.go).
-	codeBusy codeClaims
-	ca       *certs.CA
-	cert     atomic.Pointer[tls.Certificate]
-	limiter  *pairing.Limiter
-	changes  localapi.Notifier
-	started  time.Time
-	addr     net.Addr
+	// codeBusy and friendCodeBusy hold the code numbers being tried, of
+	// device and of friend invites (hubcode.go).
+	codeBusy, friendCodeBusy codeClaims
+	ca                       *certs.CA
+	cert                     atomic.Pointer[tls.Certificate]
+	limiter                  *pairing.Limiter
+	changes                  localapi.Notifier
+	started                  time.Time
+	addr                     net.Addr
 
 	// reg holds the devices and their sessions (registry.go).
 	reg *registry
@@ -564,7 +565,7 @@ func (h *Hub) transportConfig() transport.Config {
 	hubs := h.hubChainTLS(getCert)
 	base := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNPairCode, transport.ALPNFriend, transport.ALPNLink},
+		NextProtos:     []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNPairCode, transport.ALPNFriend, transport.ALPNFriendCode, transport.ALPNLink},
 		GetCertificate: getCert,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			switch {
@@ -572,7 +573,8 @@ func (h *Hub) transportConfig() transport.Config {
 				return session, nil
 			case slices.Contains(hello.SupportedProtos, transport.ALPNPairing), slices.Contains(hello.SupportedProtos, transport.ALPNPairCode):
 				return pair, nil
-			case slices.Contains(hello.SupportedProtos, transport.ALPNFriend), slices.Contains(hello.SupportedProtos, transport.ALPNLink):
+			case slices.Contains(hello.SupportedProtos, transport.ALPNFriend), slices.Contains(hello.SupportedProtos, transport.ALPNFriendCode),
+				slices.Contains(hello.SupportedProtos, transport.ALPNLink):
 				return hubs, nil
 			}
 			return nil, fmt.Errorf("client offers no pzone protocol (ALPN %q)", hello.SupportedProtos)
@@ -619,6 +621,8 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 		h.serveSession(ctx, conn)
 	case transport.ALPNFriend:
 		h.friends.serveInvite(ctx, conn)
+	case transport.ALPNFriendCode:
+		h.friends.serveCodeInvite(ctx, conn)
 	case transport.ALPNLink:
 		h.links.serve(ctx, conn)
 	default:

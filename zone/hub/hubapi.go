@@ -188,7 +188,7 @@ func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 	if req.Code {
 		code.Secret = pairing.NewCodeSecret()
 		inv.CodeSecret = code.Secret[:]
-		if code.Number, err = h.store.AddCodeInvite(inv, now); err != nil {
+		if code.Number, err = h.store.AddCodeInvite(bucketInvites, inv, now); err != nil {
 			return nil, err
 		}
 	} else if err := h.store.AddInvite(inv); err != nil {

@@ -17,13 +17,42 @@ import (
 	"github.com/pzone/pzone/zone/wire"
 )
 
-// The hub's side of pairing by short code (ALPN pz-pair-code/1; the
-// exchange is in pairing/codex.go, docs/PROTOCOL.md "Pairing by code").
+// The hub's side of the short-code exchanges: pairing a device (ALPN
+// pz-pair-code/1) and making friends (pz-friend-code/1, friendcode.go).
+// The exchanges are in pairing/codex.go and pairing/friendcode.go
+// (docs/PROTOCOL.md "Pairing by code", "Friends by code").
 
 // errNoCodeInvite: no open code invite has the number.
 var errNoCodeInvite = errors.New("no open code invite")
 
-func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
+// codeKind is what differs between the code exchanges a hub serves:
+// devices pairing (pz-pair-code/1) and hubs making friends
+// (pz-friend-code/1).
+type codeKind struct {
+	bucket []byte      // where its invites are
+	claims *codeClaims // its numbers with an exchange under way
+	who    string      // who comes with a code ("device", "hub")
+	remake string      // the command that makes a new code invite
+	// params derives the CPace inputs on conn for number.
+	params func(conn transport.Conn, number uint32) (pairing.CodeParams, error)
+}
+
+// codeExchange is a code exchange whose key confirmation checked out:
+// what is left is each kind's own.
+type codeExchange struct {
+	conn   transport.Conn
+	inv    *pairing.Invite
+	keys   pairing.CodeKeys
+	ip     netip.Addr
+	remote string
+	read   func(v any, wait time.Duration) error
+	send   func(v any) bool
+	last   func(v any) // the exchange's last frame
+}
+
+// serveCode serves a code exchange of kind k up to its checked key
+// confirmation (messages 1 to 3), then hands it to then.
+func (h *Hub) serveCode(ctx context.Context, conn transport.Conn, k *codeKind, then func(x *codeExchange)) {
 	defer conn.CloseWithError(0, "done")
 	// The hub stopping ends the exchange, wherever it waits.
 	stop := context.AfterFunc(ctx, func() { conn.CloseWithError(uint64(wire.ReasonShutdown), wire.ReasonShutdown.String()) })
@@ -36,103 +65,115 @@ func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
 	}
 	defer st.Reset()
 	fr := transport.NewFrameReader(st, wire.MaxRequestFrame)
-	read := func(v any, wait time.Duration) error {
+	x := &codeExchange{conn: conn, ip: remoteIP(conn.RemoteAddr()), remote: conn.RemoteAddr().String()}
+	x.read = func(v any, wait time.Duration) error {
 		st.SetDeadline(time.Now().Add(wait))
 		return fr.ReadFrame(v)
 	}
-	send := func(v any) bool {
+	x.send = func(v any) bool {
 		st.SetDeadline(time.Now().Add(wire.StreamTimeout))
 		return transport.WriteFrame(st, v) == nil
 	}
-	// last sends the exchange's last frame and lets it reach the device
-	// before the connection closes.
-	last := func(v any) {
-		if send(v) {
+	// The last frame reaches the other side before the connection closes.
+	x.last = func(v any) {
+		if x.send(v) {
 			lingerClose(conn, st)
 		}
 	}
-	refuse := func(code, msg string) *pairing.Error { return &pairing.Error{Code: code, Message: msg} }
-	ip := remoteIP(conn.RemoteAddr())
-	remote := conn.RemoteAddr().String()
-	now := h.cfg.Now()
+	refuse := func(code, msg string) *pairing.CodeReply {
+		return &pairing.CodeReply{Error: &pairing.Error{Code: code, Message: msg}}
+	}
+	ip, now := x.ip, h.cfg.Now()
 
 	var start pairing.CodeStart
-	if err := read(&start, wire.StreamTimeout); err != nil {
+	if err := x.read(&start, wire.StreamTimeout); err != nil {
 		h.limiter.Fail(ip, now)
-		last(&pairing.CodeReply{Error: refuse(pairing.CodeBadRequest, "malformed pairing request")})
+		x.last(refuse(pairing.CodeBadRequest, "malformed code exchange"))
 		return
 	}
 	if start.Version != pairing.CodeExchangeVersion {
-		last(&pairing.CodeReply{Error: refuse(pairing.CodeVersion, fmt.Sprintf("code pairing version %d is not supported by this hub (it speaks %d): use matching pzp and pzh versions", start.Version, pairing.CodeExchangeVersion))})
+		x.last(refuse(pairing.CodeVersion, fmt.Sprintf("code exchange version %d is not supported by this hub (it speaks %d): use matching pzone versions", start.Version, pairing.CodeExchangeVersion)))
 		return
 	}
 	if ok, wait := h.limiter.Allow(ip, now); !ok {
-		last(&pairing.CodeReply{Error: rateLimited(ip, wait).Error})
+		x.last(&pairing.CodeReply{Error: rateLimited(ip, wait).Error})
 		return
 	}
 	// One exchange at a time per code, so that every guess is counted
 	// before the next is tried: parallel connections would otherwise each
 	// test a guess against an invite whose count they all read as low.
-	if !h.codeBusy.claim(start.Number) {
+	if !k.claims.claim(start.Number) {
 		h.limiter.Fail(ip, now)
-		last(&pairing.CodeReply{Error: refuse(pairing.CodeBusy, fmt.Sprintf("another device is pairing with code number %d right now; try again in a moment", start.Number))})
+		x.last(refuse(pairing.CodeBusy, fmt.Sprintf("another %s is using code number %d right now; try again in a moment", k.who, start.Number)))
 		return
 	}
-	release := sync.OnceFunc(func() { h.codeBusy.release(start.Number) })
+	release := sync.OnceFunc(func() { k.claims.release(start.Number) })
 	defer release()
-	inv, err := h.store.codeInvite(start.Number, now)
+	inv, err := h.store.codeInvite(k.bucket, start.Number, now)
 	if err != nil {
 		h.limiter.Fail(ip, now)
-		h.log.Info("code pairing refused", "remote", remote, "number", start.Number, "err", err)
-		msg := fmt.Sprintf("no open invite has the code number %d: check the code, or ask the hub's owner for a new one (pzh invite --code)", start.Number)
+		h.log.Info("code exchange refused", "remote", x.remote, "number", start.Number, "err", err)
+		msg := fmt.Sprintf("no open invite has the code number %d: check the code, or ask the hub's owner for a new one (%s)", start.Number, k.remake)
 		if !errors.Is(err, errNoCodeInvite) {
 			msg = "the hub could not look up the code; try again"
 		}
-		last(&pairing.CodeReply{Error: refuse(pairing.CodeInvalid, msg)})
+		x.last(refuse(pairing.CodeInvalid, msg))
 		return
 	}
+	x.inv = inv
 	if ok, wait := h.limiter.AllowInvite(ip, inv.ID, now); !ok {
-		last(&pairing.CodeReply{Error: rateLimited(ip, wait).Error})
+		x.last(&pairing.CodeReply{Error: rateLimited(ip, wait).Error})
 		return
 	}
-	p, err := pairing.NewCodeParams(conn.ConnectionState(), start.Number, h.cert.Load().Certificate[0])
+	p, err := k.params(conn, start.Number)
 	if err != nil {
 		return
 	}
 	yb, isk, err := cpace.Respond(inv.CodeSecret, p.CI, p.SID, p.ADb, start.Ya, p.ADa)
 	if err != nil {
 		h.limiter.Fail(ip, now) // not against the invite: a bad share tests no guess
-		last(&pairing.CodeReply{Error: refuse(pairing.CodeBadRequest, "malformed code exchange: "+err.Error())})
+		x.last(refuse(pairing.CodeBadRequest, "malformed code exchange: "+err.Error()))
 		return
 	}
-	keys, err := pairing.NewCodeKeys(isk, p)
-	if err != nil || !send(&pairing.CodeReply{Yb: yb}) {
+	if x.keys, err = pairing.NewCodeKeys(isk, p); err != nil || !x.send(&pairing.CodeReply{Yb: yb}) {
 		return
 	}
 	var confirm pairing.CodeConfirm
-	if err := read(&confirm, wire.StreamTimeout); err != nil {
+	if err := x.read(&confirm, wire.StreamTimeout); err != nil {
 		return // gone before answering: it learned nothing it can test
 	}
-	if !pairing.CheckMAC(keys.DeviceMAC(), confirm.MAC) {
-		last(&pairing.CodeHub{Error: h.wrongCode(inv, ip, remote)})
+	if !pairing.CheckMAC(x.keys.DeviceMAC(), confirm.MAC) {
+		x.last(&pairing.CodeHub{Error: h.wrongCode(k, inv, ip, x.remote)})
 		return
 	}
-	release() // the guess is decided; the person may take a while to confirm
-	if !send(&pairing.CodeHub{CA: h.ca.Cert.Raw, Zone: h.zone.Name, MAC: keys.HubMAC(h.ca.Cert.Raw, h.zone.Name)}) {
-		return
-	}
-	var req pairing.CodeCSR
-	if err := read(&req, pairing.CodeConfirmWait); err != nil {
-		h.log.Info("code pairing not completed: the device stopped after the code checked out (declined, or gone)", "remote", remote, "invite", inv.ID)
-		return
-	}
-	var resp *pairing.Response
-	if !pairing.CheckMAC(keys.CSRMAC(req.CSR), req.MAC) {
-		resp = &pairing.Response{Error: refuse(pairing.CodeBadRequest, "the certificate request is not the one the code exchange vouches for")}
-	} else {
-		resp = h.issue(conn, inv.ID, req.CSR, ip, nil) // the code exchange was the proof
-	}
-	last(resp)
+	release() // the guess is decided; what follows may take a while
+	then(x)
+}
+
+// deviceCodes is pairing by code.
+func (h *Hub) deviceCodes() *codeKind {
+	return &codeKind{bucket: bucketInvites, claims: &h.codeBusy, who: "device", remake: "pzh invite --code",
+		params: func(conn transport.Conn, n uint32) (pairing.CodeParams, error) {
+			return pairing.NewCodeParams(conn.ConnectionState(), n, h.cert.Load().Certificate[0])
+		}}
+}
+
+func (h *Hub) serveCodePairing(ctx context.Context, conn transport.Conn) {
+	h.serveCode(ctx, conn, h.deviceCodes(), func(x *codeExchange) {
+		if !x.send(&pairing.CodeHub{CA: h.ca.Cert.Raw, Zone: h.zone.Name, MAC: x.keys.HubMAC(h.ca.Cert.Raw, h.zone.Name)}) {
+			return
+		}
+		var req pairing.CodeCSR
+		if err := x.read(&req, pairing.CodeConfirmWait); err != nil {
+			h.log.Info("code pairing not completed: the device stopped after the code checked out (declined, or gone)", "remote", x.remote, "invite", x.inv.ID)
+			return
+		}
+		if !pairing.CheckMAC(x.keys.CSRMAC(req.CSR), req.MAC) {
+			x.last(&pairing.Response{Error: &pairing.Error{Code: pairing.CodeBadRequest, Message: "the certificate request is not the one the code exchange vouches for"}})
+			return
+		}
+		x.last(h.issue(x.conn, x.inv.ID, req.CSR, x.ip, nil)) // the code exchange was the proof
+	})
 }
 
 // codeClaims are the code numbers with an exchange in progress.
@@ -162,28 +203,28 @@ func (c *codeClaims) release(n uint32) {
 
 // wrongCode counts a wrong code against the invite and the source, burns
 // the invite at pairing.MaxWrongCodes, and says so.
-func (h *Hub) wrongCode(inv *pairing.Invite, ip netip.Addr, remote string) *pairing.Error {
+func (h *Hub) wrongCode(k *codeKind, inv *pairing.Invite, ip netip.Addr, remote string) *pairing.Error {
 	now := h.cfg.Now()
 	h.limiter.FailInvite(ip, inv.ID, now)
-	n, err := h.store.countWrongCode(inv.ID)
+	n, err := h.store.countWrongCode(k.bucket, inv.ID)
 	if err != nil {
-		h.log.Error("code pairing: counting a wrong code failed", "invite", inv.ID, "err", err)
-		return &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete pairing; try again"}
+		h.log.Error("code exchange: counting a wrong code failed", "invite", inv.ID, "err", err)
+		return &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not check the code; try again"}
 	}
 	h.changes.Bump()
 	if n >= pairing.MaxWrongCodes {
-		h.log.Warn("invite burned: too many wrong codes", "invite", inv.ID, "device", inv.Device, "number", inv.CodeNumber, "wrong", n, "remote", remote)
-		return &pairing.Error{Code: pairing.CodeBurned, Message: fmt.Sprintf("wrong code; that was the %d. wrong one, so the invite is burned: ask the hub's owner for a new one (pzh invite --code)", n)}
+		h.log.Warn("invite burned: too many wrong codes", "invite", inv.ID, "for", k.who, "device", inv.Device, "number", inv.CodeNumber, "wrong", n, "remote", remote)
+		return &pairing.Error{Code: pairing.CodeBurned, Message: fmt.Sprintf("wrong code; that was the %d. wrong one, so the invite is burned: ask the hub's owner for a new one (%s)", n, k.remake)}
 	}
-	h.log.Info("code pairing: wrong code", "invite", inv.ID, "number", inv.CodeNumber, "wrong", n, "remote", remote)
+	h.log.Info("code exchange: wrong code", "invite", inv.ID, "for", k.who, "number", inv.CodeNumber, "wrong", n, "remote", remote)
 	return &pairing.Error{Code: pairing.CodeWrong, Message: fmt.Sprintf("wrong code (or someone is in the way): check it and try again; %d more wrong answers burn the invite", pairing.MaxWrongCodes-n)}
 }
 
 // AddCodeInvite stores a new code invite under the smallest number no
 // listed code invite has, and returns the number.
-func (s *hubStore) AddCodeInvite(inv *pairing.Invite, now time.Time) (uint32, error) {
+func (s *hubStore) AddCodeInvite(bucket []byte, inv *pairing.Invite, now time.Time) (uint32, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketInvites)
+		b := tx.Bucket(bucket)
 		if b.Get([]byte(inv.ID)) != nil {
 			return fmt.Errorf("invite id collision; try again")
 		}
@@ -213,10 +254,10 @@ func (s *hubStore) AddCodeInvite(inv *pairing.Invite, now time.Time) (uint32, er
 }
 
 // codeInvite finds the open code invite numbered n.
-func (s *hubStore) codeInvite(n uint32, now time.Time) (*pairing.Invite, error) {
+func (s *hubStore) codeInvite(bucket []byte, n uint32, now time.Time) (*pairing.Invite, error) {
 	var found *pairing.Invite
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketInvites).ForEach(func(k, v []byte) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var o pairing.Invite
 			if transport.Unmarshal(v, &o) == nil && o.CodeNumber == n && n != 0 && o.Usable(now) == nil && len(o.CodeSecret) == pairing.CodeSecretSize {
 				found = &o
@@ -231,10 +272,10 @@ func (s *hubStore) codeInvite(n uint32, now time.Time) (*pairing.Invite, error) 
 }
 
 // countWrongCode adds a wrong answer to invite id and returns the count.
-func (s *hubStore) countWrongCode(id string) (int, error) {
+func (s *hubStore) countWrongCode(bucket []byte, id string) (int, error) {
 	var inv pairing.Invite
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketInvites)
+		b := tx.Bucket(bucket)
 		if err := stores.GetCBOR(b, []byte(id), &inv); err != nil {
 			return err
 		}

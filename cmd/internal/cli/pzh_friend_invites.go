@@ -32,7 +32,11 @@ func newHubFriendInvitesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tCREATED\tEXPIRES\tFRIEND")
 			for _, v := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.State, v.Created.Local().Format(time.DateTime), v.Expires.Local().Format(time.DateTime), dash(v.Friend))
+				state := v.State
+				if v.CodeNumber != 0 {
+					state += fmt.Sprintf(" (code %d, %d wrong)", v.CodeNumber, v.WrongCodes)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, state, v.Created.Local().Format(time.DateTime), v.Expires.Local().Format(time.DateTime), dash(v.Friend))
 			}
 			return tw.Flush()
 		},

@@ -64,12 +64,7 @@ until the invite ends.`,
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "invite %s for device %q: %d use(s), expires %s\n", v.ID, v.Device, v.Uses, v.Expires.Local().Format(time.DateTime))
 			if o.code {
-				addr := "HUB:PORT"
-				var st api.HubStatus
-				if hubDo(cmd.Context(), g, http.MethodGet, "/v1/status", nil, &st) == nil && len(st.PublicAddrs) > 0 {
-					addr = st.PublicAddrs[0]
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "on the device: pzp pair --code %s %s\n", v.Code, addr)
+				fmt.Fprintf(cmd.ErrOrStderr(), "on the device: pzp pair --code %s %s\n", v.Code, publicAddr(cmd, g))
 			}
 			return nil
 		},
@@ -142,4 +137,14 @@ func newHubInviteCancelCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// publicAddr is the hub's first public address, for the hint a code
+// invite prints, or HOST:PORT if the hub does not say.
+func publicAddr(cmd *cobra.Command, g *globals) string {
+	var st api.HubStatus
+	if hubDo(cmd.Context(), g, http.MethodGet, "/v1/status", nil, &st) == nil && len(st.PublicAddrs) > 0 {
+		return st.PublicAddrs[0]
+	}
+	return "HOST:PORT"
 }
