@@ -587,6 +587,7 @@ type tapFrame struct {
 	Records  int
 	Upto     uint64
 	Reset    bool
+	Restored bool
 	CaughtUp bool
 }
 
@@ -657,7 +658,7 @@ func (p *tap) parse(b []byte) {
 			p.err = err
 		}
 		p.buf = p.buf[n+int(size):]
-		p.frames = append(p.frames, tapFrame{Type: m.Type, Size: int(size), Records: len(m.Records), Upto: m.Upto, Reset: m.Reset, CaughtUp: m.CaughtUp})
+		p.frames = append(p.frames, tapFrame{Type: m.Type, Size: int(size), Records: len(m.Records), Upto: m.Upto, Reset: m.Reset, Restored: m.Restored, CaughtUp: m.CaughtUp})
 		if m.Type == MsgChanges {
 			p.changes++
 		}

@@ -68,13 +68,14 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	if hello.Type != MsgHello || hello.Version < 1 {
 		return protoErr("stream does not start with hello")
 	}
-	var epoch, restoredFrom string
+	var epoch string
+	var restoredFrom []byte
 	var floor uint64
 	head := s.head.Load()
 	if err := s.view(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bMeta)
 		epoch, floor, head = string(m.Get(kEpoch)), getU64(m.Get(kFloor)), getU64(m.Get(kSeq))
-		restoredFrom = string(m.Get(kRestored))
+		restoredFrom = bytes.Clone(m.Get(kRestored))
 		return nil
 	}); err != nil {
 		return err
@@ -86,7 +87,7 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	// One that synced with what this hub was restored from, or further
 	// than its head (its file put back by hand), holds what the backup
 	// lacks: it pushes that back (restore.go).
-	restored := hello.Epoch != "" && (hello.Epoch == restoredFrom || hello.Epoch == epoch && hello.Since > head)
+	restored := hello.Epoch != "" && (wasEpoch(restoredFrom, hello.Epoch) || hello.Epoch == epoch && hello.Since > head)
 	since := hello.Since
 	if reset {
 		since = 0
@@ -348,7 +349,9 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 			case cur != nil && cur.Version == r.Version:
 				// Pushed again (the device did not hear the answer).
 				res[i] = PushResult{Status: PushAccepted, Seq: cur.Seq}
-			case cur != nil && cur.Version.Compare(r.Version) > 0:
+			case cur != nil && (cur.Version.Compare(r.Version) > 0 || r.Version.Node == HubNode):
+				// A hub record pushed back (Vouch) only fills a gap: it
+				// never replaces what the hub holds, whatever its version.
 				res[i] = PushResult{Status: PushSuperseded}
 				attach(i, cur, &r)
 			case cur == nil && !horizon.IsZero() && r.Version.Compare(horizon) <= 0:

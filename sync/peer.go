@@ -167,17 +167,20 @@ func (s *Store) beginReset(epoch string, restored bool) error {
 	s.log.Info("full resync with the hub", "epoch", epoch, "restored", restored)
 	return s.write(func(t *txn) error {
 		m := t.tx.Bucket(bMeta)
+		same := string(m.Get(kEpoch)) == epoch
 		if err := m.Put(kEpoch, []byte(epoch)); err != nil {
 			return err
 		}
 		m.Put(kGen, u64(getU64(m.Get(kGen))+1))
 		m.Put(kFull, []byte{1})
-		if restored {
+		switch {
+		case restored:
 			m.Put(kKeep, []byte{1})
-		} else if m.Get(kKeep) != nil {
-			// A restored hub's resync cut short and then another kind:
-			// the hub is not missing this device's edits any more than
-			// it says.
+		case same && m.Get(kKeep) != nil:
+			// A restored pass cut short (its Hello then names the new
+			// epoch, and says nothing of the restore) or overtaken by a
+			// compaction: still a restored one, until its sweep.
+		default:
 			m.Delete(kKeep)
 		}
 		t.setSeq(0)
@@ -678,6 +681,15 @@ func (s *Store) applyResults(items []pushItem, results []PushResult) (deferred [
 				if c != nil {
 					s.clock.observe(c.Version)
 					err = t.peerApply(it.bk, cur, c, gen, true)
+				} else if res.Status == PushRefused && cur.Version.Node == HubNode {
+					// A hub record pushed back to a restored hub (a
+					// Witness pick) that it did not take: kept here all
+					// the same, as the device had it (a revocation it
+					// holds is one it honours), and pushed no more.
+					t.tx.Bucket(bPending).Delete(u64(it.pid))
+					t.pendingDelta--
+					cur.Pending, cur.Gen, cur.Shadow = 0, gen, nil
+					err = putStored(t.tx, it.bk, cur)
 				} else if res.Status == PushRefused {
 					// The hub has nothing here: undo the local edit.
 					err = t.peerApply(it.bk, cur, &Record{Bucket: b, Key: key, Deleted: true, Version: cur.Version}, gen, true)

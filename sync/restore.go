@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -46,7 +47,13 @@ func MarkRestored(path string) (string, error) {
 		if m == nil || string(m.Get(kRole)) != roleHub {
 			return fmt.Errorf("%s is not a hub's zone state", path)
 		}
-		if err := m.Put(kRestored, m.Get(kEpoch)); err != nil {
+		// Every epoch it was restored from, newest first: a device still
+		// on one of them holds what the backups lack.
+		was := append([]string{string(m.Get(kEpoch))}, strings.Fields(string(m.Get(kRestored)))...)
+		if len(was) > maxRestored {
+			was = was[:maxRestored]
+		}
+		if err := m.Put(kRestored, []byte(strings.Join(was, " "))); err != nil {
 			return err
 		}
 		return m.Put(kEpoch, []byte(epoch))
@@ -55,6 +62,20 @@ func MarkRestored(path string) (string, error) {
 		return "", err
 	}
 	return epoch, db.Close()
+}
+
+// maxRestored bounds the earlier epochs a hub remembers.
+const maxRestored = 16
+
+// wasEpoch reports whether epoch is among the earlier ones a restored
+// hub keeps (kRestored: space-separated).
+func wasEpoch(restored []byte, epoch string) bool {
+	for e := range strings.FieldsSeq(string(restored)) {
+		if e == epoch {
+			return true
+		}
+	}
+	return false
 }
 
 // pushBack reports whether a device pushes st back to a restored hub.

@@ -68,9 +68,10 @@ type Options struct {
 	// edits: those the hub can check (revocations it signed).
 	Witness func(bucket, key string) bool
 	// Hub only. Vouch decides a record a device pushed that carries the
-	// hub's own version (a restored hub's record, pushed back): nil
-	// takes it as the hub's own, an error refuses it with that reason.
-	// Nil refuses them all.
+	// hub's own version (a restored hub's record, pushed back): a nil
+	// error takes it as the hub's own where the hub holds nothing for
+	// the key, an error refuses it with that reason. A nil Vouch refuses
+	// them all.
 	Vouch func(device string, r Record) error
 	// DeviceQuota and ZoneQuota bound the bytes of live records one
 	// device may own and the zone may hold (quota.go); zero means
@@ -99,7 +100,7 @@ var (
 	kGen      = []byte("gen")      // peer: full-resync generation
 	kFull     = []byte("full")     // peer: a full resync is under way
 	kKeep     = []byte("keep")     // peer: that resync is with a restored hub: push back, do not drop (restore.go)
-	kRestored = []byte("restored") // hub: the epoch of the zone state it was restored from
+	kRestored = []byte("restored") // hub: the epochs of the zone states it was restored from, space-separated, newest first
 	kPendID   = []byte("pendid")
 	roleHub   = "hub"
 	rolePeer  = "peer"
@@ -393,10 +394,11 @@ func (s *Store) write(fn func(*txn) error) error {
 // view runs fn in a read transaction.
 // Snapshot begins a read-only transaction: a consistent view of the
 // whole file for a backup to copy (its WriteTo writes Size bytes) while
-// the store goes on. Roll it back when done; until then the file cannot
-// shrink its free pages, so keep it short.
+// the store goes on. Roll it back as soon as it is copied: until then a
+// commit that must grow the file waits for it, holding every writer up.
 func (s *Store) Snapshot() (*bolt.Tx, error) { return s.db.Begin(false) }
 
+// view runs fn in a read transaction.
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	return dbErr(s.db.View(fn))
 }

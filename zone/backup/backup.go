@@ -2,7 +2,7 @@
 // hub's stores, each a consistent bbolt snapshot, in one file with a
 // format version and checksums, so that a restore can refuse a file that
 // is damaged, cut short, of a newer format, or not a backup at all before
-// it writes anything into place. docs/PROTOCOL.md §9 describes it.
+// it writes anything into place. docs/PROTOCOL.md §10 describes it.
 //
 //	"PZBACKUP"                      8 bytes
 //	frame: Header
@@ -192,7 +192,7 @@ func Read(r io.Reader, open func(name string, size int64) (io.Writer, error)) (*
 	if _, err := io.ReadFull(r, sum); err != nil || string(sum) != string(want) {
 		return nil, fmt.Errorf("%w: it does not match its checksum", ErrDamaged)
 	}
-	if n, _ := r.Read(make([]byte, 1)); n > 0 {
+	if n, _ := io.ReadFull(r, make([]byte, 1)); n > 0 {
 		return nil, fmt.Errorf("%w: bytes follow its end", ErrDamaged)
 	}
 	return &h, nil

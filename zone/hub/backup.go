@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pzone/pzone/storefile"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/backup"
 	"github.com/pzone/pzone/zone/localapi"
@@ -33,19 +34,32 @@ var backupFiles = []string{HubDBName, zsync.FileName, MailboxDBName}
 // admin socket has it (never the web listener): it holds the zone CA key.
 func (h *Hub) backupRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/backup", func(w http.ResponseWriter, r *http.Request) {
-		txs, err := h.snapshots()
+		copies, err := h.snapshotCopies()
 		if err != nil {
 			localapi.WriteErr(w, http.StatusInternalServerError, fmt.Errorf("begin the backup: %w", err))
 			return
 		}
 		defer func() {
-			for _, tx := range txs {
-				tx.Rollback()
+			for _, f := range copies {
+				f.Close()
+				os.Remove(f.Name())
 			}
 		}()
-		sources := make([]backup.Source, len(txs))
-		for i, tx := range txs {
-			sources[i] = backup.Source{Name: backupFiles[i], Size: tx.Size(), WriteTo: tx.WriteTo}
+		sources := make([]backup.Source, len(copies))
+		var total int64
+		for i, f := range copies {
+			st, err := f.Stat()
+			if err != nil {
+				localapi.WriteErr(w, http.StatusInternalServerError, fmt.Errorf("begin the backup: %w", err))
+				return
+			}
+			sources[i] = backup.Source{Name: backupFiles[i], Size: st.Size(), WriteTo: func(w io.Writer) (int64, error) {
+				if _, err := f.Seek(0, io.SeekStart); err != nil {
+					return 0, err
+				}
+				return io.Copy(w, f)
+			}}
+			total += st.Size()
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		hdr := backup.Header{Zone: h.zone.Name, ZoneID: h.zone.ID.Compact(), Created: h.cfg.Now().UTC(), Software: wire.SoftwareVersion}
@@ -54,29 +68,67 @@ func (h *Hub) backupRoutes(mux *http.ServeMux) {
 			h.log.Warn("backup cut short", "err", err)
 			return
 		}
-		h.log.Info("backup taken", "bytes", sources[0].Size+sources[1].Size+sources[2].Size)
+		h.log.Info("backup taken", "bytes", total)
 	})
 }
 
-// snapshots begins a read transaction on each store, in backupFiles'
-// order.
-func (h *Hub) snapshots() ([]*bolt.Tx, error) {
-	var txs []*bolt.Tx
-	for _, begin := range []func() (*bolt.Tx, error){
-		func() (*bolt.Tx, error) { return h.store.db.Begin(false) },
-		h.state.Snapshot,
-		func() (*bolt.Tx, error) { return h.mail.db.Begin(false) },
-	} {
-		tx, err := begin()
+// snapshotCopies copies each store, as of a read transaction on each
+// begun one after the other, to a private file in the data directory,
+// in backupFiles' order. The transactions end as soon as the copies are
+// made, so however slowly the client reads, no writer waits on them.
+//
+// The zone state's transaction begins first: the hub writes its own
+// records (devices, revocations) before it publishes them in the zone
+// state, and at start publishes what its records say and the zone state
+// lacks, so a backup cut between the two heals when it is restored.
+func (h *Hub) snapshotCopies() (copies []*os.File, err error) {
+	defer func() {
 		if err != nil {
-			for _, t := range txs {
-				t.Rollback()
+			for _, f := range copies {
+				f.Close()
+				os.Remove(f.Name())
 			}
-			return nil, err
 		}
-		txs = append(txs, tx)
+	}()
+	var txs [3]*bolt.Tx // in backupFiles' order
+	defer func() {
+		for _, tx := range txs {
+			if tx != nil {
+				tx.Rollback()
+			}
+		}
+	}()
+	if txs[1], err = h.state.Snapshot(); err != nil {
+		return nil, err
 	}
-	return txs, nil
+	if txs[0], err = h.store.db.Begin(false); err != nil {
+		return nil, err
+	}
+	if txs[2], err = h.mail.db.Begin(false); err != nil {
+		return nil, err
+	}
+	for i, tx := range txs {
+		f, err := os.CreateTemp(h.cfg.DataDir, ".backup-"+backupFiles[i]+"-*") // mode 0600, in a 0700 directory
+		if err != nil {
+			return copies, err
+		}
+		copies = append(copies, f)
+		if _, err := tx.WriteTo(f); err != nil {
+			return copies, err
+		}
+		tx.Rollback()
+		txs[i] = nil
+	}
+	return copies, nil
+}
+
+// removeStaleCopies removes the copies of a backup a hub stopped in the
+// middle of (they hold the zone CA key, as pzh.db does).
+func removeStaleCopies(dir string) {
+	old, _ := filepath.Glob(filepath.Join(dir, ".backup-*"))
+	for _, p := range old {
+		os.Remove(p)
+	}
 }
 
 // ErrRestore marks a restore refused before anything was put in place.
@@ -144,10 +196,19 @@ func Restore(r io.Reader, dir string) (*backup.Header, error) {
 	if err := readyRestored(dir, hdr); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRestore, err)
 	}
-	for _, name := range backupFiles {
-		if err := os.Rename(filepath.Join(dir, name+restoringSuffix), filepath.Join(dir, name)); err != nil {
+	// The anchor last: without it the directory holds no zone, and a
+	// crash before it leaves nothing pzh serve would take for one.
+	var placed []string
+	for i := len(backupFiles) - 1; i >= 0; i-- {
+		name := filepath.Join(dir, backupFiles[i])
+		if err := os.Rename(name+restoringSuffix, name); err != nil {
+			for _, p := range placed {
+				os.Remove(p)
+			}
+			stores.SyncDir(dir)
 			return nil, fmt.Errorf("%w: %v", ErrRestore, err)
 		}
+		placed = append(placed, name)
 	}
 	done = true
 	return hdr, stores.SyncDir(dir)
@@ -158,10 +219,16 @@ func Restore(r io.Reader, dir string) (*backup.Header, error) {
 // it, signed by the zone CA, in the anchor, as a hub does for a zone
 // state it made.
 func readyRestored(dir string, hdr *backup.Header) error {
-	path := filepath.Join(dir, HubDBName+restoringSuffix)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: stores.LockTimeout})
+	// Every page of each store is read once (storefile's check) before
+	// anything is put in place.
+	mail, err := storefile.Open(filepath.Join(dir, MailboxDBName+restoringSuffix), storefile.Options{LockTimeout: stores.LockTimeout})
 	if err != nil {
-		return fmt.Errorf("%w: its %s does not open: %v", backup.ErrDamaged, HubDBName, err)
+		return fmt.Errorf("%w: its %s: %v", backup.ErrDamaged, MailboxDBName, err)
+	}
+	mail.Close()
+	db, err := storefile.Open(filepath.Join(dir, HubDBName+restoringSuffix), storefile.Options{LockTimeout: stores.LockTimeout})
+	if err != nil {
+		return fmt.Errorf("%w: its %s: %v", backup.ErrDamaged, HubDBName, err)
 	}
 	s := &hubStore{db: db}
 	if err := markRestored(s, dir, hdr); err != nil {

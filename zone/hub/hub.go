@@ -306,6 +306,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
+	removeStaleCopies(cfg.DataDir)
 	h, err := newHub(cfg, store)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -56,6 +57,10 @@ func (h *Hub) vouch(device string, r zsync.Record) error {
 	var rv Revocation
 	if err := transport.Unmarshal(r.Value, &rv); err != nil {
 		return fmt.Errorf("revocation of %s: unreadable: %v", serial, err)
+	}
+	// Exactly what the hub wrote: nothing added beside the signed fields.
+	if canon, err := transport.Marshal(&rv); err != nil || !bytes.Equal(canon, r.Value) {
+		return fmt.Errorf("revocation of %s: not as the hub wrote it", serial)
 	}
 	msg, err := revocationSigned(h.ca.ZoneID, serial, &rv)
 	if err != nil || !ed25519.Verify(h.ca.Key.Public().(ed25519.PublicKey), msg, rv.Sig) {
