@@ -35,6 +35,7 @@ func (h *Hub) changeAddrs(change func([]string) ([]string, error)) ([]string, er
 	}
 	h.addrs.Store(&next)
 	h.publishZone()
+	h.links.announceAddrs()
 	h.changes.Bump()
 	h.log.Info("public addresses changed", "addrs", next)
 	return next, nil

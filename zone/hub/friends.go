@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -221,6 +222,36 @@ func (fs *friends) checkPetname(name string, zone certs.ZoneID) error {
 	if f := fs.named(name); f != nil && f.ZoneID != zone {
 		return fmt.Errorf("%w: another friend is called %q already (zone %s)", errBadFriend, name, f.ZoneID)
 	}
+	return nil
+}
+
+// moved records the addresses a friend's hub says it listens at now
+// (Addrs on the link), so that this hub dials them from now on.
+func (fs *friends) moved(zone string, addrs []string) error {
+	if len(addrs) == 0 || len(addrs) > maxFriendAddrs {
+		return fmt.Errorf("addresses: %d of them, want 1 to %d", len(addrs), maxFriendAddrs)
+	}
+	for _, a := range addrs {
+		if err := ValidateHubAddr(a); err != nil {
+			return fmt.Errorf("addresses: %w", err)
+		}
+	}
+	fs.changeMu.Lock()
+	defer fs.changeMu.Unlock()
+	f := fs.get(zone)
+	if f == nil || slices.Equal(f.HubAddrs, addrs) {
+		return nil
+	}
+	rec, err := fs.h.store.SetFriendAddrs(f.ZoneID, addrs)
+	if err != nil {
+		fs.h.log.Warn("record a friend's new addresses", "friend", f.Petname, "err", err)
+		return nil // kept as they were; told again on the next link
+	}
+	fs.mu.Lock()
+	fs.byZone[zone] = rec
+	fs.mu.Unlock()
+	fs.h.changes.Bump()
+	fs.h.log.Info("friend's hub addresses changed", "friend", f.Petname, "was", f.HubAddrs, "now", addrs)
 	return nil
 }
 

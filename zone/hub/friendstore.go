@@ -156,6 +156,23 @@ func (s *hubStore) RenameFriend(from, to string) (*FriendRecord, error) {
 	return out, out.parse()
 }
 
+// SetFriendAddrs records where a friend's hub listens now.
+func (s *hubStore) SetFriendAddrs(zone certs.ZoneID, addrs []string) (*FriendRecord, error) {
+	var rec FriendRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFriends)
+		if err := stores.GetCBOR(b, []byte(zone.Compact()), &rec); err != nil {
+			return err
+		}
+		rec.HubAddrs = addrs
+		return stores.PutCBOR(b, []byte(zone.Compact()), &rec)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &rec, rec.parse()
+}
+
 // RemoveFriend forgets a friend.
 func (s *hubStore) RemoveFriend(zone certs.ZoneID) error {
 	return s.db.Update(func(tx *bolt.Tx) error {

@@ -28,8 +28,14 @@ import (
 // Close); every call or listing that crosses the link opens its own stream.
 
 // LinkVersion is the link protocol version carried in Hello.
-// History: 1 — control stream, call streams, discovery streams.
-const LinkVersion = 1
+// History: 1 — control stream, call streams, discovery streams; 2 —
+// Addrs: each hub tells the other its public addresses when the link
+// comes up and when they change (pzh addr), sent only to a hub of
+// version 2 or later.
+const LinkVersion = 2
+
+// addrsVersion is the first link version that takes Addrs.
+const addrsVersion = 2
 
 // Link timing, with why.
 const (
@@ -60,6 +66,7 @@ type hubLink struct {
 	ctrl    transport.Stream
 	dialled bool // this hub dialled it
 	since   time.Time
+	version uint // the other hub's link version
 
 	wmu   sync.Mutex
 	rttUs atomic.Int64
@@ -416,7 +423,7 @@ func (lk *links) hello(ctx context.Context, zone string, conn transport.Conn) (*
 		return nil, fmt.Errorf("the friend's hub answered hello with message %d", c.Type)
 	}
 	l := newHubLink(zone, conn, ctrl, true, lk.h.cfg.Now())
-	l.id = c.SessionID
+	l.id, l.version = c.SessionID, c.Version
 	hb := min(max(time.Duration(c.HeartbeatMs)*time.Millisecond, wire.MinHeartbeat), wire.MaxHeartbeat)
 	if !lk.register(l) {
 		l.close(wire.ReasonReplaced, "a link with this zone is up already", true)
@@ -427,6 +434,7 @@ func (lk *links) hello(ctx context.Context, zone string, conn transport.Conn) (*
 		defer lk.h.conns.Done()
 		lk.control(l, fr, hb, true)
 	}()
+	lk.tellAddrs(l)
 	return l, nil
 }
 
@@ -579,11 +587,40 @@ func (lk *links) control(l *hubLink, fr *transport.FrameReader, hb time.Duration
 			case wire.MsgClose:
 				lk.closedByFriend(l, &c)
 				return
+			case wire.MsgAddrs:
+				if err := lk.h.friends.moved(l.zone, c.HubAddrs); err != nil {
+					l.close(wire.ReasonProtocol, err.Error(), true)
+					return
+				}
 			default:
 				l.close(wire.ReasonProtocol, fmt.Sprintf("unexpected control message %d", c.Type), true)
 				return
 			}
 		}
+	}
+}
+
+// tellAddrs tells the hub at the other end of l this hub's public
+// addresses, if it takes them.
+func (lk *links) tellAddrs(l *hubLink) {
+	if l.version >= addrsVersion {
+		l.send(&wire.Control{Type: wire.MsgAddrs, HubAddrs: lk.h.publicAddrs()})
+	}
+}
+
+// announceAddrs tells every linked friend this hub's public addresses,
+// after they changed.
+func (lk *links) announceAddrs() {
+	lk.mu.Lock()
+	var live []*hubLink
+	for _, l := range lk.live {
+		if l.live() {
+			live = append(live, l)
+		}
+	}
+	lk.mu.Unlock()
+	for _, l := range live {
+		lk.tellAddrs(l)
 	}
 }
 
@@ -611,11 +648,12 @@ func (lk *links) serve(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	zone := id.Zone.Compact()
-	ctrl, fr, _, ok := lk.h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
+	ctrl, fr, hello, ok := lk.h.acceptHello(ctx, conn, "hub of "+string(id.Zone))
 	if !ok {
 		return
 	}
 	l := newHubLink(zone, conn, ctrl, false, lk.h.cfg.Now())
+	l.version = hello.Version
 	f := lk.h.friends.get(zone)
 	if f == nil {
 		lk.h.log.Info("link refused: not a friend", "zone_id", id.Zone, "remote", conn.RemoteAddr().String())
@@ -642,6 +680,7 @@ func (lk *links) serve(ctx context.Context, conn transport.Conn) {
 		defer lk.h.conns.Done()
 		lk.control(l, fr, lk.h.cfg.Heartbeat, false)
 	}()
+	lk.tellAddrs(l)
 	lk.run(l)
 }
 

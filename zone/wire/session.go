@@ -65,6 +65,7 @@ const (
 	MsgClose   MsgType = 5 // either way: the session ends, with a reason
 	MsgWake    MsgType = 6 // peer → hub: how to wake this device once it sleeps
 	MsgWakeOK  MsgType = 7 // hub → peer: registration kept, with the endpoint the hub will ping
+	MsgAddrs   MsgType = 8 // hub ↔ hub on a link (link version 2): the sender's public addresses, HubAddrs
 )
 
 // Control is one control-stream frame. Which fields are set depends on
@@ -105,6 +106,8 @@ type Control struct {
 	// Welcome: the hub's clock, unix ms, so a device can check the
 	// freshness of wake pings against the hub's time rather than its own.
 	TimeMs int64 `cbor:"18,keyasint,omitempty"`
+	// Addrs: where the sending hub listens now (1–8 HOST:PORT).
+	HubAddrs []string `cbor:"19,keyasint,omitempty"`
 }
 
 // PingPad is the padding a Ping carries over QUIC (see Control.Pad).

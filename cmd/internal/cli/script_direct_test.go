@@ -64,3 +64,28 @@ func cmdWaitHubAddrs(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("device %s does not dial %s after %v: %v (it dials %v)", args[0], want, defaultWait, err, last)
 	}
 }
+
+// waitfriendaddrs DIR FRIEND ADDR...: wait until the hub in DIR holds
+// exactly ADDR... as where friend FRIEND's hub listens.
+func cmdWaitFriendAddrs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 3 {
+		ts.Fatalf("usage: waitfriendaddrs DIR FRIEND ADDR...")
+	}
+	want := strings.Join(args[2:], " ")
+	ctx, cancel := context.WithTimeout(context.Background(), defaultWait)
+	defer cancel()
+	c := api.NewClient(api.SocketPath(ts.MkAbs(args[0]), api.HubSocketName))
+	var last []string
+	_, err := watch(ctx, c, "/v1/friends", func(v *api.FriendsView) uint64 { return v.Version }, func(v *api.FriendsView) bool {
+		for _, f := range v.Friends {
+			if f.Petname == args[1] {
+				last = f.HubAddrs
+				return strings.Join(f.HubAddrs, " ") == want
+			}
+		}
+		return false
+	})
+	if err != nil {
+		ts.Fatalf("hub %s does not hold %s for friend %s after %v: %v (it holds %v)", args[0], want, args[1], defaultWait, err, last)
+	}
+}

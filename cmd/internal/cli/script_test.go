@@ -64,8 +64,9 @@ func TestScripts(t *testing.T) {
 			// Friends (script_friend_test.go).
 			"waitenvelopes": cmdWaitEnvelopes,
 			// Direct connections (script_direct_test.go).
-			"waitpath":     cmdWaitPath,
-			"waithubaddrs": cmdWaitHubAddrs,
+			"waitpath":        cmdWaitPath,
+			"waithubaddrs":    cmdWaitHubAddrs,
+			"waitfriendaddrs": cmdWaitFriendAddrs,
 			// Streams (script_streams_test.go).
 			"tcpecho": cmdTCPEcho,
 			"tcpsend": cmdTCPSend,
