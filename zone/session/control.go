@@ -23,14 +23,24 @@ import (
 // arriving on the connection, not merely no control frame: a session busy
 // with calls or sync whose heartbeat runs late (a loaded host, a GC pause)
 // is not cut for it. An idle session sends only heartbeats, so for it the
-// two are the same.
+// two are the same. It looks at the connection every dead/3, so the end
+// is seen at most dead/3 after dead has passed since the last byte (a
+// single deadline of dead restarted whenever bytes had come would take up
+// to twice dead: the acknowledgement of the last Pong arrives after it).
 func ReadControl(conn transport.Conn, ctrl transport.Stream, fr *transport.FrameReader, dead time.Duration, c *wire.Control) error {
+	step := max(dead/3, time.Millisecond)
+	seen, last := conn.Stats().BytesReceived, time.Now()
 	for {
-		seen := conn.Stats().BytesReceived
-		ctrl.SetReadDeadline(time.Now().Add(dead))
+		ctrl.SetReadDeadline(time.Now().Add(step))
 		err := fr.ReadFrame(c)
 		// Only a deadline between frames leaves fr in step to wait again.
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || conn.Stats().BytesReceived == seen {
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if n := conn.Stats().BytesReceived; n != seen {
+			seen, last = n, time.Now()
+		}
+		if time.Since(last) >= dead {
 			return err
 		}
 	}

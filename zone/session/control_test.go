@@ -53,8 +53,8 @@ func (d *deadlines) Read(p []byte) (int, error) {
 }
 
 // A control stream whose heartbeat is late is not taken for dead while
-// anything else arrives on the connection; on a silent connection the
-// first deadline is the end.
+// anything else arrives on the connection; on a silent connection the end
+// comes once dead has passed, after looks every dead/3.
 func TestReadControlWaitsWhileTrafficFlows(t *testing.T) {
 	var frame bytes.Buffer
 	if err := transport.WriteFrame(&frame, &wire.Control{Type: wire.MsgPing, Seq: 7}); err != nil {
@@ -67,9 +67,15 @@ func TestReadControlWaitsWhileTrafficFlows(t *testing.T) {
 		t.Fatalf("busy connection: %+v, %v", c, err)
 	}
 	idle := &fakeTraffic{}
-	src = &deadlines{n: 1, frame: frame.Bytes()}
-	if err := ReadControl(idle, deadlineOnly{}, transport.NewFrameReader(src, 0), time.Second, &c); !errors.Is(err, os.ErrDeadlineExceeded) {
+	const many = 1 << 40
+	src = &deadlines{n: many, frame: frame.Bytes()}
+	start := time.Now()
+	const dead = 3 * time.Millisecond
+	if err := ReadControl(idle, deadlineOnly{}, transport.NewFrameReader(src, 0), dead, &c); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("silent connection: %v, want the deadline", err)
+	}
+	if time.Since(start) < dead || many-src.n < 3 {
+		t.Fatalf("silent connection ended after %v and %d looks", time.Since(start), many-src.n)
 	}
 }
 

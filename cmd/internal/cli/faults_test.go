@@ -1,0 +1,303 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pzone/pzone/zone/api"
+)
+
+// The fault matrix (make faults; part of make test as root): the real pzh
+// and pzp in network namespaces the test makes (netlab_test.go), under
+// the faults people's networks have. Each row logs its figures as
+// "fault row N: ...", which README's "What pzone survives" quotes.
+
+// labHubPort is the hub's port in the lab (its own namespace: always free).
+const labHubPort = "7443"
+
+// labZone is a zone in a lab: the hub in its namespace, devices in the
+// devices' namespace behind the router.
+type labZone struct {
+	lab    *netLab
+	env    []string
+	dir    string
+	hubDir string
+}
+
+// newLabZone makes a zone and serves its hub in the lab, with serveArgs
+// added to pzh serve.
+func newLabZone(t *testing.T, lab *netLab, serveArgs ...string) *labZone {
+	t.Helper()
+	dir := t.TempDir()
+	z := &labZone{lab: lab, dir: dir, hubDir: filepath.Join(dir, "hub"),
+		env: append(os.Environ(), "HOME="+dir, "GORACE=atexit_sleep_ms=0")}
+	addr := labHubIP + ":" + labHubPort
+	run(t, z.env, "", "pzh", "--data", z.hubDir, "init", "--zone", "lab", "--public-addr", addr)
+	z.serve(t, serveArgs...)
+	return z
+}
+
+// serve starts the hub (again).
+func (z *labZone) serve(t *testing.T, args ...string) *proc {
+	t.Helper()
+	name, argv := z.lab.cmd(z.lab.hub, append([]string{"pzh", "--data", z.hubDir, "serve", "--listen", labHubIP + ":" + labHubPort}, args...)...)
+	p := daemon(t, z.env, name, argv...)
+	run(t, z.env, "", "pzh", "--data", z.hubDir, "wait", "ready", "--timeout", "60s")
+	return p
+}
+
+// pair pairs device name in the devices' namespace and runs it there
+// with runArgs, returning its data directory once it is online, and how
+// long pairing took.
+func (z *labZone) pair(t *testing.T, name string, runArgs ...string) (string, time.Duration) {
+	t.Helper()
+	return z.pairIn(t, z.lab.dev, name, runArgs...)
+}
+
+// pairIn is pair in namespace ns.
+func (z *labZone) pairIn(t *testing.T, ns, name string, runArgs ...string) (string, time.Duration) {
+	t.Helper()
+	devDir := filepath.Join(z.dir, name)
+	token := strings.TrimSpace(run(t, z.env, "", "pzh", "--data", z.hubDir, "invite", "--device", name))
+	start := time.Now()
+	pzp, argv := z.lab.cmd(ns, "pzp", "--data", devDir, "pair", "--no-sync", token)
+	run(t, z.env, "", pzp, argv...)
+	took := time.Since(start)
+	pzp, argv = z.lab.cmd(ns, append([]string{"pzp", "--data", devDir, "run"}, runArgs...)...)
+	daemon(t, z.env, pzp, argv...)
+	run(t, z.env, "", "pzh", "--data", z.hubDir, "wait", "online", name, "--timeout", "120s")
+	return devDir, took
+}
+
+// devices is the hub's view of its devices.
+func (z *labZone) devices(t *testing.T) map[string]api.DeviceView {
+	t.Helper()
+	var list []api.DeviceView
+	if err := json.Unmarshal([]byte(run(t, z.env, "", "pzh", "--data", z.hubDir, "devices", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]api.DeviceView{}
+	for _, d := range list {
+		out[d.Name] = d
+	}
+	return out
+}
+
+// waitDevice long-polls the hub's devices until cond holds for device
+// name, and returns how long that took.
+func (z *labZone) waitDevice(t *testing.T, name string, what string, cond func(api.DeviceView) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := api.NewClient(api.SocketPath(z.hubDir, api.HubSocketName))
+	var last api.DeviceView
+	_, err := watch(ctx, c, "/v1/devices", func(v *api.DevicesView) uint64 { return v.Version }, func(v *api.DevicesView) bool {
+		for _, d := range v.Devices {
+			if d.Name == name {
+				last = d
+				return cond(d)
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("device %s not %s: %v (last seen %+v)", name, what, err, last)
+	}
+	return time.Since(start)
+}
+
+// loadRecords imports n records under prefix into the hub's zone state.
+func (z *labZone) loadRecords(t *testing.T, prefix string, n int) {
+	t.Helper()
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for i := range n {
+		text := fmt.Sprintf("record %d of %d, with a little padding.....", i, n)
+		enc.Encode(api.ImportLine{Key: fmt.Sprintf("%s/%06d", prefix, i), Text: &text})
+	}
+	f := filepath.Join(z.dir, prefix+".ndjson")
+	if err := os.WriteFile(f, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, z.env, "", "pzh", "--data", z.hubDir, "data", "import", f)
+}
+
+// TestFaultLossAndDelay (row 1): on a link that loses 5 % of its packets
+// (and, where the kernel has netem, delays them 100 ms ± 20 ms), pairing,
+// a sync of 1,000 records, 100 calls and a 10 MB stream all complete;
+// their times are logged against the same on a clean link.
+func TestFaultLossAndDelay(t *testing.T) {
+	lab := newNetLab(t)
+	z := newLabZone(t, lab)
+	// b, beside the hub, serves echo and takes streams; a, behind the
+	// faulty link, pairs, syncs, calls, streams: every packet of it
+	// crosses the link.
+	bDir, _ := z.pairIn(t, lab.hub, "b")
+	daemon(t, z.env, "pzp", "--data", bDir, "serve", "echo")
+	bc := deviceClient(bDir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, err := bc.Listen(ctx, "sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			st, err := ln.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				n, _ := io.Copy(io.Discard, st)
+				fmt.Fprintf(st, "%d\n", n)
+				st.Close()
+			}()
+		}
+	}()
+
+	type figures struct{ pair, sync, calls, stream time.Duration }
+	measure := func(phase string) figures {
+		t.Helper()
+		var f figures
+		dev := "a-" + phase
+		aDir, took := z.pair(t, dev)
+		f.pair = took
+		z.loadRecords(t, phase, 1000)
+		start := time.Now()
+		run(t, z.env, "", "pzp", "--data", aDir, "wait", "synced", "--timeout", "5m")
+		f.sync = time.Since(start)
+		ac := deviceClient(aDir)
+		start = time.Now()
+		for i := range 100 {
+			cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
+			res, err := ac.Call(cctx, "b/echo", "echo", fmt.Sprintf("call %d", i))
+			ccancel()
+			if err != nil || !strings.Contains(string(res), fmt.Sprintf("call %d", i)) {
+				t.Fatalf("%s: call %d: %v %s", phase, i, err, res)
+			}
+		}
+		f.calls = time.Since(start)
+		start = time.Now()
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer scancel()
+		st, err := ac.Dial(sctx, "b/sink")
+		if err != nil {
+			t.Fatalf("%s: dial: %v", phase, err)
+		}
+		const size = 10 << 20
+		if _, err := io.CopyN(st, zeros{}, size); err != nil {
+			t.Fatalf("%s: stream: %v", phase, err)
+		}
+		st.CloseWrite()
+		got, err := io.ReadAll(st)
+		st.Close()
+		if err != nil || strings.TrimSpace(string(got)) != fmt.Sprint(size) {
+			t.Fatalf("%s: the sink counted %q of %d bytes: %v", phase, got, size, err)
+		}
+		f.stream = time.Since(start)
+		return f
+	}
+	clean := measure("clean")
+	what := lab.lossy(5, "100ms 20ms")
+	bad := measure("lossy")
+	t.Logf("fault row 1: %s (%d packets dropped): pairing %v (clean %v), sync of 1,000 records %v (%v), 100 calls %v (%v), 10 MB stream %v (%v)",
+		what, lab.dropped(), bad.pair.Round(time.Millisecond), clean.pair.Round(time.Millisecond), bad.sync.Round(time.Millisecond), clean.sync.Round(time.Millisecond),
+		bad.calls.Round(time.Millisecond), clean.calls.Round(time.Millisecond), bad.stream.Round(time.Millisecond), clean.stream.Round(time.Millisecond))
+}
+
+// zeros reads as zero bytes forever.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestFaultPartition (row 2): the device's link goes down for 30 s. The
+// hub marks the device offline within its heartbeat bound; the device
+// keeps the edits made meanwhile; once the link is back it is online by
+// itself within its backoff, and every edit it acknowledged is on the hub.
+func TestFaultPartition(t *testing.T) {
+	lab := newNetLab(t)
+	const hb = 2 * time.Second
+	z := newLabZone(t, lab, "--heartbeat", hb.String())
+	aDir, _ := z.pair(t, "a", "--backoff-max", "5s")
+	down := time.Now()
+	lab.devLink(false)
+	offline := z.waitDevice(t, "a", "offline", func(d api.DeviceView) bool { return d.State != "online" })
+	for i := range 3 {
+		run(t, z.env, "", "pzp", "--data", aDir, "data", "set", fmt.Sprintf("notes/offline-%d", i), "made while cut off")
+	}
+	time.Sleep(time.Until(down.Add(30 * time.Second))) // the partition itself: 30 s
+	lab.devLink(true)
+	back := z.waitDevice(t, "a", "online again", func(d api.DeviceView) bool { return d.State == "online" })
+	run(t, z.env, "", "pzp", "--data", aDir, "wait", "synced", "--timeout", "2m")
+	for i := range 3 {
+		if got := run(t, z.env, "", "pzh", "--data", z.hubDir, "data", "get", fmt.Sprintf("notes/offline-%d", i)); strings.TrimSpace(got) != "made while cut off" {
+			t.Fatalf("edit %d made offline is %q on the hub", i, got)
+		}
+	}
+	bound := 3*hb + hb + hb // three heartbeats missed, the one in flight, and the look every heartbeat
+	t.Logf("fault row 2: link down 30 s: hub marked the device offline after %v (bound %v); online again %v after the link came back (backoff at most 5 s); 3 offline edits landed",
+		offline.Round(time.Millisecond), bound, back.Round(time.Millisecond))
+	if offline > 10*bound {
+		t.Errorf("the hub took %v to see the device gone (heartbeat bound %v)", offline, bound)
+	}
+}
+
+// TestFaultUDPBlocked (row 3): UDP is dropped while the device's session
+// runs over QUIC: the device moves to TCP by itself.
+func TestFaultUDPBlocked(t *testing.T) {
+	lab := newNetLab(t)
+	const hb = 2 * time.Second
+	z := newLabZone(t, lab, "--heartbeat", hb.String())
+	aDir, _ := z.pair(t, "a", "--backoff-max", "5s")
+	if d := z.devices(t)["a"]; d.Transport != "quic" {
+		t.Fatalf("the session runs over %q, not QUIC", d.Transport)
+	}
+	lab.blockUDP()
+	moved := z.waitDevice(t, "a", "on TCP", func(d api.DeviceView) bool { return d.State == "online" && d.Transport == "tcp" })
+	run(t, z.env, "", "pzp", "--data", aDir, "data", "set", "notes/over-tcp", "yes")
+	run(t, z.env, "", "pzp", "--data", aDir, "wait", "synced", "--timeout", "2m")
+	bound := 4*hb + 5*time.Second // the dead session seen, then one backoff
+	t.Logf("fault row 3: UDP dropped mid-session (%d packets dropped): the device was back over TCP after %v (bound %v: heartbeats missed, then its backoff)", lab.dropped(), moved.Round(time.Millisecond), bound)
+	if moved > 10*bound {
+		t.Errorf("moving to TCP took %v (bound %v)", moved, bound)
+	}
+}
+
+// TestFaultNATRebinding (row 4): the router's NAT maps the device to a
+// new port and forgets the old mapping, with nothing told to the device:
+// the QUIC session goes on (migrated) or the device reconnects by itself.
+func TestFaultNATRebinding(t *testing.T) {
+	lab := newNetLab(t)
+	const hb = 2 * time.Second
+	z := newLabZone(t, lab, "--heartbeat", hb.String())
+	aDir, _ := z.pair(t, "a", "--backoff-max", "5s")
+	before := z.devices(t)["a"]
+	lab.rebind(40000, 40999)
+	// Traffic after the rebinding: an edit, which must reach the hub.
+	start := time.Now()
+	run(t, z.env, "", "pzp", "--data", aDir, "data", "set", "notes/after-rebind", "yes")
+	run(t, z.env, "", "pzp", "--data", aDir, "wait", "synced", "--timeout", "2m")
+	took := time.Since(start)
+	after := z.waitDevice(t, "a", "online from the new port", func(d api.DeviceView) bool {
+		return d.State == "online" && d.RemoteAddr != before.RemoteAddr && strings.Contains(d.RemoteAddr, ":40")
+	})
+	how := "the same session, migrated"
+	if now := z.devices(t)["a"]; now.Since == nil || before.Since == nil || !now.Since.Equal(*before.Since) {
+		how = "a new session"
+	}
+	if got := run(t, z.env, "", "pzh", "--data", z.hubDir, "data", "get", "notes/after-rebind"); strings.TrimSpace(got) != "yes" {
+		t.Fatalf("the edit after the rebinding is %q on the hub", got)
+	}
+	t.Logf("fault row 4: NAT rebinding (new port, mappings flushed): an edit reached the hub after %v; the hub showed the new address %v after the rebinding (%s)",
+		took.Round(time.Millisecond), (took + after).Round(time.Millisecond), how)
+}
