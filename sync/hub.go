@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	gosync "sync"
+	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/transport"
@@ -371,6 +372,17 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 		out = res
 		return nil
 	})
+	if errors.Is(err, syscall.ENOSPC) {
+		// The disk is full: nothing was written. The edits wait on the
+		// device, which pushes them again after a backoff; the stream,
+		// and the session, go on.
+		s.log.Warn("edits deferred: the disk is full", "device", device, "edits", len(recs), "err", err)
+		res := make([]PushResult, len(recs))
+		for i := range res {
+			res[i] = PushResult{Status: PushDeferred, Reason: "its disk is full"}
+		}
+		return res, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -257,7 +257,19 @@ func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error
 			if err != nil {
 				return err
 			}
-			p.retry(deferred)
+			// A deferral with a reason is the hub unable to take edits
+			// for now (its disk is full): pushed again after a backoff,
+			// not at once.
+			why := ""
+			for _, r := range m.Results {
+				if r.Status == PushDeferred && r.Reason != "" {
+					why = r.Reason
+				}
+			}
+			p.retry(deferred, why != "")
+			if why != "" {
+				s.setState(func(st *State) { st.LastError = "the hub cannot take edits now: " + why + "; they wait here" })
+			}
 		default:
 			return protoErr("unexpected message %d from the hub", m.Type)
 		}
@@ -484,15 +496,32 @@ type pushes struct {
 	inflight map[uint64][]pushItem
 	again    []pushItem // deferred by the hub: push again
 	freed    chan struct{}
+	// notBefore: deferred edits wait until then (the hub cannot take
+	// edits for now); backoff is how long the last wait was.
+	notBefore time.Time
+	backoff   time.Duration
 }
 
-// retry queues deferred edits to be pushed again.
-func (p *pushes) retry(items []pushItem) {
+// Backoff of edits the hub cannot take for now.
+const (
+	minPushBackoff = 500 * time.Millisecond
+	maxPushBackoff = 10 * time.Second
+)
+
+// retry queues deferred edits to be pushed again: at once, or, later,
+// after a backoff that doubles while the hub goes on refusing.
+func (p *pushes) retry(items []pushItem, later bool) {
 	if len(items) == 0 {
 		return
 	}
 	p.mu.Lock()
 	p.again = append(p.again, items...)
+	if later {
+		p.backoff = min(max(2*p.backoff, minPushBackoff), maxPushBackoff)
+		p.notBefore = time.Now().Add(p.backoff)
+	} else {
+		p.backoff, p.notBefore = 0, time.Time{}
+	}
 	p.mu.Unlock()
 	select {
 	case p.freed <- struct{}{}:
@@ -500,12 +529,19 @@ func (p *pushes) retry(items []pushItem) {
 	}
 }
 
-func (p *pushes) takeRetry() []pushItem {
+// takeRetry returns the deferred edits to push now, or, while they must
+// wait, none and how long.
+func (p *pushes) takeRetry() ([]pushItem, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.again) > 0 {
+		if wait := time.Until(p.notBefore); wait > 0 {
+			return nil, wait
+		}
+	}
 	items := p.again
 	p.again = nil
-	return items
+	return items, 0
 }
 
 func (p *pushes) add(items []pushItem) uint64 {
@@ -547,7 +583,8 @@ func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
 			}
 			continue
 		}
-		if again := p.takeRetry(); len(again) > 0 {
+		again, wait := p.takeRetry()
+		if len(again) > 0 {
 			recs, items, err := s.readItems(again)
 			if err != nil {
 				return err
@@ -565,11 +602,21 @@ func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
 			return err
 		}
 		if len(recs) == 0 {
+			var due <-chan time.Time
+			var t *time.Timer
+			if wait > 0 {
+				t = time.NewTimer(wait)
+				due = t.C
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-s.pushWake:
 			case <-p.freed: // deferred edits to push again
+			case <-due: // deferred edits whose wait is over
+			}
+			if t != nil {
+				t.Stop()
 			}
 			continue
 		}

@@ -76,6 +76,17 @@ func (fs *friends) zones() []string {
 	return out
 }
 
+// records lists the friends' records.
+func (fs *friends) records() []*FriendRecord {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	out := make([]*FriendRecord, 0, len(fs.byZone))
+	for _, f := range fs.byZone {
+		out = append(out, f)
+	}
+	return out
+}
+
 // count is the number of friends.
 func (fs *friends) count() int {
 	fs.mu.Lock()

@@ -284,6 +284,10 @@ type Hub struct {
 	mail     *mailbox
 	wakes    *waker
 	stopping chan struct{} // closed when shutdown begins: held calls give up
+	// republishing: a retry of zone records whose publication failed
+	// runs (republishLater); publishFails counts the failures.
+	republishing atomic.Bool
+	publishFails atomic.Uint64
 
 	// friends are the zones this one federates with (friends.go).
 	friends *friends

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/zone/stores"
@@ -152,7 +153,11 @@ func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, c
 	}
 	if err != nil {
 		h.log.Error("pairing failed", "remote", remote, "err", err)
-		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: "the hub could not complete pairing; try again"}}
+		msg := "the hub could not complete pairing; try again"
+		if errors.Is(err, syscall.ENOSPC) {
+			msg = "the hub's disk is full, so it could not record this device: ask its owner to free space there, then pair again (the invite was not used)"
+		}
+		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: msg}}
 	}
 	h.reg.add(rec)
 	h.putCert(wire.CertKeyDevice+rec.Name, cert.Raw)

@@ -49,14 +49,40 @@ func (h *Hub) putState(bucket, key string, value []byte) {
 		return
 	}
 	if _, err := h.state.Put(bucket, key, value); err != nil {
-		h.log.Warn("publish zone record", "bucket", bucket, "key", key, "err", err)
+		h.log.Warn("publish zone record; tried again later", "bucket", bucket, "key", key, "err", err)
+		h.publishFails.Add(1)
+		h.republishLater()
 	}
+}
+
+// republishLater brings the zone state in step with the hub's records
+// again (reconcileState) after a publication failed (a full disk, say),
+// retrying with backoff until a pass goes through: devices see what the
+// hub decided once the disk has room, without a restart.
+func (h *Hub) republishLater() {
+	if !h.republishing.CompareAndSwap(false, true) {
+		return // one retry loop at a time
+	}
+	go func() {
+		defer h.republishing.Store(false)
+		for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+			select {
+			case <-h.stopping:
+				return
+			case <-time.After(wait):
+			}
+			if h.reconcileState() {
+				h.log.Info("zone records published again")
+				return
+			}
+		}
+	}()
 }
 
 // publishRevocation puts every serial of a revoked device in the
 // certificates bucket and withdraws its current certificate, in one
 // change set, so no device sees one without the other.
-func (h *Hub) publishRevocation(rec *DeviceRecord) {
+func (h *Hub) publishRevocation(rec *DeviceRecord) bool {
 	at := rec.RevokedAt
 	if at.IsZero() {
 		at = h.cfg.Now().UTC()
@@ -70,13 +96,13 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 		sig, err := signRevocation(h.ca, serial, &rv)
 		if err != nil {
 			h.log.Warn("sign revocation", "err", err)
-			return
+			return false
 		}
 		rv.Sig = sig
 		v, err := transport.Marshal(&rv)
 		if err != nil {
 			h.log.Warn("encode revocation", "err", err)
-			return
+			return false
 		}
 		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: wire.CertKeyRevokedPrefix + serial, Value: v})
 	}
@@ -84,17 +110,24 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) {
 		edits = append(edits, zsync.Edit{Bucket: zsync.BucketCerts, Key: wire.CertKeyDevice + rec.Name, Delete: true})
 	}
 	if len(edits) == 0 {
-		return
+		return true
 	}
 	if _, err := h.state.Apply(edits); err != nil {
-		h.log.Warn("publish revocation", "device", rec.Name, "err", err)
+		h.log.Warn("publish revocation; tried again later", "device", rec.Name, "err", err)
+		h.publishFails.Add(1)
+		h.republishLater()
+		return false
 	}
+	return true
 }
 
 // reconcileState brings what the hub keeps in the zone state (the zone's
-// identity, the certificates bucket) in step with its own records at
-// start: an earlier run may have stopped between the two.
-func (h *Hub) reconcileState() {
+// identity, the certificates bucket, the friends) in step with its own
+// records: at start, as an earlier run may have stopped between the two,
+// and after a publication failed. It reports whether every record went
+// through.
+func (h *Hub) reconcileState() bool {
+	before := h.publishFails.Load()
 	h.publishZone()
 	h.putCert(wire.CertKeyCA, h.ca.Cert.Raw)
 	h.putCert(wire.CertKeyHub, h.cert.Load().Leaf.Raw)
@@ -106,6 +139,10 @@ func (h *Hub) reconcileState() {
 			h.putCert(wire.CertKeyDevice+d.Name, d.Cert)
 		}
 	}
+	for _, f := range h.friends.records() {
+		h.friends.publish(f)
+	}
+	return h.publishFails.Load() == before
 }
 
 func (h *Hub) compactLoop(ctx context.Context) error {

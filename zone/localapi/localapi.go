@@ -15,10 +15,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/stores"
 	"github.com/pzone/pzone/zone/wire"
 )
 
@@ -146,7 +148,13 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
+// WriteErr answers err with status; a full disk, whatever the status,
+// is 507 and says so.
 func WriteErr(w http.ResponseWriter, status int, err error) {
+	if errors.Is(err, syscall.ENOSPC) {
+		status = http.StatusInsufficientStorage
+		err = stores.ExplainWrite(err)
+	}
 	WriteJSON(w, status, api.ErrorBody{Error: err.Error()})
 }
 

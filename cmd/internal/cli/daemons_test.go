@@ -58,3 +58,18 @@ func run(t *testing.T, env []string, stdin string, name string, args ...string) 
 	}
 	return out.String()
 }
+
+// stop ends the daemon as its service manager would (SIGTERM) and waits
+// for it.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		t.Fatalf("%v did not stop within a minute of SIGTERM", p.cmd.Args)
+	}
+}
