@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin
 FUZZTIME ?= 15s
 
-.PHONY: help build test test-stress demo bench fuzz lint man clean
+.PHONY: help build test test-stress faults demo bench fuzz lint man clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ test: ## vet, gofmt check, and every test with the race detector (screenshots of
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	PZONE_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -timeout 15m ./...
+
+faults: ## the fault matrix (as root: network namespaces, a full disk; damaged stores anywhere), each row's figures logged
+	$(GO) test -race -count=1 -timeout 15m -run '^TestFault' -v ./cmd/internal/cli
 
 test-stress: ## the tests (race, -cpu 1,2) beside two CPU-bound processes, STRESS_RUNS times (default 1)
 	GO=$(GO) bash testdata/stress.sh
