@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"time"
 
@@ -76,15 +78,47 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 		rt.refuse(st, wire.CallOffline, fmt.Sprintf("the hub of friend zone %q cannot be reached: %v", f.Petname, err))
 		return
 	}
-	sent()
 	l.calls.Add(1)
 	rt.h.changes.Bump()
+	if later {
+		rt.forwardLater(st, out, hdr, f, sent)
+		return
+	}
+	sent()
 	if hdr.Kind == wire.CallStream {
 		rt.relayStream(st, out, slot, fmt.Sprintf("device %q", hdr.FromDevice), fmt.Sprintf("the hub of zone %q", f.Petname), nil, nil)
 		return
 	}
 	var in, back atomic.Uint64
 	rt.splice(st, out, &in, &back, func() error { return nil })
+}
+
+// maxLaterReply bounds the answer to a message for later: a reply frame
+// (its envelope included), and no result.
+const maxLaterReply = 64 << 10
+
+// forwardLater waits for the friend's hub's answer to a message for
+// later that went out on the link, and passes it on. If the link breaks
+// before a whole answer came, the message is kept here for the link's
+// return instead (st still reads its body from the start until sent is
+// called): the sender asked for delivery later, not for an error. The
+// friend may then have taken it already and see it twice, with one ID.
+func (rt *router) forwardLater(st, out transport.Stream, hdr *wire.CallHeader, f *FriendRecord, sent func()) {
+	answer, _ := io.ReadAll(io.LimitReader(out, maxLaterReply))
+	var rep wire.CallReply
+	if transport.NewFrameReader(bytes.NewReader(answer), maxLaterReply).ReadFrame(&rep) != nil {
+		out.Reset()
+		rt.h.log.Info("message for a friend zone kept: the link broke before its answer", "friend", f.Petname, "id", hdr.ID)
+		rt.h.links.queueForFriend(st, hdr, f)
+		return
+	}
+	sent()
+	out.Close()
+	if _, err := st.Write(answer); err != nil {
+		st.Reset()
+		return
+	}
+	st.Close()
 }
 
 // ---- the hoster's hub ----

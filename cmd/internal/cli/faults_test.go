@@ -592,3 +592,120 @@ func TestFaultDamagedStore(t *testing.T) {
 	run(t, env, "", "pzp", "--data", devDir, "wait", "synced", "--timeout", "60s")
 	t.Logf("fault row 8: %d of %d damaged stores (5 files × %d kinds of damage) refused at start, naming the file and what to do, no panic, the file left as it was", refused, 5*len(damageKinds), len(damageKinds))
 }
+
+// scrapeIn reads the Prometheus metrics at addr from inside namespace ns
+// and returns go_goroutines and the heap in use, in bytes.
+func scrapeIn(t *testing.T, lab *netLab, ns, addr string) (goroutines, heap float64) {
+	t.Helper()
+	out := lab.in(ns, "python3", "-c", "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://"+addr+"/metrics', timeout=30).read().decode())")
+	for line := range strings.Lines(out) {
+		var v float64
+		switch {
+		case strings.HasPrefix(line, "go_goroutines "):
+			fmt.Sscan(strings.TrimPrefix(line, "go_goroutines "), &v)
+			goroutines = v
+		case strings.HasPrefix(line, "go_memstats_heap_inuse_bytes "):
+			fmt.Sscan(strings.TrimPrefix(line, "go_memstats_heap_inuse_bytes "), &v)
+			heap = v
+		}
+	}
+	return goroutines, heap
+}
+
+// TestFaultFriendFlapping (row 6): bob's hub reaches alice's through a
+// link (the router's to alice's side) that goes down and up every 5 s for
+// a minute, while bob's laptop
+// sends alice's phone messages for later. They arrive once each and in
+// order; the hubs' goroutines and heap are logged before and after.
+func TestFaultFriendFlapping(t *testing.T) {
+	lab := newNetLab(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("fault matrix: python3 is not installed (it reads the hubs' metrics inside their namespaces)")
+	}
+	const hb = 2 * time.Second
+	alice := newLabZone(t, lab, "--heartbeat", hb.String(), "--metrics", "127.0.0.1:9477")
+	phoneDir, _ := alice.pairIn(t, lab.hub, "phone")
+	// bob's hub lives behind the router, beside its laptop.
+	bob := &labZone{lab: lab, dir: alice.dir, hubDir: filepath.Join(alice.dir, "bobhub"), env: alice.env}
+	bobAddr := labDevIP + ":" + labHubPort
+	run(t, bob.env, "", "pzh", "--data", bob.hubDir, "init", "--zone", "bob", "--public-addr", bobAddr)
+	name, argv := lab.cmd(lab.dev, "pzh", "--data", bob.hubDir, "serve", "--listen", bobAddr, "--heartbeat", hb.String(), "--metrics", "127.0.0.1:9477")
+	daemon(t, bob.env, name, argv...)
+	run(t, bob.env, "", "pzh", "--data", bob.hubDir, "wait", "ready", "--timeout", "60s")
+	laptopDir, _ := bob.pairIn(t, lab.dev, "laptop")
+	ftok := strings.TrimSpace(run(t, alice.env, "", "pzh", "--data", alice.hubDir, "friend", "invite"))
+	run(t, bob.env, "", "pzh", "--data", bob.hubDir, "friend", "accept", ftok, "--as", "alice")
+	run(t, bob.env, "", "pzh", "--data", bob.hubDir, "wait", "linked", "alice", "--timeout", "60s")
+	run(t, alice.env, "", "pzh", "--data", alice.hubDir, "policy", "add", "--allow", "--from", "bob/laptop", "--to", "phone/inbox")
+
+	// The phone's app records what arrives.
+	type got struct{ id, body string }
+	arrived := make(chan got, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	go deviceClient(phoneDir).Serve(ctx, api.ServiceInfo{Name: "inbox"}, func(_ context.Context, ev api.Event) (any, error) {
+		arrived <- got{ev.ID, string(ev.Body)}
+		return nil, nil
+	}, func() { close(ready) })
+	<-ready
+	laptop := deviceClient(laptopDir)
+	send := func(i int) {
+		t.Helper()
+		sctx, scancel := context.WithTimeout(ctx, time.Minute)
+		defer scancel()
+		if _, err := laptop.SendWith(sctx, api.CallRequestBody{To: "alice/phone/inbox", Body: json.RawMessage(fmt.Sprintf(`"m%03d"`, i)), TTLMs: time.Hour.Milliseconds()}); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	send(0) // the link works
+	if m := <-arrived; m.body != `"m000"` {
+		t.Fatalf("first message: %+v", m)
+	}
+	aG, aH := scrapeIn(t, lab, lab.hub, "127.0.0.1:9477")
+	bG, bH := scrapeIn(t, lab, lab.dev, "127.0.0.1:9477")
+
+	// A minute of flapping, a message every 250 ms.
+	const n = 240
+	flapEnd := time.Now().Add(time.Minute)
+	up, next := true, time.Now().Add(5*time.Second)
+	for i := 1; i <= n; i++ {
+		if time.Now().After(next) && time.Now().Before(flapEnd) {
+			up = !up
+			lab.hubLink(up)
+			next = next.Add(5 * time.Second)
+		}
+		send(i)
+		time.Sleep(250 * time.Millisecond) // the pace of the sender, not a wait for a result
+	}
+	lab.hubLink(true)
+	order := []string{`"m000"`}
+	seen := map[string]bool{}
+	dups := 0
+	deadline := time.After(3 * time.Minute)
+	for len(order) < n+1 {
+		select {
+		case m := <-arrived:
+			if seen[m.id] {
+				dups++
+				continue
+			}
+			seen[m.id] = true
+			order = append(order, m.body)
+		case <-deadline:
+			t.Fatalf("only %d of %d messages arrived", len(order), n+1)
+		}
+	}
+	for i, b := range order {
+		if b != fmt.Sprintf(`"m%03d"`, i) {
+			t.Fatalf("message %d arrived as %s: out of order (%v)", i, b, order)
+		}
+	}
+	aG2, aH2 := scrapeIn(t, lab, lab.hub, "127.0.0.1:9477")
+	bG2, bH2 := scrapeIn(t, lab, lab.dev, "127.0.0.1:9477")
+	t.Logf("fault row 6: friend link flapping every 5 s for a minute: %d messages for later arrived once each (%d repeats of an ID) and in order; alice's hub %0.f goroutines and %.1f MiB heap before, %0.f and %.1f MiB after; bob's hub %0.f and %.1f MiB before, %0.f and %.1f MiB after",
+		n+1, dups, aG, aH/(1<<20), aG2, aH2/(1<<20), bG, bH/(1<<20), bG2, bH2/(1<<20))
+	if aG2 > aG+50 || bG2 > bG+50 {
+		t.Errorf("goroutines grew: alice's hub %0.f → %0.f, bob's %0.f → %0.f", aG, aG2, bG, bG2)
+	}
+}

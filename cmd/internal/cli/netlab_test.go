@@ -159,13 +159,19 @@ func (l *netLab) blockUDP() {
 }
 
 // devLink takes the devices' link down or up.
-func (l *netLab) devLink(up bool) {
+func (l *netLab) devLink(up bool) { l.t.Helper(); l.link("r1", up) }
+
+// hubLink takes the hub's link down or up: the devices' namespace keeps
+// its own traffic, and loses the hub's.
+func (l *netLab) hubLink(up bool) { l.t.Helper(); l.link("r0", up) }
+
+func (l *netLab) link(dev string, up bool) {
 	l.t.Helper()
 	state := "down"
 	if up {
 		state = "up"
 	}
-	l.in(l.rtr, "ip", "link", "set", "r1", state)
+	l.in(l.rtr, "ip", "link", "set", dev, state)
 }
 
 // rebind makes the router's NAT map the devices to new ports: the
