@@ -709,3 +709,32 @@ func TestFaultFriendFlapping(t *testing.T) {
 		t.Errorf("goroutines grew: alice's hub %0.f → %0.f, bob's %0.f → %0.f", aG, aG2, bG, bG2)
 	}
 }
+
+// TestFaultNATWake (row 4, sleeping): a sleeping device behind the NAT is
+// woken by the hub's ping while its mapping lives (the hub pings the
+// address its QUIC session came from, which the wake socket dialled);
+// once the router forgot the mapping the ping is lost, and the device's
+// --check-in brings it back by itself.
+func TestFaultNATWake(t *testing.T) {
+	lab := newNetLab(t)
+	z := newLabZone(t, lab)
+	const checkIn = 10 * time.Second
+	aDir, _ := z.pair(t, "a", "--transport", "quic", "--sleep-after", "500ms", "--check-in", checkIn.String(), "--backoff-max", "2s")
+	asleep := func() {
+		t.Helper()
+		run(t, z.env, "", "pzp", "--data", aDir, "wait", "asleep", "--timeout", "60s")
+		z.waitDevice(t, "a", "asleep", func(d api.DeviceView) bool { return d.State == "asleep" })
+	}
+	asleep()
+	run(t, z.env, "", "pzh", "--data", z.hubDir, "wake", "a")
+	woken := z.waitDevice(t, "a", "woken", func(d api.DeviceView) bool { return d.State == "online" })
+	asleep()
+	lab.rebind(41000, 41999)
+	out, _ := runErr(z.env, "pzh", "--data", z.hubDir, "wake", "a")
+	back := z.waitDevice(t, "a", "back by its check-in", func(d api.DeviceView) bool { return d.State == "online" })
+	t.Logf("fault row 4 (asleep): a wake ping through the NAT woke the device in %v; after the mapping was forgotten the ping (%s) was lost and the device was back by its %v check-in after %v",
+		woken.Round(time.Millisecond), firstLine(out), checkIn, back.Round(time.Millisecond))
+	if back > 10*checkIn {
+		t.Errorf("the device took %v to check in (every %v)", back, checkIn)
+	}
+}
