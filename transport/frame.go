@@ -157,7 +157,17 @@ type FrameReader struct {
 	max int
 	err error // sticky framing error
 	one [1]byte
+	// onStart, if set, is called once a frame's first byte has been
+	// read (SetOnFrameStart).
+	onStart func()
 }
+
+// SetOnFrameStart sets f to be called once each frame's first byte has
+// been read, before the rest: a reader that waits with short deadlines between
+// frames can give the rest of a frame that has begun a longer one there.
+// (A deadline checked between two reads of one frame would otherwise put
+// the reader out of step, even with the rest of the frame already here.)
+func (fr *FrameReader) SetOnFrameStart(f func()) { fr.onStart = f }
 
 // NewFrameReader reads frames of at most max bytes (0: MaxFrameSize).
 func NewFrameReader(r io.Reader, max int) *FrameReader {
@@ -242,6 +252,9 @@ func (fr *FrameReader) readLength() (n uint64, started bool, err error) {
 				err = io.ErrUnexpectedEOF
 			}
 			return 0, i > 0, err
+		}
+		if i == 0 && fr.onStart != nil {
+			fr.onStart()
 		}
 		if b < 0x80 {
 			if i == maxVarintLen-1 && b > 1 {

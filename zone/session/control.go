@@ -30,6 +30,10 @@ import (
 func ReadControl(conn transport.Conn, ctrl transport.Stream, fr *transport.FrameReader, dead time.Duration, c *wire.Control) error {
 	step := max(dead/3, time.Millisecond)
 	seen, last := conn.Stats().BytesReceived, time.Now()
+	// A frame that has begun gets the whole of dead for the rest: the
+	// short deadline between frames must not cut it in two.
+	fr.SetOnFrameStart(func() { ctrl.SetReadDeadline(time.Now().Add(dead)) })
+	defer fr.SetOnFrameStart(nil)
 	for {
 		ctrl.SetReadDeadline(time.Now().Add(step))
 		err := fr.ReadFrame(c)
