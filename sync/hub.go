@@ -8,9 +8,9 @@ import (
 	"io"
 	"slices"
 	gosync "sync"
-	"syscall"
 	"time"
 
+	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
 	bolt "go.etcd.io/bbolt"
 )
@@ -127,6 +127,14 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	return err
 }
 
+// ReasonDiskFull is the Reason of a PushDeferred the hub gives when its
+// disk is full: the device pushes the edit again after a backoff.
+const ReasonDiskFull = "its disk is full"
+
+// diskFullPace is how long the hub waits before it answers a push it
+// could not take for a full disk.
+const diskFullPace = time.Second
+
 // errCompactedAhead ends a device's stream when deletions it had not yet
 // received were compacted while it was receiving its backlog.
 var errCompactedAhead = errors.New("sync: deletions this device had not yet received were compacted; it needs a full resync, which it gets when it reconnects")
@@ -235,6 +243,11 @@ func (s *Store) serveRead(device string, fr *transport.FrameReader, w *writer) e
 			res, err := s.accept(device, m.Records)
 			if err != nil {
 				return err
+			}
+			if len(res) > 0 && res[0].Reason == ReasonDiskFull {
+				// Paced, for devices from before the reason, which
+				// push again at once.
+				time.Sleep(diskFullPace)
 			}
 			if err := w.send(&Msg{Type: MsgPushResult, ID: m.ID, Results: res}); err != nil {
 				return err
@@ -372,14 +385,17 @@ func (s *Store) accept(device string, recs []Record) ([]PushResult, error) {
 		out = res
 		return nil
 	})
-	if errors.Is(err, syscall.ENOSPC) {
+	if storefile.IsDiskFull(err) {
 		// The disk is full: nothing was written. The edits wait on the
 		// device, which pushes them again after a backoff; the stream,
 		// and the session, go on.
-		s.log.Warn("edits deferred: the disk is full", "device", device, "edits", len(recs), "err", err)
+		if now := time.Now().UnixNano(); now-s.diskFullLogged.Load() > int64(10*time.Second) {
+			s.diskFullLogged.Store(now)
+			s.log.Warn("edits deferred: the disk is full", "device", device, "edits", len(recs), "err", err)
+		}
 		res := make([]PushResult, len(recs))
 		for i := range res {
-			res[i] = PushResult{Status: PushDeferred, Reason: "its disk is full"}
+			res[i] = PushResult{Status: PushDeferred, Reason: ReasonDiskFull}
 		}
 		return res, nil
 	}

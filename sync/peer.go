@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -268,7 +269,13 @@ func (s *Store) syncRead(fr *transport.FrameReader, p *pushes, ack *acker) error
 			}
 			p.retry(deferred, why != "")
 			if why != "" {
-				s.setState(func(st *State) { st.LastError = "the hub cannot take edits now: " + why + "; they wait here" })
+				s.setState(func(st *State) { st.LastError = waitingEdits + why + "; they wait here" })
+			} else if s.State().LastError != "" && strings.HasPrefix(s.State().LastError, waitingEdits) {
+				s.setState(func(st *State) {
+					if strings.HasPrefix(st.LastError, waitingEdits) {
+						st.LastError = ""
+					}
+				})
 			}
 		default:
 			return protoErr("unexpected message %d from the hub", m.Type)
@@ -502,6 +509,9 @@ type pushes struct {
 	backoff   time.Duration
 }
 
+// waitingEdits starts the status error of edits the hub cannot take now.
+const waitingEdits = "the hub cannot take edits now: "
+
 // Backoff of edits the hub cannot take for now.
 const (
 	minPushBackoff = 500 * time.Millisecond
@@ -511,18 +521,22 @@ const (
 // retry queues deferred edits to be pushed again: at once, or, later,
 // after a backoff that doubles while the hub goes on refusing.
 func (p *pushes) retry(items []pushItem, later bool) {
+	p.mu.Lock()
+	switch now := time.Now(); {
+	case !later:
+		p.backoff, p.notBefore = 0, time.Time{} // the hub takes edits again
+	case now.Before(p.notBefore):
+		// Waiting already: once per wait, however many pushes were in
+		// flight.
+	default:
+		p.backoff = min(max(2*p.backoff, minPushBackoff), maxPushBackoff)
+		p.notBefore = now.Add(p.backoff)
+	}
+	p.again = append(p.again, items...)
+	p.mu.Unlock()
 	if len(items) == 0 {
 		return
 	}
-	p.mu.Lock()
-	p.again = append(p.again, items...)
-	if later {
-		p.backoff = min(max(2*p.backoff, minPushBackoff), maxPushBackoff)
-		p.notBefore = time.Now().Add(p.backoff)
-	} else {
-		p.backoff, p.notBefore = 0, time.Time{}
-	}
-	p.mu.Unlock()
 	select {
 	case p.freed <- struct{}{}:
 	default:

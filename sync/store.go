@@ -162,6 +162,9 @@ type Store struct {
 	// Options.CheckEpoch).
 	epochProof atomic.Pointer[[]byte]
 	usage      usage // hub: live bytes by owner, for quotas
+	// diskFullLogged: when the hub last logged edits it deferred for a
+	// full disk (unix ns), so that a long spell logs every 10 s, not per push.
+	diskFullLogged atomic.Int64
 
 	// peer state
 	stMu     gosync.Mutex

@@ -444,7 +444,7 @@ func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadli
 			rt.refuse(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
 		} else {
 			rt.h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
-			rt.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+stores.ExplainWrite(err).Error())
+			rt.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+stores.ExplainRemote(err))
 		}
 		return
 	}

@@ -81,7 +81,7 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 	l.calls.Add(1)
 	rt.h.changes.Bump()
 	if later {
-		rt.forwardLater(st, out, hdr, f, sent)
+		rt.forwardLater(st, out, hdr, f, l, deadline, sent)
 		return
 	}
 	sent()
@@ -98,18 +98,38 @@ func (rt *router) forwardCall(st transport.Stream, hdr *wire.CallHeader, slot *c
 const maxLaterReply = 64 << 10
 
 // forwardLater waits for the friend's hub's answer to a message for
-// later that went out on the link, and passes it on. If the link breaks
-// before a whole answer came, the message is kept here for the link's
-// return instead (st still reads its body from the start until sent is
-// called): the sender asked for delivery later, not for an error. The
-// friend may then have taken it already and see it twice, with one ID.
-func (rt *router) forwardLater(st, out transport.Stream, hdr *wire.CallHeader, f *FriendRecord, sent func()) {
-	answer, _ := io.ReadAll(io.LimitReader(out, maxLaterReply))
+// later that went out on link l, and passes it on. If the link itself
+// breaks before a whole answer came, the message is kept here for the
+// link's return instead (st still reads its body from the start until
+// sent is called): the sender asked for delivery later, not for an error.
+// The friend may then have taken it already and see it twice, with one
+// ID. A friend that refuses or resets it on a live link, or does not
+// answer in time, is answered as any call.
+func (rt *router) forwardLater(st, out transport.Stream, hdr *wire.CallHeader, f *FriendRecord, l *hubLink, deadline time.Time, sent func()) {
+	// Room before the sender's deadline to keep the message and say so.
+	keep := min(time.Until(deadline)/10, time.Second)
+	out.SetReadDeadline(deadline.Add(-keep))
+	answer, err := io.ReadAll(io.LimitReader(out, maxLaterReply+1))
 	var rep wire.CallReply
-	if transport.NewFrameReader(bytes.NewReader(answer), maxLaterReply).ReadFrame(&rep) != nil {
+	whole := len(answer) <= maxLaterReply && transport.NewFrameReader(bytes.NewReader(answer), maxLaterReply).ReadFrame(&rep) == nil
+	if !whole {
 		out.Reset()
-		rt.h.log.Info("message for a friend zone kept: the link broke before its answer", "friend", f.Petname, "id", hdr.ID)
-		rt.h.links.queueForFriend(st, hdr, f)
+		gone := l.ctx.Err() != nil || !l.live()
+		select {
+		case <-l.conn.Done():
+			gone = true
+		default:
+		}
+		switch {
+		case gone:
+			rt.h.log.Info("message for a friend zone kept: the link broke before its answer", "friend", f.Petname, "id", hdr.ID)
+			st.SetWriteDeadline(time.Now().Add(wire.StreamTimeout))
+			rt.h.links.queueForFriend(st, hdr, f)
+		case len(answer) > maxLaterReply:
+			rt.refuse(st, wire.CallFailed, fmt.Sprintf("the hub of friend zone %q answered with more than %d bytes", f.Petname, maxLaterReply))
+		default:
+			rt.refuse(st, wire.CallUnavailable, fmt.Sprintf("the hub of friend zone %q broke off the message: %v", f.Petname, err))
+		}
 		return
 	}
 	sent()

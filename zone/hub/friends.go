@@ -109,7 +109,13 @@ func (fs *friends) load() error {
 	for _, f := range recs {
 		fs.publish(f)
 	}
-	// Records of friends no longer kept go.
+	fs.withdrawStale()
+	return nil
+}
+
+// withdrawStale deletes the zone state's records of friends no longer
+// kept.
+func (fs *friends) withdrawStale() {
 	var stale []zsync.Edit
 	fs.h.state.List(zsync.BucketFriends, "", func(r zsync.Record) error {
 		fs.mu.Lock()
@@ -122,10 +128,11 @@ func (fs *friends) load() error {
 	})
 	if len(stale) > 0 {
 		if _, err := fs.h.state.Apply(stale); err != nil {
-			fs.h.log.Warn("withdraw old friend records", "err", err)
+			fs.h.log.Warn("withdraw old friend records; tried again later", "err", err)
+			fs.h.publishFails.Add(1)
+			fs.h.republishLater()
 		}
 	}
-	return nil
 }
 
 func (fs *friends) publish(f *FriendRecord) {
@@ -175,10 +182,12 @@ func (fs *friends) named(name string) *FriendRecord {
 // zone state, and starts keeping a link to the friend.
 func (fs *friends) add(f *FriendRecord) {
 	zone := f.ZoneID.Compact()
+	fs.h.publishMu.Lock()
 	fs.mu.Lock()
 	fs.byZone[zone] = f
 	fs.mu.Unlock()
 	fs.publish(f)
+	fs.h.publishMu.Unlock()
 	fs.h.links.start(zone)
 	fs.h.changes.Bump()
 	fs.h.log.Info("friend added", "petname", f.Petname, "zone", f.Zone, "zone_id", f.ZoneID)
@@ -591,12 +600,16 @@ func (fs *friends) remove(name, why string, reason wire.CloseReason) (*api.Remov
 	if err := fs.h.store.RemoveFriend(f.ZoneID); err != nil {
 		return nil, err
 	}
+	fs.h.publishMu.Lock()
 	fs.mu.Lock()
 	delete(fs.byZone, zone)
 	fs.mu.Unlock()
 	if _, err := fs.h.state.Delete(zsync.BucketFriends, zone); err != nil {
-		fs.h.log.Warn("withdraw friend record", "friend", f.Petname, "err", err)
+		fs.h.log.Warn("withdraw friend record; tried again later", "friend", f.Petname, "err", err)
+		fs.h.publishFails.Add(1)
+		fs.h.republishLater()
 	}
+	fs.h.publishMu.Unlock()
 	told := fs.h.links.stop(zone, reason, why)
 	dropped := fs.h.mail.Stat(outboxKey(zone)).n + fs.h.links.purgeFrom(zone)
 	fs.h.links.dropOutbox(zone)

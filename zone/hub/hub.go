@@ -288,6 +288,13 @@ type Hub struct {
 	// runs (republishLater); publishFails counts the failures.
 	republishing atomic.Bool
 	publishFails atomic.Uint64
+	// publishMu orders a republishing pass (reconcileState) with the
+	// changes that update a record and publish it, so that a pass never
+	// puts back what a change just replaced; bg holds the retry loop,
+	// which ends before the zone state closes; stopOnce closes stopping.
+	publishMu sync.Mutex
+	bg        sync.WaitGroup
+	stopOnce  sync.Once
 
 	// friends are the zones this one federates with (friends.go).
 	friends *friends
@@ -320,6 +327,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	h.bindings.onEnd = h.tokens.bindingEnded
 	defer h.state.Close()
+	// Before the zone state closes, whichever way Run returns: the
+	// republishing loop ends.
+	defer func() { h.stop(); h.bg.Wait() }()
 	if h.mail, err = openHubMailbox(&cfg, store); err != nil {
 		return err
 	}
@@ -640,7 +650,7 @@ func (h *Hub) handleConn(ctx context.Context, conn transport.Conn) {
 func (h *Hub) shutdown() {
 	live, first := h.reg.close()
 	if first {
-		close(h.stopping)
+		h.stop()
 	}
 	// Devices spread their reconnects over a window sized to how fast this
 	// hub can take them back, instead of all arriving at once.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/zone/stores"
@@ -154,13 +153,15 @@ func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, c
 	if err != nil {
 		h.log.Error("pairing failed", "remote", remote, "err", err)
 		msg := "the hub could not complete pairing; try again"
-		if errors.Is(err, syscall.ENOSPC) {
+		if stores.IsDiskFull(err) {
 			msg = "the hub's disk is full, so it could not record this device: ask its owner to free space there, then pair again (the invite was not used)"
 		}
 		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeInternal, Message: msg}}
 	}
+	h.publishMu.Lock()
 	h.reg.add(rec)
 	h.putCert(wire.CertKeyDevice+rec.Name, cert.Raw)
+	h.publishMu.Unlock()
 	h.changes.Bump()
 	h.log.Info("device paired", "device", rec.Name, "remote", remote, "via", conn.Kind(), "invite", id, "cert_expires", cert.NotAfter)
 	return &pairing.Response{Device: rec.Name, Zone: h.zone.Name, Cert: cert.Raw, CA: h.ca.Cert.Raw, HubAddrs: h.publicAddrs()}

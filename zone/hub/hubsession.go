@@ -388,8 +388,10 @@ func (h *Hub) renewDevice(device string, current *x509.Certificate, csr []byte) 
 	if err != nil {
 		return nil, err
 	}
+	h.publishMu.Lock()
 	h.reg.put(nrec)
 	h.putCert(wire.CertKeyDevice+device, cert.Raw)
+	h.publishMu.Unlock()
 	h.changes.Bump()
 	return cert, nil
 }
@@ -437,9 +439,11 @@ func (h *Hub) revokeRecord(device, why string) (*DeviceRecord, *hubSession, erro
 	if err != nil {
 		return nil, nil, err
 	}
+	h.publishMu.Lock()
 	s := h.reg.markRevoked(rec)
-	h.wakes.forget(device)
 	h.publishRevocation(rec)
+	h.publishMu.Unlock()
+	h.wakes.forget(device)
 	h.changes.Bump()
 	h.log.Info("device revoked", "device", device, "why", why)
 	return rec, s, nil

@@ -60,24 +60,43 @@ func (h *Hub) putState(bucket, key string, value []byte) {
 // retrying with backoff until a pass goes through: devices see what the
 // hub decided once the disk has room, without a restart.
 func (h *Hub) republishLater() {
+	select {
+	case <-h.stopping:
+		return // the hub is going: it reconciles at its next start
+	default:
+	}
 	if !h.republishing.CompareAndSwap(false, true) {
 		return // one retry loop at a time
 	}
+	h.bg.Add(1)
 	go func() {
-		defer h.republishing.Store(false)
+		defer h.bg.Done()
 		for wait := time.Second; ; wait = min(2*wait, time.Minute) {
 			select {
 			case <-h.stopping:
+				h.republishing.Store(false)
 				return
 			case <-time.After(wait):
 			}
-			if h.reconcileState() {
-				h.log.Info("zone records published again")
-				return
+			if !h.reconcileState() {
+				continue
 			}
+			h.log.Info("zone records published again")
+			done := h.publishFails.Load()
+			h.republishing.Store(false)
+			// A failure that came after the pass began lost its claim to
+			// the loop: start it again.
+			if h.publishFails.Load() != done {
+				h.republishLater()
+			}
+			return
 		}
 	}()
 }
+
+// stop closes stopping, once: held calls give up and the republishing
+// loop ends.
+func (h *Hub) stop() { h.stopOnce.Do(func() { close(h.stopping) }) }
 
 // publishRevocation puts every serial of a revoked device in the
 // certificates bucket and withdraws its current certificate, in one
@@ -127,6 +146,8 @@ func (h *Hub) publishRevocation(rec *DeviceRecord) bool {
 // and after a publication failed. It reports whether every record went
 // through.
 func (h *Hub) reconcileState() bool {
+	h.publishMu.Lock()
+	defer h.publishMu.Unlock()
 	before := h.publishFails.Load()
 	h.publishZone()
 	h.putCert(wire.CertKeyCA, h.ca.Cert.Raw)
@@ -142,6 +163,7 @@ func (h *Hub) reconcileState() bool {
 	for _, f := range h.friends.records() {
 		h.friends.publish(f)
 	}
+	h.friends.withdrawStale()
 	return h.publishFails.Load() == before
 }
 

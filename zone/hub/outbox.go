@@ -48,7 +48,7 @@ func (lk *links) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *Fr
 				lk.h.mail.Stat(outboxKey(zone)).n, lk.h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {
 			lk.h.log.Error("queue a message for a friend zone", "friend", f.Petname, "err", err)
-			lk.h.router.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+stores.ExplainWrite(err).Error())
+			lk.h.router.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+stores.ExplainRemote(err))
 		}
 		return
 	}

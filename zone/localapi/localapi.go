@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pzone/pzone/storefile"
@@ -151,7 +150,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // WriteErr answers err with status; a full disk, whatever the status,
 // is 507 and says so.
 func WriteErr(w http.ResponseWriter, status int, err error) {
-	if errors.Is(err, syscall.ENOSPC) {
+	if stores.IsDiskFull(err) {
 		status = http.StatusInsufficientStorage
 		err = stores.ExplainWrite(err)
 	}
