@@ -139,7 +139,16 @@ func checkResponse(resp *Response, tok *Token, key ed25519.PrivateKey, ca *x509.
 	if !bytes.Equal(resp.CA, ca.Raw) {
 		return nil, fmt.Errorf("hub returned a CA certificate other than the one it presented")
 	}
-	v, err := certs.Verify(ca, [][]byte{resp.Cert}, time.Now(), 0)
+	// Checked at this device's time, unless that is before the
+	// certificate begins: then this clock is behind the hub's, and only
+	// the hub (and other devices, on their clocks) ever check this
+	// certificate, so it is checked as of its start. A clock behind still
+	// spoils what it stamps, which the device says when it runs.
+	at := time.Now()
+	if c, err := x509.ParseCertificate(resp.Cert); err == nil && at.Before(c.NotBefore) && at.Before(c.NotAfter) {
+		at = c.NotBefore
+	}
+	v, err := certs.Verify(ca, [][]byte{resp.Cert}, at, 0)
 	if err != nil {
 		return nil, fmt.Errorf("issued certificate: %w", err)
 	}
