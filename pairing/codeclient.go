@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/pairing/cpace"
 	"github.com/pzone/pzone/transport"
 )
 
@@ -88,22 +87,7 @@ func PairCode(ctx context.Context, c Code, addr string, mode transport.Mode, con
 	if err != nil {
 		return nil, err
 	}
-	ini, ya, err := cpace.Start(c.Secret[:], p.CI, p.SID, p.ADa)
-	if err != nil {
-		return nil, err
-	}
-	var reply CodeReply
-	if err := step(&CodeStart{Version: CodeExchangeVersion, Number: c.Number, Ya: ya}, &reply); err != nil {
-		return nil, err
-	}
-	if reply.Error != nil {
-		return nil, reply.Error
-	}
-	isk, err := ini.Finish(reply.Yb, p.ADb)
-	if err != nil {
-		return nil, fmt.Errorf("the hub's answer: %w", err)
-	}
-	keys, err := NewCodeKeys(isk, p)
+	keys, err := runCPace(step, c, p, "the hub")
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/pzone/pzone/pairing/cpace"
 )
 
 // The exchange of pairing by code (ALPN pz-pair-code/1), on one stream the
@@ -131,3 +133,25 @@ func (k CodeKeys) CSRMAC(csr []byte) []byte { return mac(k.csr, k.sid, csr) }
 
 // CheckMAC compares in constant time.
 func CheckMAC(want, got []byte) bool { return hmac.Equal(want, got) }
+
+// runCPace runs the initiator's half of the code exchange's first two
+// messages with step (send one frame, read the answer) and derives the
+// keys; who names the other side in errors.
+func runCPace(step func(out, in any) error, c Code, p CodeParams, who string) (CodeKeys, error) {
+	ini, ya, err := cpace.Start(c.Secret[:], p.CI, p.SID, p.ADa)
+	if err != nil {
+		return CodeKeys{}, err
+	}
+	var reply CodeReply
+	if err := step(&CodeStart{Version: CodeExchangeVersion, Number: c.Number, Ya: ya}, &reply); err != nil {
+		return CodeKeys{}, err
+	}
+	if reply.Error != nil {
+		return CodeKeys{}, reply.Error
+	}
+	isk, err := ini.Finish(reply.Yb, p.ADb)
+	if err != nil {
+		return CodeKeys{}, fmt.Errorf("%s's answer: %w", who, err)
+	}
+	return NewCodeKeys(isk, p)
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/certs"
-	"github.com/pzone/pzone/pairing/cpace"
 	"github.com/pzone/pzone/transport"
 )
 
@@ -124,22 +123,7 @@ func FriendByCode(ctx context.Context, conn transport.Conn, c Code, self FriendS
 	if err != nil {
 		return nil, err
 	}
-	ini, ya, err := cpace.Start(c.Secret[:], p.CI, p.SID, p.ADa)
-	if err != nil {
-		return nil, err
-	}
-	var reply CodeReply
-	if err := step(&CodeStart{Version: CodeExchangeVersion, Number: c.Number, Ya: ya}, &reply); err != nil {
-		return nil, err
-	}
-	if reply.Error != nil {
-		return nil, reply.Error
-	}
-	isk, err := ini.Finish(reply.Yb, p.ADb)
-	if err != nil {
-		return nil, fmt.Errorf("the friend's hub's answer: %w", err)
-	}
-	keys, err := NewCodeKeys(isk, p)
+	keys, err := runCPace(step, c, p, "the friend's hub")
 	if err != nil {
 		return nil, err
 	}

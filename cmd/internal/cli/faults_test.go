@@ -232,7 +232,7 @@ func TestFaultPartition(t *testing.T) {
 	for i := range 3 {
 		run(t, z.env, "", "pzp", "--data", aDir, "data", "set", fmt.Sprintf("notes/offline-%d", i), "made while cut off")
 	}
-	time.Sleep(time.Until(down.Add(30 * time.Second))) // the partition itself: 30 s
+	<-time.After(time.Until(down.Add(30 * time.Second))) // the fault under test: the link stays down 30 s
 	lab.devLink(true)
 	back := z.waitDevice(t, "a", "online again", func(d api.DeviceView) bool { return d.State == "online" })
 	run(t, z.env, "", "pzp", "--data", aDir, "wait", "synced", "--timeout", "2m")
@@ -669,6 +669,8 @@ func TestFaultFriendFlapping(t *testing.T) {
 	const n = 240
 	flapEnd := time.Now().Add(time.Minute)
 	up, next := true, time.Now().Add(5*time.Second)
+	pace := time.NewTicker(250 * time.Millisecond) // the sender's pace: part of the fault, not a wait for a result
+	defer pace.Stop()
 	for i := 1; i <= n; i++ {
 		if time.Now().After(next) && time.Now().Before(flapEnd) {
 			up = !up
@@ -676,7 +678,7 @@ func TestFaultFriendFlapping(t *testing.T) {
 			next = next.Add(5 * time.Second)
 		}
 		send(i)
-		time.Sleep(250 * time.Millisecond) // the pace of the sender, not a wait for a result
+		<-pace.C
 	}
 	lab.hubLink(true)
 	order := []string{`"m000"`}
