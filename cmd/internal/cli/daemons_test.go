@@ -73,3 +73,11 @@ func (p *proc) stop(t *testing.T) {
 		t.Fatalf("%v did not stop within a minute of SIGTERM", p.cmd.Args)
 	}
 }
+
+// kill ends the daemon as a crash or the OOM killer would (SIGKILL: no
+// goodbye, no clean close) and waits for it.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	p.cmd.Wait()
+}

@@ -26,6 +26,8 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"pzh": func() { os.Exit(Run(HubCommand(tamperExtension))) },
 		"pzp": func() { os.Exit(Run(PeerCommand())) },
+		// Many devices in one process (fleet_test.go).
+		"pzfleet": func() { os.Exit(fleetMain()) },
 	})
 }
 
