@@ -134,6 +134,7 @@ func (z *labZone) loadRecords(t *testing.T, prefix string, n int) {
 // a sync of 1,000 records, 100 calls and a 10 MB stream all complete;
 // their times are logged against the same on a clean link.
 func TestFaultLossAndDelay(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	z := newLabZone(t, lab)
 	// b, beside the hub, serves echo and takes streams; a, behind the
@@ -223,6 +224,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // keeps the edits made meanwhile; once the link is back it is online by
 // itself within its backoff, and every edit it acknowledged is on the hub.
 func TestFaultPartition(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	const hb = 2 * time.Second
 	z := newLabZone(t, lab, "--heartbeat", hb.String())
@@ -253,6 +255,7 @@ func TestFaultPartition(t *testing.T) {
 // TestFaultUDPBlocked (row 3): UDP is dropped while the device's session
 // runs over QUIC: the device moves to TCP by itself.
 func TestFaultUDPBlocked(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	const hb = 2 * time.Second
 	z := newLabZone(t, lab, "--heartbeat", hb.String())
@@ -275,6 +278,7 @@ func TestFaultUDPBlocked(t *testing.T) {
 // new port and forgets the old mapping, with nothing told to the device:
 // the QUIC session goes on (migrated) or the device reconnects by itself.
 func TestFaultNATRebinding(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	const hb = 2 * time.Second
 	z := newLabZone(t, lab, "--heartbeat", hb.String())
@@ -331,6 +335,7 @@ func fillDisk(t *testing.T, dir string, leave int64) string {
 // the sessions stay up, and once space is freed everything works again
 // without a restart; bbolt's own check finds the stores whole.
 func TestFaultDiskFull(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	if os.Geteuid() != 0 {
 		t.Skip("fault matrix: needs root to mount a small tmpfs (run make faults as root)")
 	}
@@ -520,6 +525,7 @@ var damageKinds = []struct {
 // checksum of data pages: a bit flipped inside a stored value reads back
 // as it is.)
 func TestFaultDamagedStore(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	dir := t.TempDir()
 	env := append(os.Environ(), "HOME="+dir, "GORACE=atexit_sleep_ms=0")
 	hubDir, devDir := filepath.Join(dir, "hub"), filepath.Join(dir, "dev")
@@ -619,6 +625,7 @@ func scrapeIn(t *testing.T, lab *netLab, ns, addr string) (goroutines, heap floa
 // sends alice's phone messages for later. They arrive once each and in
 // order; the hubs' goroutines and heap are logged before and after.
 func TestFaultFriendFlapping(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("fault matrix: python3 is not installed (it reads the hubs' metrics inside their namespaces)")
@@ -719,6 +726,7 @@ func TestFaultFriendFlapping(t *testing.T) {
 // once the router forgot the mapping the ping is lost, and the device's
 // --check-in brings it back by itself.
 func TestFaultNATWake(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	z := newLabZone(t, lab)
 	const checkIn = 10 * time.Second
@@ -774,6 +782,7 @@ func (z *labZone) waitOnline(t *testing.T, want int, within time.Duration) time.
 // heartbeat, plus the backoff and the handshakes: the test runs the hub
 // at a 5 s heartbeat (90 s by default) to keep that short.
 func TestFaultHubRestartUnderLoad(t *testing.T) {
+	t.Parallel() // each row in its own namespaces; most of their time is the faults\' own waits
 	lab := newNetLab(t)
 	const hb = 5 * time.Second
 	z := newLabZone(t, lab, "--heartbeat", hb.String())

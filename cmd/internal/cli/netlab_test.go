@@ -9,7 +9,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // netLab is a small network of namespaces the test makes, for the fault
@@ -27,8 +29,8 @@ import (
 type netLab struct {
 	t             *testing.T
 	hub, rtr, dev string // namespace names
-	// netem: the kernel has tc's netem, for delay (otherwise loss only,
-	// with nftables).
+	// netem: the kernel has tc's netem, for delay (otherwise a delay
+	// line of the test's own).
 	netem bool
 }
 
@@ -52,10 +54,13 @@ func requireNetLab(t *testing.T) {
 	}
 }
 
+// labs numbers the labs of this process: rows run in parallel.
+var labs atomic.Int64
+
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
 	requireNetLab(t)
-	id := fmt.Sprintf("pz%d%03d", os.Getpid()%100000, rand.IntN(1000))
+	id := fmt.Sprintf("pz%d%c%d", os.Getpid()%100000, 'a'+rand.IntN(26), labs.Add(1))
 	l := &netLab{t: t, hub: id + "h", rtr: id + "r", dev: id + "d"}
 	// Registered first, so it runs last: after the daemons are stopped.
 	t.Cleanup(func() {
@@ -124,14 +129,25 @@ func (l *netLab) cmd(ns string, args ...string) (string, []string) {
 	return "ip", append([]string{"netns", "exec", ns}, args...)
 }
 
-// lossy drops pct % of the packets the router forwards, each way, and,
-// where the kernel has netem, delays those to the devices by delay
-// (e.g. "100ms 20ms": 100 ms ± 20 ms). It returns what it could do.
+// lossy drops pct % of the packets the router forwards, each way, and
+// delays those to and from the devices by delay (e.g. "100ms 20ms": 100
+// ms ± 20 ms each way), with netem where the kernel has it, else with a
+// delay line (delayline_test.go). It returns what it did.
 func (l *netLab) lossy(pct int, delay string) string {
 	l.t.Helper()
-	l.nft(fmt.Sprintf("flush chain inet faults forward\nadd rule inet faults forward numgen random mod 100 < %d counter drop\n", pct))
-	if !l.netem || delay == "" {
-		return fmt.Sprintf("%d %% loss (this kernel has no netem: no delay)", pct)
+	// Once per packet: with a delay line a packet is forwarded twice,
+	// into the line and out of it.
+	l.nft(fmt.Sprintf("flush chain inet faults forward\nadd rule inet faults forward iifname { \"r0\", \"r1\" } numgen random mod 100 < %d counter drop\n", pct))
+	if delay == "" {
+		return fmt.Sprintf("%d %% loss", pct)
+	}
+	if !l.netem {
+		mean, jitter, err := parseDelay(delay)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		l.startDelayLine(mean, jitter)
+		return fmt.Sprintf("%d %% loss, delay %s each way (a delay line: this kernel has no netem)", pct, delay)
 	}
 	// On the device's link, both ways: the router's side and the device's.
 	netem := append([]string{"tc", "qdisc", "add", "dev", "", "root", "netem", "delay"}, strings.Fields(delay)...)
@@ -139,17 +155,19 @@ func (l *netLab) lossy(pct int, delay string) string {
 	l.in(l.rtr, netem...)
 	netem[4] = "d0"
 	l.in(l.dev, netem...)
-	return fmt.Sprintf("%d %% loss, delay %s each way", pct, delay)
+	return fmt.Sprintf("%d %% loss, delay %s each way (netem)", pct, delay)
 }
 
-// clear ends every fault the router applies.
-func (l *netLab) clear() {
-	l.t.Helper()
-	l.nft("flush chain inet faults forward\n")
-	if l.netem {
-		exec.Command("ip", "netns", "exec", l.rtr, "tc", "qdisc", "del", "dev", "r1", "root").Run()
-		exec.Command("ip", "netns", "exec", l.dev, "tc", "qdisc", "del", "dev", "d0", "root").Run()
+// parseDelay reads netem's "MEAN [JITTER]".
+func parseDelay(s string) (mean, jitter time.Duration, err error) {
+	f := strings.Fields(s)
+	if len(f) == 0 || len(f) > 2 {
+		return 0, 0, fmt.Errorf("delay %q: want MEAN [JITTER]", s)
 	}
+	if mean, err = time.ParseDuration(f[0]); err == nil && len(f) == 2 {
+		jitter, err = time.ParseDuration(f[1])
+	}
+	return mean, jitter, err
 }
 
 // blockUDP drops every UDP packet the router forwards.

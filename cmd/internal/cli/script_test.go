@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 		"pzp": func() { os.Exit(Run(PeerCommand())) },
 		// Many devices in one process (fleet_test.go).
 		"pzfleet": func() { os.Exit(fleetMain()) },
+		// A delay line where the kernel has no netem (delayline_test.go).
+		"pzdelay": func() { os.Exit(delayMain()) },
 	})
 }
 
