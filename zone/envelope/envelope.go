@@ -325,6 +325,14 @@ func (c *Checker) signerCert(ca *x509.Certificate, der []byte, at time.Time) (ve
 
 // fresh reports whether a stamp is within the window of now, allowing a
 // message that may wait its time to live (at the hub) that much longer.
+// staleError says which clocks disagree, and by how much, so that the
+// person can set the wrong one right.
+func staleError(what string, stampMs int64, now time.Time) error {
+	at := time.UnixMilli(stampMs).UTC()
+	return fmt.Errorf("%s was signed at %s by its sender's clock, and this node's reads %s: more than %v apart, so one of the two clocks is wrong; set it right (keep both on network time)",
+		what, at.Format(time.RFC3339), now.UTC().Format(time.RFC3339), Window)
+}
+
 func fresh(stampMs int64, ttl time.Duration, now time.Time) bool {
 	t := time.UnixMilli(stampMs)
 	return !t.After(now.Add(Window)) && !now.After(t.Add(Window+ttl))
@@ -349,7 +357,7 @@ func (c *Checker) CheckCall(hdr *Call, ca *x509.Certificate, self certs.Identity
 	}
 	ttl := time.Duration(hdr.TTLMs) * time.Millisecond
 	if !fresh(env.TimeMs, ttl, now) {
-		return "", false, Stale, fmt.Errorf("signed at %s, outside the %v window of this node's clock", time.UnixMilli(env.TimeMs).UTC().Format(time.RFC3339), Window)
+		return "", false, Stale, staleError("the call", env.TimeMs, now)
 	}
 	key = hdr.FromZoneID + "/" + hdr.FromDevice + "/" + hdr.ID
 	c.mu.Lock()
@@ -431,7 +439,7 @@ func (c *Checker) CheckReply(env *wire.Envelope, ca *x509.Certificate, callID st
 		return Forged, err
 	}
 	if !fresh(env.TimeMs, 0, now) {
-		return Stale, fmt.Errorf("the answer was signed outside the %v window of this device's clock", Window)
+		return Stale, staleError("the answer", env.TimeMs, now)
 	}
 	return OK, nil
 }

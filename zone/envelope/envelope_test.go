@@ -76,7 +76,7 @@ func TestEnvelopeCall(t *testing.T) {
 		{name: "signature cut", mutate: func(h *Call, _ *[]byte) { h.Envelope.Sig = h.Envelope.Sig[:10] }, verdict: Forged},
 		{name: "no envelope", mutate: func(h *Call, _ *[]byte) { h.Envelope = nil }, verdict: Forged, err: "no signature"},
 		{name: "other zone's certificate", mutate: func(h *Call, _ *[]byte) { h.Envelope.Cert = f.laptop.Cert.Raw }, verdict: Forged, err: "certificate"},
-		{name: "stale", at: Window + time.Minute, verdict: Stale, err: "outside"},
+		{name: "stale", at: Window + time.Minute, verdict: Stale, err: "apart"},
 		{name: "from the future", at: -Window - time.Minute, verdict: Stale},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/pzone/pzone/pairing"
+	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/policy"
 )
 
 // TestClockSkew (the fault matrix's row 9, in process: a daemon reads the
@@ -63,5 +65,63 @@ func TestClockSkew(t *testing.T) {
 			return st.State == "online" && st.Sync.Pending == 0 && st.Sync.Phase == "in sync"
 		})
 		t.Logf("fault row 9: a device 2 h behind its hub pairs, is online and syncs its edits (sync %+v)", st.Sync)
+	})
+	// Calls and wake pings need no agreement between the clocks: a call
+	// carries a time left, not a deadline, and a device checks a ping's
+	// stamp against its estimate of the hub's clock (from Welcome).
+	for _, skew := range []time.Duration{2 * time.Hour, -2 * time.Hour} {
+		t.Run("calls and wake pings, hub "+skew.String(), func(t *testing.T) {
+			// The zone made on the hub's clock (ahead: long ago), as in
+			// the tests above.
+			hubClock := &testClock{}
+			if skew < 0 {
+				hubClock.Set(skew)
+			}
+			h := startHub(t, hubClock, nil)
+			hubClock.Set(skew)
+			devClock := &testClock{}
+			phone, laptop := h.pair(t, devClock, "phone", 0), h.pair(t, devClock, "laptop", 0)
+			startPeer(t, phone, devClock)
+			startPeerWith(t, laptop, devClock, sleepy(300*time.Millisecond, transport.ModeQUIC))
+			serveEcho(t, laptop)
+			waitAsleep(t, laptop)
+			ctx := testCtx(t)
+			out, err := peerClient(phone).CallWith(ctx, api.CallRequestBody{To: "laptop/echo", Method: "echo", Body: []byte(`"hi"`), TTLMs: 20000})
+			if err != nil || string(out) != `"hi"` {
+				t.Fatalf("a call for later to a sleeping device, the hub's clock %v off: %s, %v", skew, out, err)
+			}
+			st := waitAsleep(t, laptop)
+			if st.Wake.PingWakes != 1 || st.Wake.Pings.Accepted != 1 {
+				t.Fatalf("wake counters: %+v", st.Wake)
+			}
+			t.Logf("fault row 9: the hub's clock %v off its devices': a call for later woke the sleeping device (ping accepted) and got its answer", skew)
+		})
+	}
+	// A call to another zone is signed with the device's clock and checked
+	// against the receiver's: 2 h off is stale there, and the caller is
+	// told so.
+	t.Run("cross-zone call from a device 2 h ahead", func(t *testing.T) {
+		clock := &testClock{}
+		alice := startHubNamed(t, clock, "alice", nil)
+		bob := startHubNamed(t, clock, "bob", nil)
+		phone := alice.pair(t, clock, "phone", 0)
+		laptop := bob.pair(t, clock, "laptop", 0)
+		ahead := &testClock{}
+		ahead.Set(2 * time.Hour)
+		startPeer(t, phone, ahead)
+		startPeer(t, laptop, clock)
+		serveEcho(t, laptop)
+		befriend(t, bob, alice, "bob")
+		waitRecord(t, phone, zsync.BucketFriends, bobZone(t, bob))
+		putRule(t, bob, "alice-echo", policy.EffectAllow, "alice/phone/notes", "laptop/echo")
+		waitRecord(t, laptop, zsync.BucketPolicy, "alice-echo")
+		_, err := appClient(phone, "notes").Call(testCtx(t), "bob/laptop/echo", "echo", "hi")
+		t.Logf("fault row 9: a cross-zone call from a device 2 h ahead: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "clock") {
+			t.Fatalf("a call stamped 2 h ahead: %v, want a refusal that names the clock", err)
+		}
+		if st := waitPeer(t, laptop, func(st *api.PeerStatus) bool { return st.Envelopes.Stale >= 1 }); st.Envelopes.Accepted != 0 {
+			t.Fatalf("laptop envelopes %+v", st.Envelopes)
+		}
 	})
 }
