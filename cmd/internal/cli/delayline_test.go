@@ -119,6 +119,9 @@ func runDelayLine(dev string, delay, jitter time.Duration) error {
 func (l *netLab) startDelayLine(delay, jitter time.Duration) {
 	l.t.Helper()
 	const dev = "dl0"
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		l.t.Fatalf("fault matrix: this kernel has neither netem nor TUN devices (%v), so nothing here can delay packets", err)
+	}
 	l.in(l.rtr, "ip", "tuntap", "add", "dev", dev, "mode", "tun")
 	cmd := exec.Command("ip", "netns", "exec", l.rtr, "pzdelay", "--dev", dev, "--delay", delay.String(), "--jitter", jitter.String())
 	cmd.Stderr = os.Stderr
