@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"regexp"
@@ -60,7 +59,7 @@ var labs atomic.Int64
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
 	requireNetLab(t)
-	id := fmt.Sprintf("pz%d%c%d", os.Getpid()%100000, 'a'+rand.IntN(26), labs.Add(1))
+	id := fmt.Sprintf("pz%dn%d", os.Getpid(), labs.Add(1))
 	l := &netLab{t: t, hub: id + "h", rtr: id + "r", dev: id + "d"}
 	// Registered first, so it runs last: after the daemons are stopped.
 	t.Cleanup(func() {
