@@ -161,7 +161,13 @@ func humanDuration(d time.Duration) string {
 // check.
 func VerifyHubChain(raw [][]byte, now time.Time) (*x509.Certificate, ZoneID, error) {
 	if len(raw) < 2 {
-		return nil, "", errors.New("the hub sent no zone CA certificate")
+		said := ""
+		if len(raw) == 1 {
+			if c, err := x509.ParseCertificate(raw[0]); err == nil && c.Subject.CommonName != "" {
+				said = fmt.Sprintf(" (its certificate says %q)", c.Subject.CommonName)
+			}
+		}
+		return nil, "", fmt.Errorf("the server sent no zone CA certificate%s: it is no pzone hub, or a provider that serves no such zone", said)
 	}
 	ca, err := x509.ParseCertificate(raw[1])
 	if err != nil {

@@ -75,8 +75,8 @@ func PinnedHubTLS(zone certs.ZoneID, alpn string, got *x509.Certificate) *tls.Co
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{alpn},
-		ServerName:         "pzone-hub",
-		InsecureSkipVerify: true, // replaced by VerifyPeerCertificate: trust is the pinned zone ID, not a web PKI name
+		ServerName:         certs.ServerName(zone), // routes to the zone on a provider's shared listener
+		InsecureSkipVerify: true,                   // replaced by VerifyPeerCertificate: trust is the pinned zone ID, not a web PKI name
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			ca, id, err := certs.VerifyHubChain(raw, time.Now())
 			if err != nil {

@@ -41,8 +41,8 @@ func PairCode(ctx context.Context, c Code, addr string, mode transport.Mode, con
 	tcfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{transport.ALPNPairCode},
-		ServerName:         "pzone-hub",
-		InsecureSkipVerify: true, // the code authenticates the hub, below; the chain must still be a hub's
+		ServerName:         certs.CodeServerName(c.Number), // a provider routes by the invite number
+		InsecureSkipVerify: true,                           // the code authenticates the hub, below; the chain must still be a hub's
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			_, _, err := certs.VerifyHubChain(raw, time.Now())
 			return err

@@ -38,6 +38,7 @@ const (
 	CodeBadRequest  = "bad-request"  // malformed request or CSR
 	CodeVersion     = "version"      // unsupported protocol version
 	CodeInternal    = "internal"     // the hub failed; try again
+	CodeZoneFull    = "zone-full"    // the zone has as many devices as its provider allows
 )
 
 // Error is a refused pairing.

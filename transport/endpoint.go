@@ -117,6 +117,8 @@ type DatagramWriter interface {
 // for a TCP-only listener.
 func Datagrams(l Listener) DatagramWriter {
 	switch l := l.(type) {
+	case interface{ Datagrams() DatagramWriter }: // a Router's share
+		return l.Datagrams()
 	case *quicListener:
 		return l.tr
 	case *multiListener:

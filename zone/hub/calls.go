@@ -38,6 +38,8 @@ type router struct {
 	envelopes *envelope.Checker
 	// slots bounds the calls in flight per caller and per target.
 	slots *callSlots
+	// rate bounds the calls the zone admits per second (nil: no bound).
+	rate *callRate
 }
 
 // replayStream is a call stream whose request body the hub has read
@@ -135,6 +137,10 @@ func (rt *router) handleCall(s *hubSession, st transport.Stream, fr *transport.F
 func (rt *router) admitCall(st transport.Stream, fr *transport.FrameReader, caller string, gone <-chan struct{}) (transport.Stream, *wire.CallHeader, *callSlot, bool) {
 	hdr, ok := readCallHeader(st, fr)
 	if !ok {
+		return nil, nil, nil, false
+	}
+	if ok, why := rt.rate.admit(rt.h.zone.Name); !ok {
+		rt.refuse(st, wire.CallUnavailable, why)
 		return nil, nil, nil, false
 	}
 	slot, why := rt.slots.enterWait(caller, time.Now().Add(wire.CallTimeout(hdr)), gone)
@@ -441,7 +447,11 @@ func (rt *router) queueMessage(st transport.Stream, hdr *wire.CallHeader, deadli
 	seq, err := rt.h.mail.Put(hdr.ToDevice, msg)
 	if err != nil {
 		if errors.Is(err, errQueueFull) {
-			rt.refuse(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or raise pzh serve --queue-limit/--queue-mib", err))
+			raise := "raise pzh serve --queue-limit/--queue-mib"
+			if errors.Is(err, errZoneQueueFull) {
+				raise = "ask the zone's provider for a higher limit (pzh provider zone limits)"
+			}
+			rt.refuse(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later, or %s", err, raise))
 		} else {
 			rt.h.log.Error("queue a message", "device", hdr.ToDevice, "err", err)
 			rt.refuse(st, wire.CallUnavailable, "the hub could not store the message: "+stores.ExplainRemote(err))

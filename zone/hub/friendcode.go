@@ -71,7 +71,7 @@ func (fs *friends) acceptCode(ctx context.Context, req api.FriendAcceptRequest) 
 	conf := &tls.Config{
 		MinVersion:           tls.VersionTLS13,
 		NextProtos:           []string{transport.ALPNFriendCode},
-		ServerName:           "pzone-hub",
+		ServerName:           certs.CodeServerName(code.Number),
 		InsecureSkipVerify:   true, // the code authenticates the other hub; its chain must still be a hub's
 		GetClientCertificate: fs.h.hubClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {

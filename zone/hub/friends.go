@@ -305,6 +305,9 @@ func (fs *friends) createInvite(req api.FriendInviteRequest) (*api.FriendInviteV
 		return nil, err
 	}
 	var code pairing.Code
+	if req.Code && fs.h.cfg.Shared != nil {
+		return nil, fmt.Errorf("%w: %w", errBadFriend, errCodesShared)
+	}
 	if req.Code {
 		code.Secret = pairing.NewCodeSecret()
 		inv.CodeSecret = code.Secret[:]

@@ -133,6 +133,20 @@ type Config struct {
 	// OperatorHash is the cost of new operator passwords' hashes; zero
 	// means mgmt.DefaultHashParams.
 	OperatorHash mgmt.HashParams
+	// Shared, if set, is the listener of a provider, which serves many
+	// zones (zone/provider): the hub takes the route named by its zone
+	// (certs.ServerName) and listens on nothing itself, so Listen and
+	// Transports only describe the shared listener. Short codes are
+	// refused: a code does not name its zone.
+	Shared *transport.Router
+	// A provider's limits of one zone (zero: none beyond the others
+	// above). MaxDevices bounds the paired devices; ZoneQueueBytes the
+	// bytes of messages kept for all of them together; CallsPerSecond the
+	// calls, messages and streams the hub admits per second from all
+	// callers, its devices and friend zones.
+	MaxDevices     int
+	ZoneQueueBytes int64
+	CallsPerSecond int
 	// FriendCallHook, if set, sees each call from a friend zone before the
 	// hub relays it, and takes it over by returning true. For tests that
 	// need a misbehaving hub (FriendCall); pzh never sets it.
@@ -225,6 +239,9 @@ func (c *Config) Validate() error {
 	if c.TombstoneRetention < 0 {
 		return fmt.Errorf("tombstone retention %v is negative", c.TombstoneRetention)
 	}
+	if c.MaxDevices < 0 || c.ZoneQueueBytes < 0 || c.CallsPerSecond < 0 {
+		return fmt.Errorf("zone limits must not be negative")
+	}
 	if c.DeviceQuota < 0 || c.ZoneQuota < 0 {
 		return fmt.Errorf("zone state quotas must not be negative")
 	}
@@ -273,6 +290,9 @@ type Hub struct {
 	changes                  localapi.Notifier
 	started                  time.Time
 	addr                     net.Addr
+	// pairMu orders pairings while the zone has a device limit
+	// (Config.MaxDevices).
+	pairMu sync.Mutex
 
 	// reg holds the devices and their sessions (registry.go).
 	reg *registry
@@ -345,14 +365,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	listen := cfg.Listen
-	if listen == "" {
-		_, port, _ := net.SplitHostPort(h.publicAddrs()[0])
-		listen = net.JoinHostPort("", port)
-	}
-	ln, err := transport.ListenBoth(listen, h.transportConfig(), cfg.Transports...)
+	ln, err := h.listen()
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", listen, err)
+		return err
 	}
 	h.addr = ln.Addr()
 	wakers, closeWakers, err := newWakers(ln, cfg.Wakers)
@@ -465,6 +480,29 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// listen listens on the hub's own address, or takes its zone's route on
+// a provider's shared listener.
+func (h *Hub) listen() (transport.Listener, error) {
+	if h.cfg.Shared != nil {
+		name := certs.ServerName(h.zone.ID)
+		rt, err := h.cfg.Shared.Route(name, h.transportConfig().TLS)
+		if err != nil {
+			return nil, fmt.Errorf("serve zone %q on the shared listener: %w", h.zone.Name, err)
+		}
+		return rt, nil
+	}
+	listen := h.cfg.Listen
+	if listen == "" {
+		_, port, _ := net.SplitHostPort(h.publicAddrs()[0])
+		listen = net.JoinHostPort("", port)
+	}
+	ln, err := transport.ListenBoth(listen, h.transportConfig(), h.cfg.Transports...)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	return ln, nil
+}
+
 func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, limiter: &pairing.Limiter{Burst: cfg.PairBurst, Refill: cfg.PairRefill, MaxTracked: pairing.DefaultMaxTracked}, started: cfg.Now(),
 		bindings: newBindingTable(), services: services.NewHost(),
@@ -474,7 +512,8 @@ func newHub(cfg Config, store *hubStore) (*Hub, error) {
 	h.friends = &friends{h: h, byZone: map[string]*FriendRecord{}}
 	h.tokens = &tokens{h: h}
 	h.policy = &policyAPI{h: h}
-	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait)}
+	h.router = &router{h: h, envelopes: envelope.NewChecker(), slots: newCallSlots(cfg.CallsPerCaller, cfg.CallsPerTarget, cfg.CallSlotWait),
+		rate: newCallRate(cfg.CallsPerSecond, cfg.Now)}
 	var err error
 	if h.zone, err = store.Zone(); err == nil {
 		h.addrs.Store(&h.zone.PublicAddrs)

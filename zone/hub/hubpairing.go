@@ -19,6 +19,9 @@ import (
 // The hub's side of pairing: a device redeeming an invite on a connection
 // that presents no certificate (docs/PROTOCOL.md, "Pairing").
 
+// errZoneFull: the zone has as many devices as Config.MaxDevices.
+var errZoneFull = errors.New("zone full")
+
 func (h *Hub) servePairing(ctx context.Context, conn transport.Conn) {
 	serveOneShot(ctx, conn, func(st transport.Stream) any {
 		ip := remoteIP(conn.RemoteAddr())
@@ -130,6 +133,13 @@ func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, c
 	if err != nil {
 		return h.refusePairing(conn, ip, id, pairing.CodeBadRequest, "bad certificate request: "+err.Error())
 	}
+	most := h.cfg.MaxDevices
+	if most > 0 {
+		// Held until the device is registered, so that two pairings at
+		// once cannot both take the last place.
+		h.pairMu.Lock()
+		defer h.pairMu.Unlock()
+	}
 	rec, cert, err := h.store.Redeem(id, now, func(inv *pairing.Invite, device string) (*x509.Certificate, error) {
 		if check != nil {
 			if err := check(inv); err != nil {
@@ -139,8 +149,17 @@ func (h *Hub) issue(conn transport.Conn, id string, csr []byte, ip netip.Addr, c
 		if err := inv.Usable(now); err != nil {
 			return nil, err
 		}
+		// Only who holds a good invite learns that the zone is full.
+		if paired, _ := h.reg.counts(); most > 0 && paired >= most {
+			return nil, fmt.Errorf("%w: it has %d devices", errZoneFull, paired)
+		}
 		return h.ca.Sign(pub, device, now, inv.CertLifetime)
 	})
+	if errors.Is(err, errZoneFull) {
+		h.log.Info("pairing refused: zone full", "remote", remote, "invite", id, "limit", most)
+		return &pairing.Response{Error: &pairing.Error{Code: pairing.CodeZoneFull, Message: fmt.Sprintf(
+			"zone %q has %d devices, as many as its provider allows: remove one (pzh revoke DEVICE) or ask the provider for a higher limit; the invite was not used", h.zone.Name, most)}}
+	}
 	if code, msg, ok := inviteRefusal(err, "invite", "ask the hub's owner for a new one (pzh invite)"); ok {
 		if errors.Is(err, errBadProof) {
 			// A wrong proof counts against the invite too (from any source).

@@ -116,6 +116,9 @@ func openHubMailbox(cfg *Config, store *hubStore) (*mailbox, error) {
 	// create without the mark: the first run, or a hub from before the
 	// anchor recorded it, whose file is opened as it is.
 	m, err := openMailbox(path, create, cfg.QueueLimit, cfg.QueueBytes)
+	if m != nil {
+		m.zoneBytes = cfg.ZoneQueueBytes
+	}
 	if err != nil {
 		return nil, stores.StoreError(err, "pzh", keepsMailbox, resetMailboxH)
 	}

@@ -349,7 +349,7 @@ func (lk *links) tlsFor(f *FriendRecord) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
 		NextProtos:           []string{transport.ALPNLink},
-		ServerName:           "pzone-hub",
+		ServerName:           certs.ServerName(f.ZoneID),
 		InsecureSkipVerify:   true, // replaced by VerifyPeerCertificate: trust is the friend's recorded CA
 		GetClientCertificate: lk.h.hubClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {

@@ -44,6 +44,10 @@ var (
 // errQueueFull is a device's queue at its limit.
 var errQueueFull = errors.New("queue full")
 
+// errZoneQueueFull is the zone's queues together at their provider's
+// limit (it is an errQueueFull too).
+var errZoneQueueFull = fmt.Errorf("%w for the zone", errQueueFull)
+
 // queuedMsg is one message waiting at the hub.
 type queuedMsg struct {
 	ID         string    `cbor:"1,keyasint"`
@@ -103,6 +107,9 @@ type mailbox struct {
 	db       *bolt.DB
 	limit    int
 	maxBytes int64
+	// zoneBytes, if not zero, bounds the bytes waiting for all the
+	// zone's devices together (a provider's limit, Config.ZoneQueueBytes).
+	zoneBytes int64
 
 	mu    sync.Mutex
 	stats map[string]queueStat
@@ -170,6 +177,15 @@ func (m *mailbox) Put(device string, msg *queuedMsg) (uint64, error) {
 		return 0, fmt.Errorf("%w: %d messages wait for device %q, the hub's limit", errQueueFull, st.n, device)
 	case st.bytes+int64(len(msg.Body)) > m.maxBytes:
 		return 0, fmt.Errorf("%w: %d bytes wait for device %q and this message would pass the hub's limit of %d", errQueueFull, st.bytes, device, m.maxBytes)
+	}
+	if m.zoneBytes > 0 {
+		var all int64
+		for _, s := range m.stats {
+			all += s.bytes
+		}
+		if all+int64(len(msg.Body)) > m.zoneBytes {
+			return 0, fmt.Errorf("%w: %d bytes wait for the zone's devices and this message would pass its provider's limit of %d", errZoneQueueFull, all, m.zoneBytes)
+		}
 	}
 	var seq uint64
 	err := m.db.Update(func(tx *bolt.Tx) error {

@@ -43,7 +43,9 @@ func (lk *links) queueForFriend(st transport.Stream, hdr *wire.CallHeader, f *Fr
 	zone := f.ZoneID.Compact()
 	seq, err := lk.h.mail.Put(outboxKey(zone), msg)
 	if err != nil {
-		if errors.Is(err, errQueueFull) {
+		if errors.Is(err, errZoneQueueFull) {
+			lk.h.router.refuse(st, wire.CallQueueFull, fmt.Sprintf("%v; try again later", err))
+		} else if errors.Is(err, errQueueFull) {
 			lk.h.router.refuse(st, wire.CallQueueFull, fmt.Sprintf("queue full: this hub keeps %d messages (%d bytes) for friend zone %q already, its limit; try again later, or raise pzh serve --queue-limit/--queue-mib",
 				lk.h.mail.Stat(outboxKey(zone)).n, lk.h.mail.Stat(outboxKey(zone)).bytes, f.Petname))
 		} else {

@@ -30,6 +30,8 @@ var layers = [][]string{
 	// The runtimes, one per role: beside each other, so neither may
 	// import the other.
 	{"zone/hub", "zone/peer"},
+	// Many zones' hubs in one process, on one listener.
+	{"zone/provider"},
 	// Their users.
 	{"cmd/internal/cli", "bench"},
 	{"cmd/pzh", "cmd/pzp", "cmd/pzbench", "cmd/internal/mangen"},

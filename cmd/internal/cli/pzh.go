@@ -22,7 +22,7 @@ through the socket in its data directory.`,
 	root.AddCommand(newHubInitCmd(g), newHubServeCmd(g, exts), newHubInviteCmd(g), newHubInvitesCmd(g),
 		newHubDevicesCmd(g), newHubRevokeCmd(g), newHubWakeCmd(g), newHubStatusCmd(g), newHubWaitCmd(g), newHubDataCmd(g), newHubPolicyCmd(g), newHubBindingsCmd(g), newHubTokensCmd(g),
 		newHubFriendCmd(g), newHubFriendsCmd(g), newHubCompactCmd(g), newHubOperatorCmd(g), newHubWebCmd(g), newHubAddrCmd(g),
-		newHubBackupCmd(g), newHubRestoreCmd(g))
+		newHubBackupCmd(g), newHubRestoreCmd(g), newHubProviderCmd(g))
 	root.AddCommand(newConfigCmd(func() *cobra.Command {
 		c, _, _ := root.Find([]string{"serve"})
 		return c

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/provider"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+func newHubProviderCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "provider",
+		Short: "Run many zones in one hub process, for others",
+		Long: `provider runs the hubs of many zones in one process, on one port: a host
+for family and friends, or for many people. Each zone has its own CA,
+zone ID, stores, devices and admin socket, in DATA/zones/NAME; devices
+and friends' hubs reach their zone by a TLS server name that names its
+zone ID, so one zone's devices can reach nothing of another's.
+
+  pzh provider init --data DIR --public-addr HOST:PORT
+  pzh provider serve --data DIR
+  pzh provider zone add alice --data DIR
+  pzh --data DIR/zones/alice invite       (then pzp pair on a device)
+
+Every pzh subcommand but init, serve and backup/restore works on one zone
+of a running provider with --data DIR/zones/NAME.`,
+	}
+	zone := &cobra.Command{Use: "zone", Short: "Add, remove, limit and list the provider's zones"}
+	zone.AddCommand(newProviderZoneAddCmd(g), newProviderZoneRmCmd(g), newProviderZoneListCmd(g), newProviderZoneLimitsCmd(g))
+	cmd.AddCommand(newProviderInitCmd(g), newProviderServeCmd(g), newProviderStatusCmd(g), newProviderWaitCmd(g), zone)
+	return cmd
+}
+
+// providerDo calls the running provider of g's data directory.
+func providerDo(ctx context.Context, g *globals, method, path string, in, out any) error {
+	dir, err := g.dataDir()
+	if err != nil {
+		return err
+	}
+	err = api.NewClient(api.SocketPath(dir, api.ProviderSocketName)).Do(ctx, method, path, in, out)
+	return notRunningHint(err, "the provider", "pzh provider serve --data "+dir)
+}
+
+func newProviderInitCmd(g *globals) *cobra.Command {
+	var addrs []string
+	cmd := &cobra.Command{
+		Use:   "init --public-addr HOST:PORT",
+		Short: "Make a provider in the data directory, serving no zone yet",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(addrs) == 0 {
+				return usagef("--public-addr is required: where devices will reach the provider, e.g. --public-addr hub.example.net:7443")
+			}
+			dir, err := g.dataDir()
+			if err != nil {
+				return err
+			}
+			if err := provider.Init(dir, addrs, time.Now()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "provider made in %s, public address %v\nnext: pzh provider serve --data %s, then pzh provider zone add NAME --data %s\n", dir, addrs, dir, dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&addrs, "public-addr", nil, "HOST:PORT devices reach the provider at (repeatable); every zone gets these")
+	return cmd
+}
+
+func newProviderServeCmd(g *globals) *cobra.Command {
+	var listen string
+	var noQUIC, noTCP bool
+	var heartbeat time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the provider: every zone's hub, on one port",
+		Long: `serve runs the hub of every zone of the provider: QUIC on UDP and TLS 1.3 +
+yamux on TCP, both on one port, plus the provider's admin socket
+(pzh-provider.sock) and each zone's own (DATA/zones/NAME/pzh.sock). A zone
+whose hub fails to start is said in the log and in 'zone list'; the others
+are served. It runs until SIGINT or SIGTERM, then closes every session with
+reason "shutdown" and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if noQUIC && noTCP {
+				return usagef("--no-quic and --no-tcp together leave nothing to serve")
+			}
+			dir, err := g.dataDir()
+			if err != nil {
+				return err
+			}
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			var kinds []transport.Kind
+			if !noQUIC {
+				kinds = append(kinds, transport.KindQUIC)
+			}
+			if !noTCP {
+				kinds = append(kinds, transport.KindTCP)
+			}
+			if heartbeat < wire.MinHeartbeat || heartbeat > wire.MaxHeartbeat {
+				return usagef("--heartbeat %v out of range: use %v to %v", heartbeat, wire.MinHeartbeat, wire.MaxHeartbeat)
+			}
+			return provider.Run(cmd.Context(), provider.Config{DataDir: dir, Listen: listen, Transports: kinds, Heartbeat: heartbeat, Logger: log})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "", "HOST:PORT to listen on, UDP and TCP (default: all interfaces, the public address's port)")
+	f.BoolVar(&noQUIC, "no-quic", false, "serve TCP only (devices fall back to it)")
+	f.BoolVar(&noTCP, "no-tcp", false, "serve QUIC only")
+	f.DurationVar(&heartbeat, "heartbeat", wire.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
+	return cmd
+}

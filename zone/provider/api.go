@@ -1,0 +1,93 @@
+package provider
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// The provider's admin socket (pzh-provider.sock in its data directory):
+// the zone set. Each zone's own admin socket, in its directory, manages
+// that zone alone (pzh --data DIR/zones/NAME ...).
+func (p *Provider) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st := api.ProviderStatus{PublicAddrs: p.cat.set.PublicAddrs, Listen: p.router.Addr().String(), Started: p.started, PID: os.Getpid(), Software: wire.SoftwareVersion}
+		for _, k := range p.cfg.Transports {
+			st.Transports = append(st.Transports, string(k))
+		}
+		p.mu.Lock()
+		for _, z := range p.zones {
+			st.Zones++
+			if s, _ := z.view(); s == "serving" {
+				st.Serving++
+			}
+		}
+		p.mu.Unlock()
+		localapi.WriteJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("GET /v1/zones", func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, p.list(r.Context()))
+	})
+	mux.HandleFunc("POST /v1/zones", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ZoneAddRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		v, err := p.addZone(req)
+		if err != nil {
+			localapi.WriteErr(w, errStatus(err), err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusCreated, v)
+	})
+	mux.HandleFunc("DELETE /v1/zones/{zone}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := p.removeZone(r.PathValue("zone"))
+		if err != nil {
+			localapi.WriteErr(w, errStatus(err), err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("PUT /v1/zones/{zone}/limits", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ZoneLimitsRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		v, err := p.setLimits(r.PathValue("zone"), req)
+		if err != nil {
+			localapi.WriteErr(w, errStatus(err), err)
+			return
+		}
+		localapi.WriteJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("/", localapi.NotFound)
+	return mux
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		localapi.WriteErr(w, http.StatusBadRequest, err)
+		return false
+	}
+	return true
+}
+
+func errStatus(err error) int {
+	switch {
+	case errors.Is(err, errNoZone):
+		return http.StatusNotFound
+	case errors.Is(err, errZoneExists):
+		return http.StatusConflict
+	case errors.Is(err, errBadLimits):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}

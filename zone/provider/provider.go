@@ -1,0 +1,348 @@
+// Package provider runs many zones in one process: one listener (QUIC and
+// TCP on one port) whose connections are routed to their zone's hub by
+// TLS server name before anything zone-specific is read (transport.Router,
+// certs.ServerName). Each zone is a whole hub (zone/hub) with its own CA,
+// stores, admin socket and limits, in its own data directory; the
+// provider adds, removes and limits zones over its own admin socket.
+package provider
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pzone/pzone/certs"
+	zsync "github.com/pzone/pzone/sync"
+	"github.com/pzone/pzone/transport"
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/hub"
+	"github.com/pzone/pzone/zone/localapi"
+	"github.com/pzone/pzone/zone/wire"
+)
+
+// Config configures Run.
+type Config struct {
+	DataDir string
+	// Listen is host:port for UDP (QUIC) and TCP. Empty: all interfaces,
+	// on the port of the first public address.
+	Listen string
+	// Transports to serve; empty means both.
+	Transports []transport.Kind
+	// Heartbeat is the ping interval every zone's devices are told to use;
+	// zero means wire.DefaultHeartbeat.
+	Heartbeat time.Duration
+	Logger    *slog.Logger
+	// Ready, if set, is called once the provider listens and every zone
+	// has started (or failed to).
+	Ready func(net.Addr)
+	// Zone, if set, adjusts each zone's hub configuration before it runs
+	// (tests, pzh provider serve's extensions).
+	Zone func(*hub.Config)
+}
+
+// Init makes a provider in dir, serving no zone yet.
+func Init(dir string, publicAddrs []string, now time.Time) error {
+	if len(publicAddrs) == 0 {
+		return errors.New("no public address given: use --public-addr HOST:PORT, the address devices will reach the provider at")
+	}
+	for _, a := range publicAddrs {
+		if err := hub.ValidateHubAddr(a); err != nil {
+			return err
+		}
+	}
+	if err := localapi.CheckDataDir(dir, api.ProviderSocketName); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, hub.HubDBName)); err == nil {
+		return fmt.Errorf("%s holds a single zone's hub; a provider needs a directory of its own", dir)
+	}
+	// The zones' directories must fit their sockets too, for names of a
+	// dozen letters at least (zone add checks each name's).
+	probe := filepath.Join(dir, ZonesDir, ".new-abcdefghijkl")
+	err := localapi.CheckDataDir(probe, api.HubSocketName)
+	os.Remove(probe)
+	os.Remove(filepath.Join(dir, ZonesDir))
+	if err != nil {
+		return fmt.Errorf("%w (zones live in %s/NAME)", err, filepath.Join(dir, ZonesDir))
+	}
+	return createCatalog(dir, publicAddrs, now)
+}
+
+// Provider is a running provider.
+type Provider struct {
+	cfg     Config
+	log     *slog.Logger
+	cat     *catalog
+	router  *transport.Router
+	started time.Time
+
+	// ctx ends every zone when the provider stops.
+	ctx context.Context
+	wg  sync.WaitGroup
+
+	// mu guards zones and orders the changes of the zone set.
+	mu    sync.Mutex
+	zones map[string]*zoneRun
+}
+
+// zoneRun is one zone's hub, running or not.
+type zoneRun struct {
+	entry  zoneEntry
+	dir    string
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	state string // starting, serving, failed, stopped
+	err   error
+}
+
+func (z *zoneRun) setState(s string, err error) {
+	z.mu.Lock()
+	z.state, z.err = s, err
+	z.mu.Unlock()
+}
+
+func (z *zoneRun) view() (state string, err error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.state, z.err
+}
+
+// Run serves every zone of the provider in cfg.DataDir until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = wire.DefaultHeartbeat
+	}
+	if len(cfg.Transports) == 0 {
+		cfg.Transports = []transport.Kind{transport.KindQUIC, transport.KindTCP}
+	}
+	if cfg.Listen != "" {
+		if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+			return fmt.Errorf("listen address %q: %v (want HOST:PORT, e.g. 0.0.0.0:7443)", cfg.Listen, err)
+		}
+	}
+	cat, err := openCatalog(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	entries, err := cat.zones()
+	if err != nil {
+		return fmt.Errorf("read the zones of %s: %w", filepath.Join(cfg.DataDir, DBName), err)
+	}
+	checkFileLimit(len(entries), cfg.Logger)
+	p := &Provider{cfg: cfg, log: cfg.Logger, cat: cat, started: time.Now(), zones: map[string]*zoneRun{}}
+
+	listen := cfg.Listen
+	if listen == "" {
+		_, port, _ := net.SplitHostPort(cat.set.PublicAddrs[0])
+		listen = net.JoinHostPort("", port)
+	}
+	fallback, err := unknownNameTLS()
+	if err != nil {
+		return err
+	}
+	tc := transport.Config{TLS: fallback, Logger: p.log, IdleTimeout: wire.TransportIdle, StatelessResetKey: resetKey(cat.set.ResetSecret)}
+	if p.router, err = transport.ListenRouted(listen, tc, nil, cfg.Transports...); err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	defer p.router.Close()
+	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.ProviderSocketName))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(api.SocketPath(cfg.DataDir, api.ProviderSocketName))
+
+	g, gctx := errgroup.WithContext(ctx)
+	p.ctx = gctx
+	g.Go(func() error { return p.router.Run(gctx) })
+
+	// Zones start side by side, a few at a time: each opens its stores.
+	starts := make(chan *zoneRun)
+	var startWG sync.WaitGroup
+	for range 8 {
+		startWG.Add(1)
+		go func() {
+			defer startWG.Done()
+			for z := range starts {
+				p.start(z, true)
+			}
+		}()
+	}
+	p.mu.Lock()
+	for _, e := range entries {
+		z := &zoneRun{entry: e, dir: p.zoneDir(e.Name), state: "starting"}
+		p.zones[e.Name] = z
+		starts <- z
+	}
+	p.mu.Unlock()
+	close(starts)
+	startWG.Wait()
+
+	serving := 0
+	for _, z := range p.zones {
+		if s, _ := z.view(); s == "serving" {
+			serving++
+		}
+	}
+	// The admin socket answers once every zone has started or failed, so
+	// pzh provider wait waits for the zones too.
+	g.Go(func() error { return localapi.Serve(gctx, sock, p.apiHandler()) })
+	p.log.Info("provider serving", "listen", p.router.Addr().String(), "zones", len(entries), "serving", serving, "transports", cfg.Transports)
+	if cfg.Ready != nil {
+		cfg.Ready(p.router.Addr())
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		p.stopAll()
+		p.router.Close()
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
+		err = nil
+	}
+	p.log.Info("provider stopped")
+	return err
+}
+
+func (p *Provider) zoneDir(name string) string { return filepath.Join(p.cfg.DataDir, ZonesDir, name) }
+
+// hubConfig is the configuration of zone z's hub.
+func (p *Provider) hubConfig(z *zoneRun, ready func(net.Addr)) hub.Config {
+	l := z.entry.Limits
+	cfg := hub.Config{DataDir: z.dir, Transports: p.cfg.Transports, Heartbeat: p.cfg.Heartbeat, Shared: p.router,
+		Logger: p.log.With("zone", z.entry.Name), Ready: ready,
+		MaxDevices: l.MaxDevices, ZoneQuota: l.ZoneQuota, ZoneQueueBytes: l.QueueBytes, CallsPerSecond: l.CallsPerSecond}
+	if l.ZoneQuota > 0 {
+		cfg.DeviceQuota = min(zsync.DefaultDeviceQuota, l.ZoneQuota)
+	}
+	if p.cfg.Zone != nil {
+		p.cfg.Zone(&cfg)
+	}
+	return cfg
+}
+
+// start runs zone z's hub. With wait, it returns once the hub serves or
+// has failed.
+func (p *Provider) start(z *zoneRun, wait bool) error {
+	ctx, cancel := context.WithCancel(p.ctx)
+	z.cancel, z.done = cancel, make(chan struct{})
+	up := make(chan struct{})
+	var once sync.Once
+	cfg := p.hubConfig(z, func(net.Addr) { z.setState("serving", nil); once.Do(func() { close(up) }) })
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer close(z.done)
+		defer once.Do(func() { close(up) })
+		err := hub.Run(ctx, cfg)
+		if err != nil && ctx.Err() == nil {
+			// One zone failing does not stop the others: it is said in
+			// the log and in pzh provider zone list.
+			p.log.Error("zone stopped", "zone", z.entry.Name, "err", err)
+			z.setState("failed", err)
+			return
+		}
+		z.setState("stopped", nil)
+	}()
+	if !wait {
+		return nil
+	}
+	<-up
+	if s, err := z.view(); s == "failed" {
+		return err
+	}
+	return nil
+}
+
+// stop stops zone z's hub and waits for it.
+func (z *zoneRun) stop() {
+	if z.cancel != nil {
+		z.cancel()
+		<-z.done
+	}
+}
+
+func (p *Provider) stopAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, z := range p.zones {
+		wg.Add(1)
+		go func() { defer wg.Done(); z.stop() }()
+	}
+	wg.Wait()
+	p.wg.Wait()
+}
+
+// resetKey derives the QUIC stateless reset key from the provider's
+// secret: the same after a restart, so devices of every zone learn at
+// once that their connection died.
+func resetKey(secret []byte) *[32]byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("pzone provider quic stateless reset v1"))
+	var k [32]byte
+	copy(k[:], m.Sum(nil))
+	return &k
+}
+
+// UnknownZoneName is the common name of the certificate a provider shows
+// for a server name it serves no zone by; a pinning client refuses it,
+// and its error quotes the name.
+const UnknownZoneName = "pzone provider: no zone served here by that name"
+
+// unknownNameTLS is the listener's configuration for names no zone has:
+// a throwaway self-signed certificate, no client certificate asked.
+func unknownNameTLS() (*tls.Config, error) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: UnknownZoneName},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(100 * 365 * 24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		NextProtos: []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNPairCode, transport.ALPNFriend, transport.ALPNFriendCode, transport.ALPNLink}}, nil
+}
+
+// ZoneID is zone name's ID, for a zone of this provider; "" when none.
+func (p *Provider) zone(nameOrID string) *zoneRun {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if z := p.zones[nameOrID]; z != nil {
+		return z
+	}
+	if id, err := certs.ParseZoneID(nameOrID); err == nil {
+		for _, z := range p.zones {
+			if z.entry.ID == id {
+				return z
+			}
+		}
+	}
+	return nil
+}

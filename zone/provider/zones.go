@@ -1,0 +1,210 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pzone/pzone/certs"
+	"github.com/pzone/pzone/storefile"
+	"github.com/pzone/pzone/zone/api"
+	"github.com/pzone/pzone/zone/hub"
+)
+
+// Adding, removing, limiting and listing the provider's zones.
+
+var (
+	errNoZone     = errors.New("no such zone")
+	errZoneExists = errors.New("zone exists")
+	errBadLimits  = errors.New("bad zone request")
+)
+
+func checkLimits(l api.ZoneLimits) error {
+	if l.MaxDevices < 0 || l.ZoneQuota < 0 || l.QueueBytes < 0 || l.CallsPerSecond < 0 {
+		return fmt.Errorf("%w: limits must not be negative (0: none)", errBadLimits)
+	}
+	return nil
+}
+
+// addZone makes zone name and starts its hub.
+func (p *Provider) addZone(req api.ZoneAddRequest) (*api.ProviderZone, error) {
+	if err := certs.ValidateName("zone", req.Name); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadLimits, err)
+	}
+	if err := checkLimits(req.Limits); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.zones[req.Name] != nil {
+		return nil, fmt.Errorf("%w: this provider serves a zone named %q already; choose another name", errZoneExists, req.Name)
+	}
+	if need := (len(p.zones) + 1) * filesPerZone; need > fileLimit() {
+		return nil, fmt.Errorf("%d zones need about %d open files, over this process's limit of %d: raise it (ulimit -n, or LimitNOFILE= in the service unit) and restart pzh provider serve", len(p.zones)+1, need, fileLimit())
+	}
+	zones := filepath.Join(p.cfg.DataDir, ZonesDir)
+	final := filepath.Join(zones, req.Name)
+	if _, err := os.Lstat(final); err == nil {
+		return nil, fmt.Errorf("%w: %s exists but is no zone of this provider: move it away first", errZoneExists, final)
+	}
+	if err := os.MkdirAll(zones, 0o700); err != nil {
+		return nil, fmt.Errorf("make %s: %w", zones, err)
+	}
+	// Made aside and renamed into place, so that a zone is there whole or
+	// not at all.
+	tmp := filepath.Join(zones, ".new-"+req.Name)
+	os.RemoveAll(tmp)
+	now := time.Now()
+	info, err := hub.InitZone(tmp, req.Name, p.cat.set.PublicAddrs, now)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("put the new zone in place: %w", err)
+	}
+	if err := storefile.SyncDir(zones); err != nil {
+		os.RemoveAll(final)
+		return nil, fmt.Errorf("put the new zone in place: %w", err)
+	}
+	e := zoneEntry{Name: req.Name, ID: info.ID, Added: now.UTC(), Limits: req.Limits}
+	if err := p.cat.put(e); err != nil {
+		os.RemoveAll(final)
+		return nil, fmt.Errorf("record the new zone: %w", err)
+	}
+	z := &zoneRun{entry: e, dir: final, state: "starting"}
+	p.zones[req.Name] = z
+	p.log.Info("zone added", "zone", e.Name, "zone_id", e.ID)
+	if err := p.start(z, true); err != nil {
+		return nil, fmt.Errorf("zone %q was made but its hub did not start: %w (pzh provider zone list shows it)", e.Name, err)
+	}
+	v := z.viewOf(context.Background())
+	return &v, nil
+}
+
+// removeZone stops zone nameOrID's hub and moves its data aside.
+func (p *Provider) removeZone(nameOrID string) (*api.ZoneRemoved, error) {
+	z := p.zone(nameOrID)
+	if z == nil {
+		return nil, fmt.Errorf("%w: this provider serves no zone %q (pzh provider zone list)", errNoZone, nameOrID)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.zones[z.entry.Name] != z {
+		return nil, fmt.Errorf("%w: zone %q was removed meanwhile", errNoZone, nameOrID)
+	}
+	z.stop()
+	removed := filepath.Join(p.cfg.DataDir, RemovedDir)
+	if err := os.MkdirAll(removed, 0o700); err != nil {
+		p.start(z, false)
+		return nil, fmt.Errorf("make %s: %w; the zone is served on", removed, err)
+	}
+	kept := filepath.Join(removed, z.entry.Name+"-"+strconv.FormatInt(time.Now().Unix(), 10))
+	if err := os.Rename(z.dir, kept); err != nil {
+		p.start(z, false)
+		return nil, fmt.Errorf("move the zone's data aside: %w; the zone is served on", err)
+	}
+	if err := p.cat.remove(z.entry.Name); err != nil {
+		if os.Rename(kept, z.dir) == nil {
+			p.start(z, false)
+		}
+		return nil, fmt.Errorf("record the removal: %w", err)
+	}
+	delete(p.zones, z.entry.Name)
+	p.log.Info("zone removed", "zone", z.entry.Name, "zone_id", z.entry.ID, "kept_in", kept)
+	return &api.ZoneRemoved{Name: z.entry.Name, ZoneID: string(z.entry.ID), KeptIn: kept}, nil
+}
+
+// setLimits changes zone nameOrID's limits and restarts its hub with
+// them: its devices reconnect by themselves.
+func (p *Provider) setLimits(nameOrID string, req api.ZoneLimitsRequest) (*api.ProviderZone, error) {
+	z := p.zone(nameOrID)
+	if z == nil {
+		return nil, fmt.Errorf("%w: this provider serves no zone %q (pzh provider zone list)", errNoZone, nameOrID)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := z.entry
+	if req.MaxDevices != nil {
+		e.Limits.MaxDevices = *req.MaxDevices
+	}
+	if req.ZoneQuota != nil {
+		e.Limits.ZoneQuota = *req.ZoneQuota
+	}
+	if req.QueueBytes != nil {
+		e.Limits.QueueBytes = *req.QueueBytes
+	}
+	if req.CallsPerSecond != nil {
+		e.Limits.CallsPerSecond = *req.CallsPerSecond
+	}
+	if err := checkLimits(e.Limits); err != nil {
+		return nil, err
+	}
+	if err := p.cat.put(e); err != nil {
+		return nil, fmt.Errorf("record the limits: %w", err)
+	}
+	z.stop()
+	z.entry = e
+	z.setState("starting", nil)
+	if err := p.start(z, true); err != nil {
+		return nil, fmt.Errorf("the zone's hub did not start again with the new limits: %w", err)
+	}
+	p.log.Info("zone limits changed", "zone", e.Name, "limits", e.Limits)
+	v := z.viewOf(context.Background())
+	return &v, nil
+}
+
+// list is every zone, with its hub's device counts.
+func (p *Provider) list(ctx context.Context) []api.ProviderZone {
+	p.mu.Lock()
+	runs := make([]*zoneRun, 0, len(p.zones))
+	for _, z := range p.zones {
+		runs = append(runs, z)
+	}
+	p.mu.Unlock()
+	out := make([]api.ProviderZone, len(runs))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				out[i] = runs[i].viewOf(ctx)
+			}
+		}()
+	}
+	for i := range runs {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].Added.Before(out[j].Added) })
+	return out
+}
+
+// viewOf is the zone as listed; a serving hub is asked for its counts.
+func (z *zoneRun) viewOf(ctx context.Context) api.ProviderZone {
+	state, err := z.view()
+	v := api.ProviderZone{Name: z.entry.Name, ZoneID: string(z.entry.ID), Dir: z.dir, Added: z.entry.Added, Limits: z.entry.Limits, State: state}
+	if err != nil {
+		v.Error = err.Error()
+	}
+	if state == "serving" {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var st api.HubStatus
+		if err := api.NewClient(api.SocketPath(z.dir, api.HubSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err == nil {
+			v.Devices, v.Online = st.Devices, st.Online
+		}
+	}
+	return v
+}
