@@ -305,13 +305,10 @@ func (fs *friends) createInvite(req api.FriendInviteRequest) (*api.FriendInviteV
 		return nil, err
 	}
 	var code pairing.Code
-	if req.Code && fs.h.cfg.Shared != nil {
-		return nil, fmt.Errorf("%w: %w", errBadFriend, errCodesShared)
-	}
 	if req.Code {
 		code.Secret = pairing.NewCodeSecret()
 		inv.CodeSecret = code.Secret[:]
-		if code.Number, err = fs.h.store.AddCodeInvite(bucketFriendInvites, inv, now); err != nil {
+		if code.Number, err = fs.h.store.AddCodeInvite(bucketFriendInvites, inv, now, fs.h.holdCode(transport.ALPNFriendCode, inv)); err != nil {
 			return nil, err
 		}
 	} else if err := fs.h.store.AddFriendInvite(inv); err != nil {

@@ -136,9 +136,10 @@ type Config struct {
 	// Shared, if set, is the listener of a provider, which serves many
 	// zones (zone/provider): the hub takes the route named by its zone
 	// (certs.ServerName) and listens on nothing itself, so Listen and
-	// Transports only describe the shared listener. Short codes are
-	// refused: a code does not name its zone.
+	// Transports only describe the shared listener. Codes keeps its short
+	// codes' numbers apart from the other zones'.
 	Shared *transport.Router
+	Codes  CodeBook
 	// A provider's limits of one zone (zero: none beyond the others
 	// above). MaxDevices bounds the paired devices; ZoneQueueBytes the
 	// bytes of messages kept for all of them together; CallsPerSecond the
@@ -361,6 +362,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	h.reconcileState()
+	if err := h.holdListedCodes(); err != nil {
+		return fmt.Errorf("read the code invites: %w", err)
+	}
 	if err := h.friends.load(); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/services"
 	"github.com/pzone/pzone/zone/stores"
 
@@ -141,10 +142,6 @@ func (h *Hub) apiHandler() http.Handler {
 // errBadInvite marks invite requests refused for what they ask.
 var errBadInvite = errors.New("bad invite request")
 
-// errCodesShared refuses short codes in a zone a provider serves: a code
-// does not name its zone, so the shared listener could not route it.
-var errCodesShared = errors.New("this zone is served by a provider, which does not route short codes yet: make a token invite instead (leave out --code)")
-
 func badInvite(err error) error { return fmt.Errorf("%w: %w", errBadInvite, err) }
 
 func parseDurationField(name, s string) (time.Duration, error) {
@@ -189,13 +186,10 @@ func (h *Hub) createInvite(req api.InviteRequest) (*api.InviteView, error) {
 		return nil, err
 	}
 	var code pairing.Code
-	if req.Code && h.cfg.Shared != nil {
-		return nil, badInvite(errCodesShared)
-	}
 	if req.Code {
 		code.Secret = pairing.NewCodeSecret()
 		inv.CodeSecret = code.Secret[:]
-		if code.Number, err = h.store.AddCodeInvite(bucketInvites, inv, now); err != nil {
+		if code.Number, err = h.store.AddCodeInvite(bucketInvites, inv, now, h.holdCode(transport.ALPNPairCode, inv)); err != nil {
 			return nil, err
 		}
 	} else if err := h.store.AddInvite(inv); err != nil {

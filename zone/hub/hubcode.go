@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
 	"github.com/pzone/pzone/pairing/cpace"
 	"github.com/pzone/pzone/transport"
@@ -222,7 +223,7 @@ func (h *Hub) wrongCode(k *codeKind, inv *pairing.Invite, ip netip.Addr, remote 
 
 // AddCodeInvite stores a new code invite under the smallest number no
 // listed code invite has, and returns the number.
-func (s *hubStore) AddCodeInvite(bucket []byte, inv *pairing.Invite, now time.Time) (uint32, error) {
+func (s *hubStore) AddCodeInvite(bucket []byte, inv *pairing.Invite, now time.Time, hold func(uint32) bool) (uint32, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		if b.Get([]byte(inv.ID)) != nil {
@@ -243,7 +244,7 @@ func (s *hubStore) AddCodeInvite(bucket []byte, inv *pairing.Invite, now time.Ti
 			return err
 		}
 		for n := uint32(1); n <= pairing.MaxCodeNumber; n++ {
-			if !taken[n] {
+			if !taken[n] && (hold == nil || hold(n)) {
 				inv.CodeNumber = n
 				return stores.PutCBOR(b, []byte(inv.ID), inv)
 			}
@@ -286,4 +287,54 @@ func (s *hubStore) countWrongCode(bucket []byte, id string) (int, error) {
 		return stores.PutCBOR(b, []byte(id), &inv)
 	})
 	return inv.WrongCodes, err
+}
+
+// CodeBook keeps short codes' invite numbers apart across the zones of a
+// provider, and tells its listener which zone holds a number: a code
+// names no zone, so a device or hub with one sends the number as its
+// server name (certs.CodeServerName) and the provider routes by it.
+type CodeBook interface {
+	// Hold records that zone holds number n of the code exchange alpn
+	// (transport.ALPNPairCode or ALPNFriendCode) until until, unless
+	// another zone holds it: then it reports false.
+	Hold(alpn string, n uint32, zone certs.ZoneID, until time.Time) bool
+}
+
+// holdCode is AddCodeInvite's check of a number against the provider's
+// other zones; nil for a hub of its own. A number is held for as long as
+// its invite is listed.
+func (h *Hub) holdCode(alpn string, inv *pairing.Invite) func(uint32) bool {
+	if h.cfg.Codes == nil {
+		return nil
+	}
+	until := inv.Expires.Add(inviteKeep)
+	return func(n uint32) bool { return h.cfg.Codes.Hold(alpn, n, h.zone.ID, until) }
+}
+
+// holdListedCodes tells the provider's code book the numbers of the code
+// invites this zone lists, when it starts.
+func (h *Hub) holdListedCodes() error {
+	if h.cfg.Codes == nil {
+		return nil
+	}
+	return h.store.db.View(func(tx *bolt.Tx) error {
+		for _, k := range []struct {
+			bucket []byte
+			alpn   string
+		}{{bucketInvites, transport.ALPNPairCode}, {bucketFriendInvites, transport.ALPNFriendCode}} {
+			err := tx.Bucket(k.bucket).ForEach(func(_, v []byte) error {
+				var o pairing.Invite
+				if transport.Unmarshal(v, &o) == nil && o.CodeNumber != 0 {
+					if !h.cfg.Codes.Hold(k.alpn, o.CodeNumber, h.zone.ID, o.Expires.Add(inviteKeep)) {
+						h.log.Warn("another zone of the provider holds this code number: the code reaches that zone", "invite", o.ID, "number", o.CodeNumber)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -90,6 +90,7 @@ type Provider struct {
 	log     *slog.Logger
 	cat     *catalog
 	router  *transport.Router
+	codes   *codeBook
 	started time.Time
 
 	// ctx ends every zone when the provider stops.
@@ -151,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("read the zones of %s: %w", filepath.Join(cfg.DataDir, DBName), err)
 	}
 	checkFileLimit(len(entries), cfg.Logger)
-	p := &Provider{cfg: cfg, log: cfg.Logger, cat: cat, started: time.Now(), zones: map[string]*zoneRun{}}
+	p := &Provider{cfg: cfg, log: cfg.Logger, cat: cat, codes: newCodeBook(), started: time.Now(), zones: map[string]*zoneRun{}}
 
 	listen := cfg.Listen
 	if listen == "" {
@@ -163,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	tc := transport.Config{TLS: fallback, Logger: p.log, IdleTimeout: wire.TransportIdle, StatelessResetKey: resetKey(cat.set.ResetSecret)}
-	if p.router, err = transport.ListenRouted(listen, tc, nil, cfg.Transports...); err != nil {
+	if p.router, err = transport.ListenRouted(listen, tc, p.codes.resolve, cfg.Transports...); err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
 	defer p.router.Close()
@@ -231,7 +232,7 @@ func (p *Provider) zoneDir(name string) string { return filepath.Join(p.cfg.Data
 // hubConfig is the configuration of zone z's hub.
 func (p *Provider) hubConfig(z *zoneRun, ready func(net.Addr)) hub.Config {
 	l := z.entry.Limits
-	cfg := hub.Config{DataDir: z.dir, Transports: p.cfg.Transports, Heartbeat: p.cfg.Heartbeat, Shared: p.router,
+	cfg := hub.Config{DataDir: z.dir, Transports: p.cfg.Transports, Heartbeat: p.cfg.Heartbeat, Shared: p.router, Codes: p.codes,
 		Logger: p.log.With("zone", z.entry.Name), Ready: ready,
 		MaxDevices: l.MaxDevices, ZoneQuota: l.ZoneQuota, ZoneQueueBytes: l.QueueBytes, CallsPerSecond: l.CallsPerSecond}
 	if l.ZoneQuota > 0 {

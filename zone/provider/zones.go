@@ -119,6 +119,7 @@ func (p *Provider) removeZone(nameOrID string) (*api.ZoneRemoved, error) {
 		return nil, fmt.Errorf("record the removal: %w", err)
 	}
 	delete(p.zones, z.entry.Name)
+	p.codes.drop(z.entry.ID)
 	p.log.Info("zone removed", "zone", z.entry.Name, "zone_id", z.entry.ID, "kept_in", kept)
 	return &api.ZoneRemoved{Name: z.entry.Name, ZoneID: string(z.entry.ID), KeptIn: kept}, nil
 }
