@@ -86,6 +86,9 @@ type Config struct {
 	// one at a time, each to a sleeping device, after a tenth as many (at
 	// least 2) to warm up.
 	WakeSamples int
+	// ProviderZones is how many zones the provider rows serve in one
+	// process, each with two idle devices.
+	ProviderZones int
 	// Only limits the run to these row groups (Groups); empty means all.
 	Only []string
 	// HubCommand starts the hub as its own process for the idle-cost,
@@ -96,7 +99,11 @@ type Config struct {
 	// initial-sync row: pzp pair, or a binary whose ChildMain handles
 	// "pair".
 	PairCommand []string
-	Self        string // a binary whose ChildMain handles "rawserver"
+	// ProviderCommand runs a provider as its own process for the provider
+	// rows: pzh provider serve, or a binary whose ChildMain handles
+	// "provider".
+	ProviderCommand []string
+	Self            string // a binary whose ChildMain handles "rawserver"
 	// ProfileDir, if set, receives CPU profiles: of the restarted hub
 	// during each reconnect storm (storm-TRANSPORT.pprof), and of the sync
 	// hub and of this process, which runs the writing devices, during each
@@ -116,7 +123,7 @@ func DefaultConfig() Config {
 		TrafficWindow: 5 * time.Second, TrafficSettle: 4 * time.Second,
 		SyncSamples: 500, SyncDevices: 2, SyncWindow: 5 * time.Second, SyncRecords: 100000,
 		CallSamples: 2000, CallWindow: 5 * time.Second, CallPayload: 768 << 10, RelayBytes: 256 << 20,
-		WakeSamples: 100, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
+		WakeSamples: 100, ProviderZones: 10000, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
 // ShortConfig is a smoke run that proves the benchmark still works.
@@ -125,7 +132,7 @@ func ShortConfig() Config {
 		TrafficWindow: time.Second, TrafficSettle: 200 * time.Millisecond,
 		SyncSamples: 20, SyncDevices: 2, SyncWindow: 300 * time.Millisecond, SyncRecords: 2000,
 		CallSamples: 20, CallWindow: 300 * time.Millisecond, CallPayload: 16 << 10, RelayBytes: 4 << 20,
-		WakeSamples: 5, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
+		WakeSamples: 5, ProviderZones: 4, Transports: []transport.Kind{transport.KindQUIC, transport.KindTCP}}
 }
 
 func (c *Config) logf(format string, args ...any) {
@@ -135,7 +142,7 @@ func (c *Config) logf(format string, args ...any) {
 }
 
 // Groups names the row groups, in table order, for Config.Only.
-var Groups = []string{"setup", "storm", "idle", "sync", "calls", "streams", "direct", "federation", "wakeup"}
+var Groups = []string{"setup", "storm", "idle", "sync", "calls", "streams", "direct", "federation", "wakeup", "provider"}
 
 // Run measures every row available and returns them in table order.
 func Run(ctx context.Context, cfg Config) ([]Row, error) {
@@ -169,6 +176,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	var wb *wakeBench
 	var db *directBench
 	var fb *federationBench
+	var pb *providerBench
 	stopOthers := func() {
 		if f != nil {
 			f.stopHub()
@@ -193,6 +201,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			fb.close()
 			fb = nil
 		}
+		pb = nil // its processes run only while a row measures
 	}
 	defer stopOthers()
 	syncRows := func(measure func(*syncBench, context.Context, transport.Kind) ([]Row, error)) func(transport.Kind) ([]Row, error) {
@@ -243,6 +252,16 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			}
 		}
 		return fb.roundTrip(ctx, k)
+	}
+	providerRows := func(k transport.Kind) ([]Row, error) {
+		if pb == nil {
+			stopOthers()
+			var err error
+			if pb, err = newProviderBench(ctx, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		return pb.rows(ctx, k)
 	}
 	wakeRows := func(k transport.Kind) ([]Row, error) {
 		if wb == nil {
@@ -306,6 +325,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		{"direct", "direct call round trip", directRows},
 		{"federation", "cross-zone call round trip", federationRows},
 		{"wakeup", "wake to delivery", wakeRows},
+		{"provider", "provider", providerRows},
 	}
 	for _, st := range steps {
 		if !want(st.group) {

@@ -32,6 +32,7 @@ func TestSmoke(t *testing.T) {
 	cfg.Self = os.Args[0]
 	cfg.HubCommand = []string{os.Args[0], "hub"}
 	cfg.PairCommand = []string{os.Args[0], "pair"}
+	cfg.ProviderCommand = []string{os.Args[0], "provider"}
 	cfg.Work = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -44,7 +45,8 @@ func TestSmoke(t *testing.T) {
 		"call round trip p50": 2, "call round trip p99": 2, "HTTP+JSON call round trip p50": 2, "calls per second": 2, "call payload throughput": 2, "relay throughput": 2,
 		"direct call round trip p50": 2, "direct call round trip p99": 2, "cross-zone call round trip p50": 2, "cross-zone call round trip p99": 2,
 		"wake ping size": 2, "wake to delivery p50": 2, "wake to delivery p99": 2, "idle traffic asleep": 2,
-		"initial sync vs bbolt load": 2, "stream throughput via the hub": 2, "stream setup p50": 2, "idle stream hub heap": 2, "stream throughput direct": 2}
+		"initial sync vs bbolt load": 2, "stream throughput via the hub": 2, "stream setup p50": 2, "idle stream hub heap": 2, "stream throughput direct": 2,
+		"provider heap per zone": 2, "provider heap per session": 2, "provider session setup": 2}
 	// RSS moves in pages and may not grow at all for a few sessions; a
 	// sleeping device sends nothing; a few dozen streams are lost in the
 	// heap's noise.

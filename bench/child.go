@@ -18,6 +18,7 @@ import (
 	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/hub"
 	"github.com/pzone/pzone/zone/peer"
+	"github.com/pzone/pzone/zone/provider"
 )
 
 // ChildMain runs the benchmark's child roles when args name one:
@@ -27,7 +28,7 @@ import (
 // pzh serve flags the benchmark uses) and "pair" (pzp pair --json with the
 // flags the benchmark uses). It reports whether args named a role.
 func ChildMain(ctx context.Context, args []string) (handled bool, code int) {
-	if len(args) == 0 || (args[0] != "rawserver" && args[0] != "hub" && args[0] != "pair" && args[0] != "maxrss") {
+	if len(args) == 0 || (args[0] != "rawserver" && args[0] != "hub" && args[0] != "provider" && args[0] != "pair" && args[0] != "maxrss") {
 		return false, 0
 	}
 	if args[0] == "maxrss" {
@@ -63,6 +64,15 @@ func ChildMain(ctx context.Context, args []string) (handled bool, code int) {
 			kinds = append(kinds, transport.KindTCP)
 		}
 		err = hub.Run(ctx, hub.Config{DataDir: *data, Listen: *listen, Transports: kinds, Heartbeat: *heartbeat})
+	case "provider":
+		kinds := []transport.Kind{}
+		if !*noQUIC {
+			kinds = append(kinds, transport.KindQUIC)
+		}
+		if !*noTCP {
+			kinds = append(kinds, transport.KindTCP)
+		}
+		err = provider.Run(ctx, provider.Config{DataDir: *data, Listen: *listen, Transports: kinds, Heartbeat: *heartbeat})
 	case "pair":
 		if fs.NArg() != 1 {
 			err = fmt.Errorf("want one token, got %d arguments", fs.NArg())

@@ -35,6 +35,7 @@ func main() {
 	syncSamples := flag.Int("sync-samples", 0, "edits timed for the sync propagation rows (default 500)")
 	syncDevices := flag.Int("sync-devices", 0, "devices writing at once in the accepted-edits row (default 8)")
 	callSamples := flag.Int("call-samples", 0, "calls timed for the call round-trip rows (default 2000)")
+	providerZones := flag.Int("provider-zones", 0, "zones in one provider process for the provider rows (default 10000)")
 	only := flag.String("only", "", "measure only these row groups, comma-separated: "+strings.Join(bench.Groups, ", "))
 	pzh := flag.String("pzh", "bin/pzh", "pzh binary for the storm, idle-cost, sync and call rows")
 	pzp := flag.String("pzp", "bin/pzp", "pzp binary for the initial-sync rows")
@@ -44,7 +45,7 @@ func main() {
 		cfg = bench.ShortConfig()
 	}
 	for _, o := range []struct{ flag, dst *int }{{runs, &cfg.Runs}, {storm, &cfg.StormPeers}, {idle, &cfg.IdlePeers}, {handshakes, &cfg.Handshakes},
-		{syncRecords, &cfg.SyncRecords}, {syncSamples, &cfg.SyncSamples}, {syncDevices, &cfg.SyncDevices}, {callSamples, &cfg.CallSamples}} {
+		{syncRecords, &cfg.SyncRecords}, {syncSamples, &cfg.SyncSamples}, {syncDevices, &cfg.SyncDevices}, {callSamples, &cfg.CallSamples}, {providerZones, &cfg.ProviderZones}} {
 		if *o.flag > 0 {
 			*o.dst = *o.flag
 		}
@@ -86,9 +87,10 @@ func main() {
 	}
 	cfg.HubCommand = []string{binary(*pzh, "pzh"), "serve"}
 	cfg.PairCommand = []string{binary(*pzp, "pzp"), "pair"}
+	cfg.ProviderCommand = []string{binary(*pzh, "pzh"), "provider", "serve"}
 	cfg.ProfileDir = *profile
 	cfg.Log = os.Stderr
-	raiseFileLimit(2*max(cfg.StormPeers, cfg.IdlePeers) + 4096)
+	raiseFileLimit(max(2*max(cfg.StormPeers, cfg.IdlePeers), 4*cfg.ProviderZones) + 4096)
 	rows, err := bench.Run(ctx, cfg)
 	bench.WriteTable(os.Stdout, rows)
 	if *out != "" {

@@ -73,6 +73,9 @@ type Config struct {
 	Now func() time.Time
 	// Ready, if set, is called once the hub listens, with its address.
 	Ready func(net.Addr)
+	// Serving, if set, is called with the hub just before Ready (a
+	// provider keeps it, for Counts).
+	Serving func(*Hub)
 	// PairBurst and PairRefill tune the per-address limit on failed
 	// pairing attempts; zero means pairing.DefaultLimitBurst/Refill.
 	PairBurst  int
@@ -424,6 +427,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer os.Remove(api.SocketPath(cfg.DataDir, api.HubSocketName))
 
 	h.log.Info("hub serving", "zone", h.zone.Name, "zone_id", h.zone.ID, "listen", ln.Addr().String(), "transports", cfg.Transports)
+	if cfg.Serving != nil {
+		cfg.Serving(h)
+	}
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
@@ -746,6 +752,9 @@ func (h *Hub) status(ver uint64) api.HubStatus {
 	}
 	return st
 }
+
+// Counts are the zone's paired devices and its live sessions.
+func (h *Hub) Counts() (paired, online int) { return h.reg.counts() }
 
 func remoteIP(a net.Addr) netip.Addr {
 	if ap, err := netip.ParseAddrPort(a.String()); err == nil {

@@ -32,7 +32,7 @@ func (p *Provider) apiHandler() http.Handler {
 		localapi.WriteJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/zones", func(w http.ResponseWriter, r *http.Request) {
-		localapi.WriteJSON(w, http.StatusOK, p.list(r.Context()))
+		localapi.WriteJSON(w, http.StatusOK, p.list())
 	})
 	mux.HandleFunc("POST /v1/zones", func(w http.ResponseWriter, r *http.Request) {
 		var req api.ZoneAddRequest
@@ -66,6 +66,7 @@ func (p *Provider) apiHandler() http.Handler {
 		}
 		localapi.WriteJSON(w, http.StatusOK, v)
 	})
+	localapi.RegisterDebug(mux, p.sessions)
 	mux.HandleFunc("/", localapi.NotFound)
 	return mux
 }

@@ -98,20 +98,21 @@ type Provider struct {
 	wg  sync.WaitGroup
 
 	// mu guards zones and orders the changes of the zone set.
-	mu    sync.Mutex
-	zones map[string]*zoneRun
+	mu     sync.Mutex
+	zones  map[string]*zoneRun
+	adding map[string]bool // names of zones being made
 }
 
 // zoneRun is one zone's hub, running or not.
 type zoneRun struct {
 	entry  zoneEntry
 	dir    string
-	cancel context.CancelFunc
+	mu     sync.Mutex
+	cancel context.CancelFunc // of the hub's run, and done when it ended
 	done   chan struct{}
-
-	mu    sync.Mutex
-	state string // starting, serving, failed, stopped
-	err   error
+	hub    *hub.Hub // while it runs
+	state  string   // starting, serving, failed, stopped
+	err    error
 }
 
 func (z *zoneRun) setState(s string, err error) {
@@ -152,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("read the zones of %s: %w", filepath.Join(cfg.DataDir, DBName), err)
 	}
 	checkFileLimit(len(entries), cfg.Logger)
-	p := &Provider{cfg: cfg, log: cfg.Logger, cat: cat, codes: newCodeBook(), started: time.Now(), zones: map[string]*zoneRun{}}
+	p := &Provider{cfg: cfg, log: cfg.Logger, cat: cat, codes: newCodeBook(), started: time.Now(), zones: map[string]*zoneRun{}, adding: map[string]bool{}}
 
 	listen := cfg.Listen
 	if listen == "" {
@@ -248,14 +249,19 @@ func (p *Provider) hubConfig(z *zoneRun, ready func(net.Addr)) hub.Config {
 // has failed.
 func (p *Provider) start(z *zoneRun, wait bool) error {
 	ctx, cancel := context.WithCancel(p.ctx)
-	z.cancel, z.done = cancel, make(chan struct{})
+	done := make(chan struct{})
+	z.mu.Lock()
+	z.cancel, z.done = cancel, done
+	z.mu.Unlock()
 	up := make(chan struct{})
 	var once sync.Once
 	cfg := p.hubConfig(z, func(net.Addr) { z.setState("serving", nil); once.Do(func() { close(up) }) })
+	cfg.Serving = func(h *hub.Hub) { z.mu.Lock(); z.hub = h; z.mu.Unlock() }
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		defer close(z.done)
+		defer close(done)
+		defer func() { z.mu.Lock(); z.hub = nil; z.mu.Unlock() }()
 		defer once.Do(func() { close(up) })
 		err := hub.Run(ctx, cfg)
 		if err != nil && ctx.Err() == nil {
@@ -279,9 +285,12 @@ func (p *Provider) start(z *zoneRun, wait bool) error {
 
 // stop stops zone z's hub and waits for it.
 func (z *zoneRun) stop() {
-	if z.cancel != nil {
-		z.cancel()
-		<-z.done
+	z.mu.Lock()
+	cancel, done := z.cancel, z.done
+	z.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
 	}
 }
 

@@ -1,15 +1,12 @@
 package provider
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/pzone/pzone/certs"
@@ -41,14 +38,24 @@ func (p *Provider) addZone(req api.ZoneAddRequest) (*api.ProviderZone, error) {
 	if err := checkLimits(req.Limits); err != nil {
 		return nil, err
 	}
+	// The name is taken while the zone is made, so that zones are made
+	// side by side, each name once.
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.zones[req.Name] != nil {
+	if p.zones[req.Name] != nil || p.adding[req.Name] {
+		p.mu.Unlock()
 		return nil, fmt.Errorf("%w: this provider serves a zone named %q already; choose another name", errZoneExists, req.Name)
 	}
-	if need := (len(p.zones) + 1) * filesPerZone; need > fileLimit() {
-		return nil, fmt.Errorf("%d zones need about %d open files, over this process's limit of %d: raise it (ulimit -n, or LimitNOFILE= in the service unit) and restart pzh provider serve", len(p.zones)+1, need, fileLimit())
+	if n := len(p.zones) + len(p.adding) + 1; n*filesPerZone > fileLimit() {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%d zones need about %d open files, over this process's limit of %d: raise it (ulimit -n, or LimitNOFILE= in the service unit) and restart pzh provider serve", n, n*filesPerZone, fileLimit())
 	}
+	p.adding[req.Name] = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.adding, req.Name)
+		p.mu.Unlock()
+	}()
 	zones := filepath.Join(p.cfg.DataDir, ZonesDir)
 	final := filepath.Join(zones, req.Name)
 	if _, err := os.Lstat(final); err == nil {
@@ -81,12 +88,14 @@ func (p *Provider) addZone(req api.ZoneAddRequest) (*api.ProviderZone, error) {
 		return nil, fmt.Errorf("record the new zone: %w", err)
 	}
 	z := &zoneRun{entry: e, dir: final, state: "starting"}
+	p.mu.Lock()
 	p.zones[req.Name] = z
+	p.mu.Unlock()
 	p.log.Info("zone added", "zone", e.Name, "zone_id", e.ID)
 	if err := p.start(z, true); err != nil {
 		return nil, fmt.Errorf("zone %q was made but its hub did not start: %w (pzh provider zone list shows it)", e.Name, err)
 	}
-	v := z.viewOf(context.Background())
+	v := z.viewOf()
 	return &v, nil
 }
 
@@ -159,53 +168,51 @@ func (p *Provider) setLimits(nameOrID string, req api.ZoneLimitsRequest) (*api.P
 		return nil, fmt.Errorf("the zone's hub did not start again with the new limits: %w", err)
 	}
 	p.log.Info("zone limits changed", "zone", e.Name, "limits", e.Limits)
-	v := z.viewOf(context.Background())
+	v := z.viewOf()
 	return &v, nil
 }
 
 // list is every zone, with its hub's device counts.
-func (p *Provider) list(ctx context.Context) []api.ProviderZone {
+func (p *Provider) list() []api.ProviderZone {
 	p.mu.Lock()
-	runs := make([]*zoneRun, 0, len(p.zones))
+	out := make([]api.ProviderZone, 0, len(p.zones))
 	for _, z := range p.zones {
-		runs = append(runs, z)
+		out = append(out, z.viewOf())
 	}
 	p.mu.Unlock()
-	out := make([]api.ProviderZone, len(runs))
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				out[i] = runs[i].viewOf(ctx)
-			}
-		}()
-	}
-	for i := range runs {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].Added.Before(out[j].Added) })
 	return out
 }
 
-// viewOf is the zone as listed; a serving hub is asked for its counts.
-func (z *zoneRun) viewOf(ctx context.Context) api.ProviderZone {
+// sessions counts the live sessions of every zone.
+func (p *Provider) sessions() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, z := range p.zones {
+		z.mu.Lock()
+		h := z.hub
+		z.mu.Unlock()
+		if h != nil {
+			_, online := h.Counts()
+			n += online
+		}
+	}
+	return n
+}
+
+// viewOf is the zone as listed, with its hub's counts while it runs.
+func (z *zoneRun) viewOf() api.ProviderZone {
 	state, err := z.view()
 	v := api.ProviderZone{Name: z.entry.Name, ZoneID: string(z.entry.ID), Dir: z.dir, Added: z.entry.Added, Limits: z.entry.Limits, State: state}
 	if err != nil {
 		v.Error = err.Error()
 	}
-	if state == "serving" {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var st api.HubStatus
-		if err := api.NewClient(api.SocketPath(z.dir, api.HubSocketName)).Do(ctx, http.MethodGet, "/v1/status", nil, &st); err == nil {
-			v.Devices, v.Online = st.Devices, st.Online
-		}
+	z.mu.Lock()
+	h := z.hub
+	z.mu.Unlock()
+	if h != nil {
+		v.Devices, v.Online = h.Counts()
 	}
 	return v
 }
