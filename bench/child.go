@@ -56,22 +56,10 @@ func ChildMain(ctx context.Context, args []string) (handled bool, code int) {
 	case "rawserver":
 		err = RunRawServer(ctx, transport.Kind(*kind), *listen, *dir)
 	case "hub":
-		kinds := []transport.Kind{}
-		if !*noQUIC {
-			kinds = append(kinds, transport.KindQUIC)
-		}
-		if !*noTCP {
-			kinds = append(kinds, transport.KindTCP)
-		}
+		kinds := kindsOf(*noQUIC, *noTCP)
 		err = hub.Run(ctx, hub.Config{DataDir: *data, Listen: *listen, Transports: kinds, Heartbeat: *heartbeat})
 	case "provider":
-		kinds := []transport.Kind{}
-		if !*noQUIC {
-			kinds = append(kinds, transport.KindQUIC)
-		}
-		if !*noTCP {
-			kinds = append(kinds, transport.KindTCP)
-		}
+		kinds := kindsOf(*noQUIC, *noTCP)
 		err = provider.Run(ctx, provider.Config{DataDir: *data, Listen: *listen, Transports: kinds, Heartbeat: *heartbeat})
 	case "pair":
 		if fs.NArg() != 1 {
@@ -199,4 +187,17 @@ func procStatusKiB(path, name string) int64 {
 		}
 	}
 	return 0
+}
+
+// kindsOf are the transports a child hub or provider serves, from the
+// pzh serve flags --no-quic and --no-tcp.
+func kindsOf(noQUIC, noTCP bool) []transport.Kind {
+	kinds := []transport.Kind{}
+	if !noQUIC {
+		kinds = append(kinds, transport.KindQUIC)
+	}
+	if !noTCP {
+		kinds = append(kinds, transport.KindTCP)
+	}
+	return kinds
 }

@@ -7,6 +7,13 @@ import "time"
 // HubSocketName, in the zone's directory.
 const ProviderSocketName = "pzh-provider.sock"
 
+// A provider's store and the directory of its zones, in its data
+// directory: each zone's data directory is ProviderZonesDir/NAME.
+const (
+	ProviderStoreName = "provider.db"
+	ProviderZonesDir  = "zones"
+)
+
 // ZoneLimits are what a provider allows one zone. Zero means no limit,
 // except ZoneQuota, where zero means the hub's default.
 type ZoneLimits struct {

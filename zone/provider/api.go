@@ -87,7 +87,7 @@ func errStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, errZoneExists):
 		return http.StatusConflict
-	case errors.Is(err, errBadLimits):
+	case errors.Is(err, errBadZoneRequest):
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/storefile"
+	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/stores"
 )
@@ -22,9 +23,9 @@ import (
 // zones it serves with their limits. Each zone's own state is in its hub's
 // data directory, zones/NAME (docs/PROVIDER.md).
 const (
-	DBName = "provider.db"
+	DBName = api.ProviderStoreName
 	// ZonesDir holds one hub data directory per zone.
-	ZonesDir = "zones"
+	ZonesDir = api.ProviderZonesDir
 	// RemovedDir keeps the data of removed zones until the operator
 	// deletes it.
 	RemovedDir = "removed"
@@ -120,7 +121,7 @@ func (c *catalog) zones() ([]zoneEntry, error) {
 	err := c.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketZones).ForEach(func(k, v []byte) error {
 			var z zoneEntry
-			if err := stores.GetCBOR(tx.Bucket(bucketZones), k, &z); err != nil {
+			if err := transport.Unmarshal(v, &z); err != nil {
 				return fmt.Errorf("zone %q: %w", k, err)
 			}
 			out = append(out, z)

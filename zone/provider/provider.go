@@ -51,9 +51,6 @@ type Config struct {
 	// Ready, if set, is called once the provider listens and every zone
 	// has started (or failed to).
 	Ready func(net.Addr)
-	// Zone, if set, adjusts each zone's hub configuration before it runs
-	// (tests, pzh provider serve's extensions).
-	Zone func(*hub.Config)
 }
 
 // Init makes a provider in dir, serving no zone yet.
@@ -239,9 +236,6 @@ func (p *Provider) hubConfig(z *zoneRun, ready func(net.Addr)) hub.Config {
 	if l.ZoneQuota > 0 {
 		cfg.DeviceQuota = min(zsync.DefaultDeviceQuota, l.ZoneQuota)
 	}
-	if p.cfg.Zone != nil {
-		p.cfg.Zone(&cfg)
-	}
 	return cfg
 }
 
@@ -340,7 +334,8 @@ func unknownNameTLS() (*tls.Config, error) {
 		NextProtos: []string{transport.ALPNSession, transport.ALPNPairing, transport.ALPNPairCode, transport.ALPNFriend, transport.ALPNFriendCode, transport.ALPNLink}}, nil
 }
 
-// ZoneID is zone name's ID, for a zone of this provider; "" when none.
+// zone is the provider's zone named, or with the ID, nameOrID; nil when
+// none.
 func (p *Provider) zone(nameOrID string) *zoneRun {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -18,14 +18,14 @@ import (
 // Adding, removing, limiting and listing the provider's zones.
 
 var (
-	errNoZone     = errors.New("no such zone")
-	errZoneExists = errors.New("zone exists")
-	errBadLimits  = errors.New("bad zone request")
+	errNoZone         = errors.New("no such zone")
+	errZoneExists     = errors.New("zone exists")
+	errBadZoneRequest = errors.New("bad zone request")
 )
 
 func checkLimits(l api.ZoneLimits) error {
 	if l.MaxDevices < 0 || l.ZoneQuota < 0 || l.QueueBytes < 0 || l.CallsPerSecond < 0 {
-		return fmt.Errorf("%w: limits must not be negative (0: none)", errBadLimits)
+		return fmt.Errorf("%w: limits must not be negative (0: none)", errBadZoneRequest)
 	}
 	return nil
 }
@@ -33,7 +33,7 @@ func checkLimits(l api.ZoneLimits) error {
 // addZone makes zone name and starts its hub.
 func (p *Provider) addZone(req api.ZoneAddRequest) (*api.ProviderZone, error) {
 	if err := certs.ValidateName("zone", req.Name); err != nil {
-		return nil, fmt.Errorf("%w: %w", errBadLimits, err)
+		return nil, fmt.Errorf("%w: %w", errBadZoneRequest, err)
 	}
 	if err := checkLimits(req.Limits); err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 
 	"github.com/pzone/pzone/zone/api"
 	"github.com/spf13/cobra"
@@ -47,5 +49,22 @@ func hubDo(ctx context.Context, g *globals, method, path string, in, out any) er
 		return err
 	}
 	err = c.Do(ctx, method, path, in, out)
+	if prov, ok := providerOf(dir); ok {
+		return notRunningHint(err, "the provider serving this zone", "pzh provider serve --data "+prov)
+	}
 	return notRunningHint(err, "the hub", "pzh serve --data "+dir)
+}
+
+// providerOf is the data directory of the provider whose zone dir is,
+// when it is one.
+func providerOf(dir string) (string, bool) {
+	zones := filepath.Dir(dir)
+	prov := filepath.Dir(zones)
+	if filepath.Base(zones) != api.ProviderZonesDir {
+		return "", false
+	}
+	if _, err := os.Stat(filepath.Join(prov, api.ProviderStoreName)); err != nil {
+		return "", false
+	}
+	return prov, true
 }

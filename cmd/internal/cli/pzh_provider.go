@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pzone/pzone/transport"
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/provider"
 	"github.com/pzone/pzone/zone/wire"
@@ -28,7 +27,8 @@ zone ID, so one zone's devices can reach nothing of another's.
   pzh provider zone add alice --data DIR
   pzh --data DIR/zones/alice invite       (then pzp pair on a device)
 
-Every pzh subcommand but init, serve and backup/restore works on one zone
+Every pzh subcommand but init, serve and restore (which needs a stopped hub)
+works on one zone
 of a running provider with --data DIR/zones/NAME.`,
 	}
 	zone := &cobra.Command{Use: "zone", Short: "Add, remove, limit and list the provider's zones"}
@@ -87,8 +87,9 @@ are served. It runs until SIGINT or SIGTERM, then closes every session with
 reason "shutdown" and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if noQUIC && noTCP {
-				return usagef("--no-quic and --no-tcp together leave nothing to serve")
+			kinds, err := serveKinds(noQUIC, noTCP)
+			if err != nil {
+				return err
 			}
 			dir, err := g.dataDir()
 			if err != nil {
@@ -97,13 +98,6 @@ reason "shutdown" and exits 0.`,
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
-			}
-			var kinds []transport.Kind
-			if !noQUIC {
-				kinds = append(kinds, transport.KindQUIC)
-			}
-			if !noTCP {
-				kinds = append(kinds, transport.KindTCP)
 			}
 			if heartbeat < wire.MinHeartbeat || heartbeat > wire.MaxHeartbeat {
 				return usagef("--heartbeat %v out of range: use %v to %v", heartbeat, wire.MinHeartbeat, wire.MaxHeartbeat)

@@ -86,8 +86,9 @@ shrink what a device holds, and deletions, are always taken.`,
 			if o.devQuota < 1 || o.zoneQuota < 1 {
 				return usagef("--device-quota and --zone-quota must be at least 1 byte")
 			}
-			if o.noQUIC && o.noTCP {
-				return usagef("--no-quic and --no-tcp together leave nothing to serve")
+			kinds, err := serveKinds(o.noQUIC, o.noTCP)
+			if err != nil {
+				return err
 			}
 			dir, err := g.dataDir()
 			if err != nil {
@@ -96,13 +97,6 @@ shrink what a device holds, and deletions, are always taken.`,
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
-			}
-			var kinds []transport.Kind
-			if !o.noQUIC {
-				kinds = append(kinds, transport.KindQUIC)
-			}
-			if !o.noTCP {
-				kinds = append(kinds, transport.KindTCP)
 			}
 			cfg := hub.Config{DataDir: dir, Listen: o.listen, Transports: kinds,
 				Heartbeat: o.heartbeat, RenewGrace: o.renewGrace, Logger: log, PairBurst: o.pairBurst, PairRefill: o.pairRefill, TombstoneRetention: o.retention,
@@ -159,6 +153,22 @@ shrink what a device holds, and deletions, are always taken.`,
 
 // byteSize is a flag value of bytes, written with an optional binary unit:
 // 1048576, 1024KiB, 1MiB and 1M are the same.
+// serveKinds are the transports pzh serve and pzh provider serve serve,
+// from their --no-quic and --no-tcp.
+func serveKinds(noQUIC, noTCP bool) ([]transport.Kind, error) {
+	if noQUIC && noTCP {
+		return nil, usagef("--no-quic and --no-tcp together leave nothing to serve")
+	}
+	var kinds []transport.Kind
+	if !noQUIC {
+		kinds = append(kinds, transport.KindQUIC)
+	}
+	if !noTCP {
+		kinds = append(kinds, transport.KindTCP)
+	}
+	return kinds, nil
+}
+
 type byteSize int64
 
 var byteUnits = []struct {
