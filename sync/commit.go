@@ -4,7 +4,7 @@ import (
 	"errors"
 	gosync "sync"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 )
 
 // maxGroup bounds how many writes share one transaction, so that a burst
@@ -14,7 +14,7 @@ const maxGroup = 1000
 // txn is one write as seen by its function: the shared transaction, plus
 // what the write changed, published to watchers after the commit.
 type txn struct {
-	tx      *bolt.Tx
+	tx      kv.Tx
 	s       *Store
 	seq     uint64 // hub: the last sequence number assigned (loaded lazily)
 	seqSet  bool
@@ -44,7 +44,7 @@ func (r refusal) Unwrap() error { return r.err }
 // under load, one fsync serves many writes. (bbolt's own Batch waits a
 // fixed delay for company, which would add that delay to every lone edit.)
 type group struct {
-	db *bolt.DB
+	db kv.DB
 	s  *Store // its afterCommit runs after each successful commit, in commit order
 
 	mu    gosync.Mutex
@@ -99,7 +99,7 @@ func (g *group) do(fn func(*txn) error) error {
 
 func (g *group) run(batch []*call) {
 	var t *txn
-	err := g.db.Update(func(tx *bolt.Tx) error {
+	err := g.db.Update(func(tx kv.Tx) error {
 		t = &txn{tx: tx, s: g.s}
 		for _, c := range batch {
 			c.err = nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -16,7 +17,7 @@ import (
 func txID(t testing.TB, s *Store) int {
 	t.Helper()
 	var id int
-	if err := s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
+	if err := kv.BoltOf(s.db).View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -155,7 +156,7 @@ func TestGroupCommitFailure(t *testing.T) {
 	if got := dump(t, hub.Store); len(got) != 2 || hub.Head() != 2 {
 		t.Errorf("state %v, head %d", got, hub.Head())
 	}
-	hub.view(func(tx *bolt.Tx) error {
+	hub.view(func(tx kv.Tx) error {
 		if tx.Bucket(bMeta).Get([]byte("half")) != nil {
 			t.Error("the failed write's half is in the store")
 		}

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
 	"github.com/pzone/pzone/transport"
-	bolt "go.etcd.io/bbolt"
 )
 
 // testNode is a store under test with a change signal for waiting on
@@ -101,7 +101,7 @@ func (n *testNode) restart(t testing.TB) {
 func (n *testNode) epoch(t testing.TB) string {
 	t.Helper()
 	var e string
-	if err := n.db.View(func(tx *bolt.Tx) error {
+	if err := n.db.View(func(tx kv.Tx) error {
 		e = string(tx.Bucket(bMeta).Get(kEpoch))
 		return nil
 	}); err != nil {
@@ -339,7 +339,7 @@ func dump(t testing.TB, s *Store) map[string]string {
 func records(t testing.TB, s *Store) map[string]Record {
 	t.Helper()
 	out := map[string]Record{}
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bRecords).ForEach(func(k, v []byte) error {
 			var st stored
 			if err := transport.Unmarshal(v, &st); err != nil {
@@ -397,7 +397,7 @@ func checkInvariants(t testing.TB, s *Store) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	var pendingN int
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		meta, recs, lg, tombs, pend := tx.Bucket(bMeta), tx.Bucket(bRecords), tx.Bucket(bLog), tx.Bucket(bTombs), tx.Bucket(bPending)
 		head := getU64(meta.Get(kSeq))
 		err := recs.ForEach(func(k, v []byte) error {
@@ -456,7 +456,7 @@ func checkInvariants(t testing.TB, s *Store) {
 				}
 				return nil
 			})
-			if n := pend.Stats().KeyN; n != 0 {
+			if n := pend.KeyN(); n != 0 {
 				bad("the hub has %d pending edits", n)
 			}
 			// The quota count kept edit by edit matches a count from
@@ -479,7 +479,7 @@ func checkInvariants(t testing.TB, s *Store) {
 			}
 			return nil
 		})
-		if lg.Stats().KeyN != 0 || tombs.Stats().KeyN != 0 {
+		if lg.KeyN() != 0 || tombs.KeyN() != 0 {
 			bad("a device store has a log")
 		}
 		return nil

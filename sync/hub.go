@@ -10,9 +10,10 @@ import (
 	gosync "sync"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
-	bolt "go.etcd.io/bbolt"
 )
 
 // ErrProtocol: the other side sent something the sync protocol does not
@@ -73,7 +74,7 @@ func (s *Store) Serve(ctx context.Context, device string, st Stream) error {
 	var restoredFrom []byte
 	var floor uint64
 	head := s.head.Load()
-	if err := s.view(func(tx *bolt.Tx) error {
+	if err := s.view(func(tx kv.Tx) error {
 		m := tx.Bucket(bMeta)
 		epoch, floor, head = string(m.Get(kEpoch)), getU64(m.Get(kFloor)), getU64(m.Get(kSeq))
 		restoredFrom = bytes.Clone(m.Get(kRestored))
@@ -195,7 +196,7 @@ func (s *Store) readLog(after uint64, skip string, live bool) (recs []Record, up
 			return recs, upto, head, caught, floor, nil
 		}
 	}
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx kv.Tx) error {
 		head, floor = getU64(tx.Bucket(bMeta).Get(kSeq)), getU64(tx.Bucket(bMeta).Get(kFloor))
 		upto = after
 		size, scanned := 0, 0
@@ -441,7 +442,7 @@ func (s *Store) Acked(device string) uint64 {
 	mem := s.acks[device]
 	s.acksMu.Unlock()
 	var stored uint64
-	s.view(func(tx *bolt.Tx) error {
+	s.view(func(tx kv.Tx) error {
 		stored = getU64(tx.Bucket(bAcks).Get([]byte(device)))
 		return nil
 	})

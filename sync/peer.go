@@ -9,8 +9,9 @@ import (
 	gosync "sync"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/transport"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Phase is where a device's sync stands.
@@ -87,7 +88,7 @@ func (s *Store) Sync(ctx context.Context, st Stream) error {
 	var epoch string
 	var since uint64
 	var full bool
-	if err := s.view(func(tx *bolt.Tx) error {
+	if err := s.view(func(tx kv.Tx) error {
 		m := tx.Bucket(bMeta)
 		epoch, since, full = string(m.Get(kEpoch)), getU64(m.Get(kSeq)), m.Get(kFull) != nil
 		return nil
@@ -417,7 +418,7 @@ func (s *Store) sweep() error {
 	for {
 		var stale [][]byte
 		var next []byte
-		err := s.view(func(tx *bolt.Tx) error {
+		err := s.view(func(tx kv.Tx) error {
 			gen := getU64(tx.Bucket(bMeta).Get(kGen))
 			c := tx.Bucket(bRecords).Cursor()
 			k, v := c.First()
@@ -645,7 +646,7 @@ func (s *Store) pushLoop(ctx context.Context, w *writer, p *pushes) error {
 // readPending reads a batch of local edits queued after pending id after.
 func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last uint64, err error) {
 	last = after
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx kv.Tx) error {
 		size := 0
 		c := tx.Bucket(bPending).Cursor()
 		for k, bk := c.Seek(u64(after + 1)); k != nil; k, bk = c.Next() {
@@ -675,7 +676,7 @@ func (s *Store) readPending(after uint64) (recs []Record, items []pushItem, last
 // readItems reads deferred edits again, leaving out those changed or
 // settled since.
 func (s *Store) readItems(items []pushItem) (recs []Record, still []pushItem, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx kv.Tx) error {
 		for _, it := range items {
 			st, err := getStored(tx, it.bk)
 			if err != nil {

@@ -8,8 +8,9 @@ import (
 	"strings"
 	gosync "sync"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/transport"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Quotas on the zone state. Every device keeps a copy of all of it and a
@@ -73,7 +74,7 @@ func (u *usage) add(delta map[string]int64) {
 // scanUsage counts the live bytes of every record: once, when the hub's
 // store opens, so the count is derived from the records themselves and
 // cannot drift from them across restarts.
-func scanUsage(tx *bolt.Tx) (map[string]int64, int64, error) {
+func scanUsage(tx kv.Tx) (map[string]int64, int64, error) {
 	by := map[string]int64{}
 	var total int64
 	err := tx.Bucket(bRecords).ForEach(func(bk, v []byte) error {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/storefile"
 )
@@ -23,7 +23,7 @@ func ReadState(path string) (*State, error) {
 	}
 	defer db.Close()
 	st := &State{Phase: PhaseOffline}
-	err = db.View(func(tx *bolt.Tx) error {
+	err = kv.OfBolt(db).View(func(tx kv.Tx) error {
 		m, p := tx.Bucket(bMeta), tx.Bucket(bPending)
 		if m == nil || p == nil || string(m.Get(kRole)) != rolePeer {
 			return fmt.Errorf("%s is not a device's zone state", path)
@@ -31,7 +31,7 @@ func ReadState(path string) (*State, error) {
 		st.LastSeq = getU64(m.Get(kSeq))
 		st.HubSeq, st.StartSeq = st.LastSeq, st.LastSeq
 		st.FullResync = m.Get(kFull) != nil
-		st.Pending = p.Stats().KeyN
+		st.Pending = p.KeyN()
 		return nil
 	})
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/storefile"
 )
@@ -42,7 +42,7 @@ func MarkRestored(path string) (string, error) {
 	b := make([]byte, 16)
 	rand.Read(b)
 	epoch := hex.EncodeToString(b)
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = kv.OfBolt(db).Update(func(tx kv.Tx) error {
 		m := tx.Bucket(bMeta)
 		if m == nil || string(m.Get(kRole)) != roleHub {
 			return fmt.Errorf("%s is not a hub's zone state", path)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/transport"
 	bolt "go.etcd.io/bbolt"
 
@@ -135,7 +137,7 @@ func (st *stored) record(bucket, key string) Record {
 // Store is one node's copy of the zone state, in a bbolt file: the hub's
 // (OpenHub) or a device's (OpenPeer).
 type Store struct {
-	db    *bolt.DB
+	db    kv.DB
 	hub   bool
 	opts  Options
 	log   *slog.Logger
@@ -175,6 +177,10 @@ type Store struct {
 
 // OpenHub opens (creating if needed) the hub's store at path.
 func OpenHub(path string, opts Options) (*Store, error) {
+	return open(path, true, hubDefaults(opts))
+}
+
+func hubDefaults(opts Options) Options {
 	opts.Node = HubNode
 	if opts.TombstoneRetention == 0 {
 		opts.TombstoneRetention = DefaultTombstoneRetention
@@ -188,7 +194,7 @@ func OpenHub(path string, opts Options) (*Store, error) {
 	if opts.ZoneQuota == 0 {
 		opts.ZoneQuota = DefaultZoneQuota
 	}
-	return open(path, true, opts)
+	return opts
 }
 
 // OpenPeer opens (creating if needed) a device's store at path; opts.Node
@@ -201,15 +207,26 @@ func OpenPeer(path string, opts Options) (*Store, error) {
 }
 
 func open(path string, hub bool, opts Options) (*Store, error) {
+	db, err := storefile.Open(path, storefile.Options{Create: !opts.MustExist})
+	if err != nil {
+		return nil, err
+	}
+	return openOn(kv.OfBolt(db), path, hub, opts)
+}
+
+// OpenHubOn opens the hub's zone state in db (a cluster's PostgreSQL,
+// say); name says which it is in errors. An empty db is made a zone
+// state unless opts.MustExist.
+func OpenHubOn(db kv.DB, name string, opts Options) (*Store, error) {
+	return openOn(db, name, true, hubDefaults(opts))
+}
+
+func openOn(db kv.DB, path string, hub bool, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	db, err := storefile.Open(path, storefile.Options{Create: !opts.MustExist})
-	if err != nil {
-		return nil, err
 	}
 	s := &Store{db: db, hub: hub, opts: opts, log: opts.Logger, notify: make(chan struct{}), acks: map[string]uint64{}, pushWake: make(chan struct{}, 1)}
 	s.clock.now = opts.Now
@@ -226,14 +243,16 @@ func (s *Store) init(path string) error {
 	if s.hub {
 		role = roleHub
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		for _, b := range allBucket {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		m := tx.Bucket(bMeta)
-		if f := m.Get(kFormat); f == nil {
+		if f := m.Get(kFormat); f == nil && s.opts.MustExist {
+			return fmt.Errorf("%s holds no zone state, though one was made: %w", path, storefile.ErrMissing)
+		} else if f == nil {
 			epoch := ""
 			if s.hub {
 				b := make([]byte, 16)
@@ -267,7 +286,7 @@ func (s *Store) init(path string) error {
 			s.usage.byNode, s.usage.total = by, total
 		}
 		if !s.hub {
-			n := tx.Bucket(bPending).Stats().KeyN
+			n := tx.Bucket(bPending).KeyN()
 			s.st = State{LastSeq: seq, HubSeq: seq, Pending: n, Phase: PhaseOffline, FullResync: m.Get(kFull) != nil}
 		}
 		return nil
@@ -295,7 +314,7 @@ func (s *Store) proof() []byte {
 // synced with ("" before the first sync).
 func (s *Store) Epoch() string {
 	var e string
-	s.view(func(tx *bolt.Tx) error {
+	s.view(func(tx kv.Tx) error {
 		e = string(tx.Bucket(bMeta).Get(kEpoch))
 		return nil
 	})
@@ -399,16 +418,25 @@ func (s *Store) write(fn func(*txn) error) error {
 // whole file for a backup to copy (its WriteTo writes Size bytes) while
 // the store goes on. Roll it back as soon as it is copied: until then a
 // commit that must grow the file waits for it, holding every writer up.
-func (s *Store) Snapshot() (*bolt.Tx, error) { return s.db.Begin(false) }
+func (s *Store) Snapshot() (*bolt.Tx, error) {
+	db := kv.BoltOf(s.db)
+	if db == nil {
+		return nil, errNotFile
+	}
+	return db.Begin(false)
+}
+
+// errNotFile: a file's operation on a store kept elsewhere.
+var errNotFile = errors.New("the zone state is not kept in a file here (a cluster's database holds it): back it up with the database's own tools")
 
 // view runs fn in a read transaction.
-func (s *Store) view(fn func(*bolt.Tx) error) error {
+func (s *Store) view(fn func(kv.Tx) error) error {
 	return dbErr(s.db.View(fn))
 }
 
 // dbErr reports a closed store as ErrClosed.
 func dbErr(err error) error {
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, kv.ErrClosed) {
 		return ErrClosed
 	}
 	return err
@@ -465,7 +493,8 @@ func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
 	lg, tombs := t.tx.Bucket(bLog), t.tx.Bucket(bTombs)
 	// Sequence numbers only grow, so pages split at the end: fill them
 	// (bbolt's default half-fills, doubling the index on disk and in RAM).
-	lg.FillPercent, tombs.FillPercent = appendFill, appendFill
+	kv.SetFill(lg, appendFill)
+	kv.SetFill(tombs, appendFill)
 	if cur != nil {
 		lg.Delete(u64(cur.Seq))
 		if cur.Deleted {
@@ -486,7 +515,7 @@ func (t *txn) hubPut(bk []byte, cur *stored, rec *Record, now uint64) uint64 {
 // peerLocal stores a local edit and queues it for the hub.
 func (t *txn) peerLocal(bk []byte, cur *stored, rec *Record) error {
 	m, pend := t.tx.Bucket(bMeta), t.tx.Bucket(bPending)
-	pend.FillPercent = appendFill
+	kv.SetFill(pend, appendFill)
 	id := getU64(m.Get(kPendID)) + 1
 	m.Put(kPendID, u64(id))
 	st := &stored{Value: rec.Value, Version: rec.Version, Deleted: rec.Deleted, Pending: id, Gen: getU64(m.Get(kGen))}
@@ -513,7 +542,7 @@ func (s *Store) Get(bucket, key string) (rec Record, ok bool, err error) {
 	if err := CheckKey(bucket, key); err != nil {
 		return Record{}, false, err
 	}
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx kv.Tx) error {
 		st, err := getStored(tx, bucketKey(bucket, key))
 		if st != nil {
 			rec, ok = st.record(bucket, key), true
@@ -536,7 +565,7 @@ func (s *Store) List(bucket, prefix string, fn func(Record) error) error {
 	for {
 		var recs []Record
 		var next []byte
-		err := s.view(func(tx *bolt.Tx) error {
+		err := s.view(func(tx kv.Tx) error {
 			c := tx.Bucket(bRecords).Cursor()
 			for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, bucketKey(bucket, prefix)); k, v = c.Next() {
 				if len(recs) == chunk {
@@ -594,7 +623,7 @@ func splitKey(bk []byte) (string, string) {
 	return string(bk[:i]), string(bk[i+1:])
 }
 
-func getStored(tx *bolt.Tx, bk []byte) (*stored, error) {
+func getStored(tx kv.Tx, bk []byte) (*stored, error) {
 	v := tx.Bucket(bRecords).Get(bk)
 	if v == nil {
 		return nil, nil
@@ -606,7 +635,7 @@ func getStored(tx *bolt.Tx, bk []byte) (*stored, error) {
 	return &st, nil
 }
 
-func putStored(tx *bolt.Tx, bk []byte, st *stored) error {
+func putStored(tx kv.Tx, bk []byte, st *stored) error {
 	v, err := transport.Marshal(st)
 	if err != nil {
 		return err

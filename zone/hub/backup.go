@@ -11,6 +11,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/storefile"
 	zsync "github.com/pzone/pzone/sync"
 	"github.com/pzone/pzone/zone/backup"
@@ -101,10 +103,14 @@ func (h *Hub) snapshotCopies() (copies []*os.File, err error) {
 	if txs[1], err = h.state.Snapshot(); err != nil {
 		return nil, err
 	}
-	if txs[0], err = h.store.db.Begin(false); err != nil {
+	zdb, mdb := kv.BoltOf(h.store.db), kv.BoltOf(h.mail.db)
+	if zdb == nil || mdb == nil {
+		return nil, errors.New("this zone's stores are kept in a cluster's database, not in files: back it up with the database's own tools (pg_dump)")
+	}
+	if txs[0], err = zdb.Begin(false); err != nil {
 		return nil, err
 	}
-	if txs[2], err = h.mail.db.Begin(false); err != nil {
+	if txs[2], err = mdb.Begin(false); err != nil {
 		return nil, err
 	}
 	for i, tx := range txs {
@@ -230,7 +236,7 @@ func readyRestored(dir string, hdr *backup.Header) error {
 	if err != nil {
 		return fmt.Errorf("%w: its %s: %v", backup.ErrDamaged, HubDBName, err)
 	}
-	s := &hubStore{db: db}
+	s := &hubStore{db: kv.OfBolt(db)}
 	if err := markRestored(s, dir, hdr); err != nil {
 		s.Close()
 		return err

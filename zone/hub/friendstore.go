@@ -7,9 +7,9 @@ import (
 	"sort"
 	"time"
 
-	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/storefile/kv"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/zone/stores"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
@@ -67,7 +67,7 @@ var ErrNoFriend = errors.New("no such friend")
 // ensureFriendBuckets adds the friend buckets to a store made before
 // federation existed: an addition, so the store version stays.
 func (s *hubStore) ensureFriendBuckets() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		for _, b := range [][]byte{bucketFriends, bucketFriendInvites} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -80,7 +80,7 @@ func (s *hubStore) ensureFriendBuckets() error {
 // Friends lists the friend records, by petname.
 func (s *hubStore) Friends() ([]*FriendRecord, error) {
 	var out []*FriendRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketFriends).ForEach(func(k, v []byte) error {
 			var f FriendRecord
 			if err := transport.Unmarshal(v, &f); err != nil {
@@ -98,7 +98,7 @@ func (s *hubStore) Friends() ([]*FriendRecord, error) {
 }
 
 // friendTaken reports whether another friend than zone already has petname.
-func friendTaken(b *bolt.Bucket, petname string, zone certs.ZoneID) bool {
+func friendTaken(b kv.Bucket, petname string, zone certs.ZoneID) bool {
 	taken := false
 	b.ForEach(func(k, v []byte) error {
 		var f FriendRecord
@@ -113,7 +113,7 @@ func friendTaken(b *bolt.Bucket, petname string, zone certs.ZoneID) bool {
 // AddFriend records a friend this hub redeemed a token of. A zone that
 // is a friend already is refused; so is a petname in use.
 func (s *hubStore) AddFriend(f *FriendRecord) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketFriends)
 		var cur FriendRecord
 		if stores.GetCBOR(b, []byte(f.ZoneID.Compact()), &cur) == nil {
@@ -129,7 +129,7 @@ func (s *hubStore) AddFriend(f *FriendRecord) error {
 // RenameFriend gives a friend a new petname.
 func (s *hubStore) RenameFriend(from, to string) (*FriendRecord, error) {
 	var out *FriendRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketFriends)
 		var key []byte
 		var rec FriendRecord
@@ -159,7 +159,7 @@ func (s *hubStore) RenameFriend(from, to string) (*FriendRecord, error) {
 // SetFriendAddrs records where a friend's hub listens now.
 func (s *hubStore) SetFriendAddrs(zone certs.ZoneID, addrs []string) (*FriendRecord, error) {
 	var rec FriendRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketFriends)
 		if err := stores.GetCBOR(b, []byte(zone.Compact()), &rec); err != nil {
 			return err
@@ -175,14 +175,14 @@ func (s *hubStore) SetFriendAddrs(zone certs.ZoneID, addrs []string) (*FriendRec
 
 // RemoveFriend forgets a friend.
 func (s *hubStore) RemoveFriend(zone certs.ZoneID) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		return tx.Bucket(bucketFriends).Delete([]byte(zone.Compact()))
 	})
 }
 
 // AddFriendInvite stores a new friend invite.
 func (s *hubStore) AddFriendInvite(inv *pairing.Invite) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketFriendInvites)
 		if b.Get([]byte(inv.ID)) != nil {
 			return fmt.Errorf("invite id collision; try again")
@@ -202,7 +202,7 @@ type redeemFriendFunc func(inv *pairing.Invite, taken func(petname string, zone 
 // is written if fn fails.
 func (s *hubStore) RedeemFriend(id string, fn redeemFriendFunc) (*FriendRecord, error) {
 	var rec *FriendRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		ib, fb := tx.Bucket(bucketFriendInvites), tx.Bucket(bucketFriends)
 		var inv pairing.Invite
 		if err := stores.GetCBOR(ib, []byte(id), &inv); err != nil {

@@ -58,7 +58,12 @@ const (
 
 // Config configures Run.
 type Config struct {
+	// DataDir holds the zone's stores (unless Stores keeps them) and its
+	// admin socket.
 	DataDir string
+	// Stores, if set, keeps the zone's stores instead of files in
+	// DataDir: a provider cluster's database.
+	Stores Stores
 	// Listen is host:port for both UDP (QUIC) and TCP. Empty: all
 	// interfaces, on the port of the zone's first public address.
 	Listen string
@@ -213,6 +218,9 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("no data directory given")
 	}
+	if c.Stores != nil && (c.ResetZoneState || c.ResetMailbox) {
+		return fmt.Errorf("--reset-zone-state and --reset-mailbox start a file over; %s keeps this zone's stores: %w", c.Stores.Where(), errStoresNotFiles)
+	}
 	if c.Heartbeat < wire.MinHeartbeat || c.Heartbeat > wire.MaxHeartbeat {
 		return fmt.Errorf("heartbeat %v out of range: use %v to %v", c.Heartbeat, wire.MinHeartbeat, wire.MaxHeartbeat)
 	}
@@ -336,7 +344,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	store, err := openHubStore(cfg.DataDir)
+	store, err := openHubStoreIn(&cfg)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
@@ -224,7 +224,7 @@ func (h *Hub) wrongCode(k *codeKind, inv *pairing.Invite, ip netip.Addr, remote 
 // AddCodeInvite stores a new code invite under the smallest number no
 // listed code invite has, and returns the number.
 func (s *hubStore) AddCodeInvite(bucket []byte, inv *pairing.Invite, now time.Time, hold func(uint32) bool) (uint32, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucket)
 		if b.Get([]byte(inv.ID)) != nil {
 			return fmt.Errorf("invite id collision; try again")
@@ -257,7 +257,7 @@ func (s *hubStore) AddCodeInvite(bucket []byte, inv *pairing.Invite, now time.Ti
 // codeInvite finds the open code invite numbered n.
 func (s *hubStore) codeInvite(bucket []byte, n uint32, now time.Time) (*pairing.Invite, error) {
 	var found *pairing.Invite
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var o pairing.Invite
 			if transport.Unmarshal(v, &o) == nil && o.CodeNumber == n && n != 0 && o.Usable(now) == nil && len(o.CodeSecret) == pairing.CodeSecretSize {
@@ -275,7 +275,7 @@ func (s *hubStore) codeInvite(bucket []byte, n uint32, now time.Time) (*pairing.
 // countWrongCode adds a wrong answer to invite id and returns the count.
 func (s *hubStore) countWrongCode(bucket []byte, id string) (int, error) {
 	var inv pairing.Invite
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucket)
 		if err := stores.GetCBOR(b, []byte(id), &inv); err != nil {
 			return err
@@ -317,7 +317,7 @@ func (h *Hub) holdListedCodes() error {
 	if h.cfg.Codes == nil {
 		return nil
 	}
-	return h.store.db.View(func(tx *bolt.Tx) error {
+	return h.store.db.View(func(tx kv.Tx) error {
 		for _, k := range []struct {
 			bucket []byte
 			alpn   string

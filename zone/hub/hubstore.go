@@ -12,9 +12,9 @@ import (
 	"sort"
 	"time"
 
-	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/storefile/kv"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/zone/stores"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
@@ -96,7 +96,7 @@ func (d *DeviceRecord) addCert(c *x509.Certificate) {
 // hubStore is the hub's bbolt database. Only the running hub (or pzh init,
 // before any hub runs) opens it.
 type hubStore struct {
-	db *bolt.DB
+	db kv.DB
 }
 
 // createHubStore writes a new zone into dir atomically: everything goes
@@ -109,17 +109,32 @@ func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certi
 	if err != nil {
 		return err
 	}
+	err = writeZone(kv.OfBolt(db), info, ca, hubCert, hubKey)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return stores.SyncDir(dir)
+}
+
+// writeZone writes a new zone's anchor store in one transaction.
+func writeZone(db kv.DB, info ZoneInfo, ca *certs.CA, hubCert *x509.Certificate, hubKey ed25519.PrivateKey) error {
 	caKey, err := stores.MarshalKey(ca.Key)
 	if err != nil {
-		db.Close()
 		return err
 	}
 	hk, err := stores.MarshalKey(hubKey)
 	if err != nil {
-		db.Close()
 		return err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	return db.Update(func(tx kv.Tx) error {
 		for _, b := range [][]byte{stores.BucketMeta, bucketDevices, bucketInvites, bucketRevoked} {
 			if _, err := tx.CreateBucket(b); err != nil {
 				return err
@@ -139,21 +154,9 @@ func createHubStore(dir string, info ZoneInfo, ca *certs.CA, hubCert *x509.Certi
 		}
 		return nil
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return stores.SyncDir(dir)
 }
 
-// openHubStore opens an existing zone.
+// openHubStore opens an existing zone's files in dir.
 func openHubStore(dir string) (*hubStore, error) {
 	path := filepath.Join(dir, HubDBName)
 	db, err := storefile.Open(path, storefile.Options{LockTimeout: stores.LockTimeout})
@@ -163,6 +166,25 @@ func openHubStore(dir string) (*hubStore, error) {
 	if err != nil {
 		return nil, stores.StoreError(err, "pzh", "the zone CA key and the records of devices, invites and friends", "")
 	}
+	return readyHubStore(kv.OfBolt(db), path)
+}
+
+// openHubStoreIn opens the zone's anchor store where cfg keeps it.
+func openHubStoreIn(cfg *Config) (*hubStore, error) {
+	if cfg.Stores == nil {
+		return openHubStore(cfg.DataDir)
+	}
+	db, err := cfg.Stores.Open(HubDBName, false)
+	if errors.Is(err, storefile.ErrMissing) {
+		return nil, fmt.Errorf("%w: %s holds no zone", ErrNoZone, cfg.Stores.Where())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return readyHubStore(db, cfg.Stores.Where())
+}
+
+func readyHubStore(db kv.DB, where string) (*hubStore, error) {
 	s := &hubStore{db: db}
 	if err := s.checkVersion(); err != nil {
 		db.Close()
@@ -170,7 +192,7 @@ func openHubStore(dir string) (*hubStore, error) {
 	}
 	if err := s.ensureFriendBuckets(); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", where, err)
 	}
 	return s, nil
 }
@@ -178,7 +200,7 @@ func openHubStore(dir string) (*hubStore, error) {
 func (s *hubStore) Close() error { return s.db.Close() }
 
 func (s *hubStore) checkVersion() error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.db.View(func(tx kv.Tx) error {
 		m := tx.Bucket(stores.BucketMeta)
 		if m == nil {
 			return fmt.Errorf("store has no meta bucket: not a pzh store, or damaged")
@@ -197,7 +219,7 @@ func (s *hubStore) checkVersion() error {
 // Zone returns the zone description.
 func (s *hubStore) Zone() (*ZoneInfo, error) {
 	var z ZoneInfo
-	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), stores.KeyZoneInfo, &z) })
+	err := s.db.View(func(tx kv.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), stores.KeyZoneInfo, &z) })
 	return &z, err
 }
 
@@ -205,7 +227,7 @@ func (s *hubStore) Zone() (*ZoneInfo, error) {
 // change makes of a copy of them, in one transaction (pzh addr).
 func (s *hubStore) UpdatePublicAddrs(change func([]string) ([]string, error)) ([]string, error) {
 	var next []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(stores.BucketMeta)
 		var z ZoneInfo
 		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &z); err != nil {
@@ -224,7 +246,7 @@ func (s *hubStore) UpdatePublicAddrs(change func([]string) ([]string, error)) ([
 // CA loads the zone CA.
 func (s *hubStore) CA() (*certs.CA, error) {
 	var c, k []byte
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx kv.Tx) error {
 		m := tx.Bucket(stores.BucketMeta)
 		c, k = stores.Clone(m.Get(keyCACert)), stores.Clone(m.Get(keyCAKey))
 		return nil
@@ -235,7 +257,7 @@ func (s *hubStore) CA() (*certs.CA, error) {
 // HubCert loads the hub's own certificate and key.
 func (s *hubStore) HubCert() (*x509.Certificate, ed25519.PrivateKey, error) {
 	var c, k []byte
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx kv.Tx) error {
 		m := tx.Bucket(stores.BucketMeta)
 		c, k = stores.Clone(m.Get(keyHubCert)), stores.Clone(m.Get(keyHubKey))
 		return nil
@@ -254,7 +276,7 @@ func (s *hubStore) SaveHubCert(cert *x509.Certificate, key ed25519.PrivateKey) e
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		m := tx.Bucket(stores.BucketMeta)
 		if err := m.Put(keyHubCert, cert.Raw); err != nil {
 			return err
@@ -266,7 +288,7 @@ func (s *hubStore) SaveHubCert(cert *x509.Certificate, key ed25519.PrivateKey) e
 // Devices lists device records by name.
 func (s *hubStore) Devices() ([]*DeviceRecord, error) {
 	var out []*DeviceRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
 			var d DeviceRecord
 			if err := transport.Unmarshal(v, &d); err != nil {
@@ -282,7 +304,7 @@ func (s *hubStore) Devices() ([]*DeviceRecord, error) {
 // RevokedSerials returns every revoked serial.
 func (s *hubStore) RevokedSerials() (map[string]bool, error) {
 	out := map[string]bool{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketRevoked).ForEach(func(k, _ []byte) error {
 			out[string(k)] = true
 			return nil
@@ -314,7 +336,7 @@ var ErrNoDevice = errors.New("no such device")
 // transaction.
 func (s *hubStore) Revoke(name, reason string, now time.Time) (*DeviceRecord, error) {
 	var d DeviceRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketDevices)
 		if err := stores.GetCBOR(b, []byte(name), &d); err != nil {
 			return err
@@ -340,7 +362,7 @@ func (s *hubStore) Revoke(name, reason string, now time.Time) (*DeviceRecord, er
 // AddSerial records a renewal for a device.
 func (s *hubStore) AddSerial(name string, cert *x509.Certificate) (*DeviceRecord, error) {
 	var d DeviceRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketDevices)
 		if err := stores.GetCBOR(b, []byte(name), &d); err != nil {
 			return err
@@ -357,7 +379,7 @@ func (s *hubStore) AddSerial(name string, cert *x509.Certificate) (*DeviceRecord
 // RetireOlder drops every serial issued to a device before serial.
 func (s *hubStore) RetireOlder(name, serial string) (*DeviceRecord, error) {
 	var d DeviceRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketDevices)
 		if err := stores.GetCBOR(b, []byte(name), &d); err != nil {
 			return err
@@ -376,7 +398,7 @@ func (s *hubStore) RetireOlder(name, serial string) (*DeviceRecord, error) {
 // SeenMany records where devices were last connected from, in one
 // transaction.
 func (s *hubStore) SeenMany(each func(yield func(name string, at time.Time, addr, via string) bool)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketDevices)
 		var err error
 		each(func(name string, at time.Time, addr, via string) bool {
@@ -394,7 +416,7 @@ func (s *hubStore) SeenMany(each func(yield func(name string, at time.Time, addr
 
 // AddInvite stores a new invite; ids are random, a collision is refused.
 func (s *hubStore) AddInvite(inv *pairing.Invite) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketInvites)
 		if b.Get([]byte(inv.ID)) != nil {
 			return fmt.Errorf("invite id collision; try again")
@@ -416,7 +438,7 @@ func (s *hubStore) FriendInvites(now time.Time) ([]*pairing.Invite, error) {
 
 func (s *hubStore) invitesIn(bucket []byte, now time.Time) ([]*pairing.Invite, error) {
 	var out []*pairing.Invite
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucket)
 		var stale [][]byte
 		err := b.ForEach(func(k, v []byte) error {
@@ -464,7 +486,7 @@ func (s *hubStore) CancelFriendInvite(id string) (*pairing.Invite, error) {
 
 func (s *hubStore) cancelIn(bucket []byte, id, lister string) (*pairing.Invite, error) {
 	var inv pairing.Invite
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucket)
 		if err := stores.GetCBOR(b, []byte(id), &inv); err != nil {
 			return err
@@ -492,7 +514,7 @@ type redeemFunc func(inv *pairing.Invite, device string) (*x509.Certificate, err
 func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecord, *x509.Certificate, error) {
 	var rec *DeviceRecord
 	var cert *x509.Certificate
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		ib, db := tx.Bucket(bucketInvites), tx.Bucket(bucketDevices)
 		var inv pairing.Invite
 		if err := stores.GetCBOR(ib, []byte(id), &inv); err != nil {
@@ -530,11 +552,11 @@ func (s *hubStore) Redeem(id string, now time.Time, fn redeemFunc) (*DeviceRecor
 // request gets, so that guesses cost the hub no more than a read.
 func (s *hubStore) inviteVerifier(bucket []byte, id string) ([]byte, error) {
 	var inv pairing.Invite
-	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(bucket), []byte(id), &inv) })
+	err := s.db.View(func(tx kv.Tx) error { return stores.GetCBOR(tx.Bucket(bucket), []byte(id), &inv) })
 	return inv.Verifier, err
 }
 
-func activeDevice(b *bolt.Bucket, name string) bool {
+func activeDevice(b kv.Bucket, name string) bool {
 	var d DeviceRecord
 	return stores.GetCBOR(b, []byte(name), &d) == nil && !d.Revoked
 }
@@ -542,7 +564,7 @@ func activeDevice(b *bolt.Bucket, name string) bool {
 // ActiveDevice reports whether name is paired and not revoked.
 func (s *hubStore) ActiveDevice(name string) bool {
 	var ok bool
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx kv.Tx) error {
 		ok = activeDevice(tx.Bucket(bucketDevices), name)
 		return nil
 	})

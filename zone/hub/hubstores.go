@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/storefile/kv"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/zone/stores"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/storefile"
@@ -52,6 +52,23 @@ func openHubState(cfg *Config, store *hubStore, ca *certs.CA, vouch func(string,
 	}
 	opts := zsync.Options{Now: cfg.Now, Logger: cfg.Logger.With("part", "sync"), TombstoneRetention: cfg.TombstoneRetention,
 		DeviceQuota: cfg.DeviceQuota, ZoneQuota: cfg.ZoneQuota, Vouch: vouch}
+	var st *zsync.Store
+	if cfg.Stores != nil {
+		// Made with the zone's first run, on whichever node: a zone state
+		// recorded once and gone now is refused, as a lost file is.
+		opts.MustExist = rec != nil || stores.WasMade(store.db, zsync.FileName)
+		db, err := cfg.Stores.Open(zsync.FileName, !opts.MustExist)
+		if err == nil {
+			st, err = zsync.OpenHubOn(db, cfg.Stores.Where()+" "+zsync.FileName, opts)
+			if err != nil {
+				db.Close()
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open the zone state in %s: %w", cfg.Stores.Where(), err)
+		}
+		return st, checkStateEpoch(cfg, store, ca, st, rec, cfg.Stores.Where())
+	}
 	if cfg.ResetZoneState {
 		aside, err := storefile.MoveAside(path, cfg.Now())
 		if err != nil {
@@ -74,14 +91,20 @@ func openHubState(cfg *Config, store *hubStore, ca *certs.CA, vouch func(string,
 		}
 		opts.MustExist = had
 	}
-	st, err := zsync.OpenHub(path, opts)
+	st, err = zsync.OpenHub(path, opts)
 	if err != nil {
 		return nil, stores.StoreError(err, "pzh", keepsZoneState, resetZoneStateH)
 	}
+	return st, checkStateEpoch(cfg, store, ca, st, rec, path)
+}
+
+// checkStateEpoch refuses a zone state of another epoch than the hub
+// served, and vouches for a new one; it closes st if it refuses.
+func checkStateEpoch(cfg *Config, store *hubStore, ca *certs.CA, st *zsync.Store, rec *stateEpoch, path string) error {
 	epoch := st.Epoch()
 	if rec != nil && rec.Epoch != epoch {
 		st.Close()
-		return nil, fmt.Errorf("%s holds another zone state (epoch %s) than this hub served (epoch %s): pzh was not started. Put back this hub's own %s (from a backup), or %s",
+		return fmt.Errorf("%s holds another zone state (epoch %s) than this hub served (epoch %s): pzh was not started. Put back this hub's own %s (from a backup), or %s",
 			path, epoch, rec.Epoch, zsync.FileName, resetZoneStateH)
 	}
 	if rec == nil || !checkEpochProof(ca.Cert, ca.ZoneID, epoch, rec.Proof) {
@@ -94,34 +117,43 @@ func openHubState(cfg *Config, store *hubStore, ca *certs.CA, vouch func(string,
 		}
 		if err != nil {
 			st.Close()
-			return nil, fmt.Errorf("record the zone state's epoch in %s: %w", HubDBName, err)
+			return fmt.Errorf("record the zone state's epoch in %s: %w", HubDBName, err)
 		}
 	}
 	st.SetEpochProof(rec.Proof)
-	return st, nil
+	return nil
 }
 
 // openHubMailbox opens mailbox.db, which must exist once made.
 func openHubMailbox(cfg *Config, store *hubStore) (*mailbox, error) {
 	path := filepath.Join(cfg.DataDir, MailboxDBName)
 	create := !stores.WasMade(store.db, MailboxDBName)
-	if cfg.ResetMailbox {
-		aside, err := storefile.MoveAside(path, cfg.Now())
-		if err != nil {
-			return nil, fmt.Errorf("move the old mailbox aside: %w", err)
+	var m *mailbox
+	var err error
+	if cfg.Stores != nil {
+		var db kv.DB
+		if db, err = cfg.Stores.Open(MailboxDBName, create); err == nil {
+			m, err = openMailboxOn(db, cfg.QueueLimit, cfg.QueueBytes)
 		}
-		cfg.Logger.Warn("starting a new mailbox, as asked (--reset-mailbox): queued messages are lost", "old", aside)
-		create = true
+		if err != nil {
+			return nil, fmt.Errorf("open the mailbox in %s: %w", cfg.Stores.Where(), err)
+		}
+	} else {
+		if cfg.ResetMailbox {
+			aside, err := storefile.MoveAside(path, cfg.Now())
+			if err != nil {
+				return nil, fmt.Errorf("move the old mailbox aside: %w", err)
+			}
+			cfg.Logger.Warn("starting a new mailbox, as asked (--reset-mailbox): queued messages are lost", "old", aside)
+			create = true
+		}
+		// create without the mark: the first run, or a hub from before the
+		// anchor recorded it, whose file is opened as it is.
+		if m, err = openMailbox(path, create, cfg.QueueLimit, cfg.QueueBytes); err != nil {
+			return nil, stores.StoreError(err, "pzh", keepsMailbox, resetMailboxH)
+		}
 	}
-	// create without the mark: the first run, or a hub from before the
-	// anchor recorded it, whose file is opened as it is.
-	m, err := openMailbox(path, create, cfg.QueueLimit, cfg.QueueBytes)
-	if m != nil {
-		m.zoneBytes = cfg.ZoneQueueBytes
-	}
-	if err != nil {
-		return nil, stores.StoreError(err, "pzh", keepsMailbox, resetMailboxH)
-	}
+	m.zoneBytes = cfg.ZoneQueueBytes
 	if create {
 		if err := stores.MarkMade(store.db, MailboxDBName); err != nil {
 			m.Close()
@@ -133,7 +165,7 @@ func openHubMailbox(cfg *Config, store *hubStore) (*mailbox, error) {
 
 func (s *hubStore) stateEpoch() (*stateEpoch, error) {
 	var rec stateEpoch
-	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), keyStateEpoch, &rec) })
+	err := s.db.View(func(tx kv.Tx) error { return stores.GetCBOR(tx.Bucket(stores.BucketMeta), keyStateEpoch, &rec) })
 	if errors.Is(err, stores.ErrNotFound) {
 		return nil, nil
 	}
@@ -144,7 +176,7 @@ func (s *hubStore) stateEpoch() (*stateEpoch, error) {
 }
 
 func (s *hubStore) setStateEpoch(rec *stateEpoch) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		m := tx.Bucket(stores.BucketMeta)
 		if err := stores.PutCBOR(m, keyStateEpoch, rec); err != nil {
 			return err
@@ -158,10 +190,10 @@ func (s *hubStore) setStateEpoch(rec *stateEpoch) error {
 // friend, which leaves records in its zone state.
 func (s *hubStore) hasMembers() (bool, error) {
 	var n int
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		for _, b := range [][]byte{bucketDevices, bucketFriends} {
 			if bk := tx.Bucket(b); bk != nil {
-				n += bk.Stats().KeyN
+				n += bk.KeyN()
 			}
 		}
 		return nil

@@ -46,19 +46,8 @@ func ValidateHubAddr(addr string) error {
 // InitZone creates a zone in dir: its CA, the hub's certificate, and the
 // store. It refuses to touch an existing zone.
 func InitZone(dir, name string, publicAddrs []string, now time.Time) (*ZoneInfo, error) {
-	if err := certs.ValidateName("zone", name); err != nil {
+	if err := checkNewZone(name, publicAddrs); err != nil {
 		return nil, err
-	}
-	if len(publicAddrs) == 0 {
-		return nil, errors.New("no public address given: use --public-addr HOST:PORT, the address devices will reach the hub at")
-	}
-	if len(publicAddrs) > maxPublicAddrs {
-		return nil, fmt.Errorf("%d public addresses given; at most %d fit in an invite token", len(publicAddrs), maxPublicAddrs)
-	}
-	for _, a := range publicAddrs {
-		if err := ValidateHubAddr(a); err != nil {
-			return nil, err
-		}
 	}
 	path := filepath.Join(dir, HubDBName)
 	if _, err := os.Stat(path); err != nil {
@@ -76,21 +65,31 @@ func InitZone(dir, name string, publicAddrs []string, now time.Time) (*ZoneInfo,
 		}
 		return nil, fmt.Errorf("%w: %s exists; use another --data directory", ErrZoneExists, path)
 	}
-	ca, err := certs.NewCA(name, now)
+	info, ca, hubCert, hubKey, err := newZoneKeys(name, publicAddrs, now)
 	if err != nil {
 		return nil, err
 	}
-	hubKey, err := certs.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	hubCert, err := ca.Sign(hubKey.Public(), certs.HubDevice, now, hubCertLifetime)
-	if err != nil {
-		return nil, err
-	}
-	info := ZoneInfo{Name: name, ID: ca.ZoneID, PublicAddrs: publicAddrs, Created: now.UTC()}
-	if err := createHubStore(dir, info, ca, hubCert, hubKey); err != nil {
+	if err := createHubStore(dir, *info, ca, hubCert, hubKey); err != nil {
 		return nil, fmt.Errorf("write zone store: %w", err)
 	}
-	return &info, nil
+	return info, nil
+}
+
+// checkNewZone checks a new zone's name and public addresses.
+func checkNewZone(name string, publicAddrs []string) error {
+	if err := certs.ValidateName("zone", name); err != nil {
+		return err
+	}
+	if len(publicAddrs) == 0 {
+		return errors.New("no public address given: use --public-addr HOST:PORT, the address devices will reach the hub at")
+	}
+	if len(publicAddrs) > maxPublicAddrs {
+		return fmt.Errorf("%d public addresses given; at most %d fit in an invite token", len(publicAddrs), maxPublicAddrs)
+	}
+	for _, a := range publicAddrs {
+		if err := ValidateHubAddr(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }

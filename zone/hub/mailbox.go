@@ -7,9 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/storefile/kv"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/zone/stores"
 
 	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
@@ -104,7 +104,7 @@ type queueStat struct {
 
 // mailbox is the hub's store of queued messages and wake registrations.
 type mailbox struct {
-	db       *bolt.DB
+	db       kv.DB
 	limit    int
 	maxBytes int64
 	// zoneBytes, if not zero, bounds the bytes waiting for all the
@@ -121,8 +121,13 @@ func openMailbox(path string, create bool, limit int, maxBytes int64) (*mailbox,
 	if err != nil {
 		return nil, err
 	}
+	return openMailboxOn(kv.OfBolt(db), limit, maxBytes)
+}
+
+// openMailboxOn readies the mailbox in db; it closes db if it fails.
+func openMailboxOn(db kv.DB, limit int, maxBytes int64) (*mailbox, error) {
 	m := &mailbox{db: db, limit: limit, maxBytes: maxBytes, stats: map[string]queueStat{}}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx kv.Tx) error {
 		for _, b := range [][]byte{mbQueue, mbWake, mbMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -188,7 +193,7 @@ func (m *mailbox) Put(device string, msg *queuedMsg) (uint64, error) {
 		}
 	}
 	var seq uint64
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		b, err := tx.Bucket(mbQueue).CreateBucketIfNotExists([]byte(device))
 		if err != nil {
 			return err
@@ -214,7 +219,7 @@ type queued struct {
 // Next returns the device's messages after seq, oldest first, at most n.
 func (m *mailbox) Next(device string, after uint64, n int) ([]queued, error) {
 	var out []queued
-	err := m.db.View(func(tx *bolt.Tx) error {
+	err := m.db.View(func(tx kv.Tx) error {
 		b := tx.Bucket(mbQueue).Bucket([]byte(device))
 		if b == nil {
 			return nil
@@ -241,7 +246,7 @@ func (m *mailbox) Remove(device string, seqs ...uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var removed queueStat
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		removed = queueStat{}
 		b := tx.Bucket(mbQueue).Bucket([]byte(device))
 		if b == nil {
@@ -280,7 +285,7 @@ func (m *mailbox) Remove(device string, seqs ...uint64) error {
 // Expired lists the messages past their time to live, by device.
 func (m *mailbox) Expired(now time.Time) (map[string][]uint64, error) {
 	out := map[string][]uint64{}
-	err := m.db.View(func(tx *bolt.Tx) error {
+	err := m.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(mbQueue).ForEachBucket(func(dev []byte) error {
 			return tx.Bucket(mbQueue).Bucket(dev).ForEach(func(k, v []byte) error {
 				// Only the expiry: the decoder skips the body rather than
@@ -302,7 +307,7 @@ func (m *mailbox) Expired(now time.Time) (map[string][]uint64, error) {
 func (m *mailbox) Drop(device string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		if tx.Bucket(mbQueue).Bucket([]byte(device)) != nil {
 			if err := tx.Bucket(mbQueue).DeleteBucket([]byte(device)); err != nil {
 				return err
@@ -336,13 +341,13 @@ func (m *mailbox) Devices() []string {
 
 // SaveWake stores a device's wake record.
 func (m *mailbox) SaveWake(device string, rec *wakeRecord) error {
-	return m.db.Update(func(tx *bolt.Tx) error { return stores.PutCBOR(tx.Bucket(mbWake), []byte(device), rec) })
+	return m.db.Update(func(tx kv.Tx) error { return stores.PutCBOR(tx.Bucket(mbWake), []byte(device), rec) })
 }
 
 // Wakes reads every wake record.
 func (m *mailbox) Wakes() (map[string]*wakeRecord, error) {
 	out := map[string]*wakeRecord{}
-	err := m.db.View(func(tx *bolt.Tx) error {
+	err := m.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(mbWake).ForEach(func(k, v []byte) error {
 			var rec wakeRecord
 			if err := transport.Unmarshal(v, &rec); err != nil {

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/zone/stores"
 )
@@ -92,7 +92,7 @@ var (
 // Manager holds the operators, sessions and API tokens of one hub.
 type Manager struct {
 	cfg Config
-	db  *bolt.DB
+	db  kv.DB
 
 	mu       sync.Mutex
 	sessions map[string]*session // by the hash of the id
@@ -110,14 +110,14 @@ type Manager struct {
 }
 
 // Open returns the manager of the records in db, making its buckets.
-func Open(db *bolt.DB, cfg Config) (*Manager, error) {
+func Open(db kv.DB, cfg Config) (*Manager, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, db: db, sessions: map[string]*session{}, byRef: map[string]*session{},
 		tokens: map[string]*Token{}, dirty: map[string]bool{}, links: map[string]loginLink{}, logins: map[string]uint64{}, hashing: make(chan struct{}, concurrentHashes)}
-	err := db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx kv.Tx) error {
 		for _, b := range [][]byte{bucketOperators, bucketSessions, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -139,7 +139,7 @@ func Open(db *bolt.DB, cfg Config) (*Manager, error) {
 func (m *Manager) load() error {
 	now := m.cfg.Now()
 	var gone [][]byte
-	err := m.db.View(func(tx *bolt.Tx) error {
+	err := m.db.View(func(tx kv.Tx) error {
 		err := tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
 			var rec Session
 			if err := stores.GetCBOR(tx.Bucket(bucketSessions), k, &rec); err != nil {
@@ -181,7 +181,7 @@ func (m *Manager) load() error {
 	if len(gone) == 0 {
 		return nil
 	}
-	return m.db.Update(func(tx *bolt.Tx) error {
+	return m.db.Update(func(tx kv.Tx) error {
 		for _, k := range gone {
 			if err := tx.Bucket(bucketSessions).Delete(k); err != nil {
 				return err
@@ -245,7 +245,7 @@ func (m *Manager) flush() {
 	}
 	clear(m.dirty)
 	m.mu.Unlock()
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		for _, p := range puts {
 			b := tx.Bucket(p.bucket)
 			if b.Get([]byte(p.key)) == nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -57,7 +59,7 @@ func (f *fixture) open() {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	m, err := Open(db, Config{Issuer: "pzone home", Now: f.clock.Now, Hash: testHash})
+	m, err := Open(kv.OfBolt(db), Config{Issuer: "pzone home", Now: f.clock.Now, Hash: testHash})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -170,7 +172,7 @@ func TestLogin(t *testing.T) {
 	_, err = f.m.Authenticate("not a session")
 	wantErr(t, err, ErrNoSession)
 	// Only the hash is stored.
-	f.db.View(func(tx *bolt.Tx) error {
+	kv.OfBolt(f.db).View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
 			if strings.Contains(string(k)+string(v), id) {
 				t.Error("the session id is stored")

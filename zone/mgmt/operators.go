@@ -7,7 +7,7 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/zone/stores"
@@ -47,7 +47,7 @@ type Enrolment struct {
 	URI      string `json:"uri"`    // otpauth://, for a QR code
 }
 
-func (m *Manager) getOperator(tx *bolt.Tx, name string) (*Operator, error) {
+func (m *Manager) getOperator(tx kv.Tx, name string) (*Operator, error) {
 	var op Operator
 	err := stores.GetCBOR(tx.Bucket(bucketOperators), []byte(name), &op)
 	if errors.Is(err, stores.ErrNotFound) {
@@ -58,7 +58,7 @@ func (m *Manager) getOperator(tx *bolt.Tx, name string) (*Operator, error) {
 
 // editOperator runs change on name's record and writes it back.
 func (m *Manager) editOperator(name string, change func(*Operator) error) error {
-	return m.db.Update(func(tx *bolt.Tx) error {
+	return m.db.Update(func(tx kv.Tx) error {
 		op, err := m.getOperator(tx, name)
 		if err != nil {
 			return err
@@ -109,7 +109,7 @@ func (m *Manager) AddOperator(ctx context.Context, name, password string) error 
 		return err
 	}
 	now := m.cfg.Now()
-	err = m.db.Update(func(tx *bolt.Tx) error {
+	err = m.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketOperators)
 		if b.Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %q (pzh operator passwd %s changes its password)", ErrOperatorExists, name, name)
@@ -142,7 +142,7 @@ func (m *Manager) SetPassword(ctx context.Context, name, password string) error 
 
 // RemoveOperator removes an operator and ends its sessions.
 func (m *Manager) RemoveOperator(name string) error {
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		if _, err := m.getOperator(tx, name); err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func (m *Manager) RemoveOperator(name string) error {
 // Operators lists the operators by name.
 func (m *Manager) Operators() ([]OperatorView, error) {
 	var out []OperatorView
-	err := m.db.View(func(tx *bolt.Tx) error {
+	err := m.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketOperators).ForEach(func(k, _ []byte) error {
 			var op Operator
 			if err := stores.GetCBOR(tx.Bucket(bucketOperators), k, &op); err != nil {

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/zone/stores"
 )
@@ -150,7 +150,7 @@ func (m *Manager) Login(ctx context.Context, name, password, ip, userAgent strin
 		return nil, "", err
 	}
 	var op *Operator
-	err := m.db.View(func(tx *bolt.Tx) error {
+	err := m.db.View(func(tx kv.Tx) error {
 		var err error
 		op, err = m.getOperator(tx, name)
 		return err
@@ -220,7 +220,7 @@ func (m *Manager) create(rec Session) (*Session, string, error) {
 		return nil, "", err
 	}
 	rec.Ref, rec.CSRF, rec.hash = newRef(), csrf, hash
-	err = m.db.Update(func(tx *bolt.Tx) error {
+	err = m.db.Update(func(tx kv.Tx) error {
 		return stores.PutCBOR(tx.Bucket(bucketSessions), []byte(hash), &rec)
 	})
 	if err != nil {
@@ -344,7 +344,7 @@ func (m *Manager) AnswerMFA(id, code, ip string) (*Session, error) {
 	rec := s.rec
 	v := m.view(s)
 	m.mu.Unlock()
-	if err := m.db.Update(func(tx *bolt.Tx) error {
+	if err := m.db.Update(func(tx kv.Tx) error {
 		return stores.PutCBOR(tx.Bucket(bucketSessions), []byte(rec.hash), &rec)
 	}); err != nil {
 		return nil, fmt.Errorf("store the session: %w", err)
@@ -478,7 +478,7 @@ func (m *Manager) forget(ended []*session) {
 	if len(ended) == 0 {
 		return
 	}
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		for _, s := range ended {
 			if err := tx.Bucket(bucketSessions).Delete([]byte(s.rec.hash)); err != nil {
 				return err
@@ -535,7 +535,7 @@ func (m *Manager) LoginLink(operator string, ttl time.Duration) (string, time.Ti
 	if ttl <= 0 || ttl > MaxLinkTTL {
 		return "", time.Time{}, badRequest("login link lifetime %v: give one up to %v", ttl, MaxLinkTTL)
 	}
-	if err := m.db.View(func(tx *bolt.Tx) error { _, err := m.getOperator(tx, operator); return err }); err != nil {
+	if err := m.db.View(func(tx kv.Tx) error { _, err := m.getOperator(tx, operator); return err }); err != nil {
 		return "", time.Time{}, err
 	}
 	secret, hash, err := newSecret(linkPrefix)

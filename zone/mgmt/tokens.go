@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/zone/stores"
@@ -61,7 +61,7 @@ func (m *Manager) CreateToken(name string, scope Scope, ttl time.Duration) (*Tok
 			return nil, "", badRequest("a token named %q exists; revoke it first (pzh web token revoke %s) or choose another name", name, name)
 		}
 	}
-	err = m.db.Update(func(tx *bolt.Tx) error {
+	err = m.db.Update(func(tx kv.Tx) error {
 		return stores.PutCBOR(tx.Bucket(bucketTokens), []byte(hash), t)
 	})
 	if err != nil {
@@ -124,7 +124,7 @@ func (m *Manager) RevokeToken(which string) (*Token, error) {
 	if t == nil {
 		return nil, fmt.Errorf("%w: no API token %q (pzh web token list)", ErrNotFound, which)
 	}
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.db.Update(func(tx kv.Tx) error {
 		return tx.Bucket(bucketTokens).Delete([]byte(t.hash))
 	})
 	if err != nil {

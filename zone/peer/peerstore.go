@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/pzone/pzone/zone/stores"
+	"github.com/pzone/pzone/storefile/kv"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/zone/stores"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/pairing"
@@ -59,7 +59,7 @@ func (id *Identity) parse() error {
 
 // peerStore is the device's bbolt database.
 type peerStore struct {
-	db *bolt.DB
+	db kv.DB
 }
 
 // SavePairing writes a fresh pairing into dir in one step: a temporary
@@ -93,7 +93,7 @@ func SavePairing(dir string, res *pairing.Result, now time.Time) error {
 	if err != nil {
 		return fail(err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = kv.OfBolt(db).Update(func(tx kv.Tx) error {
 		m, err := tx.CreateBucket(stores.BucketMeta)
 		if err != nil {
 			return err
@@ -133,8 +133,8 @@ func openPeerStore(dir string, readOnly bool) (*peerStore, error) {
 	if err != nil {
 		return nil, stores.StoreError(err, "pzp", "this device's key, certificate and pairing", rePairDevice)
 	}
-	s := &peerStore{db: db}
-	err = db.View(func(tx *bolt.Tx) error {
+	s := &peerStore{db: kv.OfBolt(db)}
+	err = kv.OfBolt(db).View(func(tx kv.Tx) error {
 		m := tx.Bucket(stores.BucketMeta)
 		if m == nil {
 			return fmt.Errorf("%s is not a pzp store, or is damaged", path)
@@ -159,7 +159,7 @@ func (s *peerStore) Close() error { return s.db.Close() }
 
 func (s *peerStore) Identity() (*Identity, error) {
 	var id Identity
-	err := s.db.View(func(tx *bolt.Tx) error { return stores.GetCBOR(tx.Bucket(bucketIdentity), stores.KeyZoneInfo, &id) })
+	err := s.db.View(func(tx kv.Tx) error { return stores.GetCBOR(tx.Bucket(bucketIdentity), stores.KeyZoneInfo, &id) })
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (s *peerStore) SaveCert(key ed25519.PrivateKey, cert *x509.Certificate) (*I
 		return nil, err
 	}
 	var id Identity
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketIdentity)
 		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &id); err != nil {
 			return err
@@ -190,7 +190,7 @@ func (s *peerStore) SaveCert(key ed25519.PrivateKey, cert *x509.Certificate) (*I
 // SaveHubAddrs records where the hub is now, as the zone state says.
 func (s *peerStore) SaveHubAddrs(addrs []string) (*Identity, error) {
 	var id Identity
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketIdentity)
 		if err := stores.GetCBOR(b, stores.KeyZoneInfo, &id); err != nil {
 			return err

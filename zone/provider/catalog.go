@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/pzone/pzone/storefile/kv"
 
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/storefile"
@@ -56,7 +56,7 @@ type zoneEntry struct {
 var ErrNoProvider = errors.New("no provider here")
 
 type catalog struct {
-	db  *bolt.DB
+	db  kv.DB
 	set settings
 }
 
@@ -73,7 +73,7 @@ func createCatalog(dir string, publicAddrs []string, now time.Time) error {
 	defer db.Close()
 	s := settings{PublicAddrs: publicAddrs, ResetSecret: make([]byte, 32), Created: now.UTC()}
 	rand.Read(s.ResetSecret)
-	return db.Update(func(tx *bolt.Tx) error {
+	return kv.OfBolt(db).Update(func(tx kv.Tx) error {
 		meta, err := tx.CreateBucket(bucketMeta)
 		if err != nil {
 			return err
@@ -93,8 +93,8 @@ func openCatalog(dir string) (*catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &catalog{db: db}
-	err = db.View(func(tx *bolt.Tx) error {
+	c := &catalog{db: kv.OfBolt(db)}
+	err = kv.OfBolt(db).View(func(tx kv.Tx) error {
 		meta, zones := tx.Bucket(bucketMeta), tx.Bucket(bucketZones)
 		if meta == nil || zones == nil {
 			return errors.New("it lacks its buckets")
@@ -118,7 +118,7 @@ func (c *catalog) Close() error { return c.db.Close() }
 
 func (c *catalog) zones() ([]zoneEntry, error) {
 	var out []zoneEntry
-	err := c.db.View(func(tx *bolt.Tx) error {
+	err := c.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketZones).ForEach(func(k, v []byte) error {
 			var z zoneEntry
 			if err := transport.Unmarshal(v, &z); err != nil {
@@ -134,13 +134,13 @@ func (c *catalog) zones() ([]zoneEntry, error) {
 
 // put records z (new, or with new limits).
 func (c *catalog) put(z zoneEntry) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
+	return c.db.Update(func(tx kv.Tx) error {
 		return stores.PutCBOR(tx.Bucket(bucketZones), []byte(z.Name), &z)
 	})
 }
 
 func (c *catalog) remove(name string) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
+	return c.db.Update(func(tx kv.Tx) error {
 		return tx.Bucket(bucketZones).Delete([]byte(name))
 	})
 }

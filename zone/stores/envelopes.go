@@ -5,8 +5,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/zone/envelope"
-	bolt "go.etcd.io/bbolt"
 )
 
 // boltEnvelopes keeps the envelopes a node accepted that stay fresh for a
@@ -17,7 +18,7 @@ import (
 // hub (for the services on its host) in mailbox.db. Calls and messages
 // carry at most MaxTTL (wire.CheckCallHeader), which bounds what it holds.
 type boltEnvelopes struct {
-	db    *bolt.DB
+	db    kv.DB
 	now   func() time.Time
 	saves atomic.Uint64
 }
@@ -32,7 +33,7 @@ const envelopePruneEvery = 1024
 // load returns the envelopes still fresh at now, and forgets the others.
 func (b *boltEnvelopes) load(now time.Time) (map[string]int64, error) {
 	out := map[string]int64{}
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.db.Update(func(tx kv.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bucketEnvelopes)
 		if err != nil {
 			return err
@@ -48,7 +49,7 @@ func (b *boltEnvelopes) load(now time.Time) (map[string]int64, error) {
 
 // staleEnvelopes lists the entries of bk stale at now, and puts the
 // others in fresh (if not nil).
-func staleEnvelopes(bk *bolt.Bucket, now time.Time, fresh map[string]int64) ([][]byte, error) {
+func staleEnvelopes(bk kv.Bucket, now time.Time, fresh map[string]int64) ([][]byte, error) {
 	var stale [][]byte
 	err := bk.ForEach(func(k, v []byte) error {
 		if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) < now.UnixMilli() {
@@ -61,7 +62,7 @@ func staleEnvelopes(bk *bolt.Bucket, now time.Time, fresh map[string]int64) ([][
 	return stale, err
 }
 
-func deleteKeys(bk *bolt.Bucket, keys [][]byte) error {
+func deleteKeys(bk kv.Bucket, keys [][]byte) error {
 	for _, k := range keys {
 		if err := bk.Delete(k); err != nil {
 			return err
@@ -74,7 +75,7 @@ func deleteKeys(bk *bolt.Bucket, keys [][]byte) error {
 // then sweeps out the expired.
 func (b *boltEnvelopes) SaveEnvelope(key string, expMs int64) error {
 	sweep := b.saves.Add(1)%envelopePruneEvery == 0
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.db.Update(func(tx kv.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bucketEnvelopes)
 		if err != nil {
 			return err
@@ -96,7 +97,7 @@ func (b *boltEnvelopes) SaveEnvelope(key string, expMs int64) error {
 
 // ForgetEnvelope drops a remembered envelope (its delivery failed).
 func (b *boltEnvelopes) ForgetEnvelope(key string) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.db.Update(func(tx kv.Tx) error {
 		if bk := tx.Bucket(bucketEnvelopes); bk != nil {
 			return bk.Delete([]byte(key))
 		}
@@ -106,7 +107,7 @@ func (b *boltEnvelopes) ForgetEnvelope(key string) error {
 
 // KeepEnvelopes makes c remember across restarts in db, loading what an
 // earlier run accepted.
-func KeepEnvelopes(c *envelope.Checker, db *bolt.DB, now func() time.Time) error {
+func KeepEnvelopes(c *envelope.Checker, db kv.DB, now func() time.Time) error {
 	store := &boltEnvelopes{db: db, now: now}
 	seen, err := store.load(now())
 	if err != nil {

@@ -8,25 +8,26 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/certs"
 	"github.com/pzone/pzone/storefile"
 	"github.com/pzone/pzone/transport"
-	bolt "go.etcd.io/bbolt"
 )
 
 // KeyMadePrefix + file name: the anchor saw that store made.
 const KeyMadePrefix = "made/"
 
-func MarkMade(db *bolt.DB, name string) error {
-	return db.Update(func(tx *bolt.Tx) error {
+func MarkMade(db kv.DB, name string) error {
+	return db.Update(func(tx kv.Tx) error {
 		v, _ := time.Now().UTC().MarshalText()
 		return tx.Bucket(BucketMeta).Put([]byte(KeyMadePrefix+name), v)
 	})
 }
 
-func WasMade(db *bolt.DB, name string) bool {
+func WasMade(db kv.DB, name string) bool {
 	made := false
-	db.View(func(tx *bolt.Tx) error {
+	db.View(func(tx kv.Tx) error {
 		made = tx.Bucket(BucketMeta).Get([]byte(KeyMadePrefix+name)) != nil
 		return nil
 	})

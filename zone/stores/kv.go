@@ -15,8 +15,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/pzone/pzone/storefile/kv"
+
 	"github.com/pzone/pzone/transport"
-	bolt "go.etcd.io/bbolt"
 )
 
 // StoreVersion is the on-disk format version of both stores; a store with
@@ -40,7 +41,7 @@ func SerialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialN
 
 var ErrNotFound = errors.New("not found")
 
-func PutCBOR(b *bolt.Bucket, k []byte, v any) error {
+func PutCBOR(b kv.Bucket, k []byte, v any) error {
 	data, err := transport.Marshal(v)
 	if err != nil {
 		return err
@@ -48,7 +49,7 @@ func PutCBOR(b *bolt.Bucket, k []byte, v any) error {
 	return b.Put(k, data)
 }
 
-func GetCBOR(b *bolt.Bucket, k []byte, v any) error {
+func GetCBOR(b kv.Bucket, k []byte, v any) error {
 	data := b.Get(k)
 	if data == nil {
 		return ErrNotFound

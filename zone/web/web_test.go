@@ -26,6 +26,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pzone/pzone/storefile/kv"
 	"github.com/pzone/pzone/zone/mgmt"
 )
 
@@ -84,7 +85,7 @@ func newWebFixture(t *testing.T) *webFixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	clock := &fakeClock{now: time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)}
-	m, err := mgmt.Open(db, mgmt.Config{Issuer: "pzone home", Now: clock.Now, Hash: mgmt.HashParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	m, err := mgmt.Open(kv.OfBolt(db), mgmt.Config{Issuer: "pzone home", Now: clock.Now, Hash: mgmt.HashParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

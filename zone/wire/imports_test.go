@@ -13,8 +13,10 @@ const module = "github.com/pzone/pzone"
 // only packages of lower layers: never one beside it or above it. Every
 // package must be listed, so a new one is placed on purpose.
 var layers = [][]string{
-	// Building blocks that know nothing of zones' daemons.
-	{"certs", "pairing/cpace", "storefile", "transport", "wakeup"},
+	// Building blocks that know nothing of zones' daemons: the stores'
+	// key-value model first, then its backends and the rest.
+	{"storefile/kv"},
+	{"certs", "pairing/cpace", "storefile", "storefile/kv/kvtest", "storefile/pgkv", "storefile/pgkv/pgtest", "transport", "wakeup"},
 	{"pairing", "sync"},
 	// What the hub and the devices share: the vocabulary they speak, and
 	// the pure logic over it.
