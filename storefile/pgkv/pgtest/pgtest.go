@@ -31,9 +31,9 @@ type Server struct {
 	// URL connects to its postgres database as its superuser.
 	URL string
 	// Dir holds the cluster and the socket.
-	Dir string
-	cmd *exec.Cmd
-	bin string
+	Dir  string
+	cmd  *exec.Cmd
+	bin  string
 	cred *syscall.Credential
 	done chan struct{}
 }
