@@ -313,12 +313,21 @@ func (s *Store) proof() []byte {
 // Epoch is the hub's epoch: on the hub its own, on a device the one it
 // synced with ("" before the first sync).
 func (s *Store) Epoch() string {
+	e, err := s.ReadEpoch()
+	if err != nil {
+		s.log.Error("read the zone state's epoch", "err", err)
+	}
+	return e
+}
+
+// ReadEpoch is Epoch, with the error of a store that could not be read.
+func (s *Store) ReadEpoch() (string, error) {
 	var e string
-	s.view(func(tx kv.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		e = string(tx.Bucket(bMeta).Get(kEpoch))
 		return nil
 	})
-	return e
+	return e, err
 }
 
 // Hub reports whether this is the hub's store.

@@ -52,26 +52,52 @@ CREATE TABLE IF NOT EXISTS pzone_stores (
 	created timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS pzone_buckets (
-	store  text   NOT NULL REFERENCES pzone_stores ON DELETE CASCADE,
+	store  text   NOT NULL REFERENCES pzone_stores ON DELETE CASCADE ON UPDATE CASCADE,
 	bucket bytea  NOT NULL,
 	seq    bigint NOT NULL DEFAULT 0,
 	PRIMARY KEY (store, bucket)
 );
 CREATE TABLE IF NOT EXISTS pzone_kv (
-	store  text  NOT NULL REFERENCES pzone_stores ON DELETE CASCADE,
+	store  text  NOT NULL REFERENCES pzone_stores ON DELETE CASCADE ON UPDATE CASCADE,
 	bucket bytea NOT NULL,
 	key    bytea NOT NULL,
 	value  bytea,
 	PRIMARY KEY (store, bucket, key)
+);
+CREATE TABLE IF NOT EXISTS pzone_leases (
+	name   text PRIMARY KEY,
+	holder text NOT NULL,
+	epoch  bigint NOT NULL,
+	since  timestamptz NOT NULL DEFAULT now()
 );
 `
 
 // Pool is a connection pool to the cluster's database.
 type Pool struct {
 	pool *pgxpool.Pool
+	url  string
 	// TxTimeout bounds each transaction (DefaultTxTimeout if 0).
 	TxTimeout time.Duration
+	// fence, if set, is the lease every write transaction must find
+	// still held by this pool's holder (Fence).
+	fence *Fence
 }
+
+// Fence makes every write transaction of a pool check, under a shared
+// lock on the lease's row, that the lease is still Holder's: a node
+// that lost its lease to another (a network cut, a pause) has its writes
+// refused rather than mixed with the new holder's. Taking the lease
+// (Lease.Take) waits for the writes that hold the row shared.
+type Fence struct {
+	Lease  string
+	Holder string
+}
+
+// ErrFenced: a write of a node that no longer holds its lease.
+var ErrFenced = errors.New("this node no longer holds the cluster's lease (another node took over): the write was refused")
+
+// SetFence fences the pool's writes by f (nil: none).
+func (p *Pool) SetFence(f *Fence) { p.fence = f }
 
 // Connect opens a pool to url (postgres://… or key=value) and makes the
 // schema if it is missing.
@@ -84,7 +110,7 @@ func Connect(ctx context.Context, url string) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s): %v", ErrUnreachable, redact(url), err)
 	}
-	p := &Pool{pool: pool}
+	p := &Pool{pool: pool, url: url}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout())
 	defer cancel()
 	if _, err := pool.Exec(ctx, schema); err != nil {
@@ -135,6 +161,35 @@ func (p *Pool) Drop(ctx context.Context, store string) error {
 		return p.wrap("remove store "+store, err)
 	}
 	return nil
+}
+
+// Rename renames a store (a removed zone's, kept aside).
+func (p *Pool) Rename(ctx context.Context, from, to string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout())
+	defer cancel()
+	tag, err := p.pool.Exec(ctx, `UPDATE pzone_stores SET store = $2 WHERE store = $1`, from, to)
+	if err != nil {
+		return p.wrap("rename store "+from, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("store %s: %w", from, ErrMissing)
+	}
+	return nil
+}
+
+// Stores lists the stores whose names begin with prefix.
+func (p *Pool) Stores(ctx context.Context, prefix string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout())
+	defer cancel()
+	rows, err := p.pool.Query(ctx, `SELECT store FROM pzone_stores WHERE starts_with(store, $1) ORDER BY store`, prefix)
+	if err != nil {
+		return nil, p.wrap("list stores", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, p.wrap("list stores", err)
+	}
+	return names, nil
 }
 
 // ErrMissing: Open without create of a store never made.
@@ -226,12 +281,8 @@ func (d *DB) run(write bool, fn func(kv.Tx) error) (err error) {
 		}
 	}()
 	if write {
-		var one int
-		if err := ptx.QueryRow(ctx, `SELECT 1 FROM pzone_stores WHERE store = $1 FOR UPDATE`, d.store).Scan(&one); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("store %s: %w", d.store, ErrMissing)
-			}
-			return d.p.wrap("lock store "+d.store, err)
+		if err := d.lock(ctx, ptx); err != nil {
+			return err
 		}
 	}
 	ferr := fn(t)
@@ -259,4 +310,28 @@ func path(parent []byte, name []byte) []byte {
 	p = append(p, parent...)
 	p = binary.AppendUvarint(p, uint64(len(name)))
 	return append(p, name...)
+}
+
+// lock takes the store's write lock, and checks the pool's fence.
+func (d *DB) lock(ctx context.Context, ptx pgx.Tx) error {
+	var one int
+	err := ptx.QueryRow(ctx, `SELECT 1 FROM pzone_stores WHERE store = $1 FOR UPDATE`, d.store).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("store %s: %w", d.store, ErrMissing)
+	}
+	if err != nil {
+		return d.p.wrap("lock store "+d.store, err)
+	}
+	f := d.p.fence
+	if f == nil {
+		return nil
+	}
+	err = ptx.QueryRow(ctx, `SELECT 1 FROM pzone_leases WHERE name = $1 AND holder = $2 FOR SHARE`, f.Lease, f.Holder).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("store %s: %w", d.store, ErrFenced)
+	}
+	if err != nil {
+		return d.p.wrap("check the lease for store "+d.store, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/pzone/pzone/storefile/kv"
 	"github.com/pzone/pzone/storefile/kv/kvtest"
@@ -114,5 +115,68 @@ func TestUnreachable(t *testing.T) {
 	}
 	if err := put("three"); err != nil {
 		t.Fatalf("write after the database came back: %v", err)
+	}
+}
+
+// TestLease: one holder at a time; a waiting node takes the lease when
+// the holder's connection ends, and the old holder's writes are fenced.
+func TestLease(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx := context.Background()
+	poolA, poolB := connect(t, srv.URL), connect(t, srv.URL)
+	a, b := poolA.NewLease("cluster", "node-a"), poolB.NewLease("cluster", "node-b")
+	if err := a.Take(ctx); err != nil {
+		t.Fatal(err)
+	}
+	poolA.SetFence(a.Fence())
+	poolB.SetFence(b.Fence())
+	dbA, err := poolA.Open(ctx, "z/pzh.db", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(db kv.DB) error {
+		return db.Update(func(tx kv.Tx) error {
+			bk, err := tx.CreateBucketIfNotExists([]byte("b"))
+			if err != nil {
+				return err
+			}
+			return bk.Put([]byte("k"), []byte("v"))
+		})
+	}
+	if err := write(dbA); err != nil {
+		t.Fatalf("the holder's write: %v", err)
+	}
+	taken := make(chan error, 1)
+	go func() { taken <- b.Take(ctx) }()
+	select {
+	case err := <-taken:
+		t.Fatalf("node-b took a held lease (%v)", err)
+	default:
+	}
+	if holder, _, err := poolB.LeaseHolder(ctx, "cluster"); err != nil || holder != "node-a" {
+		t.Fatalf("holder %q (%v), want node-a", holder, err)
+	}
+	a.Release() // node-a's connection ends, as when it is killed
+	if err := <-taken; err != nil {
+		t.Fatal(err)
+	}
+	if b.Epoch() != 2 {
+		t.Fatalf("epoch %d after the second taking, want 2", b.Epoch())
+	}
+	if err := write(dbA); !errors.Is(err, pgkv.ErrFenced) {
+		t.Fatalf("the old holder's write: %v, want ErrFenced", err)
+	}
+	dbB, err := poolB.Open(ctx, "z/pzh.db", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := write(dbB); err != nil {
+		t.Fatalf("the new holder's write: %v", err)
+	}
+	// The old holder, checking, learns it lost the lease.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := a.Watch(wctx); !errors.Is(err, pgkv.ErrLeaseLost) {
+		t.Fatalf("the old holder's watch: %v, want ErrLeaseLost", err)
 	}
 }

@@ -75,4 +75,12 @@ type ProviderStatus struct {
 	Started     time.Time `json:"started"`
 	PID         int       `json:"pid"`
 	Software    string    `json:"software"`
+	// A cluster's node: its name, its own addresses, whether it serves
+	// ("active") or waits for the cluster's lease ("standby"), since
+	// when, and which node serves.
+	Node       string    `json:"node,omitempty"`
+	NodeAddrs  []string  `json:"node_addrs,omitempty"`
+	Role       string    `json:"role,omitempty"`
+	RoleSince  time.Time `json:"role_since,omitzero"`
+	ActiveNode string    `json:"active_node,omitempty"`
 }

@@ -79,7 +79,7 @@ func (h *Hub) addrRoutes(mux *http.ServeMux) {
 			if slices.Contains(cur, req.Addr) {
 				return nil, fmt.Errorf("%w: %s is a public address already", ErrAlreadyDone, req.Addr)
 			}
-			if len(cur) >= maxPublicAddrs {
+			if len(cur) >= MaxPublicAddrs {
 				return nil, badAddr{fmt.Errorf("the zone has %d public addresses, the most an invite token holds: remove one first (pzh addr rm ADDR)", len(cur))}
 			}
 			return append(cur, req.Addr), nil

@@ -101,7 +101,11 @@ func openHubState(cfg *Config, store *hubStore, ca *certs.CA, vouch func(string,
 // checkStateEpoch refuses a zone state of another epoch than the hub
 // served, and vouches for a new one; it closes st if it refuses.
 func checkStateEpoch(cfg *Config, store *hubStore, ca *certs.CA, st *zsync.Store, rec *stateEpoch, path string) error {
-	epoch := st.Epoch()
+	epoch, err := st.ReadEpoch()
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("read the zone state's epoch in %s: %w", path, err)
+	}
 	if rec != nil && rec.Epoch != epoch {
 		st.Close()
 		return fmt.Errorf("%s holds another zone state (epoch %s) than this hub served (epoch %s): pzh was not started. Put back this hub's own %s (from a backup), or %s",

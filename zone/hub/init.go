@@ -20,7 +20,9 @@ var ErrZoneExists = errors.New("a zone already exists here")
 // Public address bounds: what an invite token (and a QR code of it) can
 // carry comfortably.
 const (
-	maxPublicAddrs   = 4
+	// MaxPublicAddrs is how many public addresses a zone may have: all
+	// fit in an invite token.
+	MaxPublicAddrs   = 4
 	maxPublicAddrLen = 100
 )
 
@@ -83,8 +85,8 @@ func checkNewZone(name string, publicAddrs []string) error {
 	if len(publicAddrs) == 0 {
 		return errors.New("no public address given: use --public-addr HOST:PORT, the address devices will reach the hub at")
 	}
-	if len(publicAddrs) > maxPublicAddrs {
-		return fmt.Errorf("%d public addresses given; at most %d fit in an invite token", len(publicAddrs), maxPublicAddrs)
+	if len(publicAddrs) > MaxPublicAddrs {
+		return fmt.Errorf("%d public addresses given; at most %d fit in an invite token", len(publicAddrs), MaxPublicAddrs)
 	}
 	for _, a := range publicAddrs {
 		if err := ValidateHubAddr(a); err != nil {

@@ -42,6 +42,10 @@ type settings struct {
 	PublicAddrs []string  `cbor:"1,keyasint"`
 	ResetSecret []byte    `cbor:"2,keyasint"` // 32 bytes
 	Created     time.Time `cbor:"3,keyasint"`
+	// Node names this node of a cluster (pzh provider init --store): its
+	// own provider.db keeps only this and its own public address, and
+	// the cluster's catalog is in the cluster's database.
+	Node string `cbor:"4,keyasint,omitempty"`
 }
 
 // zoneEntry is one zone the provider serves.
@@ -73,7 +77,12 @@ func createCatalog(dir string, publicAddrs []string, now time.Time) error {
 	defer db.Close()
 	s := settings{PublicAddrs: publicAddrs, ResetSecret: make([]byte, 32), Created: now.UTC()}
 	rand.Read(s.ResetSecret)
-	return kv.OfBolt(db).Update(func(tx kv.Tx) error {
+	return writeCatalog(kv.OfBolt(db), &s)
+}
+
+// writeCatalog makes a catalog's buckets and settings in db.
+func writeCatalog(db kv.DB, s *settings) error {
+	return db.Update(func(tx kv.Tx) error {
 		meta, err := tx.CreateBucket(bucketMeta)
 		if err != nil {
 			return err
@@ -81,7 +90,7 @@ func createCatalog(dir string, publicAddrs []string, now time.Time) error {
 		if _, err := tx.CreateBucket(bucketZones); err != nil {
 			return err
 		}
-		return stores.PutCBOR(meta, keySettings, &s)
+		return stores.PutCBOR(meta, keySettings, s)
 	})
 }
 
@@ -93,8 +102,18 @@ func openCatalog(dir string) (*catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &catalog{db: kv.OfBolt(db)}
-	err = kv.OfBolt(db).View(func(tx kv.Tx) error {
+	c, err := readCatalog(kv.OfBolt(db))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s: %w; restore it from a backup", filepath.Join(dir, DBName), err)
+	}
+	return c, nil
+}
+
+// readCatalog reads and checks the catalog in db.
+func readCatalog(db kv.DB) (*catalog, error) {
+	c := &catalog{db: db}
+	err := db.View(func(tx kv.Tx) error {
 		meta, zones := tx.Bucket(bucketMeta), tx.Bucket(bucketZones)
 		if meta == nil || zones == nil {
 			return errors.New("it lacks its buckets")
@@ -108,8 +127,7 @@ func openCatalog(dir string) (*catalog, error) {
 		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("%s: %w; restore it from a backup", filepath.Join(dir, DBName), err)
+		return nil, err
 	}
 	return c, nil
 }

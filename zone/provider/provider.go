@@ -49,12 +49,25 @@ type Config struct {
 	Heartbeat time.Duration
 	Logger    *slog.Logger
 	// Ready, if set, is called once the provider listens and every zone
-	// has started (or failed to).
+	// has started (or failed to); on a cluster's node, each time it
+	// becomes the active node.
 	Ready func(net.Addr)
+	// Store is the cluster's database (postgres://…) for a node made by
+	// InitNode; empty for a provider of its own.
+	Store string
 }
 
 // Init makes a provider in dir, serving no zone yet.
 func Init(dir string, publicAddrs []string, now time.Time) error {
+	if err := checkProviderDir(dir, publicAddrs); err != nil {
+		return err
+	}
+	return createCatalog(dir, publicAddrs, now)
+}
+
+// checkProviderDir checks a new provider's (or node's) directory and
+// addresses.
+func checkProviderDir(dir string, publicAddrs []string) error {
 	if len(publicAddrs) == 0 {
 		return errors.New("no public address given: use --public-addr HOST:PORT, the address devices will reach the provider at")
 	}
@@ -78,14 +91,16 @@ func Init(dir string, publicAddrs []string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%w (zones live in %s/NAME)", err, filepath.Join(dir, ZonesDir))
 	}
-	return createCatalog(dir, publicAddrs, now)
+	return nil
 }
 
 // Provider is a running provider.
 type Provider struct {
-	cfg     Config
-	log     *slog.Logger
-	cat     *catalog
+	cfg Config
+	log *slog.Logger
+	cat *catalog
+	// node is set on a cluster's node (cluster.go).
+	node    *node
 	router  *transport.Router
 	codes   *codeBook
 	started time.Time
@@ -145,36 +160,76 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cat.Close()
-	entries, err := cat.zones()
+	if cat.set.Node != "" {
+		return runNode(ctx, cfg, cat)
+	}
+	if cfg.Store != "" {
+		return fmt.Errorf("%s is a provider of its own, its zones in files: --store is for a node made with pzh provider init --store", cfg.DataDir)
+	}
+	p := newProvider(cfg, cat)
+	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.ProviderSocketName))
 	if err != nil {
-		return fmt.Errorf("read the zones of %s: %w", filepath.Join(cfg.DataDir, DBName), err)
+		return err
+	}
+	defer os.Remove(api.SocketPath(cfg.DataDir, api.ProviderSocketName))
+	g, gctx := errgroup.WithContext(ctx)
+	// The admin socket answers once every zone has started or failed, so
+	// pzh provider wait waits for the zones too.
+	g.Go(func() error {
+		err := p.serve(gctx, func() { g.Go(func() error { return localapi.Serve(gctx, sock, p.apiHandler()) }) })
+		if err == nil {
+			sock.Close()
+		}
+		return err
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
+		err = nil
+	}
+	p.log.Info("provider stopped")
+	return err
+}
+
+func newProvider(cfg Config, cat *catalog) *Provider {
+	return &Provider{cfg: cfg, log: cfg.Logger, cat: cat, codes: newCodeBook(), started: time.Now(), zones: map[string]*zoneRun{}, adding: map[string]bool{}}
+}
+
+// serve listens and runs every zone of the catalog until ctx ends;
+// started is called once they have started (or failed to).
+func (p *Provider) serve(ctx context.Context, started func()) error {
+	cfg := p.cfg
+	entries, err := p.cat.zones()
+	if err != nil {
+		return fmt.Errorf("read the zones of %s: %w", p.where(), err)
 	}
 	checkFileLimit(len(entries), cfg.Logger)
-	p := &Provider{cfg: cfg, log: cfg.Logger, cat: cat, codes: newCodeBook(), started: time.Now(), zones: map[string]*zoneRun{}, adding: map[string]bool{}}
+	p.mu.Lock()
+	p.zones = map[string]*zoneRun{}
+	p.codes = newCodeBook()
+	p.mu.Unlock()
 
 	listen := cfg.Listen
 	if listen == "" {
-		_, port, _ := net.SplitHostPort(cat.set.PublicAddrs[0])
+		_, port, _ := net.SplitHostPort(p.ownAddrs()[0])
 		listen = net.JoinHostPort("", port)
 	}
 	fallback, err := unknownNameTLS()
 	if err != nil {
 		return err
 	}
-	tc := transport.Config{TLS: fallback, Logger: p.log, IdleTimeout: wire.TransportIdle, StatelessResetKey: resetKey(cat.set.ResetSecret)}
-	if p.router, err = transport.ListenRouted(listen, tc, p.codes.resolve, cfg.Transports...); err != nil {
+	tc := transport.Config{TLS: fallback, Logger: p.log, IdleTimeout: wire.TransportIdle, StatelessResetKey: resetKey(p.cat.set.ResetSecret)}
+	router, err := transport.ListenRouted(listen, tc, p.codes.resolve, cfg.Transports...)
+	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	defer p.router.Close()
-	sock, err := localapi.Listen(api.SocketPath(cfg.DataDir, api.ProviderSocketName))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(api.SocketPath(cfg.DataDir, api.ProviderSocketName))
+	p.mu.Lock()
+	p.router = router
+	p.mu.Unlock()
+	defer router.Close()
 
 	g, gctx := errgroup.WithContext(ctx)
 	p.ctx = gctx
-	g.Go(func() error { return p.router.Run(gctx) })
+	g.Go(func() error { return router.Run(gctx) })
 
 	// Zones start side by side, a few at a time: each opens its stores.
 	starts := make(chan *zoneRun)
@@ -204,24 +259,24 @@ func Run(ctx context.Context, cfg Config) error {
 			serving++
 		}
 	}
-	// The admin socket answers once every zone has started or failed, so
-	// pzh provider wait waits for the zones too.
-	g.Go(func() error { return localapi.Serve(gctx, sock, p.apiHandler()) })
-	p.log.Info("provider serving", "listen", p.router.Addr().String(), "zones", len(entries), "serving", serving, "transports", cfg.Transports)
+	started()
+	p.log.Info("provider serving", "listen", router.Addr().String(), "zones", len(entries), "serving", serving, "transports", cfg.Transports)
 	if cfg.Ready != nil {
-		cfg.Ready(p.router.Addr())
+		cfg.Ready(router.Addr())
 	}
 	g.Go(func() error {
 		<-gctx.Done()
 		p.stopAll()
-		p.router.Close()
+		router.Close()
+		p.mu.Lock()
+		p.zones, p.router = map[string]*zoneRun{}, nil
+		p.mu.Unlock()
 		return nil
 	})
 	err = g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
 		err = nil
 	}
-	p.log.Info("provider stopped")
 	return err
 }
 
@@ -230,7 +285,7 @@ func (p *Provider) zoneDir(name string) string { return filepath.Join(p.cfg.Data
 // hubConfig is the configuration of zone z's hub.
 func (p *Provider) hubConfig(z *zoneRun, ready func(net.Addr)) hub.Config {
 	l := z.entry.Limits
-	cfg := hub.Config{DataDir: z.dir, Transports: p.cfg.Transports, Heartbeat: p.cfg.Heartbeat, Shared: p.router, Codes: p.codes,
+	cfg := hub.Config{DataDir: z.dir, Stores: p.storesOf(z.entry.Name), Transports: p.cfg.Transports, Heartbeat: p.cfg.Heartbeat, Shared: p.router, Codes: p.codes,
 		Logger: p.log.With("zone", z.entry.Name), Ready: ready,
 		MaxDevices: l.MaxDevices, ZoneQuota: l.ZoneQuota, ZoneQueueBytes: l.QueueBytes, CallsPerSecond: l.CallsPerSecond}
 	if l.ZoneQuota > 0 {
@@ -242,6 +297,15 @@ func (p *Provider) hubConfig(z *zoneRun, ready func(net.Addr)) hub.Config {
 // start runs zone z's hub. With wait, it returns once the hub serves or
 // has failed.
 func (p *Provider) start(z *zoneRun, wait bool) error {
+	if p.node != nil {
+		// A node serving a zone for the first time makes its directory,
+		// which holds its admin socket.
+		if err := os.MkdirAll(z.dir, 0o700); err != nil {
+			err = fmt.Errorf("make %s: %w", z.dir, err)
+			z.setState("failed", err)
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(p.ctx)
 	done := make(chan struct{})
 	z.mu.Lock()

@@ -56,35 +56,24 @@ func (p *Provider) addZone(req api.ZoneAddRequest) (*api.ProviderZone, error) {
 		delete(p.adding, req.Name)
 		p.mu.Unlock()
 	}()
-	zones := filepath.Join(p.cfg.DataDir, ZonesDir)
-	final := filepath.Join(zones, req.Name)
-	if _, err := os.Lstat(final); err == nil {
-		return nil, fmt.Errorf("%w: %s exists but is no zone of this provider: move it away first", errZoneExists, final)
-	}
-	if err := os.MkdirAll(zones, 0o700); err != nil {
-		return nil, fmt.Errorf("make %s: %w", zones, err)
-	}
-	// Made aside and renamed into place, so that a zone is there whole or
-	// not at all.
-	tmp := filepath.Join(zones, ".new-"+req.Name)
-	os.RemoveAll(tmp)
 	now := time.Now()
-	info, err := hub.InitZone(tmp, req.Name, p.cat.set.PublicAddrs, now)
+	var info *hub.ZoneInfo
+	var final string
+	var err error
+	if p.node != nil {
+		info, final, err = p.addClusterZone(req.Name, now)
+	} else {
+		info, final, err = p.addZoneFiles(req.Name, now)
+	}
 	if err != nil {
-		os.RemoveAll(tmp)
 		return nil, err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("put the new zone in place: %w", err)
-	}
-	if err := storefile.SyncDir(zones); err != nil {
-		os.RemoveAll(final)
-		return nil, fmt.Errorf("put the new zone in place: %w", err)
 	}
 	e := zoneEntry{Name: req.Name, ID: info.ID, Added: now.UTC(), Limits: req.Limits}
 	if err := p.cat.put(e); err != nil {
 		os.RemoveAll(final)
+		if p.node != nil {
+			p.dropZoneStores(req.Name)
+		}
 		return nil, fmt.Errorf("record the new zone: %w", err)
 	}
 	z := &zoneRun{entry: e, dir: final, state: "starting"}
@@ -99,6 +88,36 @@ func (p *Provider) addZone(req api.ZoneAddRequest) (*api.ProviderZone, error) {
 	return &v, nil
 }
 
+// addZoneFiles makes zone name's data directory, with its stores.
+func (p *Provider) addZoneFiles(name string, now time.Time) (*hub.ZoneInfo, string, error) {
+	zones := filepath.Join(p.cfg.DataDir, ZonesDir)
+	final := filepath.Join(zones, name)
+	if _, err := os.Lstat(final); err == nil {
+		return nil, "", fmt.Errorf("%w: %s exists but is no zone of this provider: move it away first", errZoneExists, final)
+	}
+	if err := os.MkdirAll(zones, 0o700); err != nil {
+		return nil, "", fmt.Errorf("make %s: %w", zones, err)
+	}
+	// Made aside and renamed into place, so that a zone is there whole or
+	// not at all.
+	tmp := filepath.Join(zones, ".new-"+name)
+	os.RemoveAll(tmp)
+	info, err := hub.InitZone(tmp, name, p.cat.set.PublicAddrs, now)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.RemoveAll(tmp)
+		return nil, "", fmt.Errorf("put the new zone in place: %w", err)
+	}
+	if err := storefile.SyncDir(zones); err != nil {
+		os.RemoveAll(final)
+		return nil, "", fmt.Errorf("put the new zone in place: %w", err)
+	}
+	return info, final, nil
+}
+
 // removeZone stops zone nameOrID's hub and moves its data aside.
 func (p *Provider) removeZone(nameOrID string) (*api.ZoneRemoved, error) {
 	z := p.zone(nameOrID)
@@ -111,6 +130,9 @@ func (p *Provider) removeZone(nameOrID string) (*api.ZoneRemoved, error) {
 		return nil, fmt.Errorf("%w: zone %q was removed meanwhile", errNoZone, nameOrID)
 	}
 	z.stop()
+	if p.node != nil {
+		return p.removeClusterZone(z)
+	}
 	removed := filepath.Join(p.cfg.DataDir, RemovedDir)
 	if err := os.MkdirAll(removed, 0o700); err != nil {
 		p.start(z, false)

@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pzone/pzone/zone/api"
 	"github.com/pzone/pzone/zone/provider"
@@ -47,12 +49,28 @@ func providerDo(ctx context.Context, g *globals, method, path string, in, out an
 	return notRunningHint(err, "the provider", "pzh provider serve --data "+dir)
 }
 
+// storeEnv is the environment variable that gives --store, which keeps
+// a database's password out of the process list.
+const storeEnv = "PZH_STORE"
+
+func storeFlag(f *pflag.FlagSet, store *string) {
+	f.StringVar(store, "store", os.Getenv(storeEnv), "the cluster's PostgreSQL database, postgres://USER@HOST/DB or key=value (default $"+storeEnv+")")
+}
+
 func newProviderInitCmd(g *globals) *cobra.Command {
 	var addrs []string
+	var store, nodeName string
 	cmd := &cobra.Command{
-		Use:   "init --public-addr HOST:PORT",
+		Use:   "init --public-addr HOST:PORT [--store postgres://…]",
 		Short: "Make a provider in the data directory, serving no zone yet",
-		Args:  cobra.NoArgs,
+		Long: `init makes a provider in the data directory, serving no zone yet.
+
+With --store, the directory is a node of a cluster whose catalog and
+zones are kept in that PostgreSQL database: the first node makes the
+cluster, each later one joins it, its --public-addr added to every zone's
+addresses. One node serves at a time; the others stand by and take over
+when it dies.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(addrs) == 0 {
 				return usagef("--public-addr is required: where devices will reach the provider, e.g. --public-addr hub.example.net:7443")
@@ -60,6 +78,16 @@ func newProviderInitCmd(g *globals) *cobra.Command {
 			dir, err := g.dataDir()
 			if err != nil {
 				return err
+			}
+			if store != "" {
+				if err := provider.InitNode(cmd.Context(), dir, store, nodeName, addrs, time.Now()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cluster node made in %s, public address %v\nnext: pzh provider serve --data %s --store … (on each node), then pzh provider zone add NAME --data %s on the serving one\n", dir, addrs, dir, dir)
+				return nil
+			}
+			if nodeName != "" {
+				return usagef("--node names a node of a cluster: give --store too")
 			}
 			if err := provider.Init(dir, addrs, time.Now()); err != nil {
 				return err
@@ -69,11 +97,13 @@ func newProviderInitCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&addrs, "public-addr", nil, "HOST:PORT devices reach the provider at (repeatable); every zone gets these")
+	storeFlag(cmd.Flags(), &store)
+	cmd.Flags().StringVar(&nodeName, "node", "", "this node's name in the cluster (default: the host name)")
 	return cmd
 }
 
 func newProviderServeCmd(g *globals) *cobra.Command {
-	var listen string
+	var listen, store string
 	var noQUIC, noTCP bool
 	var heartbeat time.Duration
 	cmd := &cobra.Command{
@@ -84,7 +114,11 @@ yamux on TCP, both on one port, plus the provider's admin socket
 (pzh-provider.sock) and each zone's own (DATA/zones/NAME/pzh.sock). A zone
 whose hub fails to start is said in the log and in 'zone list'; the others
 are served. It runs until SIGINT or SIGTERM, then closes every session with
-reason "shutdown" and exits 0.`,
+reason "shutdown" and exits 0.
+
+A cluster's node (made with init --store) needs --store: it waits on
+standby, not listening, until it holds the cluster's lease, then serves
+every zone from the database until it stops or loses the lease.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kinds, err := serveKinds(noQUIC, noTCP)
@@ -102,7 +136,7 @@ reason "shutdown" and exits 0.`,
 			if heartbeat < wire.MinHeartbeat || heartbeat > wire.MaxHeartbeat {
 				return usagef("--heartbeat %v out of range: use %v to %v", heartbeat, wire.MinHeartbeat, wire.MaxHeartbeat)
 			}
-			return provider.Run(cmd.Context(), provider.Config{DataDir: dir, Listen: listen, Transports: kinds, Heartbeat: heartbeat, Logger: log})
+			return provider.Run(cmd.Context(), provider.Config{DataDir: dir, Listen: listen, Transports: kinds, Heartbeat: heartbeat, Logger: log, Store: store})
 		},
 	}
 	f := cmd.Flags()
@@ -110,5 +144,6 @@ reason "shutdown" and exits 0.`,
 	f.BoolVar(&noQUIC, "no-quic", false, "serve TCP only (devices fall back to it)")
 	f.BoolVar(&noTCP, "no-tcp", false, "serve QUIC only")
 	f.DurationVar(&heartbeat, "heartbeat", wire.DefaultHeartbeat, "how often devices must ping; a link is dead after 3 missed")
+	storeFlag(f, &store)
 	return cmd
 }

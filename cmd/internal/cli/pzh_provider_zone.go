@@ -32,7 +32,20 @@ func newProviderStatusCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), st)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "public:      %v\nlistening:   %s %v\nzones:       %d, %d serving\nrunning:     since %s (pid %d)\n",
+			out := cmd.OutOrStdout()
+			if st.Node != "" {
+				active := st.ActiveNode
+				if active == "" {
+					active = "none yet"
+				}
+				fmt.Fprintf(out, "node:        %s %v, %s since %s\nserving node: %s\n", st.Node, st.NodeAddrs, st.Role, st.RoleSince.Local().Format(time.DateTime), active)
+			}
+			if st.Listen == "" {
+				fmt.Fprintf(out, "public:      %v\nlistening:   no (on standby)\nrunning:     since %s (pid %d)\n",
+					st.PublicAddrs, st.Started.Local().Format(time.DateTime), st.PID)
+				return nil
+			}
+			fmt.Fprintf(out, "public:      %v\nlistening:   %s %v\nzones:       %d, %d serving\nrunning:     since %s (pid %d)\n",
 				st.PublicAddrs, st.Listen, st.Transports, st.Zones, st.Serving, st.Started.Local().Format(time.DateTime), st.PID)
 			return nil
 		},
@@ -41,8 +54,16 @@ func newProviderStatusCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 func newProviderWaitCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
+	var serving bool
 	cmd := &cobra.Command{
 		Use:   "wait",
 		Short: "Wait until the provider answers, its zones started",
@@ -58,13 +79,29 @@ why), then exits 0; after --timeout it exits 1.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			var st api.ProviderStatus
-			if err := waitReady(ctx, api.NewClient(api.SocketPath(dir, api.ProviderSocketName)), "/v1/status", &st); err != nil {
+			c := api.NewClient(api.SocketPath(dir, api.ProviderSocketName))
+			if err := waitReady(ctx, c, "/v1/status", &st); err != nil {
 				return fmt.Errorf("provider in %s not ready after %v: %w", dir, timeout, err)
+			}
+			if !serving || st.Node == "" {
+				return nil
+			}
+			// A cluster's node: until it holds the lease and serves.
+			for st.Role != "active" || st.Listen == "" {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("node %s in %s is still on standby after %v (serving node: %s)", st.Node, dir, timeout, orNone(st.ActiveNode))
+				case <-time.After(100 * time.Millisecond):
+				}
+				if err := c.Do(ctx, http.MethodGet, "/v1/status", nil, &st); err != nil && ctx.Err() == nil {
+					return err
+				}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	cmd.Flags().BoolVar(&serving, "serving", false, "on a cluster's node, wait until it serves (holds the cluster's lease)")
 	return cmd
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/pzone/pzone/pairing"
+	"github.com/pzone/pzone/storefile/pgkv/pgtest"
 	"github.com/pzone/pzone/transport"
 )
 
@@ -47,6 +48,13 @@ func TestScripts(t *testing.T) {
 			setupSyncCmds(env)
 			return nil
 		},
+		// [postgres]: PostgreSQL's server programs are here (pgstart).
+		Condition: func(cond string) (bool, error) {
+			if cond == "postgres" {
+				return pgtest.Bin() != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"freeport":  cmdFreePort,
 			"udpsink":   cmdUDPSink,
@@ -74,6 +82,8 @@ func TestScripts(t *testing.T) {
 			// Streams (script_streams_test.go).
 			"tcpecho": cmdTCPEcho,
 			"tcpsend": cmdTCPSend,
+			// Providers' clusters (script_cluster_test.go).
+			"pgstart": cmdPGStart,
 		},
 	})
 }

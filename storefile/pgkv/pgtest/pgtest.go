@@ -63,8 +63,8 @@ func version(dir string) int {
 // Start starts a server for t, stopped when t ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := start()
-	if errors.Is(err, errNotInstalled) {
+	s, err := New()
+	if errors.Is(err, ErrNotInstalled) {
 		t.Skip(err.Error())
 	}
 	if err != nil {
@@ -74,12 +74,14 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-var errNotInstalled = errors.New("PostgreSQL's server programs (initdb, postgres) are not installed: install Debian's postgresql package to run this test")
+// ErrNotInstalled: PostgreSQL's programs are not on this machine.
+var ErrNotInstalled = errors.New("PostgreSQL's server programs (initdb, postgres) are not installed: install Debian's postgresql package to run this test")
 
-func start() (*Server, error) {
+// New starts a server; Stop stops it.
+func New() (*Server, error) {
 	bin := Bin()
 	if bin == "" {
-		return nil, errNotInstalled
+		return nil, ErrNotInstalled
 	}
 	// A short path: the socket's must fit in 107 bytes.
 	dir, err := os.MkdirTemp("", "pzpg")
