@@ -84,7 +84,9 @@ func newWebFixture(t *testing.T) *webFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clock := &fakeClock{now: time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)}
+	// Near the real time: the cookie jar drops cookies whose expiry, set
+	// by this clock, is past by the real one.
+	clock := &fakeClock{now: time.Now().UTC().Truncate(time.Second)}
 	m, err := mgmt.Open(kv.OfBolt(db), mgmt.Config{Issuer: "pzone home", Now: clock.Now, Hash: mgmt.HashParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	if err != nil {
 		t.Fatal(err)
