@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,8 +75,9 @@ CREATE TABLE IF NOT EXISTS pzone_leases (
 
 // Pool is a connection pool to the cluster's database.
 type Pool struct {
-	pool *pgxpool.Pool
-	url  string
+	pool   *pgxpool.Pool
+	url    string
+	closed atomic.Bool
 	// TxTimeout bounds each transaction (DefaultTxTimeout if 0).
 	TxTimeout time.Duration
 	// fence, if set, is the lease every write transaction must find
@@ -121,7 +123,10 @@ func Connect(ctx context.Context, url string) (*Pool, error) {
 }
 
 // Close closes the pool; stores opened on it fail from then on.
-func (p *Pool) Close() { p.pool.Close() }
+func (p *Pool) Close() {
+	p.closed.Store(true)
+	p.pool.Close()
+}
 
 // Exists reports whether the store has been made.
 func (p *Pool) Exists(ctx context.Context, store string) (bool, error) {
@@ -136,8 +141,7 @@ func (p *Pool) Exists(ctx context.Context, store string) (bool, error) {
 }
 
 // Open returns the store of that name, made (empty) if create is set;
-// without create a store never made is kv's ErrNotFound-like error
-// errMissing.
+// without create, a store never made is ErrMissing.
 func (p *Pool) Open(ctx context.Context, store string, create bool) (*DB, error) {
 	if create {
 		ctx, cancel := context.WithTimeout(ctx, p.timeout())
@@ -153,43 +157,28 @@ func (p *Pool) Open(ctx context.Context, store string, create bool) (*DB, error)
 	return &DB{p: p, store: store}, nil
 }
 
-// Drop removes a store and everything in it.
-func (p *Pool) Drop(ctx context.Context, store string) error {
+// RenamePrefix renames, in one statement (all or none), every store whose
+// name begins with from to begin with to instead: a removed zone's
+// stores, kept aside. It returns how many it renamed.
+func (p *Pool) RenamePrefix(ctx context.Context, from, to string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout())
 	defer cancel()
-	if _, err := p.pool.Exec(ctx, `DELETE FROM pzone_stores WHERE store = $1`, store); err != nil {
-		return p.wrap("remove store "+store, err)
+	tag, err := p.pool.Exec(ctx, `UPDATE pzone_stores SET store = $2 || substr(store, length($1) + 1) WHERE starts_with(store, $1)`, from, to)
+	if err != nil {
+		return 0, p.wrap("rename the stores "+from+"…", err)
 	}
-	return nil
+	return tag.RowsAffected(), nil
 }
 
-// Rename renames a store (a removed zone's, kept aside).
-func (p *Pool) Rename(ctx context.Context, from, to string) error {
+// DropPrefix removes every store whose name begins with prefix, and all
+// they hold, in one statement.
+func (p *Pool) DropPrefix(ctx context.Context, prefix string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout())
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, `UPDATE pzone_stores SET store = $2 WHERE store = $1`, from, to)
-	if err != nil {
-		return p.wrap("rename store "+from, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("store %s: %w", from, ErrMissing)
+	if _, err := p.pool.Exec(ctx, `DELETE FROM pzone_stores WHERE starts_with(store, $1)`, prefix); err != nil {
+		return p.wrap("remove the stores "+prefix+"…", err)
 	}
 	return nil
-}
-
-// Stores lists the stores whose names begin with prefix.
-func (p *Pool) Stores(ctx context.Context, prefix string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout())
-	defer cancel()
-	rows, err := p.pool.Query(ctx, `SELECT store FROM pzone_stores WHERE starts_with(store, $1) ORDER BY store`, prefix)
-	if err != nil {
-		return nil, p.wrap("list stores", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, p.wrap("list stores", err)
-	}
-	return names, nil
 }
 
 // ErrMissing: Open without create of a store never made.
@@ -212,14 +201,10 @@ func (p *Pool) wrap(what string, err error) error {
 	if errors.Is(err, kv.ErrClosed) {
 		return err
 	}
-	if p.pool != nil && isClosedPool(err) {
+	if p.closed.Load() {
 		return fmt.Errorf("%s: %w", what, kv.ErrClosed)
 	}
 	return fmt.Errorf("%s: %w: %v", what, ErrUnreachable, err)
-}
-
-func isClosedPool(err error) bool {
-	return err != nil && err.Error() == "closed pool"
 }
 
 // redact hides a password in a connection URL for messages.
@@ -237,6 +222,11 @@ type DB struct {
 	store  string
 	mu     sync.RWMutex
 	closed bool
+	// top holds the top-level buckets known to exist: made once and
+	// never deleted in use, so each transaction need not ask again
+	// (a Get is then one round trip, not two). Only this DB's committed
+	// changes enter it; a DeleteBucket here takes its bucket out.
+	top sync.Map // string(path) → struct{}
 }
 
 // Name is the store's name.
@@ -294,6 +284,7 @@ func (d *DB) run(write bool, fn func(kv.Tx) error) (err error) {
 		return ferr
 	}
 	if !write {
+		t.learnTop()
 		return nil
 	}
 	if err := ptx.Commit(ctx); err != nil {
@@ -301,6 +292,7 @@ func (d *DB) run(write bool, fn func(kv.Tx) error) (err error) {
 		return d.p.wrap("commit to store "+d.store, err)
 	}
 	t.tx = nil
+	t.learnTop()
 	return nil
 }
 

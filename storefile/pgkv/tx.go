@@ -3,6 +3,7 @@ package pgkv
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"strings"
@@ -85,6 +86,9 @@ func (t *tx) hasBucket(p []byte) bool {
 	if e, ok := t.buckets[string(p)]; ok {
 		return e
 	}
+	if _, ok := t.db.top.Load(string(p)); ok {
+		return true
+	}
 	if !t.ready() {
 		return false
 	}
@@ -105,6 +109,27 @@ func (t *tx) bucketAt(p []byte) kv.Bucket {
 }
 
 func (t *tx) Bucket(name []byte) kv.Bucket { return t.bucketAt(path(nil, name)) }
+
+// learnTop records, after a commit, the top-level buckets this
+// transaction found or made, and forgets those it deleted.
+func (t *tx) learnTop() {
+	for p, exists := range t.buckets {
+		if !isTop(p) {
+			continue
+		}
+		if exists {
+			t.db.top.Store(p, struct{}{})
+		} else {
+			t.db.top.Delete(p)
+		}
+	}
+}
+
+// isTop reports whether a bucket path has one name (a top-level bucket).
+func isTop(p string) bool {
+	n, k := binary.Uvarint([]byte(p))
+	return k > 0 && uint64(len(p)-k) == n
+}
 
 func (t *tx) CreateBucket(name []byte) (kv.Bucket, error) { return t.create(nil, name, false) }
 

@@ -100,12 +100,12 @@ func (h *Hub) snapshotCopies() (copies []*os.File, err error) {
 			}
 		}
 	}()
-	if txs[1], err = h.state.Snapshot(); err != nil {
-		return nil, err
-	}
 	zdb, mdb := kv.BoltOf(h.store.db), kv.BoltOf(h.mail.db)
 	if zdb == nil || mdb == nil {
-		return nil, errors.New("this zone's stores are kept in a cluster's database, not in files: back it up with the database's own tools (pg_dump)")
+		return nil, fmt.Errorf("%w: back it up with the database's own tools (pg_dump)", errStoresNotFiles)
+	}
+	if txs[1], err = h.state.Snapshot(); err != nil {
+		return nil, err
 	}
 	if txs[0], err = zdb.Begin(false); err != nil {
 		return nil, err

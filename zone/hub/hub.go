@@ -491,9 +491,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
-		err = nil
-	}
+	err = localapi.StopErr(ctx, err)
 	h.log.Info("hub stopped")
 	return err
 }

@@ -120,6 +120,16 @@ func bindPath(path string) string {
 	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new", "s")
 }
 
+// StopErr is the error a daemon's run returns: once ctx has ended, the
+// errors of things closing under it (a cancelled context, a closed
+// listener) are no error.
+func StopErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
+		return nil
+	}
+	return err
+}
+
 // Serve serves h on ln until ctx ends.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	// Requests live within ctx, so that streams (watches, long polls) end

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -120,10 +119,10 @@ func (p *Provider) standbyRefuse(w http.ResponseWriter) bool {
 	return false
 }
 
+// readJSON reads a request's body as the other sockets do, answering
+// 400 when it cannot.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := localapi.ReadJSON(r, v); err != nil {
 		localapi.WriteErr(w, http.StatusBadRequest, err)
 		return false
 	}

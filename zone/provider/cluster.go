@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,6 +43,9 @@ import (
 const (
 	catalogStore = "provider"
 	leaseName    = "provider"
+	// retryServe is how long a node that failed to serve waits before it
+	// asks for the lease again.
+	retryServe = 5 * time.Second
 )
 
 // node is a cluster node's part of a Provider.
@@ -175,17 +177,26 @@ func runNode(ctx context.Context, cfg Config, local *catalog) error {
 				}
 				continue
 			}
-			if err := p.active(gctx, lease); err != nil && gctx.Err() == nil {
-				p.log.Error("node stopped serving", "node", n.name, "err", err)
-			}
+			err := p.active(gctx, lease)
 			lease.Release()
+			if err == nil || gctx.Err() != nil {
+				continue
+			}
+			p.log.Error("node stopped serving", "node", n.name, "err", err)
+			if !errors.Is(err, pgkv.ErrLeaseLost) {
+				// It could not serve (its port taken, the catalog
+				// unreadable): let another node take the lease first
+				// rather than take it straight back.
+				select {
+				case <-gctx.Done():
+				case <-time.After(retryServe):
+				}
+			}
 		}
 		return nil
 	})
 	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
-		err = nil
-	}
+	err = localapi.StopErr(ctx, err)
 	p.log.Info("node stopped", "node", n.name)
 	return err
 }
@@ -256,8 +267,11 @@ func (p *Provider) storesOf(name string) hub.Stores {
 	if p.node == nil {
 		return nil
 	}
-	return zoneStores{pool: p.node.pool, prefix: "zones/" + name + "/", zone: name}
+	return zoneStores{pool: p.node.pool, prefix: zonePrefix(name), zone: name}
 }
+
+// zonePrefix begins the names of zone name's stores in the database.
+func zonePrefix(name string) string { return "zones/" + name + "/" }
 
 // where names the catalog in messages.
 func (p *Provider) where() string {
@@ -277,17 +291,9 @@ func (p *Provider) ownAddrs() []string {
 
 // keepRemovedStores renames a removed cluster zone's stores aside.
 func (p *Provider) keepRemovedStores(name string, now time.Time) (string, error) {
-	ctx := context.Background()
-	from := "zones/" + name + "/"
 	kept := "removed/" + name + "-" + strconv.FormatInt(now.Unix(), 10) + "/"
-	names, err := p.node.pool.Stores(ctx, from)
-	if err != nil {
+	if _, err := p.node.pool.RenamePrefix(context.Background(), zonePrefix(name), kept); err != nil {
 		return "", err
-	}
-	for _, s := range names {
-		if err := p.node.pool.Rename(ctx, s, kept+s[len(from):]); err != nil {
-			return "", err
-		}
 	}
 	return kept, nil
 }
@@ -309,10 +315,8 @@ func (p *Provider) addClusterZone(name string, now time.Time) (*hub.ZoneInfo, st
 
 // dropZoneStores removes a zone's stores that were made in vain.
 func (p *Provider) dropZoneStores(name string) {
-	ctx := context.Background()
-	names, _ := p.node.pool.Stores(ctx, "zones/"+name+"/")
-	for _, s := range names {
-		p.node.pool.Drop(ctx, s)
+	if err := p.node.pool.DropPrefix(context.Background(), zonePrefix(name)); err != nil {
+		p.log.Warn("a zone made in vain is left in the cluster's database", "zone", name, "err", err)
 	}
 }
 

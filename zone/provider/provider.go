@@ -183,9 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	})
 	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
-		err = nil
-	}
+	err = localapi.StopErr(ctx, err)
 	p.log.Info("provider stopped")
 	return err
 }
@@ -274,9 +272,7 @@ func (p *Provider) serve(ctx context.Context, started func()) error {
 		return nil
 	})
 	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed)) {
-		err = nil
-	}
+	err = localapi.StopErr(ctx, err)
 	return err
 }
 

@@ -31,7 +31,12 @@ zone ID, so one zone's devices can reach nothing of another's.
 
 Every pzh subcommand but init, serve and restore (which needs a stopped hub)
 works on one zone
-of a running provider with --data DIR/zones/NAME.`,
+of a running provider with --data DIR/zones/NAME.
+
+A provider may also run on several nodes sharing a PostgreSQL database
+(init and serve with --store): the zones' stores are then in the database,
+DATA/zones/NAME holds only each zone's admin socket, one node serves and
+the others stand by; backup and restore of such a zone are the database's.`,
 	}
 	zone := &cobra.Command{Use: "zone", Short: "Add, remove, limit and list the provider's zones"}
 	zone.AddCommand(newProviderZoneAddCmd(g), newProviderZoneRmCmd(g), newProviderZoneListCmd(g), newProviderZoneLimitsCmd(g))
